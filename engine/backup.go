@@ -1,0 +1,445 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/user"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	chunkers "github.com/PlakarKorp/go-cdc-chunkers"
+	_ "github.com/PlakarKorp/go-cdc-chunkers/chunkers/fastcdc"
+)
+
+// BackupOptions tune a backup.
+type BackupOptions struct {
+	Concurrency int // files read at once; default: the CPU count
+	Uploaders   int // packs uploaded at once; default: max(2, Concurrency)
+	Tags        []string
+	Host        string
+	// Parent overrides the automatic choice of the newest snapshot of the
+	// same source; NoParent reads every file.
+	Parent   *ID
+	NoParent bool
+	// Warn receives entries that were left out and why.
+	Warn func(path string, err error)
+	// Progress, if set, is updated as the backup runs.
+	Progress *Progress
+}
+
+// Progress counts a running backup, restore or check; read it atomically.
+type Progress struct {
+	Files atomic.Int64 // entries done
+	Bytes atomic.Int64 // content bytes done
+}
+
+// BackupResult reports a finished backup.
+type BackupResult struct {
+	Snapshot *Snapshot
+	Parent   *Snapshot
+}
+
+type fileJob struct {
+	item   *Item
+	done   chan struct{}
+	err    error
+	chunks []Chunk
+	list   ID
+}
+
+// Backup walks src and writes a snapshot of it. The snapshot object is
+// written only after every pack and index file it needs is durable.
+func (r *Repo) Backup(ctx context.Context, src Source, opt BackupOptions) (*BackupResult, error) {
+	start := time.Now()
+	if opt.Concurrency < 1 {
+		opt.Concurrency = runtime.NumCPU()
+	}
+	if opt.Uploaders < 1 {
+		opt.Uploaders = max(2, opt.Concurrency)
+	}
+	if opt.Host == "" {
+		opt.Host, _ = os.Hostname()
+	}
+	if opt.Warn == nil {
+		opt.Warn = func(string, error) {}
+	}
+	if opt.Progress == nil {
+		opt.Progress = &Progress{}
+	}
+	if err := r.LoadIndex(ctx); err != nil {
+		return nil, err
+	}
+	var parent *Snapshot
+	var err error
+	switch {
+	case opt.NoParent:
+	case opt.Parent != nil:
+		parent, err = r.LoadSnapshot(ctx, *opt.Parent)
+	default:
+		parent, err = r.latestOf(ctx, src.URI())
+	}
+	if err != nil {
+		return nil, fmt.Errorf("backup: parent snapshot: %w", err)
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	b := &backup{
+		r: r, ctx: ctx, src: src, opt: opt,
+		saver: r.NewSaver(ctx, opt.Uploaders),
+	}
+	if parent != nil {
+		b.pcur = &parentCursor{r: r, root: parent.Root}
+	}
+	root, rootNode, stats, err := b.run()
+	if err != nil {
+		b.saver.Abort()
+		return nil, err
+	}
+	// Durability barrier: packs, then the index naming them, then the
+	// snapshot naming the root.
+	if err := b.saver.Finish(); err != nil {
+		return nil, err
+	}
+	sn := &Snapshot{
+		Time: start.UTC(), Source: src.URI(), Host: opt.Host, Tags: opt.Tags, Root: root,
+		RootMeta: RootMeta{Mode: rootNode.Mode, MTime: rootNode.MTime, UID: rootNode.UID, GID: rootNode.GID},
+		Stats: SnapshotStats{
+			Files: stats.Files, Dirs: stats.Dirs, Bytes: stats.Bytes,
+			ReadBytes: uint64(b.readBytes.Load()), Skipped: uint64(b.skipped.Load()),
+			Unchanged: uint64(b.unchanged.Load()),
+			NewBlobs:  uint64(b.saver.NewBlobs.Load()), NewBytes: uint64(b.saver.NewRawBytes.Load()),
+			StoredBytes: uint64(b.saver.StoredBytes.Load()),
+		},
+		Partial: b.skipped.Load() > 0,
+	}
+	if u, err := user.Current(); err == nil {
+		sn.User = u.Username
+	}
+	if parent != nil {
+		pid := parent.ID
+		sn.Parent = &pid
+	}
+	if si, ok := src.(SourceInfo); ok {
+		if sn.Info, err = si.Info(ctx); err != nil {
+			return nil, err
+		}
+	}
+	sn.Duration = time.Since(start).Seconds()
+	if _, err := r.SaveSnapshot(ctx, sn); err != nil {
+		return nil, err
+	}
+	return &BackupResult{Snapshot: sn, Parent: parent}, nil
+}
+
+type backup struct {
+	r     *Repo
+	ctx   context.Context
+	src   Source
+	opt   BackupOptions
+	saver *Saver
+	pcur  *parentCursor
+
+	readBytes atomic.Int64
+	skipped   atomic.Int64
+	unchanged atomic.Int64
+}
+
+// run drives the pipeline: one walker, Concurrency file workers, and the
+// assembler in this goroutine, which builds directories in walk order.
+func (b *backup) run() (ID, Node, DirStats, error) {
+	ctx, cancel := context.WithCancel(b.ctx)
+	defer cancel()
+	items := make(chan *fileJob, 256)
+	jobs := make(chan *fileJob, b.opt.Concurrency)
+
+	var walkErr error
+	go func() {
+		defer close(items)
+		defer close(jobs)
+		walkErr = b.src.Walk(ctx, func(it *Item) error {
+			j := &fileJob{item: it}
+			if it.Node.Type == TypeFile {
+				if prev, err := b.pcur.find(ctx, it); err != nil {
+					return err
+				} else if prev != nil && unchanged(prev, &it.Node) && b.allStored(prev) {
+					j.chunks, j.list = prev.Chunks, prev.ChunkList
+					b.unchanged.Add(1)
+				} else {
+					j.done = make(chan struct{})
+					select {
+					case jobs <- j:
+					case <-ctx.Done():
+						return ctx.Err()
+					}
+				}
+			}
+			select {
+			case items <- j:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			return nil
+		}, func(p string, err error) {
+			b.skipped.Add(1)
+			b.opt.Warn(p, err)
+		})
+	}()
+
+	var wg sync.WaitGroup
+	for i := 0; i < b.opt.Concurrency; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var buf []byte
+			for j := range jobs {
+				if buf == nil {
+					buf = make([]byte, b.r.Params.Chunker.Max)
+				}
+				j.err = b.saveFile(ctx, j, buf)
+				close(j.done)
+			}
+		}()
+	}
+	defer wg.Wait()
+
+	root, rootNode, stats, err := b.assemble(items)
+	if err != nil {
+		cancel()
+		for range items { // let the walker finish
+		}
+		return ID{}, Node{}, DirStats{}, err
+	}
+	if walkErr != nil {
+		return ID{}, Node{}, DirStats{}, walkErr
+	}
+	return root, rootNode, stats, nil
+}
+
+// unchanged says whether a file may reuse its parent's content unread.
+func unchanged(prev, cur *Node) bool {
+	return prev.Type == TypeFile && prev.Size == cur.Size && prev.MTime == cur.MTime &&
+		prev.Inode == cur.Inode && prev.CTime == cur.CTime
+}
+
+// allStored checks that the parent's content for a file is still indexed.
+func (b *backup) allStored(n *Node) bool {
+	if !n.ChunkList.IsZero() {
+		return b.r.Index.Has(n.ChunkList)
+	}
+	for _, c := range n.Chunks {
+		if !b.r.Index.Has(c.ID) {
+			return false
+		}
+	}
+	return true
+}
+
+func (b *backup) newChunker(rd io.Reader, buf []byte) (*chunkers.Chunker, error) {
+	c := b.r.Params.Chunker
+	return chunkers.NewChunkerBuffer(c.Algorithm, rd, &chunkers.ChunkerOpts{
+		MinSize: c.Min, NormalSize: c.Normal, MaxSize: c.Max, Key: b.r.keys.chunkerKey,
+	}, buf)
+}
+
+// errChanged says a file's size changed while it was read.
+var errChanged = errors.New("file changed size while it was read")
+
+func (b *backup) saveFile(ctx context.Context, j *fileJob, buf []byte) error {
+	f, err := b.src.Open(ctx, j.item)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	ch, err := b.newChunker(f, buf)
+	if err != nil {
+		return err
+	}
+	var total uint64
+	for {
+		data, err := ch.Next()
+		if err != nil && err != io.EOF {
+			return err
+		}
+		if len(data) > 0 {
+			id := b.r.keys.BlobID(data)
+			if _, serr := b.saver.Save(BlobData, id, data); serr != nil {
+				return serr
+			}
+			j.chunks = append(j.chunks, Chunk{ID: id, Size: uint32(len(data))})
+			total += uint64(len(data))
+			b.readBytes.Add(int64(len(data)))
+			b.opt.Progress.Bytes.Add(int64(len(data)))
+		}
+		if err == io.EOF {
+			break
+		}
+		if cerr := ctx.Err(); cerr != nil {
+			return cerr
+		}
+	}
+	if total != j.item.Node.Size {
+		return fmt.Errorf("%w (%d bytes at scan, %d read)", errChanged, j.item.Node.Size, total)
+	}
+	if len(j.chunks) > maxInlineChunks {
+		e := encoder{}
+		encodeChunks(&e, j.chunks)
+		id := b.r.keys.BlobID(e.b)
+		if _, err := b.saver.Save(BlobTree, id, e.b); err != nil {
+			return err
+		}
+		j.list, j.chunks = id, nil
+	}
+	return nil
+}
+
+// saveTree stores a tree blob (page, directory).
+func (b *backup) saveTree(p []byte) (ID, error) {
+	id := b.r.keys.BlobID(p)
+	_, err := b.saver.Save(BlobTree, id, p)
+	return id, err
+}
+
+type openDir struct {
+	name    string
+	node    Node
+	builder *dirBuilder
+}
+
+// assemble consumes walk items in order and builds the tree bottom-up.
+func (b *backup) assemble(items <-chan *fileJob) (ID, Node, DirStats, error) {
+	stack := []*openDir{{node: Node{Type: TypeDir, Mode: 0o755}, builder: newDirBuilder(b.saveTree)}}
+	pop := func() error {
+		top := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		id, st, err := top.builder.Finish()
+		if err != nil {
+			return err
+		}
+		top.node.Subtree = id
+		b.opt.Progress.Files.Add(1)
+		return stack[len(stack)-1].builder.Add(&top.node, st)
+	}
+	for j := range items {
+		if err := b.saver.Err(); err != nil {
+			return ID{}, Node{}, DirStats{}, err
+		}
+		it := j.item
+		segs := Segments(it.Path)
+		if len(segs) == 0 { // the root's own metadata
+			stack[0].node = it.Node
+			stack[0].node.Name = ""
+			continue
+		}
+		parent := segs[:len(segs)-1]
+		// Close directories that are not ancestors of this item.
+		common := 0
+		for common < len(parent) && common+1 < len(stack) && stack[common+1].name == parent[common] {
+			common++
+		}
+		for len(stack)-1 > common {
+			if err := pop(); err != nil {
+				return ID{}, Node{}, DirStats{}, err
+			}
+		}
+		// Open implicit directories (S3 prefixes).
+		for _, s := range parent[common:] {
+			stack = append(stack, &openDir{name: s, node: Node{Name: s, Type: TypeDir, Mode: 0o755}, builder: newDirBuilder(b.saveTree)})
+		}
+		n := it.Node
+		n.Name = segs[len(segs)-1]
+		switch n.Type {
+		case TypeDir:
+			stack = append(stack, &openDir{name: n.Name, node: n, builder: newDirBuilder(b.saveTree)})
+			continue
+		case TypeFile:
+			if j.done != nil {
+				select {
+				case <-j.done:
+				case <-b.ctx.Done():
+					return ID{}, Node{}, DirStats{}, b.ctx.Err()
+				}
+				if j.err != nil {
+					if errors.Is(j.err, context.Canceled) || b.saver.Err() != nil {
+						return ID{}, Node{}, DirStats{}, j.err
+					}
+					b.skipped.Add(1)
+					b.opt.Warn(it.Path, j.err)
+					continue
+				}
+			}
+			n.Chunks, n.ChunkList = j.chunks, j.list
+		}
+		if err := stack[len(stack)-1].builder.Add(&n, DirStats{}); err != nil {
+			return ID{}, Node{}, DirStats{}, err
+		}
+		b.opt.Progress.Files.Add(1)
+	}
+	for len(stack) > 1 {
+		if err := pop(); err != nil {
+			return ID{}, Node{}, DirStats{}, err
+		}
+	}
+	id, st, err := stack[0].builder.Finish()
+	return id, stack[0].node, st, err
+}
+
+// parentCursor follows the walk through the parent snapshot's tree, so
+// each file is compared with its previous version in one merge pass.
+type parentCursor struct {
+	r     *Repo
+	root  ID
+	names []string   // directory path of iters[1:]
+	iters []*DirIter // nil where the parent has no such directory
+}
+
+// find returns the parent's node for item, or nil.
+func (c *parentCursor) find(ctx context.Context, it *Item) (*Node, error) {
+	if c == nil {
+		return nil, nil
+	}
+	if c.iters == nil {
+		d, err := c.r.LoadDir(ctx, c.root)
+		if err != nil {
+			return nil, fmt.Errorf("parent snapshot: %w", err)
+		}
+		c.iters = []*DirIter{c.r.Iter(d)}
+	}
+	segs := Segments(it.Path)
+	parent := segs[:len(segs)-1]
+	common := 0
+	for common < len(parent) && common < len(c.names) && c.names[common] == parent[common] {
+		common++
+	}
+	c.names, c.iters = c.names[:common], c.iters[:common+1]
+	for _, s := range parent[common:] {
+		var next *DirIter
+		if top := c.iters[len(c.iters)-1]; top != nil {
+			n, err := top.Seek(ctx, s+"/")
+			if err != nil {
+				return nil, err
+			}
+			if n != nil {
+				d, err := c.r.LoadDir(ctx, n.Subtree)
+				if err != nil {
+					return nil, err
+				}
+				next = c.r.Iter(d)
+			}
+		}
+		c.names = append(c.names, s)
+		c.iters = append(c.iters, next)
+	}
+	top := c.iters[len(c.iters)-1]
+	if top == nil {
+		return nil, nil
+	}
+	n := it.Node
+	n.Name = segs[len(segs)-1]
+	return top.Seek(ctx, n.SortKey())
+}

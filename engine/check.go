@@ -1,0 +1,312 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"sort"
+	"strings"
+	"sync"
+
+	"golang.org/x/sync/errgroup"
+)
+
+// CheckOptions choose what a check covers.
+type CheckOptions struct {
+	// Snapshots to check; none means the whole store, including packs no
+	// snapshot uses.
+	Snapshots   []*Snapshot
+	Concurrency int
+	Progress    *Progress
+}
+
+// Problem is one thing check found wrong.
+type Problem struct {
+	Snapshot string `json:"snapshot,omitempty"` // short id
+	Path     string `json:"path,omitempty"`     // the affected file or directory
+	Pack     string `json:"pack,omitempty"`
+	Blob     string `json:"blob,omitempty"`
+	Message  string `json:"message"`
+}
+
+func (p Problem) String() string {
+	var b strings.Builder
+	if p.Snapshot != "" {
+		fmt.Fprintf(&b, "snapshot %s: ", p.Snapshot)
+	}
+	if p.Path != "" {
+		fmt.Fprintf(&b, "%s: ", p.Path)
+	}
+	b.WriteString(p.Message)
+	return b.String()
+}
+
+// CheckResult reports a check.
+type CheckResult struct {
+	Snapshots int       `json:"snapshots"`
+	Packs     int       `json:"packs"`
+	Blobs     int       `json:"blobs"`
+	Bytes     int64     `json:"bytes_read"`
+	Problems  []Problem `json:"problems"`
+	// Warnings do not fail a check: packs no index names (left by an
+	// interrupted backup), which later maintenance may remove.
+	Warnings []string `json:"warnings"`
+}
+
+// OK reports whether the check found no problem.
+func (c *CheckResult) OK() bool { return len(c.Problems) == 0 }
+
+// Check reads every pack the chosen snapshots use (every pack of the store
+// if none are chosen), verifies the pack's hash, its trailer against the
+// index, and every blob's MAC and id; then walks the snapshots' trees and
+// names each file or directory a bad or missing blob belongs to.
+func (r *Repo) Check(ctx context.Context, opt CheckOptions) (*CheckResult, error) {
+	if opt.Concurrency < 1 {
+		opt.Concurrency = runtime.NumCPU()
+	}
+	if opt.Progress == nil {
+		opt.Progress = &Progress{}
+	}
+	res := &CheckResult{}
+	var mu sync.Mutex
+	problem := func(p Problem) {
+		mu.Lock()
+		res.Problems = append(res.Problems, p)
+		mu.Unlock()
+	}
+	if err := r.LoadIndex(ctx); err != nil {
+		// A corrupt index file is a problem to report, not a reason to stop.
+		if errors.Is(err, ErrAuth) || errors.Is(err, errCorrupt) {
+			problem(Problem{Message: fmt.Sprintf("index unreadable: %v", err)})
+			r.Index = newMasterIndex()
+			r.indexOnce = sync.Once{}
+			r.indexOnce.Do(func() { r.indexErr = r.loadIndexTolerant(ctx, problem) })
+		} else {
+			return nil, err
+		}
+	}
+
+	snaps := opt.Snapshots
+	whole := len(snaps) == 0
+	if whole {
+		ids, err := r.SnapshotIDs(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, id := range ids {
+			sn, err := r.LoadSnapshot(ctx, id)
+			if err != nil {
+				problem(Problem{Snapshot: id.Short(), Message: fmt.Sprintf("snapshot unreadable: %v", err)})
+				continue
+			}
+			snaps = append(snaps, sn)
+		}
+	}
+	res.Snapshots = len(snaps)
+
+	// Which packs to read.
+	indexed := r.Index.Packs()
+	packs := map[ID]BlobKind{}
+	if whole {
+		packs = indexed
+		for _, k := range []BlobKind{BlobData, BlobTree} {
+			err := r.st.List(ctx, packDir(k), func(o ObjectInfo) error {
+				id, err := ParseID(o.Name[strings.LastIndex(o.Name, "/")+1:])
+				if err != nil {
+					res.Warnings = append(res.Warnings, fmt.Sprintf("%s: not a pack name; ignored", o.Name))
+					return nil
+				}
+				if _, ok := indexed[id]; !ok {
+					res.Warnings = append(res.Warnings, fmt.Sprintf("pack %s is in no index (left by an interrupted backup?); its blobs are unused", id.Short()))
+				}
+				return nil
+			})
+			if err != nil {
+				return nil, err
+			}
+		}
+	} else {
+		need := map[ID]bool{}
+		for _, sn := range snaps {
+			r.walkBlobs(ctx, sn, func(id ID) { need[id] = true }, func(string, *Node, error) {})
+		}
+		for id := range need {
+			if _, pack, ok := r.Index.Lookup(id); ok {
+				packs[pack] = indexed[pack]
+			}
+		}
+	}
+	res.Packs = len(packs)
+
+	// Verify packs.
+	bad := map[ID]string{} // blob -> reason
+	byPack := map[ID][]BlobLoc{}
+	r.Index.Each(func(b BlobLoc, pack ID) {
+		if _, ok := packs[pack]; ok {
+			byPack[pack] = append(byPack[pack], b)
+		}
+	})
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(opt.Concurrency)
+	for pack, kind := range packs {
+		g.Go(func() error {
+			errs, n, err := r.checkPack(gctx, kind, pack, byPack[pack])
+			if err != nil && gctx.Err() != nil {
+				return err
+			}
+			mu.Lock()
+			res.Blobs += len(byPack[pack])
+			res.Bytes += n
+			if err != nil {
+				res.Problems = append(res.Problems, Problem{Pack: pack.Short(), Message: fmt.Sprintf("pack %s: %v", pack.Short(), err)})
+			}
+			for id, e := range errs {
+				bad[id] = e
+			}
+			mu.Unlock()
+			opt.Progress.Bytes.Add(n)
+			opt.Progress.Files.Add(1)
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+
+	// Name what the bad blobs belong to.
+	for _, sn := range snaps {
+		seen := map[string]bool{}
+		r.walkBlobs(ctx, sn, nil, func(path string, n *Node, err error) {
+			if err != nil {
+				problem(Problem{Snapshot: sn.ID.Short(), Path: path, Message: err.Error()})
+				return
+			}
+			for _, c := range n.Chunks {
+				if why, ok := bad[c.ID]; ok && !seen[path] {
+					seen[path] = true
+					problem(Problem{Snapshot: sn.ID.Short(), Path: path, Blob: c.ID.Short(), Message: why})
+				} else if !r.Index.Has(c.ID) && !seen[path] {
+					seen[path] = true
+					problem(Problem{Snapshot: sn.ID.Short(), Path: path, Blob: c.ID.Short(), Message: fmt.Sprintf("blob %s: %v", c.ID.Short(), errMissingBlob)})
+				}
+			}
+		})
+	}
+	sort.SliceStable(res.Problems, func(i, j int) bool {
+		a, b := res.Problems[i], res.Problems[j]
+		if a.Snapshot != b.Snapshot {
+			return a.Snapshot < b.Snapshot
+		}
+		return a.Path < b.Path
+	})
+	return res, nil
+}
+
+func (r *Repo) loadIndexTolerant(ctx context.Context, problem func(Problem)) error {
+	return r.st.List(ctx, "index/", func(o ObjectInfo) error {
+		packs, err := r.readIndexFile(ctx, o.Name)
+		if err != nil {
+			return nil // already reported as a whole
+		}
+		r.Index.Add(packs)
+		return nil
+	})
+}
+
+// checkPack reads a whole pack and verifies it; it returns the blobs that
+// failed, with why, and the bytes read.
+func (r *Repo) checkPack(ctx context.Context, kind BlobKind, pack ID, blobs []BlobLoc) (map[ID]string, int64, error) {
+	bad := map[ID]string{}
+	data, err := r.st.Get(ctx, packName(kind, pack), 0, -1)
+	if err != nil {
+		for _, b := range blobs {
+			bad[b.ID] = fmt.Sprintf("blob %s: pack %s unreadable: %v", b.ID.Short(), pack.Short(), err)
+		}
+		return bad, 0, fmt.Errorf("unreadable: %w", err)
+	}
+	var packErr error
+	if hashID(data) != pack {
+		packErr = fmt.Errorf("content does not match its name (the pack file is damaged)")
+	}
+	if sealed, start, err := splitPack(data); err != nil {
+		packErr = errors.Join(packErr, err)
+	} else if trailer, err := r.decodeSealedTrailer(sealed, start); err != nil {
+		packErr = errors.Join(packErr, err)
+	} else {
+		inTrailer := make(map[ID]BlobLoc, len(trailer))
+		for _, b := range trailer {
+			inTrailer[b.ID] = b
+		}
+		for _, b := range blobs {
+			if t, ok := inTrailer[b.ID]; !ok || t != b {
+				packErr = errors.Join(packErr, fmt.Errorf("index entry for blob %s disagrees with the pack trailer", b.ID.Short()))
+			}
+		}
+	}
+	var plain []byte
+	for _, b := range blobs {
+		if int64(b.Offset)+int64(b.Length) > int64(len(data)) {
+			bad[b.ID] = fmt.Sprintf("blob %s: beyond the end of pack %s", b.ID.Short(), pack.Short())
+			continue
+		}
+		plain, err = r.openBlob(plain[:0], data[b.Offset:b.Offset+b.Length], b, pack)
+		if err != nil {
+			bad[b.ID] = err.Error()
+		}
+	}
+	return bad, int64(len(data)), packErr
+}
+
+// walkBlobs walks a snapshot's tree. blob, if set, receives every blob id
+// the snapshot uses; file receives every file (with its chunks loaded) and
+// every directory or file that could not be read.
+func (r *Repo) walkBlobs(ctx context.Context, sn *Snapshot, blob func(ID), file func(string, *Node, error)) {
+	if blob == nil {
+		blob = func(ID) {}
+	}
+	var walk func(id ID, path string)
+	walk = func(id ID, path string) {
+		blob(id)
+		d, err := r.LoadDir(ctx, id)
+		if err != nil {
+			file(path+"/", nil, fmt.Errorf("directory unreadable, its contents are lost: %v", err))
+			return
+		}
+		for _, p := range d.Pages {
+			blob(p.ID)
+		}
+		it := r.Iter(d)
+		for {
+			n, err := it.Next(ctx)
+			if err != nil {
+				file(path+"/", nil, fmt.Errorf("directory partly unreadable: %v", err))
+				return
+			}
+			if n == nil {
+				return
+			}
+			p := path + "/" + n.Name
+			switch n.Type {
+			case TypeDir:
+				walk(n.Subtree, p)
+			case TypeFile:
+				if !n.ChunkList.IsZero() {
+					blob(n.ChunkList)
+				}
+				cs, err := r.FileChunks(ctx, n)
+				if err != nil {
+					file(p, nil, fmt.Errorf("chunk list unreadable: %v", err))
+					continue
+				}
+				for _, c := range cs {
+					blob(c.ID)
+				}
+				cp := *n
+				cp.Chunks = cs
+				file(p, &cp, nil)
+			}
+		}
+	}
+	walk(sn.Root, "")
+}

@@ -1,0 +1,83 @@
+package engine
+
+import (
+	"fmt"
+	"runtime"
+	"sync"
+
+	"github.com/klauspost/compress/zstd"
+)
+
+// Compression says how a blob's plaintext is stored before encryption.
+type Compression uint8
+
+const (
+	CompNone Compression = 0 // stored as is
+	CompZstd Compression = 1 // zstd frame
+)
+
+var (
+	zstdOnce sync.Once
+	zstdEnc  *zstd.Encoder
+	zstdDec  *zstd.Decoder
+)
+
+func zstdInit() {
+	zstdOnce.Do(func() {
+		var err error
+		n := runtime.GOMAXPROCS(0)
+		zstdEnc, err = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest),
+			zstd.WithEncoderConcurrency(n), zstd.WithEncoderCRC(false), zstd.WithZeroFrames(true))
+		if err != nil {
+			panic(err)
+		}
+		zstdDec, err = zstd.NewReader(nil, zstd.WithDecoderConcurrency(n), zstd.WithDecoderMaxMemory(1<<30))
+		if err != nil {
+			panic(err)
+		}
+	})
+}
+
+// compress appends the stored form of raw to dst and says which it is: a
+// zstd frame when that saves at least 1/32 of the size, raw otherwise.
+func compress(dst, raw []byte) ([]byte, Compression) {
+	if len(raw) < 64 {
+		return append(dst, raw...), CompNone
+	}
+	zstdInit()
+	start := len(dst)
+	out := zstdEnc.EncodeAll(raw, dst)
+	if len(out)-start < len(raw)-len(raw)/32 {
+		return out, CompZstd
+	}
+	return append(out[:start], raw...), CompNone
+}
+
+// decompress appends the plaintext of a stored blob to dst; rawLen is the
+// plaintext length the index promises, and any other length is an error.
+func decompress(dst, stored []byte, c Compression, rawLen int) ([]byte, error) {
+	switch c {
+	case CompNone:
+		if len(stored) != rawLen {
+			return nil, fmt.Errorf("%w: stored blob is %d bytes, index says %d", errCorrupt, len(stored), rawLen)
+		}
+		return append(dst, stored...), nil
+	case CompZstd:
+		zstdInit()
+		if cap(dst)-len(dst) < rawLen {
+			nd := make([]byte, len(dst), len(dst)+rawLen)
+			copy(nd, dst)
+			dst = nd
+		}
+		start := len(dst)
+		out, err := zstdDec.DecodeAll(stored, dst)
+		if err != nil {
+			return nil, fmt.Errorf("%w: zstd: %v", errCorrupt, err)
+		}
+		if len(out)-start != rawLen {
+			return nil, fmt.Errorf("%w: blob decompressed to %d bytes, index says %d", errCorrupt, len(out)-start, rawLen)
+		}
+		return out, nil
+	}
+	return nil, fmt.Errorf("%w: unknown compression %d", errCorrupt, c)
+}

@@ -1,0 +1,248 @@
+package engine
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/zeebo/blake3"
+)
+
+// FormatVersion is the store format this build writes and the newest it
+// reads. Bump it on any change a previous build would misread.
+const FormatVersion = 1
+
+// configName is the one mutable object of a store: it gains key slots.
+const configName = "config"
+
+// Params are a store's fixed parameters. They are authenticated: every key
+// slot wraps the master key with the exact bytes of Params as associated
+// data, so editing them makes every passphrase fail.
+type Params struct {
+	Version     int           `json:"version"`
+	StoreID     string        `json:"id"`
+	Created     time.Time     `json:"created"`
+	Chunker     ChunkerParams `json:"chunker"`
+	Hash        string        `json:"hash"`
+	Cipher      string        `json:"cipher"`
+	Compression string        `json:"compression"`
+	PackSize    int           `json:"pack_size"`
+}
+
+// ChunkerParams fix how file content is cut into chunks.
+type ChunkerParams struct {
+	Algorithm string `json:"algorithm"`
+	Min       int    `json:"min"`
+	Normal    int    `json:"normal"`
+	Max       int    `json:"max"`
+}
+
+// DefaultChunker is FastCDC at 512 KiB / 1 MiB / 8 MiB, keyed per store.
+var DefaultChunker = ChunkerParams{Algorithm: "fastcdc-v1.0.0", Min: 512 << 10, Normal: 1 << 20, Max: 8 << 20}
+
+// DefaultPackSize is the size at which a pack is closed and uploaded.
+const DefaultPackSize = 16 << 20
+
+// KeySlot wraps the master key under a key derived from one passphrase.
+type KeySlot struct {
+	ID      string    `json:"id"`
+	Created time.Time `json:"created"`
+	KDF     string    `json:"kdf"`
+	Params  KDFParams `json:"params"`
+	Salt    []byte    `json:"salt"`
+	// Wrapped is nonce || XChaCha20-Poly1305(kek, master key, aad=params bytes).
+	Wrapped []byte `json:"wrapped"`
+}
+
+type configFile struct {
+	Params json.RawMessage `json:"params"`
+	Keys   []KeySlot       `json:"keys"`
+}
+
+// ErrWrongPassphrase says no key slot opened with the passphrase given.
+var ErrWrongPassphrase = errors.New("wrong passphrase: no key slot of this store opens with it")
+
+// ErrNoStore says the storage holds no coffer store.
+var ErrNoStore = errors.New("no coffer store here")
+
+// ErrStoreExists says create found a store already.
+var ErrStoreExists = errors.New("a coffer store already exists here")
+
+// NewerFormatError says the store was written by a newer coffer.
+type NewerFormatError struct{ Have, Want int }
+
+func (e *NewerFormatError) Error() string {
+	return fmt.Sprintf("store format version %d is newer than this coffer supports (%d): upgrade coffer to open it", e.Have, e.Want)
+}
+
+// CreateOptions tune a new store; zero values mean the defaults.
+type CreateOptions struct {
+	KDF      KDFParams
+	Chunker  ChunkerParams
+	PackSize int
+}
+
+func wrapMaster(master, passphrase, paramsBytes []byte, kdf KDFParams) (KeySlot, error) {
+	if err := kdf.validate(); err != nil {
+		return KeySlot{}, err
+	}
+	salt := make([]byte, 16)
+	rand.Read(salt)
+	kek := kdf.derive(passphrase, salt)
+	k, err := deriveKEK(kek)
+	if err != nil {
+		return KeySlot{}, err
+	}
+	id := make([]byte, 4)
+	rand.Read(id)
+	return KeySlot{
+		ID: hex.EncodeToString(id), Created: time.Now().UTC(), KDF: "argon2id",
+		Params: kdf, Salt: salt, Wrapped: k.Seal(nil, master, paramsBytes),
+	}, nil
+}
+
+// deriveKEK turns an Argon2id output into an AEAD.
+func deriveKEK(kek []byte) (*Keys, error) {
+	var m [32]byte
+	blake3.DeriveKey("coffer 2026-11 key slot", kek, m[:])
+	return deriveKeys(m[:])
+}
+
+// Create writes a new store's config with one key slot for passphrase.
+func Create(ctx context.Context, st Storage, passphrase []byte, opt CreateOptions) (*Repo, error) {
+	if len(passphrase) == 0 {
+		return nil, errors.New("refusing an empty passphrase")
+	}
+	if _, err := st.Stat(ctx, configName); err == nil {
+		return nil, fmt.Errorf("%s: %w", st.Location(), ErrStoreExists)
+	} else if !IsNotFound(err) {
+		return nil, err
+	}
+	if opt.KDF == (KDFParams{}) {
+		opt.KDF = DefaultKDF
+	}
+	if opt.Chunker == (ChunkerParams{}) {
+		opt.Chunker = DefaultChunker
+	}
+	if opt.PackSize == 0 {
+		opt.PackSize = DefaultPackSize
+	}
+	sid := make([]byte, 16)
+	rand.Read(sid)
+	p := Params{
+		Version: FormatVersion, StoreID: hex.EncodeToString(sid), Created: time.Now().UTC(),
+		Chunker: opt.Chunker, Hash: "blake3-keyed-256", Cipher: "xchacha20-poly1305",
+		Compression: "zstd", PackSize: opt.PackSize,
+	}
+	if err := p.validate(); err != nil {
+		return nil, err
+	}
+	pb, err := json.Marshal(p)
+	if err != nil {
+		return nil, err
+	}
+	master := make([]byte, 32)
+	if _, err := rand.Read(master); err != nil {
+		return nil, err
+	}
+	slot, err := wrapMaster(master, passphrase, pb, opt.KDF)
+	if err != nil {
+		return nil, err
+	}
+	cf := configFile{Params: pb, Keys: []KeySlot{slot}}
+	data, err := json.MarshalIndent(cf, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	if err := st.Put(ctx, configName, data); err != nil {
+		return nil, err
+	}
+	return newRepo(st, p, master)
+}
+
+func (p Params) validate() error {
+	if p.Version < 1 {
+		return fmt.Errorf("config: invalid format version %d", p.Version)
+	}
+	if p.Version > FormatVersion {
+		return &NewerFormatError{Have: p.Version, Want: FormatVersion}
+	}
+	if p.Hash != "blake3-keyed-256" || p.Cipher != "xchacha20-poly1305" || p.Compression != "zstd" {
+		return fmt.Errorf("config: unsupported hash/cipher/compression %q/%q/%q", p.Hash, p.Cipher, p.Compression)
+	}
+	c := p.Chunker
+	if c.Algorithm != "fastcdc-v1.0.0" || c.Min < 64 || c.Normal <= c.Min || c.Max <= c.Normal || c.Max > 64<<20 || c.Normal&(c.Normal-1) != 0 {
+		return fmt.Errorf("config: unsupported chunker %+v", c)
+	}
+	if p.PackSize < 1<<10 || p.PackSize > 1<<30 {
+		return fmt.Errorf("config: unsupported pack size %d", p.PackSize)
+	}
+	return nil
+}
+
+// decodeConfig parses a config object and checks its parameters, before
+// any passphrase is tried, so a newer store fails with the right message.
+func decodeConfig(data []byte) (*configFile, Params, error) {
+	var cf configFile
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&cf); err != nil {
+		return nil, Params{}, fmt.Errorf("config: not a coffer config: %w", err)
+	}
+	// The authenticated form of the params is their compact JSON, so
+	// re-indenting the file does not lock anyone out.
+	var compact bytes.Buffer
+	if err := json.Compact(&compact, cf.Params); err != nil {
+		return nil, Params{}, fmt.Errorf("config: bad params: %w", err)
+	}
+	cf.Params = compact.Bytes()
+	var p Params
+	if err := json.Unmarshal(cf.Params, &p); err != nil {
+		return nil, Params{}, fmt.Errorf("config: bad params: %w", err)
+	}
+	if err := p.validate(); err != nil {
+		return nil, Params{}, err
+	}
+	if len(cf.Keys) == 0 {
+		return nil, Params{}, errors.New("config: no key slots")
+	}
+	for _, k := range cf.Keys {
+		if k.KDF != "argon2id" {
+			return nil, Params{}, fmt.Errorf("config: key slot %s: unsupported kdf %q", k.ID, k.KDF)
+		}
+		if err := k.Params.validate(); err != nil {
+			return nil, Params{}, fmt.Errorf("config: key slot %s: %w", k.ID, err)
+		}
+	}
+	return &cf, p, nil
+}
+
+// Open reads the store's config and unlocks it with passphrase.
+func Open(ctx context.Context, st Storage, passphrase []byte) (*Repo, error) {
+	data, err := st.Get(ctx, configName, 0, -1)
+	if IsNotFound(err) {
+		return nil, fmt.Errorf("%s: %w (run create first, or check the path)", st.Location(), ErrNoStore)
+	}
+	if err != nil {
+		return nil, err
+	}
+	cf, p, err := decodeConfig(data)
+	if err != nil {
+		return nil, err
+	}
+	for _, slot := range cf.Keys {
+		k, err := deriveKEK(slot.Params.derive(passphrase, slot.Salt))
+		if err != nil {
+			return nil, err
+		}
+		master, err := k.Open(nil, slot.Wrapped, cf.Params)
+		if err == nil && len(master) == 32 {
+			return newRepo(st, p, master)
+		}
+	}
+	return nil, ErrWrongPassphrase
+}

@@ -1,0 +1,136 @@
+package engine
+
+import (
+	"crypto/cipher"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+
+	"github.com/zeebo/blake3"
+	"golang.org/x/crypto/argon2"
+	"golang.org/x/crypto/chacha20poly1305"
+)
+
+// ID is a 256-bit identifier: a blob id (keyed BLAKE3 of the plaintext) or
+// the name of a pack, index or snapshot object (BLAKE3 of its bytes).
+type ID [32]byte
+
+func (id ID) String() string { return hex.EncodeToString(id[:]) }
+
+// Short is the 8-hex-digit prefix people type and read.
+func (id ID) Short() string { return hex.EncodeToString(id[:4]) }
+
+// IsZero reports whether id is unset.
+func (id ID) IsZero() bool { return id == ID{} }
+
+// ParseID parses 64 hex digits.
+func ParseID(s string) (ID, error) {
+	var id ID
+	if len(s) != 64 {
+		return id, fmt.Errorf("invalid id %q: want 64 hex digits", s)
+	}
+	if _, err := hex.Decode(id[:], []byte(s)); err != nil {
+		return id, fmt.Errorf("invalid id %q: %w", s, err)
+	}
+	return id, nil
+}
+
+// hashID names objects by their stored bytes (unkeyed: the bytes are
+// ciphertext, so the name leaks nothing).
+func hashID(data []byte) ID { return ID(blake3.Sum256(data)) }
+
+// Sizes of the AEAD framing around every sealed blob or object.
+const (
+	nonceSize = chacha20poly1305.NonceSizeX // 24
+	tagSize   = chacha20poly1305.Overhead   // 16
+	// sealOverhead is what sealing adds to a plaintext.
+	sealOverhead = nonceSize + tagSize
+)
+
+// Keys are the working keys derived from the store's master key.
+type Keys struct {
+	aead       cipher.AEAD
+	idKey      []byte
+	chunkerKey []byte
+}
+
+// Derivation contexts (BLAKE3 derive_key); changing one is a format change.
+const (
+	ctxEncrypt = "coffer 2026-11 blob and object encryption"
+	ctxBlobID  = "coffer 2026-11 blob id"
+	ctxChunker = "coffer 2026-11 chunker gear table"
+)
+
+func deriveKeys(master []byte) (*Keys, error) {
+	if len(master) != 32 {
+		return nil, errors.New("master key must be 32 bytes")
+	}
+	var enc, idk, chk [32]byte
+	blake3.DeriveKey(ctxEncrypt, master, enc[:])
+	blake3.DeriveKey(ctxBlobID, master, idk[:])
+	blake3.DeriveKey(ctxChunker, master, chk[:])
+	aead, err := chacha20poly1305.NewX(enc[:])
+	if err != nil {
+		return nil, err
+	}
+	return &Keys{aead: aead, idKey: idk[:], chunkerKey: chk[:]}, nil
+}
+
+// BlobID is the keyed BLAKE3-256 of a blob's plaintext.
+func (k *Keys) BlobID(plaintext []byte) ID {
+	h, _ := blake3.NewKeyed(k.idKey)
+	h.Write(plaintext)
+	var id ID
+	h.Sum(id[:0])
+	return id
+}
+
+// Seal appends nonce || ciphertext || tag of plaintext to dst.
+func (k *Keys) Seal(dst, plaintext, aad []byte) []byte {
+	var nonce [nonceSize]byte
+	if _, err := rand.Read(nonce[:]); err != nil {
+		panic("coffer: no randomness for a nonce: " + err.Error())
+	}
+	dst = append(dst, nonce[:]...)
+	return k.aead.Seal(dst, nonce[:], plaintext, aad)
+}
+
+// ErrAuth says sealed bytes failed authentication: they were corrupted,
+// tampered with, or sealed under another key or for another purpose.
+var ErrAuth = errors.New("authentication failed (data corrupted or tampered with)")
+
+// Open authenticates and decrypts sealed (nonce || ciphertext || tag),
+// appending the plaintext to dst.
+func (k *Keys) Open(dst, sealed, aad []byte) ([]byte, error) {
+	if len(sealed) < sealOverhead {
+		return nil, fmt.Errorf("%w: %d bytes is shorter than the %d-byte envelope", ErrAuth, len(sealed), sealOverhead)
+	}
+	out, err := k.aead.Open(dst, sealed[:nonceSize], sealed[nonceSize:], aad)
+	if err != nil {
+		return nil, ErrAuth
+	}
+	return out, nil
+}
+
+// KDFParams are the Argon2id parameters of one key slot.
+type KDFParams struct {
+	Time    uint32 `json:"time"`
+	Memory  uint32 `json:"memory_kib"`
+	Threads uint8  `json:"threads"`
+}
+
+// DefaultKDF is what new key slots use: about a quarter second on a
+// 2-core machine, 64 MiB of memory.
+var DefaultKDF = KDFParams{Time: 3, Memory: 64 * 1024, Threads: 2}
+
+func (p KDFParams) derive(passphrase, salt []byte) []byte {
+	return argon2.IDKey(passphrase, salt, p.Time, p.Memory, p.Threads, 32)
+}
+
+func (p KDFParams) validate() error {
+	if p.Time < 1 || p.Time > 100 || p.Memory < 8 || p.Memory > 4<<20 || p.Threads < 1 {
+		return fmt.Errorf("unsupported argon2id parameters t=%d m=%dKiB p=%d", p.Time, p.Memory, p.Threads)
+	}
+	return nil
+}

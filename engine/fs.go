@@ -1,0 +1,316 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// FSSource backs up a local folder (or a single file).
+type FSSource struct {
+	root string
+}
+
+// NewFSSource returns a source for the folder or file at path.
+func NewFSSource(path string) (*FSSource, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := os.Lstat(abs); err != nil {
+		return nil, fmt.Errorf("source %s: %w", path, err)
+	}
+	return &FSSource{root: abs}, nil
+}
+
+func (s *FSSource) URI() string { return s.root }
+
+func statNode(name string, fi fs.FileInfo) (Node, bool) {
+	n := Node{Name: name, Mode: uint32(fi.Mode().Perm()), MTime: fi.ModTime().UnixNano()}
+	m := fi.Mode()
+	if m&fs.ModeSetuid != 0 {
+		n.Mode |= 0o4000
+	}
+	if m&fs.ModeSetgid != 0 {
+		n.Mode |= 0o2000
+	}
+	if m&fs.ModeSticky != 0 {
+		n.Mode |= 0o1000
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		n.UID, n.GID, n.Inode = st.Uid, st.Gid, st.Ino
+		n.CTime = time.Unix(int64(st.Ctim.Sec), int64(st.Ctim.Nsec)).UnixNano()
+	}
+	switch {
+	case m.IsRegular():
+		n.Type, n.Size = TypeFile, uint64(fi.Size())
+	case m.IsDir():
+		n.Type = TypeDir
+	case m&fs.ModeSymlink != 0:
+		n.Type = TypeSymlink
+	default:
+		return n, false
+	}
+	return n, true
+}
+
+func (s *FSSource) Walk(ctx context.Context, fn func(*Item) error, warn func(string, error)) error {
+	fi, err := os.Lstat(s.root)
+	if err != nil {
+		return fmt.Errorf("source %s: %w", s.root, err)
+	}
+	n, ok := statNode("", fi)
+	if !ok {
+		return fmt.Errorf("source %s: not a file, folder or symlink", s.root)
+	}
+	if n.Type != TypeDir {
+		// A single file: the snapshot holds it at /<name>.
+		n.Name = filepath.Base(s.root)
+		if n.Type == TypeSymlink {
+			if n.Target, err = os.Readlink(s.root); err != nil {
+				return err
+			}
+		}
+		return fn(&Item{Path: n.Name, Node: n})
+	}
+	if err := fn(&Item{Path: "", Node: n}); err != nil {
+		return err
+	}
+	return s.walkDir(ctx, s.root, "", fn, warn)
+}
+
+type fsEntry struct {
+	name string
+	key  string
+	dir  bool
+}
+
+func (s *FSSource) walkDir(ctx context.Context, dir, rel string, fn func(*Item) error, warn func(string, error)) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	des, err := os.ReadDir(dir)
+	if err != nil && len(des) == 0 {
+		warn(rel, err)
+		return nil
+	}
+	ents := make([]fsEntry, len(des))
+	for i, de := range des {
+		e := fsEntry{name: de.Name(), key: de.Name(), dir: de.IsDir()}
+		if e.dir {
+			e.key += "/"
+		}
+		ents[i] = e
+	}
+	sort.Slice(ents, func(i, j int) bool { return ents[i].key < ents[j].key })
+	for _, e := range ents {
+		p := filepath.Join(dir, e.name)
+		ip := e.name
+		if rel != "" {
+			ip = rel + "/" + e.name
+		}
+		fi, err := os.Lstat(p)
+		if err != nil {
+			warn(ip, err)
+			continue
+		}
+		n, ok := statNode(e.name, fi)
+		if !ok {
+			warn(ip, fmt.Errorf("unsupported file type %s (devices, sockets and pipes are not backed up)", fi.Mode().Type()))
+			continue
+		}
+		if (n.Type == TypeDir) != e.dir {
+			warn(ip, errors.New("changed type during the backup"))
+			continue
+		}
+		if n.Type == TypeSymlink {
+			if n.Target, err = os.Readlink(p); err != nil {
+				warn(ip, err)
+				continue
+			}
+		}
+		if err := fn(&Item{Path: ip, Node: n}); err != nil {
+			return err
+		}
+		if n.Type == TypeDir {
+			if err := s.walkDir(ctx, p, ip, fn, warn); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (s *FSSource) Open(ctx context.Context, it *Item) (io.ReadCloser, error) {
+	p := s.root
+	if fi, err := os.Lstat(s.root); err == nil && !fi.IsDir() {
+		// Single-file source.
+	} else {
+		p = filepath.Join(s.root, filepath.FromSlash(it.Path))
+	}
+	return os.Open(p)
+}
+
+// FSDestination restores into a local folder.
+type FSDestination struct {
+	root string
+	// Owners restores uid/gid (only root may); the default is to do so
+	// when running as root.
+	Owners bool
+}
+
+// NewFSDestination returns a destination writing below dir.
+func NewFSDestination(dir string) (*FSDestination, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, err
+	}
+	return &FSDestination{root: abs, Owners: os.Geteuid() == 0}, nil
+}
+
+func (d *FSDestination) URI() string { return d.root }
+
+// localPath maps an item path below the target, refusing any segment that
+// could escape it or that a folder cannot hold.
+func (d *FSDestination) localPath(p string) (string, error) {
+	if p == "" {
+		return d.root, nil
+	}
+	for _, s := range strings.Split(p, "/") {
+		if s == "" || s == "." || s == ".." || strings.ContainsRune(s, 0) {
+			return "", fmt.Errorf("restore: %q: path segment %q cannot be written to a folder", p, s)
+		}
+	}
+	return filepath.Join(d.root, filepath.FromSlash(p)), nil
+}
+
+func (d *FSDestination) MkDir(ctx context.Context, path string, n *Node) error {
+	lp, err := d.localPath(path)
+	if err != nil {
+		return err
+	}
+	fi, err := os.Lstat(lp)
+	switch {
+	case err == nil && fi.IsDir():
+		return nil
+	case err == nil:
+		return fmt.Errorf("restore: %s exists and is not a directory", lp)
+	case !errors.Is(err, fs.ErrNotExist):
+		return err
+	}
+	if path == "" {
+		return os.MkdirAll(lp, 0o700)
+	}
+	return os.Mkdir(lp, 0o700)
+}
+
+func (d *FSDestination) meta(lp string, n *Node, link bool) error {
+	if d.Owners {
+		if err := os.Lchown(lp, int(n.UID), int(n.GID)); err != nil {
+			return fmt.Errorf("restore: chown %s: %w", lp, err)
+		}
+	}
+	if !link {
+		if err := os.Chmod(lp, fileMode(n.Mode)); err != nil {
+			return fmt.Errorf("restore: chmod %s: %w", lp, err)
+		}
+	}
+	ts := []unix.Timespec{unix.NsecToTimespec(n.MTime), unix.NsecToTimespec(n.MTime)}
+	if err := unix.UtimesNanoAt(unix.AT_FDCWD, lp, ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return fmt.Errorf("restore: set times of %s: %w", lp, err)
+	}
+	return nil
+}
+
+func fileMode(m uint32) fs.FileMode {
+	fm := fs.FileMode(m & 0o777)
+	if m&0o4000 != 0 {
+		fm |= fs.ModeSetuid
+	}
+	if m&0o2000 != 0 {
+		fm |= fs.ModeSetgid
+	}
+	if m&0o1000 != 0 {
+		fm |= fs.ModeSticky
+	}
+	return fm
+}
+
+func (d *FSDestination) FinishDir(ctx context.Context, path string, n *Node) error {
+	lp, err := d.localPath(path)
+	if err != nil {
+		return err
+	}
+	return d.meta(lp, n, false)
+}
+
+func (d *FSDestination) Symlink(ctx context.Context, path string, n *Node) error {
+	lp, err := d.localPath(path)
+	if err != nil {
+		return err
+	}
+	if fi, err := os.Lstat(lp); err == nil && !fi.IsDir() {
+		os.Remove(lp)
+	}
+	if err := os.Symlink(n.Target, lp); err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	return d.meta(lp, n, true)
+}
+
+type fsFile struct {
+	d  *FSDestination
+	f  *os.File
+	lp string
+	n  *Node
+}
+
+func (d *FSDestination) CreateFile(ctx context.Context, path string, n *Node) (FileWriter, error) {
+	lp, err := d.localPath(path)
+	if err != nil {
+		return nil, err
+	}
+	if fi, err := os.Lstat(lp); err == nil && !fi.Mode().IsRegular() {
+		if fi.IsDir() {
+			return nil, fmt.Errorf("restore: %s exists and is a directory", lp)
+		}
+		os.Remove(lp) // a symlink must not redirect the write
+	}
+	f, err := os.OpenFile(lp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|syscall.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("restore: %w", err)
+	}
+	if n.Size > 0 {
+		if err := f.Truncate(int64(n.Size)); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("restore: %w", err)
+		}
+	}
+	return &fsFile{d: d, f: f, lp: lp, n: n}, nil
+}
+
+func (w *fsFile) WriteAt(p []byte, off int64) (int, error) { return w.f.WriteAt(p, off) }
+
+func (w *fsFile) Close(abort bool) error {
+	err := w.f.Close()
+	if abort {
+		os.Remove(w.lp)
+		return err
+	}
+	if err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	return w.d.meta(w.lp, w.n, false)
+}
+
+var _ io.WriterAt = (*fsFile)(nil)

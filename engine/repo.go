@@ -1,0 +1,177 @@
+package engine
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"strings"
+	"sync"
+)
+
+// Repo is an open, unlocked store.
+type Repo struct {
+	st     Storage
+	Params Params
+	keys   *Keys
+	Index  *MasterIndex
+
+	indexOnce sync.Once
+	indexErr  error
+}
+
+func newRepo(st Storage, p Params, master []byte) (*Repo, error) {
+	k, err := deriveKeys(master)
+	if err != nil {
+		return nil, err
+	}
+	return &Repo{st: st, Params: p, keys: k, Index: newMasterIndex()}, nil
+}
+
+// Storage returns the storage the store lives in.
+func (r *Repo) Storage() Storage { return r.st }
+
+// Keys returns the store's working keys.
+func (r *Repo) Keys() *Keys { return r.keys }
+
+// maxObjectSize bounds what an object header may announce.
+const maxObjectSize = 1 << 30
+
+// sealObject frames payload as a metadata object (index file, snapshot):
+// nonce || seal(comp || rawLen || stored payload).
+func (r *Repo) sealObject(payload, aad []byte) []byte {
+	hdr := encoder{b: make([]byte, 0, len(payload)/2+16)}
+	hdr.byte(0)
+	hdr.uvarint(uint64(len(payload)))
+	body, comp := compress(hdr.b, payload)
+	body[0] = byte(comp)
+	return r.keys.Seal(make([]byte, 0, len(body)+sealOverhead), body, aad)
+}
+
+func (r *Repo) openObject(sealed, aad []byte) ([]byte, error) {
+	plain, err := r.keys.Open(nil, sealed, aad)
+	if err != nil {
+		return nil, err
+	}
+	d := decoder{b: plain}
+	comp := Compression(d.byte())
+	n := d.uvarint()
+	if d.err != nil || n > maxObjectSize {
+		return nil, fmt.Errorf("%w: object header", errCorrupt)
+	}
+	return decompress(nil, d.b, comp, int(n))
+}
+
+// saveObject writes a sealed metadata object under dir, named by the hash
+// of its bytes, and returns that id once it is durable.
+func (r *Repo) saveObject(ctx context.Context, dir string, payload, aad []byte) (ID, error) {
+	data := r.sealObject(payload, aad)
+	id := hashID(data)
+	if err := r.st.Put(ctx, dir+id.String(), data); err != nil {
+		return ID{}, err
+	}
+	return id, nil
+}
+
+// loadObject reads a sealed metadata object and checks that its bytes
+// match its name before decrypting it.
+func (r *Repo) loadObject(ctx context.Context, name string, aad []byte) ([]byte, error) {
+	data, err := r.st.Get(ctx, name, 0, -1)
+	if err != nil {
+		return nil, err
+	}
+	base := name[strings.LastIndex(name, "/")+1:]
+	if want := hashID(data).String(); base != want {
+		return nil, fmt.Errorf("%s: %w: content hash is %s", name, ErrAuth, want[:16])
+	}
+	p, err := r.openObject(data, aad)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return p, nil
+}
+
+// BlobError is a blob that could not be loaded, with where it was looked for.
+type BlobError struct {
+	ID   ID
+	Pack ID
+	Err  error
+}
+
+func (e *BlobError) Error() string {
+	if e.Pack.IsZero() {
+		return fmt.Sprintf("blob %s: %v", e.ID.Short(), e.Err)
+	}
+	return fmt.Sprintf("blob %s in pack %s: %v", e.ID.Short(), e.Pack.Short(), e.Err)
+}
+func (e *BlobError) Unwrap() error { return e.Err }
+
+// errMissingBlob says the index does not know a blob a tree refers to.
+var errMissingBlob = fmt.Errorf("not in any index: %w", ErrNotFound)
+
+// LoadBlob reads, authenticates, decrypts and decompresses one blob, and
+// checks that its plaintext hashes to id.
+func (r *Repo) LoadBlob(ctx context.Context, id ID) ([]byte, error) {
+	loc, pack, ok := r.Index.Lookup(id)
+	if !ok {
+		return nil, &BlobError{ID: id, Err: errMissingBlob}
+	}
+	sealed, err := r.st.Get(ctx, packName(loc.Kind, pack), int64(loc.Offset), int64(loc.Length))
+	if err != nil {
+		return nil, &BlobError{ID: id, Pack: pack, Err: err}
+	}
+	return r.openBlob(nil, sealed, loc, pack)
+}
+
+// openBlob turns a sealed blob into its verified plaintext, appended to dst.
+func (r *Repo) openBlob(dst, sealed []byte, loc BlobLoc, pack ID) ([]byte, error) {
+	if len(sealed) != int(loc.Length) {
+		return nil, &BlobError{ID: loc.ID, Pack: pack, Err: fmt.Errorf("%w: short read", errCorrupt)}
+	}
+	stored, err := r.keys.Open(nil, sealed, loc.ID[:])
+	if err != nil {
+		return nil, &BlobError{ID: loc.ID, Pack: pack, Err: err}
+	}
+	start := len(dst)
+	out, err := decompress(dst, stored, loc.Comp, int(loc.RawLen))
+	if err != nil {
+		return nil, &BlobError{ID: loc.ID, Pack: pack, Err: err}
+	}
+	if r.keys.BlobID(out[start:]) != loc.ID {
+		return nil, &BlobError{ID: loc.ID, Pack: pack, Err: fmt.Errorf("%w: plaintext does not hash to the blob id", ErrAuth)}
+	}
+	return out, nil
+}
+
+// readTrailer loads and authenticates the trailer of a stored pack.
+func (r *Repo) readTrailer(ctx context.Context, kind BlobKind, pack ID) ([]BlobLoc, error) {
+	name := packName(kind, pack)
+	info, err := r.st.Stat(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	if info.Size < 4+sealOverhead {
+		return nil, fmt.Errorf("%s: %w: %d bytes is too short for a pack", name, errCorrupt, info.Size)
+	}
+	tail, err := r.st.Get(ctx, name, info.Size-4, 4)
+	if err != nil {
+		return nil, err
+	}
+	tl := int64(binary.LittleEndian.Uint32(tail))
+	start := info.Size - 4 - tl
+	if tl < sealOverhead || start < 0 {
+		return nil, fmt.Errorf("%s: %w: trailer length %d", name, errCorrupt, tl)
+	}
+	sealed, err := r.st.Get(ctx, name, start, tl)
+	if err != nil {
+		return nil, err
+	}
+	return r.decodeSealedTrailer(sealed, start)
+}
+
+func (r *Repo) decodeSealedTrailer(sealed []byte, start int64) ([]BlobLoc, error) {
+	p, err := r.keys.Open(nil, sealed, aadTrailer)
+	if err != nil {
+		return nil, fmt.Errorf("pack trailer: %w", err)
+	}
+	return decodeTrailer(p, start)
+}

@@ -1,0 +1,287 @@
+package engine
+
+import (
+	"context"
+
+	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
+)
+
+// RestoreOptions tune a restore.
+type RestoreOptions struct {
+	Concurrency int // blob runs fetched and written at once; default 2×CPUs
+	// Warn receives each entry that could not be restored.
+	Warn     func(path string, err error)
+	Progress *Progress
+}
+
+// RestoreStats report a finished restore.
+type RestoreStats struct {
+	Files  uint64
+	Dirs   uint64
+	Bytes  uint64
+	Failed uint64
+}
+
+// maxRun bounds one ranged read of adjacent blobs.
+const maxRun = 16 << 20
+
+// RestoreError says some entries could not be restored.
+type RestoreError struct{ Failed uint64 }
+
+func (e *RestoreError) Error() string {
+	return fmt.Sprintf("restore: %d entries could not be restored (see the messages above); the rest was restored", e.Failed)
+}
+
+type restoreFile struct {
+	path    string
+	w       FileWriter
+	pending atomic.Int64
+	failed  atomic.Bool
+	errOnce sync.Once
+}
+
+// run is a slice of a file's chunks stored back to back in one pack.
+type run struct {
+	file   *restoreFile
+	pack   ID
+	kind   BlobKind
+	start  uint32 // offset in the pack
+	end    uint32
+	blobs  []BlobLoc
+	fileAt []int64 // where each blob goes in the file
+}
+
+// Restore writes node (a directory's contents, or a single entry) from sn
+// into dst.
+func (r *Repo) Restore(ctx context.Context, node *Node, dst Destination, opt RestoreOptions) (RestoreStats, error) {
+	if opt.Concurrency < 1 {
+		opt.Concurrency = 2 * runtime.NumCPU()
+	}
+	if opt.Warn == nil {
+		opt.Warn = func(string, error) {}
+	}
+	if opt.Progress == nil {
+		opt.Progress = &Progress{}
+	}
+	if err := r.LoadIndex(ctx); err != nil {
+		return RestoreStats{}, err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	rs := &restorer{r: r, dst: dst, opt: opt, runs: make(chan *run, opt.Concurrency)}
+	var wg sync.WaitGroup
+	for i := 0; i < opt.Concurrency; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ru := range rs.runs {
+				rs.doRun(ctx, ru)
+			}
+		}()
+	}
+	var err error
+	if node.Type == TypeDir {
+		if err = dst.MkDir(ctx, "", node); err == nil {
+			err = rs.walk(ctx, node, "")
+			rs.dirs = append(rs.dirs, dirMeta{"", node})
+		}
+	} else {
+		err = rs.entry(ctx, node.Name, node)
+	}
+	close(rs.runs)
+	wg.Wait()
+	if err != nil {
+		return rs.stats, err
+	}
+	// Directory times last, deepest first, after their contents are done.
+	for i := len(rs.dirs) - 1; i >= 0; i-- {
+		d := rs.dirs[i]
+		if err := dst.FinishDir(ctx, d.path, d.node); err != nil {
+			rs.fail(d.path, err)
+		}
+	}
+	if n := rs.failed.Load(); n > 0 {
+		rs.stats.Failed = uint64(n)
+		return rs.stats, &RestoreError{Failed: uint64(n)}
+	}
+	return rs.stats, nil
+}
+
+type dirMeta struct {
+	path string
+	node *Node
+}
+
+type restorer struct {
+	r      *Repo
+	dst    Destination
+	opt    RestoreOptions
+	runs   chan *run
+	dirs   []dirMeta
+	stats  RestoreStats
+	failed atomic.Int64
+	warnMu sync.Mutex
+}
+
+func (rs *restorer) fail(path string, err error) {
+	rs.failed.Add(1)
+	rs.warnMu.Lock()
+	rs.opt.Warn(path, err)
+	rs.warnMu.Unlock()
+}
+
+func join(dir, name string) string {
+	if dir == "" {
+		return name
+	}
+	return dir + "/" + name
+}
+
+func (rs *restorer) walk(ctx context.Context, dir *Node, path string) error {
+	d, err := rs.r.LoadDir(ctx, dir.Subtree)
+	if err != nil {
+		rs.fail(path+"/", fmt.Errorf("directory unreadable: %w", err))
+		return nil
+	}
+	it := rs.r.Iter(d)
+	for {
+		n, err := it.Next(ctx)
+		if err != nil {
+			rs.fail(path+"/", fmt.Errorf("directory partly unreadable: %w", err))
+			return nil
+		}
+		if n == nil {
+			return nil
+		}
+		cp := *n
+		if err := rs.entry(ctx, join(path, n.Name), &cp); err != nil {
+			return err
+		}
+	}
+}
+
+// entry restores one node; it returns an error only for what stops the
+// whole restore (a cancelled context).
+func (rs *restorer) entry(ctx context.Context, p string, n *Node) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	switch n.Type {
+	case TypeDir:
+		if err := rs.dst.MkDir(ctx, p, n); err != nil {
+			rs.fail(p, err)
+			return nil
+		}
+		rs.stats.Dirs++
+		if err := rs.walk(ctx, n, p); err != nil {
+			return err
+		}
+		rs.dirs = append(rs.dirs, dirMeta{p, n})
+	case TypeSymlink:
+		if err := rs.dst.Symlink(ctx, p, n); err != nil {
+			rs.fail(p, err)
+		}
+		rs.opt.Progress.Files.Add(1)
+	case TypeFile:
+		rs.file(ctx, p, n)
+	}
+	return nil
+}
+
+func (rs *restorer) file(ctx context.Context, p string, n *Node) {
+	chunks, err := rs.r.FileChunks(ctx, n)
+	if err != nil {
+		rs.fail(p, err)
+		return
+	}
+	// Plan the runs before creating the file, so a missing blob fails
+	// before anything is written.
+	var runs []*run
+	var at int64
+	for _, c := range chunks {
+		loc, pack, ok := rs.r.Index.Lookup(c.ID)
+		if !ok {
+			rs.fail(p, &BlobError{ID: c.ID, Err: errMissingBlob})
+			return
+		}
+		if uint32(loc.RawLen) != c.Size {
+			rs.fail(p, &BlobError{ID: c.ID, Pack: pack, Err: fmt.Errorf("%w: index says %d bytes, tree says %d", errCorrupt, loc.RawLen, c.Size)})
+			return
+		}
+		last := len(runs) - 1
+		if last >= 0 && runs[last].pack == pack && runs[last].end == loc.Offset && loc.Offset+loc.Length-runs[last].start <= maxRun {
+			runs[last].end += loc.Length
+		} else {
+			runs = append(runs, &run{pack: pack, kind: loc.Kind, start: loc.Offset, end: loc.Offset + loc.Length})
+			last++
+		}
+		runs[last].blobs = append(runs[last].blobs, loc)
+		runs[last].fileAt = append(runs[last].fileAt, at)
+		at += int64(c.Size)
+	}
+	w, err := rs.dst.CreateFile(ctx, p, n)
+	if err != nil {
+		rs.fail(p, err)
+		return
+	}
+	rs.stats.Files++
+	rs.stats.Bytes += n.Size
+	f := &restoreFile{path: p, w: w}
+	if len(runs) == 0 {
+		rs.finish(f)
+		return
+	}
+	f.pending.Store(int64(len(runs)))
+	for _, ru := range runs {
+		ru.file = f
+		select {
+		case rs.runs <- ru:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+func (rs *restorer) doRun(ctx context.Context, ru *run) {
+	f := ru.file
+	if !f.failed.Load() {
+		if err := rs.fetchRun(ctx, ru); err != nil {
+			f.failed.Store(true)
+			f.errOnce.Do(func() { rs.fail(f.path, err) })
+		}
+	}
+	if f.pending.Add(-1) == 0 {
+		rs.finish(f)
+	}
+}
+
+func (rs *restorer) fetchRun(ctx context.Context, ru *run) error {
+	data, err := rs.r.st.Get(ctx, packName(ru.kind, ru.pack), int64(ru.start), int64(ru.end-ru.start))
+	if err != nil {
+		return &BlobError{ID: ru.blobs[0].ID, Pack: ru.pack, Err: err}
+	}
+	var plain []byte
+	for i, loc := range ru.blobs {
+		off := loc.Offset - ru.start
+		plain, err = rs.r.openBlob(plain[:0], data[off:off+loc.Length], loc, ru.pack)
+		if err != nil {
+			return err
+		}
+		if _, err := ru.file.w.WriteAt(plain, ru.fileAt[i]); err != nil {
+			return fmt.Errorf("write: %w", err)
+		}
+		rs.opt.Progress.Bytes.Add(int64(len(plain)))
+	}
+	return nil
+}
+
+func (rs *restorer) finish(f *restoreFile) {
+	failed := f.failed.Load()
+	if err := f.w.Close(failed); err != nil && !failed {
+		rs.fail(f.path, err)
+	}
+	rs.opt.Progress.Files.Add(1)
+}

@@ -1,0 +1,239 @@
+package engine
+
+import (
+	"context"
+	"encoding/binary"
+	"sync"
+	"sync/atomic"
+)
+
+// indexFlushBlobs is how many new blobs a backup collects before it writes
+// an index file, so an interrupted backup of a huge source leaves most of
+// its uploaded work indexed and reusable.
+const indexFlushBlobs = 200_000
+
+// Saver adds blobs to the store: it dedups against the index and against
+// what it already took, compresses and encrypts in the caller's goroutine,
+// fills one open pack per kind, and uploads full packs in the background.
+// A blob becomes part of the index only after its pack is durable.
+type Saver struct {
+	r    *Repo
+	ctx  context.Context
+	size int
+
+	mu      sync.Mutex
+	claimed map[ID]struct{}
+	open    map[BlobKind]*openPack
+
+	uploads chan *openPack
+	wg      sync.WaitGroup
+
+	errMu sync.Mutex
+	err   error
+
+	idxMu   sync.Mutex
+	written []IndexPack
+	nblobs  int
+
+	// Stats.
+	NewBlobs     atomic.Int64
+	NewRawBytes  atomic.Int64 // plaintext bytes of new blobs
+	StoredBytes  atomic.Int64 // bytes of packs uploaded
+	PacksWritten atomic.Int64
+	IndexFiles   atomic.Int64
+}
+
+type openPack struct {
+	kind  BlobKind
+	buf   []byte
+	blobs []BlobLoc
+}
+
+// NewSaver starts a saver with uploaders parallel uploads.
+func (r *Repo) NewSaver(ctx context.Context, uploaders int) *Saver {
+	if uploaders < 1 {
+		uploaders = 1
+	}
+	s := &Saver{
+		r: r, ctx: ctx, size: r.Params.PackSize,
+		claimed: map[ID]struct{}{}, open: map[BlobKind]*openPack{},
+		uploads: make(chan *openPack),
+	}
+	for i := 0; i < uploaders; i++ {
+		s.wg.Add(1)
+		go s.uploader()
+	}
+	return s
+}
+
+func (s *Saver) setErr(err error) {
+	s.errMu.Lock()
+	if s.err == nil {
+		s.err = err
+	}
+	s.errMu.Unlock()
+}
+
+// Err returns the first upload error.
+func (s *Saver) Err() error {
+	s.errMu.Lock()
+	defer s.errMu.Unlock()
+	return s.err
+}
+
+var sealPool = sync.Pool{New: func() any { b := make([]byte, 0, 1<<20); return &b }}
+
+// Has reports whether blob id is stored or being stored.
+func (s *Saver) Has(id ID) bool {
+	if s.r.Index.Has(id) {
+		return true
+	}
+	s.mu.Lock()
+	_, ok := s.claimed[id]
+	s.mu.Unlock()
+	return ok
+}
+
+// Save stores plaintext as blob id of kind unless the store has it
+// already, and reports whether it was new.
+func (s *Saver) Save(kind BlobKind, id ID, plaintext []byte) (bool, error) {
+	if err := s.Err(); err != nil {
+		return false, err
+	}
+	if s.r.Index.Has(id) {
+		return false, nil
+	}
+	s.mu.Lock()
+	if _, ok := s.claimed[id]; ok {
+		s.mu.Unlock()
+		return false, nil
+	}
+	s.claimed[id] = struct{}{}
+	s.mu.Unlock()
+
+	cp := sealPool.Get().(*[]byte)
+	stored, comp := compress((*cp)[:0], plaintext)
+	sp := sealPool.Get().(*[]byte)
+	sealed := s.r.keys.Seal((*sp)[:0], stored, id[:])
+
+	s.mu.Lock()
+	p := s.open[kind]
+	if p == nil {
+		p = &openPack{kind: kind, buf: make([]byte, 0, s.size+s.size/8)}
+		s.open[kind] = p
+	}
+	p.blobs = append(p.blobs, BlobLoc{ID: id, Kind: kind, Comp: comp,
+		Offset: uint32(len(p.buf)), Length: uint32(len(sealed)), RawLen: uint32(len(plaintext))})
+	p.buf = append(p.buf, sealed...)
+	var full *openPack
+	if len(p.buf) >= s.size {
+		full = p
+		delete(s.open, kind)
+	}
+	s.mu.Unlock()
+	*cp, *sp = stored[:0], sealed[:0]
+	sealPool.Put(cp)
+	sealPool.Put(sp)
+
+	s.NewBlobs.Add(1)
+	s.NewRawBytes.Add(int64(len(plaintext)))
+	if full != nil {
+		return true, s.send(full)
+	}
+	return true, nil
+}
+
+func (s *Saver) send(p *openPack) error {
+	select {
+	case s.uploads <- p:
+		return nil
+	case <-s.ctx.Done():
+		return s.ctx.Err()
+	}
+}
+
+func (s *Saver) uploader() {
+	defer s.wg.Done()
+	for p := range s.uploads {
+		if s.Err() != nil {
+			continue // drain
+		}
+		if err := s.upload(p); err != nil {
+			s.setErr(err)
+		}
+	}
+}
+
+// upload seals the trailer, writes the pack, then indexes its blobs.
+func (s *Saver) upload(p *openPack) error {
+	start := len(p.buf)
+	p.buf = s.r.keys.Seal(p.buf, encodeTrailer(p.blobs), aadTrailer)
+	p.buf = binary.LittleEndian.AppendUint32(p.buf, uint32(len(p.buf)-start))
+	id := hashID(p.buf)
+	if err := s.r.st.Put(s.ctx, packName(p.kind, id), p.buf); err != nil {
+		return err
+	}
+	s.StoredBytes.Add(int64(len(p.buf)))
+	s.PacksWritten.Add(1)
+	ip := IndexPack{ID: id, Kind: p.kind, Blobs: p.blobs}
+	s.r.Index.Add([]IndexPack{ip})
+	s.idxMu.Lock()
+	s.written = append(s.written, ip)
+	s.nblobs += len(p.blobs)
+	flush := s.nblobs >= indexFlushBlobs
+	s.idxMu.Unlock()
+	if flush {
+		return s.writeIndex(s.ctx)
+	}
+	return nil
+}
+
+// writeIndex writes one index file for the packs uploaded since the last.
+func (s *Saver) writeIndex(ctx context.Context) error {
+	s.idxMu.Lock()
+	packs := s.written
+	s.written, s.nblobs = nil, 0
+	s.idxMu.Unlock()
+	if len(packs) == 0 {
+		return nil
+	}
+	if _, err := s.r.saveObject(ctx, "index/", encodeIndex(packs), aadIndex); err != nil {
+		return err
+	}
+	s.IndexFiles.Add(1)
+	return nil
+}
+
+// Finish uploads the open packs, waits for every upload, and writes the
+// index file for them. When it returns nil, every blob Save accepted is
+// durable and indexed.
+func (s *Saver) Finish() error {
+	s.mu.Lock()
+	var rest []*openPack
+	for _, k := range []BlobKind{BlobData, BlobTree} {
+		if p := s.open[k]; p != nil {
+			rest = append(rest, p)
+			delete(s.open, k)
+		}
+	}
+	s.mu.Unlock()
+	for _, p := range rest {
+		if err := s.send(p); err != nil {
+			s.setErr(err)
+			break
+		}
+	}
+	close(s.uploads)
+	s.wg.Wait()
+	if err := s.Err(); err != nil {
+		return err
+	}
+	return s.writeIndex(s.ctx)
+}
+
+// Abort stops the uploaders without writing an index file.
+func (s *Saver) Abort() {
+	s.setErr(context.Canceled)
+	close(s.uploads)
+	s.wg.Wait()
+}

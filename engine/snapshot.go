@@ -1,0 +1,242 @@
+package engine
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+
+	"time"
+
+	"golang.org/x/sync/errgroup"
+)
+
+// MarshalText writes an id as hex.
+func (id ID) MarshalText() ([]byte, error) { return []byte(id.String()), nil }
+
+// UnmarshalText reads a hex id.
+func (id *ID) UnmarshalText(b []byte) error {
+	v, err := ParseID(string(b))
+	if err != nil {
+		return err
+	}
+	*id = v
+	return nil
+}
+
+// Snapshot is the small object that names a backup: written last, after
+// every pack and index it needs is durable.
+type Snapshot struct {
+	ID ID `json:"-"`
+
+	Time     time.Time     `json:"time"`
+	Source   string        `json:"source"`
+	Host     string        `json:"host,omitempty"`
+	User     string        `json:"user,omitempty"`
+	Tags     []string      `json:"tags,omitempty"`
+	Root     ID            `json:"root"`
+	RootMeta RootMeta      `json:"root_meta"`
+	Parent   *ID           `json:"parent,omitempty"`
+	Stats    SnapshotStats `json:"stats"`
+	Partial  bool          `json:"partial,omitempty"`
+	Info     []Attr        `json:"source_info,omitempty"` // e.g. bucket name, region, owner
+	Duration float64       `json:"duration_seconds"`
+}
+
+// RootMeta is the metadata of the source's root directory, which has no
+// entry of its own in any directory.
+type RootMeta struct {
+	Mode  uint32 `json:"mode"`
+	MTime int64  `json:"mtime"`
+	UID   uint32 `json:"uid"`
+	GID   uint32 `json:"gid"`
+}
+
+// RootNode returns the root directory as a node.
+func (sn *Snapshot) RootNode() *Node {
+	m := sn.RootMeta
+	return &Node{Name: "", Type: TypeDir, Mode: m.Mode, MTime: m.MTime, UID: m.UID, GID: m.GID, Subtree: sn.Root}
+}
+
+// SnapshotStats describe what a backup saw and added.
+type SnapshotStats struct {
+	Files       uint64 `json:"files"`
+	Dirs        uint64 `json:"dirs"`
+	Bytes       uint64 `json:"bytes"`        // content bytes of all files
+	ReadBytes   uint64 `json:"read_bytes"`   // content bytes read from the source
+	NewBlobs    uint64 `json:"new_blobs"`    // blobs added to the store
+	NewBytes    uint64 `json:"new_bytes"`    // plaintext bytes of those blobs
+	StoredBytes uint64 `json:"stored_bytes"` // bytes of the packs written
+	Skipped     uint64 `json:"skipped"`      // entries left out (unreadable, unsupported)
+	Unchanged   uint64 `json:"unchanged"`    // files reused from the parent unread
+}
+
+const snapshotDir = "snapshots/"
+
+// SaveSnapshot writes sn and returns its id.
+func (r *Repo) SaveSnapshot(ctx context.Context, sn *Snapshot) (ID, error) {
+	b, err := json.Marshal(sn)
+	if err != nil {
+		return ID{}, err
+	}
+	id, err := r.saveObject(ctx, snapshotDir, b, aadSnapshot)
+	if err != nil {
+		return ID{}, err
+	}
+	sn.ID = id
+	return id, nil
+}
+
+// LoadSnapshot reads one snapshot.
+func (r *Repo) LoadSnapshot(ctx context.Context, id ID) (*Snapshot, error) {
+	p, err := r.loadObject(ctx, snapshotDir+id.String(), aadSnapshot)
+	if err != nil {
+		return nil, err
+	}
+	var sn Snapshot
+	if err := json.Unmarshal(p, &sn); err != nil {
+		return nil, fmt.Errorf("snapshot %s: %w: %v", id.Short(), errCorrupt, err)
+	}
+	sn.ID = id
+	return &sn, nil
+}
+
+// SnapshotIDs lists the ids of every snapshot.
+func (r *Repo) SnapshotIDs(ctx context.Context) ([]ID, error) {
+	var ids []ID
+	err := r.st.List(ctx, snapshotDir, func(o ObjectInfo) error {
+		id, err := ParseID(strings.TrimPrefix(o.Name, snapshotDir))
+		if err != nil {
+			return nil // not ours; ignore
+		}
+		ids = append(ids, id)
+		return nil
+	})
+	return ids, err
+}
+
+// Snapshots loads every snapshot, oldest first.
+func (r *Repo) Snapshots(ctx context.Context) ([]*Snapshot, error) {
+	ids, err := r.SnapshotIDs(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*Snapshot, len(ids))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(16)
+	for i, id := range ids {
+		g.Go(func() error {
+			sn, err := r.LoadSnapshot(gctx, id)
+			out[i] = sn
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if !out[i].Time.Equal(out[j].Time) {
+			return out[i].Time.Before(out[j].Time)
+		}
+		return out[i].ID.String() < out[j].ID.String()
+	})
+	return out, nil
+}
+
+// FindSnapshot resolves "latest" or a unique hex prefix of a snapshot id.
+func (r *Repo) FindSnapshot(ctx context.Context, ref string) (*Snapshot, error) {
+	if ref == "latest" {
+		all, err := r.Snapshots(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if len(all) == 0 {
+			return nil, fmt.Errorf("snapshot latest: the store has no snapshots yet")
+		}
+		return all[len(all)-1], nil
+	}
+	ref = strings.ToLower(ref)
+	if ref == "" || strings.Trim(ref, "0123456789abcdef") != "" {
+		return nil, fmt.Errorf("snapshot %q: not a snapshot id (hex digits) or \"latest\"", ref)
+	}
+	ids, err := r.SnapshotIDs(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var match []ID
+	for _, id := range ids {
+		if strings.HasPrefix(id.String(), ref) {
+			match = append(match, id)
+		}
+	}
+	switch len(match) {
+	case 0:
+		return nil, fmt.Errorf("snapshot %s: no such snapshot (coffer ls lists them): %w", ref, ErrNotFound)
+	case 1:
+		return r.LoadSnapshot(ctx, match[0])
+	}
+	return nil, fmt.Errorf("snapshot %s: prefix matches %d snapshots; give more digits", ref, len(match))
+}
+
+// latestOf returns the newest snapshot of source, or nil.
+func (r *Repo) latestOf(ctx context.Context, source string) (*Snapshot, error) {
+	all, err := r.Snapshots(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for i := len(all) - 1; i >= 0; i-- {
+		if all[i].Source == source && !all[i].Partial {
+			return all[i], nil
+		}
+	}
+	for i := len(all) - 1; i >= 0; i-- {
+		if all[i].Source == source {
+			return all[i], nil
+		}
+	}
+	return nil, nil
+}
+
+// ResolvePath finds the node at a slash-separated path in sn ("/" or ""
+// is the root directory). A path segment that names both a file and a
+// directory resolves to the directory, unless it is the last segment and
+// preferFile is set.
+func (r *Repo) ResolvePath(ctx context.Context, sn *Snapshot, p string, preferFile bool) (*Node, error) {
+	root := sn.RootNode()
+	p = strings.TrimPrefix(p, "/")
+	if p == "" {
+		return root, nil
+	}
+	segs := strings.Split(strings.TrimSuffix(p, "/"), "/")
+	cur := root
+	for i, s := range segs {
+		if cur.Type != TypeDir {
+			return nil, fmt.Errorf("%s: not a directory", "/"+strings.Join(segs[:i], "/"))
+		}
+		d, err := r.LoadDir(ctx, cur.Subtree)
+		if err != nil {
+			return nil, err
+		}
+		last := i == len(segs)-1
+		var n *Node
+		if last && preferFile {
+			n, err = r.Lookup(ctx, d, s)
+		}
+		if n == nil && err == nil {
+			n, err = r.Lookup(ctx, d, s+"/")
+		}
+		if n == nil && err == nil && !(last && preferFile) {
+			n, err = r.Lookup(ctx, d, s)
+		}
+		if err != nil {
+			return nil, err
+		}
+		if n == nil {
+			return nil, fmt.Errorf("%s: no such file or directory in snapshot %s: %w", "/"+strings.Join(segs[:i+1], "/"), sn.ID.Short(), ErrNotFound)
+		}
+		cp := *n
+		cur = &cp
+	}
+	return cur, nil
+}

@@ -1,0 +1,68 @@
+package engine
+
+import (
+	"context"
+	"io"
+	"strings"
+)
+
+// Item is one entry a Source walks: its path below the source root and
+// what the source knows about it.
+type Item struct {
+	// Path is the entry's segments joined by "/"; "" is the root. A
+	// segment may be empty (S3 keys like "a//b"), so Path is split, never
+	// cleaned.
+	Path string
+	Node Node
+}
+
+// Segments splits a path into its segments; the root has none.
+func Segments(p string) []string {
+	if p == "" {
+		return nil
+	}
+	return strings.Split(p, "/")
+}
+
+// Source is something to back up: a folder, a bucket.
+type Source interface {
+	// URI names the source; backups of the same URI form a chain of
+	// parents.
+	URI() string
+	// Walk calls fn for every entry, depth first: a directory before its
+	// contents, and the entries of a directory in ascending sort-key order
+	// (Node.SortKey). Directories may be left implicit, as S3 prefixes are;
+	// the backup creates them. Entries it cannot read are reported to warn
+	// and left out.
+	Walk(ctx context.Context, fn func(*Item) error, warn func(path string, err error)) error
+	// Open returns the content of a file item.
+	Open(ctx context.Context, it *Item) (io.ReadCloser, error)
+}
+
+// SourceInfo is implemented by sources that describe themselves in the
+// snapshot (a bucket's name, region, creation date, owner).
+type SourceInfo interface {
+	Info(ctx context.Context) ([]Attr, error)
+}
+
+// Destination is where a restore writes: a folder, a bucket. Paths are
+// Item paths relative to the restore target.
+type Destination interface {
+	URI() string
+	// MkDir creates a directory (path "" is the target itself).
+	MkDir(ctx context.Context, path string, n *Node) error
+	// CreateFile starts a file of n.Size bytes; the restore writes every
+	// byte through WriteAt and then calls Close, which applies metadata.
+	CreateFile(ctx context.Context, path string, n *Node) (FileWriter, error)
+	// Symlink creates a symbolic link.
+	Symlink(ctx context.Context, path string, n *Node) error
+	// FinishDir applies a directory's metadata after its contents.
+	FinishDir(ctx context.Context, path string, n *Node) error
+}
+
+// FileWriter receives a file's content, possibly out of order.
+type FileWriter interface {
+	io.WriterAt
+	// Close finishes the file; abort discards what was written.
+	Close(abort bool) error
+}
