@@ -1,0 +1,528 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"io/fs"
+	"runtime"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/dustin/go-humanize"
+	"github.com/urfave/cli/v2"
+
+	"github.com/coffer-backup/coffer/engine"
+)
+
+func concurrencyFlag() cli.Flag {
+	return &cli.IntFlag{Name: "concurrency", Value: runtime.NumCPU(), Usage: "how many files to work on at once"}
+}
+
+func jsonFlag() cli.Flag {
+	return &cli.BoolFlag{Name: "json", Usage: "print machine-readable JSON"}
+}
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func createCmd() *cli.Command {
+	return &cli.Command{
+		Name:      "create",
+		Usage:     "create a new store",
+		UsageText: "coffer at STORE create\n\nExample:\n   COFFER_PASSPHRASE=… coffer at /backups create",
+		Flags: []cli.Flag{
+			&cli.UintFlag{Name: "kdf-time", Value: uint(engine.DefaultKDF.Time), Hidden: true},
+			&cli.UintFlag{Name: "kdf-memory", Value: uint(engine.DefaultKDF.Memory), Hidden: true, Usage: "KiB"},
+		},
+		Action: func(c *cli.Context) error {
+			if c.NArg() > 0 {
+				return usagef("create takes no arguments")
+			}
+			loc := c.String("store")
+			st, err := storageFor(loc)
+			if err != nil {
+				return err
+			}
+			if _, err := st.Stat(c.Context, "config"); err == nil {
+				return fmt.Errorf("store %s: %w; nothing was changed", loc, engine.ErrStoreExists)
+			}
+			pass, err := passphrase(c, true)
+			if err != nil {
+				return err
+			}
+			kdf := engine.DefaultKDF
+			kdf.Time, kdf.Memory = uint32(c.Uint("kdf-time")), uint32(c.Uint("kdf-memory"))
+			r, err := engine.Create(c.Context, st, pass, engine.CreateOptions{KDF: kdf})
+			if err != nil {
+				return fmt.Errorf("store %s: %w", loc, err)
+			}
+			fmt.Fprintf(c.App.Writer, "created store %s at %s\n", r.Params.StoreID[:8], st.Location())
+			return nil
+		},
+	}
+}
+
+func sourceFor(loc string) (engine.Source, error) {
+	if strings.HasPrefix(loc, "s3://") {
+		return nil, fmt.Errorf("source %s: S3 sources are not built into this version yet", loc)
+	}
+	return engine.NewFSSource(loc)
+}
+
+func backupCmd() *cli.Command {
+	return &cli.Command{
+		Name:      "backup",
+		Usage:     "back up a folder into a new snapshot",
+		UsageText: "coffer at STORE backup [options] PATH\n\nExamples:\n   coffer at /backups backup ~/photos\n   coffer at /backups backup -tag nightly /srv/data",
+		Flags: []cli.Flag{
+			concurrencyFlag(), jsonFlag(),
+			&cli.StringSliceFlag{Name: "tag", Usage: "tag the snapshot (repeatable)"},
+			&cli.BoolFlag{Name: "force", Usage: "read every file, ignoring the parent snapshot"},
+			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "print nothing but errors"},
+		},
+		Action: func(c *cli.Context) error {
+			if c.NArg() != 1 {
+				return usagef("backup takes one path (got %d arguments)", c.NArg())
+			}
+			src, err := sourceFor(c.Args().First())
+			if err != nil {
+				return err
+			}
+			r, err := openRepo(c)
+			if err != nil {
+				return err
+			}
+			stderr := c.App.ErrWriter
+			var warned int
+			res, err := r.Backup(c.Context, src, engine.BackupOptions{
+				Concurrency: c.Int("concurrency"), Tags: c.StringSlice("tag"), NoParent: c.Bool("force"),
+				Warn: func(p string, err error) {
+					warned++
+					fmt.Fprintf(stderr, "coffer: skipped %s: %v\n", p, err)
+				},
+			})
+			if err != nil {
+				return fmt.Errorf("backup of %s: %w (no snapshot was written; the next backup reuses what was uploaded)", src.URI(), err)
+			}
+			sn := res.Snapshot
+			if c.Bool("json") {
+				if err := printJSON(c.App.Writer, snapshotJSON(sn)); err != nil {
+					return err
+				}
+			} else if !c.Bool("quiet") {
+				st := sn.Stats
+				fmt.Fprintf(c.App.Writer, "snapshot %s of %s saved\n", sn.ID.Short(), sn.Source)
+				fmt.Fprintf(c.App.Writer, "  %d files, %d dirs, %s; %d unchanged files reused unread, %s read\n",
+					st.Files, st.Dirs, humanize.IBytes(st.Bytes), st.Unchanged, humanize.IBytes(st.ReadBytes))
+				fmt.Fprintf(c.App.Writer, "  added %d blobs, %s of new data, %s stored, in %.1fs\n",
+					st.NewBlobs, humanize.IBytes(st.NewBytes), humanize.IBytes(st.StoredBytes), sn.Duration)
+			}
+			if sn.Partial {
+				return &partialError{fmt.Sprintf("snapshot %s is partial: %d entries were skipped (listed above)", sn.ID.Short(), sn.Stats.Skipped)}
+			}
+			return nil
+		},
+	}
+}
+
+type snapshotOut struct {
+	ID       string               `json:"id"`
+	Short    string               `json:"short_id"`
+	Time     time.Time            `json:"time"`
+	Source   string               `json:"source"`
+	Host     string               `json:"host,omitempty"`
+	Tags     []string             `json:"tags,omitempty"`
+	Parent   string               `json:"parent,omitempty"`
+	Partial  bool                 `json:"partial"`
+	Stats    engine.SnapshotStats `json:"stats"`
+	Duration float64              `json:"duration_seconds"`
+}
+
+func snapshotJSON(sn *engine.Snapshot) snapshotOut {
+	o := snapshotOut{ID: sn.ID.String(), Short: sn.ID.Short(), Time: sn.Time, Source: sn.Source, Host: sn.Host,
+		Tags: sn.Tags, Partial: sn.Partial, Stats: sn.Stats, Duration: sn.Duration}
+	if sn.Parent != nil {
+		o.Parent = sn.Parent.String()
+	}
+	return o
+}
+
+// splitRef splits "id:/path" into the snapshot reference and the path.
+func splitRef(ref string) (string, string) {
+	id, p, ok := strings.Cut(ref, ":")
+	if !ok || p == "" {
+		p = "/"
+	}
+	return id, p
+}
+
+func lsCmd() *cli.Command {
+	return &cli.Command{
+		Name:  "ls",
+		Usage: "list snapshots, or the entries of a path in a snapshot",
+		UsageText: `coffer at STORE ls                       (snapshots, newest last)
+   coffer at STORE ls [-recursive] ID[:/PATH]
+
+Examples:
+   coffer at /backups ls
+   coffer at /backups ls latest:/photos/2024
+   coffer at /backups ls -recursive 3fa2b1c0`,
+		Flags: []cli.Flag{jsonFlag(), &cli.BoolFlag{Name: "recursive", Aliases: []string{"R"}, Usage: "list the whole subtree"}},
+		Action: func(c *cli.Context) error {
+			if c.NArg() > 1 {
+				return usagef("ls takes at most one ID[:/PATH]")
+			}
+			r, err := openRepo(c)
+			if err != nil {
+				return err
+			}
+			if c.NArg() == 0 {
+				return lsSnapshots(c, r)
+			}
+			return lsPath(c, r, c.Args().First())
+		},
+	}
+}
+
+func lsSnapshots(c *cli.Context, r *engine.Repo) error {
+	snaps, err := r.Snapshots(c.Context)
+	if err != nil {
+		return err
+	}
+	if c.Bool("json") {
+		out := make([]snapshotOut, 0, len(snaps))
+		for _, sn := range snaps {
+			out = append(out, snapshotJSON(sn))
+		}
+		return printJSON(c.App.Writer, out)
+	}
+	tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tTIME\tSOURCE\tFILES\tSIZE\tTAGS")
+	for _, sn := range snaps {
+		mark := ""
+		if sn.Partial {
+			mark = " (partial)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s%s\n", sn.ID.Short(), sn.Time.Local().Format("2006-01-02 15:04:05"),
+			sn.Source, sn.Stats.Files, humanize.IBytes(sn.Stats.Bytes), strings.Join(sn.Tags, ","), mark)
+	}
+	return tw.Flush()
+}
+
+type entryOut struct {
+	Path   string    `json:"path"`
+	Type   string    `json:"type"`
+	Mode   string    `json:"mode"`
+	Size   uint64    `json:"size"`
+	MTime  time.Time `json:"mtime"`
+	Target string    `json:"target,omitempty"`
+}
+
+func modeString(n *engine.Node) string {
+	m := fs.FileMode(n.Mode & 0o777)
+	switch n.Type {
+	case engine.TypeDir:
+		m |= fs.ModeDir
+	case engine.TypeSymlink:
+		m |= fs.ModeSymlink
+	}
+	if n.Mode&0o4000 != 0 {
+		m |= fs.ModeSetuid
+	}
+	if n.Mode&0o2000 != 0 {
+		m |= fs.ModeSetgid
+	}
+	if n.Mode&0o1000 != 0 {
+		m |= fs.ModeSticky
+	}
+	return m.String()
+}
+
+func lsPath(c *cli.Context, r *engine.Repo, ref string) error {
+	id, p := splitRef(ref)
+	sn, err := r.FindSnapshot(c.Context, id)
+	if err != nil {
+		return err
+	}
+	if err := r.LoadIndex(c.Context); err != nil {
+		return err
+	}
+	node, err := r.ResolvePath(c.Context, sn, p, false)
+	if err != nil {
+		return err
+	}
+	jsonOut := c.Bool("json")
+	var list []entryOut
+	tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 1, ' ', 0)
+	recursive := c.Bool("recursive")
+	print := func(path string, n *engine.Node) {
+		e := entryOut{Path: path, Type: n.Type.String(), Mode: modeString(n), Size: n.Size, MTime: time.Unix(0, n.MTime).UTC(), Target: n.Target}
+		if jsonOut {
+			list = append(list, e)
+			return
+		}
+		name := path
+		if !recursive && node.Type == engine.TypeDir {
+			name = n.Name
+		}
+		if n.Type == engine.TypeSymlink {
+			name += " -> " + n.Target
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\n", e.Mode, e.Size, time.Unix(0, n.MTime).Local().Format("2006-01-02 15:04:05"), name)
+	}
+	base := strings.TrimSuffix(p, "/")
+	if node.Type != engine.TypeDir {
+		print(base, node)
+	} else {
+		var walk func(dir *engine.Node, prefix string) error
+		walk = func(dir *engine.Node, prefix string) error {
+			d, err := r.LoadDir(c.Context, dir.Subtree)
+			if err != nil {
+				return err
+			}
+			it := r.Iter(d)
+			for {
+				n, err := it.Next(c.Context)
+				if err != nil {
+					return err
+				}
+				if n == nil {
+					return nil
+				}
+				cp := *n
+				path := prefix + "/" + n.Name
+				print(path, &cp)
+				if recursive && n.Type == engine.TypeDir {
+					if err := walk(&cp, path); err != nil {
+						return err
+					}
+				}
+			}
+		}
+		if err := walk(node, base); err != nil {
+			return err
+		}
+	}
+	if jsonOut {
+		if list == nil {
+			list = []entryOut{}
+		}
+		return printJSON(c.App.Writer, list)
+	}
+	return tw.Flush()
+}
+
+func catCmd() *cli.Command {
+	return &cli.Command{
+		Name:      "cat",
+		Usage:     "write a file from a snapshot to standard output",
+		UsageText: "coffer at STORE cat ID:/PATH\n\nExample:\n   coffer at /backups cat latest:/photos/a.jpg > a.jpg",
+		Action: func(c *cli.Context) error {
+			if c.NArg() != 1 {
+				return usagef("cat takes one ID:/PATH")
+			}
+			r, err := openRepo(c)
+			if err != nil {
+				return err
+			}
+			id, p := splitRef(c.Args().First())
+			sn, err := r.FindSnapshot(c.Context, id)
+			if err != nil {
+				return err
+			}
+			if err := r.LoadIndex(c.Context); err != nil {
+				return err
+			}
+			n, err := r.ResolvePath(c.Context, sn, p, true)
+			if err != nil {
+				return err
+			}
+			switch n.Type {
+			case engine.TypeDir:
+				return usagef("%s is a directory (use ls)", p)
+			case engine.TypeSymlink:
+				fmt.Fprintln(c.App.Writer, n.Target)
+				return nil
+			}
+			return r.WriteFileTo(c.Context, n, c.App.Writer, 2*runtime.NumCPU())
+		},
+	}
+}
+
+func restoreCmd() *cli.Command {
+	return &cli.Command{
+		Name:  "restore",
+		Usage: "restore a snapshot, or a path in it, into a folder",
+		UsageText: `coffer at STORE restore -to DIR ID[:/PATH]
+
+A directory's contents are written into DIR; a file or symlink is written
+as DIR/NAME. Existing files of the same names are overwritten.
+
+Examples:
+   coffer at /backups restore -to ./restored latest
+   coffer at /backups restore -to /tmp/x 3fa2b1c0:/photos/2024`,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "to", Required: true, Usage: "restore into `DIR`"},
+			concurrencyFlag(), jsonFlag(),
+		},
+		Action: func(c *cli.Context) error {
+			if c.NArg() != 1 {
+				return usagef("restore takes one ID[:/PATH] (flags go before it: restore -to DIR ID)")
+			}
+			to := c.String("to")
+			if strings.HasPrefix(to, "s3://") {
+				return fmt.Errorf("restore to %s: S3 destinations are not built into this version yet", to)
+			}
+			r, err := openRepo(c)
+			if err != nil {
+				return err
+			}
+			id, p := splitRef(c.Args().First())
+			sn, err := r.FindSnapshot(c.Context, id)
+			if err != nil {
+				return err
+			}
+			if err := r.LoadIndex(c.Context); err != nil {
+				return err
+			}
+			n, err := r.ResolvePath(c.Context, sn, p, false)
+			if err != nil {
+				return err
+			}
+			dst, err := engine.NewFSDestination(to)
+			if err != nil {
+				return err
+			}
+			start := time.Now()
+			stderr := c.App.ErrWriter
+			st, err := r.Restore(c.Context, n, dst, engine.RestoreOptions{
+				Concurrency: 2 * c.Int("concurrency"),
+				Warn: func(p string, err error) {
+					fmt.Fprintf(stderr, "coffer: cannot restore %s: %v\n", p, err)
+				},
+			})
+			secs := time.Since(start).Seconds()
+			if c.Bool("json") {
+				printJSON(c.App.Writer, map[string]any{"snapshot": sn.ID.String(), "to": dst.URI(), "files": st.Files,
+					"dirs": st.Dirs, "bytes": st.Bytes, "failed": st.Failed, "duration_seconds": secs})
+			} else if err == nil {
+				fmt.Fprintf(c.App.Writer, "restored %d files, %d dirs, %s from snapshot %s to %s in %.1fs\n",
+					st.Files, st.Dirs, humanize.IBytes(st.Bytes), sn.ID.Short(), dst.URI(), secs)
+			}
+			return err
+		},
+	}
+}
+
+func checkCmd() *cli.Command {
+	return &cli.Command{
+		Name:    "check",
+		Aliases: []string{"verify"},
+		Usage:   "read every blob, verify its MAC and id, and name the files a bad blob belongs to",
+		UsageText: `coffer at STORE check [ID …]
+
+With no ID the whole store is checked, including packs no snapshot uses.
+
+Examples:
+   coffer at /backups check
+   coffer at /backups verify latest`,
+		Flags: []cli.Flag{concurrencyFlag(), jsonFlag()},
+		Action: func(c *cli.Context) error {
+			r, err := openRepo(c)
+			if err != nil {
+				return err
+			}
+			var snaps []*engine.Snapshot
+			for _, ref := range c.Args().Slice() {
+				sn, err := r.FindSnapshot(c.Context, ref)
+				if err != nil {
+					return err
+				}
+				snaps = append(snaps, sn)
+			}
+			res, err := r.Check(c.Context, engine.CheckOptions{Snapshots: snaps, Concurrency: c.Int("concurrency")})
+			if err != nil {
+				return err
+			}
+			if c.Bool("json") {
+				if res.Problems == nil {
+					res.Problems = []engine.Problem{}
+				}
+				if res.Warnings == nil {
+					res.Warnings = []string{}
+				}
+				printJSON(c.App.Writer, map[string]any{"ok": res.OK(), "result": res})
+			} else {
+				for _, w := range res.Warnings {
+					fmt.Fprintf(c.App.ErrWriter, "coffer: warning: %s\n", w)
+				}
+				for _, p := range res.Problems {
+					fmt.Fprintf(c.App.Writer, "damaged: %s\n", p)
+				}
+			}
+			if !res.OK() {
+				return fmt.Errorf("check found %d problems in %d snapshots, %d packs (%s read); the damaged files are listed above",
+					len(res.Problems), res.Snapshots, res.Packs, humanize.IBytes(uint64(res.Bytes)))
+			}
+			if !c.Bool("json") {
+				fmt.Fprintf(c.App.Writer, "no problems found: %d snapshots, %d packs, %d blobs, %s read and verified\n",
+					res.Snapshots, res.Packs, res.Blobs, humanize.IBytes(uint64(res.Bytes)))
+			}
+			return nil
+		},
+	}
+}
+
+func infoCmd() *cli.Command {
+	return &cli.Command{
+		Name:      "info",
+		Usage:     "show a store's snapshots, packs, blobs, sizes and ratios",
+		UsageText: "coffer at STORE info [--json]",
+		Flags:     []cli.Flag{jsonFlag()},
+		Action: func(c *cli.Context) error {
+			r, err := openRepo(c)
+			if err != nil {
+				return err
+			}
+			in, err := r.Info(c.Context)
+			if err != nil {
+				return err
+			}
+			if c.Bool("json") {
+				return printJSON(c.App.Writer, in)
+			}
+			w := c.App.Writer
+			fmt.Fprintf(w, "store          %s (id %s, format %d)\n", in.Location, in.StoreID[:8], in.Version)
+			fmt.Fprintf(w, "snapshots      %d\n", in.Snapshots)
+			fmt.Fprintf(w, "packs          %d data, %d tree; %d index files\n", in.DataPacks, in.TreePacks, in.IndexFiles)
+			fmt.Fprintf(w, "blobs          %d data, %d tree\n", in.DataBlobs, in.TreeBlobs)
+			fmt.Fprintf(w, "logical size   %s (all snapshots' file content)\n", humanize.IBytes(in.LogicalBytes))
+			fmt.Fprintf(w, "unique data    %s\n", humanize.IBytes(in.UniqueBytes))
+			fmt.Fprintf(w, "stored size    %s\n", humanize.IBytes(in.StoredBytes))
+			fmt.Fprintf(w, "dedup ratio    %.2fx\n", in.DedupRatio)
+			fmt.Fprintf(w, "compression    %.2fx\n", in.CompressRatio)
+			fmt.Fprintf(w, "overall        %.2fx\n", in.TotalRatio)
+			return nil
+		},
+	}
+}
+
+func versionCmd() *cli.Command {
+	return &cli.Command{
+		Name:  "version",
+		Usage: "print the version and what is built in",
+		Action: func(c *cli.Context) error {
+			w := c.App.Writer
+			fmt.Fprintf(w, "coffer %s (store format %d, %s)\n", version, engine.FormatVersion, runtime.Version())
+			fmt.Fprintln(w, "sources: fs")
+			fmt.Fprintln(w, "destinations: fs")
+			fmt.Fprintln(w, "stores: fs")
+			return nil
+		},
+	}
+}
