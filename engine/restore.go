@@ -88,7 +88,7 @@ func (r *Repo) Restore(ctx context.Context, node *Node, dst Destination, opt Res
 			err = rs.walk(ctx, node, "")
 			rs.dirs = append(rs.dirs, dirMeta{"", node})
 		}
-	} else {
+	} else if err = dst.MkDir(ctx, "", &Node{Type: TypeDir, Mode: 0o755}); err == nil {
 		err = rs.entry(ctx, node.Name, node)
 	}
 	close(rs.runs)

@@ -1,0 +1,38 @@
+# coffer — the two commands of the README are `make demo` and `make test`.
+SHELL := /bin/bash
+GO    ?= go
+BIN   := bin/coffer
+
+.PHONY: all build demo test test-unit test-e2e fuzz bench deps clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/coffer
+
+# The main job end to end on an embedded default data set.
+demo:
+	scripts/demo
+
+# Everything CI runs: vet, unit and fuzz-seed tests, the race detector on
+# the engine, and the end-to-end tests against the built binary.
+test: deps
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
+	$(GO) test -count=1 -timeout 20m ./...
+	$(GO) test -count=1 -race -short -timeout 20m ./engine/
+
+deps:
+	scripts/deps
+
+# A short fuzzing pass over every decoder.
+fuzz:
+	@for f in $$($(GO) test ./engine -list '^Fuzz' | grep ^Fuzz); do \
+		echo "== $$f"; $(GO) test ./engine -run '^$$' -fuzz "^$$f$$" -fuzztime 20s || exit 1; done
+
+# Whole-process comparison against restic (see docs/PERFORMANCE.md).
+bench:
+	scripts/bench
+
+clean:
+	rm -rf bin
