@@ -18,7 +18,8 @@ import (
 
 // FSSource backs up a local folder (or a single file).
 type FSSource struct {
-	root string
+	root   string
+	single bool // root is a file, not a folder
 }
 
 // NewFSSource returns a source for the folder or file at path.
@@ -27,10 +28,11 @@ func NewFSSource(path string) (*FSSource, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, err := os.Lstat(abs); err != nil {
+	fi, err := os.Lstat(abs)
+	if err != nil {
 		return nil, fmt.Errorf("source %s: %w", path, err)
 	}
-	return &FSSource{root: abs}, nil
+	return &FSSource{root: abs, single: !fi.IsDir()}, nil
 }
 
 func (s *FSSource) URI() string { return s.root }
@@ -152,13 +154,10 @@ func (s *FSSource) walkDir(ctx context.Context, dir, rel string, fn func(*Item) 
 }
 
 func (s *FSSource) Open(ctx context.Context, it *Item) (io.ReadCloser, error) {
-	p := s.root
-	if fi, err := os.Lstat(s.root); err == nil && !fi.IsDir() {
-		// Single-file source.
-	} else {
-		p = filepath.Join(s.root, filepath.FromSlash(it.Path))
+	if s.single {
+		return os.Open(s.root)
 	}
-	return os.Open(p)
+	return os.Open(filepath.Join(s.root, filepath.FromSlash(it.Path)))
 }
 
 // FSDestination restores into a local folder.

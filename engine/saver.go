@@ -177,6 +177,12 @@ func (s *Saver) upload(p *openPack) error {
 	s.PacksWritten.Add(1)
 	ip := IndexPack{ID: id, Kind: p.kind, Blobs: p.blobs}
 	s.r.Index.Add([]IndexPack{ip})
+	// The index answers for these now; keep claimed to blobs in flight.
+	s.mu.Lock()
+	for _, b := range p.blobs {
+		delete(s.claimed, b.ID)
+	}
+	s.mu.Unlock()
 	s.idxMu.Lock()
 	s.written = append(s.written, ip)
 	s.nblobs += len(p.blobs)

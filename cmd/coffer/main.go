@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 
 	"github.com/urfave/cli/v2"
@@ -25,9 +26,20 @@ const (
 var version = "0.1.0-dev"
 
 func main() {
+	if p := os.Getenv("COFFER_CPUPROFILE"); p != "" { // for development
+		f, err := os.Create(p)
+		if err == nil {
+			pprof.StartCPUProfile(f)
+			defer pprof.StopCPUProfile()
+		}
+	}
+	os.Exit(mainCode())
+}
+
+func mainCode() int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	os.Exit(run(ctx, os.Args, os.Stdout, os.Stderr))
+	return run(ctx, os.Args, os.Stdout, os.Stderr)
 }
 
 // usageError marks errors in how coffer was called.
