@@ -19,7 +19,7 @@ import (
 // BackupOptions tune a backup.
 type BackupOptions struct {
 	Concurrency int // files read at once; default: the CPU count
-	Uploaders   int // packs uploaded at once; default: max(2, Concurrency)
+	Uploaders   int // packs uploaded at once; default: what the storage asks for
 	Tags        []string
 	Host        string
 	// Parent overrides the automatic choice of the newest snapshot of the
@@ -60,7 +60,7 @@ func (r *Repo) Backup(ctx context.Context, src Source, opt BackupOptions) (*Back
 		opt.Concurrency = runtime.NumCPU()
 	}
 	if opt.Uploaders < 1 {
-		opt.Uploaders = max(2, opt.Concurrency)
+		opt.Uploaders = uploadParallelism(r.st)
 	}
 	if opt.Host == "" {
 		opt.Host, _ = os.Hostname()

@@ -120,9 +120,11 @@ type KDFParams struct {
 	Threads uint8  `json:"threads"`
 }
 
-// DefaultKDF is what new key slots use: about a quarter second on a
-// 2-core machine, 64 MiB of memory.
-var DefaultKDF = KDFParams{Time: 3, Memory: 64 * 1024, Threads: 2}
+// DefaultKDF is what new key slots use: 32 MiB and 8 passes, about
+// 0.1 s on a 2-core machine (the same time as 64 MiB and 3 passes, and
+// half the peak memory, which otherwise dominates a small command's RSS;
+// see docs/PERFORMANCE.md). OWASP's floor for Argon2id is 19 MiB, t=2.
+var DefaultKDF = KDFParams{Time: 8, Memory: 32 * 1024, Threads: 2}
 
 func (p KDFParams) derive(passphrase, salt []byte) []byte {
 	return argon2.IDKey(passphrase, salt, p.Time, p.Memory, p.Threads, 32)

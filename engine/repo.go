@@ -142,6 +142,31 @@ func (r *Repo) openBlob(dst, sealed []byte, loc BlobLoc, pack ID) ([]byte, error
 	return out, nil
 }
 
+// openBlobInPlace is openBlob for a buffer the caller owns: it decrypts
+// sealed in place and, for compressed blobs, decompresses into scratch
+// (grown as needed and returned for reuse). plain aliases sealed or
+// scratch.
+func (r *Repo) openBlobInPlace(sealed []byte, loc BlobLoc, pack ID, scratch []byte) (plain, _ []byte, err error) {
+	if len(sealed) != int(loc.Length) {
+		return nil, scratch, &BlobError{ID: loc.ID, Pack: pack, Err: fmt.Errorf("%w: short read", errCorrupt)}
+	}
+	stored, err := r.keys.Open(sealed[nonceSize:nonceSize], sealed, loc.ID[:])
+	if err != nil {
+		return nil, scratch, &BlobError{ID: loc.ID, Pack: pack, Err: err}
+	}
+	plain = stored
+	if loc.Comp != CompNone || len(stored) != int(loc.RawLen) {
+		if plain, err = decompress(scratch[:0], stored, loc.Comp, int(loc.RawLen)); err != nil {
+			return nil, scratch, &BlobError{ID: loc.ID, Pack: pack, Err: err}
+		}
+		scratch = plain
+	}
+	if r.keys.BlobID(plain) != loc.ID {
+		return nil, scratch, &BlobError{ID: loc.ID, Pack: pack, Err: fmt.Errorf("%w: plaintext does not hash to the blob id", ErrAuth)}
+	}
+	return plain, scratch, nil
+}
+
 // readTrailer loads and authenticates the trailer of a stored pack.
 func (r *Repo) readTrailer(ctx context.Context, kind BlobKind, pack ID) ([]BlobLoc, error) {
 	name := packName(kind, pack)

@@ -26,7 +26,7 @@ type RestoreStats struct {
 }
 
 // maxRun bounds one ranged read of adjacent blobs.
-const maxRun = 16 << 20
+const maxRun = 8 << 20
 
 // RestoreError says some entries could not be restored.
 type RestoreError struct{ Failed uint64 }
@@ -77,8 +77,9 @@ func (r *Repo) Restore(ctx context.Context, node *Node, dst Destination, opt Res
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			var plain []byte // reused for decompressed blobs
 			for ru := range rs.runs {
-				rs.doRun(ctx, ru)
+				plain = rs.doRun(ctx, ru, plain)
 			}
 		}()
 	}
@@ -245,10 +246,11 @@ func (rs *restorer) file(ctx context.Context, p string, n *Node) {
 	}
 }
 
-func (rs *restorer) doRun(ctx context.Context, ru *run) {
+func (rs *restorer) doRun(ctx context.Context, ru *run, plain []byte) []byte {
 	f := ru.file
 	if !f.failed.Load() {
-		if err := rs.fetchRun(ctx, ru); err != nil {
+		var err error
+		if plain, err = rs.fetchRun(ctx, ru, plain); err != nil {
 			f.failed.Store(true)
 			f.errOnce.Do(func() { rs.fail(f.path, err) })
 		}
@@ -256,26 +258,27 @@ func (rs *restorer) doRun(ctx context.Context, ru *run) {
 	if f.pending.Add(-1) == 0 {
 		rs.finish(f)
 	}
+	return plain
 }
 
-func (rs *restorer) fetchRun(ctx context.Context, ru *run) error {
+func (rs *restorer) fetchRun(ctx context.Context, ru *run, scratch []byte) ([]byte, error) {
 	data, err := rs.r.st.Get(ctx, packName(ru.kind, ru.pack), int64(ru.start), int64(ru.end-ru.start))
 	if err != nil {
-		return &BlobError{ID: ru.blobs[0].ID, Pack: ru.pack, Err: err}
+		return scratch, &BlobError{ID: ru.blobs[0].ID, Pack: ru.pack, Err: err}
 	}
-	var plain []byte
 	for i, loc := range ru.blobs {
 		off := loc.Offset - ru.start
-		plain, err = rs.r.openBlob(plain[:0], data[off:off+loc.Length], loc, ru.pack)
+		var plain []byte
+		plain, scratch, err = rs.r.openBlobInPlace(data[off:off+loc.Length], loc, ru.pack, scratch)
 		if err != nil {
-			return err
+			return scratch, err
 		}
 		if _, err := ru.file.w.WriteAt(plain, ru.fileAt[i]); err != nil {
-			return fmt.Errorf("write: %w", err)
+			return scratch, fmt.Errorf("write: %w", err)
 		}
 		rs.opt.Progress.Bytes.Add(int64(len(plain)))
 	}
-	return nil
+	return scratch, nil
 }
 
 func (rs *restorer) finish(f *restoreFile) {

@@ -27,6 +27,9 @@ type Saver struct {
 
 	uploads chan *openPack
 	wg      sync.WaitGroup
+	// bufs holds the data pack buffers: uploaders+1 of them, recycled, so
+	// that packs filling, queued and uploading take bounded memory.
+	bufs chan []byte
 
 	errMu sync.Mutex
 	err   error
@@ -58,6 +61,10 @@ func (r *Repo) NewSaver(ctx context.Context, uploaders int) *Saver {
 		r: r, ctx: ctx, size: r.Params.PackSize,
 		claimed: map[ID]struct{}{}, open: map[BlobKind]*openPack{},
 		uploads: make(chan *openPack),
+		bufs:    make(chan []byte, uploaders+1),
+	}
+	for i := 0; i < uploaders+1; i++ {
+		s.bufs <- nil // allocated on first use
 	}
 	for i := 0; i < uploaders; i++ {
 		s.wg.Add(1)
@@ -116,31 +123,79 @@ func (s *Saver) Save(kind BlobKind, id ID, plaintext []byte) (bool, error) {
 	sp := sealPool.Get().(*[]byte)
 	sealed := s.r.keys.Seal((*sp)[:0], stored, id[:])
 
-	s.mu.Lock()
-	p := s.open[kind]
-	if p == nil {
-		p = &openPack{kind: kind, buf: make([]byte, 0, s.size+s.size/8)}
-		s.open[kind] = p
+	// Append to the open pack of this kind. Sending a full pack and
+	// waiting for a free buffer happen outside the lock, then we retry.
+	for {
+		s.mu.Lock()
+		p := s.open[kind]
+		if p == nil {
+			s.mu.Unlock()
+			np, err := s.newPack(kind)
+			if err != nil {
+				return false, err
+			}
+			s.mu.Lock()
+			if s.open[kind] == nil {
+				s.open[kind] = np
+			} else {
+				s.freePack(np) // another goroutine opened one first
+			}
+			s.mu.Unlock()
+			continue
+		}
+		if len(p.buf) > 0 && len(p.buf)+len(sealed) > s.size {
+			// Close the pack before it outgrows its buffer.
+			delete(s.open, kind)
+			s.mu.Unlock()
+			if err := s.send(p); err != nil {
+				return false, err
+			}
+			continue
+		}
+		p.blobs = append(p.blobs, BlobLoc{ID: id, Kind: kind, Comp: comp,
+			Offset: uint32(len(p.buf)), Length: uint32(len(sealed)), RawLen: uint32(len(plaintext))})
+		p.buf = append(p.buf, sealed...)
+		s.mu.Unlock()
+		break
 	}
-	p.blobs = append(p.blobs, BlobLoc{ID: id, Kind: kind, Comp: comp,
-		Offset: uint32(len(p.buf)), Length: uint32(len(sealed)), RawLen: uint32(len(plaintext))})
-	p.buf = append(p.buf, sealed...)
-	var full *openPack
-	if len(p.buf) >= s.size {
-		full = p
-		delete(s.open, kind)
-	}
-	s.mu.Unlock()
 	*cp, *sp = stored[:0], sealed[:0]
 	sealPool.Put(cp)
 	sealPool.Put(sp)
 
 	s.NewBlobs.Add(1)
 	s.NewRawBytes.Add(int64(len(plaintext)))
-	if full != nil {
-		return true, s.send(full)
-	}
 	return true, nil
+}
+
+// newPack starts a pack; a data pack waits for a free buffer, which is
+// what holds a backup back when uploads are slower than reading.
+func (s *Saver) newPack(kind BlobKind) (*openPack, error) {
+	p := &openPack{kind: kind}
+	if kind != BlobData {
+		return p, nil // tree packs are small; they grow as needed
+	}
+	select {
+	case b := <-s.bufs:
+		if cap(b) < s.size {
+			b = make([]byte, 0, s.size+trailerRoom)
+		}
+		p.buf = b[:0]
+		return p, nil
+	case <-s.ctx.Done():
+		return nil, s.ctx.Err()
+	}
+}
+
+// trailerRoom is spare capacity for a full pack's trailer (a pack of
+// thousands of small blobs has a trailer of a hundred KiB or more).
+const trailerRoom = 256 << 10
+
+// freePack returns a pack's buffer to the pool.
+func (s *Saver) freePack(p *openPack) {
+	if p.kind == BlobData {
+		s.bufs <- p.buf[:0]
+	}
+	p.buf = nil
 }
 
 func (s *Saver) send(p *openPack) error {
@@ -155,12 +210,12 @@ func (s *Saver) send(p *openPack) error {
 func (s *Saver) uploader() {
 	defer s.wg.Done()
 	for p := range s.uploads {
-		if s.Err() != nil {
-			continue // drain
+		if s.Err() == nil {
+			if err := s.upload(p); err != nil {
+				s.setErr(err)
+			}
 		}
-		if err := s.upload(p); err != nil {
-			s.setErr(err)
-		}
+		s.freePack(p)
 	}
 }
 

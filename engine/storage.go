@@ -28,6 +28,23 @@ type Storage interface {
 	Location() string
 }
 
+// ParallelStorage is implemented by storages that want a given number of
+// concurrent uploads (a remote store hides latency with several; a local
+// disk needs one). Each upload in flight holds a pack in memory.
+type ParallelStorage interface {
+	UploadParallelism() int
+}
+
+// defaultUploads is the parallelism for storages that do not say.
+const defaultUploads = 4
+
+func uploadParallelism(st Storage) int {
+	if p, ok := st.(ParallelStorage); ok && p.UploadParallelism() > 0 {
+		return p.UploadParallelism()
+	}
+	return defaultUploads
+}
+
 // ObjectInfo describes one stored object.
 type ObjectInfo struct {
 	Name string

@@ -39,6 +39,10 @@ func NewLocalStorage(root string) (*LocalStorage, error) {
 
 func (s *LocalStorage) Location() string { return s.root }
 
+// UploadParallelism is 1: packs are written while the next fills, and a
+// second writer to the same disk gains nothing but another pack in RAM.
+func (s *LocalStorage) UploadParallelism() int { return 1 }
+
 func (s *LocalStorage) path(name string) (string, error) {
 	if name == "" || strings.HasPrefix(name, "/") || strings.Contains(name, "..") || strings.Contains(name, "\\") {
 		return "", fmt.Errorf("local storage: invalid object name %q", name)

@@ -143,8 +143,9 @@ func decodeChunks(d *decoder) []Chunk {
 	return cs
 }
 
-// minNodeSize is the smallest encoding of a node.
-const minNodeSize = 12
+// minNodeSize is the smallest encoding of a node: a symlink with an empty
+// name and target and every number zero.
+const minNodeSize = 11
 
 func decodeNode(d *decoder) Node {
 	var n Node
@@ -171,6 +172,9 @@ func decodeNode(d *decoder) Node {
 			}
 		case contentList:
 			n.ChunkList = d.id()
+			if d.err == nil && n.ChunkList.IsZero() {
+				d.fail("chunk list id (zero)")
+			}
 		default:
 			d.fail("file content kind")
 		}
