@@ -14,6 +14,7 @@ import (
 
 	chunkers "github.com/PlakarKorp/go-cdc-chunkers"
 	_ "github.com/PlakarKorp/go-cdc-chunkers/chunkers/fastcdc"
+	"golang.org/x/sync/semaphore"
 )
 
 // BackupOptions tune a backup.
@@ -144,19 +145,53 @@ type backup struct {
 	opt   BackupOptions
 	saver *Saver
 	pcur  *parentCursor
+	blobs chan blobTask // new chunks for the blob workers
+	// inflight bounds the bytes of chunks queued for or in the blob
+	// workers, whatever their number and size.
+	inflight *semaphore.Weighted
 
 	readBytes atomic.Int64
 	skipped   atomic.Int64
 	unchanged atomic.Int64
 }
 
-// run drives the pipeline: one walker, Concurrency file workers, and the
+// blobTask is a new chunk on its way to compression, encryption and a
+// pack; buf is returned to chunkBufs when it is stored.
+type blobTask struct {
+	id  ID
+	buf *[]byte
+}
+
+var chunkBufs = sync.Pool{New: func() any { b := make([]byte, 0, 1<<20); return &b }}
+
+// run drives the pipeline: one walker; Concurrency file workers that
+// read, chunk, hash and dedup; Concurrency blob workers that compress,
+// seal and pack new chunks (so one large file uses every core); and the
 // assembler in this goroutine, which builds directories in walk order.
 func (b *backup) run() (ID, Node, DirStats, error) {
 	ctx, cancel := context.WithCancel(b.ctx)
 	defer cancel()
 	items := make(chan *fileJob, 256)
 	jobs := make(chan *fileJob, b.opt.Concurrency)
+	b.blobs = make(chan blobTask, b.opt.Concurrency)
+	b.inflight = semaphore.NewWeighted(int64(b.r.Params.Chunker.Max))
+	var blobWG sync.WaitGroup
+	for i := 0; i < b.opt.Concurrency; i++ {
+		blobWG.Add(1)
+		go func() {
+			defer blobWG.Done()
+			for t := range b.blobs {
+				if _, err := b.saver.Save(BlobData, t.id, *t.buf); err != nil {
+					b.saver.setErr(err)
+				}
+				b.inflight.Release(int64(len(*t.buf)))
+				chunkBufs.Put(t.buf)
+			}
+		}()
+	}
+	// Every chunk handed to the blob workers is in the saver before run
+	// returns (and so before Finish makes it durable).
+	defer blobWG.Wait()
 
 	var walkErr error
 	go func() {
@@ -192,6 +227,7 @@ func (b *backup) run() (ID, Node, DirStats, error) {
 	}()
 
 	var wg sync.WaitGroup
+	defer func() { wg.Wait(); close(b.blobs) }()
 	for i := 0; i < b.opt.Concurrency; i++ {
 		wg.Add(1)
 		go func() {
@@ -206,7 +242,6 @@ func (b *backup) run() (ID, Node, DirStats, error) {
 			}
 		}()
 	}
-	defer wg.Wait()
 
 	root, rootNode, stats, err := b.assemble(items)
 	if err != nil {
@@ -268,8 +303,20 @@ func (b *backup) saveFile(ctx context.Context, j *fileJob, buf []byte) error {
 		}
 		if len(data) > 0 {
 			id := b.r.keys.BlobID(data)
-			if _, serr := b.saver.Save(BlobData, id, data); serr != nil {
+			if serr := b.saver.Err(); serr != nil {
 				return serr
+			}
+			if !b.saver.Has(id) {
+				if err := b.inflight.Acquire(ctx, int64(len(data))); err != nil {
+					return err
+				}
+				buf := chunkBufs.Get().(*[]byte)
+				*buf = append((*buf)[:0], data...)
+				select {
+				case b.blobs <- blobTask{id: id, buf: buf}:
+				case <-ctx.Done():
+					return ctx.Err()
+				}
 			}
 			j.chunks = append(j.chunks, Chunk{ID: id, Size: uint32(len(data))})
 			total += uint64(len(data))

@@ -42,19 +42,19 @@ func zstdInit() {
 	})
 }
 
-// compress appends the stored form of raw to dst and says which it is: a
-// zstd frame when that saves at least 1/32 of the size, raw otherwise.
-func compress(dst, raw []byte) ([]byte, Compression) {
+// compress returns the stored form of raw and says which it is: a zstd
+// frame (appended to dst) when that saves at least 1/32 of the size, raw
+// itself otherwise. dst, possibly grown, is returned for reuse.
+func compress(dst, raw []byte) (stored []byte, c Compression, scratch []byte) {
 	if len(raw) < 64 {
-		return append(dst, raw...), CompNone
+		return raw, CompNone, dst
 	}
 	zstdInit()
-	start := len(dst)
-	out := zstdEnc.EncodeAll(raw, dst)
-	if len(out)-start < len(raw)-len(raw)/32 {
-		return out, CompZstd
+	out := zstdEnc.EncodeAll(raw, dst[:0])
+	if len(out) < len(raw)-len(raw)/32 {
+		return out, CompZstd, out
 	}
-	return append(out[:start], raw...), CompNone
+	return raw, CompNone, out
 }
 
 // decompress appends the plaintext of a stored blob to dst; rawLen is the

@@ -39,12 +39,12 @@ const maxObjectSize = 1 << 30
 // sealObject frames payload as a metadata object (index file, snapshot):
 // nonce || seal(comp || rawLen || stored payload).
 func (r *Repo) sealObject(payload, aad []byte) []byte {
-	hdr := encoder{b: make([]byte, 0, len(payload)/2+16)}
-	hdr.byte(0)
-	hdr.uvarint(uint64(len(payload)))
-	body, comp := compress(hdr.b, payload)
-	body[0] = byte(comp)
-	return r.keys.Seal(make([]byte, 0, len(body)+sealOverhead), body, aad)
+	stored, comp, _ := compress(nil, payload)
+	body := encoder{b: make([]byte, 0, len(stored)+16)}
+	body.byte(byte(comp))
+	body.uvarint(uint64(len(payload)))
+	body.b = append(body.b, stored...)
+	return r.keys.Seal(make([]byte, 0, len(body.b)+sealOverhead), body.b, aad)
 }
 
 func (r *Repo) openObject(sealed, aad []byte) ([]byte, error) {

@@ -119,7 +119,7 @@ func (s *Saver) Save(kind BlobKind, id ID, plaintext []byte) (bool, error) {
 	s.mu.Unlock()
 
 	cp := sealPool.Get().(*[]byte)
-	stored, comp := compress((*cp)[:0], plaintext)
+	stored, comp, scratch := compress(*cp, plaintext)
 	sp := sealPool.Get().(*[]byte)
 	sealed := s.r.keys.Seal((*sp)[:0], stored, id[:])
 
@@ -158,7 +158,7 @@ func (s *Saver) Save(kind BlobKind, id ID, plaintext []byte) (bool, error) {
 		s.mu.Unlock()
 		break
 	}
-	*cp, *sp = stored[:0], sealed[:0]
+	*cp, *sp = scratch[:0], sealed[:0]
 	sealPool.Put(cp)
 	sealPool.Put(sp)
 

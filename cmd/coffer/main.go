@@ -33,7 +33,6 @@ func main() {
 		f, err := os.Create(p)
 		if err == nil {
 			pprof.StartCPUProfile(f)
-			defer pprof.StopCPUProfile()
 		}
 	}
 	if p := os.Getenv("COFFER_MEMPROFILE"); p != "" { // for development
@@ -45,7 +44,9 @@ func main() {
 		// peak memory well below the default's 2x of the live heap.
 		debug.SetGCPercent(50)
 	}
-	os.Exit(mainCode())
+	code := mainCode()
+	pprof.StopCPUProfile() // no-op unless started
+	os.Exit(code)
 }
 
 // memProfiler writes a heap profile whenever the live heap reaches a new
