@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -166,6 +167,12 @@ type FSDestination struct {
 	// Owners restores uid/gid (only root may); the default is to do so
 	// when running as root.
 	Owners bool
+	// Mapped, if set, is told of each entry whose name had to be mapped
+	// to a local name (keymap.go), with the local path below the target.
+	Mapped func(path, local string)
+
+	mu     sync.Mutex
+	beside map[string]bool // directories that share their name with a file
 }
 
 // NewFSDestination returns a destination writing below dir.
@@ -179,22 +186,84 @@ func NewFSDestination(dir string) (*FSDestination, error) {
 
 func (d *FSDestination) URI() string { return d.root }
 
-// localPath maps an item path below the target, refusing any segment that
-// could escape it or that a folder cannot hold.
-func (d *FSDestination) localPath(p string) (string, error) {
+// localPath maps an item path below the target, segment by segment
+// through LocalName (keymap.go), so that every S3 key has a place in a
+// folder and no segment can escape it. last is the local name of the
+// last segment (several "/"-joined pieces for a name over NameMax).
+func (d *FSDestination) localPath(p string) (lp, last string, mapped bool) {
 	if p == "" {
-		return d.root, nil
+		return d.root, "", false
 	}
-	for _, s := range strings.Split(p, "/") {
-		if s == "" || s == "." || s == ".." || strings.ContainsRune(s, 0) {
-			return "", fmt.Errorf("restore: %q: path segment %q cannot be written to a folder", p, s)
+	d.mu.Lock()
+	nbeside := len(d.beside)
+	d.mu.Unlock()
+	var b strings.Builder
+	b.WriteString(d.root)
+	segs := strings.Split(p, "/")
+	at := 0
+	for _, s := range segs {
+		at += len(s)
+		isBeside := false
+		if nbeside > 0 {
+			d.mu.Lock()
+			isBeside = d.beside[p[:at]]
+			d.mu.Unlock()
+		}
+		at++
+		last = LocalName(s, isBeside)
+		mapped = last != s
+		b.WriteByte(filepath.Separator)
+		b.WriteString(filepath.FromSlash(last))
+	}
+	return b.String(), last, mapped
+}
+
+// place returns the local path of p, reports a mapped name, and makes the
+// folders that the pieces of a name over NameMax are nested in.
+func (d *FSDestination) place(p string) (string, error) {
+	lp, last, mapped := d.localPath(p)
+	if !mapped {
+		return lp, nil
+	}
+	if d.Mapped != nil {
+		rel, _ := filepath.Rel(d.root, lp)
+		d.Mapped(p, rel)
+	}
+	pieces := strings.Split(last, "/")
+	dir := strings.TrimSuffix(lp, string(filepath.Separator)+filepath.FromSlash(last))
+	for _, piece := range pieces[:len(pieces)-1] {
+		dir = filepath.Join(dir, piece)
+		fi, err := os.Lstat(dir)
+		switch {
+		case err == nil && fi.IsDir():
+		case err == nil:
+			return "", fmt.Errorf("restore: %s exists and is not a directory", dir)
+		case errors.Is(err, fs.ErrNotExist):
+			if err := os.Mkdir(dir, 0o755); err != nil {
+				return "", fmt.Errorf("restore: %w", err)
+			}
+		default:
+			return "", err
 		}
 	}
-	return filepath.Join(d.root, filepath.FromSlash(p)), nil
+	return lp, nil
 }
 
 func (d *FSDestination) MkDir(ctx context.Context, path string, n *Node) error {
-	lp, err := d.localPath(path)
+	if path != "" {
+		// A file of the same name (S3 keys "a" and "a/b") was restored
+		// just before: this directory takes the name LocalName gives a
+		// directory beside a file.
+		if lp, _, _ := d.localPath(path); isRegular(lp) {
+			d.mu.Lock()
+			if d.beside == nil {
+				d.beside = map[string]bool{}
+			}
+			d.beside[path] = true
+			d.mu.Unlock()
+		}
+	}
+	lp, err := d.place(path)
 	if err != nil {
 		return err
 	}
@@ -211,6 +280,11 @@ func (d *FSDestination) MkDir(ctx context.Context, path string, n *Node) error {
 		return os.MkdirAll(lp, 0o700)
 	}
 	return os.Mkdir(lp, 0o700)
+}
+
+func isRegular(p string) bool {
+	fi, err := os.Lstat(p)
+	return err == nil && fi.Mode().IsRegular()
 }
 
 func (d *FSDestination) meta(lp string, n *Node, link bool) error {
@@ -246,15 +320,12 @@ func fileMode(m uint32) fs.FileMode {
 }
 
 func (d *FSDestination) FinishDir(ctx context.Context, path string, n *Node) error {
-	lp, err := d.localPath(path)
-	if err != nil {
-		return err
-	}
+	lp, _, _ := d.localPath(path)
 	return d.meta(lp, n, false)
 }
 
 func (d *FSDestination) Symlink(ctx context.Context, path string, n *Node) error {
-	lp, err := d.localPath(path)
+	lp, err := d.place(path)
 	if err != nil {
 		return err
 	}
@@ -275,7 +346,7 @@ type fsFile struct {
 }
 
 func (d *FSDestination) CreateFile(ctx context.Context, path string, n *Node) (FileWriter, error) {
-	lp, err := d.localPath(path)
+	lp, err := d.place(path)
 	if err != nil {
 		return nil, err
 	}
