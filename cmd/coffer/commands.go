@@ -55,6 +55,9 @@ func createCmd() *cli.Command {
 			if err != nil {
 				return err
 			}
+			if err := prepareS3Store(c.Context, loc); err != nil {
+				return err
+			}
 			kdf := engine.DefaultKDF
 			kdf.Time, kdf.Memory = uint32(c.Uint("kdf-time")), uint32(c.Uint("kdf-memory"))
 			r, err := engine.Create(c.Context, st, pass, engine.CreateOptions{KDF: kdf})
@@ -68,8 +71,8 @@ func createCmd() *cli.Command {
 }
 
 func sourceFor(loc string) (engine.Source, error) {
-	if strings.HasPrefix(loc, "s3://") {
-		return nil, fmt.Errorf("source %s: S3 sources are not built into this version yet", loc)
+	if isS3(loc) {
+		return s3Source(loc)
 	}
 	return engine.NewFSSource(loc)
 }
@@ -375,9 +378,6 @@ Examples:
 				return usagef("restore takes one ID[:/PATH] (flags go before it: restore -to DIR ID)")
 			}
 			to := c.String("to")
-			if strings.HasPrefix(to, "s3://") {
-				return fmt.Errorf("restore to %s: S3 destinations are not built into this version yet", to)
-			}
 			r, err := openRepo(c)
 			if err != nil {
 				return err
@@ -394,7 +394,7 @@ Examples:
 			if err != nil {
 				return err
 			}
-			dst, err := engine.NewFSDestination(to)
+			dst, err := destinationFor(c.Context, to, c.App.ErrWriter)
 			if err != nil {
 				return err
 			}
@@ -519,9 +519,9 @@ func versionCmd() *cli.Command {
 		Action: func(c *cli.Context) error {
 			w := c.App.Writer
 			fmt.Fprintf(w, "coffer %s (store format %d, %s)\n", version, engine.FormatVersion, runtime.Version())
-			fmt.Fprintln(w, "sources: fs")
-			fmt.Fprintln(w, "destinations: fs")
-			fmt.Fprintln(w, "stores: fs")
+			fmt.Fprintln(w, "sources: fs, s3")
+			fmt.Fprintln(w, "destinations: fs, s3")
+			fmt.Fprintln(w, "stores: fs, s3")
 			return nil
 		},
 	}

@@ -18,11 +18,11 @@ func storageFor(loc string) (engine.Storage, error) {
 	if loc == "" {
 		return nil, usagef("no store given: use 'coffer at PATH …', --store PATH or COFFER_STORE")
 	}
-	if strings.HasPrefix(loc, "s3://") {
-		return nil, fmt.Errorf("store %s: S3 stores are not built into this version yet; use a folder path", loc)
+	if isS3(loc) {
+		return s3Storage(loc)
 	}
 	if strings.Contains(loc, "://") {
-		return nil, usagef("store %s: unknown scheme; a store is a folder path", loc)
+		return nil, usagef("store %s: unknown scheme; a store is a folder path or s3://BUCKET/PREFIX", loc)
 	}
 	return engine.NewLocalStorage(loc)
 }

@@ -1,0 +1,88 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/coffer-backup/coffer/engine"
+	"github.com/coffer-backup/coffer/s3io"
+)
+
+// isS3 says a location is an S3 bucket (s3://bucket/prefix?options).
+func isS3(loc string) bool { return strings.HasPrefix(loc, "s3://") }
+
+// s3Client builds the S3 client of a location. Its options come from the
+// location's query and the AWS environment (AWS_ACCESS_KEY_ID,
+// AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL, AWS_PROFILE, …).
+func s3Client(ctx context.Context, loc string) (*s3io.Client, error) {
+	o, err := s3io.ParseLocation(loc)
+	if err != nil {
+		return nil, usagef("%v", err)
+	}
+	return s3io.NewClient(ctx, o)
+}
+
+func s3Storage(loc string) (engine.Storage, error) {
+	c, err := s3Client(context.Background(), loc)
+	if err != nil {
+		return nil, err
+	}
+	return s3io.NewStorage(c), nil
+}
+
+// prepareS3Store makes the bucket of an S3 store that create is about to
+// write, when it is missing.
+func prepareS3Store(ctx context.Context, loc string) error {
+	if !isS3(loc) {
+		return nil
+	}
+	c, err := s3Client(ctx, loc)
+	if err != nil {
+		return err
+	}
+	created, err := s3io.EnsureBucket(ctx, c)
+	if err != nil {
+		return fmt.Errorf("store %s: %w", c.URI(), err)
+	}
+	if created {
+		fmt.Fprintf(os.Stderr, "coffer: created bucket %s\n", c.Options().Bucket)
+	}
+	return nil
+}
+
+func s3Source(loc string) (engine.Source, error) {
+	c, err := s3Client(context.Background(), loc)
+	if err != nil {
+		return nil, err
+	}
+	src := s3io.NewSource(c)
+	src.Notice = func(msg string) { fmt.Fprintf(os.Stderr, "coffer: warning: %s\n", msg) }
+	return src, nil
+}
+
+func s3Destination(ctx context.Context, loc string) (engine.Destination, error) {
+	c, err := s3Client(ctx, loc)
+	if err != nil {
+		return nil, err
+	}
+	return s3io.NewDestination(c), nil
+}
+
+// destinationFor returns where a restore writes: a bucket, or a folder,
+// which tells of each key it had to give another name (docs/S3.md).
+func destinationFor(ctx context.Context, to string, stderr io.Writer) (engine.Destination, error) {
+	if isS3(to) {
+		return s3Destination(ctx, to)
+	}
+	d, err := engine.NewFSDestination(to)
+	if err != nil {
+		return nil, err
+	}
+	d.Mapped = func(path, local string) {
+		fmt.Fprintf(stderr, "coffer: note: %q restored as %q (a folder cannot hold that name; see docs/S3.md)\n", "/"+path, local)
+	}
+	return d, nil
+}

@@ -1,0 +1,105 @@
+package s3io
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/aws/ratelimit"
+	"github.com/aws/aws-sdk-go-v2/aws/retry"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
+	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+)
+
+// Client is an S3 client bound to one bucket and prefix.
+type Client struct {
+	s3     *s3.Client
+	opt    Options
+	region string
+}
+
+// maxAttempts bounds the tries of one request (the first and the retries).
+const maxAttempts = 10
+
+// NewClient builds the one S3 client every connector uses: the default
+// credential chain (environment, shared config and profile, web identity,
+// EC2/ECS role) unless keys are given; a custom endpoint with path-style
+// addressing; a standard retryer with jittered backoff for throttling,
+// 5xx and broken connections, without the client-side retry quota (which
+// starves heavily concurrent clients after a burst of errors); checksums
+// only where S3 requires them, which third-party servers accept.
+func NewClient(ctx context.Context, o Options) (*Client, error) {
+	var lo []func(*config.LoadOptions) error
+	if o.Profile != "" {
+		lo = append(lo, config.WithSharedConfigProfile(o.Profile))
+	}
+	if o.Region != "" {
+		lo = append(lo, config.WithRegion(o.Region))
+	}
+	if o.AccessKey != "" || o.SecretKey != "" {
+		if o.AccessKey == "" || o.SecretKey == "" {
+			return nil, fmt.Errorf("s3io: %s: give both access_key and secret_access_key, or neither", o.URI())
+		}
+		lo = append(lo, config.WithCredentialsProvider(credentials.NewStaticCredentialsProvider(o.AccessKey, o.SecretKey, o.SessionToken)))
+	}
+	lo = append(lo, config.WithRetryer(func() aws.Retryer {
+		r := retry.NewStandard(func(so *retry.StandardOptions) {
+			so.MaxAttempts = maxAttempts
+			so.MaxBackoff = 10 * time.Second
+			so.RateLimiter = ratelimit.None
+		})
+		return retry.AddWithMaxBackoffDelay(r, 10*time.Second)
+	}))
+	hc := awshttp.NewBuildableClient().WithTransportOptions(func(t *http.Transport) {
+		t.MaxIdleConns = 256
+		t.MaxIdleConnsPerHost = 128
+		t.IdleConnTimeout = 90 * time.Second
+		t.ResponseHeaderTimeout = 2 * time.Minute
+	})
+	if o.WrapTransport != nil {
+		lo = append(lo, config.WithHTTPClient(&http.Client{Transport: o.WrapTransport(hc.GetTransport())}))
+	} else {
+		lo = append(lo, config.WithHTTPClient(hc))
+	}
+	cfg, err := config.LoadDefaultConfig(ctx, lo...)
+	if err != nil {
+		return nil, fmt.Errorf("s3io: %s: loading AWS configuration: %w", o.URI(), err)
+	}
+	if cfg.Region == "" {
+		cfg.Region = "us-east-1"
+	}
+	endpoint := o.Endpoint
+	if endpoint == "" {
+		endpoint = os.Getenv("AWS_ENDPOINT_URL_S3")
+	}
+	if endpoint == "" {
+		endpoint = os.Getenv("AWS_ENDPOINT_URL")
+	}
+	pathStyle := endpoint != ""
+	if o.UsePathStyle != nil {
+		pathStyle = *o.UsePathStyle
+	}
+	cl := s3.NewFromConfig(cfg, func(so *s3.Options) {
+		if endpoint != "" {
+			so.BaseEndpoint = aws.String(endpoint)
+		}
+		so.UsePathStyle = pathStyle
+		so.RequestChecksumCalculation = aws.RequestChecksumCalculationWhenRequired
+		so.ResponseChecksumValidation = aws.ResponseChecksumValidationWhenRequired
+	})
+	return &Client{s3: cl, opt: o, region: cfg.Region}, nil
+}
+
+// key returns the S3 key of a name below the prefix.
+func (c *Client) key(name string) string { return c.opt.Prefix + name }
+
+// URI names the bucket and prefix.
+func (c *Client) URI() string { return c.opt.URI() }
+
+// Options returns the client's options.
+func (c *Client) Options() Options { return c.opt }

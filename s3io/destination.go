@@ -1,0 +1,253 @@
+package s3io
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+
+	"github.com/coffer-backup/coffer/engine"
+)
+
+// Destination restores into a bucket prefix: each file becomes the object
+// whose key is the prefix and the item path (segments joined by "/", so
+// keys come back byte-exact), with its recorded headers, user metadata
+// and tags. Directories leave no marker objects. A symlink becomes a
+// small object holding its target, with user metadata coffer-type=symlink.
+type Destination struct {
+	c *Client
+}
+
+var _ engine.Destination = (*Destination)(nil)
+
+// NewDestination returns the destination of c's bucket and prefix.
+func NewDestination(c *Client) *Destination { return &Destination{c: c} }
+
+func (d *Destination) URI() string { return d.c.URI() }
+
+// MkDir checks, for the target itself, that the bucket is there and
+// reachable; folders need no objects.
+func (d *Destination) MkDir(ctx context.Context, path string, n *engine.Node) error {
+	if path != "" {
+		return nil
+	}
+	_, err := d.c.s3.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: &d.c.opt.Bucket})
+	err = classify(err, "restore", "s3:ListBucket", d.c.opt.Bucket, "")
+	if engine.IsNotFound(err) {
+		return &engine.PermanentError{Err: &Error{Op: "restore", Resource: arn(d.c.opt.Bucket, ""), Kind: ErrNoSuchBucket, Err: err}}
+	}
+	return err
+}
+
+func (d *Destination) FinishDir(ctx context.Context, path string, n *engine.Node) error { return nil }
+
+func (d *Destination) Symlink(ctx context.Context, path string, n *engine.Node) error {
+	key := d.c.opt.Prefix + path
+	in := &s3.PutObjectInput{Bucket: &d.c.opt.Bucket, Key: &key, Body: strings.NewReader(n.Target),
+		ContentLength: aws.Int64(int64(len(n.Target))), Metadata: map[string]string{"coffer-type": "symlink"}}
+	in.ServerSideEncryption, in.SSEKMSKeyId = d.c.sse()
+	_, err := d.c.s3.PutObject(ctx, in)
+	return classify(err, "restore", "s3:PutObject", d.c.opt.Bucket, key)
+}
+
+// headers is what a PUT of node n carries.
+type headers struct {
+	contentType, contentEncoding, contentLanguage, cacheControl, contentDisposition, tagging, redirect *string
+	expires                                                                                            *string
+	metadata                                                                                           map[string]string
+	class                                                                                              types.StorageClass
+}
+
+func (d *Destination) headers(n *engine.Node) headers {
+	var h headers
+	opt := func(key string) *string {
+		if v := attrValue(n.Attrs, key); v != "" {
+			return aws.String(v)
+		}
+		return nil
+	}
+	h.contentType = opt(AttrContentType)
+	h.contentEncoding = opt(AttrContentEncoding)
+	h.contentLanguage = opt(AttrContentLanguage)
+	h.cacheControl = opt(AttrCacheControl)
+	h.contentDisposition = opt(AttrContentDisposition)
+	h.redirect = opt(AttrWebsiteRedirect)
+	h.expires = opt(AttrExpires)
+	for _, a := range n.Attrs {
+		if k, ok := strings.CutPrefix(a.Key, MetaPrefix); ok {
+			if h.metadata == nil {
+				h.metadata = map[string]string{}
+			}
+			h.metadata[k] = string(a.Value)
+		}
+	}
+	if t := tagging(n.Attrs); t != "" {
+		h.tagging = aws.String(t)
+	}
+	switch {
+	case d.c.opt.StorageClass != "":
+		h.class = types.StorageClass(d.c.opt.StorageClass)
+	case d.c.opt.KeepStorageClass:
+		h.class = types.StorageClass(attrValue(n.Attrs, AttrStorageClass))
+	}
+	return h
+}
+
+// expiresOption sets the Expires header as recorded (the SDK's typed
+// field would reformat it).
+func expiresOption(v *string) func(*s3.Options) {
+	return func(o *s3.Options) {
+		if v == nil {
+			return
+		}
+		o.HTTPClient = expiresClient{o.HTTPClient, *v}
+	}
+}
+
+type expiresClient struct {
+	next    s3.HTTPClient
+	expires string
+}
+
+func (c expiresClient) Do(r *http.Request) (*http.Response, error) {
+	r.Header.Set("Expires", c.expires)
+	return c.next.Do(r)
+}
+
+type s3File struct {
+	d    *Destination
+	ctx  context.Context
+	key  string
+	n    *engine.Node
+	h    headers
+	size int64
+
+	buf []byte // small objects: the whole content, PUT at Close
+
+	part  int64 // large objects: multipart in parts of this size
+	mp    *multipart
+	mu    sync.Mutex
+	parts map[int64]*partBuf
+	done  int64 // parts uploaded
+	err   error
+}
+
+type partBuf struct {
+	data []byte
+	got  int64
+}
+
+func (d *Destination) CreateFile(ctx context.Context, path string, n *engine.Node) (engine.FileWriter, error) {
+	f := &s3File{d: d, ctx: ctx, key: d.c.opt.Prefix + path, n: n, h: d.headers(n), size: int64(n.Size)}
+	part := d.c.opt.partSize()
+	if f.size <= part {
+		f.buf = make([]byte, f.size)
+		return f, nil
+	}
+	// S3 allows 10,000 parts: grow the part for objects over 160 GiB.
+	if need := (f.size + 9999) / 10000; need > part {
+		part = (need + 1<<20 - 1) &^ (1<<20 - 1)
+	}
+	f.part = part
+	f.parts = map[int64]*partBuf{}
+	in := &s3.CreateMultipartUploadInput{Bucket: &d.c.opt.Bucket, Key: &f.key,
+		ContentType: f.h.contentType, ContentEncoding: f.h.contentEncoding, ContentLanguage: f.h.contentLanguage,
+		CacheControl: f.h.cacheControl, ContentDisposition: f.h.contentDisposition, WebsiteRedirectLocation: f.h.redirect,
+		Metadata: f.h.metadata, Tagging: f.h.tagging, StorageClass: f.h.class}
+	in.ServerSideEncryption, in.SSEKMSKeyId = d.c.sse()
+	mp, err := d.c.startMultipartWith(ctx, in, expiresOption(f.h.expires))
+	if err != nil {
+		return nil, err
+	}
+	f.mp = mp
+	return f, nil
+}
+
+// WriteAt may be called concurrently for disjoint ranges. A large
+// object's part goes up as soon as all its bytes are there, so memory
+// holds only the parts still being filled.
+func (f *s3File) WriteAt(p []byte, off int64) (int, error) {
+	if off < 0 || off+int64(len(p)) > f.size {
+		return 0, fmt.Errorf("s3io: write %s: range %d+%d beyond the object's %d bytes", f.key, off, len(p), f.size)
+	}
+	if f.buf != nil || f.size == 0 {
+		return copy(f.buf[off:], p), nil
+	}
+	written := 0
+	for len(p) > 0 {
+		idx := off / f.part
+		start := idx * f.part
+		plen := min(f.part, f.size-start)
+		f.mu.Lock()
+		if f.err != nil {
+			err := f.err
+			f.mu.Unlock()
+			return written, err
+		}
+		pb := f.parts[idx]
+		if pb == nil {
+			pb = &partBuf{data: make([]byte, plen)}
+			f.parts[idx] = pb
+		}
+		f.mu.Unlock()
+		n := copy(pb.data[off-start:], p)
+		f.mu.Lock()
+		pb.got += int64(n)
+		full := pb.got == plen
+		if full {
+			delete(f.parts, idx)
+		}
+		f.mu.Unlock()
+		if full {
+			if err := f.mp.upload(f.ctx, int32(idx+1), pb.data); err != nil {
+				f.mu.Lock()
+				f.err = err
+				f.mu.Unlock()
+				return written + n, err
+			}
+			f.mu.Lock()
+			f.done++
+			f.mu.Unlock()
+		}
+		written += n
+		p = p[n:]
+		off += int64(n)
+	}
+	return written, nil
+}
+
+func (f *s3File) Close(abort bool) error {
+	if f.mp != nil {
+		if abort {
+			f.mp.abort()
+			return nil
+		}
+		nparts := (f.size + f.part - 1) / f.part
+		if f.err != nil || f.done != nparts {
+			f.mp.abort()
+			if f.err != nil {
+				return f.err
+			}
+			return fmt.Errorf("s3io: restore %s: %d of %d parts written", f.key, f.done, nparts)
+		}
+		return f.mp.complete(f.ctx)
+	}
+	if abort {
+		return nil
+	}
+	in := &s3.PutObjectInput{Bucket: &f.d.c.opt.Bucket, Key: &f.key, Body: bytes.NewReader(f.buf),
+		ContentLength: aws.Int64(f.size),
+		ContentType:   f.h.contentType, ContentEncoding: f.h.contentEncoding, ContentLanguage: f.h.contentLanguage,
+		CacheControl: f.h.cacheControl, ContentDisposition: f.h.contentDisposition, WebsiteRedirectLocation: f.h.redirect,
+		Metadata: f.h.metadata, Tagging: f.h.tagging, StorageClass: f.h.class}
+	in.ServerSideEncryption, in.SSEKMSKeyId = f.d.c.sse()
+	_, err := f.d.c.s3.PutObject(f.ctx, in, expiresOption(f.h.expires))
+	f.buf = nil
+	return classify(err, "restore", "s3:PutObject", f.d.c.opt.Bucket, f.key)
+}

@@ -1,0 +1,198 @@
+// Package s3io is everything that speaks S3, through aws-sdk-go-v2: client
+// construction (credentials, endpoint, region, path style, retries), error
+// classification, and the S3 Storage, Source and Destination of the
+// engine. It knows nothing of the store format: a Storage is named
+// objects, a Source is keys and their metadata, a Destination is keys to
+// write. It is the only package that imports the AWS SDK.
+package s3io
+
+import (
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+)
+
+// Options say how to reach a bucket and what to ask of it. They come from
+// a location's query (ParseLocation), and later from a named config
+// entry; zero values mean the SDK's defaults (environment, shared config).
+type Options struct {
+	Bucket string
+	Prefix string // "" or ending in "/"
+
+	// Connection.
+	Endpoint     string // custom endpoint URL (http:// turns TLS off); else AWS_ENDPOINT_URL or AWS
+	Region       string // else AWS_REGION / the profile's / us-east-1
+	UsePathStyle *bool  // default: true with a custom endpoint
+	Profile      string // shared config profile
+	AccessKey    string // explicit credentials; else the default chain
+	SecretKey    string
+	SessionToken string
+
+	// Writes.
+	StorageClass string // data packs only (Storage); every object (Destination)
+	SSE          string // "AES256" or "aws:kms"
+	SSEKMSKeyID  string
+	Versioning   bool // turn versioning on when EnsureBucket creates the bucket
+	// KeepStorageClass makes a Destination restore each object's
+	// recorded storage class (unless StorageClass overrides it).
+	KeepStorageClass bool
+
+	// Concurrency bounds requests one operation runs at once (HEADs of a
+	// walk, parts of a ranged read or multipart upload); default 16.
+	Concurrency int
+	// PartSize is the part size of multipart uploads and parallel ranged
+	// reads; default 16 MiB.
+	PartSize int64
+
+	// WrapTransport, if set, wraps the HTTP transport (tests count and
+	// break requests with it).
+	WrapTransport func(http.RoundTripper) http.RoundTripper
+}
+
+// ParseLocation parses "s3://bucket/prefix?key=value&…" into Options.
+// The prefix is taken as a folder: "s3://b/photos" and "s3://b/photos/"
+// both mean the keys under "photos/".
+func ParseLocation(loc string) (Options, error) {
+	var o Options
+	rest, ok := strings.CutPrefix(loc, "s3://")
+	if !ok {
+		return o, fmt.Errorf("%s: not an s3:// location", loc)
+	}
+	rest, query, _ := strings.Cut(rest, "?")
+	bucket, prefix, _ := strings.Cut(rest, "/")
+	if bucket == "" {
+		return o, fmt.Errorf("%s: no bucket (s3://BUCKET/PREFIX)", loc)
+	}
+	o.Bucket = bucket
+	if p, err := url.PathUnescape(prefix); err == nil {
+		prefix = p
+	}
+	if prefix != "" && !strings.HasSuffix(prefix, "/") {
+		prefix += "/"
+	}
+	o.Prefix = prefix
+	q, err := url.ParseQuery(query)
+	if err != nil {
+		return o, fmt.Errorf("%s: options: %w", loc, err)
+	}
+	for k, vs := range q {
+		if err := o.Set(k, vs[len(vs)-1]); err != nil {
+			return o, fmt.Errorf("%s: %w", loc, err)
+		}
+	}
+	return o, nil
+}
+
+// OptionNames lists the keys Set accepts, for help texts and docs.
+var OptionNames = []string{"endpoint", "region", "use_path_style", "profile", "access_key", "secret_access_key",
+	"session_token", "storage_class", "sse", "sse_kms_key_id", "versioning", "keep_storage_class", "tls", "concurrency", "part_size"}
+
+// Set sets one option by its name, as in a location query or a config
+// entry.
+func (o *Options) Set(key, value string) error {
+	bad := func(err error) error { return fmt.Errorf("option %s=%q: %w", key, value, err) }
+	switch key {
+	case "endpoint":
+		if value != "" && !strings.Contains(value, "://") {
+			value = "https://" + value
+		}
+		o.Endpoint = value
+	case "tls":
+		b, err := strconv.ParseBool(value)
+		if err != nil {
+			return bad(err)
+		}
+		if !b {
+			if o.Endpoint == "" {
+				o.Endpoint = os.Getenv("AWS_ENDPOINT_URL")
+			}
+			o.Endpoint = "http://" + strings.TrimPrefix(strings.TrimPrefix(o.Endpoint, "https://"), "http://")
+		}
+	case "region":
+		o.Region = value
+	case "use_path_style":
+		b, err := strconv.ParseBool(value)
+		if err != nil {
+			return bad(err)
+		}
+		o.UsePathStyle = &b
+	case "profile":
+		o.Profile = value
+	case "access_key", "access_key_id":
+		o.AccessKey = value
+	case "secret_access_key", "secret_key":
+		o.SecretKey = value
+	case "session_token":
+		o.SessionToken = value
+	case "storage_class":
+		v := strings.ToUpper(value)
+		switch v {
+		case "STANDARD", "REDUCED_REDUNDANCY", "STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING", "GLACIER_IR",
+			"GLACIER", "DEEP_ARCHIVE", "EXPRESS_ONEZONE", "OUTPOSTS", "SNOW":
+		default:
+			return bad(fmt.Errorf("unknown storage class"))
+		}
+		o.StorageClass = v
+	case "sse":
+		switch value {
+		case "AES256", "aws:kms", "aws:kms:dsse", "":
+		default:
+			return bad(fmt.Errorf("want AES256 or aws:kms"))
+		}
+		o.SSE = value
+	case "sse_kms_key_id":
+		o.SSEKMSKeyID = value
+	case "versioning":
+		b, err := strconv.ParseBool(value)
+		if err != nil {
+			return bad(err)
+		}
+		o.Versioning = b
+	case "keep_storage_class":
+		b, err := strconv.ParseBool(value)
+		if err != nil {
+			return bad(err)
+		}
+		o.KeepStorageClass = b
+	case "concurrency":
+		n, err := strconv.Atoi(value)
+		if err != nil || n < 1 {
+			return bad(fmt.Errorf("want a positive number"))
+		}
+		o.Concurrency = n
+	case "part_size":
+		n, err := strconv.ParseInt(value, 10, 64)
+		if err != nil || n < 5<<20 || n > 5<<30 {
+			return bad(fmt.Errorf("want bytes between 5 MiB and 5 GiB"))
+		}
+		o.PartSize = n
+	default:
+		return fmt.Errorf("unknown option %q (known: %s)", key, strings.Join(OptionNames, ", "))
+	}
+	if o.SSEKMSKeyID != "" && o.SSE == "" {
+		o.SSE = "aws:kms"
+	}
+	return nil
+}
+
+// URI names the location without options or secrets: s3://bucket/prefix.
+func (o *Options) URI() string {
+	return "s3://" + o.Bucket + "/" + o.Prefix
+}
+
+func (o *Options) concurrency() int {
+	if o.Concurrency > 0 {
+		return o.Concurrency
+	}
+	return 16
+}
+
+func (o *Options) partSize() int64 {
+	if o.PartSize > 0 {
+		return o.PartSize
+	}
+	return 16 << 20
+}

@@ -1,0 +1,210 @@
+package s3io
+
+import (
+	"context"
+	"fmt"
+	"io"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+)
+
+// getRange GETs key from off (length < 0: to the end), pinned to etag
+// when it is known.
+func (c *Client) getRange(ctx context.Context, key, etag string, off, length int64) (*s3.GetObjectOutput, error) {
+	in := &s3.GetObjectInput{Bucket: &c.opt.Bucket, Key: &key}
+	if etag != "" {
+		in.IfMatch = aws.String(etag)
+	}
+	switch {
+	case length > 0:
+		in.Range = aws.String(fmt.Sprintf("bytes=%d-%d", off, off+length-1))
+	case off > 0:
+		in.Range = aws.String(fmt.Sprintf("bytes=%d-", off))
+	}
+	out, err := c.s3.GetObject(ctx, in)
+	if err != nil {
+		return nil, classify(err, "get", "s3:GetObject", c.opt.Bucket, key)
+	}
+	return out, nil
+}
+
+// objectReader streams an object with one GET, and when the body breaks
+// off, resumes with a ranged GET from where it stopped.
+type objectReader struct {
+	c       *Client
+	ctx     context.Context
+	key     string
+	etag    string
+	size    int64
+	body    io.ReadCloser
+	pos     int64
+	meta    objMeta
+	retries int
+}
+
+func (r *objectReader) get(from int64) error {
+	out, err := r.c.getRange(r.ctx, r.key, r.etag, from, -1)
+	if err != nil {
+		return err
+	}
+	if from == 0 {
+		r.meta = getMeta(out)
+	}
+	r.body = out.Body
+	return nil
+}
+
+func (r *objectReader) Read(p []byte) (int, error) {
+	for {
+		n, err := r.body.Read(p)
+		r.pos += int64(n)
+		if err == nil || n > 0 {
+			return n, nil
+		}
+		if err == io.EOF && r.pos >= r.size {
+			return 0, io.EOF
+		}
+		if cerr := r.ctx.Err(); cerr != nil {
+			return 0, cerr
+		}
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		if r.retries++; r.retries > bodyAttempts {
+			return 0, fmt.Errorf("s3io: get %s: %w", arn(r.c.opt.Bucket, r.key), err)
+		}
+		r.body.Close()
+		if gerr := r.get(r.pos); gerr != nil {
+			return 0, gerr
+		}
+	}
+}
+
+func (r *objectReader) Close() error {
+	if r.body != nil {
+		return r.body.Close()
+	}
+	return nil
+}
+
+// partReader reads a large object as ranged GETs of part bytes, several
+// in flight ahead of the reader, delivered in order.
+type partReader struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+	c      *Client
+	key    string
+	etag   string
+	size   int64
+	part   int64
+	window int
+
+	pending  []chan partResult // launched, not yet consumed, in order
+	launched int
+	nparts   int
+	cur      []byte
+	err      error
+	peeked   *partResult
+}
+
+type partResult struct {
+	data []byte
+	meta objMeta
+	err  error
+}
+
+func newPartReader(ctx context.Context, c *Client, key, etag string, size, part int64) *partReader {
+	ctx, cancel := context.WithCancel(ctx)
+	r := &partReader{ctx: ctx, cancel: cancel, c: c, key: key, etag: etag, size: size, part: part,
+		window: min(4, c.opt.concurrency()), nparts: int((size + part - 1) / part)}
+	for r.launched < r.nparts && len(r.pending) < r.window {
+		r.launch()
+	}
+	return r
+}
+
+func (r *partReader) launch() {
+	i := r.launched
+	r.launched++
+	ch := make(chan partResult, 1)
+	r.pending = append(r.pending, ch)
+	off := int64(i) * r.part
+	length := min(r.part, r.size-off)
+	go func() { ch <- r.fetch(off, length) }()
+}
+
+func (r *partReader) fetch(off, length int64) partResult {
+	var last error
+	for attempt := 0; attempt < bodyAttempts; attempt++ {
+		out, err := r.c.getRange(r.ctx, r.key, r.etag, off, length)
+		if err != nil {
+			return partResult{err: err}
+		}
+		data, err := readBody(out.Body, length)
+		if err == nil && int64(len(data)) != length {
+			err = io.ErrUnexpectedEOF
+		}
+		if err == nil {
+			return partResult{data: data, meta: getMeta(out)}
+		}
+		if r.ctx.Err() != nil {
+			return partResult{err: r.ctx.Err()}
+		}
+		last = err
+	}
+	return partResult{err: fmt.Errorf("s3io: get %s: %w", arn(r.c.opt.Bucket, r.key), last)}
+}
+
+// next takes the next part in order and launches one more.
+func (r *partReader) next() partResult {
+	if r.peeked != nil {
+		p := *r.peeked
+		r.peeked = nil
+		return p
+	}
+	ch := r.pending[0]
+	r.pending = r.pending[1:]
+	var res partResult
+	select {
+	case res = <-ch:
+	case <-r.ctx.Done():
+		res = partResult{err: r.ctx.Err()}
+	}
+	if r.launched < r.nparts {
+		r.launch()
+	}
+	return res
+}
+
+// first returns the headers of the first part's response.
+func (r *partReader) first() (objMeta, error) {
+	res := r.next()
+	r.peeked = &res
+	return res.meta, res.err
+}
+
+func (r *partReader) Read(p []byte) (int, error) {
+	for len(r.cur) == 0 {
+		if r.err != nil {
+			return 0, r.err
+		}
+		if r.peeked == nil && len(r.pending) == 0 {
+			return 0, io.EOF
+		}
+		res := r.next()
+		if res.err != nil {
+			r.err = res.err
+			return 0, res.err
+		}
+		r.cur = res.data
+	}
+	n := copy(p, r.cur)
+	r.cur = r.cur[n:]
+	return n, nil
+}
+
+func (r *partReader) Close() error {
+	r.cancel()
+	return nil
+}

@@ -1,0 +1,289 @@
+package s3io
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+
+	"github.com/coffer-backup/coffer/engine"
+)
+
+// Source backs up the objects under a bucket prefix. A flat listing in
+// key order is already the depth-first walk the engine wants once keys
+// are split on "/" (docs/FORMAT.md §7), so Walk is one paginated LIST;
+// directories are left implicit and every key is kept byte-exact.
+type Source struct {
+	c *Client
+	// Notice receives messages that are not failures (tags not readable).
+	Notice func(msg string)
+
+	deferAttrs atomic.Bool // headers come at Open or from the parent
+	tagsDenied atomic.Bool
+	noticeOnce sync.Once
+}
+
+var (
+	_ engine.Source     = (*Source)(nil)
+	_ engine.SourceInfo = (*Source)(nil)
+)
+
+// NewSource returns the source of c's bucket and prefix.
+func NewSource(c *Client) *Source { return &Source{c: c} }
+
+func (s *Source) URI() string { return s.c.URI() }
+
+// Info names the bucket, its region, creation date and owner.
+func (s *Source) Info(ctx context.Context) ([]engine.Attr, error) { return s.c.bucketInfo(ctx), nil }
+
+// DeferAttrs tells the source that the engine gives an unchanged object
+// its parent's attributes (ReuseAttrs), so Walk can leave out what only a
+// HEAD per object tells: an unchanged bucket then costs its LIST alone,
+// and a changed object gets its headers from the GET that reads it.
+func (s *Source) DeferAttrs() { s.deferAttrs.Store(true) }
+
+// ReuseAttrs gives cur, an object found unchanged in the parent snapshot
+// (same key, size, ETag and last-modified), the parent's attributes,
+// updated with what the listing says now (the storage class may change
+// without a new ETag).
+func (s *Source) ReuseAttrs(prev, cur *engine.Node) {
+	out := make([]engine.Attr, 0, len(prev.Attrs))
+	for _, a := range prev.Attrs {
+		if v := attrValue(cur.Attrs, a.Key); v != "" {
+			a.Value = []byte(v)
+		}
+		out = append(out, a)
+	}
+	for _, a := range cur.Attrs {
+		if attrValue(out, a.Key) == "" {
+			out = append(out, a)
+		}
+	}
+	sortAttrs(out)
+	cur.Attrs = out
+}
+
+// walkWindow bounds the objects listed ahead of the engine.
+const walkWindow = 2048
+
+type slot struct {
+	it   *engine.Item
+	done chan struct{}
+	err  error
+}
+
+func (s *Source) Walk(ctx context.Context, fn func(*engine.Item) error, warn func(string, error)) error {
+	if err := fn(&engine.Item{Path: "", Node: engine.Node{Type: engine.TypeDir, Mode: 0o755}}); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	head := !s.deferAttrs.Load()
+	slots := make(chan *slot, walkWindow)
+	work := make(chan *slot, walkWindow)
+	var listErr error
+	go func() {
+		defer close(slots)
+		defer close(work)
+		listErr = s.list(ctx, func(o types.Object) error {
+			key := aws.ToString(o.Key)
+			rel := strings.TrimPrefix(key, s.c.opt.Prefix)
+			if rel == "" { // the prefix's own folder marker
+				return nil
+			}
+			it := &engine.Item{Path: rel, Node: engine.Node{
+				Type: engine.TypeFile, Mode: 0o644, Size: uint64(aws.ToInt64(o.Size)),
+				MTime: objectMTime(aws.ToTime(o.LastModified)), CTime: etagStamp(aws.ToString(o.ETag)),
+				Attrs: listAttrs(o),
+			}}
+			sl := &slot{it: it}
+			if head {
+				sl.done = make(chan struct{})
+				select {
+				case work <- sl:
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+			}
+			select {
+			case slots <- sl:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			return nil
+		})
+	}()
+	var wg sync.WaitGroup
+	if head {
+		for i := 0; i < s.c.opt.concurrency(); i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for sl := range work {
+					sl.err = s.head(ctx, sl.it)
+					close(sl.done)
+				}
+			}()
+		}
+	}
+	defer wg.Wait()
+	for sl := range slots {
+		if sl.done != nil {
+			select {
+			case <-sl.done:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			if sl.err != nil {
+				if errors.Is(sl.err, context.Canceled) {
+					return sl.err
+				}
+				if errors.Is(sl.err, engine.ErrNotFound) {
+					continue // deleted since the listing: not in this snapshot
+				}
+				var pe *engine.PermanentError
+				if errors.As(sl.err, &pe) && !errors.Is(sl.err, ErrChanged) {
+					return sl.err
+				}
+				warn(sl.it.Path, sl.err)
+				continue
+			}
+		}
+		if err := fn(sl.it); err != nil {
+			return err
+		}
+	}
+	if listErr != nil {
+		return listErr
+	}
+	return ctx.Err()
+}
+
+func (s *Source) list(ctx context.Context, fn func(types.Object) error) error {
+	p := s3.NewListObjectsV2Paginator(s.c.s3, &s3.ListObjectsV2Input{
+		Bucket: &s.c.opt.Bucket, Prefix: aws.String(s.c.opt.Prefix), MaxKeys: aws.Int32(1000),
+	})
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return classify(err, "list", "s3:ListBucket", s.c.opt.Bucket, "")
+		}
+		for _, o := range page.Contents {
+			if err := fn(o); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (s *Source) objectKey(it *engine.Item) string { return s.c.opt.Prefix + it.Path }
+
+// head completes an item's node with the object's headers and tags.
+func (s *Source) head(ctx context.Context, it *engine.Item) error {
+	key := s.objectKey(it)
+	out, err := s.c.s3.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &s.c.opt.Bucket, Key: &key, ChecksumMode: types.ChecksumModeEnabled})
+	if err != nil {
+		return classify(err, "head", "s3:GetObject", s.c.opt.Bucket, key)
+	}
+	m := headMeta(out)
+	tags, err := s.tags(ctx, key, m.tagCount)
+	if err != nil {
+		return err
+	}
+	n := &it.Node
+	n.Size = uint64(m.size)
+	if !m.lastModified.IsZero() {
+		n.MTime = objectMTime(m.lastModified)
+	}
+	n.CTime = etagStamp(m.etag)
+	n.Attrs = m.attrs(attrValue(n.Attrs, AttrStorageClass), tags)
+	return nil
+}
+
+// tags reads an object's tags unless the server said it has none or
+// s3:GetObjectTagging was denied once already (then one notice, and no
+// more tries).
+func (s *Source) tags(ctx context.Context, key string, count *int32) ([]types.Tag, error) {
+	if (count != nil && *count == 0) || s.tagsDenied.Load() {
+		return nil, nil
+	}
+	out, err := s.c.s3.GetObjectTagging(ctx, &s3.GetObjectTaggingInput{Bucket: &s.c.opt.Bucket, Key: &key})
+	if err == nil {
+		return out.TagSet, nil
+	}
+	err = classify(err, "tags", "s3:GetObjectTagging", s.c.opt.Bucket, key)
+	if errors.Is(err, ErrAccessDenied) || apiCode(err) == "NotImplemented" {
+		s.tagsDenied.Store(true)
+		s.noticeOnce.Do(func() {
+			if s.Notice != nil {
+				s.Notice(fmt.Sprintf("object tags are not backed up: %v", err))
+			}
+		})
+		return nil, nil
+	}
+	if errors.Is(err, engine.ErrNotFound) {
+		return nil, err
+	}
+	return nil, err
+}
+
+// archived says an object must be restored from its archive class first.
+func archived(n *engine.Node) bool {
+	switch attrValue(n.Attrs, AttrStorageClass) {
+	case "GLACIER", "DEEP_ARCHIVE":
+		return !strings.Contains(attrValue(n.Attrs, AttrRestore), `ongoing-request="false"`)
+	}
+	return false
+}
+
+// Open reads an object: one GET for small objects, parallel ranged GETs
+// for large ones, each pinned to the walked ETag (If-Match) so a changed
+// object fails instead of mixing versions. With deferred attributes the
+// first GET's headers complete it.Node.Attrs.
+func (s *Source) Open(ctx context.Context, it *engine.Item) (io.ReadCloser, error) {
+	key := s.objectKey(it)
+	if !s.deferAttrs.Load() && archived(&it.Node) {
+		return nil, &Error{Op: "get", Action: "s3:GetObject", Resource: arn(s.c.opt.Bucket, key), Kind: ErrArchived}
+	}
+	etag := attrValue(it.Node.Attrs, AttrETag)
+	r := &objectReader{c: s.c, ctx: ctx, key: key, etag: etag, size: int64(it.Node.Size)}
+	part := s.c.opt.partSize()
+	if r.size <= 2*part {
+		if err := r.get(0); err != nil {
+			return nil, err
+		}
+		if s.deferAttrs.Load() {
+			m := r.meta
+			tags, err := s.tags(ctx, key, m.tagCount)
+			if err != nil {
+				r.Close()
+				return nil, err
+			}
+			it.Node.Attrs = m.attrs(attrValue(it.Node.Attrs, AttrStorageClass), tags)
+		}
+		return r, nil
+	}
+	pr := newPartReader(ctx, s.c, key, etag, r.size, part)
+	if s.deferAttrs.Load() {
+		m, err := pr.first()
+		if err != nil {
+			pr.Close()
+			return nil, err
+		}
+		tags, err := s.tags(ctx, key, m.tagCount)
+		if err != nil {
+			pr.Close()
+			return nil, err
+		}
+		it.Node.Attrs = m.attrs(attrValue(it.Node.Attrs, AttrStorageClass), tags)
+	}
+	return pr, nil
+}

@@ -1,0 +1,260 @@
+package s3io
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/coffer-backup/coffer/engine"
+)
+
+// Storage keeps a store's objects under a bucket prefix.
+type Storage struct {
+	c *Client
+}
+
+var _ engine.Storage = (*Storage)(nil)
+
+// NewStorage returns the store at c's bucket and prefix.
+func NewStorage(c *Client) *Storage { return &Storage{c: c} }
+
+// storeMultipartAbove is the size above which Put uploads in parts; packs
+// (16 MiB) go up as parts of storePartSize in parallel.
+const (
+	storeMultipartAbove = 8 << 20
+	storePartSize       = 8 << 20
+)
+
+// dataPackPrefix names the objects that get the storage_class option;
+// everything else (config, index, tree packs, snapshots, locks) stays
+// STANDARD so listing and browsing work on a cold store.
+const dataPackPrefix = "packs/d/"
+
+func (s *Storage) Location() string { return s.c.URI() }
+
+func (s *Storage) storageClass(name string) types.StorageClass {
+	if s.c.opt.StorageClass != "" && strings.HasPrefix(name, dataPackPrefix) {
+		return types.StorageClass(s.c.opt.StorageClass)
+	}
+	return ""
+}
+
+// sse applies the server-side encryption options to a PUT.
+func (c *Client) sse() (types.ServerSideEncryption, *string) {
+	if c.opt.SSE == "" {
+		return "", nil
+	}
+	var kid *string
+	if c.opt.SSEKMSKeyID != "" {
+		kid = aws.String(c.opt.SSEKMSKeyID)
+	}
+	return types.ServerSideEncryption(c.opt.SSE), kid
+}
+
+func (s *Storage) Put(ctx context.Context, name string, data []byte) error {
+	key := s.c.key(name)
+	if len(data) > storeMultipartAbove {
+		return s.c.putMultipart(ctx, &s3.CreateMultipartUploadInput{
+			Bucket: &s.c.opt.Bucket, Key: &key, StorageClass: s.storageClass(name),
+		}, data, storePartSize)
+	}
+	in := &s3.PutObjectInput{
+		Bucket: &s.c.opt.Bucket, Key: &key, Body: bytes.NewReader(data),
+		ContentLength: aws.Int64(int64(len(data))), StorageClass: s.storageClass(name),
+	}
+	in.ServerSideEncryption, in.SSEKMSKeyId = s.c.sse()
+	_, err := s.c.s3.PutObject(ctx, in)
+	return classify(err, "put", "s3:PutObject", s.c.opt.Bucket, key)
+}
+
+// putMultipart uploads data in parts of partSize, several at once.
+func (c *Client) putMultipart(ctx context.Context, in *s3.CreateMultipartUploadInput, data []byte, partSize int) error {
+	in.ServerSideEncryption, in.SSEKMSKeyId = c.sse()
+	mu, err := c.startMultipart(ctx, in)
+	if err != nil {
+		return err
+	}
+	n := (len(data) + partSize - 1) / partSize
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(c.opt.concurrency())
+	for i := 0; i < n; i++ {
+		part := data[i*partSize : min(len(data), (i+1)*partSize)]
+		g.Go(func() error { return mu.upload(gctx, int32(i+1), part) })
+	}
+	if err := g.Wait(); err != nil {
+		mu.abort()
+		return err
+	}
+	return mu.complete(ctx)
+}
+
+// multipart is one multipart upload in progress.
+type multipart struct {
+	c     *Client
+	key   string
+	id    *string
+	mu    sync.Mutex
+	parts []types.CompletedPart // by part number - 1
+}
+
+func (c *Client) startMultipart(ctx context.Context, in *s3.CreateMultipartUploadInput) (*multipart, error) {
+	return c.startMultipartWith(ctx, in)
+}
+
+func (c *Client) startMultipartWith(ctx context.Context, in *s3.CreateMultipartUploadInput, optFns ...func(*s3.Options)) (*multipart, error) {
+	out, err := c.s3.CreateMultipartUpload(ctx, in, optFns...)
+	if err != nil {
+		return nil, classify(err, "put", "s3:PutObject", c.opt.Bucket, *in.Key)
+	}
+	return &multipart{c: c, key: *in.Key, id: out.UploadId}, nil
+}
+
+func (m *multipart) upload(ctx context.Context, num int32, data []byte) error {
+	out, err := m.c.s3.UploadPart(ctx, &s3.UploadPartInput{
+		Bucket: &m.c.opt.Bucket, Key: &m.key, UploadId: m.id, PartNumber: aws.Int32(num),
+		Body: bytes.NewReader(data), ContentLength: aws.Int64(int64(len(data))),
+	})
+	if err != nil {
+		return classify(err, "put part", "s3:PutObject", m.c.opt.Bucket, m.key)
+	}
+	m.setPart(num, out.ETag)
+	return nil
+}
+
+// setPart records a finished part; parts finish concurrently.
+func (m *multipart) setPart(num int32, etag *string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for int(num) > len(m.parts) {
+		m.parts = append(m.parts, types.CompletedPart{})
+	}
+	m.parts[num-1] = types.CompletedPart{PartNumber: aws.Int32(num), ETag: etag}
+}
+
+func (m *multipart) complete(ctx context.Context) error {
+	_, err := m.c.s3.CompleteMultipartUpload(ctx, &s3.CompleteMultipartUploadInput{
+		Bucket: &m.c.opt.Bucket, Key: &m.key, UploadId: m.id,
+		MultipartUpload: &types.CompletedMultipartUpload{Parts: m.parts},
+	})
+	if err != nil {
+		m.abort()
+		return classify(err, "put", "s3:PutObject", m.c.opt.Bucket, m.key)
+	}
+	return nil
+}
+
+// abort discards the parts; it runs even when ctx is cancelled, so a
+// stopped upload leaves no parts to pay for.
+func (m *multipart) abort() {
+	ctx, cancel := context.WithTimeout(context.Background(), abortTimeout)
+	defer cancel()
+	m.c.s3.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{Bucket: &m.c.opt.Bucket, Key: &m.key, UploadId: m.id})
+}
+
+// abortTimeout bounds the clean-up of a failed multipart upload.
+const abortTimeout = 30 * time.Second
+
+// bodyAttempts bounds the tries of a GET whose body broke off: the SDK
+// retries a request until its headers arrive, not a body cut short.
+const bodyAttempts = 5
+
+func (s *Storage) Get(ctx context.Context, name string, offset, length int64) ([]byte, error) {
+	key := s.c.key(name)
+	var rng *string
+	switch {
+	case length == 0:
+		return []byte{}, nil
+	case length > 0:
+		rng = aws.String(fmt.Sprintf("bytes=%d-%d", offset, offset+length-1))
+	case offset > 0:
+		rng = aws.String(fmt.Sprintf("bytes=%d-", offset))
+	}
+	var lastErr error
+	for attempt := 0; attempt < bodyAttempts; attempt++ {
+		out, err := s.c.s3.GetObject(ctx, &s3.GetObjectInput{Bucket: &s.c.opt.Bucket, Key: &key, Range: rng})
+		if err != nil {
+			return nil, classify(err, "get", "s3:GetObject", s.c.opt.Bucket, key)
+		}
+		hint := aws.ToInt64(out.ContentLength)
+		data, err := readBody(out.Body, hint)
+		if err == nil && length > 0 && int64(len(data)) != length {
+			err = fmt.Errorf("got %d bytes of %d asked", len(data), length)
+		}
+		if err == nil {
+			return data, nil
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		lastErr = err
+	}
+	return nil, fmt.Errorf("s3io: get %s: %w", arn(s.c.opt.Bucket, key), lastErr)
+}
+
+func readBody(r io.ReadCloser, hint int64) ([]byte, error) {
+	defer r.Close()
+	if hint > 0 {
+		buf := make([]byte, hint)
+		n, err := io.ReadFull(r, buf)
+		if err != nil {
+			return nil, err
+		}
+		return buf[:n], nil
+	}
+	return io.ReadAll(r)
+}
+
+func (s *Storage) List(ctx context.Context, prefix string, fn func(engine.ObjectInfo) error) error {
+	p := s3.NewListObjectsV2Paginator(s.c.s3, &s3.ListObjectsV2Input{Bucket: &s.c.opt.Bucket, Prefix: aws.String(s.c.key(prefix))})
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return classify(err, "list", "s3:ListBucket", s.c.opt.Bucket, "")
+		}
+		for _, o := range page.Contents {
+			name := strings.TrimPrefix(aws.ToString(o.Key), s.c.opt.Prefix)
+			if err := fn(engine.ObjectInfo{Name: name, Size: aws.ToInt64(o.Size)}); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (s *Storage) Stat(ctx context.Context, name string) (engine.ObjectInfo, error) {
+	key := s.c.key(name)
+	out, err := s.c.s3.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &s.c.opt.Bucket, Key: &key})
+	if err != nil {
+		err = classify(err, "stat", "s3:GetObject", s.c.opt.Bucket, key)
+		if engine.IsNotFound(err) {
+			// A HEAD's 404 has no body to tell a missing key from a
+			// missing bucket; ask the bucket.
+			_, berr := s.c.s3.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: &s.c.opt.Bucket})
+			if berr = classify(berr, "stat", "s3:ListBucket", s.c.opt.Bucket, ""); engine.IsNotFound(berr) || errors.Is(berr, ErrNoSuchBucket) {
+				return engine.ObjectInfo{}, &engine.PermanentError{Err: &Error{Op: "stat", Resource: arn(s.c.opt.Bucket, ""), Kind: ErrNoSuchBucket, Err: berr}}
+			}
+		}
+		return engine.ObjectInfo{}, err
+	}
+	return engine.ObjectInfo{Name: name, Size: aws.ToInt64(out.ContentLength)}, nil
+}
+
+func (s *Storage) Delete(ctx context.Context, name string) error {
+	key := s.c.key(name)
+	_, err := s.c.s3.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &s.c.opt.Bucket, Key: &key})
+	err = classify(err, "delete", "s3:DeleteObject", s.c.opt.Bucket, key)
+	if errors.Is(err, engine.ErrNotFound) {
+		return nil
+	}
+	return err
+}
