@@ -1,0 +1,178 @@
+// Package fusefs shows snapshots as read-only go-fuse node trees: every
+// snapshot of a store under one root (by time, and by source, with
+// "latest" links), or one snapshot or subtree. It reads only through the
+// engine's API (directories, pages, chunk lists, blobs) and the cache
+// package; it decrypts and decodes nothing itself.
+//
+// Everything is lazy: a snapshot's tree is read when its folder is first
+// looked into, a paged directory loads only the pages a lookup or a
+// listing reaches, and opening a file reads no content.
+package fusefs
+
+import (
+	"context"
+	"errors"
+	"hash/fnv"
+	"io"
+	"log"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/coffer-backup/coffer/cache"
+	"github.com/coffer-backup/coffer/engine"
+)
+
+// Repo is what the mount reads through; *engine.Repo implements it.
+type Repo interface {
+	LoadBlob(ctx context.Context, id engine.ID) ([]byte, error)
+	LoadDir(ctx context.Context, id engine.ID) (*engine.Dir, error)
+	LoadPage(ctx context.Context, id engine.ID) ([]engine.Node, error)
+	FileChunks(ctx context.Context, n *engine.Node) ([]engine.Chunk, error)
+}
+
+var _ Repo = (*engine.Repo)(nil)
+
+// Options tune a mounted tree.
+type Options struct {
+	// CacheSize bounds the decrypted chunks kept in memory, shared by
+	// every open file. Default 256 MiB.
+	CacheSize int64
+	// ReadAhead bounds how far ahead of a sequential reader chunks are
+	// fetched, per open file. Default min(32 MiB, CacheSize/4); negative
+	// turns read-ahead off.
+	ReadAhead int64
+	// Parallel bounds the read-ahead loads running at once. Default 4.
+	Parallel int
+	// MetaCacheSize bounds the decoded directories, pages and chunk lists
+	// kept in memory (an estimate). Default 64 MiB.
+	MetaCacheSize int64
+	// Log receives the errors the mount turns into EIO. Default: discard.
+	Log *log.Logger
+}
+
+// Timeout is how long the kernel may cache entries, attributes and
+// failed lookups: snapshots never change.
+const Timeout = time.Hour
+
+// FS is the shared state of a mounted tree: the repo and the caches.
+type FS struct {
+	repo Repo
+	opt  Options
+
+	chunks *cache.Chunks
+	dirs   *cache.LRU[*engine.Dir]
+	pages  *cache.LRU[[]engine.Node]
+
+	totals totals // what statfs reports, set with the root
+
+	logMu  sync.Mutex
+	logged map[string]bool
+}
+
+// New returns the shared state of a tree reading through repo.
+func New(repo Repo, opt Options) *FS {
+	if opt.CacheSize <= 0 {
+		opt.CacheSize = 256 << 20
+	}
+	if opt.ReadAhead == 0 {
+		opt.ReadAhead = min(32<<20, opt.CacheSize/4)
+	}
+	if opt.ReadAhead < 0 {
+		opt.ReadAhead = 0
+	}
+	if opt.Parallel < 1 {
+		opt.Parallel = 4
+	}
+	if opt.MetaCacheSize <= 0 {
+		opt.MetaCacheSize = 64 << 20
+	}
+	if opt.Log == nil {
+		opt.Log = log.New(io.Discard, "", 0)
+	}
+	f := &FS{repo: repo, opt: opt, logged: map[string]bool{}}
+	f.chunks = cache.NewChunks(opt.CacheSize, opt.Parallel, repo.LoadBlob)
+	f.dirs = cache.New(opt.MetaCacheSize/2, dirSize, opt.Parallel, repo.LoadDir)
+	f.pages = cache.New(opt.MetaCacheSize/2, nodesSize, opt.Parallel, repo.LoadPage)
+	return f
+}
+
+// Close stops the loads in flight.
+func (f *FS) Close() {
+	f.chunks.Close()
+	f.dirs.Close()
+	f.pages.Close()
+}
+
+// Stats describe what the caches did.
+type Stats struct {
+	Chunks, Dirs, Pages cache.Stats
+}
+
+// Stats returns the caches' counters.
+func (f *FS) Stats() Stats {
+	return Stats{Chunks: f.chunks.Stats(), Dirs: f.dirs.Stats(), Pages: f.pages.Stats()}
+}
+
+// nodeSize estimates the memory of a decoded node.
+func nodeSize(n *engine.Node) int64 {
+	s := int64(200 + len(n.Name) + len(n.Target) + 40*len(n.Chunks))
+	for _, a := range n.Attrs {
+		s += int64(32 + len(a.Key) + len(a.Value))
+	}
+	return s
+}
+
+func nodesSize(ns []engine.Node) int64 {
+	s := int64(64)
+	for i := range ns {
+		s += nodeSize(&ns[i])
+	}
+	return s
+}
+
+func dirSize(d *engine.Dir) int64 {
+	s := nodesSize(d.Inline) + 128
+	for _, p := range d.Pages {
+		s += int64(80 + len(p.First))
+	}
+	return s
+}
+
+// errno turns an error at the FUSE edge into an errno, logging the cause
+// of an EIO once.
+func (f *FS) errno(op, path string, err error) syscall.Errno {
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return syscall.EINTR
+	}
+	msg := op + " " + path + ": " + err.Error()
+	f.logMu.Lock()
+	if !f.logged[msg] && len(f.logged) < 10000 {
+		f.logged[msg] = true
+		f.opt.Log.Print(msg)
+	}
+	f.logMu.Unlock()
+	return syscall.EIO
+}
+
+// childIno derives a stable inode number from the parent's and the
+// child's name (its sort key, or a fixed name in the snapshot list), so
+// the same path has the same number in every mount.
+func childIno(parent uint64, key string) uint64 {
+	h := fnv.New64a()
+	var b [8]byte
+	for i := range b {
+		b[i] = byte(parent >> (8 * i))
+	}
+	h.Write(b[:])
+	h.Write([]byte{0})
+	h.Write([]byte(key))
+	ino := h.Sum64()
+	if ino < 2 {
+		ino += 2 // 1 is the root
+	}
+	return ino
+}

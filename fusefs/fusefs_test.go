@@ -1,0 +1,516 @@
+package fusefs
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"golang.org/x/sys/unix"
+
+	"github.com/coffer-backup/coffer/engine"
+	"github.com/coffer-backup/coffer/internal/testtree"
+)
+
+// Small chunks, so that tests cross many chunk boundaries cheaply.
+var (
+	testChunker = engine.ChunkerParams{Algorithm: "fastcdc-v1.0.0", Min: 16 << 10, Normal: 32 << 10, Max: 128 << 10}
+	testSizes   = testtree.Sizes{Min: 16 << 10, Max: 128 << 10}
+	cheapKDF    = engine.KDFParams{Time: 1, Memory: 64, Threads: 1}
+)
+
+func newRepo(t testing.TB) *engine.Repo {
+	t.Helper()
+	st, err := engine.NewLocalStorage(filepath.Join(t.TempDir(), "store"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := engine.Create(context.Background(), st, []byte("pass"), engine.CreateOptions{KDF: cheapKDF, Chunker: testChunker})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func backup(t testing.TB, r *engine.Repo, src engine.Source) *engine.Snapshot {
+	t.Helper()
+	res, err := r.Backup(context.Background(), src, engine.BackupOptions{Concurrency: 2,
+		Warn: func(p string, err error) { t.Errorf("backup skipped %s: %v", p, err) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res.Snapshot
+}
+
+func backupDir(t testing.TB, r *engine.Repo, dir string) *engine.Snapshot {
+	t.Helper()
+	src, err := engine.NewFSSource(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return backup(t, r, src)
+}
+
+// countingRepo counts the loads of tree blobs.
+type countingRepo struct {
+	Repo
+	dirs, pages, blobs, lists atomic.Int64
+}
+
+func (c *countingRepo) LoadDir(ctx context.Context, id engine.ID) (*engine.Dir, error) {
+	c.dirs.Add(1)
+	return c.Repo.LoadDir(ctx, id)
+}
+
+func (c *countingRepo) LoadPage(ctx context.Context, id engine.ID) ([]engine.Node, error) {
+	c.pages.Add(1)
+	return c.Repo.LoadPage(ctx, id)
+}
+
+func (c *countingRepo) LoadBlob(ctx context.Context, id engine.ID) ([]byte, error) {
+	c.blobs.Add(1)
+	return c.Repo.LoadBlob(ctx, id)
+}
+
+func (c *countingRepo) FileChunks(ctx context.Context, n *engine.Node) ([]engine.Chunk, error) {
+	if !n.ChunkList.IsZero() {
+		c.lists.Add(1)
+	}
+	return c.Repo.FileChunks(ctx, n)
+}
+
+// mountTree mounts root on a fresh folder until the test ends.
+func mountTree(t testing.TB, root fs.InodeEmbedder) string {
+	t.Helper()
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		t.Skip("no /dev/fuse")
+	}
+	dir := t.TempDir()
+	srv, err := Mount(dir, root, MountOptions{FsName: "coffer-test"})
+	if err != nil {
+		t.Fatalf("mount: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := Unmount(srv); err != nil {
+			t.Errorf("unmount: %v", err)
+		}
+		srv.Wait()
+	})
+	return dir
+}
+
+func mountAll(t testing.TB, r Repo, opt Options, snaps []*engine.Snapshot) (string, *FS) {
+	t.Helper()
+	if er, ok := r.(*engine.Repo); ok {
+		er.LoadIndex(context.Background())
+	}
+	f := New(r, opt)
+	t.Cleanup(f.Close)
+	return mountTree(t, f.SnapshotsRoot(snaps)), f
+}
+
+func names(t testing.TB, dir string) []string {
+	t.Helper()
+	des, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, de := range des {
+		out = append(out, de.Name())
+	}
+	return out
+}
+
+func TestSnapshotsView(t *testing.T) {
+	r := newRepo(t)
+	src := filepath.Join(t.TempDir(), "src")
+	if err := testtree.Make(src, testSizes); err != nil {
+		t.Fatal(err)
+	}
+	s1 := backupDir(t, r, src)
+	time.Sleep(1100 * time.Millisecond) // a distinct second in the name
+	testtree.WriteFile(filepath.Join(src, "text.log"), []byte("changed\n"))
+	testtree.SetTimes(src)
+	s2 := backupDir(t, r, src)
+	snaps, err := r.Snapshots(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	mnt, _ := mountAll(t, r, Options{}, snaps)
+
+	n1, n2 := SnapshotName(s1), SnapshotName(s2)
+	want := []string{n1, n2, "by-source", "latest"}
+	sort.Strings(want)
+	if got := names(t, mnt); strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Fatalf("root: %q, want %q", got, want)
+	}
+	if l, _ := os.Readlink(filepath.Join(mnt, "latest")); l != n2 {
+		t.Fatalf("latest -> %q, want %q", l, n2)
+	}
+	srcDir := filepath.Join(mnt, "by-source", SourceName(src))
+	if got := names(t, srcDir); strings.Join(got, " ") != n1+" "+n2+" latest" {
+		t.Fatalf("by-source: %q", got)
+	}
+	if l, _ := os.Readlink(filepath.Join(srcDir, "latest")); l != n2 {
+		t.Fatalf("by-source latest -> %q", l)
+	}
+	// The newest snapshot equals the source: names, content, modes,
+	// mtimes, symlinks, owners; through both paths.
+	if err := testtree.Compare(src, filepath.Join(mnt, n2)); err != nil {
+		t.Fatal(err)
+	}
+	if err := testtree.Compare(src, filepath.Join(srcDir, n2)); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(mnt, n1, "text.log")); len(b) != 5*testSizes.Max {
+		t.Fatalf("old snapshot's text.log: %d bytes", len(b))
+	}
+	// Nothing can be written.
+	if err := os.WriteFile(filepath.Join(mnt, n2, "new"), nil, 0o644); err == nil {
+		t.Fatal("created a file in the mount")
+	}
+	if f, err := os.OpenFile(filepath.Join(mnt, n2, "empty"), os.O_WRONLY, 0); err == nil {
+		f.Close()
+		t.Fatal("opened a file for writing")
+	}
+	var sfs syscall.Statfs_t
+	if err := syscall.Statfs(filepath.Join(mnt, n2), &sfs); err != nil || sfs.Blocks == 0 || sfs.Files == 0 {
+		t.Fatalf("statfs: %+v %v", sfs, err)
+	}
+
+	// Inode numbers are stable across mounts and differ between paths.
+	deep := filepath.Join(n2, "unicode", "café")
+	ino := func(mnt, p string) uint64 {
+		var st syscall.Stat_t
+		if err := syscall.Lstat(filepath.Join(mnt, p), &st); err != nil {
+			t.Fatal(err)
+		}
+		return st.Ino
+	}
+	mnt2, _ := mountAll(t, r, Options{}, snaps)
+	if a, b := ino(mnt, deep), ino(mnt2, deep); a != b {
+		t.Fatalf("inode of %s: %d, then %d", deep, a, b)
+	}
+	if a, b := ino(mnt, filepath.Join(n2, "random.bin")), ino(mnt, filepath.Join(n2, "text.log")); a == b {
+		t.Fatal("two files share an inode number")
+	}
+	// Listing is deterministic.
+	if a, b := names(t, filepath.Join(mnt, n2, "unicode")), names(t, filepath.Join(mnt2, n2, "unicode")); strings.Join(a, "/") != strings.Join(b, "/") {
+		t.Fatalf("listings differ: %q vs %q", a, b)
+	}
+}
+
+func TestSubtreeView(t *testing.T) {
+	r := newRepo(t)
+	src := filepath.Join(t.TempDir(), "src")
+	if err := testtree.Make(src, testSizes); err != nil {
+		t.Fatal(err)
+	}
+	sn := backupDir(t, r, src)
+	ctx := context.Background()
+	r.LoadIndex(ctx)
+	n, err := r.ResolvePath(ctx, sn, "/unicode", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := New(r, Options{})
+	defer f.Close()
+	root, err := f.SubtreeRoot(sn, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mnt := mountTree(t, root)
+	if err := testtree.Compare(filepath.Join(src, "unicode"), mnt); err != nil {
+		t.Fatal(err)
+	}
+	file, _ := r.ResolvePath(ctx, sn, "/random.bin", true)
+	if _, err := f.SubtreeRoot(sn, file); err == nil {
+		t.Fatal("a file as the root of a mount")
+	}
+}
+
+func TestPreadsAcrossChunks(t *testing.T) {
+	r := newRepo(t)
+	src := t.TempDir()
+	rng := rand.New(rand.NewPCG(1, 2))
+	files := map[string][]byte{}
+	for i, size := range []int{3<<20 + 7, 2<<20 + 12345, 700 << 10} {
+		b := make([]byte, size)
+		for j := range b {
+			b[j] = byte(rng.Uint32())
+		}
+		if i == 2 {
+			copy(b, testtree.Text(3, size)) // compressible
+		}
+		name := fmt.Sprintf("f%d", i)
+		files[name] = b
+		testtree.WriteFile(filepath.Join(src, name), b)
+	}
+	sn := backupDir(t, r, src)
+	// A chunk cache smaller than one file, so chunks are evicted and
+	// loaded again while readers run.
+	cr := &countingRepo{Repo: r}
+	r.LoadIndex(context.Background())
+	mnt, f := mountAll(t, cr, Options{CacheSize: 1 << 20, ReadAhead: 512 << 10}, []*engine.Snapshot{sn})
+	base := filepath.Join(mnt, SnapshotName(sn))
+
+	check := func(seed uint64, name string, reads int) error {
+		fd, err := os.Open(filepath.Join(base, name))
+		if err != nil {
+			return err
+		}
+		defer fd.Close()
+		want := files[name]
+		rng := rand.New(rand.NewPCG(seed, 3))
+		for i := 0; i < reads; i++ {
+			off := rng.IntN(len(want) + 100)
+			n := 1 + rng.IntN(300<<10)
+			if i%3 == 0 {
+				n = 1 + rng.IntN(100) // tiny reads
+			}
+			p := make([]byte, n)
+			got, err := fd.ReadAt(p, int64(off))
+			end := min(off+n, len(want))
+			if off >= len(want) {
+				end = off
+			}
+			if got != end-off || !bytes.Equal(p[:got], want[off:end]) {
+				return fmt.Errorf("%s: pread %d at %d: %d bytes (%v), want %d", name, n, off, got, err, end-off)
+			}
+			if err != nil && err != io.EOF {
+				return err
+			}
+		}
+		return nil
+	}
+	if err := check(1, "f0", 200); err != nil {
+		t.Fatal(err)
+	}
+	// Concurrent readers of one file and of different files agree.
+	var wg sync.WaitGroup
+	errs := make(chan error, 12)
+	for i := 0; i < 12; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs <- check(uint64(10+i), fmt.Sprintf("f%d", i%3), 60)
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Whole sequential reads equal the files.
+	for name, want := range files {
+		got, err := os.ReadFile(filepath.Join(base, name))
+		if err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("%s: read %d bytes, %v", name, len(got), err)
+		}
+	}
+	if s := f.Stats().Chunks; s.Bytes > 1<<20 {
+		t.Fatalf("chunk cache holds %d bytes over its 1 MiB budget", s.Bytes)
+	}
+}
+
+// memSource is a Source of items held in memory, in walk order.
+type memSource struct {
+	uri   string
+	items []engine.Item
+	data  map[string][]byte
+}
+
+func (m *memSource) URI() string { return m.uri }
+
+func (m *memSource) Walk(ctx context.Context, fn func(*engine.Item) error, warn func(string, error)) error {
+	for i := range m.items {
+		it := m.items[i]
+		if err := fn(&it); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (m *memSource) Open(ctx context.Context, it *engine.Item) (io.ReadCloser, error) {
+	return io.NopCloser(bytes.NewReader(m.data[it.Path])), nil
+}
+
+func (m *memSource) file(path string, data []byte, attrs ...engine.Attr) {
+	segs := strings.Split(path, "/")
+	m.items = append(m.items, engine.Item{Path: path, Node: engine.Node{Name: segs[len(segs)-1], Type: engine.TypeFile,
+		Mode: 0o644, Size: uint64(len(data)), MTime: time.Date(2025, 1, 2, 3, 4, 5, 6, time.UTC).UnixNano(), Attrs: attrs}})
+	if m.data == nil {
+		m.data = map[string][]byte{}
+	}
+	m.data[path] = data
+}
+
+func TestS3AttrsAndOddNames(t *testing.T) {
+	r := newRepo(t)
+	src := &memSource{uri: "s3://bucket/prefix/"}
+	src.items = append(src.items, engine.Item{Path: "", Node: engine.Node{Type: engine.TypeDir, Mode: 0o755}})
+	attrs := []engine.Attr{
+		{Key: "content_type", Value: []byte("text/plain; charset=utf-8")},
+		{Key: "etag", Value: []byte(`"9a0364b9e99bb480dd25e1f0284c8555"`)},
+		{Key: "meta.color", Value: []byte("blue")},
+		{Key: "storage_class", Value: []byte("STANDARD_IA")},
+	}
+	// Keys in walk (sort-key) order: "a" beside "a/x", "d/../f", "d/./g",
+	// "d//h".
+	src.file("a", []byte("file a"), attrs...)
+	src.file("a/x", []byte("x in dir a"))
+	src.file("d/../f", []byte("dotdot"))
+	src.file("d/./g", []byte("dot"))
+	src.file("d//h", []byte("empty"))
+	src.file("plain.txt", []byte("plain"), attrs[:2]...)
+	sn := backup(t, r, src)
+	mnt, _ := mountAll(t, r, Options{}, []*engine.Snapshot{sn})
+	base := filepath.Join(mnt, SnapshotName(sn))
+
+	if got := strings.Join(names(t, base), " "); got != "a a%~ d plain.txt" {
+		t.Fatalf("root names: %q", got)
+	}
+	if got := strings.Join(names(t, filepath.Join(base, "d")), " "); got != "%. %.. %_" {
+		t.Fatalf("d names: %q", got)
+	}
+	for p, want := range map[string]string{"a": "file a", "a%~/x": "x in dir a", "d/%../f": "dotdot", "d/%./g": "dot", "d/%_/h": "empty"} {
+		if b, err := os.ReadFile(filepath.Join(base, p)); err != nil || string(b) != want {
+			t.Fatalf("%s: %q %v", p, b, err)
+		}
+	}
+	for _, p := range []string{"a%25", "d/..%~", "a%~%~", "nope"} {
+		if _, err := os.Lstat(filepath.Join(base, p)); !os.IsNotExist(err) {
+			t.Fatalf("%s: %v, want not found", p, err)
+		}
+	}
+
+	// S3 metadata as user.s3.<key> extended attributes.
+	fa := filepath.Join(base, "a")
+	buf := make([]byte, 4096)
+	n, err := unix.Listxattr(fa, buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	list := strings.Split(strings.TrimSuffix(string(buf[:n]), "\x00"), "\x00")
+	if strings.Join(list, ",") != "user.s3.content_type,user.s3.etag,user.s3.meta.color,user.s3.storage_class" {
+		t.Fatalf("listxattr: %q", list)
+	}
+	for _, a := range attrs {
+		n, err := unix.Getxattr(fa, "user.s3."+a.Key, buf)
+		if err != nil || string(buf[:n]) != string(a.Value) {
+			t.Fatalf("getxattr %s: %q %v", a.Key, buf[:n], err)
+		}
+	}
+	if _, err := unix.Getxattr(fa, "user.s3.nope", buf); err != unix.ENODATA {
+		t.Fatalf("missing xattr: %v", err)
+	}
+	if _, err := unix.Getxattr(fa, "user.s3.content_type", buf[:3]); err != unix.ERANGE {
+		t.Fatalf("short buffer: %v", err)
+	}
+	if n, _ := unix.Listxattr(filepath.Join(base, "d"), buf); n != 0 {
+		t.Fatalf("a directory without attrs lists %q", buf[:n])
+	}
+}
+
+func TestLazyLoads(t *testing.T) {
+	r := newRepo(t)
+	ctx := context.Background()
+	// Many small snapshots of two sources.
+	var snaps []*engine.Snapshot
+	for i := 0; i < 60; i++ {
+		src := &memSource{uri: fmt.Sprintf("s3://bucket%d/", i%2)}
+		src.file("f", []byte(fmt.Sprint(i)))
+		snaps = append(snaps, backup(t, r, src))
+	}
+	// One with a directory of many pages.
+	big := &memSource{uri: "/big"}
+	const entries = 20000
+	for i := 0; i < entries; i++ {
+		big.file(fmt.Sprintf("big/f%05d", i), nil)
+	}
+	many := testtree.RandBytes(4 << 20) // more chunks than a node holds inline
+	big.file("big2/many", many)
+	snaps = append(snaps, backup(t, r, big))
+	all, err := r.Snapshots(ctx)
+	if err != nil || len(all) != len(snaps) {
+		t.Fatal(len(all), err)
+	}
+	cr := &countingRepo{Repo: r}
+	r.LoadIndex(ctx)
+	mnt, _ := mountAll(t, cr, Options{}, all)
+
+	// Listing the snapshots and stat-ing their folders reads no tree.
+	if n := len(names(t, mnt)); n != len(all)+2 {
+		t.Fatalf("root has %d entries", n)
+	}
+	for _, sd := range []string{"s3:%2F%2Fbucket0%2F", "s3:%2F%2Fbucket1%2F"} {
+		if n := len(names(t, filepath.Join(mnt, "by-source", sd))); n != 31 {
+			t.Fatalf("%s has %d entries", sd, n)
+		}
+	}
+	for _, sn := range all {
+		if _, err := os.Stat(filepath.Join(mnt, SnapshotName(sn))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if d, p, b := cr.dirs.Load(), cr.pages.Load(), cr.blobs.Load(); d+p+b != 0 {
+		t.Fatalf("the snapshot list loaded %d dirs, %d pages, %d blobs", d, p, b)
+	}
+
+	// A lookup in a paged directory loads the directory and one page.
+	bigDir := filepath.Join(mnt, SnapshotName(all[len(all)-1]), "big")
+	if _, err := os.Stat(filepath.Join(bigDir, "f12345")); err != nil {
+		t.Fatal(err)
+	}
+	if d, p := cr.dirs.Load(), cr.pages.Load(); d != 2 || p != 1 {
+		t.Fatalf("one lookup in a paged dir loaded %d dirs and %d pages", d, p)
+	}
+	dir, err := r.LoadDir(ctx, mustResolve(t, r, all[len(all)-1], "/big").Subtree)
+	if err != nil || len(dir.Pages) < 10 {
+		t.Fatalf("big is not paged: %d pages, %v", len(dir.Pages), err)
+	}
+	// A listing loads every page once.
+	if n := len(names(t, bigDir)); n != entries {
+		t.Fatalf("big lists %d entries", n)
+	}
+	if p := cr.pages.Load(); p != int64(len(dir.Pages)) {
+		t.Fatalf("listing %d pages loaded %d", len(dir.Pages), p)
+	}
+	// Opening a file reads its chunk list but no content.
+	fd, err := os.Open(filepath.Join(mnt, SnapshotName(all[len(all)-1]), "big2", "many"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fd.Close()
+	if b, l := cr.blobs.Load(), cr.lists.Load(); b != 0 || l != 1 {
+		t.Fatalf("open loaded %d content blobs and %d chunk lists", b, l)
+	}
+	p := make([]byte, 10)
+	if _, err := fd.ReadAt(p, 1<<20+3); err != nil || !bytes.Equal(p, many[1<<20+3:][:10]) {
+		t.Fatalf("read %q %v", p, err)
+	}
+}
+
+func mustResolve(t testing.TB, r *engine.Repo, sn *engine.Snapshot, p string) *engine.Node {
+	t.Helper()
+	n, err := r.ResolvePath(context.Background(), sn, p, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}

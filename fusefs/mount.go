@@ -1,0 +1,69 @@
+package fusefs
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+)
+
+// MountOptions are how a tree is mounted.
+type MountOptions struct {
+	// AllowOther lets other users than the one mounting read the tree
+	// (for a non-root user, /etc/fuse.conf must have user_allow_other).
+	// The kernel checks each entry's mode and owner either way.
+	AllowOther bool
+	// FsName shows in /proc/mounts and df as the source: the store.
+	FsName string
+	// Debug logs every FUSE request.
+	Debug bool
+}
+
+// Mount mounts root read-only at dir and returns the server, which is
+// already serving. Unmount it with its Unmount method or fusermount3 -u;
+// its Wait method returns once it is unmounted.
+func Mount(dir string, root fs.InodeEmbedder, mo MountOptions) (*fuse.Server, error) {
+	timeout := Timeout
+	opts := &fs.Options{
+		EntryTimeout:    &timeout,
+		AttrTimeout:     &timeout,
+		NegativeTimeout: &timeout,
+		RootStableAttr:  &fs.StableAttr{Ino: 1},
+		MountOptions: fuse.MountOptions{
+			AllowOther: mo.AllowOther,
+			// ro: nothing can be written; default_permissions: the kernel
+			// enforces the snapshot's modes and owners, which matters
+			// with allow_other.
+			Options:      []string{"ro", "default_permissions"},
+			FsName:       mo.FsName,
+			Name:         "coffer",
+			MaxReadAhead: 128 << 10,
+			MaxWrite:     1 << 20, // also the largest read request
+			Debug:        mo.Debug,
+		},
+	}
+	if opts.FsName == "" {
+		opts.FsName = "coffer"
+	}
+	srv, err := fs.Mount(dir, root, opts)
+	if err != nil {
+		return nil, fmt.Errorf("mount %s: %w", dir, err)
+	}
+	return srv, nil
+}
+
+// unmountRetry is how long Unmount keeps trying while the mount is busy.
+var unmountRetry = 2 * time.Second
+
+// Unmount unmounts srv, retrying for a moment while it is busy.
+func Unmount(srv *fuse.Server) error {
+	deadline := time.Now().Add(unmountRetry)
+	for {
+		err := srv.Unmount()
+		if err == nil || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
