@@ -3,8 +3,11 @@ package engine
 import (
 	"context"
 	"encoding/binary"
+	"fmt"
 	"sync"
 	"sync/atomic"
+
+	"github.com/zeebo/blake3"
 )
 
 // indexFlushBlobs is how many new blobs a backup collects before it writes
@@ -46,10 +49,31 @@ type Saver struct {
 	IndexFiles   atomic.Int64
 }
 
+// openPack is a pack being filled: in a memory buffer, or streamed to a
+// temp object of a StreamStorage while its hash is computed.
 type openPack struct {
 	kind  BlobKind
-	buf   []byte
 	blobs []BlobLoc
+	size  int
+
+	buf []byte // buffered
+
+	tmp  TempObject // streamed
+	hash *blake3.Hasher
+	werr error
+	done bool // committed or aborted
+}
+
+func (p *openPack) write(b []byte) {
+	p.size += len(b)
+	if p.tmp == nil {
+		p.buf = append(p.buf, b...)
+		return
+	}
+	p.hash.Write(b)
+	if p.werr == nil {
+		_, p.werr = p.tmp.Write(b)
+	}
 }
 
 // NewSaver starts a saver with uploaders parallel uploads.
@@ -143,7 +167,7 @@ func (s *Saver) Save(kind BlobKind, id ID, plaintext []byte) (bool, error) {
 			s.mu.Unlock()
 			continue
 		}
-		if len(p.buf) > 0 && len(p.buf)+len(sealed) > s.size {
+		if p.size > 0 && p.size+len(sealed) > s.size {
 			// Close the pack before it outgrows its buffer.
 			delete(s.open, kind)
 			s.mu.Unlock()
@@ -153,8 +177,8 @@ func (s *Saver) Save(kind BlobKind, id ID, plaintext []byte) (bool, error) {
 			continue
 		}
 		p.blobs = append(p.blobs, BlobLoc{ID: id, Kind: kind, Comp: comp,
-			Offset: uint32(len(p.buf)), Length: uint32(len(sealed)), RawLen: uint32(len(plaintext))})
-		p.buf = append(p.buf, sealed...)
+			Offset: uint32(p.size), Length: uint32(len(sealed)), RawLen: uint32(len(plaintext))})
+		p.write(sealed)
 		s.mu.Unlock()
 		break
 	}
@@ -171,6 +195,14 @@ func (s *Saver) Save(kind BlobKind, id ID, plaintext []byte) (bool, error) {
 // what holds a backup back when uploads are slower than reading.
 func (s *Saver) newPack(kind BlobKind) (*openPack, error) {
 	p := &openPack{kind: kind}
+	if ss, ok := s.r.st.(StreamStorage); ok {
+		tmp, err := ss.NewTemp(s.ctx)
+		if err != nil {
+			return nil, err
+		}
+		p.tmp, p.hash = tmp, blake3.New()
+		return p, nil
+	}
 	if kind != BlobData {
 		return p, nil // tree packs are small; they grow as needed
 	}
@@ -192,7 +224,12 @@ const trailerRoom = 256 << 10
 
 // freePack returns a pack's buffer to the pool.
 func (s *Saver) freePack(p *openPack) {
-	if p.kind == BlobData {
+	switch {
+	case p.tmp != nil:
+		if !p.done {
+			p.tmp.Abort()
+		}
+	case p.kind == BlobData:
 		s.bufs <- p.buf[:0]
 	}
 	p.buf = nil
@@ -221,14 +258,26 @@ func (s *Saver) uploader() {
 
 // upload seals the trailer, writes the pack, then indexes its blobs.
 func (s *Saver) upload(p *openPack) error {
-	start := len(p.buf)
-	p.buf = s.r.keys.Seal(p.buf, encodeTrailer(p.blobs), aadTrailer)
-	p.buf = binary.LittleEndian.AppendUint32(p.buf, uint32(len(p.buf)-start))
-	id := hashID(p.buf)
-	if err := s.r.st.Put(s.ctx, packName(p.kind, id), p.buf); err != nil {
-		return err
+	trailer := s.r.keys.Seal(nil, encodeTrailer(p.blobs), aadTrailer)
+	p.write(trailer)
+	p.write(binary.LittleEndian.AppendUint32(nil, uint32(len(trailer))))
+	var id ID
+	if p.tmp != nil {
+		p.hash.Sum(id[:0])
+		if p.werr != nil {
+			return fmt.Errorf("writing pack: %w", p.werr)
+		}
+		p.done = true
+		if err := p.tmp.Commit(s.ctx, packName(p.kind, id)); err != nil {
+			return err
+		}
+	} else {
+		id = hashID(p.buf)
+		if err := s.r.st.Put(s.ctx, packName(p.kind, id), p.buf); err != nil {
+			return err
+		}
 	}
-	s.StoredBytes.Add(int64(len(p.buf)))
+	s.StoredBytes.Add(int64(p.size))
 	s.PacksWritten.Add(1)
 	ip := IndexPack{ID: id, Kind: p.kind, Blobs: p.blobs}
 	s.r.Index.Add([]IndexPack{ip})

@@ -35,6 +35,23 @@ type ParallelStorage interface {
 	UploadParallelism() int
 }
 
+// StreamStorage is implemented by storages that can take an object whose
+// name is known only once it is complete (a pack is named by its hash):
+// packs then stream to it instead of filling a buffer in memory.
+type StreamStorage interface {
+	Storage
+	NewTemp(ctx context.Context) (TempObject, error)
+}
+
+// TempObject is an object being written.
+type TempObject interface {
+	io.Writer
+	// Commit makes the object durable under name; it is then as if Put.
+	Commit(ctx context.Context, name string) error
+	// Abort discards it.
+	Abort()
+}
+
 // defaultUploads is the parallelism for storages that do not say.
 const defaultUploads = 4
 

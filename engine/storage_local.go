@@ -118,6 +118,58 @@ func (s *LocalStorage) Put(ctx context.Context, name string, data []byte) error 
 	return nil
 }
 
+// NewTemp starts a temp file in the store's root, on the same file
+// system as every object, so Commit is a rename.
+func (s *LocalStorage) NewTemp(ctx context.Context) (TempObject, error) {
+	if err := s.ensureDir(s.root); err != nil {
+		return nil, err
+	}
+	var rnd [8]byte
+	rand.Read(rnd[:])
+	p := filepath.Join(s.root, tempPrefix+hex.EncodeToString(rnd[:]))
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("local storage: %w", err)
+	}
+	return &localTemp{s: s, f: f}, nil
+}
+
+type localTemp struct {
+	s *LocalStorage
+	f *os.File
+}
+
+func (t *localTemp) Write(p []byte) (int, error) { return t.f.Write(p) }
+
+func (t *localTemp) Commit(ctx context.Context, name string) error {
+	p, err := t.s.path(name)
+	if err == nil {
+		err = t.s.ensureDir(filepath.Dir(p))
+	}
+	if err == nil {
+		err = t.f.Sync()
+	}
+	if cerr := t.f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(t.f.Name(), p)
+	}
+	if err == nil {
+		err = syncDir(filepath.Dir(p))
+	}
+	if err != nil {
+		os.Remove(t.f.Name())
+		return fmt.Errorf("local storage: put %s: %w", name, err)
+	}
+	return nil
+}
+
+func (t *localTemp) Abort() {
+	t.f.Close()
+	os.Remove(t.f.Name())
+}
+
 func (s *LocalStorage) Get(ctx context.Context, name string, offset, length int64) ([]byte, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
