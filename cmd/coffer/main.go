@@ -182,7 +182,7 @@ Examples:
 		},
 		ExitErrHandler: func(*cli.Context, error) {}, // run() reports errors
 		Commands: []*cli.Command{
-			createCmd(), backupCmd(), lsCmd(), catCmd(), restoreCmd(), checkCmd(), infoCmd(), versionCmd(),
+			createCmd(), backupCmd(), lsCmd(), catCmd(), restoreCmd(), checkCmd(), infoCmd(), mountCmd(), versionCmd(),
 		},
 	}
 }

@@ -1,0 +1,182 @@
+package main
+
+import (
+	"fmt"
+	"log"
+	"os"
+	"os/exec"
+	"runtime/debug"
+
+	"github.com/dustin/go-humanize"
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/urfave/cli/v2"
+
+	"github.com/coffer-backup/coffer/cache"
+	"github.com/coffer-backup/coffer/engine"
+	"github.com/coffer-backup/coffer/fusefs"
+)
+
+func mountCmd() *cli.Command {
+	return &cli.Command{
+		Name:  "mount",
+		Usage: "mount every snapshot, or one snapshot or folder in it, read-only",
+		UsageText: `coffer at STORE mount [options] DIR [ID[:/PATH]]
+
+Runs in the foreground until Ctrl-C, SIGTERM or 'fusermount3 -u DIR'.
+Without ID, DIR holds one folder per snapshot, named by its UTC time and
+short id (2026-11-25T01-02-03Z_3fa2b1c0), a 'latest' link to the newest,
+and by-source/SOURCE/ with the snapshots of each source and their own
+'latest' (SOURCE is the source's URI with '/' written as %2F and '%' as
+%25). Nothing is read from a snapshot until it is opened. S3 metadata
+shows as extended attributes: getfattr -d -m user.s3 FILE.
+
+Examples:
+   coffer at /backups mount /mnt/backups
+   coffer at /backups mount /mnt/photos latest:/photos
+   grep -r invoice /mnt/backups/*/docs/`,
+		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "allow-other", Usage: "let other users read the mount (the snapshot's modes and owners still apply)"},
+			&cli.StringFlag{Name: "cache-size", Value: "256MiB", Usage: "memory for decrypted file content shared by all open files"},
+			&cli.StringFlag{Name: "read-ahead", Value: "32MiB", Usage: "how far ahead of a sequential reader to fetch, per open file"},
+			&cli.BoolFlag{Name: "no-disk-cache", Usage: "do not keep the store's metadata (sealed) in the user's cache folder"},
+			&cli.BoolFlag{Name: "debug", Hidden: true, Usage: "log every FUSE request"},
+		},
+		Action: runMount,
+	}
+}
+
+func runMount(c *cli.Context) error {
+	if c.NArg() < 1 || c.NArg() > 2 {
+		return usagef("mount takes a folder and optionally ID[:/PATH] (flags go before them: mount --allow-other DIR)")
+	}
+	dir := c.Args().Get(0)
+	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+		return usagef("mount: %s is not a folder (create it first)", dir)
+	}
+	cacheSize, err := humanize.ParseBytes(c.String("cache-size"))
+	if err != nil || cacheSize < 1<<20 {
+		return usagef("mount: --cache-size %q: want a size of at least 1MiB, like 256MiB or 2GiB", c.String("cache-size"))
+	}
+	readAhead, err := humanize.ParseBytes(c.String("read-ahead"))
+	if err != nil {
+		return usagef("mount: --read-ahead %q: want a size like 32MiB (0 turns it off)", c.String("read-ahead"))
+	}
+	stderr := c.App.ErrWriter
+
+	// Everything that can fail is done before mounting: the store, the
+	// passphrase, the snapshot list, the index, the path.
+	r, disk, err := openRepoCached(c)
+	if err != nil {
+		return err
+	}
+	ctx := c.Context
+	snaps, err := r.Snapshots(ctx)
+	if err != nil {
+		return err
+	}
+	if err := r.LoadIndex(ctx); err != nil {
+		return err
+	}
+	ra := int64(readAhead)
+	if ra == 0 {
+		ra = -1
+	}
+	fsys := fusefs.New(r, fusefs.Options{
+		CacheSize: int64(cacheSize), ReadAhead: min(ra, int64(cacheSize)/4),
+		Log: log.New(stderr, "coffer: mount: ", 0),
+	})
+	defer fsys.Close()
+	var root fs.InodeEmbedder
+	what := fmt.Sprintf("%d snapshots", len(snaps))
+	if c.NArg() == 2 {
+		id, p := splitRef(c.Args().Get(1))
+		sn, err := r.FindSnapshot(ctx, id)
+		if err != nil {
+			return err
+		}
+		n, err := r.ResolvePath(ctx, sn, p, false)
+		if err != nil {
+			return err
+		}
+		if root, err = fsys.SubtreeRoot(sn, n); err != nil {
+			return usagef("mount: %s:%s: %v", sn.ID.Short(), p, err)
+		}
+		what = fmt.Sprintf("snapshot %s:%s", sn.ID.Short(), p)
+	} else {
+		root = fsys.SnapshotsRoot(snaps)
+	}
+
+	srv, err := fusefs.Mount(dir, root, fusefs.MountOptions{
+		AllowOther: c.Bool("allow-other"), FsName: "coffer:" + r.Storage().Location(), Debug: c.Bool("debug"),
+	})
+	if err != nil {
+		return fmt.Errorf("%w (is fuse3 installed and %s not already mounted?)", err, dir)
+	}
+	fmt.Fprintf(stderr, "coffer: mounted %s of %s at %s; Ctrl-C or 'fusermount3 -u %s' unmounts\n",
+		what, r.Storage().Location(), dir, dir)
+	if disk != nil {
+		defer func() {
+			if st := disk.Stats(); st.WriteErrors > 0 {
+				fmt.Fprintf(stderr, "coffer: mount: %d metadata objects could not be cached on disk\n", st.WriteErrors)
+			}
+		}()
+	}
+
+	done := make(chan struct{})
+	go func() { srv.Wait(); close(done) }()
+	select {
+	case <-done: // unmounted from outside
+		return nil
+	case <-ctx.Done():
+	}
+	if err := fusefs.Unmount(srv); err != nil {
+		// Busy (a shell inside it, an open file): detach it now; the
+		// kernel finishes the unmount when the last user leaves.
+		fmt.Fprintf(stderr, "coffer: %s is busy; detaching it (lazy unmount)\n", dir)
+		if out, lerr := exec.Command("fusermount3", "-u", "-z", dir).CombinedOutput(); lerr != nil {
+			return fmt.Errorf("unmount %s: %v; lazy unmount: %v %s", dir, err, lerr, out)
+		}
+	}
+	<-done
+	return nil
+}
+
+// openRepoCached is openRepo with the store's metadata objects read
+// through a sealed on-disk cache in the user's cache folder.
+func openRepoCached(c *cli.Context) (*engine.Repo, *cache.DiskStorage, error) {
+	loc := c.String("store")
+	st, err := storageFor(loc)
+	if err != nil {
+		return nil, nil, err
+	}
+	if _, err := st.Stat(c.Context, "config"); engine.IsNotFound(err) {
+		return nil, nil, fmt.Errorf("store %s: %w (create one with 'coffer at %s create')", loc, engine.ErrNoStore, loc)
+	} else if err != nil {
+		return nil, nil, fmt.Errorf("store %s: %w", loc, err)
+	}
+	pass, err := passphrase(c, false)
+	if err != nil {
+		return nil, nil, err
+	}
+	var disk *cache.DiskStorage
+	if !c.Bool("no-disk-cache") {
+		disk = cache.NewDiskStorage(st)
+		st = disk
+	}
+	r, err := engine.Open(c.Context, st, pass)
+	if err != nil {
+		return nil, nil, fmt.Errorf("store %s: %w", loc, err)
+	}
+	debug.FreeOSMemory()
+	if disk != nil {
+		dir, err := cache.DefaultDir(r.Params.StoreID)
+		if err == nil {
+			err = disk.Enable(dir)
+		}
+		if err != nil {
+			fmt.Fprintf(c.App.ErrWriter, "coffer: mount: no disk cache: %v\n", err)
+			disk = nil
+		}
+	}
+	return r, disk, nil
+}
