@@ -37,10 +37,16 @@ func (e *RestoreError) Error() string {
 
 type restoreFile struct {
 	path    string
-	w       FileWriter
+	node    *Node
 	pending atomic.Int64
 	failed  atomic.Bool
 	errOnce sync.Once
+
+	// The file is created by the first worker to need it, so creating
+	// thousands of small files runs on every core, not in the walker.
+	createOnce sync.Once
+	w          FileWriter
+	createErr  error
 }
 
 // run is a slice of a file's chunks stored back to back in one pack.
@@ -223,17 +229,11 @@ func (rs *restorer) file(ctx context.Context, p string, n *Node) {
 		runs[last].fileAt = append(runs[last].fileAt, at)
 		at += int64(c.Size)
 	}
-	w, err := rs.dst.CreateFile(ctx, p, n)
-	if err != nil {
-		rs.fail(p, err)
-		return
-	}
 	rs.stats.Files++
 	rs.stats.Bytes += n.Size
-	f := &restoreFile{path: p, w: w}
+	f := &restoreFile{path: p, node: n}
 	if len(runs) == 0 {
-		rs.finish(f)
-		return
+		runs = append(runs, &run{}) // an empty file: just create it
 	}
 	f.pending.Store(int64(len(runs)))
 	for _, ru := range runs {
@@ -248,7 +248,12 @@ func (rs *restorer) file(ctx context.Context, p string, n *Node) {
 
 func (rs *restorer) doRun(ctx context.Context, ru *run, plain []byte) []byte {
 	f := ru.file
-	if !f.failed.Load() {
+	f.createOnce.Do(func() { f.w, f.createErr = rs.dst.CreateFile(ctx, f.path, f.node) })
+	if f.createErr != nil {
+		f.failed.Store(true)
+		f.errOnce.Do(func() { rs.fail(f.path, f.createErr) })
+	}
+	if !f.failed.Load() && len(ru.blobs) > 0 {
 		var err error
 		if plain, err = rs.fetchRun(ctx, ru, plain); err != nil {
 			f.failed.Store(true)
@@ -282,6 +287,9 @@ func (rs *restorer) fetchRun(ctx context.Context, ru *run, scratch []byte) ([]by
 }
 
 func (rs *restorer) finish(f *restoreFile) {
+	if f.w == nil {
+		return // never created; already reported
+	}
 	failed := f.failed.Load()
 	if err := f.w.Close(failed); err != nil && !failed {
 		rs.fail(f.path, err)
