@@ -448,3 +448,114 @@ func TestMountFailsBeforeMounting(t *testing.T) {
 		t.Fatal("mounted after a failure")
 	}
 }
+
+// minioForMount starts MinIO (scripts/minio.sh) for one test and returns
+// the environment that reaches it; it skips when MinIO or the aws CLI is
+// not installed.
+func minioForMount(t testing.TB) []string {
+	t.Helper()
+	p, err := exec.Command("../scripts/minio.sh", "path").Output()
+	if err != nil {
+		t.Skip("scripts/minio.sh path:", err)
+	}
+	if _, err := os.Stat(strings.TrimSpace(string(p))); err != nil {
+		t.Skip("MinIO is not installed (scripts/minio.sh install)")
+	}
+	if _, err := exec.LookPath("aws"); err != nil {
+		t.Skip("no aws CLI")
+	}
+	out, err := exec.Command("../scripts/minio.sh", "start").Output()
+	if err != nil {
+		t.Fatalf("starting MinIO: %v", err)
+	}
+	var envs []string
+	dir := ""
+	for _, l := range strings.Split(string(out), "\n") {
+		if kv, ok := strings.CutPrefix(strings.TrimSpace(l), "export "); ok {
+			envs = append(envs, kv)
+			if v, ok := strings.CutPrefix(kv, "MINIO_DIR="); ok {
+				dir = v
+			}
+		}
+	}
+	t.Cleanup(func() { exec.Command("../scripts/minio.sh", "stop", dir).Run() })
+	return envs
+}
+
+// TestMountS3 backs up a bucket on MinIO into a store in another bucket
+// on it, mounts that store, and checks the objects' bytes and that their
+// extended attributes say what aws s3api head-object says.
+func TestMountS3(t *testing.T) {
+	needFUSE(t)
+	envs := minioForMount(t)
+	aws := func(args ...string) []byte {
+		t.Helper()
+		cmd := exec.Command("aws", args...)
+		cmd.Env = append(cleanEnv(), envs...)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("aws %v: %v\n%s", args, err, out)
+		}
+		return out
+	}
+	aws("s3api", "create-bucket", "--bucket", "photos")
+	dir := t.TempDir()
+	objects := map[string][]byte{
+		"2024/a.txt":      []byte("hello from a bucket\n"),
+		"2024/b/big.bin":  testtree.RandBytes(9<<20 + 77),
+		"notes/readme.md": []byte("# readme\n"),
+	}
+	for key, body := range objects {
+		f := filepath.Join(dir, strings.ReplaceAll(key, "/", "_"))
+		os.WriteFile(f, body, 0o644)
+		aws("s3api", "put-object", "--bucket", "photos", "--key", key, "--body", f,
+			"--content-type", "text/x-test", "--cache-control", "max-age=60",
+			"--metadata", "color=blue,Owner=someone")
+	}
+	e := &env{t: t, store: "s3://kloset/prod", pass: "s3 store passphrase", extra: envs}
+	e.ok("create", "--kdf-memory", "1024", "--kdf-time", "1")
+	s := e.backup("s3://photos/")
+	m := e.mount(envs, nil, s.Short)
+
+	for key, body := range objects {
+		p := filepath.Join(m.dir, key)
+		if got, err := os.ReadFile(p); err != nil || !bytes.Equal(got, body) {
+			t.Fatalf("%s: %d bytes, %v", key, len(got), err)
+		}
+		var head struct {
+			ETag, ContentType, CacheControl string
+			Metadata                        map[string]string
+		}
+		if err := json.Unmarshal(aws("s3api", "head-object", "--bucket", "photos", "--key", key), &head); err != nil {
+			t.Fatal(err)
+		}
+		want := map[string]string{"etag": head.ETag, "content_type": head.ContentType, "cache_control": head.CacheControl,
+			"storage_class": "STANDARD"}
+		for k, v := range head.Metadata {
+			want["meta."+k] = v
+		}
+		buf := make([]byte, 64<<10)
+		n, err := unix.Listxattr(p, buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]string{}
+		for _, name := range strings.Split(strings.TrimSuffix(string(buf[:n]), "\x00"), "\x00") {
+			k, ok := strings.CutPrefix(name, "user.s3.")
+			if !ok {
+				t.Fatalf("%s: xattr %q outside user.s3.", key, name)
+			}
+			vn, err := unix.Getxattr(p, name, buf)
+			if err != nil {
+				t.Fatalf("%s: getxattr %s: %v", key, name, err)
+			}
+			got[k] = string(buf[:vn])
+		}
+		for k, v := range want {
+			if got[k] != v {
+				t.Fatalf("%s: user.s3.%s = %q, head-object says %q (all: %q)", key, k, got[k], v, got)
+			}
+		}
+	}
+	m.stop(syscall.SIGTERM)
+}
