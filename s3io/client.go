@@ -61,11 +61,7 @@ func NewClient(ctx context.Context, o Options) (*Client, error) {
 		t.IdleConnTimeout = 90 * time.Second
 		t.ResponseHeaderTimeout = 2 * time.Minute
 	})
-	if o.WrapTransport != nil {
-		lo = append(lo, config.WithHTTPClient(&http.Client{Transport: o.WrapTransport(hc.GetTransport())}))
-	} else {
-		lo = append(lo, config.WithHTTPClient(hc))
-	}
+	lo = append(lo, config.WithHTTPClient(hc))
 	cfg, err := config.LoadDefaultConfig(ctx, lo...)
 	if err != nil {
 		return nil, fmt.Errorf("s3io: %s: loading AWS configuration: %w", o.URI(), err)
@@ -89,6 +85,9 @@ func NewClient(ctx context.Context, o Options) (*Client, error) {
 			so.BaseEndpoint = aws.String(endpoint)
 		}
 		so.UsePathStyle = pathStyle
+		if o.WrapTransport != nil {
+			so.HTTPClient = &http.Client{Transport: o.WrapTransport(doerTransport{so.HTTPClient})}
+		}
 		so.RequestChecksumCalculation = aws.RequestChecksumCalculationWhenRequired
 		so.ResponseChecksumValidation = aws.ResponseChecksumValidationWhenRequired
 	})
@@ -103,3 +102,9 @@ func (c *Client) URI() string { return c.opt.URI() }
 
 // Options returns the client's options.
 func (c *Client) Options() Options { return c.opt }
+
+// doerTransport lets a wrapper sit in front of the SDK's HTTP client (which
+// carries the TLS settings the configuration loaded).
+type doerTransport struct{ c s3.HTTPClient }
+
+func (d doerTransport) RoundTrip(r *http.Request) (*http.Response, error) { return d.c.Do(r) }

@@ -27,6 +27,9 @@ type Source struct {
 
 	deferAttrs atomic.Bool // headers come at Open or from the parent
 	tagsDenied atomic.Bool
+	// countsSeen: the server has sent a tag count, so a response
+	// without one means no tags (MinIO omits a zero count).
+	countsSeen atomic.Bool
 	noticeOnce sync.Once
 }
 
@@ -212,7 +215,10 @@ func (s *Source) head(ctx context.Context, it *engine.Item) error {
 // s3:GetObjectTagging was denied once already (then one notice, and no
 // more tries).
 func (s *Source) tags(ctx context.Context, key string, count *int32) ([]types.Tag, error) {
-	if (count != nil && *count == 0) || s.tagsDenied.Load() {
+	if count != nil {
+		s.countsSeen.Store(true)
+	}
+	if (count != nil && *count == 0) || (count == nil && s.countsSeen.Load()) || s.tagsDenied.Load() {
 		return nil, nil
 	}
 	out, err := s.c.s3.GetObjectTagging(ctx, &s3.GetObjectTaggingInput{Bucket: &s.c.opt.Bucket, Key: &key})
@@ -229,10 +235,14 @@ func (s *Source) tags(ctx context.Context, key string, count *int32) ([]types.Ta
 		})
 		return nil, nil
 	}
-	if errors.Is(err, engine.ErrNotFound) {
+	if errors.Is(err, engine.ErrNotFound) || errors.Is(err, context.Canceled) {
 		return nil, err
 	}
-	return nil, err
+	// Tags are worth a notice, not the object: back it up without them.
+	if s.Notice != nil {
+		s.Notice(fmt.Sprintf("tags of %s are not backed up: %v", key, err))
+	}
+	return nil, nil
 }
 
 // archived says an object must be restored from its archive class first.

@@ -32,6 +32,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	code := m.Run()
+	stopS3() // the MinIO the S3 tests started, if any
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
