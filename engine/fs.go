@@ -282,6 +282,19 @@ func (d *FSDestination) MkDir(ctx context.Context, path string, n *Node) error {
 	return os.Mkdir(lp, 0o700)
 }
 
+// BesideFile tells the destination, before MkDir, that the directory at
+// path shares its name with a file in the same directory, so that it
+// takes the name LocalName gives such a directory whatever the order the
+// two are created in.
+func (d *FSDestination) BesideFile(path string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.beside == nil {
+		d.beside = map[string]bool{}
+	}
+	d.beside[path] = true
+}
+
 func isRegular(p string) bool {
 	fi, err := os.Lstat(p)
 	return err == nil && fi.Mode().IsRegular()
