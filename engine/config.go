@@ -193,6 +193,9 @@ func decodeConfig(data []byte) (*configFile, Params, error) {
 	if err := dec.Decode(&cf); err != nil {
 		return nil, Params{}, fmt.Errorf("config: not a coffer config: %w", err)
 	}
+	if dec.More() {
+		return nil, Params{}, errors.New("config: not a coffer config: trailing data after the JSON object")
+	}
 	// The authenticated form of the params is their compact JSON, so
 	// re-indenting the file does not lock anyone out.
 	var compact bytes.Buffer

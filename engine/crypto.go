@@ -131,7 +131,9 @@ func (p KDFParams) derive(passphrase, salt []byte) []byte {
 }
 
 func (p KDFParams) validate() error {
-	if p.Time < 1 || p.Time > 100 || p.Memory < 8 || p.Memory > 4<<20 || p.Threads < 1 {
+	// Key slots are not authenticated; bounds keep a tampered config from
+	// making Open take minutes or gigabytes.
+	if p.Time < 1 || p.Time > 32 || p.Memory < 8 || p.Memory > 1<<20 || p.Threads < 1 || p.Threads > 16 {
 		return fmt.Errorf("unsupported argon2id parameters t=%d m=%dKiB p=%d", p.Time, p.Memory, p.Threads)
 	}
 	return nil
