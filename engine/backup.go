@@ -193,6 +193,10 @@ func (b *backup) run() (ID, Node, DirStats, error) {
 	// returns (and so before Finish makes it durable).
 	defer blobWG.Wait()
 
+	ar, _ := b.src.(AttrReuser)
+	if ar != nil {
+		ar.DeferAttrs()
+	}
 	var walkErr error
 	go func() {
 		defer close(items)
@@ -204,6 +208,9 @@ func (b *backup) run() (ID, Node, DirStats, error) {
 					return err
 				} else if prev != nil && unchanged(prev, &it.Node) && b.allStored(prev) {
 					j.chunks, j.list = prev.Chunks, prev.ChunkList
+					if ar != nil {
+						ar.ReuseAttrs(prev, &it.Node)
+					}
 					b.unchanged.Add(1)
 				} else {
 					j.done = make(chan struct{})

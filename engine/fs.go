@@ -190,7 +190,9 @@ func (d *FSDestination) URI() string { return d.root }
 // through LocalName (keymap.go), so that every S3 key has a place in a
 // folder and no segment can escape it. last is the local name of the
 // last segment (several "/"-joined pieces for a name over NameMax).
-func (d *FSDestination) localPath(p string) (lp, last string, mapped bool) {
+// localPath maps item path p below the target; dir says whether p itself
+// is a directory (only a directory takes the beside-a-file name).
+func (d *FSDestination) localPath(p string, dir bool) (lp, last string, mapped bool) {
 	if p == "" {
 		return d.root, "", false
 	}
@@ -199,17 +201,16 @@ func (d *FSDestination) localPath(p string) (lp, last string, mapped bool) {
 	d.mu.Unlock()
 	var b strings.Builder
 	b.WriteString(d.root)
-	segs := strings.Split(p, "/")
+	segs := strings.Split(p[1:], "/")
 	at := 0
-	for _, s := range segs {
-		at += len(s)
+	for i, s := range segs {
+		at += 1 + len(s)
 		isBeside := false
-		if nbeside > 0 {
+		if nbeside > 0 && (dir || i < len(segs)-1) {
 			d.mu.Lock()
 			isBeside = d.beside[p[:at]]
 			d.mu.Unlock()
 		}
-		at++
 		last = LocalName(s, isBeside)
 		mapped = last != s
 		b.WriteByte(filepath.Separator)
@@ -220,8 +221,8 @@ func (d *FSDestination) localPath(p string) (lp, last string, mapped bool) {
 
 // place returns the local path of p, reports a mapped name, and makes the
 // folders that the pieces of a name over NameMax are nested in.
-func (d *FSDestination) place(p string) (string, error) {
-	lp, last, mapped := d.localPath(p)
+func (d *FSDestination) place(p string, isDir bool) (string, error) {
+	lp, last, mapped := d.localPath(p, isDir)
 	if !mapped {
 		return lp, nil
 	}
@@ -254,7 +255,7 @@ func (d *FSDestination) MkDir(ctx context.Context, path string, n *Node) error {
 		// A file of the same name (S3 keys "a" and "a/b") was restored
 		// just before: this directory takes the name LocalName gives a
 		// directory beside a file.
-		if lp, _, _ := d.localPath(path); isRegular(lp) {
+		if lp, _, _ := d.localPath(path, false); isRegular(lp) {
 			d.mu.Lock()
 			if d.beside == nil {
 				d.beside = map[string]bool{}
@@ -263,7 +264,7 @@ func (d *FSDestination) MkDir(ctx context.Context, path string, n *Node) error {
 			d.mu.Unlock()
 		}
 	}
-	lp, err := d.place(path)
+	lp, err := d.place(path, true)
 	if err != nil {
 		return err
 	}
@@ -333,12 +334,12 @@ func fileMode(m uint32) fs.FileMode {
 }
 
 func (d *FSDestination) FinishDir(ctx context.Context, path string, n *Node) error {
-	lp, _, _ := d.localPath(path)
+	lp, _, _ := d.localPath(path, true)
 	return d.meta(lp, n, false)
 }
 
 func (d *FSDestination) Symlink(ctx context.Context, path string, n *Node) error {
-	lp, err := d.place(path)
+	lp, err := d.place(path, false)
 	if err != nil {
 		return err
 	}
@@ -359,7 +360,7 @@ type fsFile struct {
 }
 
 func (d *FSDestination) CreateFile(ctx context.Context, path string, n *Node) (FileWriter, error) {
-	lp, err := d.place(path)
+	lp, err := d.place(path, false)
 	if err != nil {
 		return nil, err
 	}

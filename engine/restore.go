@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"strings"
 
 	"fmt"
 	"runtime"
@@ -96,7 +97,7 @@ func (r *Repo) Restore(ctx context.Context, node *Node, dst Destination, opt Res
 			rs.dirs = append(rs.dirs, dirMeta{"", node})
 		}
 	} else if err = dst.MkDir(ctx, "", &Node{Type: TypeDir, Mode: 0o755}); err == nil {
-		err = rs.entry(ctx, node.Name, node)
+		err = rs.entry(ctx, "/"+node.Name, node)
 	}
 	close(rs.runs)
 	wg.Wait()
@@ -140,19 +141,17 @@ func (rs *restorer) fail(path string, err error) {
 	rs.warnMu.Unlock()
 }
 
-func join(dir, name string) string {
-	if dir == "" {
-		return name
-	}
-	return dir + "/" + name
-}
-
 func (rs *restorer) walk(ctx context.Context, dir *Node, path string) error {
 	d, err := rs.r.LoadDir(ctx, dir.Subtree)
 	if err != nil {
 		rs.fail(path+"/", fmt.Errorf("directory unreadable: %w", err))
 		return nil
 	}
+	// files holds names of non-directories that are prefixes of the
+	// current sort key: a file "x" sorts before the directory "x/" and
+	// everything between them starts with "x", so this finds a directory
+	// beside a file of the same name without a lookup.
+	var files []string
 	it := rs.r.Iter(d)
 	for {
 		n, err := it.Next(ctx)
@@ -163,8 +162,21 @@ func (rs *restorer) walk(ctx context.Context, dir *Node, path string) error {
 		if n == nil {
 			return nil
 		}
+		key := n.SortKey()
+		for len(files) > 0 && !strings.HasPrefix(key, files[len(files)-1]) {
+			files = files[:len(files)-1]
+		}
+		p := path + "/" + n.Name
 		cp := *n
-		if err := rs.entry(ctx, join(path, n.Name), &cp); err != nil {
+		if n.Type == TypeDir && len(files) > 0 && files[len(files)-1] == n.Name {
+			if bf, ok := rs.dst.(BesideFiler); ok {
+				bf.BesideFile(p)
+			}
+		}
+		if n.Type != TypeDir {
+			files = append(files, n.Name)
+		}
+		if err := rs.entry(ctx, p, &cp); err != nil {
 			return err
 		}
 	}

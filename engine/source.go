@@ -35,8 +35,28 @@ type Source interface {
 	// the backup creates them. Entries it cannot read are reported to warn
 	// and left out.
 	Walk(ctx context.Context, fn func(*Item) error, warn func(path string, err error)) error
-	// Open returns the content of a file item.
+	// Open returns the content of a file item. It may complete
+	// it.Node.Attrs (an S3 source fills headers from the GET that reads a
+	// changed object); the backup reads the node only after the content.
 	Open(ctx context.Context, it *Item) (io.ReadCloser, error)
+}
+
+// AttrReuser is implemented by sources whose per-entry attributes cost a
+// request each (S3 HEAD and tagging calls). The backup calls DeferAttrs
+// once before Walk, so the walk lists without fetching attributes; for a
+// file it reuses unchanged from the parent snapshot it calls ReuseAttrs,
+// and for any other file the source fills Attrs in Open. An unchanged
+// bucket then costs its LIST and nothing else.
+type AttrReuser interface {
+	DeferAttrs()
+	ReuseAttrs(prev, cur *Node)
+}
+
+// BesideFiler is implemented by destinations that must know, before
+// MkDir, that a directory shares its name with a file in the same
+// directory (S3 keys "a" and "a/b" restored into a folder).
+type BesideFiler interface {
+	BesideFile(path string)
 }
 
 // SourceInfo is implemented by sources that describe themselves in the
@@ -45,8 +65,11 @@ type SourceInfo interface {
 	Info(ctx context.Context) ([]Attr, error)
 }
 
-// Destination is where a restore writes: a folder, a bucket. Paths are
-// Item paths relative to the restore target.
+// Destination is where a restore writes: a folder, a bucket. A path is
+// "" for the restore target itself and otherwise "/" followed by the
+// entry's segments joined by "/" ("/a/b"; an entry with an empty name at
+// the top, from the S3 key "/x", is "/" and its child "//x"). The leading
+// slash keeps the target and such an entry apart.
 type Destination interface {
 	URI() string
 	// MkDir creates a directory (path "" is the target itself).

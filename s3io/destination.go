@@ -16,8 +16,8 @@ import (
 )
 
 // Destination restores into a bucket prefix: each file becomes the object
-// whose key is the prefix and the item path (segments joined by "/", so
-// keys come back byte-exact), with its recorded headers, user metadata
+// whose key is the prefix and the item path without its leading "/"
+// (segments joined by "/", so keys come back byte-exact), with its recorded headers, user metadata
 // and tags. Directories leave no marker objects. A symlink becomes a
 // small object holding its target, with user metadata coffer-type=symlink.
 type Destination struct {
@@ -48,7 +48,7 @@ func (d *Destination) MkDir(ctx context.Context, path string, n *engine.Node) er
 func (d *Destination) FinishDir(ctx context.Context, path string, n *engine.Node) error { return nil }
 
 func (d *Destination) Symlink(ctx context.Context, path string, n *engine.Node) error {
-	key := d.c.opt.Prefix + path
+	key := d.c.opt.Prefix + path[1:]
 	in := &s3.PutObjectInput{Bucket: &d.c.opt.Bucket, Key: &key, Body: strings.NewReader(n.Target),
 		ContentLength: aws.Int64(int64(len(n.Target))), Metadata: map[string]string{"coffer-type": "symlink"}}
 	in.ServerSideEncryption, in.SSEKMSKeyId = d.c.sse()
@@ -144,7 +144,7 @@ type partBuf struct {
 }
 
 func (d *Destination) CreateFile(ctx context.Context, path string, n *engine.Node) (engine.FileWriter, error) {
-	f := &s3File{d: d, ctx: ctx, key: d.c.opt.Prefix + path, n: n, h: d.headers(n), size: int64(n.Size)}
+	f := &s3File{d: d, ctx: ctx, key: d.c.opt.Prefix + path[1:], n: n, h: d.headers(n), size: int64(n.Size)}
 	part := d.c.opt.partSize()
 	if f.size <= part {
 		f.buf = make([]byte, f.size)

@@ -144,9 +144,9 @@ func TestFlippedByte(t *testing.T) {
 	if strings.Count(r1.stdout, "/sub/victim") != 1 || strings.Contains(r1.stdout, "/f") {
 		t.Fatalf("check should name only the victim:\n%s", r1)
 	}
-	e.fail(1, []string{"cannot restore victim", "authentication failed"}, "restore", "-to", t.TempDir(), "latest:/sub/victim")
+	e.fail(1, []string{"cannot restore /victim", "authentication failed"}, "restore", "-to", t.TempDir(), "latest:/sub/victim")
 	out := filepath.Join(t.TempDir(), "out")
-	e.fail(1, []string{"cannot restore sub/victim"}, "restore", "-to", out, "latest")
+	e.fail(1, []string{"cannot restore /sub/victim"}, "restore", "-to", out, "latest")
 	if _, err := os.Stat(filepath.Join(out, "sub", "victim")); err == nil {
 		t.Fatal("a damaged file was left in the restore")
 	}

@@ -82,7 +82,7 @@ func destinationFor(ctx context.Context, to string, stderr io.Writer) (engine.De
 		return nil, err
 	}
 	d.Mapped = func(path, local string) {
-		fmt.Fprintf(stderr, "coffer: note: %q restored as %q (a folder cannot hold that name; see docs/S3.md)\n", "/"+path, local)
+		fmt.Fprintf(stderr, "coffer: note: %q restored as %q (a folder cannot hold that name; see docs/S3.md)\n", path, local)
 	}
 	return d, nil
 }
