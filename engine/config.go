@@ -162,7 +162,85 @@ func Create(ctx context.Context, st Storage, passphrase []byte, opt CreateOption
 	if err := st.Put(ctx, configName, data); err != nil {
 		return nil, err
 	}
-	return newRepo(st, p, master)
+	r, err := newRepo(st, p, master)
+	if r != nil {
+		r.slotID = slot.ID
+	}
+	return r, err
+}
+
+// SlotID returns the id of the key slot that opened the store.
+func (r *Repo) SlotID() string { return r.slotID }
+
+// KeySlots lists the store's key slots (their wrapped keys are useless
+// without a passphrase, but callers should show only ids and dates).
+func (r *Repo) KeySlots(ctx context.Context) ([]KeySlot, error) {
+	cf, err := r.readConfig(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return cf.Keys, nil
+}
+
+func (r *Repo) readConfig(ctx context.Context) (*configFile, error) {
+	data, err := r.st.Get(ctx, configName, 0, -1)
+	if err != nil {
+		return nil, err
+	}
+	cf, _, err := decodeConfig(data)
+	return cf, err
+}
+
+func (r *Repo) writeConfig(ctx context.Context, cf *configFile) error {
+	data, err := json.MarshalIndent(cf, "", "  ")
+	if err != nil {
+		return err
+	}
+	return r.st.Put(ctx, configName, data)
+}
+
+// AddKeySlot adds a key slot that opens the store with passphrase. The
+// master key, and so every blob, stays as it is.
+func (r *Repo) AddKeySlot(ctx context.Context, passphrase []byte, kdf KDFParams) (KeySlot, error) {
+	if len(passphrase) == 0 {
+		return KeySlot{}, errors.New("refusing an empty passphrase")
+	}
+	if kdf == (KDFParams{}) {
+		kdf = DefaultKDF
+	}
+	cf, err := r.readConfig(ctx)
+	if err != nil {
+		return KeySlot{}, err
+	}
+	slot, err := wrapMaster(r.master, passphrase, cf.Params, kdf)
+	if err != nil {
+		return KeySlot{}, err
+	}
+	cf.Keys = append(cf.Keys, slot)
+	return slot, r.writeConfig(ctx, cf)
+}
+
+// RemoveKeySlot removes key slot id. It refuses to remove the last slot,
+// which would lock everyone out for good.
+func (r *Repo) RemoveKeySlot(ctx context.Context, id string) error {
+	cf, err := r.readConfig(ctx)
+	if err != nil {
+		return err
+	}
+	keep := cf.Keys[:0:0]
+	for _, k := range cf.Keys {
+		if k.ID != id {
+			keep = append(keep, k)
+		}
+	}
+	switch {
+	case len(keep) == len(cf.Keys):
+		return fmt.Errorf("key slot %s: no such slot: %w", id, ErrNotFound)
+	case len(keep) == 0:
+		return fmt.Errorf("key slot %s is the store's only one: add another passphrase first", id)
+	}
+	cf.Keys = keep
+	return r.writeConfig(ctx, cf)
 }
 
 func (p Params) validate() error {
@@ -244,7 +322,11 @@ func Open(ctx context.Context, st Storage, passphrase []byte) (*Repo, error) {
 		}
 		master, err := k.Open(nil, slot.Wrapped, cf.Params)
 		if err == nil && len(master) == 32 {
-			return newRepo(st, p, master)
+			r, err := newRepo(st, p, master)
+			if r != nil {
+				r.slotID = slot.ID
+			}
+			return r, err
 		}
 	}
 	return nil, ErrWrongPassphrase

@@ -813,3 +813,37 @@ func TestNoPlaintextInStore(t *testing.T) {
 	}
 	compareTrees(t, src, out)
 }
+
+// TestKeySlots: a second passphrase opens the store to the same data; the
+// last slot cannot be removed; a removed passphrase no longer opens it.
+func TestKeySlots(t *testing.T) {
+	r, path := newTestRepo(t, CreateOptions{Chunker: testChunker})
+	ctx := t.Context()
+	src := t.TempDir()
+	writeFile(t, filepath.Join(src, "f"), []byte("slots"))
+	sn := backupDir(t, r, src, BackupOptions{})
+	slot, err := r.AddKeySlot(ctx, []byte("second"), cheapKDF)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, _ := NewLocalStorage(path)
+	r2, err := Open(ctx, st, []byte("second"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r2.SlotID() != slot.ID {
+		t.Fatalf("opened by slot %s, want %s", r2.SlotID(), slot.ID)
+	}
+	if _, err := r2.FindSnapshot(ctx, sn.ID.String()); err != nil {
+		t.Fatal(err)
+	}
+	if err := r2.RemoveKeySlot(ctx, r.SlotID()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(ctx, st, []byte("test passphrase")); !errors.Is(err, ErrWrongPassphrase) {
+		t.Fatalf("removed passphrase: %v", err)
+	}
+	if err := r2.RemoveKeySlot(ctx, slot.ID); err == nil || !strings.Contains(err.Error(), "only one") {
+		t.Fatalf("removing the last slot: %v", err)
+	}
+}

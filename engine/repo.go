@@ -15,6 +15,9 @@ type Repo struct {
 	keys   *Keys
 	Index  *MasterIndex
 
+	master []byte // for adding key slots
+	slotID string // the key slot that opened the store
+
 	indexOnce sync.Once
 	indexErr  error
 }
@@ -24,7 +27,7 @@ func newRepo(st Storage, p Params, master []byte) (*Repo, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Repo{st: st, Params: p, keys: k, Index: newMasterIndex()}, nil
+	return &Repo{st: st, Params: p, keys: k, Index: newMasterIndex(), master: master}, nil
 }
 
 // Storage returns the storage the store lives in.
