@@ -428,6 +428,8 @@ func (b *backup) assemble(items <-chan *fileJob) (ID, Node, DirStats, error) {
 				}
 			}
 			n.Chunks, n.ChunkList = j.chunks, j.list
+			// Open may have filled in the attributes (AttrReuser sources).
+			n.Attrs = it.Node.Attrs
 		}
 		if err := stack[len(stack)-1].builder.Add(&n, DirStats{}); err != nil {
 			return ID{}, Node{}, DirStats{}, err

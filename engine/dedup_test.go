@@ -573,3 +573,56 @@ func TestLargeDirectoryPaging(t *testing.T) {
 		t.Errorf("the new entry is not found: %v", err)
 	}
 }
+
+// attrSource fills attributes only when a file is opened, as an S3
+// source with deferred attributes does.
+type attrSource struct {
+	Source
+	deferred bool
+	reused   int
+}
+
+func (s *attrSource) DeferAttrs() { s.deferred = true }
+func (s *attrSource) ReuseAttrs(prev, cur *Node) {
+	s.reused++
+	cur.Attrs = prev.Attrs
+}
+func (s *attrSource) Open(ctx context.Context, it *Item) (io.ReadCloser, error) {
+	it.Node.Attrs = []Attr{{Key: "etag", Value: []byte("e-" + it.Node.Name)}}
+	return s.Source.Open(ctx, it)
+}
+
+// TestDeferredAttrs: attributes a source fills in Open reach the
+// snapshot, and an unchanged file gets its parent's through ReuseAttrs.
+func TestDeferredAttrs(t *testing.T) {
+	r, _ := newTestRepo(t, CreateOptions{Chunker: testChunker})
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "a"), []byte("a"))
+	writeFile(t, filepath.Join(dir, "sub", "b"), []byte("b"))
+	fs, err := NewFSSource(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for round := 0; round < 2; round++ {
+		src := &attrSource{Source: fs}
+		res, err := r.Backup(t.Context(), src, BackupOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !src.deferred {
+			t.Fatal("DeferAttrs was not called")
+		}
+		if round == 1 && src.reused != 2 {
+			t.Fatalf("round 2 reused attrs of %d files, want 2", src.reused)
+		}
+		for _, p := range []string{"/a", "/sub/b"} {
+			n, err := r.ResolvePath(t.Context(), res.Snapshot, p, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if v, ok := n.Attr("etag"); !ok || string(v) != "e-"+n.Name {
+				t.Fatalf("round %d: %s has etag %q, %v", round, p, v, ok)
+			}
+		}
+	}
+}
