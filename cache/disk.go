@@ -141,6 +141,16 @@ func valid(name string, data []byte, whole bool, length int64) bool {
 	return hex.EncodeToString(sum[:]) == name[strings.LastIndex(name, "/")+1:]
 }
 
+// Invalidate drops the cached copy of a Get whose bytes failed
+// authentication (engine.Invalidator), so the next Get fetches them.
+func (d *DiskStorage) Invalidate(name string, off, length int64) {
+	if p, _ := d.cachePath(name, off, length); p != "" {
+		os.Remove(p)
+	}
+}
+
+var _ engine.Invalidator = (*DiskStorage)(nil)
+
 // Delete removes name from the store and any whole copy of it.
 func (d *DiskStorage) Delete(ctx context.Context, name string) error {
 	if p, whole := d.cachePath(name, 0, -1); p != "" && whole {

@@ -847,3 +847,57 @@ func TestKeySlots(t *testing.T) {
 		t.Fatalf("removing the last slot: %v", err)
 	}
 }
+
+// damagedCache serves a damaged copy of every range until told it failed,
+// as a cache whose file went bad on disk would.
+type damagedCache struct {
+	Storage
+	dropped map[string]bool
+}
+
+func (c *damagedCache) Get(ctx context.Context, name string, off, n int64) ([]byte, error) {
+	data, err := c.Storage.Get(ctx, name, off, n)
+	key := fmt.Sprint(name, off, n)
+	if err == nil && name != configName && !c.dropped[key] && len(data) > 0 {
+		data[len(data)/2] ^= 1
+	}
+	return data, err
+}
+
+func (c *damagedCache) Invalidate(name string, off, n int64) { c.dropped[fmt.Sprint(name, off, n)] = true }
+
+// TestInvalidateDamagedCache: a blob or object whose cached bytes fail
+// authentication is read again from the store, not reported lost.
+func TestInvalidateDamagedCache(t *testing.T) {
+	r, path := newTestRepo(t, CreateOptions{Chunker: testChunker})
+	src := t.TempDir()
+	writeFile(t, filepath.Join(src, "f"), textBytes(3, 100<<10))
+	sn := backupDir(t, r, src, BackupOptions{})
+	st, _ := NewLocalStorage(path)
+	dc := &damagedCache{Storage: st, dropped: map[string]bool{}}
+	r2, err := Open(t.Context(), dc, []byte("test passphrase"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r2.LoadIndex(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	sn2, err := r2.LoadSnapshot(t.Context(), sn.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := r2.ResolvePath(t.Context(), sn2, "/f", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if err := r2.WriteFileTo(t.Context(), n, &buf, 2); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(buf.Bytes(), textBytes(3, 100<<10)) {
+		t.Fatal("content differs")
+	}
+	if len(dc.dropped) == 0 {
+		t.Fatal("nothing was invalidated")
+	}
+}

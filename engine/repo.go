@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -83,6 +84,12 @@ func (r *Repo) loadObject(ctx context.Context, name string, aad []byte) ([]byte,
 		return nil, err
 	}
 	base := name[strings.LastIndex(name, "/")+1:]
+	if inv, ok := r.st.(Invalidator); ok && hashID(data).String() != base {
+		inv.Invalidate(name, 0, -1)
+		if data, err = r.st.Get(ctx, name, 0, -1); err != nil {
+			return nil, err
+		}
+	}
 	if want := hashID(data).String(); base != want {
 		return nil, fmt.Errorf("%s: %w: content hash is %s", name, ErrAuth, want[:16])
 	}
@@ -118,11 +125,21 @@ func (r *Repo) LoadBlob(ctx context.Context, id ID) ([]byte, error) {
 	if !ok {
 		return nil, &BlobError{ID: id, Err: errMissingBlob}
 	}
-	sealed, err := r.st.Get(ctx, packName(loc.Kind, pack), int64(loc.Offset), int64(loc.Length))
+	name, off, n := packName(loc.Kind, pack), int64(loc.Offset), int64(loc.Length)
+	sealed, err := r.st.Get(ctx, name, off, n)
 	if err != nil {
 		return nil, &BlobError{ID: id, Pack: pack, Err: err}
 	}
-	return r.openBlob(nil, sealed, loc, pack)
+	plain, err := r.openBlob(nil, sealed, loc, pack)
+	if inv, ok := r.st.(Invalidator); ok && errors.Is(err, ErrAuth) {
+		// Perhaps only a cached copy is damaged: drop it, read again.
+		inv.Invalidate(name, off, n)
+		if sealed, err = r.st.Get(ctx, name, off, n); err != nil {
+			return nil, &BlobError{ID: id, Pack: pack, Err: err}
+		}
+		plain, err = r.openBlob(nil, sealed, loc, pack)
+	}
+	return plain, err
 }
 
 // openBlob turns a sealed blob into its verified plaintext, appended to dst.

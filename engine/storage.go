@@ -52,6 +52,13 @@ type TempObject interface {
 	Abort()
 }
 
+// Invalidator is implemented by caching storages: the engine calls it
+// when bytes it got fail authentication, so a damaged cached copy is
+// dropped and the next Get reads the store again.
+type Invalidator interface {
+	Invalidate(name string, offset, length int64)
+}
+
 // defaultUploads is the parallelism for storages that do not say.
 const defaultUploads = 4
 
