@@ -36,6 +36,7 @@ type Source struct {
 var (
 	_ engine.Source     = (*Source)(nil)
 	_ engine.SourceInfo = (*Source)(nil)
+	_ engine.AttrReuser = (*Source)(nil)
 )
 
 // NewSource returns the source of c's bucket and prefix.

@@ -76,7 +76,9 @@ func compareBuckets(t *testing.T, m *minioServer, src, dst, dstPrefix string) {
 // TestS3RoundTrip backs a bucket of a few thousand objects up into a
 // store in another bucket and restores it into a third: every key, size,
 // body (ETag) and header is equal as the aws CLI sees them; a second
-// backup of the unchanged bucket issues no GetObject on it.
+// backup of the unchanged bucket issues its LIST and no GetObject,
+// HeadObject or GetObjectTagging; a third, after two objects changed,
+// GETs just those two and keeps their new headers and tags.
 func TestS3RoundTrip(t *testing.T) {
 	m := needMinio(t)
 	start := time.Now()
@@ -138,18 +140,60 @@ func TestS3RoundTrip(t *testing.T) {
 	}
 
 	phase("headers compared")
-	// Unchanged: the LIST, and no GetObject.
+	// Unchanged: the LIST and nothing else per object: no GetObject, no
+	// HeadObject, no GetObjectTagging (headers and tags come from the
+	// parent snapshot).
 	p.reset()
 	s2 := e.backup("s3://"+src+"/", "-concurrency", "8")
-	if got := p.get("GetObject", src); got != 0 || s2.Stats.Unchanged != s1.Stats.Files || s2.Stats.ReadBytes != 0 {
-		t.Fatalf("unchanged re-backup: %d GetObject on the source, stats %+v\nrequests: %s", got, s2.Stats, p)
+	gets, heads, tags := p.get("GetObject", src), p.get("HeadObject", src), p.get("GETTagging", src)
+	if gets != 0 || heads != 0 || tags != 0 || s2.Stats.Unchanged != s1.Stats.Files || s2.Stats.ReadBytes != 0 {
+		t.Fatalf("unchanged re-backup: %d GetObject, %d HeadObject, %d GetObjectTagging on the source, stats %+v\nrequests: %s",
+			gets, heads, tags, s2.Stats, p)
 	}
 	phase("backed up unchanged")
 	t.Logf("unchanged re-backup requests: %s", p)
-	// The second snapshot kept the headers (restore one object from it).
-	dst2 := m.newBucket(t, "dst2")
-	e.ok("restore", "-to", "s3://"+dst2+"/", s2.Short+":/meta")
-	if h1, h2 := m.head(t, src, rich[0]), m.head(t, dst2, "full.json"); !reflect.DeepEqual(h1, h2) {
-		t.Errorf("second snapshot lost headers:\nsource   %+v\nrestored %+v", h1, h2)
+
+	// Changed objects: one rewritten with new headers and tags, one new.
+	// Their headers come from the GET that reads them (no HEAD), and land
+	// in the snapshot; the unchanged ones keep theirs from the parent.
+	body := filepath.Join(t.TempDir(), "changed")
+	os.WriteFile(body, []byte(`{"hello": "again"}`), 0o644)
+	m.aws(t, "s3api", "put-object", "--bucket", src, "--key", rich[0], "--body", body,
+		"--content-type", "application/vnd.coffer+json", "--cache-control", "no-cache", "--content-language", "de",
+		"--metadata", "owner=bob,rev=2", "--tagging", "team=restore&stage=second")
+	m.aws(t, "s3api", "put-object", "--bucket", src, "--key", "meta/new.txt", "--body", body,
+		"--content-type", "text/x-new", "--metadata", "fresh=yes", "--tagging", "new=1")
+	p.reset()
+	s3 := e.backup("s3://"+src+"/", "-concurrency", "8")
+	gets, heads = p.get("GetObject", src), p.get("HeadObject", src)
+	if gets != 2 || heads != 0 || s3.Stats.Unchanged != s1.Stats.Files-1 || s3.Stats.Files != s1.Stats.Files+1 {
+		t.Fatalf("backup of 2 changed objects: %d GetObject, %d HeadObject, stats %+v\nrequests: %s", gets, heads, s3.Stats, p)
 	}
+	phase("backed up changed")
+	// The third snapshot holds the new headers of the changed objects and
+	// the old headers of the unchanged ones (restore /meta from it).
+	dst2 := m.newBucket(t, "dst2")
+	e.ok("restore", "-to", "s3://"+dst2+"/", s3.Short+":/meta")
+	for _, k := range []string{"meta/new.txt", rich[0], rich[2]} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rel := strings.TrimPrefix(k, "meta/")
+			h1, h2 := m.head(t, src, k), m.head(t, dst2, rel)
+			t1, t2 := m.tags(t, src, k), m.tags(t, dst2, rel)
+			mu.Lock()
+			defer mu.Unlock()
+			if !reflect.DeepEqual(h1, h2) || t1 != t2 {
+				diffs = append(diffs, fmt.Sprintf("%s: snapshot after a change:\nsource   %+v %s\nrestored %+v %s", k, h1, t1, h2, t2))
+			}
+		}()
+	}
+	wg.Wait()
+	if len(diffs) > 0 {
+		t.Fatal(strings.Join(diffs, "\n"))
+	}
+	if h := m.head(t, dst2, "full.json"); h.Metadata["owner"] != "bob" || h.ContentLanguage != "de" {
+		t.Errorf("the changed object's new headers are not in the snapshot: %+v", h)
+	}
+	phase("changed headers compared")
 }
