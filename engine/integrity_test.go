@@ -864,7 +864,9 @@ func (c *damagedCache) Get(ctx context.Context, name string, off, n int64) ([]by
 	return data, err
 }
 
-func (c *damagedCache) Invalidate(name string, off, n int64) { c.dropped[fmt.Sprint(name, off, n)] = true }
+func (c *damagedCache) Invalidate(name string, off, n int64) {
+	c.dropped[fmt.Sprint(name, off, n)] = true
+}
 
 // TestInvalidateDamagedCache: a blob or object whose cached bytes fail
 // authentication is read again from the store, not reported lost.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/zeebo/blake3"
 )
@@ -341,9 +342,21 @@ func (s *Saver) Finish() error {
 	return s.writeIndex(s.ctx)
 }
 
-// Abort stops the uploaders without writing an index file.
+// Abort stops a failed or cancelled backup: packs not yet written are
+// discarded (their temp objects removed), and the packs already durable
+// are indexed, best effort, so the next backup reuses them instead of
+// uploading them again (which, on a full disk, could fail again).
 func (s *Saver) Abort() {
 	s.setErr(context.Canceled)
+	s.mu.Lock()
+	for k, p := range s.open {
+		s.freePack(p)
+		delete(s.open, k)
+	}
+	s.mu.Unlock()
 	close(s.uploads)
 	s.wg.Wait()
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(s.ctx), 30*time.Second)
+	defer cancel()
+	s.writeIndex(ctx)
 }
