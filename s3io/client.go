@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"os"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -69,13 +68,7 @@ func NewClient(ctx context.Context, o Options) (*Client, error) {
 	if cfg.Region == "" {
 		cfg.Region = "us-east-1"
 	}
-	endpoint := o.Endpoint
-	if endpoint == "" {
-		endpoint = os.Getenv("AWS_ENDPOINT_URL_S3")
-	}
-	if endpoint == "" {
-		endpoint = os.Getenv("AWS_ENDPOINT_URL")
-	}
+	endpoint := o.endpoint()
 	pathStyle := endpoint != ""
 	if o.UsePathStyle != nil {
 		pathStyle = *o.UsePathStyle
@@ -85,6 +78,9 @@ func NewClient(ctx context.Context, o Options) (*Client, error) {
 			so.BaseEndpoint = aws.String(endpoint)
 		}
 		so.UsePathStyle = pathStyle
+		if endpoint == "" && o.UseTLS != nil && !*o.UseTLS {
+			so.EndpointOptions.DisableHTTPS = true
+		}
 		if o.WrapTransport != nil {
 			so.HTTPClient = &http.Client{Transport: o.WrapTransport(doerTransport{so.HTTPClient})}
 		}

@@ -24,6 +24,7 @@ type Options struct {
 
 	// Connection.
 	Endpoint     string // custom endpoint URL (http:// turns TLS off); else AWS_ENDPOINT_URL or AWS
+	UseTLS       *bool  // default: the endpoint's scheme, https without one
 	Region       string // else AWS_REGION / the profile's / us-east-1
 	UsePathStyle *bool  // default: true with a custom endpoint
 	Profile      string // shared config profile
@@ -41,7 +42,8 @@ type Options struct {
 	KeepStorageClass bool
 
 	// Concurrency bounds requests one operation runs at once (HEADs of a
-	// walk, parts of a ranged read or multipart upload); default 16.
+	// walk, parts of a ranged read or multipart upload); default
+	// DefaultConcurrency.
 	Concurrency int
 	// PartSize is the part size of multipart uploads and parallel ranged
 	// reads; default 16 MiB.
@@ -87,8 +89,13 @@ func ParseLocation(loc string) (Options, error) {
 }
 
 // OptionNames lists the keys Set accepts, for help texts and docs.
-var OptionNames = []string{"endpoint", "region", "use_path_style", "profile", "access_key", "secret_access_key",
-	"session_token", "storage_class", "sse", "sse_kms_key_id", "versioning", "keep_storage_class", "tls", "concurrency", "part_size"}
+var OptionNames = []string{"endpoint", "region", "use_path_style", "use_tls", "profile", "access_key", "secret_access_key",
+	"session_token", "storage_class", "sse", "sse_kms_key_id", "versioning", "keep_storage_class", "concurrency", "part_size"}
+
+// DefaultConcurrency is how many requests at once suit S3: latency, not
+// CPU, bounds a GET or PUT, so commands that read or write a bucket run
+// this many when the user does not say.
+const DefaultConcurrency = 16
 
 // Set sets one option by its name, as in a location query or a config
 // entry.
@@ -96,21 +103,13 @@ func (o *Options) Set(key, value string) error {
 	bad := func(err error) error { return fmt.Errorf("option %s=%q: %w", key, value, err) }
 	switch key {
 	case "endpoint":
-		if value != "" && !strings.Contains(value, "://") {
-			value = "https://" + value
-		}
 		o.Endpoint = value
-	case "tls":
+	case "use_tls", "tls":
 		b, err := strconv.ParseBool(value)
 		if err != nil {
 			return bad(err)
 		}
-		if !b {
-			if o.Endpoint == "" {
-				o.Endpoint = os.Getenv("AWS_ENDPOINT_URL")
-			}
-			o.Endpoint = "http://" + strings.TrimPrefix(strings.TrimPrefix(o.Endpoint, "https://"), "http://")
-		}
+		o.UseTLS = &b
 	case "region":
 		o.Region = value
 	case "use_path_style":
@@ -187,7 +186,34 @@ func (o *Options) concurrency() int {
 	if o.Concurrency > 0 {
 		return o.Concurrency
 	}
-	return 16
+	return DefaultConcurrency
+}
+
+// endpoint is the endpoint to use, "" for AWS: the option, else
+// AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL, with the scheme use_tls asks
+// for (https when neither it nor the endpoint says).
+func (o *Options) endpoint() string {
+	ep := o.Endpoint
+	if ep == "" {
+		ep = os.Getenv("AWS_ENDPOINT_URL_S3")
+	}
+	if ep == "" {
+		ep = os.Getenv("AWS_ENDPOINT_URL")
+	}
+	if ep == "" {
+		return ""
+	}
+	scheme, host, ok := strings.Cut(ep, "://")
+	if !ok {
+		scheme, host = "https", ep
+	}
+	if o.UseTLS != nil {
+		scheme = "http"
+		if *o.UseTLS {
+			scheme = "https"
+		}
+	}
+	return scheme + "://" + host
 }
 
 func (o *Options) partSize() int64 {

@@ -5,7 +5,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sort"
 	"strings"
+
+	"github.com/urfave/cli/v2"
 
 	"github.com/coffer-backup/coffer/engine"
 	"github.com/coffer-backup/coffer/s3io"
@@ -18,11 +21,66 @@ func isS3(loc string) bool { return strings.HasPrefix(loc, "s3://") }
 // location's query and the AWS environment (AWS_ACCESS_KEY_ID,
 // AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL, AWS_PROFILE, …).
 func s3Client(ctx context.Context, loc string) (*s3io.Client, error) {
-	o, err := s3io.ParseLocation(loc)
+	o, err := s3Options(loc, nil)
 	if err != nil {
-		return nil, usagef("%v", err)
+		return nil, err
 	}
 	return s3io.NewClient(ctx, o)
+}
+
+// s3Options returns the options of an S3 location, s3://BUCKET/PREFIX with
+// an optional ?key=value query, and of the keys of a named config entry:
+// type (must be s3), location or uri (used when location is ""),
+// access_key, secret_access_key, session_token, profile, region,
+// endpoint, use_path_style, use_tls, storage_class, sse, sse_kms_key_id,
+// and the other keys of s3io.OptionNames. kv's keys win over the query's.
+// Errors are usage errors: they name the key and the value expected.
+func s3Options(location string, kv map[string]string) (s3io.Options, error) {
+	if t, ok := kv["type"]; ok && t != "s3" {
+		return s3io.Options{}, usagef("type=%s is not an S3 entry", t)
+	}
+	if location == "" {
+		location = kv["location"]
+	}
+	if location == "" {
+		location = kv["uri"]
+	}
+	o, err := s3io.ParseLocation(location)
+	if err != nil {
+		return o, usagef("%v", err)
+	}
+	keys := make([]string, 0, len(kv))
+	for k := range kv {
+		switch k {
+		case "type", "location", "uri":
+		default:
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		if err := o.Set(k, kv[k]); err != nil {
+			return o, usagef("%s: %v", o.URI(), err)
+		}
+	}
+	return o, nil
+}
+
+// concurrencyFor is the --concurrency of a command that works on locs:
+// as given, or, when the user left it and one of locs is in S3, at least
+// s3io.DefaultConcurrency, since requests to a bucket wait on latency,
+// not on the CPU.
+func concurrencyFor(c *cli.Context, locs ...string) int {
+	n := c.Int("concurrency")
+	if c.IsSet("concurrency") {
+		return n
+	}
+	for _, l := range locs {
+		if isS3(l) {
+			return max(n, s3io.DefaultConcurrency)
+		}
+	}
+	return n
 }
 
 func s3Storage(loc string) (engine.Storage, error) {
