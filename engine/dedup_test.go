@@ -629,3 +629,63 @@ func TestDeferredAttrs(t *testing.T) {
 		}
 	}
 }
+
+// mapTrees is a TreeCache that counts what it had to load.
+type mapTrees struct {
+	dirs  map[ID]*Dir
+	pages map[ID][]Node
+	loads int
+}
+
+func (m *mapTrees) Dir(ctx context.Context, id ID, load func(context.Context) (*Dir, error)) (*Dir, error) {
+	if d, ok := m.dirs[id]; ok {
+		return d, nil
+	}
+	m.loads++
+	d, err := load(ctx)
+	if err == nil {
+		m.dirs[id] = d
+	}
+	return d, err
+}
+
+func (m *mapTrees) Page(ctx context.Context, id ID, load func(context.Context) ([]Node, error)) ([]Node, error) {
+	if p, ok := m.pages[id]; ok {
+		return p, nil
+	}
+	m.loads++
+	p, err := load(ctx)
+	if err == nil {
+		m.pages[id] = p
+	}
+	return p, err
+}
+
+// TestTreeCache: with a TreeCache set, resolving the same paths again
+// loads no directory or page.
+func TestTreeCache(t *testing.T) {
+	r, _ := newTestRepo(t, CreateOptions{Chunker: testChunker})
+	src := t.TempDir()
+	for i := 0; i < 600; i++ { // a paged directory
+		writeFile(t, filepath.Join(src, "big", fmt.Sprintf("f%04d", i)), nil)
+	}
+	writeFile(t, filepath.Join(src, "a", "b", "c"), []byte("c"))
+	sn := backupDir(t, r, src, BackupOptions{})
+	m := &mapTrees{dirs: map[ID]*Dir{}, pages: map[ID][]Node{}}
+	r.SetTreeCache(m)
+	paths := []string{"/a/b/c", "/big/f0123", "/big/f0599"}
+	for round := 0; round < 2; round++ {
+		before := m.loads
+		for _, p := range paths {
+			if _, err := r.ResolvePath(t.Context(), sn, p, true); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if round == 0 && m.loads == before {
+			t.Fatal("the cache was not used")
+		}
+		if round == 1 && m.loads != before {
+			t.Fatalf("second round loaded %d trees, want 0", m.loads-before)
+		}
+	}
+}

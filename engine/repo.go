@@ -18,6 +18,7 @@ type Repo struct {
 
 	master []byte // for adding key slots
 	slotID string // the key slot that opened the store
+	trees  TreeCache
 
 	indexOnce sync.Once
 	indexErr  error

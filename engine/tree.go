@@ -441,8 +441,27 @@ func (b *dirBuilder) Finish() (ID, DirStats, error) {
 	return id, b.stats, err
 }
 
+// TreeCache keeps decoded directories and pages (the mount's LRU); the
+// loaders it is given read and decode them on a miss. Cached values are
+// shared: callers must not modify them.
+type TreeCache interface {
+	Dir(ctx context.Context, id ID, load func(context.Context) (*Dir, error)) (*Dir, error)
+	Page(ctx context.Context, id ID, load func(context.Context) ([]Node, error)) ([]Node, error)
+}
+
+// SetTreeCache makes LoadDir and LoadPage (and so Lookup, Iter and
+// ResolvePath) go through c.
+func (r *Repo) SetTreeCache(c TreeCache) { r.trees = c }
+
 // LoadDir reads a directory blob.
 func (r *Repo) LoadDir(ctx context.Context, id ID) (*Dir, error) {
+	if r.trees != nil {
+		return r.trees.Dir(ctx, id, func(ctx context.Context) (*Dir, error) { return r.loadDir(ctx, id) })
+	}
+	return r.loadDir(ctx, id)
+}
+
+func (r *Repo) loadDir(ctx context.Context, id ID) (*Dir, error) {
 	p, err := r.LoadBlob(ctx, id)
 	if err != nil {
 		return nil, err
@@ -457,6 +476,13 @@ func (r *Repo) LoadDir(ctx context.Context, id ID) (*Dir, error) {
 
 // LoadPage reads one page of a paged directory.
 func (r *Repo) LoadPage(ctx context.Context, id ID) ([]Node, error) {
+	if r.trees != nil {
+		return r.trees.Page(ctx, id, func(ctx context.Context) ([]Node, error) { return r.loadPage(ctx, id) })
+	}
+	return r.loadPage(ctx, id)
+}
+
+func (r *Repo) loadPage(ctx context.Context, id ID) ([]Node, error) {
 	p, err := r.LoadBlob(ctx, id)
 	if err != nil {
 		return nil, err
