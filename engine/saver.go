@@ -11,10 +11,15 @@ import (
 	"github.com/zeebo/blake3"
 )
 
+// maxPackBlobs closes a pack of many tiny blobs before pack_size: a
+// backup of 200k small files would otherwise hold them all in one open
+// pack's blob list, and write a 10 MB trailer.
+const maxPackBlobs = 16384
+
 // indexFlushBlobs is how many new blobs a backup collects before it writes
 // an index file, so an interrupted backup of a huge source leaves most of
 // its uploaded work indexed and reusable.
-const indexFlushBlobs = 200_000
+const indexFlushBlobs = 50_000
 
 // Saver adds blobs to the store: it dedups against the index and against
 // what it already took, compresses and encrypts in the caller's goroutine,
@@ -168,8 +173,10 @@ func (s *Saver) Save(kind BlobKind, id ID, plaintext []byte) (bool, error) {
 			s.mu.Unlock()
 			continue
 		}
-		if p.size > 0 && p.size+len(sealed) > s.size {
-			// Close the pack before it outgrows its buffer.
+		if p.size > 0 && (p.size+len(sealed) > s.size || len(p.blobs) >= maxPackBlobs) {
+			// Close the pack before it outgrows its buffer, or its blob
+			// list (held in memory, with the claimed ids, until the pack
+			// is written) grows with the number of tiny files.
 			delete(s.open, kind)
 			s.mu.Unlock()
 			if err := s.send(p); err != nil {
