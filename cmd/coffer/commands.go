@@ -14,10 +14,11 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/coffer-backup/coffer/engine"
+	"github.com/coffer-backup/coffer/internal/config"
 )
 
 func concurrencyFlag() cli.Flag {
-	return &cli.IntFlag{Name: "concurrency", Value: runtime.NumCPU(), Usage: "how many files to work on at once"}
+	return &cli.IntFlag{Name: "concurrency", Value: runtime.NumCPU(), DefaultText: "the CPU count", Usage: "how many files to work on at once"}
 }
 
 func jsonFlag() cli.Flag {
@@ -32,9 +33,18 @@ func printJSON(w io.Writer, v any) error {
 
 func createCmd() *cli.Command {
 	return &cli.Command{
-		Name:      "create",
-		Usage:     "create a new store",
-		UsageText: "coffer at STORE create\n\nExample:\n   COFFER_PASSPHRASE=… coffer at /backups create",
+		Name:  "create",
+		Usage: "create a new store",
+		UsageText: `coffer at STORE create
+
+STORE is a folder, s3://BUCKET/PREFIX or @NAME (coffer config store). The
+passphrase comes from --passphrase-file, COFFER_PASSPHRASE, the store's
+passphrase_cmd or passphrase_file, or is asked twice on the terminal.
+
+Examples:
+   coffer at /backups create
+   COFFER_PASSPHRASE=… coffer at s3://my-kloset/prod create
+   coffer at @mystore create`,
 		Flags: []cli.Flag{
 			&cli.UintFlag{Name: "kdf-time", Value: uint(engine.DefaultKDF.Time), Hidden: true},
 			&cli.UintFlag{Name: "kdf-memory", Value: uint(engine.DefaultKDF.Memory), Hidden: true, Usage: "KiB"},
@@ -55,7 +65,11 @@ func createCmd() *cli.Command {
 			if err != nil {
 				return err
 			}
-			if err := prepareS3Store(c.Context, loc); err != nil {
+			resolved, _, err := resolveLocation(config.Store, loc)
+			if err != nil {
+				return err
+			}
+			if err := prepareS3Store(c.Context, resolved); err != nil {
 				return err
 			}
 			kdf := engine.DefaultKDF
@@ -64,7 +78,9 @@ func createCmd() *cli.Command {
 			if err != nil {
 				return fmt.Errorf("store %s: %w", loc, err)
 			}
-			fmt.Fprintf(c.App.Writer, "created store %s at %s\n", r.Params.StoreID[:8], st.Location())
+			if !quiet {
+				fmt.Fprintf(c.App.Writer, "created store %s at %s\n", r.Params.StoreID[:8], st.Location())
+			}
 			return nil
 		},
 	}
@@ -79,58 +95,150 @@ func sourceFor(loc string) (engine.Source, error) {
 
 func backupCmd() *cli.Command {
 	return &cli.Command{
-		Name:      "backup",
-		Usage:     "back up a folder into a new snapshot",
-		UsageText: "coffer at STORE backup [options] PATH\n\nExamples:\n   coffer at /backups backup ~/photos\n   coffer at /backups backup -tag nightly /srv/data",
+		Name:  "backup",
+		Usage: "back up folders, buckets or named sources, one snapshot each",
+		UsageText: `coffer at STORE backup [options] SOURCE …
+
+A SOURCE is a folder, s3://BUCKET/PREFIX, or @NAME (coffer config source).
+Each source becomes its own snapshot, one after the other; the exit code
+is the worst of them (1 if any failed, else 3 if any skipped entries).
+With --json, one JSON object per source is printed, in order.
+
+Examples:
+   coffer at /backups backup ~/photos
+   coffer at /backups backup -tag nightly /srv/data
+   coffer at @mystore backup @photos @docs s3://logs-bucket/2026/`,
 		Flags: []cli.Flag{
 			concurrencyFlag(), jsonFlag(),
 			&cli.StringSliceFlag{Name: "tag", Usage: "tag the snapshot (repeatable)"},
 			&cli.BoolFlag{Name: "force", Usage: "read every file, ignoring the parent snapshot"},
-			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "print nothing but errors"},
 		},
-		Action: func(c *cli.Context) error {
-			if c.NArg() != 1 {
-				return usagef("backup takes one path (got %d arguments)", c.NArg())
-			}
-			src, err := sourceFor(c.Args().First())
-			if err != nil {
-				return err
-			}
-			r, err := openRepo(c)
-			if err != nil {
-				return err
-			}
-			stderr := c.App.ErrWriter
-			var warned int
-			res, err := r.Backup(c.Context, src, engine.BackupOptions{
-				Concurrency: c.Int("concurrency"), Tags: c.StringSlice("tag"), NoParent: c.Bool("force"),
-				Warn: func(p string, err error) {
-					warned++
-					fmt.Fprintf(stderr, "coffer: skipped %s: %v\n", p, err)
-				},
-			})
-			if err != nil {
-				return fmt.Errorf("backup of %s: %w (no snapshot was written; the next backup reuses what was uploaded)", src.URI(), err)
-			}
-			sn := res.Snapshot
-			if c.Bool("json") {
-				if err := printJSON(c.App.Writer, snapshotJSON(sn)); err != nil {
-					return err
-				}
-			} else if !c.Bool("quiet") {
-				st := sn.Stats
-				fmt.Fprintf(c.App.Writer, "snapshot %s of %s saved\n", sn.ID.Short(), sn.Source)
-				fmt.Fprintf(c.App.Writer, "  %d files, %d dirs, %s; %d unchanged files reused unread, %s read\n",
-					st.Files, st.Dirs, humanize.IBytes(st.Bytes), st.Unchanged, humanize.IBytes(st.ReadBytes))
-				fmt.Fprintf(c.App.Writer, "  added %d blobs, %s of new data, %s stored, in %.1fs\n",
-					st.NewBlobs, humanize.IBytes(st.NewBytes), humanize.IBytes(st.StoredBytes), sn.Duration)
-			}
-			if sn.Partial {
-				return &partialError{fmt.Sprintf("snapshot %s is partial: %d entries were skipped (listed above)", sn.ID.Short(), sn.Stats.Skipped)}
-			}
-			return nil
-		},
+		Action:       runBackup,
+		BashComplete: completeNames(config.Source),
 	}
+}
+
+// backupOut is the JSON of one source's backup: the snapshot, or the
+// error that kept it from being written.
+type backupOut struct {
+	*snapshotOut
+	Given string `json:"given"` // the source as given: a path, a URI or @name
+	Error string `json:"error,omitempty"`
+}
+
+func runBackup(c *cli.Context) error {
+	if c.NArg() < 1 {
+		return usagef("backup takes one or more sources: folders, s3://BUCKET/PREFIX or @NAME")
+	}
+	// Resolve every name before anything is read or written, so a typo
+	// in the last of them does not leave the others half done.
+	locs := make([]string, c.NArg())
+	for i, a := range c.Args().Slice() {
+		loc, _, err := resolveLocation(config.Source, a)
+		if err != nil {
+			return err
+		}
+		locs[i] = loc
+	}
+	r, err := openRepo(c)
+	if err != nil {
+		return err
+	}
+	stderr := c.App.ErrWriter
+	var failed, partial int
+	var firstErr error
+	for i, given := range c.Args().Slice() {
+		sn, err := backupOne(c, r, given, locs[i])
+		if c.Bool("json") {
+			out := backupOut{Given: given}
+			if sn != nil {
+				o := snapshotJSON(sn)
+				out.snapshotOut = &o
+			}
+			if err != nil {
+				out.Error = explain(err)
+			}
+			if jerr := printJSON(c.App.Writer, out); jerr != nil {
+				return jerr
+			}
+		}
+		switch {
+		case err != nil:
+			failed++
+			if firstErr == nil {
+				firstErr = err
+			}
+			if c.NArg() > 1 {
+				fmt.Fprintf(stderr, "coffer: %s\n", explain(err))
+			}
+		case sn.Partial:
+			partial++
+		}
+		if err == nil && !c.Bool("json") && !quiet {
+			st := sn.Stats
+			fmt.Fprintf(c.App.Writer, "snapshot %s of %s saved\n", sn.ID.Short(), sn.Source)
+			fmt.Fprintf(c.App.Writer, "  %d files, %d dirs, %s; %d unchanged files reused unread, %s read\n",
+				st.Files, st.Dirs, humanize.IBytes(st.Bytes), st.Unchanged, humanize.IBytes(st.ReadBytes))
+			fmt.Fprintf(c.App.Writer, "  added %d blobs, %s of new data, %s stored, in %.1fs\n",
+				st.NewBlobs, humanize.IBytes(st.NewBytes), humanize.IBytes(st.StoredBytes), sn.Duration)
+			if sn.Partial {
+				fmt.Fprintf(c.App.Writer, "  partial: %d entries were skipped (listed above)\n", st.Skipped)
+			}
+		}
+	}
+	n := c.NArg()
+	if n > 1 && !c.Bool("json") && !quiet {
+		fmt.Fprintf(c.App.Writer, "%d of %d sources saved", n-failed, n)
+		if partial > 0 {
+			fmt.Fprintf(c.App.Writer, ", %d partially", partial)
+		}
+		fmt.Fprintln(c.App.Writer)
+	}
+	switch {
+	case failed > 0 && n == 1:
+		return firstErr
+	case failed > 0:
+		return fmt.Errorf("%d of %d backups failed (see above); the others were saved", failed, n)
+	case partial > 0 && n == 1:
+		return &partialError{fmt.Sprintf("the snapshot is partial: some entries were skipped (listed above)")}
+	case partial > 0:
+		return &partialError{fmt.Sprintf("%d of %d snapshots are partial: some entries were skipped (listed above)", partial, n)}
+	}
+	return nil
+}
+
+// backupOne backs up one source into a snapshot.
+func backupOne(c *cli.Context, r *engine.Repo, given, loc string) (*engine.Snapshot, error) {
+	src, err := sourceFor(loc)
+	if err != nil {
+		return nil, fmt.Errorf("backup of %s: %w", given, err)
+	}
+	pr := &engine.Progress{}
+	var goal progressGoal
+	if progressWanted() {
+		// The newest snapshot of the same source is the best guess of
+		// how many entries there are.
+		if snaps, err := r.Snapshots(c.Context); err == nil {
+			for _, sn := range snaps {
+				if sn.Source == src.URI() {
+					goal.Objects = int64(sn.Stats.Files + sn.Stats.Dirs)
+				}
+			}
+		}
+	}
+	view := startProgress("backup", pr, goal)
+	warnTo := view.Writer(c.App.ErrWriter)
+	res, err := r.Backup(c.Context, src, engine.BackupOptions{
+		Concurrency: concurrencyFor(c, loc), Tags: c.StringSlice("tag"), NoParent: c.Bool("force"), Progress: pr,
+		Warn: func(p string, err error) {
+			fmt.Fprintf(warnTo, "coffer: skipped %s: %v\n", p, err)
+		},
+	})
+	view.done()
+	if err != nil {
+		return nil, fmt.Errorf("backup of %s: %w (no snapshot was written; the next backup reuses what was uploaded)", src.URI(), err)
+	}
+	return res.Snapshot, nil
 }
 
 type snapshotOut struct {
@@ -360,63 +468,102 @@ func catCmd() *cli.Command {
 func restoreCmd() *cli.Command {
 	return &cli.Command{
 		Name:  "restore",
-		Usage: "restore a snapshot, or a path in it, into a folder",
-		UsageText: `coffer at STORE restore -to DIR ID[:/PATH]
+		Usage: "restore a snapshot, or a path in it, into a folder or a bucket",
+		UsageText: `coffer at STORE restore -to DEST ID[:/PATH]
 
-A directory's contents are written into DIR; a file or symlink is written
-as DIR/NAME. Existing files of the same names are overwritten.
+DEST is a folder, s3://BUCKET/PREFIX or @NAME (coffer config destination).
+A directory's contents are written into DEST; a file or symlink is
+written as DEST/NAME. Existing files of the same names are overwritten.
 
 Examples:
    coffer at /backups restore -to ./restored latest
-   coffer at /backups restore -to /tmp/x 3fa2b1c0:/photos/2024`,
+   coffer at /backups restore -to /tmp/x 3fa2b1c0:/photos/2024
+   coffer at @mystore restore -to @preview latest`,
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "to", Required: true, Usage: "restore into `DIR`"},
+			&cli.StringFlag{Name: "to", Required: true, Usage: "restore into `DEST`: a folder, s3://BUCKET/PREFIX or @NAME"},
 			concurrencyFlag(), jsonFlag(),
 		},
-		Action: func(c *cli.Context) error {
-			if c.NArg() != 1 {
-				return usagef("restore takes one ID[:/PATH] (flags go before it: restore -to DIR ID)")
-			}
-			to := c.String("to")
-			r, err := openRepo(c)
-			if err != nil {
-				return err
-			}
-			id, p := splitRef(c.Args().First())
-			sn, err := r.FindSnapshot(c.Context, id)
-			if err != nil {
-				return err
-			}
-			if err := r.LoadIndex(c.Context); err != nil {
-				return err
-			}
-			n, err := r.ResolvePath(c.Context, sn, p, false)
-			if err != nil {
-				return err
-			}
-			dst, err := destinationFor(c.Context, to, c.App.ErrWriter)
-			if err != nil {
-				return err
-			}
-			start := time.Now()
-			stderr := c.App.ErrWriter
-			st, err := r.Restore(c.Context, n, dst, engine.RestoreOptions{
-				Concurrency: 2 * c.Int("concurrency"),
-				Warn: func(p string, err error) {
-					fmt.Fprintf(stderr, "coffer: cannot restore %s: %v\n", p, err)
-				},
-			})
-			secs := time.Since(start).Seconds()
-			if c.Bool("json") {
-				printJSON(c.App.Writer, map[string]any{"snapshot": sn.ID.String(), "to": dst.URI(), "files": st.Files,
-					"dirs": st.Dirs, "bytes": st.Bytes, "failed": st.Failed, "duration_seconds": secs})
-			} else if err == nil {
-				fmt.Fprintf(c.App.Writer, "restored %d files, %d dirs, %s from snapshot %s to %s in %.1fs\n",
-					st.Files, st.Dirs, humanize.IBytes(st.Bytes), sn.ID.Short(), dst.URI(), secs)
-			}
-			return err
-		},
+		Action:       runRestore,
+		BashComplete: completeNames(""),
 	}
+}
+
+// restoreOut is the JSON summary of a restore.
+type restoreOut struct {
+	Snapshot string  `json:"snapshot"`
+	Short    string  `json:"short_id"`
+	Path     string  `json:"path"`
+	To       string  `json:"to"`
+	Files    uint64  `json:"files"`
+	Dirs     uint64  `json:"dirs"`
+	Bytes    uint64  `json:"bytes"`
+	Failed   uint64  `json:"failed"`
+	Duration float64 `json:"duration_seconds"`
+	Error    string  `json:"error,omitempty"`
+}
+
+func runRestore(c *cli.Context) error {
+	if c.NArg() != 1 {
+		return usagef("restore takes one ID[:/PATH] (flags go before it: restore -to DEST ID)")
+	}
+	to, _, err := resolveLocation(config.Destination, c.String("to"))
+	if err != nil {
+		return err
+	}
+	r, err := openRepo(c)
+	if err != nil {
+		return err
+	}
+	id, p := splitRef(c.Args().First())
+	sn, err := r.FindSnapshot(c.Context, id)
+	if err != nil {
+		return err
+	}
+	if err := r.LoadIndex(c.Context); err != nil {
+		return err
+	}
+	n, err := r.ResolvePath(c.Context, sn, p, false)
+	if err != nil {
+		return err
+	}
+	pr := &engine.Progress{}
+	var goal progressGoal
+	switch {
+	case n.Type == engine.TypeFile:
+		goal = progressGoal{Objects: 1, Bytes: int64(n.Size)}
+	case strings.Trim(p, "/") == "":
+		goal = progressGoal{Objects: int64(sn.Stats.Files + sn.Stats.Dirs), Bytes: int64(sn.Stats.Bytes)}
+	}
+	view := startProgress("restore", pr, goal)
+	warnTo := view.Writer(c.App.ErrWriter)
+	dst, err := destinationFor(c.Context, to, warnTo)
+	if err != nil {
+		view.done()
+		return err
+	}
+	start := time.Now()
+	st, err := r.Restore(c.Context, n, dst, engine.RestoreOptions{
+		Concurrency: 2 * concurrencyFor(c, to, storeLocation(c)), Progress: pr,
+		Warn: func(p string, err error) {
+			fmt.Fprintf(warnTo, "coffer: cannot restore %s: %v\n", p, err)
+		},
+	})
+	view.done()
+	secs := time.Since(start).Seconds()
+	if c.Bool("json") {
+		out := restoreOut{Snapshot: sn.ID.String(), Short: sn.ID.Short(), Path: p, To: dst.URI(), Files: st.Files,
+			Dirs: st.Dirs, Bytes: st.Bytes, Failed: st.Failed, Duration: secs}
+		if err != nil {
+			out.Error = explain(err)
+		}
+		if jerr := printJSON(c.App.Writer, out); jerr != nil {
+			return jerr
+		}
+	} else if err == nil && !quiet {
+		fmt.Fprintf(c.App.Writer, "restored %d files, %d dirs, %s from snapshot %s to %s in %.1fs\n",
+			st.Files, st.Dirs, humanize.IBytes(st.Bytes), sn.ID.Short(), dst.URI(), secs)
+	}
+	return err
 }
 
 func checkCmd() *cli.Command {
@@ -427,63 +574,99 @@ func checkCmd() *cli.Command {
 		UsageText: `coffer at STORE check [ID …]
 
 With no ID the whole store is checked, including packs no snapshot uses.
+The exit code is 1 when anything is damaged; --json prints the figures
+and every problem either way.
 
 Examples:
    coffer at /backups check
-   coffer at /backups verify latest`,
-		Flags: []cli.Flag{concurrencyFlag(), jsonFlag()},
-		Action: func(c *cli.Context) error {
-			r, err := openRepo(c)
-			if err != nil {
-				return err
-			}
-			var snaps []*engine.Snapshot
-			for _, ref := range c.Args().Slice() {
-				sn, err := r.FindSnapshot(c.Context, ref)
-				if err != nil {
-					return err
-				}
-				snaps = append(snaps, sn)
-			}
-			res, err := r.Check(c.Context, engine.CheckOptions{Snapshots: snaps, Concurrency: c.Int("concurrency")})
-			if err != nil {
-				return err
-			}
-			if c.Bool("json") {
-				if res.Problems == nil {
-					res.Problems = []engine.Problem{}
-				}
-				if res.Warnings == nil {
-					res.Warnings = []string{}
-				}
-				printJSON(c.App.Writer, map[string]any{"ok": res.OK(), "result": res})
-			} else {
-				for _, w := range res.Warnings {
-					fmt.Fprintf(c.App.ErrWriter, "coffer: warning: %s\n", w)
-				}
-				for _, p := range res.Problems {
-					fmt.Fprintf(c.App.Writer, "damaged: %s\n", p)
-				}
-			}
-			if !res.OK() {
-				return fmt.Errorf("check found %d problems in %d snapshots, %d packs (%s read); the damaged files are listed above",
-					len(res.Problems), res.Snapshots, res.Packs, humanize.IBytes(uint64(res.Bytes)))
-			}
-			if !c.Bool("json") {
-				fmt.Fprintf(c.App.Writer, "no problems found: %d snapshots, %d packs, %d blobs, %s read and verified\n",
-					res.Snapshots, res.Packs, res.Blobs, humanize.IBytes(uint64(res.Bytes)))
-			}
-			return nil
-		},
+   coffer at /backups verify latest
+   coffer at @mystore check --json | jq .problems`,
+		Flags:  []cli.Flag{concurrencyFlag(), jsonFlag()},
+		Action: runCheck,
 	}
+}
+
+// checkOut is the JSON of a check.
+type checkOut struct {
+	OK        bool             `json:"ok"`
+	Snapshots int              `json:"snapshots"`
+	Packs     int              `json:"packs"`
+	Blobs     int              `json:"blobs"`
+	Bytes     int64            `json:"bytes_read"`
+	Problems  []engine.Problem `json:"problems"`
+	Warnings  []string         `json:"warnings"`
+}
+
+func runCheck(c *cli.Context) error {
+	r, err := openRepo(c)
+	if err != nil {
+		return err
+	}
+	var snaps []*engine.Snapshot
+	for _, ref := range c.Args().Slice() {
+		sn, err := r.FindSnapshot(c.Context, ref)
+		if err != nil {
+			return err
+		}
+		snaps = append(snaps, sn)
+	}
+	pr := &engine.Progress{}
+	var goal progressGoal
+	if progressWanted() && len(snaps) == 0 {
+		// A whole-store check reads every pack: their listing is the goal.
+		r.Storage().List(c.Context, "packs/", func(o engine.ObjectInfo) error {
+			goal.Objects++
+			goal.Bytes += o.Size
+			return nil
+		})
+	}
+	view := startProgress("check", pr, goal)
+	res, err := r.Check(c.Context, engine.CheckOptions{Snapshots: snaps, Concurrency: concurrencyFor(c, storeLocation(c)), Progress: pr})
+	view.done()
+	if err != nil {
+		return err
+	}
+	if c.Bool("json") {
+		out := checkOut{OK: res.OK(), Snapshots: res.Snapshots, Packs: res.Packs, Blobs: res.Blobs, Bytes: res.Bytes,
+			Problems: res.Problems, Warnings: res.Warnings}
+		if out.Problems == nil {
+			out.Problems = []engine.Problem{}
+		}
+		if out.Warnings == nil {
+			out.Warnings = []string{}
+		}
+		if err := printJSON(c.App.Writer, out); err != nil {
+			return err
+		}
+	} else {
+		for _, w := range res.Warnings {
+			fmt.Fprintf(c.App.ErrWriter, "coffer: warning: %s\n", w)
+		}
+		for _, p := range res.Problems {
+			fmt.Fprintf(c.App.Writer, "damaged: %s\n", p)
+		}
+	}
+	if !res.OK() {
+		return fmt.Errorf("check found %d problems in %d snapshots, %d packs (%s read); the damaged files are listed above",
+			len(res.Problems), res.Snapshots, res.Packs, humanize.IBytes(uint64(res.Bytes)))
+	}
+	if !c.Bool("json") && !quiet {
+		fmt.Fprintf(c.App.Writer, "no problems found: %d snapshots, %d packs, %d blobs, %s read and verified\n",
+			res.Snapshots, res.Packs, res.Blobs, humanize.IBytes(uint64(res.Bytes)))
+	}
+	return nil
 }
 
 func infoCmd() *cli.Command {
 	return &cli.Command{
-		Name:      "info",
-		Usage:     "show a store's snapshots, packs, blobs, sizes and ratios",
-		UsageText: "coffer at STORE info [--json]",
-		Flags:     []cli.Flag{jsonFlag()},
+		Name:  "info",
+		Usage: "show a store's snapshots, packs, blobs, sizes and ratios",
+		UsageText: `coffer at STORE info [--json]
+
+Examples:
+   coffer at /backups info
+   coffer at @mystore info --json | jq .dedup_ratio`,
+		Flags: []cli.Flag{jsonFlag()},
 		Action: func(c *cli.Context) error {
 			r, err := openRepo(c)
 			if err != nil {
@@ -514,8 +697,9 @@ func infoCmd() *cli.Command {
 
 func versionCmd() *cli.Command {
 	return &cli.Command{
-		Name:  "version",
-		Usage: "print the version and what is built in",
+		Name:      "version",
+		Usage:     "print the version and what is built in",
+		UsageText: "coffer version\n\nExample:\n   coffer version",
 		Action: func(c *cli.Context) error {
 			w := c.App.Writer
 			fmt.Fprintf(w, "coffer %s (store format %d, %s)\n", version, engine.FormatVersion, runtime.Version())

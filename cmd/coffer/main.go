@@ -86,6 +86,11 @@ type partialError struct{ msg string }
 func (e *partialError) Error() string { return e.msg }
 
 func run(ctx context.Context, args []string, stdout, stderr *os.File) int {
+	stderrTerminal = isTerminal(stderr)
+	configWarn, verboseTo = stderr, stderr
+	if done, code := completeAt(args, stdout); done {
+		return code
+	}
 	args, err := rewriteAt(args)
 	if err != nil {
 		fmt.Fprintf(stderr, "coffer: %v\n", err)
@@ -111,7 +116,7 @@ func run(ctx context.Context, args []string, stdout, stderr *os.File) int {
 }
 
 // valueFlags are the global flags that take a value, for rewriteAt.
-var valueFlags = map[string]bool{"store": true, "passphrase-file": true}
+var valueFlags = map[string]bool{"store": true, "passphrase-file": true, "config": true}
 
 // rewriteAt turns the Plakar-style "coffer [flags] at STORE CMD …" into
 // "coffer [flags] --store STORE CMD …".
@@ -154,35 +159,103 @@ func containsEq(s string) bool {
 }
 
 func newApp(stdout, stderr *os.File) *cli.App {
-	return &cli.App{
+	// -v is --verbose here; the version is --version or 'coffer version'.
+	cli.VersionFlag = &cli.BoolFlag{Name: "version", Usage: "print the version"}
+	app := &cli.App{
 		Name:    "coffer",
 		Usage:   "deduplicated, compressed, encrypted backups of folders and S3 buckets",
 		Version: version,
 		UsageText: `coffer [global options] at STORE COMMAND [options] [arguments]
-   coffer --store STORE COMMAND …     (or COFFER_STORE=STORE coffer COMMAND …)`,
-		Description: `A store is a folder (or, with the S3 connectors, s3://bucket/prefix).
-The passphrase comes from --passphrase-file, COFFER_PASSPHRASE, or a
-prompt on the terminal.
+   coffer --store STORE COMMAND …     (or COFFER_STORE=STORE coffer COMMAND …)
+   coffer config …                    (named stores, sources, destinations)`,
+		Description: `A store, a source or a destination is a folder, s3://BUCKET/PREFIX, or
+@NAME, a named entry of the configuration (see 'coffer config').
+
+The passphrase comes from, in this order: --passphrase-file,
+COFFER_PASSPHRASE, the passphrase_cmd or passphrase_file of a store given
+as @NAME, or a prompt when stdin is a terminal. Settings in general:
+flags > environment > configuration entry.
+
+Exit codes: 0 success; 1 failure; 2 usage error (a bad flag, argument,
+name or config key); 3 finished, but some entries were skipped.
 
 Examples:
-   coffer at /backups create
+   coffer config store create mystore location=s3://my-kloset/prod
+   coffer at @mystore create
    coffer at /backups backup ~/photos
    coffer at /backups ls
    coffer at /backups ls -recursive latest:/2024
    coffer at /backups cat latest:/2024/a.jpg > a.jpg
    coffer at /backups restore -to ./restored latest:/2024
-   coffer at /backups check`,
+   coffer at /backups check
+   source <(coffer completion bash)`,
 		Writer:                 stdout,
 		ErrWriter:              stderr,
 		HideHelpCommand:        true,
 		UseShortOptionHandling: true,
+		EnableBashCompletion:   true,
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "store", EnvVars: []string{"COFFER_STORE"}, Usage: "the store: a folder path", TakesFile: true},
+			&cli.StringFlag{Name: "store", EnvVars: []string{"COFFER_STORE"}, Usage: "the store: a folder, s3://BUCKET/PREFIX or @NAME", TakesFile: true},
 			&cli.StringFlag{Name: "passphrase-file", Usage: "read the passphrase from the first line of `FILE`", TakesFile: true},
+			&cli.StringFlag{Name: "config", EnvVars: []string{"COFFER_CONFIG"}, Usage: "the configuration `FILE` (default: $XDG_CONFIG_HOME/coffer/config.json)", TakesFile: true},
+			quietFlag(), verboseFlag(),
+		},
+		Before: func(c *cli.Context) error {
+			configFlag = c.String("config")
+			configLoaded = nil
+			return setVerbosity(c)
 		},
 		ExitErrHandler: func(*cli.Context, error) {}, // run() reports errors
 		Commands: []*cli.Command{
-			createCmd(), backupCmd(), lsCmd(), catCmd(), restoreCmd(), checkCmd(), infoCmd(), mountCmd(), versionCmd(),
+			createCmd(), backupCmd(), lsCmd(), catCmd(), restoreCmd(), checkCmd(), infoCmd(), mountCmd(),
+			passphraseCmd(), configCmd(), completionCmd(), versionCmd(), genDocsCmd(),
 		},
 	}
+	for _, cmd := range app.Commands {
+		addCommonFlags(cmd)
+	}
+	return app
+}
+
+func quietFlag() cli.Flag {
+	return &cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "print nothing but errors and asked-for output (--json)"}
+}
+
+func verboseFlag() cli.Flag {
+	return &cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "say where settings and the passphrase came from"}
+}
+
+// addCommonFlags gives every command -q and -v too, so they work before
+// or after the command's name.
+func addCommonFlags(cmd *cli.Command) {
+	if len(cmd.Subcommands) > 0 {
+		for _, sub := range cmd.Subcommands {
+			addCommonFlags(sub)
+		}
+		return
+	}
+	cmd.Flags = append(cmd.Flags, quietFlag(), verboseFlag())
+	before := cmd.Before
+	cmd.Before = func(c *cli.Context) error {
+		if err := setVerbosity(c); err != nil {
+			return err
+		}
+		if before != nil {
+			return before(c)
+		}
+		return nil
+	}
+}
+
+// setVerbosity reads -q and -v wherever they were given.
+func setVerbosity(c *cli.Context) error {
+	quiet, verbose = false, false
+	for _, x := range c.Lineage() {
+		quiet = quiet || x.Bool("quiet")
+		verbose = verbose || x.Bool("verbose")
+	}
+	if quiet && verbose {
+		return usagef("-q and -v contradict each other: give one")
+	}
+	return nil
 }

@@ -1,22 +1,25 @@
 package main
 
 import (
-	"bytes"
 	"fmt"
-	"os"
 	"runtime/debug"
 	"strings"
 
 	"github.com/urfave/cli/v2"
-	"golang.org/x/term"
 
 	"github.com/coffer-backup/coffer/engine"
+	"github.com/coffer-backup/coffer/internal/config"
 )
 
-// storageFor turns a store location into a Storage.
+// storageFor turns a store location (a folder, s3://BUCKET/PREFIX or
+// @name) into a Storage.
 func storageFor(loc string) (engine.Storage, error) {
 	if loc == "" {
-		return nil, usagef("no store given: use 'coffer at PATH …', --store PATH or COFFER_STORE")
+		return nil, usagef("no store given: use 'coffer at PATH …' (or @NAME, or s3://BUCKET/PREFIX), --store or COFFER_STORE")
+	}
+	loc, _, err := resolveLocation(config.Store, loc)
+	if err != nil {
+		return nil, err
 	}
 	if isS3(loc) {
 		return s3Storage(loc)
@@ -25,56 +28,6 @@ func storageFor(loc string) (engine.Storage, error) {
 		return nil, usagef("store %s: unknown scheme; a store is a folder path or s3://BUCKET/PREFIX", loc)
 	}
 	return engine.NewLocalStorage(loc)
-}
-
-// passphrase finds the passphrase: --passphrase-file, COFFER_PASSPHRASE,
-// then a no-echo prompt when stdin is a terminal (twice when confirm).
-func passphrase(c *cli.Context, confirm bool) ([]byte, error) {
-	if f := c.String("passphrase-file"); f != "" {
-		data, err := os.ReadFile(f)
-		if err != nil {
-			return nil, fmt.Errorf("passphrase file: %w", err)
-		}
-		line, _, _ := bytes.Cut(data, []byte("\n"))
-		line = bytes.TrimSuffix(line, []byte("\r"))
-		if len(line) == 0 {
-			return nil, fmt.Errorf("passphrase file %s: the first line is empty", f)
-		}
-		return line, nil
-	}
-	if p, ok := os.LookupEnv("COFFER_PASSPHRASE"); ok {
-		if p == "" {
-			return nil, fmt.Errorf("COFFER_PASSPHRASE is set but empty")
-		}
-		return []byte(p), nil
-	}
-	fd := int(os.Stdin.Fd())
-	if !term.IsTerminal(fd) {
-		return nil, fmt.Errorf("no passphrase: set COFFER_PASSPHRASE or use --passphrase-file (stdin is not a terminal, so coffer cannot ask)")
-	}
-	ask := func(prompt string) ([]byte, error) {
-		fmt.Fprint(os.Stderr, prompt)
-		p, err := term.ReadPassword(fd)
-		fmt.Fprintln(os.Stderr)
-		return p, err
-	}
-	p, err := ask("passphrase: ")
-	if err != nil {
-		return nil, err
-	}
-	if len(p) == 0 {
-		return nil, fmt.Errorf("empty passphrase")
-	}
-	if confirm {
-		q, err := ask("passphrase (again): ")
-		if err != nil {
-			return nil, err
-		}
-		if !bytes.Equal(p, q) {
-			return nil, fmt.Errorf("the passphrases differ; nothing was created")
-		}
-	}
-	return p, nil
 }
 
 // openRepo opens the store named by the global flags.

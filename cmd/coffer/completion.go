@@ -1,0 +1,181 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/coffer-backup/coffer/internal/config"
+)
+
+// Shell completion: the scripts below ask coffer itself, by running the
+// words typed so far followed by --generate-bash-completion (urfave/cli's
+// completion mode), and fall back to file names. coffer answers with
+// commands, flags, and the @names of the configuration where a store,
+// source or destination goes.
+
+const completeFlag = "--generate-bash-completion"
+
+const bashCompletion = `# bash completion for coffer.
+# Load it with: source <(coffer completion bash)
+# or install it: coffer completion bash > ~/.local/share/bash-completion/completions/coffer
+_coffer_complete() {
+    local line=${COMP_LINE:0:COMP_POINT}
+    local -a words
+    read -r -a words <<<"$line"
+    local cur=""
+    if [[ $line != *[[:space:]] ]]; then
+        cur=${words[${#words[@]}-1]}
+        unset 'words[${#words[@]}-1]'
+    fi
+    local -a args=("${words[@]:1}")
+    [[ $cur == -* ]] && args+=("$cur")
+    local IFS=$'\n'
+    local out
+    out=$("${words[0]}" "${args[@]}" --generate-bash-completion 2>/dev/null)
+    COMPREPLY=($(compgen -W "$out" -- "$cur"))
+    # Bash splits words at '@', ':' and '=': reply with what follows the
+    # last of them, which is what bash replaces.
+    local pre=${cur%"${cur##*[@:=]}"}
+    if [[ -n $pre ]]; then
+        COMPREPLY=("${COMPREPLY[@]#"$pre"}")
+    fi
+}
+complete -o default -o bashdefault -F _coffer_complete coffer
+`
+
+const zshCompletion = `#compdef coffer
+# zsh completion for coffer.
+# Load it with: source <(coffer completion zsh)
+# or install it as _coffer in a folder of $fpath.
+_coffer() {
+    local cur=${words[CURRENT]}
+    local -a args
+    args=("${(@)words[2,CURRENT-1]}")
+    [[ $cur == -* ]] && args+=("$cur")
+    local -a opts
+    opts=("${(@f)$(${words[1]} "${(@)args}" --generate-bash-completion 2>/dev/null)}")
+    opts=(${opts:#})
+    if (( ${#opts} )); then
+        compadd -a opts && return 0
+    fi
+    _files
+}
+if [[ $zsh_eval_context[-1] == loadautofunc ]]; then
+    _coffer "$@"
+else
+    compdef _coffer coffer
+fi
+`
+
+func completionCmd() *cli.Command {
+	return &cli.Command{
+		Name:  "completion",
+		Usage: "print the shell completion script for bash or zsh",
+		UsageText: `coffer completion bash|zsh
+
+It completes commands, flags, and @names from the configuration.
+
+Examples:
+   source <(coffer completion bash)        # in ~/.bashrc
+   source <(coffer completion zsh)         # in ~/.zshrc, after compinit
+   coffer completion zsh > "${fpath[1]}/_coffer"`,
+		BashComplete: func(c *cli.Context) { fmt.Fprintln(c.App.Writer, "bash\nzsh") },
+		Action: func(c *cli.Context) error {
+			if c.NArg() != 1 {
+				return usagef("completion takes one shell: bash or zsh")
+			}
+			switch c.Args().First() {
+			case "bash":
+				_, err := io.WriteString(c.App.Writer, bashCompletion)
+				return err
+			case "zsh":
+				_, err := io.WriteString(c.App.Writer, zshCompletion)
+				return err
+			}
+			return usagef("completion: unknown shell %q: want bash or zsh", c.Args().First())
+		},
+	}
+}
+
+// completeAt answers completion requests that rewriteAt would mangle: the
+// word after "at" (or --store), which is a store. It reports whether it
+// answered.
+func completeAt(args []string, w io.Writer) (bool, int) {
+	if len(args) < 3 || args[len(args)-1] != completeFlag {
+		return false, 0
+	}
+	switch args[len(args)-2] {
+	case "at", "--store", "-store":
+		printNames(w, args, config.Store)
+		return true, exitOK
+	case "--config", "-config", "--passphrase-file", "-passphrase-file":
+		return true, exitOK // a file: the shell's own completion
+	}
+	return false, 0
+}
+
+// printNames prints "@name" for every entry of a kind, reading the
+// configuration the raw arguments name (the app's Before does not run in
+// completion mode).
+func printNames(w io.Writer, args []string, kind config.Kind) {
+	configFlag = os.Getenv("COFFER_CONFIG")
+	for i, a := range args {
+		if v, ok := strings.CutPrefix(a, "--config="); ok {
+			configFlag = v
+		} else if (a == "--config" || a == "-config") && i+1 < len(args) {
+			configFlag = args[i+1]
+		}
+	}
+	configLoaded = nil
+	configWarn = io.Discard
+	f, _, err := loadConfig()
+	if err != nil {
+		return
+	}
+	for _, n := range f.Names(kind) {
+		fmt.Fprintln(w, "@"+n)
+	}
+}
+
+// completeNames is a BashComplete that offers the @names of a kind, and
+// flags after a "-".
+func completeNames(kind config.Kind) cli.BashCompleteFunc {
+	return func(c *cli.Context) {
+		prev := ""
+		if len(os.Args) > 2 {
+			prev = os.Args[len(os.Args)-2]
+		}
+		switch {
+		case prev == "-to" || prev == "--to":
+			printNames(c.App.Writer, os.Args, config.Destination)
+		case strings.HasPrefix(prev, "-"):
+			for _, f := range c.Command.Flags {
+				if bf, ok := f.(*cli.BoolFlag); ok && bf.Hidden {
+					continue
+				}
+				fmt.Fprintln(c.App.Writer, "--"+f.Names()[0])
+			}
+		case kind != "":
+			printNames(c.App.Writer, os.Args, kind)
+		}
+	}
+}
+
+// completeConfigNames offers, for config KIND show/set/unset/rm, the
+// names of that kind as the first argument, and keys after it.
+func completeConfigNames(kind config.Kind) cli.BashCompleteFunc {
+	return func(c *cli.Context) {
+		if c.NArg() == 0 {
+			printNames(c.App.Writer, os.Args, kind)
+			return
+		}
+		for _, k := range config.Keys(kind) {
+			k, _, _ = strings.Cut(k, " ")
+			fmt.Fprintln(c.App.Writer, k)
+		}
+	}
+}

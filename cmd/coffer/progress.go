@@ -1,0 +1,194 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/dustin/go-humanize"
+	"github.com/vbauerster/mpb/v8"
+	"github.com/vbauerster/mpb/v8/decor"
+	"golang.org/x/term"
+
+	"github.com/coffer-backup/coffer/engine"
+)
+
+// progressWanted says live progress may be drawn: stderr is a terminal
+// and -q was not given. Elsewhere (a pipe, a file, cron) coffer draws
+// nothing, so logs hold only messages.
+func progressWanted() bool {
+	return !quiet && stderrTerminal
+}
+
+// stderrTerminal is set by run from the real stderr.
+var stderrTerminal bool
+
+func isTerminal(f *os.File) bool { return f != nil && term.IsTerminal(int(f.Fd())) }
+
+// progressGoal is what an operation expects to reach, when it is known:
+// the bar and the ETA follow Bytes if set, else Objects; with neither a
+// spinner shows the counts and the rate.
+type progressGoal struct {
+	Objects int64
+	Bytes   int64
+}
+
+// progressView draws one line on stderr for a running backup, restore or
+// check from the engine's Progress counters: objects and bytes done, a
+// bar towards the goal, MB/s over the last seconds, and the time left.
+type progressView struct {
+	pr       *engine.Progress
+	goal     progressGoal
+	p        *mpb.Progress
+	bar      *mpb.Bar
+	stop     chan struct{}
+	finished chan struct{}
+
+	mu      sync.Mutex
+	samples []progressSample // the last few seconds, oldest first
+}
+
+type progressSample struct {
+	at             time.Time
+	objects, bytes int64
+}
+
+const (
+	progressTick   = 200 * time.Millisecond
+	progressWindow = 5 * time.Second
+)
+
+// startProgress starts drawing, or returns a view that draws nothing when
+// progress is not wanted. Call done when the operation ends.
+func startProgress(verb string, pr *engine.Progress, goal progressGoal) *progressView {
+	v := &progressView{pr: pr, goal: goal}
+	if !progressWanted() {
+		return v
+	}
+	v.p = mpb.New(mpb.WithOutput(os.Stderr), mpb.WithRefreshRate(progressTick), mpb.WithWidth(30))
+	total := v.goal.Bytes
+	if total == 0 {
+		total = v.goal.Objects
+	}
+	var style mpb.BarFillerBuilder = mpb.BarStyle().Lbound("[").Rbound("]")
+	if total == 0 {
+		style = mpb.SpinnerStyle()
+	}
+	v.bar = v.p.New(total, style,
+		mpb.PrependDecorators(
+			decor.Name(verb, decor.WC{W: len(verb) + 1, C: decor.DindentRight}),
+			decor.Any(func(decor.Statistics) string { return v.counts() }, decor.WC{C: decor.DindentRight}),
+		),
+		mpb.AppendDecorators(
+			decor.Any(func(decor.Statistics) string { return v.rateAndETA() }, decor.WC{W: 1}),
+		),
+		mpb.BarFillerClearOnComplete(),
+	)
+	v.stop, v.finished = make(chan struct{}), make(chan struct{})
+	go v.poll()
+	return v
+}
+
+// Writer is where messages go while the view draws: above the line, so
+// they do not tear it.
+func (v *progressView) Writer(fallback io.Writer) io.Writer {
+	if v.p == nil {
+		return fallback
+	}
+	return v.p
+}
+
+func (v *progressView) poll() {
+	defer close(v.finished)
+	t := time.NewTicker(progressTick)
+	defer t.Stop()
+	for {
+		v.sample()
+		select {
+		case <-v.stop:
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (v *progressView) sample() {
+	now := time.Now()
+	s := progressSample{at: now, objects: v.pr.Files.Load(), bytes: v.pr.Bytes.Load()}
+	v.mu.Lock()
+	v.samples = append(v.samples, s)
+	for len(v.samples) > 2 && now.Sub(v.samples[0].at) > progressWindow {
+		v.samples = v.samples[1:]
+	}
+	v.mu.Unlock()
+	cur, total := s.bytes, v.goal.Bytes
+	if total == 0 {
+		cur, total = s.objects, v.goal.Objects
+	}
+	if total > 0 && cur >= total {
+		// The goal was an estimate (the parent snapshot's size): keep the
+		// bar just short of full until the operation says it is done.
+		v.bar.SetTotal(cur+1, false)
+	}
+	v.bar.SetCurrent(cur)
+}
+
+// window returns the newest sample and the rates over the window.
+func (v *progressView) window() (last progressSample, objRate, byteRate float64) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if len(v.samples) == 0 {
+		return progressSample{}, 0, 0
+	}
+	first, last := v.samples[0], v.samples[len(v.samples)-1]
+	if secs := last.at.Sub(first.at).Seconds(); secs > 0.5 {
+		objRate = float64(last.objects-first.objects) / secs
+		byteRate = float64(last.bytes-first.bytes) / secs
+	}
+	return last, objRate, byteRate
+}
+
+func (v *progressView) counts() string {
+	last, _, _ := v.window()
+	s := humanize.Comma(last.objects) + " objects"
+	if v.goal.Objects > 0 && v.goal.Bytes == 0 {
+		s += " of ~" + humanize.Comma(v.goal.Objects)
+	}
+	s += ", " + humanize.IBytes(uint64(last.bytes))
+	if v.goal.Bytes > 0 {
+		s += " / " + humanize.IBytes(uint64(v.goal.Bytes))
+	}
+	return s
+}
+
+func (v *progressView) rateAndETA() string {
+	last, objRate, byteRate := v.window()
+	s := fmt.Sprintf("%.1f MB/s", byteRate/1e6)
+	var left float64
+	switch {
+	case v.goal.Bytes > 0 && byteRate > 0:
+		left = float64(v.goal.Bytes-last.bytes) / byteRate
+	case v.goal.Bytes == 0 && v.goal.Objects > 0 && objRate > 0:
+		left = float64(v.goal.Objects-last.objects) / objRate
+	default:
+		return s
+	}
+	if left < 0 {
+		left = 0
+	}
+	return s + "  ETA " + (time.Duration(left) * time.Second).Round(time.Second).String()
+}
+
+// done stops drawing: the line is cleared either way, so the summary or
+// the error that follows stands alone.
+func (v *progressView) done() {
+	if v.p == nil {
+		return
+	}
+	close(v.stop)
+	<-v.finished
+	v.bar.Abort(true)
+	v.p.Wait()
+}
