@@ -18,7 +18,9 @@ import (
 func EnsureBucket(ctx context.Context, c *Client) (bool, error) {
 	b := c.opt.Bucket
 	_, err := c.s3.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: &b})
-	err = classify(err, "create", "s3:ListBucket", b, "")
+	if err != nil {
+		err = c.headError(ctx, err, "create", "s3:ListBucket", "")
+	}
 	created := false
 	switch {
 	case err == nil:

@@ -37,12 +37,10 @@ func (d *Destination) MkDir(ctx context.Context, path string, n *engine.Node) er
 	if path != "" {
 		return nil
 	}
-	_, err := d.c.s3.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: &d.c.opt.Bucket})
-	err = classify(err, "restore", "s3:ListBucket", d.c.opt.Bucket, "")
-	if engine.IsNotFound(err) {
-		return &engine.PermanentError{Err: &Error{Op: "restore", Resource: arn(d.c.opt.Bucket, ""), Kind: ErrNoSuchBucket, Err: err}}
+	if _, err := d.c.s3.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: &d.c.opt.Bucket}); err != nil {
+		return d.c.headError(ctx, err, "restore", "s3:ListBucket", "")
 	}
-	return err
+	return nil
 }
 
 func (d *Destination) FinishDir(ctx context.Context, path string, n *engine.Node) error { return nil }

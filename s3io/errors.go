@@ -8,7 +8,9 @@ import (
 	"regexp"
 	"strings"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/smithy-go"
 
 	"github.com/coffer-backup/coffer/engine"
@@ -48,7 +50,8 @@ func (e *Error) Error() string {
 			msg = fmt.Sprintf("%s: the bucket is in another region than the one asked: set ?region= in the location (%v)", e.Resource, e.Err)
 		}
 	case ErrNoSuchBucket:
-		msg = fmt.Sprintf("bucket %s does not exist", strings.TrimPrefix(e.Resource, "arn:aws:s3:::"))
+		bucket, _, _ := strings.Cut(strings.TrimPrefix(e.Resource, "arn:aws:s3:::"), "/")
+		msg = fmt.Sprintf("bucket %s does not exist", bucket)
 	case ErrArchived:
 		msg = fmt.Sprintf("%s is in an archive storage class and not restored (restore it with s3:RestoreObject first)", e.Resource)
 	case ErrChanged:
@@ -143,4 +146,38 @@ func classify(err error, op, action, bucket, key string) error {
 		return e
 	}
 	return &engine.PermanentError{Err: e}
+}
+
+// headError classifies the error of a HEAD of key ("" for the bucket). A
+// HEAD's answer has no body, so a bare 403 does not say whether the
+// credentials or the policy refused it, nor a bare 404 whether the key or
+// the bucket is missing: a GET of the first byte (a one-key LIST for the
+// bucket) asks again, and its error code, when it names bad credentials,
+// a missing bucket or another region, is the answer.
+func (c *Client) headError(ctx context.Context, err error, op, action, key string) error {
+	cerr := classify(err, op, action, c.opt.Bucket, key)
+	if !errors.Is(cerr, ErrAccessDenied) && !engine.IsNotFound(cerr) {
+		return cerr
+	}
+	if code := apiCode(err); code != "" && code != "Forbidden" && code != "NotFound" {
+		return cerr // the answer had a body
+	}
+	var probe error
+	if key == "" {
+		_, probe = c.s3.ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: &c.opt.Bucket, MaxKeys: aws.Int32(1)})
+	} else {
+		var out *s3.GetObjectOutput
+		out, probe = c.s3.GetObject(ctx, &s3.GetObjectInput{Bucket: &c.opt.Bucket, Key: &key, Range: aws.String("bytes=0-0")})
+		if probe == nil {
+			out.Body.Close()
+		}
+	}
+	if probe == nil {
+		return cerr
+	}
+	perr := classify(probe, op, action, c.opt.Bucket, key)
+	if errors.Is(perr, ErrBadCredentials) || errors.Is(perr, ErrWrongRegion) || errors.Is(perr, ErrNoSuchBucket) {
+		return perr
+	}
+	return cerr
 }

@@ -52,6 +52,8 @@ func TestClassify(t *testing.T) {
 			want{notFound: true}},
 		{"missing bucket", sdkError("ListObjectsV2", 404, "NoSuchBucket", "The specified bucket does not exist"), "s3:ListBucket", "",
 			want{kind: ErrNoSuchBucket, permanent: true, says: []string{"bucket b does not exist"}}},
+		{"missing bucket of a key", sdkError("GetObject", 404, "NoSuchBucket", "The specified bucket does not exist"), "s3:GetObject", "p/config",
+			want{kind: ErrNoSuchBucket, permanent: true, says: []string{"op: bucket b does not exist"}}},
 		{"access denied", sdkError("PutObject", 403, "AccessDenied", "Access Denied."), "s3:PutObject", "packs/x",
 			want{kind: ErrAccessDenied, permanent: true, says: []string{"access denied", "s3:PutObject", "arn:aws:s3:::b/packs/x", "docs/S3.md"}}},
 		{"HEAD forbidden without a body", sdkError("HeadObject", 403, "", ""), "s3:GetObject", "k",

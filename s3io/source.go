@@ -195,7 +195,7 @@ func (s *Source) head(ctx context.Context, it *engine.Item) error {
 	key := s.objectKey(it)
 	out, err := s.c.s3.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &s.c.opt.Bucket, Key: &key, ChecksumMode: types.ChecksumModeEnabled})
 	if err != nil {
-		return classify(err, "head", "s3:GetObject", s.c.opt.Bucket, key)
+		return s.c.headError(ctx, err, "head", "s3:GetObject", key)
 	}
 	m := headMeta(out)
 	tags, err := s.tags(ctx, key, m.tagCount)

@@ -235,16 +235,7 @@ func (s *Storage) Stat(ctx context.Context, name string) (engine.ObjectInfo, err
 	key := s.c.key(name)
 	out, err := s.c.s3.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &s.c.opt.Bucket, Key: &key})
 	if err != nil {
-		err = classify(err, "stat", "s3:GetObject", s.c.opt.Bucket, key)
-		if engine.IsNotFound(err) {
-			// A HEAD's 404 has no body to tell a missing key from a
-			// missing bucket; ask the bucket.
-			_, berr := s.c.s3.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: &s.c.opt.Bucket})
-			if berr = classify(berr, "stat", "s3:ListBucket", s.c.opt.Bucket, ""); engine.IsNotFound(berr) || errors.Is(berr, ErrNoSuchBucket) {
-				return engine.ObjectInfo{}, &engine.PermanentError{Err: &Error{Op: "stat", Resource: arn(s.c.opt.Bucket, ""), Kind: ErrNoSuchBucket, Err: berr}}
-			}
-		}
-		return engine.ObjectInfo{}, err
+		return engine.ObjectInfo{}, s.c.headError(ctx, err, "stat", "s3:GetObject", key)
 	}
 	return engine.ObjectInfo{Name: name, Size: aws.ToInt64(out.ContentLength)}, nil
 }
