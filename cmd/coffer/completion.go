@@ -110,7 +110,7 @@ func completeAt(args []string, w io.Writer) (bool, int) {
 	}
 	switch args[len(args)-2] {
 	case "at", "--store", "-store":
-		printNames(w, args, config.Store)
+		printNames(w, args, config.Store, "@")
 		return true, exitOK
 	case "--config", "-config", "--passphrase-file", "-passphrase-file":
 		return true, exitOK // a file: the shell's own completion
@@ -118,10 +118,10 @@ func completeAt(args []string, w io.Writer) (bool, int) {
 	return false, 0
 }
 
-// printNames prints "@name" for every entry of a kind, reading the
+// printNames prints prefix+name for every entry of a kind, reading the
 // configuration the raw arguments name (the app's Before does not run in
 // completion mode).
-func printNames(w io.Writer, args []string, kind config.Kind) {
+func printNames(w io.Writer, args []string, kind config.Kind, prefix string) {
 	configFlag = os.Getenv("COFFER_CONFIG")
 	for i, a := range args {
 		if v, ok := strings.CutPrefix(a, "--config="); ok {
@@ -137,7 +137,7 @@ func printNames(w io.Writer, args []string, kind config.Kind) {
 		return
 	}
 	for _, n := range f.Names(kind) {
-		fmt.Fprintln(w, "@"+n)
+		fmt.Fprintln(w, prefix+n)
 	}
 }
 
@@ -151,7 +151,7 @@ func completeNames(kind config.Kind) cli.BashCompleteFunc {
 		}
 		switch {
 		case prev == "-to" || prev == "--to":
-			printNames(c.App.Writer, os.Args, config.Destination)
+			printNames(c.App.Writer, os.Args, config.Destination, "@")
 		case strings.HasPrefix(prev, "-"):
 			for _, f := range c.Command.Flags {
 				if bf, ok := f.(*cli.BoolFlag); ok && bf.Hidden {
@@ -160,7 +160,7 @@ func completeNames(kind config.Kind) cli.BashCompleteFunc {
 				fmt.Fprintln(c.App.Writer, "--"+f.Names()[0])
 			}
 		case kind != "":
-			printNames(c.App.Writer, os.Args, kind)
+			printNames(c.App.Writer, os.Args, kind, "@")
 		}
 	}
 }
@@ -170,7 +170,7 @@ func completeNames(kind config.Kind) cli.BashCompleteFunc {
 func completeConfigNames(kind config.Kind) cli.BashCompleteFunc {
 	return func(c *cli.Context) {
 		if c.NArg() == 0 {
-			printNames(c.App.Writer, os.Args, kind)
+			printNames(c.App.Writer, os.Args, kind, "")
 			return
 		}
 		for _, k := range config.Keys(kind) {
