@@ -22,8 +22,12 @@ func progressWanted() bool {
 	return !quiet && stderrTerminal
 }
 
-// stderrTerminal is set by run from the real stderr.
-var stderrTerminal bool
+// stderrTerminal is set by run from the real stderr; progressOut is
+// where the view draws (a test points it at a pseudo-terminal).
+var (
+	stderrTerminal bool
+	progressOut    = os.Stderr
+)
 
 func isTerminal(f *os.File) bool { return f != nil && term.IsTerminal(int(f.Fd())) }
 
@@ -67,7 +71,7 @@ func startProgress(verb string, pr *engine.Progress, goal progressGoal) *progres
 	if !progressWanted() {
 		return v
 	}
-	v.p = mpb.New(mpb.WithOutput(os.Stderr), mpb.WithRefreshRate(progressTick), mpb.WithWidth(30))
+	v.p = mpb.New(mpb.WithOutput(progressOut), mpb.WithRefreshRate(progressTick), mpb.WithWidth(30))
 	total := v.goal.Bytes
 	if total == 0 {
 		total = v.goal.Objects

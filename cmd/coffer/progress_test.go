@@ -1,0 +1,63 @@
+package main
+
+import (
+	"bytes"
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/creack/pty"
+
+	"github.com/coffer-backup/coffer/engine"
+)
+
+// On a terminal the view draws objects, bytes, MB/s, a bar and an ETA,
+// and clears its line when done; with -q or off a terminal it draws
+// nothing.
+func TestProgressView(t *testing.T) {
+	ptmx, tty, err := pty.Open()
+	if err != nil {
+		t.Skip("no pty:", err)
+	}
+	defer ptmx.Close()
+	defer tty.Close()
+	pty.Setsize(ptmx, &pty.Winsize{Rows: 24, Cols: 160})
+	saved := progressOut
+	defer func() { progressOut, stderrTerminal, quiet = saved, false, false }()
+	progressOut, stderrTerminal, quiet = tty, true, false
+
+	var out bytes.Buffer
+	read := make(chan struct{})
+	go func() { io.Copy(&out, ptmx); close(read) }()
+
+	pr := &engine.Progress{}
+	v := startProgress("restore", pr, progressGoal{Objects: 10, Bytes: 100 << 20})
+	for i := 1; i <= 8; i++ {
+		pr.Files.Add(1)
+		pr.Bytes.Add(10 << 20)
+		time.Sleep(100 * time.Millisecond)
+	}
+	v.done()
+	tty.Close()
+	select {
+	case <-read:
+	case <-time.After(2 * time.Second):
+	}
+	s := out.String()
+	for _, want := range []string{"restore", "objects", "MiB / 100 MiB", "MB/s", "ETA", "["} {
+		if !strings.Contains(s, want) {
+			t.Fatalf("progress lacks %q:\n%q", want, s)
+		}
+	}
+
+	// Off a terminal, or with -q: nothing.
+	stderrTerminal = false
+	if v := startProgress("backup", pr, progressGoal{}); v.p != nil {
+		t.Fatal("a view draws off a terminal")
+	}
+	stderrTerminal, quiet = true, true
+	if v := startProgress("backup", pr, progressGoal{}); v.p != nil {
+		t.Fatal("a view draws under -q")
+	}
+}
