@@ -133,6 +133,41 @@ func TestLRUMergesConcurrentLoads(t *testing.T) {
 	}
 }
 
+// TestLRUGetWith: an LRU without a loader of its own, fed by the loads
+// its callers hand over (as engine.TreeCache does), merges concurrent
+// loads of one id, keeps the result, and does not keep a failure.
+func TestLRUGetWith(t *testing.T) {
+	st := newFakeStore()
+	st.delay = 50 * time.Millisecond
+	st.blobs[idOf(1)] = []byte("one")
+	c := New(1<<20, func(b []byte) int64 { return int64(len(b)) }, 4, nil)
+	defer c.Close()
+	get := func(id engine.ID) ([]byte, error) {
+		return c.GetWith(context.Background(), id, func(ctx context.Context) ([]byte, error) { return st.load(ctx, id) })
+	}
+	var wg sync.WaitGroup
+	for i := 0; i < 20; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if b, err := get(idOf(1)); err != nil || string(b) != "one" {
+				t.Errorf("get: %q %v", b, err)
+			}
+		}()
+	}
+	wg.Wait()
+	if b, err := get(idOf(1)); err != nil || string(b) != "one" || st.count(idOf(1)) != 1 {
+		t.Fatalf("after the merged load: %q %v, %d loads", b, err, st.count(idOf(1)))
+	}
+	if s := c.Stats(); s.Loads != 1 || s.Hits != 1 || s.Misses != 20 {
+		t.Fatalf("stats %+v", s)
+	}
+	get(idOf(2))
+	if _, err := get(idOf(2)); !errors.Is(err, engine.ErrNotFound) || st.count(idOf(2)) != 2 {
+		t.Fatalf("a failed load: %v, %d loads", err, st.count(idOf(2)))
+	}
+}
+
 func TestLRUWaiterGivesUp(t *testing.T) {
 	st := newFakeStore()
 	st.delay = 200 * time.Millisecond

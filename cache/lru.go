@@ -22,6 +22,9 @@ import (
 // directory page).
 type Loader[V any] func(ctx context.Context, id engine.ID) (V, error)
 
+// load is one load of one id, as GetWith is given it.
+type load[V any] func(ctx context.Context) (V, error)
+
 // LRU holds values by id up to a byte budget, evicting the least recently
 // used. Get merges concurrent loads of one id into one call of the
 // loader; Prefetch loads in the background what is neither cached nor
@@ -63,7 +66,8 @@ type Stats struct {
 }
 
 // New returns an LRU that holds at most maxBytes as measured by size and
-// runs at most parallel background loads at once.
+// runs at most parallel background loads at once. load may be nil for an
+// LRU used only through GetWith; Get and Prefetch need it.
 func New[V any](maxBytes int64, size func(V) int64, parallel int, load Loader[V]) *LRU[V] {
 	if parallel < 1 {
 		parallel = 1
@@ -87,6 +91,13 @@ func (c *LRU[V]) Max() int64 { return c.max }
 // load of id already running) and keeps it. If ctx ends first, Get
 // returns ctx's error; the load goes on for the others waiting on it.
 func (c *LRU[V]) Get(ctx context.Context, id engine.ID) (V, error) {
+	return c.GetWith(ctx, id, func(ctx context.Context) (V, error) { return c.load(ctx, id) })
+}
+
+// GetWith is Get with the load of id given by the caller, for values
+// whose loader only the asker knows (engine.TreeCache hands one over with
+// each request). A load of id already running is waited for instead.
+func (c *LRU[V]) GetWith(ctx context.Context, id engine.ID, fn func(context.Context) (V, error)) (V, error) {
 	c.mu.Lock()
 	if v, ok := c.lru.Get(id); ok {
 		c.mu.Unlock()
@@ -94,7 +105,7 @@ func (c *LRU[V]) Get(ctx context.Context, id engine.ID) (V, error) {
 		return v, nil
 	}
 	c.misses.Add(1)
-	cl := c.startLocked(id)
+	cl := c.startLocked(id, fn)
 	c.mu.Unlock()
 	select {
 	case <-cl.done:
@@ -160,24 +171,24 @@ func (c *LRU[V]) background(id engine.ID) {
 	c.inflight[id] = cl
 	c.mu.Unlock()
 	c.prefetches.Add(1)
-	c.run(id, cl)
+	c.run(cl, func(ctx context.Context) (V, error) { return c.load(ctx, id) }, id)
 }
 
-// startLocked returns the load of id in flight, starting one if there is
-// none. c.mu must be held.
-func (c *LRU[V]) startLocked(id engine.ID) *call[V] {
+// startLocked returns the load of id in flight, starting one with fn if
+// there is none. c.mu must be held.
+func (c *LRU[V]) startLocked(id engine.ID, fn load[V]) *call[V] {
 	if cl := c.inflight[id]; cl != nil {
 		return cl
 	}
 	cl := &call[V]{done: make(chan struct{})}
 	c.inflight[id] = cl
-	go c.run(id, cl)
+	go c.run(cl, fn, id)
 	return cl
 }
 
-func (c *LRU[V]) run(id engine.ID, cl *call[V]) {
+func (c *LRU[V]) run(cl *call[V], fn load[V], id engine.ID) {
 	c.loads.Add(1)
-	v, err := c.load(c.base, id)
+	v, err := fn(c.base)
 	cl.val, cl.err = v, err
 	c.mu.Lock()
 	delete(c.inflight, id)
