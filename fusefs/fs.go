@@ -16,6 +16,7 @@ import (
 	"io"
 	"log"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -23,12 +24,16 @@ import (
 	"github.com/coffer-backup/coffer/engine"
 )
 
-// Repo is what the mount reads through; *engine.Repo implements it.
+// Repo is what the mount reads through; *engine.Repo implements it. The
+// mount walks directories with the engine's own Lookup and Iter, and
+// keeps what they decode in its tree cache (SetTreeCache).
 type Repo interface {
 	LoadBlob(ctx context.Context, id engine.ID) ([]byte, error)
 	LoadDir(ctx context.Context, id engine.ID) (*engine.Dir, error)
-	LoadPage(ctx context.Context, id engine.ID) ([]engine.Node, error)
+	Lookup(ctx context.Context, d *engine.Dir, key string) (*engine.Node, error)
+	Iter(d *engine.Dir) *engine.DirIter
 	FileChunks(ctx context.Context, n *engine.Node) ([]engine.Chunk, error)
+	SetTreeCache(c engine.TreeCache)
 }
 
 var _ Repo = (*engine.Repo)(nil)
@@ -44,8 +49,9 @@ type Options struct {
 	ReadAhead int64
 	// Parallel bounds the read-ahead loads running at once. Default 4.
 	Parallel int
-	// MetaCacheSize bounds the decoded directories, pages and chunk lists
-	// kept in memory (an estimate). Default 64 MiB.
+	// MetaCacheSize bounds the decoded directories and pages kept in
+	// memory (an estimate; the engine loads them through this cache).
+	// An open file's chunk list stays with the file. Default 64 MiB.
 	MetaCacheSize int64
 	// Log receives the errors the mount turns into EIO. Default: discard.
 	Log *log.Logger
@@ -61,8 +67,7 @@ type FS struct {
 	opt  Options
 
 	chunks *cache.Chunks
-	dirs   *cache.LRU[*engine.Dir]
-	pages  *cache.LRU[[]engine.Node]
+	trees  *trees
 
 	totals totals // what statfs reports, set with the root
 
@@ -70,7 +75,10 @@ type FS struct {
 	logged map[string]bool
 }
 
-// New returns the shared state of a tree reading through repo.
+// New returns the shared state of a tree reading through repo, and makes
+// repo keep its decoded directories and pages in the tree's cache
+// (engine.Repo.SetTreeCache): call it before the repo is in use, and
+// give each mount a repo of its own.
 func New(repo Repo, opt Options) *FS {
 	if opt.CacheSize <= 0 {
 		opt.CacheSize = 256 << 20
@@ -92,16 +100,46 @@ func New(repo Repo, opt Options) *FS {
 	}
 	f := &FS{repo: repo, opt: opt, logged: map[string]bool{}}
 	f.chunks = cache.NewChunks(opt.CacheSize, opt.Parallel, repo.LoadBlob)
-	f.dirs = cache.New(opt.MetaCacheSize/2, dirSize, opt.Parallel, repo.LoadDir)
-	f.pages = cache.New(opt.MetaCacheSize/2, nodesSize, opt.Parallel, repo.LoadPage)
+	f.trees = &trees{
+		dirs:  cache.New[*engine.Dir](opt.MetaCacheSize/2, dirSize, opt.Parallel, nil),
+		pages: cache.New[[]engine.Node](opt.MetaCacheSize/2, nodesSize, opt.Parallel, nil),
+	}
+	repo.SetTreeCache(f.trees)
 	return f
 }
 
-// Close stops the loads in flight.
+// Close stops the loads in flight. The repo's tree cache then loads
+// without keeping anything.
 func (f *FS) Close() {
+	f.trees.closed.Store(true)
 	f.chunks.Close()
-	f.dirs.Close()
-	f.pages.Close()
+	f.trees.dirs.Close()
+	f.trees.pages.Close()
+}
+
+// trees is the mount's engine.TreeCache: byte-bounded LRUs of decoded
+// directories and pages, in which concurrent loads of one blob are
+// merged.
+type trees struct {
+	dirs   *cache.LRU[*engine.Dir]
+	pages  *cache.LRU[[]engine.Node]
+	closed atomic.Bool
+}
+
+var _ engine.TreeCache = (*trees)(nil)
+
+func (t *trees) Dir(ctx context.Context, id engine.ID, load func(context.Context) (*engine.Dir, error)) (*engine.Dir, error) {
+	if t.closed.Load() {
+		return load(ctx)
+	}
+	return t.dirs.GetWith(ctx, id, load)
+}
+
+func (t *trees) Page(ctx context.Context, id engine.ID, load func(context.Context) ([]engine.Node, error)) ([]engine.Node, error) {
+	if t.closed.Load() {
+		return load(ctx)
+	}
+	return t.pages.GetWith(ctx, id, load)
 }
 
 // Stats describe what the caches did.
@@ -111,7 +149,7 @@ type Stats struct {
 
 // Stats returns the caches' counters.
 func (f *FS) Stats() Stats {
-	return Stats{Chunks: f.chunks.Stats(), Dirs: f.dirs.Stats(), Pages: f.pages.Stats()}
+	return Stats{Chunks: f.chunks.Stats(), Dirs: f.trees.dirs.Stats(), Pages: f.trees.pages.Stats()}
 }
 
 // nodeSize estimates the memory of a decoded node.
@@ -161,14 +199,22 @@ func (f *FS) errno(op, path string, err error) syscall.Errno {
 // childIno derives a stable inode number from the parent's and the
 // child's name (its sort key, or a fixed name in the snapshot list), so
 // the same path has the same number in every mount.
-func childIno(parent uint64, key string) uint64 {
+func childIno(parent uint64, key string) uint64 { return inoHash(parent, 0, key) }
+
+// pieceIno is the stable inode number of the folder that the pieces
+// prefix ("AAA…%+/", "AAA…%+/BBB…%+/") of a long name make in the
+// directory with inode number parent (see pieceDir). It hashes apart from
+// the sort keys of childIno.
+func pieceIno(parent uint64, prefix string) uint64 { return inoHash(parent, 1, prefix) }
+
+func inoHash(parent uint64, domain byte, key string) uint64 {
 	h := fnv.New64a()
 	var b [8]byte
 	for i := range b {
 		b[i] = byte(parent >> (8 * i))
 	}
 	h.Write(b[:])
-	h.Write([]byte{0})
+	h.Write([]byte{domain})
 	h.Write([]byte(key))
 	ino := h.Sum64()
 	if ino < 2 {

@@ -17,8 +17,10 @@ import (
 	"time"
 
 	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 
+	"github.com/coffer-backup/coffer/cache"
 	"github.com/coffer-backup/coffer/engine"
 	"github.com/coffer-backup/coffer/internal/testtree"
 )
@@ -43,6 +45,17 @@ func newRepo(t testing.TB) *engine.Repo {
 	return r
 }
 
+// reopen opens r's store again, for a second mount: a mount sets its
+// repo's tree cache, so two mounts cannot share one repo.
+func reopen(t testing.TB, r *engine.Repo) *engine.Repo {
+	t.Helper()
+	r2, err := engine.Open(context.Background(), r.Storage(), []byte("pass"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r2
+}
+
 func backup(t testing.TB, r *engine.Repo, src engine.Source) *engine.Snapshot {
 	t.Helper()
 	res, err := r.Backup(context.Background(), src, engine.BackupOptions{Concurrency: 2,
@@ -62,20 +75,12 @@ func backupDir(t testing.TB, r *engine.Repo, dir string) *engine.Snapshot {
 	return backup(t, r, src)
 }
 
-// countingRepo counts the loads of tree blobs.
+// countingRepo counts the loads of content blobs and chunk lists that
+// the mount asks for. Directories and pages are loaded by the engine
+// (Lookup, Iter) through the mount's tree cache, whose Stats count them.
 type countingRepo struct {
 	Repo
-	dirs, pages, blobs, lists atomic.Int64
-}
-
-func (c *countingRepo) LoadDir(ctx context.Context, id engine.ID) (*engine.Dir, error) {
-	c.dirs.Add(1)
-	return c.Repo.LoadDir(ctx, id)
-}
-
-func (c *countingRepo) LoadPage(ctx context.Context, id engine.ID) ([]engine.Node, error) {
-	c.pages.Add(1)
-	return c.Repo.LoadPage(ctx, id)
+	blobs, lists atomic.Int64
 }
 
 func (c *countingRepo) LoadBlob(ctx context.Context, id engine.ID) ([]byte, error) {
@@ -199,7 +204,7 @@ func TestSnapshotsView(t *testing.T) {
 		}
 		return st.Ino
 	}
-	mnt2, _ := mountAll(t, r, Options{}, snaps)
+	mnt2, _ := mountAll(t, reopen(t, r), Options{}, snaps)
 	if a, b := ino(mnt, deep), ino(mnt2, deep); a != b {
 		t.Fatalf("inode of %s: %d, then %d", deep, a, b)
 	}
@@ -452,7 +457,8 @@ func TestLazyLoads(t *testing.T) {
 	}
 	cr := &countingRepo{Repo: r}
 	r.LoadIndex(ctx)
-	mnt, _ := mountAll(t, cr, Options{}, all)
+	mnt, f := mountAll(t, cr, Options{}, all)
+	trees := func() (dirs, pages cache.Stats) { st := f.Stats(); return st.Dirs, st.Pages }
 
 	// Listing the snapshots and stat-ing their folders reads no tree.
 	if n := len(names(t, mnt)); n != len(all)+2 {
@@ -468,17 +474,27 @@ func TestLazyLoads(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if d, p, b := cr.dirs.Load(), cr.pages.Load(), cr.blobs.Load(); d+p+b != 0 {
-		t.Fatalf("the snapshot list loaded %d dirs, %d pages, %d blobs", d, p, b)
+	if d, p := trees(); d.Hits+d.Misses+p.Hits+p.Misses != 0 || cr.blobs.Load() != 0 {
+		t.Fatalf("the snapshot list read trees: dirs %+v, pages %+v, %d blobs", d, p, cr.blobs.Load())
 	}
 
-	// A lookup in a paged directory loads the directory and one page.
+	// A lookup in a paged directory loads the directory and one page,
+	// through the engine's Lookup and the mount's tree cache.
 	bigDir := filepath.Join(mnt, SnapshotName(all[len(all)-1]), "big")
 	if _, err := os.Stat(filepath.Join(bigDir, "f12345")); err != nil {
 		t.Fatal(err)
 	}
-	if d, p := cr.dirs.Load(), cr.pages.Load(); d != 2 || p != 1 {
-		t.Fatalf("one lookup in a paged dir loaded %d dirs and %d pages", d, p)
+	if d, p := trees(); d.Loads != 2 || p.Loads != 1 {
+		t.Fatalf("one lookup in a paged dir loaded %d dirs and %d pages", d.Loads, p.Loads)
+	}
+	// A name that would be on the same page is looked up in the cached
+	// page.
+	_, hits := trees()
+	if _, err := os.Stat(filepath.Join(bigDir, "f12345x")); !os.IsNotExist(err) {
+		t.Fatalf("f12345x: %v", err)
+	}
+	if d, p := trees(); d.Loads != 2 || p.Loads != 1 || p.Hits <= hits.Hits {
+		t.Fatalf("a second lookup loaded %d dirs and %d pages, %d page hits", d.Loads, p.Loads, p.Hits-hits.Hits)
 	}
 	dir, err := r.LoadDir(ctx, mustResolve(t, r, all[len(all)-1], "/big").Subtree)
 	if err != nil || len(dir.Pages) < 10 {
@@ -488,8 +504,8 @@ func TestLazyLoads(t *testing.T) {
 	if n := len(names(t, bigDir)); n != entries {
 		t.Fatalf("big lists %d entries", n)
 	}
-	if p := cr.pages.Load(); p != int64(len(dir.Pages)) {
-		t.Fatalf("listing %d pages loaded %d", len(dir.Pages), p)
+	if _, p := trees(); p.Loads != int64(len(dir.Pages)) {
+		t.Fatalf("listing %d pages loaded %d", len(dir.Pages), p.Loads)
 	}
 	// Opening a file reads its chunk list but no content.
 	fd, err := os.Open(filepath.Join(mnt, SnapshotName(all[len(all)-1]), "big2", "many"))
@@ -513,4 +529,204 @@ func mustResolve(t testing.TB, r *engine.Repo, sn *engine.Snapshot, p string) *e
 		t.Fatal(err)
 	}
 	return n
+}
+
+// TestLongNames: a key segment longer than NAME_MAX shows as nested
+// folders of its pieces (engine.LocalName), the last piece being the real
+// file or directory; pieces that several names share show once.
+func TestLongNames(t *testing.T) {
+	r := newRepo(t)
+	src := &memSource{uri: "s3://long/"}
+	src.items = append(src.items, engine.Item{Path: "", Node: engine.Node{Type: engine.TypeDir, Mode: 0o750, UID: 7, GID: 8}})
+	a600 := strings.Repeat("a", 600)
+	b300 := strings.Repeat("b", 300)
+	c1, c2 := strings.Repeat("c", 400)+"1", strings.Repeat("c", 400)+"2"
+	e := strings.Repeat("é", 200)                 // cut between runes
+	pct := "%" + strings.Repeat("x", 300) + "%25" // escaped, cut between escapes
+	files := map[string]string{
+		a600:              "six hundred",
+		b300:              "file b",
+		b300 + "/inner":   "in dir b",
+		c1:                "c one",
+		c2:                "c two",
+		e:                 "accents",
+		pct:               "percent",
+		"short":           "short",
+		"d/" + a600 + "x": "deeper",
+	}
+	var paths []string
+	for p := range files {
+		paths = append(paths, p)
+	}
+	sort.Strings(paths)
+	for _, p := range paths {
+		src.file(p, []byte(files[p]))
+	}
+	sn := backup(t, r, src)
+	mnt, _ := mountAll(t, r, Options{}, []*engine.Snapshot{sn})
+	base := filepath.Join(mnt, SnapshotName(sn))
+
+	// Local paths: every segment mapped, a directory beside a file of
+	// the same name with "%~".
+	local := func(p string) string {
+		segs := strings.Split(p, "/")
+		for i, s := range segs {
+			beside := i < len(segs)-1 && files[strings.Join(segs[:i+1], "/")] != ""
+			segs[i] = engine.LocalName(s, beside)
+		}
+		return strings.Join(segs, "/")
+	}
+	want := map[string]string{}
+	for p, content := range files {
+		want[local(p)] = content
+	}
+	if !strings.Contains(local(a600), "%+/") || strings.Count(local(a600), "/") != 2 {
+		t.Fatalf("600 bytes map to %q", local(a600))
+	}
+
+	// Every file is where the mapping puts it, and nothing else shows.
+	got := map[string]string{}
+	err := filepath.WalkDir(base, func(p string, de os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if len(de.Name()) > engine.NameMax {
+			t.Errorf("%s: a name of %d bytes", p, len(de.Name()))
+		}
+		if de.Type().IsRegular() {
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			got[strings.TrimPrefix(p, base+"/")] = string(b)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("files in the mount:\n%q\nwant\n%q", got, want)
+	}
+
+	// The root lists each first piece once.
+	firsts := map[string]bool{}
+	for p := range want {
+		first, _, _ := strings.Cut(p, "/")
+		firsts[first] = true
+	}
+	var wantRoot []string
+	for n := range firsts {
+		wantRoot = append(wantRoot, n)
+	}
+	sort.Strings(wantRoot)
+	if got := names(t, base); strings.Join(got, "\n") != strings.Join(wantRoot, "\n") {
+		t.Fatalf("root lists\n%q\nwant\n%q", got, wantRoot)
+	}
+	// Two names that share their first piece: its folder holds both.
+	cDir := filepath.Join(base, strings.Repeat("c", 253)+"%+")
+	if got := names(t, cDir); len(got) != 2 || got[0] != strings.Repeat("c", 147)+"1" || got[1] != strings.Repeat("c", 147)+"2" {
+		t.Fatalf("shared piece lists %q", got)
+	}
+	// A directory beside a file: the last pieces are "…" and "…%~".
+	bDir := filepath.Join(base, strings.Repeat("b", 253)+"%+")
+	if got := names(t, bDir); strings.Join(got, " ") != strings.Repeat("b", 47)+" "+strings.Repeat("b", 47)+"%~" {
+		t.Fatalf("file beside dir lists %q", got)
+	}
+
+	// A piece folder has its directory's owner and mode, and stable,
+	// distinct inode numbers; a piece that is no name's is not there.
+	var st, st2 syscall.Stat_t
+	if err := syscall.Stat(cDir, &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode != syscall.S_IFDIR|0o750 || st.Uid != 7 || st.Gid != 8 {
+		t.Fatalf("piece folder: mode %o, owner %d:%d", st.Mode, st.Uid, st.Gid)
+	}
+	if err := syscall.Stat(bDir, &st2); err != nil || st2.Ino == st.Ino {
+		t.Fatalf("two piece folders share inode %d (%v)", st.Ino, err)
+	}
+	mnt2, _ := mountAll(t, reopen(t, r), Options{}, []*engine.Snapshot{sn})
+	for _, p := range []string{strings.Repeat("c", 253) + "%+", local(a600)} {
+		var s1, s2 syscall.Stat_t
+		if err := syscall.Stat(filepath.Join(base, p), &s1); err != nil {
+			t.Fatal(err)
+		}
+		if err := syscall.Stat(filepath.Join(mnt2, SnapshotName(sn), p), &s2); err != nil || s1.Ino != s2.Ino {
+			t.Fatalf("%s: inode %d, then %d (%v)", p, s1.Ino, s2.Ino, err)
+		}
+	}
+	for _, p := range []string{strings.Repeat("a", 252) + "%+", strings.Repeat("z", 253) + "%+", strings.Repeat("c", 253) + "%+/c"} {
+		if _, err := os.Lstat(filepath.Join(base, p)); !os.IsNotExist(err) {
+			t.Fatalf("%.20s…: %v, want not found", p, err)
+		}
+	}
+}
+
+// TestDirSeek: a directory handle continues from any offset it gave,
+// loading only the page that offset lands in.
+func TestDirSeek(t *testing.T) {
+	r := newRepo(t)
+	src := &memSource{uri: "/seek"}
+	const entries = 3000
+	for i := 0; i < entries; i++ {
+		src.file(fmt.Sprintf("f%05d", i), nil)
+	}
+	sn := backup(t, r, src)
+	ctx := context.Background()
+	r.LoadIndex(ctx)
+	list := func(f *FS) ([]fuse.DirEntry, *dirHandle) {
+		d := &dirNode{entry: entry{fsys: f, n: *sn.RootNode()}}
+		dir, err := d.load(ctx)
+		if err != nil || len(dir.Pages) < 5 {
+			t.Fatalf("%d pages, %v", len(dir.Pages), err)
+		}
+		h := &dirHandle{d: d, dir: dir}
+		var out []fuse.DirEntry
+		for {
+			de, errno := h.Readdirent(ctx)
+			if errno != 0 {
+				t.Fatal(errno)
+			}
+			if de == nil {
+				return out, h
+			}
+			out = append(out, *de)
+		}
+	}
+	f := New(r, Options{})
+	defer f.Close()
+	all, h := list(f)
+	if len(all) != entries+2 || all[2].Name != "f00000" || all[len(all)-1].Name != fmt.Sprintf("f%05d", entries-1) {
+		t.Fatalf("%d entries", len(all))
+	}
+	rng := rand.New(rand.NewPCG(5, 6))
+	for i := 0; i < 200; i++ {
+		k := rng.IntN(len(all))
+		if errno := h.Seekdir(ctx, all[k].Off); errno != 0 {
+			t.Fatal(errno)
+		}
+		de, _ := h.Readdirent(ctx)
+		if k == len(all)-1 {
+			if de != nil {
+				t.Fatalf("after the last entry: %q", de.Name)
+			}
+			continue
+		}
+		if de == nil || *de != all[k+1] {
+			t.Fatalf("after offset %d: %+v, want %+v", all[k].Off, de, all[k+1])
+		}
+	}
+
+	// On a fresh cache, continuing near the end loads one page.
+	f2 := New(r, Options{})
+	defer f2.Close()
+	h2 := &dirHandle{d: &dirNode{entry: entry{fsys: f2, n: *sn.RootNode()}}, dir: h.dir}
+	h2.Seekdir(ctx, all[len(all)-3].Off)
+	if de, _ := h2.Readdirent(ctx); de == nil || de.Name != all[len(all)-2].Name {
+		t.Fatalf("near the end: %+v", de)
+	}
+	if p := f2.Stats().Pages; p.Loads != 1 {
+		t.Fatalf("a seek to the last page loaded %d pages", p.Loads)
+	}
 }

@@ -2,7 +2,6 @@ package fusefs
 
 import (
 	"context"
-	"sort"
 	"strings"
 	"sync"
 	"syscall"
@@ -131,7 +130,7 @@ func (f *FS) newNode(n *engine.Node) fs.InodeEmbedder {
 // --- directories ---
 
 // dirNode is a directory of a snapshot. Its blob is loaded (through the
-// shared LRU) when it is first looked into.
+// tree cache) when it is first looked into.
 type dirNode struct {
 	entry
 }
@@ -146,71 +145,50 @@ var (
 )
 
 func (d *dirNode) load(ctx context.Context) (*engine.Dir, error) {
-	return d.fsys.dirs.Get(ctx, d.n.Subtree)
+	return d.fsys.repo.LoadDir(ctx, d.n.Subtree)
 }
 
-// lookupKey finds the entry with sort key key, loading at most one page.
-func (f *FS) lookupKey(ctx context.Context, d *engine.Dir, key string) (*engine.Node, error) {
-	nodes := d.Inline
-	if nodes == nil {
-		i := sort.Search(len(d.Pages), func(i int) bool { return d.Pages[i].First > key }) - 1
-		if i < 0 {
-			return nil, nil
-		}
-		var err error
-		if nodes, err = f.pages.Get(ctx, d.Pages[i].ID); err != nil {
-			return nil, err
-		}
-	}
-	i := sort.Search(len(nodes), func(i int) bool { return nodes[i].SortKey() >= key })
-	if i < len(nodes) && nodes[i].SortKey() == key {
-		return &nodes[i], nil
-	}
-	return nil, nil
-}
-
-// find returns the entry whose local name (engine.LocalName) is name.
+// find returns the entry of d whose local name (engine.LocalName) is
+// name, a name of one piece.
 func (f *FS) find(ctx context.Context, d *engine.Dir, name string) (*engine.Node, error) {
 	seg, dirBesideFile, err := engine.SegmentFromLocal(name)
 	if err != nil || engine.LocalName(seg, dirBesideFile) != name {
 		return nil, nil // not a name this mount shows
 	}
 	if dirBesideFile {
-		dir, err := f.lookupKey(ctx, d, seg+"/")
+		dir, err := f.repo.Lookup(ctx, d, seg+"/")
 		if dir == nil || err != nil {
 			return nil, err
 		}
-		if other, err := f.lookupKey(ctx, d, seg); other == nil || err != nil {
+		if other, err := f.repo.Lookup(ctx, d, seg); other == nil || err != nil {
 			return nil, err // no file beside it: the name would be plain
 		}
 		return dir, nil
 	}
-	if n, err := f.lookupKey(ctx, d, seg); n != nil || err != nil {
+	if n, err := f.repo.Lookup(ctx, d, seg); n != nil || err != nil {
 		return n, err
 	}
-	return f.lookupKey(ctx, d, seg+"/")
+	return f.repo.Lookup(ctx, d, seg+"/")
 }
 
-// localName is the name n shows under in d, or "" when the mount cannot
-// show it (a segment longer than NAME_MAX, which the key mapping splits
-// into nested folders).
+// localName is the local name of entry n of d: one name, or for a
+// segment longer than NAME_MAX its pieces joined by "/" (see pieceDir).
 func (f *FS) localName(ctx context.Context, d *engine.Dir, n *engine.Node) (string, error) {
 	beside := false
 	if n.Type == engine.TypeDir {
-		other, err := f.lookupKey(ctx, d, n.Name)
+		other, err := f.repo.Lookup(ctx, d, n.Name)
 		if err != nil {
 			return "", err
 		}
 		beside = other != nil
 	}
-	name := engine.LocalName(n.Name, beside)
-	if strings.Contains(name, "/") {
-		return "", nil
-	}
-	return name, nil
+	return engine.LocalName(n.Name, beside), nil
 }
 
 func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	if strings.HasSuffix(name, pieceSuffix) {
+		return d.lookupPiece(ctx, &d.Inode, "", name, out)
+	}
 	dir, err := d.load(ctx)
 	if err != nil {
 		return nil, d.fsys.errno("read directory", d.Path(nil), err)
@@ -222,14 +200,15 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 	if n == nil {
 		return nil, syscall.ENOENT
 	}
-	return d.child(ctx, n, out), 0
+	return d.child(ctx, &d.Inode, n, out), 0
 }
 
-// child returns the inode of entry n of d and fills out.
-func (d *dirNode) child(ctx context.Context, n *engine.Node, out *fuse.EntryOut) *fs.Inode {
+// child returns the inode of entry n of d, a child of parent (d, or one
+// of d's piece folders), and fills out.
+func (d *dirNode) child(ctx context.Context, parent *fs.Inode, n *engine.Node, out *fuse.EntryOut) *fs.Inode {
 	ino := childIno(d.StableAttr().Ino, n.SortKey())
 	fillAttr(n, ino, &out.Attr)
-	return d.NewInode(ctx, d.fsys.newNode(n), fs.StableAttr{Mode: stableMode(n.Type), Ino: ino})
+	return parent.NewInode(ctx, d.fsys.newNode(n), fs.StableAttr{Mode: stableMode(n.Type), Ino: ino})
 }
 
 func (d *dirNode) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
@@ -240,18 +219,19 @@ func (d *dirNode) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandl
 	return &dirHandle{d: d, dir: dir}, fuse.FOPEN_KEEP_CACHE | fuse.FOPEN_CACHE_DIR, 0
 }
 
-// dirHandle lists a directory page by page. Offsets are positions: 1 and
-// 2 are "." and "..", 2+i+1 follows entry i. A seek uses the pages' entry
-// counts to load only the page it lands in.
+// dirHandle lists a directory with the engine's iterator, which loads
+// pages as it reaches them. Offsets are positions: 1 and 2 are "." and
+// "..", 2+i+1 follows entry i. A seek starts a new iterator at the page
+// holding its entry (found by the pages' entry counts) without loading
+// the pages before it.
 type dirHandle struct {
 	d   *dirNode
 	dir *engine.Dir
 
-	pos    uint64        // entries produced (including "." and "..")
-	starts []uint64      // starts[p] is the index of page p's first entry
-	nodes  []engine.Node // the page last loaded
-	start  uint64        // index of nodes[0] among the entries
-	last   *engine.Node  // the entry last produced
+	pos  uint64          // entries produced (including "." and "..")
+	it   *engine.DirIter // nil until the first entry, and after an error
+	next uint64          // the index of the entry it returns next
+	last *engine.Node    // the entry last produced
 }
 
 var (
@@ -261,48 +241,64 @@ var (
 	_ = (fs.FileReleasedirer)((*dirHandle)(nil))
 )
 
-// at returns entry i (counting from 0), loading its page.
-func (h *dirHandle) at(ctx context.Context, i uint64) (*engine.Node, error) {
-	if h.dir.Inline != nil {
-		if i < uint64(len(h.dir.Inline)) {
-			return &h.dir.Inline[i], nil
-		}
-		return nil, nil
-	}
-	if h.nodes != nil && i >= h.start && i < h.start+uint64(len(h.nodes)) {
-		return &h.nodes[i-h.start], nil
-	}
-	if h.starts == nil {
-		h.starts = make([]uint64, len(h.dir.Pages)+1)
-		for p, ref := range h.dir.Pages {
-			h.starts[p+1] = h.starts[p] + ref.Entries
+// entry returns entry i (counting from 0), or nil past the end.
+func (h *dirHandle) entry(ctx context.Context, i uint64) (*engine.Node, error) {
+	if h.it == nil || i != h.next {
+		if err := h.seek(ctx, i); err != nil {
+			return nil, err
 		}
 	}
-	p := sort.Search(len(h.dir.Pages), func(p int) bool { return h.starts[p+1] > i })
-	if p == len(h.dir.Pages) {
-		return nil, nil
-	}
-	nodes, err := h.d.fsys.pages.Get(ctx, h.dir.Pages[p].ID)
+	n, err := h.it.Next(ctx)
 	if err != nil {
+		h.it = nil
 		return nil, err
 	}
-	h.nodes, h.start = nodes, h.starts[p]
-	if i-h.start >= uint64(len(nodes)) {
-		return nil, nil // a page shorter than its ref says: stop there
+	if n != nil {
+		h.next++
 	}
-	return &nodes[i-h.start], nil
+	return n, nil
+}
+
+// seek sets a new iterator before entry i.
+func (h *dirHandle) seek(ctx context.Context, i uint64) error {
+	h.it, h.next = h.d.fsys.repo.Iter(h.dir), 0
+	p, start := 0, uint64(0)
+	for p+1 < len(h.dir.Pages) && start+h.dir.Pages[p].Entries <= i {
+		start += h.dir.Pages[p].Entries
+		p++
+	}
+	if p > 0 {
+		if _, err := h.it.Seek(ctx, h.dir.Pages[p].First); err != nil {
+			h.it = nil
+			return err
+		}
+		h.next = start
+	}
+	for h.next < i {
+		n, err := h.it.Next(ctx)
+		if err != nil {
+			h.it = nil
+			return err
+		}
+		if n == nil {
+			break
+		}
+		h.next++
+	}
+	return nil
 }
 
 func (h *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
+	ino := h.d.StableAttr().Ino
 	for {
 		h.pos++
 		switch h.pos {
 		case 1:
-			return &fuse.DirEntry{Name: ".", Mode: syscall.S_IFDIR, Ino: h.d.StableAttr().Ino, Off: 1}, 0
+			return &fuse.DirEntry{Name: ".", Mode: syscall.S_IFDIR, Ino: ino, Off: 1}, 0
 		case 2:
 			return &fuse.DirEntry{Name: "..", Mode: syscall.S_IFDIR, Ino: 1, Off: 2}, 0
 		}
-		n, err := h.at(ctx, h.pos-3)
+		n, err := h.entry(ctx, h.pos-3)
 		if err != nil {
 			h.pos--
 			return nil, h.d.fsys.errno("list", h.d.Path(nil), err)
@@ -316,11 +312,26 @@ func (h *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Err
 			h.pos--
 			return nil, h.d.fsys.errno("list", h.d.Path(nil), err)
 		}
-		if name == "" {
-			continue // not showable
+		first, _, split := strings.Cut(name, "/")
+		if !split {
+			h.last = n
+			return &fuse.DirEntry{Name: name, Mode: stableMode(n.Type), Ino: childIno(ino, n.SortKey()), Off: h.pos}, 0
 		}
-		h.last = n
-		return &fuse.DirEntry{Name: name, Mode: stableMode(n.Type), Ino: childIno(h.d.StableAttr().Ino, n.SortKey()), Off: h.pos}, 0
+		// A long name: the folder of its first piece, listed once, at
+		// the first entry in it.
+		var firstKey string
+		err = h.d.fsys.withPrefix(ctx, h.dir, first+"/", func(e *engine.Node, _ string) bool {
+			firstKey = e.SortKey()
+			return false
+		})
+		if err != nil {
+			h.pos--
+			return nil, h.d.fsys.errno("list", h.d.Path(nil), err)
+		}
+		if firstKey == n.SortKey() {
+			h.last = nil
+			return &fuse.DirEntry{Name: first, Mode: syscall.S_IFDIR, Ino: pieceIno(ino, first+"/"), Off: h.pos}, 0
+		}
 	}
 }
 
@@ -333,13 +344,159 @@ func (h *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
 func (h *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	if n := h.last; n != nil {
 		if ln, err := h.d.fsys.localName(ctx, h.dir, n); err == nil && ln == name {
-			return h.d.child(ctx, n, out), 0
+			return h.d.child(ctx, &h.d.Inode, n, out), 0
 		}
 	}
 	return h.d.Lookup(ctx, name, out)
 }
 
 func (h *dirHandle) Releasedir(ctx context.Context, flags uint32) {}
+
+// --- pieces of long names ---
+
+// pieceSuffix ends every piece of a long local name but the last.
+const pieceSuffix = "%+"
+
+// pieceDir is a folder that exists only in the mount. A segment longer
+// than NAME_MAX has a local name of several pieces nested as folders,
+// "AAA…%+/BBB…%+/CCC" (engine.LocalName): looking up "AAA…%+" in the
+// directory gives the pieceDir of prefix "AAA…%+/", whose entry is
+// "BBB…%+", whose entry is the real file or directory "CCC". A pieceDir
+// lists the next pieces of every entry of its directory whose local name
+// starts with its prefix (usually one). Its inode number derives from the
+// directory's and the prefix, its attributes from the directory's.
+type pieceDir struct {
+	fs.Inode
+	owner  *dirNode
+	prefix string
+}
+
+var (
+	_ = (fs.NodeLookuper)((*pieceDir)(nil))
+	_ = (fs.NodeReaddirer)((*pieceDir)(nil))
+	_ = (fs.NodeGetattrer)((*pieceDir)(nil))
+	_ = (fs.NodeStatfser)((*pieceDir)(nil))
+)
+
+// withPrefix calls fn with each entry of d whose local name starts with
+// prefix (pieces, each ending in "%+/"), and that local name, in sort-key
+// order, until fn returns false. It reads only the entries whose names
+// start with the prefix's bytes unescaped: pieces are never cut inside an
+// escape, and a name that is not escaped holds no "%25" or "%00".
+func (f *FS) withPrefix(ctx context.Context, d *engine.Dir, prefix string, fn func(n *engine.Node, local string) bool) error {
+	sp := strings.ReplaceAll(prefix, pieceSuffix+"/", "")
+	sp = strings.NewReplacer("%25", "%", "%00", "\x00").Replace(sp)
+	it := f.repo.Iter(d)
+	if _, err := it.Seek(ctx, sp); err != nil {
+		return err
+	}
+	for {
+		n, err := it.Next(ctx)
+		if n == nil || err != nil {
+			return err
+		}
+		if !strings.HasPrefix(n.Name, sp) {
+			return nil
+		}
+		local, err := f.localName(ctx, d, n)
+		if err != nil {
+			return err
+		}
+		if strings.HasPrefix(local, prefix) && !fn(n, local) {
+			return nil
+		}
+	}
+}
+
+// lookupPiece looks up name in the folder of prefix ("" for d itself, where
+// only pieces are looked up here): the folder of the pieces
+// prefix+name+"/", or the entry whose local name is prefix+name. parent
+// is that folder's inode.
+func (d *dirNode) lookupPiece(ctx context.Context, parent *fs.Inode, prefix, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	path := d.Path(nil) + "/" + prefix + name
+	dir, err := d.load(ctx)
+	if err != nil {
+		return nil, d.fsys.errno("read directory", d.Path(nil), err)
+	}
+	if strings.HasSuffix(name, pieceSuffix) {
+		sub, found := prefix+name+"/", false
+		err := d.fsys.withPrefix(ctx, dir, sub, func(*engine.Node, string) bool { found = true; return false })
+		if err != nil {
+			return nil, d.fsys.errno("lookup", path, err)
+		}
+		if !found {
+			return nil, syscall.ENOENT
+		}
+		ino := pieceIno(d.StableAttr().Ino, sub)
+		fillAttr(d.pieceAttr(), ino, &out.Attr)
+		return parent.NewInode(ctx, &pieceDir{owner: d, prefix: sub}, fs.StableAttr{Mode: syscall.S_IFDIR, Ino: ino}), 0
+	}
+	if prefix == "" {
+		return nil, syscall.ENOENT
+	}
+	var n *engine.Node
+	err = d.fsys.withPrefix(ctx, dir, prefix, func(e *engine.Node, local string) bool {
+		if local == prefix+name {
+			n = e
+		}
+		return n == nil
+	})
+	if err != nil {
+		return nil, d.fsys.errno("lookup", path, err)
+	}
+	if n == nil {
+		return nil, syscall.ENOENT
+	}
+	return d.child(ctx, parent, n, out), 0
+}
+
+// pieceAttr is what the folders of pieces in d show: d's owner, mode and
+// time.
+func (d *dirNode) pieceAttr() *engine.Node {
+	return &engine.Node{Type: engine.TypeDir, Mode: d.n.Mode, MTime: d.n.MTime, UID: d.n.UID, GID: d.n.GID}
+}
+
+func (p *pieceDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	return p.owner.lookupPiece(ctx, &p.Inode, p.prefix, name, out)
+}
+
+func (p *pieceDir) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
+	d := p.owner
+	dir, err := d.load(ctx)
+	if err != nil {
+		return nil, d.fsys.errno("read directory", d.Path(nil), err)
+	}
+	dino := d.StableAttr().Ino
+	list := []fuse.DirEntry{{Name: ".", Mode: syscall.S_IFDIR, Ino: p.StableAttr().Ino}, {Name: "..", Mode: syscall.S_IFDIR, Ino: 1}}
+	seen := map[string]bool{}
+	err = d.fsys.withPrefix(ctx, dir, p.prefix, func(n *engine.Node, local string) bool {
+		name, _, more := strings.Cut(local[len(p.prefix):], "/")
+		if seen[name] {
+			return true
+		}
+		seen[name] = true
+		if more {
+			list = append(list, fuse.DirEntry{Name: name, Mode: syscall.S_IFDIR, Ino: pieceIno(dino, p.prefix+name+"/")})
+		} else {
+			list = append(list, fuse.DirEntry{Name: name, Mode: stableMode(n.Type), Ino: childIno(dino, n.SortKey())})
+		}
+		return true
+	})
+	if err != nil {
+		return nil, d.fsys.errno("list", d.Path(nil)+"/"+p.prefix, err)
+	}
+	return fs.NewListDirStream(list), 0
+}
+
+func (p *pieceDir) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	fillAttr(p.owner.pieceAttr(), p.StableAttr().Ino, &out.Attr)
+	return 0
+}
+
+func (p *pieceDir) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
+	p.owner.fsys.statfs(out)
+	return 0
+}
 
 // --- files ---
 
