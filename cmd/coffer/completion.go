@@ -101,21 +101,28 @@ Examples:
 	}
 }
 
-// completeAt answers completion requests that rewriteAt would mangle: the
-// word after "at" (or --store), which is a store. It reports whether it
-// answered.
-func completeAt(args []string, w io.Writer) (bool, int) {
+// completeAt answers completion requests that the app cannot: the word
+// after "at" (or --store), which is a store, which rewriteAt would
+// mangle. It reports whether it answered; if not, it returns the
+// arguments for the app without a trailing flag being typed (a partial
+// flag or one missing its value makes urfave/cli's completion mode
+// crash; the BashComplete functions read it from os.Args instead).
+func completeAt(args []string, w io.Writer) ([]string, bool) {
 	if len(args) < 3 || args[len(args)-1] != completeFlag {
-		return false, 0
+		return args, false
 	}
-	switch args[len(args)-2] {
+	prev := args[len(args)-2]
+	switch prev {
 	case "at", "--store", "-store":
 		printNames(w, args, config.Store, "@")
-		return true, exitOK
+		return nil, true
 	case "--config", "-config", "--passphrase-file", "-passphrase-file":
-		return true, exitOK // a file: the shell's own completion
+		return nil, true // a file: the shell's own completion
 	}
-	return false, 0
+	if strings.HasPrefix(prev, "-") {
+		args = append(append([]string{}, args[:len(args)-2]...), completeFlag)
+	}
+	return args, false
 }
 
 // printNames prints prefix+name for every entry of a kind, reading the

@@ -88,8 +88,9 @@ func (e *partialError) Error() string { return e.msg }
 func run(ctx context.Context, args []string, stdout, stderr *os.File) int {
 	stderrTerminal = isTerminal(stderr)
 	configWarn, verboseTo = stderr, stderr
-	if done, code := completeAt(args, stdout); done {
-		return code
+	args, done := completeAt(args, stdout)
+	if done {
+		return exitOK
 	}
 	args, err := rewriteAt(args)
 	if err != nil {
