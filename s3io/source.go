@@ -27,9 +27,6 @@ type Source struct {
 
 	deferAttrs atomic.Bool // headers come at Open or from the parent
 	tagsDenied atomic.Bool
-	// countsSeen: the server has sent a tag count, so a response
-	// without one means no tags (MinIO omits a zero count).
-	countsSeen atomic.Bool
 	noticeOnce sync.Once
 }
 
@@ -212,14 +209,12 @@ func (s *Source) head(ctx context.Context, it *engine.Item) error {
 	return nil
 }
 
-// tags reads an object's tags unless the server said it has none or
-// s3:GetObjectTagging was denied once already (then one notice, and no
-// more tries).
+// tags reads an object's tags when the GET or HEAD said it has some
+// (x-amz-tagging-count, which S3 and MinIO send only when there are
+// tags), unless s3:GetObjectTagging was denied once already (then one
+// notice, and no more tries). An untagged object costs no request.
 func (s *Source) tags(ctx context.Context, key string, count *int32) ([]types.Tag, error) {
-	if count != nil {
-		s.countsSeen.Store(true)
-	}
-	if (count != nil && *count == 0) || (count == nil && s.countsSeen.Load()) || s.tagsDenied.Load() {
+	if count == nil || *count == 0 || s.tagsDenied.Load() {
 		return nil, nil
 	}
 	out, err := s.c.s3.GetObjectTagging(ctx, &s3.GetObjectTaggingInput{Bucket: &s.c.opt.Bucket, Key: &key})
