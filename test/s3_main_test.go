@@ -264,6 +264,11 @@ type proxy struct {
 	faults                    atomic.Int64
 	rnd                       *rand.Rand
 	mu                        sync.Mutex
+	// hook, if set, sees every request first and answers it itself by
+	// returning true.
+	hook func(w http.ResponseWriter, r *http.Request, kind string) bool
+	// rewrite, if set, may change the server's answers.
+	rewrite func(kind string, resp *http.Response) error
 }
 
 func newProxy(t testing.TB, target string) *proxy {
@@ -275,10 +280,19 @@ func newProxy(t testing.TB, target string) *proxy {
 	p := &proxy{rnd: rand.New(rand.NewPCG(1, 2))}
 	rp := httputil.NewSingleHostReverseProxy(u)
 	rp.ErrorLog = nil
+	rp.ModifyResponse = func(resp *http.Response) error {
+		if p.rewrite == nil {
+			return nil
+		}
+		return p.rewrite(requestKind(resp.Request), resp)
+	}
 	p.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		kind := requestKind(r)
 		bucket, _, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/"), "/")
 		p.count(kind + " " + bucket)
+		if p.hook != nil && p.hook(w, r, kind) {
+			return
+		}
 		p.mu.Lock()
 		x := p.rnd.Float64()
 		p.mu.Unlock()
