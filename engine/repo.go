@@ -131,14 +131,16 @@ func (r *Repo) LoadBlob(ctx context.Context, id ID) ([]byte, error) {
 	if err != nil {
 		return nil, &BlobError{ID: id, Pack: pack, Err: err}
 	}
-	plain, err := r.openBlob(nil, sealed, loc, pack)
+	// Decrypt in place: a raw blob's plaintext is then the fetched buffer
+	// itself, with no second allocation or copy.
+	plain, _, err := r.openBlobInPlace(sealed, loc, pack, nil)
 	if inv, ok := r.st.(Invalidator); ok && errors.Is(err, ErrAuth) {
 		// Perhaps only a cached copy is damaged: drop it, read again.
 		inv.Invalidate(name, off, n)
 		if sealed, err = r.st.Get(ctx, name, off, n); err != nil {
 			return nil, &BlobError{ID: id, Pack: pack, Err: err}
 		}
-		plain, err = r.openBlob(nil, sealed, loc, pack)
+		plain, _, err = r.openBlobInPlace(sealed, loc, pack, nil)
 	}
 	return plain, err
 }

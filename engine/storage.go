@@ -16,7 +16,8 @@ type Storage interface {
 	// durable; a reader never sees a partially written object.
 	Put(ctx context.Context, name string, data []byte) error
 	// Get returns length bytes of name starting at offset; length < 0
-	// means to the end of the object.
+	// means to the end of the object. The caller owns the returned slice
+	// (the engine decrypts blobs in place in it).
 	Get(ctx context.Context, name string, offset, length int64) ([]byte, error)
 	// List calls fn for every object whose name starts with prefix.
 	List(ctx context.Context, prefix string, fn func(ObjectInfo) error) error
