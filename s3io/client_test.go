@@ -149,3 +149,26 @@ func TestOptions(t *testing.T) {
 		t.Errorf("storage class / SSE: %+v", o)
 	}
 }
+
+func TestSourcePartSize(t *testing.T) {
+	const mib = 1 << 20
+	for _, c := range []struct {
+		etag       string
+		size, want int64
+	}{
+		{`"d41d8cd98f00b204e9800998ecf8427e"`, 10 * mib, 0}, // single part
+		{`"ea1e8d11ec03faa4228c226c31f65f3c-2"`, 10 * mib, 8 * mib},
+		{`"x-3"`, 20*mib + 321, 8 * mib}, // the aws CLI's 8 MiB parts
+		{`"x-5"`, 24 * mib, 5 * mib},     // rclone's 5 MiB
+		{`"x-1"`, 3 * mib, 8 * mib},      // one part holds it all
+		{`"x-1"`, 100 * mib, 100 * mib},  // one part of 100 MiB
+		{`"x-7"`, 1000 * mib, 143 * mib}, // an even split, rounded up to a MiB
+		{`"x-2"`, 4 * mib, 0},            // parts under 5 MiB: no fit
+		{`"x-1"`, 2048 * mib, 0},         // too large a part to hold
+		{`"x-abc"`, 10 * mib, 0},         // not a part count
+	} {
+		if got := sourcePartSize(c.size, etagParts(c.etag)); got != c.want {
+			t.Errorf("%s, %d bytes: part %d, want %d", c.etag, c.size, got, c.want)
+		}
+	}
+}

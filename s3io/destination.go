@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -144,9 +145,16 @@ type partBuf struct {
 func (d *Destination) CreateFile(ctx context.Context, path string, n *engine.Node) (engine.FileWriter, error) {
 	f := &s3File{d: d, ctx: ctx, key: d.c.opt.Prefix + path[1:], n: n, h: d.headers(n), size: int64(n.Size)}
 	part := d.c.opt.partSize()
-	if f.size <= part {
+	sourcePart := int64(0)
+	if d.c.opt.PartSize == 0 {
+		sourcePart = sourcePartSize(f.size, etagParts(attrValue(n.Attrs, AttrETag)))
+	}
+	if sourcePart == 0 && f.size <= part {
 		f.buf = make([]byte, f.size)
 		return f, nil
+	}
+	if sourcePart > 0 {
+		part = sourcePart
 	}
 	// S3 allows 10,000 parts: grow the part for objects over 160 GiB.
 	if need := (f.size + 9999) / 10000; need > part {
@@ -248,4 +256,53 @@ func (f *s3File) Close(abort bool) error {
 	_, err := f.d.c.s3.PutObject(f.ctx, in, expiresOption(f.h.expires))
 	f.buf = nil
 	return classify(err, "restore", "s3:PutObject", f.d.c.opt.Bucket, f.key)
+}
+
+// etagParts is the part count of a multipart upload's ETag ("…-N"), or 0.
+func etagParts(etag string) int64 {
+	_, n, ok := strings.Cut(strings.Trim(etag, `"`), "-")
+	if !ok {
+		return 0
+	}
+	v, err := strconv.ParseInt(n, 10, 64)
+	if err != nil || v < 1 || v > 10000 {
+		return 0
+	}
+	return v
+}
+
+// commonPartSizes are the part sizes of the usual uploaders: the aws CLI
+// and the SDKs' transfer managers (8 MiB), rclone (5 MiB), s3cmd (15 MiB)
+// and round figures.
+var commonPartSizes = []int64{8 << 20, 5 << 20, 16 << 20, 15 << 20, 10 << 20, 32 << 20, 64 << 20, 100 << 20, 128 << 20}
+
+// maxSourcePart bounds a part taken from the source, which the
+// destination holds in memory while it fills.
+const maxSourcePart = 512 << 20
+
+// sourcePartSize guesses the part size of an object uploaded in parts
+// parts, so that its restored copy, cut the same way, gets the same ETag
+// (the MD5 of its parts' MD5s): the first common size that gives that
+// many parts, else the even split rounded up to a MiB. 0: not multipart,
+// or no part size fits.
+func sourcePartSize(size, parts int64) int64 {
+	if parts == 0 || size == 0 {
+		return 0
+	}
+	fits := func(p int64) bool {
+		return p <= maxSourcePart && (parts == 1 || p >= 5<<20) && (size+p-1)/p == parts
+	}
+	for _, p := range commonPartSizes {
+		if fits(p) {
+			return p
+		}
+	}
+	p := (size + parts - 1) / parts
+	if parts > 1 {
+		p = (p + 1<<20 - 1) &^ (1<<20 - 1)
+	}
+	if fits(p) {
+		return p
+	}
+	return 0
 }
