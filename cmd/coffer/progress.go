@@ -71,6 +71,9 @@ func startProgress(verb string, pr *engine.Progress, goal progressGoal) *progres
 	if !progressWanted() {
 		return v
 	}
+	if w, _, err := term.GetSize(int(progressOut.Fd())); err != nil || w < 40 {
+		return v // a terminal of unknown or tiny width shows no bar at all
+	}
 	v.p = mpb.New(mpb.WithOutput(progressOut), mpb.WithRefreshRate(progressTick), mpb.WithWidth(30))
 	total := v.goal.Bytes
 	if total == 0 {
@@ -147,7 +150,7 @@ func (v *progressView) window() (last progressSample, objRate, byteRate float64)
 		return progressSample{}, 0, 0
 	}
 	first, last := v.samples[0], v.samples[len(v.samples)-1]
-	if secs := last.at.Sub(first.at).Seconds(); secs > 0.5 {
+	if secs := last.at.Sub(first.at).Seconds(); secs > 0.15 {
 		objRate = float64(last.objects-first.objects) / secs
 		byteRate = float64(last.bytes-first.bytes) / secs
 	}
