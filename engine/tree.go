@@ -450,7 +450,8 @@ type TreeCache interface {
 }
 
 // SetTreeCache makes LoadDir and LoadPage (and so Lookup, Iter and
-// ResolvePath) go through c.
+// ResolvePath) go through c. Call it before the repo is shared between
+// goroutines: it is a plain field write.
 func (r *Repo) SetTreeCache(c TreeCache) { r.trees = c }
 
 // LoadDir reads a directory blob.
