@@ -7,12 +7,18 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 )
 
 // getRange GETs key from off (length < 0: to the end), pinned to etag
 // when it is known.
 func (c *Client) getRange(ctx context.Context, key, etag string, off, length int64) (*s3.GetObjectOutput, error) {
 	in := &s3.GetObjectInput{Bucket: &c.opt.Bucket, Key: &key}
+	if off == 0 && length < 0 {
+		// The whole object: S3 sends its checksums (kept in the
+		// snapshot) and the SDK checks the body against them.
+		in.ChecksumMode = types.ChecksumModeEnabled
+	}
 	if etag != "" {
 		in.IfMatch = aws.String(etag)
 	}

@@ -126,8 +126,8 @@ func TestS3GlacierSkipped(t *testing.T) {
 // TestS3StorageClassDataPacksOnly: a store with storage_class=DEEP_ARCHIVE
 // asks for it on data packs alone; config, index, tree packs and
 // snapshots go up without a class (STANDARD), so with every data pack
-// archived, ls still lists snapshots and folders, and reading a file says
-// why it cannot.
+// archived, ls still lists snapshots and folders, info works, and reading
+// a file says why it cannot.
 func TestS3StorageClassDataPacksOnly(t *testing.T) {
 	be, endpoint := fakeS3(t)
 	be.CreateBucket("store")
@@ -188,5 +188,6 @@ func TestS3StorageClassDataPacksOnly(t *testing.T) {
 	if ls := e.ok("ls", "-recursive", "latest:/d1").stdout; !strings.Contains(ls, "f5") {
 		t.Fatalf("ls of a folder on a cold store:\n%s", ls)
 	}
+	e.ok("info")
 	e.fail(1, []string{"archive storage class", "s3:RestoreObject"}, "cat", "latest:/d1/f5")
 }
