@@ -117,7 +117,8 @@ func (r *Repo) Backup(ctx context.Context, src Source, opt BackupOptions) (*Back
 			NewBlobs:  uint64(b.saver.NewBlobs.Load()), NewBytes: uint64(b.saver.NewRawBytes.Load()),
 			StoredBytes: uint64(b.saver.StoredBytes.Load()),
 		},
-		Partial: b.skipped.Load() > 0,
+		Partial:        b.skipped.Load() > 0,
+		SkippedEntries: b.skippedList,
 	}
 	if u, err := user.Current(); err == nil {
 		sn.User = u.Username
@@ -153,6 +154,20 @@ type backup struct {
 	readBytes atomic.Int64
 	skipped   atomic.Int64
 	unchanged atomic.Int64
+
+	skipMu      sync.Mutex
+	skippedList []SkippedEntry
+}
+
+// skip records an entry left out, for the warning and the snapshot.
+func (b *backup) skip(path string, err error) {
+	b.skipped.Add(1)
+	b.skipMu.Lock()
+	if len(b.skippedList) < maxSkippedListed {
+		b.skippedList = append(b.skippedList, SkippedEntry{Path: "/" + path, Reason: err.Error()})
+	}
+	b.skipMu.Unlock()
+	b.opt.Warn(path, err)
 }
 
 // blobTask is a new chunk on its way to compression, encryption and a
@@ -228,8 +243,7 @@ func (b *backup) run() (ID, Node, DirStats, error) {
 			}
 			return nil
 		}, func(p string, err error) {
-			b.skipped.Add(1)
-			b.opt.Warn(p, err)
+			b.skip(p, err)
 		})
 	}()
 
@@ -422,8 +436,7 @@ func (b *backup) assemble(items <-chan *fileJob) (ID, Node, DirStats, error) {
 					if errors.Is(j.err, context.Canceled) || b.saver.Err() != nil {
 						return ID{}, Node{}, DirStats{}, j.err
 					}
-					b.skipped.Add(1)
-					b.opt.Warn(it.Path, j.err)
+					b.skip(it.Path, j.err)
 					continue
 				}
 			}

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"strings"
 
 	"fmt"
@@ -78,7 +79,7 @@ func (r *Repo) Restore(ctx context.Context, node *Node, dst Destination, opt Res
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	rs := &restorer{r: r, dst: dst, opt: opt, runs: make(chan *run, opt.Concurrency)}
+	rs := &restorer{r: r, dst: dst, opt: opt, runs: make(chan *run, opt.Concurrency), cancel: cancel}
 	var wg sync.WaitGroup
 	for i := 0; i < opt.Concurrency; i++ {
 		wg.Add(1)
@@ -101,6 +102,9 @@ func (r *Repo) Restore(ctx context.Context, node *Node, dst Destination, opt Res
 	}
 	close(rs.runs)
 	wg.Wait()
+	if rs.fatal != nil {
+		return rs.stats, rs.fatal
+	}
 	if err != nil {
 		return rs.stats, err
 	}
@@ -132,13 +136,30 @@ type restorer struct {
 	stats  RestoreStats
 	failed atomic.Int64
 	warnMu sync.Mutex
+
+	// A permanent error (access denied, bad credentials, a missing
+	// bucket) would fail every other entry the same way: it stops the
+	// restore instead of being reported once per object.
+	cancel func()
+	fatal  error
 }
 
 func (rs *restorer) fail(path string, err error) {
-	rs.failed.Add(1)
 	rs.warnMu.Lock()
+	defer rs.warnMu.Unlock()
+	var pe *PermanentError
+	if errors.As(err, &pe) {
+		if rs.fatal == nil {
+			rs.fatal = fmt.Errorf("restore stopped at %s: %w", path, err)
+			rs.cancel()
+		}
+		return
+	}
+	if rs.fatal != nil {
+		return // entries failing because the restore was stopped
+	}
+	rs.failed.Add(1)
 	rs.opt.Warn(path, err)
-	rs.warnMu.Unlock()
 }
 
 func (rs *restorer) walk(ctx context.Context, dir *Node, path string) error {

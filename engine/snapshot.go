@@ -40,9 +40,22 @@ type Snapshot struct {
 	Parent   *ID           `json:"parent,omitempty"`
 	Stats    SnapshotStats `json:"stats"`
 	Partial  bool          `json:"partial,omitempty"`
-	Info     []Attr        `json:"source_info,omitempty"` // e.g. bucket name, region, owner
-	Duration float64       `json:"duration_seconds"`
+	// SkippedEntries names entries left out and why (archived S3
+	// objects, unreadable files), at most maxSkippedListed of them;
+	// Stats.Skipped counts them all.
+	SkippedEntries []SkippedEntry `json:"skipped_entries,omitempty"`
+	Info           []Attr         `json:"source_info,omitempty"` // e.g. bucket name, region, owner
+	Duration       float64        `json:"duration_seconds"`
 }
+
+// SkippedEntry is an entry a backup left out.
+type SkippedEntry struct {
+	Path   string `json:"path"`
+	Reason string `json:"reason"`
+}
+
+// maxSkippedListed bounds the skipped entries a snapshot names.
+const maxSkippedListed = 1000
 
 // RootMeta is the metadata of the source's root directory, which has no
 // entry of its own in any directory.

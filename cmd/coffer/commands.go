@@ -242,21 +242,22 @@ func backupOne(c *cli.Context, r *engine.Repo, given, loc string) (*engine.Snaps
 }
 
 type snapshotOut struct {
-	ID       string               `json:"id"`
-	Short    string               `json:"short_id"`
-	Time     time.Time            `json:"time"`
-	Source   string               `json:"source"`
-	Host     string               `json:"host,omitempty"`
-	Tags     []string             `json:"tags,omitempty"`
-	Parent   string               `json:"parent,omitempty"`
-	Partial  bool                 `json:"partial"`
-	Stats    engine.SnapshotStats `json:"stats"`
-	Duration float64              `json:"duration_seconds"`
+	ID       string                `json:"id"`
+	Short    string                `json:"short_id"`
+	Time     time.Time             `json:"time"`
+	Source   string                `json:"source"`
+	Host     string                `json:"host,omitempty"`
+	Tags     []string              `json:"tags,omitempty"`
+	Parent   string                `json:"parent,omitempty"`
+	Partial  bool                  `json:"partial"`
+	Stats    engine.SnapshotStats  `json:"stats"`
+	Duration float64               `json:"duration_seconds"`
+	Skipped  []engine.SkippedEntry `json:"skipped_entries,omitempty"`
 }
 
 func snapshotJSON(sn *engine.Snapshot) snapshotOut {
 	o := snapshotOut{ID: sn.ID.String(), Short: sn.ID.Short(), Time: sn.Time, Source: sn.Source, Host: sn.Host,
-		Tags: sn.Tags, Partial: sn.Partial, Stats: sn.Stats, Duration: sn.Duration}
+		Tags: sn.Tags, Partial: sn.Partial, Stats: sn.Stats, Duration: sn.Duration, Skipped: sn.SkippedEntries}
 	if sn.Parent != nil {
 		o.Parent = sn.Parent.String()
 	}
