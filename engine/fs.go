@@ -13,6 +13,7 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -364,21 +365,19 @@ func (d *FSDestination) CreateFile(ctx context.Context, path string, n *Node) (F
 	if err != nil {
 		return nil, err
 	}
-	if fi, err := os.Lstat(lp); err == nil && !fi.Mode().IsRegular() {
-		if fi.IsDir() {
-			return nil, fmt.Errorf("restore: %s exists and is a directory", lp)
-		}
-		os.Remove(lp) // a symlink must not redirect the write
+	// O_NOFOLLOW: an existing symlink must not redirect the write; it is
+	// replaced. O_TRUNC empties an existing file; every byte is written.
+	const flags = os.O_WRONLY | os.O_CREATE | os.O_TRUNC | syscall.O_NOFOLLOW
+	f, err := os.OpenFile(lp, flags, 0o600)
+	if errors.Is(err, syscall.ELOOP) {
+		os.Remove(lp)
+		f, err = os.OpenFile(lp, flags, 0o600)
 	}
-	f, err := os.OpenFile(lp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|syscall.O_NOFOLLOW, 0o600)
+	if errors.Is(err, syscall.EISDIR) {
+		return nil, fmt.Errorf("restore: %s exists and is a directory", lp)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("restore: %w", err)
-	}
-	if n.Size > 0 {
-		if err := f.Truncate(int64(n.Size)); err != nil {
-			f.Close()
-			return nil, fmt.Errorf("restore: %w", err)
-		}
 	}
 	return &fsFile{d: d, f: f, lp: lp, n: n}, nil
 }
@@ -386,15 +385,46 @@ func (d *FSDestination) CreateFile(ctx context.Context, path string, n *Node) (F
 func (w *fsFile) WriteAt(p []byte, off int64) (int, error) { return w.f.WriteAt(p, off) }
 
 func (w *fsFile) Close(abort bool) error {
-	err := w.f.Close()
 	if abort {
+		err := w.f.Close()
 		os.Remove(w.lp)
 		return err
 	}
-	if err != nil {
-		return fmt.Errorf("restore: %w", err)
+	// Metadata through the open descriptor: no path lookups, and the
+	// times are set last, after the content and the mode.
+	err := w.d.fileMeta(w.f, w.n)
+	if cerr := w.f.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("restore: %w", cerr)
 	}
-	return w.d.meta(w.lp, w.n, false)
+	return err
+}
+
+// fileMeta applies owner, mode and times to an open file.
+func (d *FSDestination) fileMeta(f *os.File, n *Node) error {
+	if d.Owners {
+		if err := f.Chown(int(n.UID), int(n.GID)); err != nil {
+			return fmt.Errorf("restore: chown %s: %w", f.Name(), err)
+		}
+	}
+	if err := f.Chmod(fileMode(n.Mode)); err != nil { // after chown, which clears setuid
+		return fmt.Errorf("restore: chmod %s: %w", f.Name(), err)
+	}
+	ts := [2]unix.Timespec{unix.NsecToTimespec(n.MTime), unix.NsecToTimespec(n.MTime)}
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var errno syscall.Errno
+	if err := rc.Control(func(fd uintptr) {
+		// futimens(fd, ts): utimensat with a NULL path acts on fd.
+		_, _, errno = unix.Syscall6(unix.SYS_UTIMENSAT, fd, 0, uintptr(unsafe.Pointer(&ts[0])), 0, 0, 0)
+	}); err != nil {
+		return err
+	}
+	if errno != 0 {
+		return fmt.Errorf("restore: set times of %s: %w", f.Name(), errno)
+	}
+	return nil
 }
 
 var _ io.WriterAt = (*fsFile)(nil)
