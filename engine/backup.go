@@ -419,6 +419,22 @@ func (b *backup) assemble(items <-chan *fileJob) (ID, Node, DirStats, error) {
 		for _, s := range parent[common:] {
 			stack = append(stack, &openDir{name: s, node: Node{Name: s, Type: TypeDir, Mode: 0o755}, builder: newDirBuilder(b.saveTree)})
 		}
+		if j.done != nil {
+			// Wait for the file's worker before reading its node: Open
+			// may fill in the attributes (AttrReuser sources).
+			select {
+			case <-j.done:
+			case <-b.ctx.Done():
+				return ID{}, Node{}, DirStats{}, b.ctx.Err()
+			}
+			if j.err != nil {
+				if errors.Is(j.err, context.Canceled) || b.saver.Err() != nil {
+					return ID{}, Node{}, DirStats{}, j.err
+				}
+				b.skip(it.Path, j.err)
+				continue
+			}
+		}
 		n := it.Node
 		n.Name = segs[len(segs)-1]
 		switch n.Type {
@@ -426,23 +442,7 @@ func (b *backup) assemble(items <-chan *fileJob) (ID, Node, DirStats, error) {
 			stack = append(stack, &openDir{name: n.Name, node: n, builder: newDirBuilder(b.saveTree)})
 			continue
 		case TypeFile:
-			if j.done != nil {
-				select {
-				case <-j.done:
-				case <-b.ctx.Done():
-					return ID{}, Node{}, DirStats{}, b.ctx.Err()
-				}
-				if j.err != nil {
-					if errors.Is(j.err, context.Canceled) || b.saver.Err() != nil {
-						return ID{}, Node{}, DirStats{}, j.err
-					}
-					b.skip(it.Path, j.err)
-					continue
-				}
-			}
 			n.Chunks, n.ChunkList = j.chunks, j.list
-			// Open may have filled in the attributes (AttrReuser sources).
-			n.Attrs = it.Node.Attrs
 		}
 		if err := stack[len(stack)-1].builder.Add(&n, DirStats{}); err != nil {
 			return ID{}, Node{}, DirStats{}, err

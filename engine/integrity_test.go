@@ -17,6 +17,7 @@ import (
 	"reflect"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -852,19 +853,23 @@ func TestKeySlots(t *testing.T) {
 // as a cache whose file went bad on disk would.
 type damagedCache struct {
 	Storage
+	mu      sync.Mutex
 	dropped map[string]bool
 }
 
 func (c *damagedCache) Get(ctx context.Context, name string, off, n int64) ([]byte, error) {
 	data, err := c.Storage.Get(ctx, name, off, n)
-	key := fmt.Sprint(name, off, n)
-	if err == nil && name != configName && !c.dropped[key] && len(data) > 0 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err == nil && name != configName && !c.dropped[fmt.Sprint(name, off, n)] && len(data) > 0 {
 		data[len(data)/2] ^= 1
 	}
 	return data, err
 }
 
 func (c *damagedCache) Invalidate(name string, off, n int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	c.dropped[fmt.Sprint(name, off, n)] = true
 }
 
@@ -899,6 +904,8 @@ func TestInvalidateDamagedCache(t *testing.T) {
 	if !bytes.Equal(buf.Bytes(), textBytes(3, 100<<10)) {
 		t.Fatal("content differs")
 	}
+	dc.mu.Lock()
+	defer dc.mu.Unlock()
 	if len(dc.dropped) == 0 {
 		t.Fatal("nothing was invalidated")
 	}
