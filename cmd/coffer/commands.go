@@ -273,6 +273,21 @@ func splitRef(ref string) (string, string) {
 	return id, p
 }
 
+// resolveRef finds the snapshot and the node that "ID[:/PATH]" names,
+// loading the index the node's content needs.
+func resolveRef(c *cli.Context, r *engine.Repo, ref string, preferFile bool) (*engine.Snapshot, *engine.Node, string, error) {
+	id, p := splitRef(ref)
+	sn, err := r.FindSnapshot(c.Context, id)
+	if err != nil {
+		return nil, nil, p, err
+	}
+	if err := r.LoadIndex(c.Context); err != nil {
+		return nil, nil, p, err
+	}
+	n, err := r.ResolvePath(c.Context, sn, p, preferFile)
+	return sn, n, p, err
+}
+
 func lsCmd() *cli.Command {
 	return &cli.Command{
 		Name:  "ls",
@@ -356,15 +371,7 @@ func modeString(n *engine.Node) string {
 }
 
 func lsPath(c *cli.Context, r *engine.Repo, ref string) error {
-	id, p := splitRef(ref)
-	sn, err := r.FindSnapshot(c.Context, id)
-	if err != nil {
-		return err
-	}
-	if err := r.LoadIndex(c.Context); err != nil {
-		return err
-	}
-	node, err := r.ResolvePath(c.Context, sn, p, false)
+	_, node, p, err := resolveRef(c, r, ref, false)
 	if err != nil {
 		return err
 	}
@@ -442,15 +449,7 @@ func catCmd() *cli.Command {
 			if err != nil {
 				return err
 			}
-			id, p := splitRef(c.Args().First())
-			sn, err := r.FindSnapshot(c.Context, id)
-			if err != nil {
-				return err
-			}
-			if err := r.LoadIndex(c.Context); err != nil {
-				return err
-			}
-			n, err := r.ResolvePath(c.Context, sn, p, true)
+			_, n, p, err := resolveRef(c, r, c.Args().First(), true)
 			if err != nil {
 				return err
 			}
@@ -515,15 +514,7 @@ func runRestore(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	id, p := splitRef(c.Args().First())
-	sn, err := r.FindSnapshot(c.Context, id)
-	if err != nil {
-		return err
-	}
-	if err := r.LoadIndex(c.Context); err != nil {
-		return err
-	}
-	n, err := r.ResolvePath(c.Context, sn, p, false)
+	sn, n, p, err := resolveRef(c, r, c.Args().First(), false)
 	if err != nil {
 		return err
 	}
