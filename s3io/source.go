@@ -267,29 +267,34 @@ func (s *Source) Open(ctx context.Context, it *engine.Item) (io.ReadCloser, erro
 			return nil, err
 		}
 		if s.deferAttrs.Load() {
-			m := r.meta
-			tags, err := s.tags(ctx, key, m.tagCount)
-			if err != nil {
+			if err := s.fillAttrs(ctx, it, key, &r.meta); err != nil {
 				r.Close()
 				return nil, err
 			}
-			it.Node.Attrs = m.attrs(attrValue(it.Node.Attrs, AttrStorageClass), tags)
 		}
 		return r, nil
 	}
 	pr := newPartReader(ctx, s.c, key, etag, r.size, part)
 	if s.deferAttrs.Load() {
 		m, err := pr.first()
+		if err == nil {
+			err = s.fillAttrs(ctx, it, key, &m)
+		}
 		if err != nil {
 			pr.Close()
 			return nil, err
 		}
-		tags, err := s.tags(ctx, key, m.tagCount)
-		if err != nil {
-			pr.Close()
-			return nil, err
-		}
-		it.Node.Attrs = m.attrs(attrValue(it.Node.Attrs, AttrStorageClass), tags)
 	}
 	return pr, nil
+}
+
+// fillAttrs gives a changed object, with deferred attributes, the
+// headers of the GET that reads it and its tags.
+func (s *Source) fillAttrs(ctx context.Context, it *engine.Item, key string, m *objMeta) error {
+	tags, err := s.tags(ctx, key, m.tagCount)
+	if err != nil {
+		return err
+	}
+	it.Node.Attrs = m.attrs(attrValue(it.Node.Attrs, AttrStorageClass), tags)
+	return nil
 }
