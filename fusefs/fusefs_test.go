@@ -125,19 +125,6 @@ func mountAll(t testing.TB, r Repo, opt Options, snaps []*engine.Snapshot) (stri
 	return mountTree(t, f.SnapshotsRoot(snaps)), f
 }
 
-func names(t testing.TB, dir string) []string {
-	t.Helper()
-	des, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for _, de := range des {
-		out = append(out, de.Name())
-	}
-	return out
-}
-
 func TestSnapshotsView(t *testing.T) {
 	r := newRepo(t)
 	src := filepath.Join(t.TempDir(), "src")
@@ -158,14 +145,14 @@ func TestSnapshotsView(t *testing.T) {
 	n1, n2 := SnapshotName(s1), SnapshotName(s2)
 	want := []string{n1, n2, "by-source", "latest"}
 	sort.Strings(want)
-	if got := names(t, mnt); strings.Join(got, " ") != strings.Join(want, " ") {
+	if got := testtree.Names(t, mnt); strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Fatalf("root: %q, want %q", got, want)
 	}
 	if l, _ := os.Readlink(filepath.Join(mnt, "latest")); l != n2 {
 		t.Fatalf("latest -> %q, want %q", l, n2)
 	}
 	srcDir := filepath.Join(mnt, "by-source", SourceName(src))
-	if got := names(t, srcDir); strings.Join(got, " ") != n1+" "+n2+" latest" {
+	if got := testtree.Names(t, srcDir); strings.Join(got, " ") != n1+" "+n2+" latest" {
 		t.Fatalf("by-source: %q", got)
 	}
 	if l, _ := os.Readlink(filepath.Join(srcDir, "latest")); l != n2 {
@@ -212,7 +199,7 @@ func TestSnapshotsView(t *testing.T) {
 		t.Fatal("two files share an inode number")
 	}
 	// Listing is deterministic.
-	if a, b := names(t, filepath.Join(mnt, n2, "unicode")), names(t, filepath.Join(mnt2, n2, "unicode")); strings.Join(a, "/") != strings.Join(b, "/") {
+	if a, b := testtree.Names(t, filepath.Join(mnt, n2, "unicode")), testtree.Names(t, filepath.Join(mnt2, n2, "unicode")); strings.Join(a, "/") != strings.Join(b, "/") {
 		t.Fatalf("listings differ: %q vs %q", a, b)
 	}
 }
@@ -387,10 +374,10 @@ func TestS3AttrsAndOddNames(t *testing.T) {
 	mnt, _ := mountAll(t, r, Options{}, []*engine.Snapshot{sn})
 	base := filepath.Join(mnt, SnapshotName(sn))
 
-	if got := strings.Join(names(t, base), " "); got != "a a%~ d plain.txt" {
+	if got := strings.Join(testtree.Names(t, base), " "); got != "a a%~ d plain.txt" {
 		t.Fatalf("root names: %q", got)
 	}
-	if got := strings.Join(names(t, filepath.Join(base, "d")), " "); got != "%. %.. %_" {
+	if got := strings.Join(testtree.Names(t, filepath.Join(base, "d")), " "); got != "%. %.. %_" {
 		t.Fatalf("d names: %q", got)
 	}
 	for p, want := range map[string]string{"a": "file a", "a%~/x": "x in dir a", "d/%../f": "dotdot", "d/%./g": "dot", "d/%_/h": "empty"} {
@@ -461,11 +448,11 @@ func TestLazyLoads(t *testing.T) {
 	trees := func() (dirs, pages cache.Stats) { st := f.Stats(); return st.Dirs, st.Pages }
 
 	// Listing the snapshots and stat-ing their folders reads no tree.
-	if n := len(names(t, mnt)); n != len(all)+2 {
+	if n := len(testtree.Names(t, mnt)); n != len(all)+2 {
 		t.Fatalf("root has %d entries", n)
 	}
 	for _, sd := range []string{"s3:%2F%2Fbucket0%2F", "s3:%2F%2Fbucket1%2F"} {
-		if n := len(names(t, filepath.Join(mnt, "by-source", sd))); n != 31 {
+		if n := len(testtree.Names(t, filepath.Join(mnt, "by-source", sd))); n != 31 {
 			t.Fatalf("%s has %d entries", sd, n)
 		}
 	}
@@ -501,7 +488,7 @@ func TestLazyLoads(t *testing.T) {
 		t.Fatalf("big is not paged: %d pages, %v", len(dir.Pages), err)
 	}
 	// A listing loads every page once.
-	if n := len(names(t, bigDir)); n != entries {
+	if n := len(testtree.Names(t, bigDir)); n != entries {
 		t.Fatalf("big lists %d entries", n)
 	}
 	if _, p := trees(); p.Loads != int64(len(dir.Pages)) {
@@ -620,17 +607,17 @@ func TestLongNames(t *testing.T) {
 		wantRoot = append(wantRoot, n)
 	}
 	sort.Strings(wantRoot)
-	if got := names(t, base); strings.Join(got, "\n") != strings.Join(wantRoot, "\n") {
+	if got := testtree.Names(t, base); strings.Join(got, "\n") != strings.Join(wantRoot, "\n") {
 		t.Fatalf("root lists\n%q\nwant\n%q", got, wantRoot)
 	}
 	// Two names that share their first piece: its folder holds both.
 	cDir := filepath.Join(base, strings.Repeat("c", 253)+"%+")
-	if got := names(t, cDir); len(got) != 2 || got[0] != strings.Repeat("c", 147)+"1" || got[1] != strings.Repeat("c", 147)+"2" {
+	if got := testtree.Names(t, cDir); len(got) != 2 || got[0] != strings.Repeat("c", 147)+"1" || got[1] != strings.Repeat("c", 147)+"2" {
 		t.Fatalf("shared piece lists %q", got)
 	}
 	// A directory beside a file: the last pieces are "…" and "…%~".
 	bDir := filepath.Join(base, strings.Repeat("b", 253)+"%+")
-	if got := names(t, bDir); strings.Join(got, " ") != strings.Repeat("b", 47)+" "+strings.Repeat("b", 47)+"%~" {
+	if got := testtree.Names(t, bDir); strings.Join(got, " ") != strings.Repeat("b", 47)+" "+strings.Repeat("b", 47)+"%~" {
 		t.Fatalf("file beside dir lists %q", got)
 	}
 

@@ -1,7 +1,6 @@
 package test
 
 import (
-	"bytes"
 	"strings"
 	"syscall"
 	"testing"
@@ -15,26 +14,9 @@ import (
 // keys and their bytes, as it does for a restore into a folder.
 func TestMountOddKeys(t *testing.T) {
 	needFUSE(t)
-	be, endpoint := fakeS3(t)
-	if err := be.CreateBucket("odd"); err != nil {
-		t.Fatal(err)
-	}
 	keys := append(append(append([]string{}, oddKeys...), besideKeys...), leadingSlashKeys...)
 	keys = append(keys, strings.Repeat("s", 300), strings.Repeat("s", 300)+"/in", strings.Repeat("s", 253)+"tail")
-	want := map[string]string{}
-	for _, k := range keys {
-		body := "body of " + k
-		if _, err := be.PutObject("odd", k, map[string]string{}, bytes.NewReader([]byte(body)), int64(len(body)), nil); err != nil {
-			t.Fatalf("seeding %q: %v", k, err)
-		}
-		want[k] = body
-	}
-	e := newEnv(t)
-	e.extra = fakeEnv(endpoint)
-	s := e.backup("s3://odd/")
-	if s.Stats.Files != uint64(len(keys)) || s.Partial {
-		t.Fatalf("backup of %d odd keys: %+v", len(keys), s)
-	}
+	e, _, s, want := backupOddKeys(t, keys)
 	m := e.mount(nil, nil, s.Short)
 	start := time.Now()
 	got := folderKeys(t, m.dir)

@@ -211,20 +211,20 @@ func TestMountSnapshots(t *testing.T) {
 	cacheHome := t.TempDir()
 	m := e.mount([]string{"GOMAXPROCS=1", "XDG_CACHE_HOME=" + cacheHome}, nil)
 	snaps := map[string]string{} // short id → folder
-	for _, de := range names(t, m.dir) {
+	for _, de := range testtree.Names(t, m.dir) {
 		if i := strings.LastIndexByte(de, '_'); i > 0 {
 			snaps[de[i+1:]] = de
 		}
 	}
 	if len(snaps) != 3 || snaps[s1.Short] == "" || snaps[s2.Short] == "" || snaps[s3.Short] == "" {
-		t.Fatalf("root lists %v", names(t, m.dir))
+		t.Fatalf("root lists %v", testtree.Names(t, m.dir))
 	}
 	if l, _ := os.Readlink(filepath.Join(m.dir, "latest")); l != snaps[s3.Short] {
 		t.Fatalf("latest -> %q", l)
 	}
 	bySrc := filepath.Join(m.dir, "by-source", fusefs.SourceName(src))
 	if l, _ := os.Readlink(filepath.Join(bySrc, "latest")); l != snaps[s3.Short] {
-		t.Fatalf("by-source latest -> %q (%v)", l, names(t, filepath.Join(m.dir, "by-source")))
+		t.Fatalf("by-source latest -> %q (%v)", l, testtree.Names(t, filepath.Join(m.dir, "by-source")))
 	}
 	latest := filepath.Join(m.dir, snaps[s3.Short])
 
@@ -381,19 +381,6 @@ func preads(path string, want []byte, seed uint64, n int) error {
 		}
 	}
 	return nil
-}
-
-func names(t testing.TB, dir string) []string {
-	t.Helper()
-	des, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for _, de := range des {
-		out = append(out, de.Name())
-	}
-	return out
 }
 
 // TestMountOnePath mounts one folder of one snapshot, a second time on

@@ -126,15 +126,21 @@ func TestS3OddKeys(t *testing.T) {
 	testOddKeys(t, append(keys, leadingSlashKeys...))
 }
 
-func testOddKeys(t *testing.T, oddKeys []string) {
+// backupOddKeys puts each key, with body "body of KEY", into the bucket
+// "odd" of a fresh in-process S3 with real key semantics (and makes the
+// other buckets), backs the bucket up and checks the snapshot holds
+// every key. It returns the env, the backend, the snapshot and the
+// bodies by key.
+func backupOddKeys(t *testing.T, keys []string, buckets ...string) (*env, *s3mem.Backend, snapOut, map[string]string) {
+	t.Helper()
 	be, endpoint := fakeS3(t)
-	for _, b := range []string{"odd", "back"} {
+	for _, b := range append([]string{"odd"}, buckets...) {
 		if err := be.CreateBucket(b); err != nil {
 			t.Fatal(err)
 		}
 	}
 	want := map[string]string{}
-	for _, k := range oddKeys {
+	for _, k := range keys {
 		body := "body of " + k
 		if _, err := be.PutObject("odd", k, map[string]string{}, bytes.NewReader([]byte(body)), int64(len(body)), nil); err != nil {
 			t.Fatalf("seeding %q: %v", k, err)
@@ -144,9 +150,14 @@ func testOddKeys(t *testing.T, oddKeys []string) {
 	e := newEnv(t)
 	e.extra = fakeEnv(endpoint)
 	s := e.backup("s3://odd/")
-	if s.Stats.Files != uint64(len(oddKeys)) || s.Partial {
-		t.Fatalf("backup of %d odd keys: %+v", len(oddKeys), s)
+	if s.Stats.Files != uint64(len(keys)) || s.Partial {
+		t.Fatalf("backup of %d odd keys: %+v", len(keys), s)
 	}
+	return e, be, s, want
+}
+
+func testOddKeys(t *testing.T, oddKeys []string) {
+	e, be, s, want := backupOddKeys(t, oddKeys, "back")
 
 	e.ok("restore", "-to", "s3://back/", s.Short) // the bucket root: the 1024-byte key has no room for a prefix
 	got := fakeObjects(t, be, "back", "")

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"testing"
 	"time"
 )
 
@@ -168,4 +169,18 @@ func Compare(a, b string) error {
 		}
 		return nil
 	})
+}
+
+// Names lists the entry names of dir in order (os.ReadDir's).
+func Names(t testing.TB, dir string) []string {
+	t.Helper()
+	des, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make([]string, 0, len(des))
+	for _, de := range des {
+		out = append(out, de.Name())
+	}
+	return out
 }
