@@ -227,13 +227,7 @@ func TestUnchangedRebackupReadsNothing(t *testing.T) {
 	// One file changed: exactly that one is read.
 	p := filepath.Join(src, "random.bin")
 	newContent := qaRand(77, 3*testChunker.Max+999)
-	if err := os.WriteFile(p, newContent, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	tm := fixedTime.Add(-time.Hour)
-	if err := os.Chtimes(p, tm, tm); err != nil {
-		t.Fatal(err)
-	}
+	qaRewrite(t, p, newContent)
 	c3 := qaCount(t, src)
 	sn3 := qaBackup(t, r, c3)
 	if o := c3.Opened(); len(o) != 1 || o[0] != "random.bin" {
@@ -312,13 +306,7 @@ func TestIncrementalPagedDirectory(t *testing.T) {
 	const changed = "big/f04321"
 	content := []byte("new content of f04321\n")
 	p := filepath.Join(src, filepath.FromSlash(changed))
-	if err := os.WriteFile(p, content, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	tm := fixedTime.Add(-time.Hour)
-	if err := os.Chtimes(p, tm, tm); err != nil {
-		t.Fatal(err)
-	}
+	qaRewrite(t, p, content)
 	c3 := qaCount(t, src)
 	sn3 := qaBackup(t, r, c3)
 	if o := c3.Opened(); len(o) != 1 || o[0] != changed {
@@ -687,5 +675,18 @@ func TestTreeCache(t *testing.T) {
 		if round == 1 && m.loads != before {
 			t.Fatalf("second round loaded %d trees, want 0", m.loads-before)
 		}
+	}
+}
+
+// qaRewrite gives p new content and an mtime an hour before fixedTime,
+// so a backup must notice the change by more than the mtime moving on.
+func qaRewrite(t testing.TB, p string, content []byte) {
+	t.Helper()
+	if err := os.WriteFile(p, content, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tm := fixedTime.Add(-time.Hour)
+	if err := os.Chtimes(p, tm, tm); err != nil {
+		t.Fatal(err)
 	}
 }
