@@ -20,6 +20,9 @@ type Repo struct {
 	slotID string // the key slot that opened the store
 	trees  TreeCache
 
+	snapMu sync.Mutex
+	snaps  map[ID]*Snapshot // loaded snapshot objects, by id
+
 	indexOnce sync.Once
 	indexErr  error
 }

@@ -73,3 +73,39 @@ func TestSkippedEntriesRecorded(t *testing.T) {
 		t.Fatalf("partial %v, skipped %d, entries %+v", got.Partial, got.Stats.Skipped, got.SkippedEntries)
 	}
 }
+
+// TestSnapshotsLoadedOnce: listing snapshots again (parent choice,
+// progress totals, latest) fetches no snapshot object twice.
+func TestSnapshotsLoadedOnce(t *testing.T) {
+	r, path := newTestRepo(t, CreateOptions{Chunker: testChunker})
+	src := t.TempDir()
+	writeFile(t, filepath.Join(src, "f"), []byte("f"))
+	backupDir(t, r, src, BackupOptions{})
+	backupDir(t, r, src, BackupOptions{})
+	st, _ := NewLocalStorage(path)
+	cs := &getCounter{Storage: st}
+	r2, err := Open(t.Context(), cs, []byte("test passphrase"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		if _, err := r2.FindSnapshot(t.Context(), "latest"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := cs.snapGets.Load(); n != 2 {
+		t.Fatalf("%d snapshot GETs for three listings of 2 snapshots, want 2", n)
+	}
+}
+
+type getCounter struct {
+	Storage
+	snapGets atomic.Int64
+}
+
+func (c *getCounter) Get(ctx context.Context, name string, off, n int64) ([]byte, error) {
+	if strings.HasPrefix(name, snapshotDir) {
+		c.snapGets.Add(1)
+	}
+	return c.Storage.Get(ctx, name, off, n)
+}

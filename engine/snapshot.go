@@ -103,6 +103,15 @@ func (r *Repo) SaveSnapshot(ctx context.Context, sn *Snapshot) (ID, error) {
 
 // LoadSnapshot reads one snapshot.
 func (r *Repo) LoadSnapshot(ctx context.Context, id ID) (*Snapshot, error) {
+	// Snapshots never change: one fetch per process, however many
+	// command's steps (parent choice, progress totals, latest) list them.
+	r.snapMu.Lock()
+	cached, ok := r.snaps[id]
+	r.snapMu.Unlock()
+	if ok {
+		cp := *cached
+		return &cp, nil
+	}
 	p, err := r.loadObject(ctx, snapshotDir+id.String(), aadSnapshot)
 	if err != nil {
 		return nil, err
@@ -112,7 +121,14 @@ func (r *Repo) LoadSnapshot(ctx context.Context, id ID) (*Snapshot, error) {
 		return nil, fmt.Errorf("snapshot %s: %w: %v", id.Short(), errCorrupt, err)
 	}
 	sn.ID = id
-	return &sn, nil
+	r.snapMu.Lock()
+	if r.snaps == nil {
+		r.snaps = map[ID]*Snapshot{}
+	}
+	r.snaps[id] = &sn
+	r.snapMu.Unlock()
+	cp := sn
+	return &cp, nil
 }
 
 // SnapshotIDs lists the ids of every snapshot.
