@@ -639,7 +639,11 @@ func runCheck(c *cli.Context) error {
 		}
 	}
 	if !res.OK() {
-		return fmt.Errorf("check found %d problems in %d snapshots, %d packs (%s read); the damaged files are listed above",
+		// There is no repair yet: new backups deduplicate against the
+		// damaged blobs too, so say what actually helps.
+		return fmt.Errorf("check found %d problems in %d snapshots, %d packs (%s read); the damaged files are listed above. "+
+			"Their data cannot be read from this store: restore what you need from snapshots not listed as damaged, "+
+			"and back the sources up into a new store (coffer has no repair yet; later backups into this one reuse the damaged data)",
 			len(res.Problems), res.Snapshots, res.Packs, humanize.IBytes(uint64(res.Bytes)))
 	}
 	if !c.Bool("json") && !quiet {
