@@ -11,11 +11,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coffer-backup/coffer/engine/crypto"
+
 	"github.com/coffer-backup/coffer/engine"
 )
 
-func idOf(i int) engine.ID {
-	var id engine.ID
+func idOf(i int) crypto.ID {
+	var id crypto.ID
 	id[0], id[1], id[2] = byte(i), byte(i>>8), 0xcc
 	return id
 }
@@ -23,17 +25,17 @@ func idOf(i int) engine.ID {
 // fakeStore serves blobs by id and counts loads per id.
 type fakeStore struct {
 	mu    sync.Mutex
-	blobs map[engine.ID][]byte
-	loads map[engine.ID]int
+	blobs map[crypto.ID][]byte
+	loads map[crypto.ID]int
 	delay time.Duration
 	total atomic.Int64
 }
 
 func newFakeStore() *fakeStore {
-	return &fakeStore{blobs: map[engine.ID][]byte{}, loads: map[engine.ID]int{}}
+	return &fakeStore{blobs: map[crypto.ID][]byte{}, loads: map[crypto.ID]int{}}
 }
 
-func (s *fakeStore) load(ctx context.Context, id engine.ID) ([]byte, error) {
+func (s *fakeStore) load(ctx context.Context, id crypto.ID) ([]byte, error) {
 	s.total.Add(1)
 	s.mu.Lock()
 	s.loads[id]++
@@ -53,7 +55,7 @@ func (s *fakeStore) load(ctx context.Context, id engine.ID) ([]byte, error) {
 	return b, nil
 }
 
-func (s *fakeStore) count(id engine.ID) int {
+func (s *fakeStore) count(id crypto.ID) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.loads[id]
@@ -138,7 +140,7 @@ func TestLRUGetWith(t *testing.T) {
 	st.blobs[idOf(1)] = []byte("one")
 	c := New(1<<20, func(b []byte) int64 { return int64(len(b)) }, 4, nil)
 	defer c.Close()
-	get := func(id engine.ID) ([]byte, error) {
+	get := func(id crypto.ID) ([]byte, error) {
 		return c.GetWith(context.Background(), id, func(ctx context.Context) ([]byte, error) { return st.load(ctx, id) })
 	}
 	var wg sync.WaitGroup

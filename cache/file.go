@@ -7,6 +7,8 @@ import (
 	"sort"
 	"sync"
 
+	"github.com/coffer-backup/coffer/engine/crypto"
+
 	"github.com/coffer-backup/coffer/engine"
 )
 
@@ -165,7 +167,7 @@ func (r *Reader) readAhead(off, end int64) {
 		return
 	}
 	from, to := r.f.chunkAt(end), r.f.chunkAt(min(end+window, r.f.Size())-1)
-	ids := make([]engine.ID, 0, to-from+1)
+	ids := make([]crypto.ID, 0, to-from+1)
 	for i := from; i <= to; i++ {
 		ids = append(ids, r.f.chunks[i].ID)
 	}

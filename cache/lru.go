@@ -13,14 +13,14 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/hashicorp/golang-lru/v2/simplelru"
+	"github.com/coffer-backup/coffer/engine/crypto"
 
-	"github.com/coffer-backup/coffer/engine"
+	"github.com/hashicorp/golang-lru/v2/simplelru"
 )
 
 // Loader fetches the value of one id (a decrypted chunk, a decoded
 // directory page).
-type Loader[V any] func(ctx context.Context, id engine.ID) (V, error)
+type Loader[V any] func(ctx context.Context, id crypto.ID) (V, error)
 
 // load is one load of one id, as GetWith is given it.
 type load[V any] func(ctx context.Context) (V, error)
@@ -35,10 +35,10 @@ type LRU[V any] struct {
 	max  int64
 
 	mu       sync.Mutex
-	lru      *simplelru.LRU[engine.ID, V]
+	lru      *simplelru.LRU[crypto.ID, V]
 	bytes    int64
-	inflight map[engine.ID]*call[V]
-	queued   map[engine.ID]bool // waiting for a background slot
+	inflight map[crypto.ID]*call[V]
+	queued   map[crypto.ID]bool // waiting for a background slot
 
 	// Loads run under base, not under the context of whichever caller
 	// came first, so one caller giving up does not fail the others.
@@ -72,11 +72,11 @@ func New[V any](maxBytes int64, size func(V) int64, parallel int, load Loader[V]
 	if parallel < 1 {
 		parallel = 1
 	}
-	l, _ := simplelru.NewLRU[engine.ID, V](math.MaxInt32, nil)
+	l, _ := simplelru.NewLRU[crypto.ID, V](math.MaxInt32, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	return &LRU[V]{
 		load: load, size: size, max: maxBytes, lru: l,
-		inflight: map[engine.ID]*call[V]{}, queued: map[engine.ID]bool{},
+		inflight: map[crypto.ID]*call[V]{}, queued: map[crypto.ID]bool{},
 		base: ctx, cancel: cancel, sem: make(chan struct{}, parallel),
 	}
 }
@@ -90,14 +90,14 @@ func (c *LRU[V]) Max() int64 { return c.max }
 // Get returns the value of id from memory, or loads it (merged with any
 // load of id already running) and keeps it. If ctx ends first, Get
 // returns ctx's error; the load goes on for the others waiting on it.
-func (c *LRU[V]) Get(ctx context.Context, id engine.ID) (V, error) {
+func (c *LRU[V]) Get(ctx context.Context, id crypto.ID) (V, error) {
 	return c.GetWith(ctx, id, func(ctx context.Context) (V, error) { return c.load(ctx, id) })
 }
 
 // GetWith is Get with the load of id given by the caller, for values
 // whose loader only the asker knows (engine.TreeCache hands one over with
 // each request). A load of id already running is waited for instead.
-func (c *LRU[V]) GetWith(ctx context.Context, id engine.ID, fn func(context.Context) (V, error)) (V, error) {
+func (c *LRU[V]) GetWith(ctx context.Context, id crypto.ID, fn func(context.Context) (V, error)) (V, error) {
 	c.mu.Lock()
 	if v, ok := c.lru.Get(id); ok {
 		c.mu.Unlock()
@@ -118,14 +118,14 @@ func (c *LRU[V]) GetWith(ctx context.Context, id engine.ID, fn func(context.Cont
 
 // Peek returns the value of id if it is in memory, without loading it or
 // changing its recency.
-func (c *LRU[V]) Peek(id engine.ID) (V, bool) {
+func (c *LRU[V]) Peek(id crypto.ID) (V, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.lru.Peek(id)
 }
 
 // Contains reports whether id is in memory.
-func (c *LRU[V]) Contains(id engine.ID) bool {
+func (c *LRU[V]) Contains(id crypto.ID) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.lru.Contains(id)
@@ -136,7 +136,7 @@ func (c *LRU[V]) Contains(id engine.ID) bool {
 // most the LRU's parallel bound of them run at once; a queued id is
 // checked again when its turn comes, so a blob that a reader fetched in
 // the meantime is not fetched twice. It returns how many it queued.
-func (c *LRU[V]) Prefetch(ids []engine.ID) int {
+func (c *LRU[V]) Prefetch(ids []crypto.ID) int {
 	queued := 0
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -151,7 +151,7 @@ func (c *LRU[V]) Prefetch(ids []engine.ID) int {
 	return queued
 }
 
-func (c *LRU[V]) background(id engine.ID) {
+func (c *LRU[V]) background(id crypto.ID) {
 	select {
 	case c.sem <- struct{}{}:
 	case <-c.base.Done():
@@ -176,7 +176,7 @@ func (c *LRU[V]) background(id engine.ID) {
 
 // startLocked returns the load of id in flight, starting one with fn if
 // there is none. c.mu must be held.
-func (c *LRU[V]) startLocked(id engine.ID, fn load[V]) *call[V] {
+func (c *LRU[V]) startLocked(id crypto.ID, fn load[V]) *call[V] {
 	if cl := c.inflight[id]; cl != nil {
 		return cl
 	}
@@ -186,7 +186,7 @@ func (c *LRU[V]) startLocked(id engine.ID, fn load[V]) *call[V] {
 	return cl
 }
 
-func (c *LRU[V]) run(cl *call[V], fn load[V], id engine.ID) {
+func (c *LRU[V]) run(cl *call[V], fn load[V], id crypto.ID) {
 	c.loads.Add(1)
 	v, err := fn(c.base)
 	cl.val, cl.err = v, err
@@ -200,13 +200,13 @@ func (c *LRU[V]) run(cl *call[V], fn load[V], id engine.ID) {
 }
 
 // Add puts a value into the cache, as if it had been loaded.
-func (c *LRU[V]) Add(id engine.ID, v V) {
+func (c *LRU[V]) Add(id crypto.ID, v V) {
 	c.mu.Lock()
 	c.addLocked(id, v)
 	c.mu.Unlock()
 }
 
-func (c *LRU[V]) addLocked(id engine.ID, v V) {
+func (c *LRU[V]) addLocked(id crypto.ID, v V) {
 	n := c.size(v)
 	if n > c.max || c.lru.Contains(id) {
 		return // larger than the whole budget: served, not kept

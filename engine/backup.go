@@ -1,6 +1,8 @@
 package engine
 
 import (
+	"github.com/coffer-backup/coffer/engine/crypto"
+	"github.com/coffer-backup/coffer/engine/format"
 	"github.com/coffer-backup/coffer/engine/store"
 
 	"context"
@@ -27,7 +29,7 @@ type BackupOptions struct {
 	Host        string
 	// Parent overrides the automatic choice of the newest snapshot of the
 	// same source; NoParent reads every file.
-	Parent   *ID
+	Parent   *crypto.ID
 	NoParent bool
 	// Warn receives entries that were left out and why.
 	Warn func(path string, err error)
@@ -52,7 +54,7 @@ type fileJob struct {
 	done   chan struct{}
 	err    error
 	chunks []Chunk
-	list   ID
+	list   crypto.ID
 }
 
 // Backup walks src and writes a snapshot of it. The snapshot object is
@@ -175,7 +177,7 @@ func (b *backup) skip(path string, err error) {
 // blobTask is a new chunk on its way to compression, encryption and a
 // pack; buf is returned to chunkBufs when it is stored.
 type blobTask struct {
-	id  ID
+	id  crypto.ID
 	buf *[]byte
 }
 
@@ -185,7 +187,7 @@ var chunkBufs = sync.Pool{New: func() any { b := make([]byte, 0, 1<<20); return 
 // read, chunk, hash and dedup; Concurrency blob workers that compress,
 // seal and pack new chunks (so one large file uses every core); and the
 // assembler in this goroutine, which builds directories in walk order.
-func (b *backup) run() (ID, Node, DirStats, error) {
+func (b *backup) run() (crypto.ID, Node, DirStats, error) {
 	ctx, cancel := context.WithCancel(b.ctx)
 	defer cancel()
 	items := make(chan *fileJob, 256)
@@ -198,7 +200,7 @@ func (b *backup) run() (ID, Node, DirStats, error) {
 		go func() {
 			defer blobWG.Done()
 			for t := range b.blobs {
-				if _, err := b.saver.Save(BlobData, t.id, *t.buf); err != nil {
+				if _, err := b.saver.Save(format.BlobData, t.id, *t.buf); err != nil {
 					b.saver.setErr(err)
 				}
 				b.inflight.Release(int64(len(*t.buf)))
@@ -271,10 +273,10 @@ func (b *backup) run() (ID, Node, DirStats, error) {
 		cancel()
 		for range items { // let the walker finish
 		}
-		return ID{}, Node{}, DirStats{}, err
+		return crypto.ID{}, Node{}, DirStats{}, err
 	}
 	if walkErr != nil {
-		return ID{}, Node{}, DirStats{}, walkErr
+		return crypto.ID{}, Node{}, DirStats{}, walkErr
 	}
 	return root, rootNode, stats, nil
 }
@@ -301,7 +303,7 @@ func (b *backup) allStored(n *Node) bool {
 func (b *backup) newChunker(rd io.Reader, buf []byte) (*chunkers.Chunker, error) {
 	c := b.r.Params.Chunker
 	return chunkers.NewChunkerBuffer(c.Algorithm, rd, &chunkers.ChunkerOpts{
-		MinSize: c.Min, NormalSize: c.Normal, MaxSize: c.Max, Key: b.r.keys.chunkerKey,
+		MinSize: c.Min, NormalSize: c.Normal, MaxSize: c.Max, Key: b.r.keys.ChunkerKey,
 	}, buf)
 }
 
@@ -357,10 +359,10 @@ func (b *backup) saveFile(ctx context.Context, j *fileJob, buf []byte) error {
 		return fmt.Errorf("%w (%d bytes at scan, %d read)", errChanged, j.item.Node.Size, total)
 	}
 	if len(j.chunks) > maxInlineChunks {
-		e := encoder{}
+		e := format.Encoder{}
 		encodeChunks(&e, j.chunks)
-		id := b.r.keys.BlobID(e.b)
-		if _, err := b.saver.Save(BlobTree, id, e.b); err != nil {
+		id := b.r.keys.BlobID(e.B)
+		if _, err := b.saver.Save(format.BlobTree, id, e.B); err != nil {
 			return err
 		}
 		j.list, j.chunks = id, nil
@@ -369,9 +371,9 @@ func (b *backup) saveFile(ctx context.Context, j *fileJob, buf []byte) error {
 }
 
 // saveTree stores a tree blob (page, directory).
-func (b *backup) saveTree(p []byte) (ID, error) {
+func (b *backup) saveTree(p []byte) (crypto.ID, error) {
 	id := b.r.keys.BlobID(p)
-	_, err := b.saver.Save(BlobTree, id, p)
+	_, err := b.saver.Save(format.BlobTree, id, p)
 	return id, err
 }
 
@@ -382,7 +384,7 @@ type openDir struct {
 }
 
 // assemble consumes walk items in order and builds the tree bottom-up.
-func (b *backup) assemble(items <-chan *fileJob) (ID, Node, DirStats, error) {
+func (b *backup) assemble(items <-chan *fileJob) (crypto.ID, Node, DirStats, error) {
 	stack := []*openDir{{node: Node{Type: TypeDir, Mode: 0o755}, builder: newDirBuilder(b.saveTree)}}
 	pop := func() error {
 		top := stack[len(stack)-1]
@@ -397,7 +399,7 @@ func (b *backup) assemble(items <-chan *fileJob) (ID, Node, DirStats, error) {
 	}
 	for j := range items {
 		if err := b.saver.Err(); err != nil {
-			return ID{}, Node{}, DirStats{}, err
+			return crypto.ID{}, Node{}, DirStats{}, err
 		}
 		it := j.item
 		segs := Segments(it.Path)
@@ -414,7 +416,7 @@ func (b *backup) assemble(items <-chan *fileJob) (ID, Node, DirStats, error) {
 		}
 		for len(stack)-1 > common {
 			if err := pop(); err != nil {
-				return ID{}, Node{}, DirStats{}, err
+				return crypto.ID{}, Node{}, DirStats{}, err
 			}
 		}
 		// Open implicit directories (S3 prefixes).
@@ -427,11 +429,11 @@ func (b *backup) assemble(items <-chan *fileJob) (ID, Node, DirStats, error) {
 			select {
 			case <-j.done:
 			case <-b.ctx.Done():
-				return ID{}, Node{}, DirStats{}, b.ctx.Err()
+				return crypto.ID{}, Node{}, DirStats{}, b.ctx.Err()
 			}
 			if j.err != nil {
 				if errors.Is(j.err, context.Canceled) || b.saver.Err() != nil {
-					return ID{}, Node{}, DirStats{}, j.err
+					return crypto.ID{}, Node{}, DirStats{}, j.err
 				}
 				b.skip(it.Path, j.err)
 				continue
@@ -447,13 +449,13 @@ func (b *backup) assemble(items <-chan *fileJob) (ID, Node, DirStats, error) {
 			n.Chunks, n.ChunkList = j.chunks, j.list
 		}
 		if err := stack[len(stack)-1].builder.Add(&n, DirStats{}); err != nil {
-			return ID{}, Node{}, DirStats{}, err
+			return crypto.ID{}, Node{}, DirStats{}, err
 		}
 		b.opt.Progress.Files.Add(1)
 	}
 	for len(stack) > 1 {
 		if err := pop(); err != nil {
-			return ID{}, Node{}, DirStats{}, err
+			return crypto.ID{}, Node{}, DirStats{}, err
 		}
 	}
 	id, st, err := stack[0].builder.Finish()
@@ -464,7 +466,7 @@ func (b *backup) assemble(items <-chan *fileJob) (ID, Node, DirStats, error) {
 // each file is compared with its previous version in one merge pass.
 type parentCursor struct {
 	r     *Repo
-	root  ID
+	root  crypto.ID
 	names []string   // directory path of iters[1:]
 	iters []*DirIter // nil where the parent has no such directory
 }

@@ -11,6 +11,9 @@ import (
 	"io"
 	"testing"
 
+	"github.com/coffer-backup/coffer/engine/crypto"
+	"github.com/coffer-backup/coffer/engine/format"
+
 	chunkers "github.com/PlakarKorp/go-cdc-chunkers"
 )
 
@@ -41,9 +44,9 @@ func qaBenchInput(kind string) []byte {
 
 var qaBenchKinds = []string{"random", "text"}
 
-func qaBenchKeys(b testing.TB) *Keys {
+func qaBenchKeys(b testing.TB) *crypto.Keys {
 	b.Helper()
-	k, err := deriveKeys(bytes.Repeat([]byte{0x42}, 32))
+	k, err := crypto.DeriveKeys(bytes.Repeat([]byte{0x42}, 32))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -55,7 +58,7 @@ func qaBenchKeys(b testing.TB) *Keys {
 func BenchmarkChunk(b *testing.B) {
 	k := qaBenchKeys(b)
 	c := DefaultChunker
-	opts := &chunkers.ChunkerOpts{MinSize: c.Min, NormalSize: c.Normal, MaxSize: c.Max, Key: k.chunkerKey}
+	opts := &chunkers.ChunkerOpts{MinSize: c.Min, NormalSize: c.Normal, MaxSize: c.Max, Key: k.ChunkerKey}
 	buf := make([]byte, c.Max)
 	for _, kind := range qaBenchKinds {
 		data := qaBenchInput(kind)
@@ -100,7 +103,7 @@ func BenchmarkHash(b *testing.B) {
 	})
 	b.Run("hmac-sha256", func(b *testing.B) {
 		b.SetBytes(int64(len(data)))
-		h := hmac.New(sha256.New, k.idKey)
+		h := hmac.New(sha256.New, k.IDKey)
 		var sum [32]byte
 		for b.Loop() {
 			h.Reset()
@@ -124,12 +127,12 @@ func BenchmarkCompress(b *testing.B) {
 		b.Run(kind, func(b *testing.B) {
 			dst := make([]byte, 0, len(data)+len(data)/8)
 			var out []byte
-			var comp Compression
+			var comp format.Compression
 			b.SetBytes(int64(len(data)))
 			for b.Loop() {
-				out, comp, dst = compress(dst, data)
+				out, comp, dst = format.Compress(dst, data)
 			}
-			if (kind == "text") != (comp == CompZstd) {
+			if (kind == "text") != (comp == format.CompZstd) {
 				b.Fatalf("%s compressed as %d", kind, comp)
 			}
 			b.ReportMetric(float64(len(data))/float64(len(out)), "ratio")
@@ -142,12 +145,12 @@ func BenchmarkCompress(b *testing.B) {
 func BenchmarkDecompress(b *testing.B) {
 	for _, kind := range qaBenchKinds {
 		data := qaBenchInput(kind)
-		stored, comp, _ := compress(nil, data)
+		stored, comp, _ := format.Compress(nil, data)
 		b.Run(kind, func(b *testing.B) {
 			dst := make([]byte, 0, len(data))
 			b.SetBytes(int64(len(data)))
 			for b.Loop() {
-				out, err := decompress(dst[:0], stored, comp, len(data))
+				out, err := format.Decompress(dst[:0], stored, comp, len(data))
 				if err != nil || len(out) != len(data) {
 					b.Fatal(err)
 				}
@@ -162,7 +165,7 @@ func BenchmarkSeal(b *testing.B) {
 	k := qaBenchKeys(b)
 	data := qaBenchInput("random")
 	aad := make([]byte, 32)
-	dst := make([]byte, 0, len(data)+sealOverhead)
+	dst := make([]byte, 0, len(data)+crypto.SealOverhead)
 	b.Run("xchacha20-poly1305", func(b *testing.B) {
 		b.SetBytes(int64(len(data)))
 		for b.Loop() {
@@ -236,7 +239,7 @@ func BenchmarkSaverSave(b *testing.B) {
 				for off := 0; off < len(data); off += 1 << 20 {
 					blob := data[off : off+1<<20]
 					binary.LittleEndian.PutUint64(blob, iter)
-					if _, err := s.Save(BlobData, r.keys.BlobID(blob), blob); err != nil {
+					if _, err := s.Save(format.BlobData, r.keys.BlobID(blob), blob); err != nil {
 						b.Fatal(err)
 					}
 				}

@@ -3,6 +3,8 @@ package engine
 import (
 	"context"
 	"io"
+
+	"github.com/coffer-backup/coffer/engine/crypto"
 )
 
 // WriteFileTo writes a file's content to w in order, fetching up to
@@ -34,7 +36,7 @@ func (r *Repo) WriteFileTo(ctx context.Context, n *Node, w io.Writer, ahead int)
 			case <-ctx.Done():
 				return
 			}
-			go func(id ID) {
+			go func(id crypto.ID) {
 				data, err := r.LoadBlob(ctx, id)
 				ch <- result{data, err}
 			}(c.ID)

@@ -1,6 +1,8 @@
 package engine
 
 import (
+	"github.com/coffer-backup/coffer/engine/crypto"
+	"github.com/coffer-backup/coffer/engine/format"
 	"github.com/coffer-backup/coffer/engine/store"
 
 	"context"
@@ -79,7 +81,7 @@ func (r *Repo) Check(ctx context.Context, opt CheckOptions) (*CheckResult, error
 	}
 	if err := r.LoadIndex(ctx); err != nil {
 		// A corrupt index file is a problem to report, not a reason to stop.
-		if errors.Is(err, ErrAuth) || errors.Is(err, errCorrupt) {
+		if errors.Is(err, crypto.ErrAuth) || errors.Is(err, format.ErrCorrupt) {
 			problem(Problem{Message: fmt.Sprintf("index unreadable: %v", err)})
 			r.Index = newMasterIndex()
 			r.indexOnce = sync.Once{}
@@ -109,12 +111,12 @@ func (r *Repo) Check(ctx context.Context, opt CheckOptions) (*CheckResult, error
 
 	// Which packs to read.
 	indexed := r.Index.Packs()
-	packs := map[ID]BlobKind{}
+	packs := map[crypto.ID]format.BlobKind{}
 	if whole {
 		packs = indexed
-		for _, k := range []BlobKind{BlobData, BlobTree} {
+		for _, k := range []format.BlobKind{format.BlobData, format.BlobTree} {
 			err := r.st.List(ctx, packKind(k), func(o store.ObjectInfo) error {
-				id, err := ParseID(o.Handle.Name)
+				id, err := crypto.ParseID(o.Handle.Name)
 				if err != nil {
 					res.Warnings = append(res.Warnings, fmt.Sprintf("%s: not a pack name; ignored", o.Handle))
 					return nil
@@ -129,9 +131,9 @@ func (r *Repo) Check(ctx context.Context, opt CheckOptions) (*CheckResult, error
 			}
 		}
 	} else {
-		need := map[ID]bool{}
+		need := map[crypto.ID]bool{}
 		for _, sn := range snaps {
-			r.walkBlobs(ctx, sn, func(id ID) { need[id] = true }, func(string, *Node, error) {})
+			r.walkBlobs(ctx, sn, func(id crypto.ID) { need[id] = true }, func(string, *Node, error) {})
 		}
 		for id := range need {
 			if _, pack, ok := r.Index.Lookup(id); ok {
@@ -142,9 +144,9 @@ func (r *Repo) Check(ctx context.Context, opt CheckOptions) (*CheckResult, error
 	res.Packs = len(packs)
 
 	// Verify packs.
-	bad := map[ID]string{} // blob -> reason
-	byPack := map[ID][]BlobLoc{}
-	r.Index.Each(func(b BlobLoc, pack ID) {
+	bad := map[crypto.ID]string{} // blob -> reason
+	byPack := map[crypto.ID][]format.BlobLoc{}
+	r.Index.Each(func(b format.BlobLoc, pack crypto.ID) {
 		if _, ok := packs[pack]; ok {
 			byPack[pack] = append(byPack[pack], b)
 		}
@@ -218,8 +220,8 @@ func (r *Repo) loadIndexTolerant(ctx context.Context, problem func(Problem)) err
 
 // checkPack reads a whole pack and verifies it; it returns the blobs that
 // failed, with why, and the bytes read.
-func (r *Repo) checkPack(ctx context.Context, kind BlobKind, pack ID, blobs []BlobLoc) (map[ID]string, int64, error) {
-	bad := map[ID]string{}
+func (r *Repo) checkPack(ctx context.Context, kind format.BlobKind, pack crypto.ID, blobs []format.BlobLoc) (map[crypto.ID]string, int64, error) {
+	bad := map[crypto.ID]string{}
 	data, err := r.st.Get(ctx, packHandle(kind, pack), 0, -1)
 	if err != nil {
 		for _, b := range blobs {
@@ -228,15 +230,15 @@ func (r *Repo) checkPack(ctx context.Context, kind BlobKind, pack ID, blobs []Bl
 		return bad, 0, fmt.Errorf("unreadable: %w", err)
 	}
 	var packErr error
-	if hashID(data) != pack {
+	if crypto.Hash(data) != pack {
 		packErr = fmt.Errorf("content does not match its name (the pack file is damaged)")
 	}
-	if sealed, start, err := splitPack(data); err != nil {
+	if sealed, start, err := format.SplitPack(data); err != nil {
 		packErr = errors.Join(packErr, err)
 	} else if trailer, err := r.decodeSealedTrailer(sealed, start); err != nil {
 		packErr = errors.Join(packErr, err)
 	} else {
-		inTrailer := make(map[ID]BlobLoc, len(trailer))
+		inTrailer := make(map[crypto.ID]format.BlobLoc, len(trailer))
 		for _, b := range trailer {
 			inTrailer[b.ID] = b
 		}
@@ -263,12 +265,12 @@ func (r *Repo) checkPack(ctx context.Context, kind BlobKind, pack ID, blobs []Bl
 // walkBlobs walks a snapshot's tree. blob, if set, receives every blob id
 // the snapshot uses; file receives every file (with its chunks loaded) and
 // every directory or file that could not be read.
-func (r *Repo) walkBlobs(ctx context.Context, sn *Snapshot, blob func(ID), file func(string, *Node, error)) {
+func (r *Repo) walkBlobs(ctx context.Context, sn *Snapshot, blob func(crypto.ID), file func(string, *Node, error)) {
 	if blob == nil {
-		blob = func(ID) {}
+		blob = func(crypto.ID) {}
 	}
-	var walk func(id ID, path string)
-	walk = func(id ID, path string) {
+	var walk func(id crypto.ID, path string)
+	walk = func(id crypto.ID, path string) {
 		blob(id)
 		d, err := r.LoadDir(ctx, id)
 		if err != nil {

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"github.com/coffer-backup/coffer/engine/crypto"
 	"github.com/coffer-backup/coffer/engine/store"
 
 	"bytes"
@@ -49,11 +50,11 @@ const DefaultPackSize = 16 << 20
 
 // KeySlot wraps the master key under a key derived from one passphrase.
 type KeySlot struct {
-	ID      string    `json:"id"`
-	Created time.Time `json:"created"`
-	KDF     string    `json:"kdf"`
-	Params  KDFParams `json:"params"`
-	Salt    []byte    `json:"salt"`
+	ID      string           `json:"id"`
+	Created time.Time        `json:"created"`
+	KDF     string           `json:"kdf"`
+	Params  crypto.KDFParams `json:"params"`
+	Salt    []byte           `json:"salt"`
 	// Wrapped is nonce || XChaCha20-Poly1305(kek, master key, aad=params bytes).
 	Wrapped []byte `json:"wrapped"`
 }
@@ -81,18 +82,18 @@ func (e *NewerFormatError) Error() string {
 
 // CreateOptions tune a new store; zero values mean the defaults.
 type CreateOptions struct {
-	KDF      KDFParams
+	KDF      crypto.KDFParams
 	Chunker  ChunkerParams
 	PackSize int
 }
 
-func wrapMaster(master, passphrase, paramsBytes []byte, kdf KDFParams) (KeySlot, error) {
-	if err := kdf.validate(); err != nil {
+func wrapMaster(master, passphrase, paramsBytes []byte, kdf crypto.KDFParams) (KeySlot, error) {
+	if err := kdf.Validate(); err != nil {
 		return KeySlot{}, err
 	}
 	salt := make([]byte, 16)
 	rand.Read(salt)
-	kek := kdf.derive(passphrase, salt)
+	kek := kdf.Derive(passphrase, salt)
 	k, err := deriveKEK(kek)
 	if err != nil {
 		return KeySlot{}, err
@@ -106,10 +107,10 @@ func wrapMaster(master, passphrase, paramsBytes []byte, kdf KDFParams) (KeySlot,
 }
 
 // deriveKEK turns an Argon2id output into an AEAD.
-func deriveKEK(kek []byte) (*Keys, error) {
+func deriveKEK(kek []byte) (*crypto.Keys, error) {
 	var m [32]byte
 	blake3.DeriveKey("coffer 2026-11 key slot", kek, m[:])
-	return deriveKeys(m[:])
+	return crypto.DeriveKeys(m[:])
 }
 
 // Create writes a new store's config with one key slot for passphrase.
@@ -122,8 +123,8 @@ func Create(ctx context.Context, st store.Storage, passphrase []byte, opt Create
 	} else if !store.IsNotFound(err) {
 		return nil, err
 	}
-	if opt.KDF == (KDFParams{}) {
-		opt.KDF = DefaultKDF
+	if opt.KDF == (crypto.KDFParams{}) {
+		opt.KDF = crypto.DefaultKDF
 	}
 	if opt.Chunker == (ChunkerParams{}) {
 		opt.Chunker = DefaultChunker
@@ -229,12 +230,12 @@ func (r *Repo) writeConfig(ctx context.Context, cf *configFile, v store.Version)
 
 // AddKeySlot adds a key slot that opens the store with passphrase. The
 // master key, and so every blob, stays as it is.
-func (r *Repo) AddKeySlot(ctx context.Context, passphrase []byte, kdf KDFParams) (KeySlot, error) {
+func (r *Repo) AddKeySlot(ctx context.Context, passphrase []byte, kdf crypto.KDFParams) (KeySlot, error) {
 	if len(passphrase) == 0 {
 		return KeySlot{}, errors.New("refusing an empty passphrase")
 	}
-	if kdf == (KDFParams{}) {
-		kdf = DefaultKDF
+	if kdf == (crypto.KDFParams{}) {
+		kdf = crypto.DefaultKDF
 	}
 	cf, v, err := r.readConfig(ctx)
 	if err != nil {
@@ -323,7 +324,7 @@ func decodeConfig(data []byte) (*configFile, Params, error) {
 		if k.KDF != "argon2id" {
 			return nil, Params{}, fmt.Errorf("config: key slot %s: unsupported kdf %q", k.ID, k.KDF)
 		}
-		if err := k.Params.validate(); err != nil {
+		if err := k.Params.Validate(); err != nil {
 			return nil, Params{}, fmt.Errorf("config: key slot %s: %w", k.ID, err)
 		}
 	}
@@ -344,7 +345,7 @@ func Open(ctx context.Context, st store.Storage, passphrase []byte) (*Repo, erro
 		return nil, err
 	}
 	for _, slot := range cf.Keys {
-		k, err := deriveKEK(slot.Params.derive(passphrase, slot.Salt))
+		k, err := deriveKEK(slot.Params.Derive(passphrase, slot.Salt))
 		if err != nil {
 			return nil, err
 		}

@@ -1,6 +1,8 @@
 package engine
 
 import (
+	"github.com/coffer-backup/coffer/engine/crypto"
+	"github.com/coffer-backup/coffer/engine/format"
 	"github.com/coffer-backup/coffer/engine/store"
 
 	"bytes"
@@ -127,9 +129,9 @@ func qaCountFiles(t testing.TB, dir string) int {
 }
 
 // qaBlobCounts counts the indexed blobs of each kind.
-func qaBlobCounts(r *Repo) map[BlobKind]int {
-	m := map[BlobKind]int{}
-	r.Index.Each(func(b BlobLoc, _ ID) { m[b.Kind]++ })
+func qaBlobCounts(r *Repo) map[format.BlobKind]int {
+	m := map[format.BlobKind]int{}
+	r.Index.Each(func(b format.BlobLoc, _ crypto.ID) { m[b.Kind]++ })
 	return m
 }
 
@@ -154,7 +156,7 @@ func TestDedupSecondCopy100MiB(t *testing.T) {
 		t.Fatalf("first backup: %+v", snA.Stats)
 	}
 	before := qaDirSize(t, storeDir)
-	dataBefore := qaBlobCounts(r)[BlobData]
+	dataBefore := qaBlobCounts(r)[format.BlobData]
 
 	// The same content under other names, in another folder, with other
 	// mtimes: nothing but the parent-less content itself can dedup it.
@@ -182,7 +184,7 @@ func TestDedupSecondCopy100MiB(t *testing.T) {
 	if growth >= 1<<20 {
 		t.Errorf("a second copy of 100 MiB grew the store by %d bytes, want < 1 MiB", growth)
 	}
-	if got := qaBlobCounts(r)[BlobData]; got != dataBefore {
+	if got := qaBlobCounts(r)[format.BlobData]; got != dataBefore {
 		t.Errorf("the second copy added %d data blobs", got-dataBefore)
 	}
 	if snB.Stats.NewBytes > 64<<10 {
@@ -529,14 +531,14 @@ func TestLargeDirectoryPaging(t *testing.T) {
 	}
 
 	// One more file rewrites about one page and the root directory.
-	treeBefore := qaBlobCounts(r)[BlobTree]
+	treeBefore := qaBlobCounts(r)[format.BlobTree]
 	writeFile(t, filepath.Join(src, "e10000a"), nil)
 	c2 := qaCount(t, src)
 	sn2 := qaBackup(t, r, c2)
 	if o := c2.Opened(); len(o) != 1 || o[0] != "e10000a" {
 		t.Errorf("adding one file, the backup opened %d files: %v", len(o), o[:min(len(o), 10)])
 	}
-	newTree := qaBlobCounts(r)[BlobTree] - treeBefore
+	newTree := qaBlobCounts(r)[format.BlobTree] - treeBefore
 	if sn2.Stats.NewBlobs > 4 || newTree < 2 || uint64(newTree) != sn2.Stats.NewBlobs {
 		t.Errorf("adding one empty file added %d blobs (%d tree blobs), want 2 to 4 tree blobs", sn2.Stats.NewBlobs, newTree)
 	}
@@ -544,7 +546,7 @@ func TestLargeDirectoryPaging(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	old := map[ID]bool{}
+	old := map[crypto.ID]bool{}
 	for _, pr := range root.Pages {
 		old[pr.ID] = true
 	}
@@ -621,12 +623,12 @@ func TestDeferredAttrs(t *testing.T) {
 
 // mapTrees is a TreeCache that counts what it had to load.
 type mapTrees struct {
-	dirs  map[ID]*Dir
-	pages map[ID][]Node
+	dirs  map[crypto.ID]*Dir
+	pages map[crypto.ID][]Node
 	loads int
 }
 
-func (m *mapTrees) Dir(ctx context.Context, id ID, load func(context.Context) (*Dir, error)) (*Dir, error) {
+func (m *mapTrees) Dir(ctx context.Context, id crypto.ID, load func(context.Context) (*Dir, error)) (*Dir, error) {
 	if d, ok := m.dirs[id]; ok {
 		return d, nil
 	}
@@ -638,7 +640,7 @@ func (m *mapTrees) Dir(ctx context.Context, id ID, load func(context.Context) (*
 	return d, err
 }
 
-func (m *mapTrees) Page(ctx context.Context, id ID, load func(context.Context) ([]Node, error)) ([]Node, error) {
+func (m *mapTrees) Page(ctx context.Context, id crypto.ID, load func(context.Context) ([]Node, error)) ([]Node, error) {
 	if p, ok := m.pages[id]; ok {
 		return p, nil
 	}
@@ -660,7 +662,7 @@ func TestTreeCache(t *testing.T) {
 	}
 	writeFile(t, filepath.Join(src, "a", "b", "c"), []byte("c"))
 	sn := backupDir(t, r, src, BackupOptions{})
-	m := &mapTrees{dirs: map[ID]*Dir{}, pages: map[ID][]Node{}}
+	m := &mapTrees{dirs: map[crypto.ID]*Dir{}, pages: map[crypto.ID][]Node{}}
 	r.SetTreeCache(m)
 	paths := []string{"/a/b/c", "/big/f0123", "/big/f0599"}
 	for round := 0; round < 2; round++ {

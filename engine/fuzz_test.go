@@ -1,6 +1,8 @@
 package engine
 
 import (
+	"github.com/coffer-backup/coffer/engine/crypto"
+	"github.com/coffer-backup/coffer/engine/format"
 	"github.com/coffer-backup/coffer/engine/store"
 
 	"bytes"
@@ -48,8 +50,8 @@ func qaCheckAllocs(t testing.TB, what string, inputLen int, fn func()) {
 }
 
 // qaID makes a recognizable id.
-func qaID(b byte) ID {
-	var id ID
+func qaID(b byte) crypto.ID {
+	var id crypto.ID
 	for i := range id {
 		id[i] = b + byte(i)
 	}
@@ -57,16 +59,16 @@ func qaID(b byte) ID {
 }
 
 // qaSeedBlobs is a pack's worth of blob locations that tile from 0.
-func qaSeedBlobs(kind BlobKind, n int) ([]BlobLoc, int64) {
-	var blobs []BlobLoc
+func qaSeedBlobs(kind format.BlobKind, n int) ([]format.BlobLoc, int64) {
+	var blobs []format.BlobLoc
 	var off uint32
 	for i := 0; i < n; i++ {
-		l := uint32(sealOverhead + 1 + i*1000)
-		comp := CompNone
+		l := uint32(crypto.SealOverhead + 1 + i*1000)
+		comp := format.CompNone
 		if i%2 == 1 {
-			comp = CompZstd
+			comp = format.CompZstd
 		}
-		blobs = append(blobs, BlobLoc{ID: qaID(byte(i * 7)), Kind: kind, Comp: comp, Offset: off, Length: l, RawLen: uint32(i * 3000)})
+		blobs = append(blobs, format.BlobLoc{ID: qaID(byte(i * 7)), Kind: kind, Comp: comp, Offset: off, Length: l, RawLen: uint32(i * 3000)})
 		off += l
 	}
 	return blobs, int64(off)
@@ -75,23 +77,23 @@ func qaSeedBlobs(kind BlobKind, n int) ([]BlobLoc, int64) {
 // FuzzDecodeTrailer fuzzes the pack trailer decoder.
 func FuzzDecodeTrailer(f *testing.F) {
 	type seed struct {
-		blobs []BlobLoc
+		blobs []format.BlobLoc
 		end   int64
 	}
 	var seeds []seed
 	for _, n := range []int{0, 1, 3} {
-		b, end := qaSeedBlobs(BlobData, n)
+		b, end := qaSeedBlobs(format.BlobData, n)
 		seeds = append(seeds, seed{b, end})
 	}
-	b, end := qaSeedBlobs(BlobTree, 2)
+	b, end := qaSeedBlobs(format.BlobTree, 2)
 	seeds = append(seeds, seed{b, end})
 	// A big offset and length that need 5-byte varints.
-	seeds = append(seeds, seed{[]BlobLoc{
-		{ID: qaID(1), Kind: BlobData, Comp: CompZstd, Offset: 0, Length: 1<<32 - 1, RawLen: 1<<32 - 1},
+	seeds = append(seeds, seed{[]format.BlobLoc{
+		{ID: qaID(1), Kind: format.BlobData, Comp: format.CompZstd, Offset: 0, Length: 1<<32 - 1, RawLen: 1<<32 - 1},
 	}, 1<<32 - 1})
 	for _, s := range seeds {
-		p := encodeTrailer(s.blobs)
-		got, err := decodeTrailer(p, s.end)
+		p := format.EncodeTrailer(s.blobs)
+		got, err := format.DecodeTrailer(p, s.end)
 		if err != nil {
 			f.Fatalf("seed trailer of %d blobs does not decode: %v", len(s.blobs), err)
 		}
@@ -106,24 +108,24 @@ func FuzzDecodeTrailer(f *testing.F) {
 	// Real trailers: re-encoding what decodes gives the same bytes.
 	real := qaRealStore(f)
 	for i, p := range real.trailers {
-		blobs, err := decodeTrailer(p, real.starts[i])
+		blobs, err := format.DecodeTrailer(p, real.starts[i])
 		if err != nil {
 			f.Fatalf("a real trailer does not decode: %v", err)
 		}
-		if !bytes.Equal(encodeTrailer(blobs), p) {
+		if !bytes.Equal(format.EncodeTrailer(blobs), p) {
 			f.Fatal("a real trailer does not re-encode to its bytes")
 		}
 		f.Add(p, real.starts[i])
 	}
 	// A wrong end must be refused.
-	b, end = qaSeedBlobs(BlobData, 2)
-	if _, err := decodeTrailer(encodeTrailer(b), end+1); err == nil {
+	b, end = qaSeedBlobs(format.BlobData, 2)
+	if _, err := format.DecodeTrailer(format.EncodeTrailer(b), end+1); err == nil {
 		f.Fatal("a trailer whose blobs do not reach its start decoded")
 	}
 	f.Fuzz(func(t *testing.T, data []byte, end int64) {
-		var blobs []BlobLoc
+		var blobs []format.BlobLoc
 		var err error
-		qaCheckAllocs(t, "decodeTrailer", len(data), func() { blobs, err = decodeTrailer(data, end) })
+		qaCheckAllocs(t, "decodeTrailer", len(data), func() { blobs, err = format.DecodeTrailer(data, end) })
 		if err != nil {
 			return
 		}
@@ -132,7 +134,7 @@ func FuzzDecodeTrailer(f *testing.F) {
 			if int64(b.Offset) != off {
 				t.Fatalf("blob %d at %d, want %d", i, b.Offset, off)
 			}
-			if (b.Kind != BlobData && b.Kind != BlobTree) || (b.Comp != CompNone && b.Comp != CompZstd) || b.Length < sealOverhead {
+			if (b.Kind != format.BlobData && b.Kind != format.BlobTree) || (b.Comp != format.CompNone && b.Comp != format.CompZstd) || b.Length < crypto.SealOverhead {
 				t.Fatalf("blob %d accepted with invalid fields %+v", i, b)
 			}
 			off += int64(b.Length)
@@ -140,11 +142,11 @@ func FuzzDecodeTrailer(f *testing.F) {
 		if off != end {
 			t.Fatalf("blobs end at %d, end is %d", off, end)
 		}
-		re := encodeTrailer(blobs)
+		re := format.EncodeTrailer(blobs)
 		if len(re) > len(data) {
 			t.Fatalf("canonical re-encoding (%d bytes) is longer than the input (%d)", len(re), len(data))
 		}
-		again, err := decodeTrailer(re, end)
+		again, err := format.DecodeTrailer(re, end)
 		if err != nil {
 			t.Fatalf("re-encoded trailer does not decode: %v", err)
 		}
@@ -156,17 +158,17 @@ func FuzzDecodeTrailer(f *testing.F) {
 
 // FuzzDecodeIndex fuzzes the index file decoder.
 func FuzzDecodeIndex(f *testing.F) {
-	d1, _ := qaSeedBlobs(BlobData, 3)
-	t1, _ := qaSeedBlobs(BlobTree, 2)
-	seeds := [][]IndexPack{
+	d1, _ := qaSeedBlobs(format.BlobData, 3)
+	t1, _ := qaSeedBlobs(format.BlobTree, 2)
+	seeds := [][]format.IndexPack{
 		{},
-		{{ID: qaID(9), Kind: BlobData, Blobs: d1}},
-		{{ID: qaID(9), Kind: BlobData, Blobs: d1}, {ID: qaID(50), Kind: BlobTree, Blobs: t1}},
-		{{ID: qaID(77), Kind: BlobTree, Blobs: []BlobLoc{}}},
+		{{ID: qaID(9), Kind: format.BlobData, Blobs: d1}},
+		{{ID: qaID(9), Kind: format.BlobData, Blobs: d1}, {ID: qaID(50), Kind: format.BlobTree, Blobs: t1}},
+		{{ID: qaID(77), Kind: format.BlobTree, Blobs: []format.BlobLoc{}}},
 	}
 	for _, s := range seeds {
-		p := encodeIndex(s)
-		got, err := decodeIndex(p)
+		p := format.EncodeIndex(s)
+		got, err := format.DecodeIndex(p)
 		if err != nil {
 			f.Fatalf("seed index does not decode: %v", err)
 		}
@@ -180,28 +182,28 @@ func FuzzDecodeIndex(f *testing.F) {
 	}
 	real := qaRealStore(f)
 	for _, p := range real.indexes {
-		packs, err := decodeIndex(p)
+		packs, err := format.DecodeIndex(p)
 		if err != nil {
 			f.Fatalf("a real index does not decode: %v", err)
 		}
-		if !bytes.Equal(encodeIndex(packs), p) {
+		if !bytes.Equal(format.EncodeIndex(packs), p) {
 			f.Fatal("a real index does not re-encode to its bytes")
 		}
 		f.Add(p)
 	}
 	// A blob whose kind differs from its pack's must be refused.
-	if _, err := decodeIndex(encodeIndex([]IndexPack{{ID: qaID(1), Kind: BlobTree, Blobs: d1}})); err == nil {
+	if _, err := format.DecodeIndex(format.EncodeIndex([]format.IndexPack{{ID: qaID(1), Kind: format.BlobTree, Blobs: d1}})); err == nil {
 		f.Fatal("an index with a data blob in a tree pack decoded")
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		var packs []IndexPack
+		var packs []format.IndexPack
 		var err error
-		qaCheckAllocs(t, "decodeIndex", len(data), func() { packs, err = decodeIndex(data) })
+		qaCheckAllocs(t, "decodeIndex", len(data), func() { packs, err = format.DecodeIndex(data) })
 		if err != nil {
 			return
 		}
 		for _, p := range packs {
-			if p.Kind != BlobData && p.Kind != BlobTree {
+			if p.Kind != format.BlobData && p.Kind != format.BlobTree {
 				t.Fatalf("pack kind %d accepted", p.Kind)
 			}
 			for _, b := range p.Blobs {
@@ -210,11 +212,11 @@ func FuzzDecodeIndex(f *testing.F) {
 				}
 			}
 		}
-		re := encodeIndex(packs)
+		re := format.EncodeIndex(packs)
 		if len(re) > len(data) {
 			t.Fatalf("canonical re-encoding (%d bytes) is longer than the input (%d)", len(re), len(data))
 		}
-		again, err := decodeIndex(re)
+		again, err := format.DecodeIndex(re)
 		if err != nil {
 			t.Fatalf("re-encoded index does not decode: %v", err)
 		}
@@ -244,9 +246,9 @@ func qaSeedNodes() []Node {
 func qaBuildDir(t testing.TB, nodes []Node) [][]byte {
 	t.Helper()
 	var blobs [][]byte
-	b := newDirBuilder(func(p []byte) (ID, error) {
+	b := newDirBuilder(func(p []byte) (crypto.ID, error) {
 		blobs = append(blobs, bytes.Clone(p))
-		return hashID(p), nil
+		return crypto.Hash(p), nil
 	})
 	for i := range nodes {
 		n := nodes[i]
@@ -271,31 +273,31 @@ func qaManyNodes(n int) []Node {
 
 // qaEncodePage re-encodes decoded entries as a tree page.
 func qaEncodePage(nodes []Node) []byte {
-	var e encoder
-	e.uvarint(uint64(len(nodes)))
+	var e format.Encoder
+	e.Uvarint(uint64(len(nodes)))
 	for i := range nodes {
 		encodeNode(&e, &nodes[i])
 	}
-	return e.b
+	return e.B
 }
 
 // qaEncodeDir re-encodes a decoded directory the way dirBuilder.Finish
 // lays it out.
 func qaEncodeDir(d *Dir) []byte {
-	var e encoder
+	var e format.Encoder
 	if d.Inline != nil {
 		encodeDirHeader(&e, layoutInline, d.Stats)
-		e.b = append(e.b, qaEncodePage(d.Inline)...)
-		return e.b
+		e.B = append(e.B, qaEncodePage(d.Inline)...)
+		return e.B
 	}
 	encodeDirHeader(&e, layoutPaged, d.Stats)
-	e.uvarint(uint64(len(d.Pages)))
+	e.Uvarint(uint64(len(d.Pages)))
 	for _, p := range d.Pages {
-		e.string(p.First)
-		e.uvarint(p.Entries)
-		e.id(p.ID)
+		e.Str(p.First)
+		e.Uvarint(p.Entries)
+		e.ID(p.ID)
 	}
-	return e.b
+	return e.B
 }
 
 // qaNodesEqual compares entries as the decoder returns them: an empty
@@ -374,7 +376,7 @@ func FuzzDecodeDir(f *testing.F) {
 	}
 	var all []Node
 	for i, pr := range d.Pages {
-		if pr.ID != hashID(paged[i]) {
+		if pr.ID != crypto.Hash(paged[i]) {
 			f.Fatalf("page ref %d names the wrong blob", i)
 		}
 		nodes, err := decodePage(paged[i])
@@ -487,16 +489,16 @@ func FuzzDecodeChunkList(f *testing.F) {
 		for i := range cs {
 			cs[i] = Chunk{ID: qaID(byte(i)), Size: uint32(i * 40000)}
 		}
-		var e encoder
+		var e format.Encoder
 		encodeChunks(&e, cs)
-		got, err := decodeChunkList(e.b)
+		got, err := decodeChunkList(e.B)
 		if err != nil {
 			f.Fatalf("seed chunk list of %d: %v", n, err)
 		}
 		if !reflect.DeepEqual(got, cs) {
 			f.Fatalf("seed chunk list of %d does not round trip", n)
 		}
-		f.Add(e.b)
+		f.Add(e.B)
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var cs []Chunk
@@ -505,12 +507,12 @@ func FuzzDecodeChunkList(f *testing.F) {
 		if err != nil {
 			return
 		}
-		var e encoder
+		var e format.Encoder
 		encodeChunks(&e, cs)
-		if len(e.b) > len(data) {
-			t.Fatalf("canonical re-encoding (%d bytes) is longer than the input (%d)", len(e.b), len(data))
+		if len(e.B) > len(data) {
+			t.Fatalf("canonical re-encoding (%d bytes) is longer than the input (%d)", len(e.B), len(data))
 		}
-		again, err := decodeChunkList(e.b)
+		again, err := decodeChunkList(e.B)
 		if err != nil {
 			t.Fatalf("re-encoded chunk list does not decode: %v", err)
 		}
@@ -577,26 +579,26 @@ func qaRealStore(t testing.TB) *qaReal {
 		}
 		switch o.Handle.Kind {
 		case store.KindDataPack, store.KindTreePack:
-			sealed, start, err := splitPack(data)
+			sealed, start, err := format.SplitPack(data)
 			if err != nil {
 				return err
 			}
-			p, err := r.keys.Open(nil, sealed, aadTrailer)
+			p, err := r.keys.Open(nil, sealed, format.AADTrailer)
 			if err != nil {
 				return err
 			}
 			q.trailers, q.starts = append(q.trailers, p), append(q.starts, start)
 		case store.KindIndex:
-			p, err := r.loadObject(ctx, o.Handle, aadIndex)
+			p, err := r.loadObject(ctx, o.Handle, format.AADIndex)
 			if err != nil {
 				return err
 			}
 			q.indexes = append(q.indexes, p)
 		case store.KindSnapshot:
-			if q.snapshot, err = r.keys.Open(nil, data, aadSnapshot); err != nil {
+			if q.snapshot, err = r.keys.Open(nil, data, format.AADSnapshot); err != nil {
 				return err
 			}
-			if q.payload, err = r.loadObject(ctx, o.Handle, aadSnapshot); err != nil {
+			if q.payload, err = r.loadObject(ctx, o.Handle, format.AADSnapshot); err != nil {
 				return err
 			}
 		}
@@ -658,7 +660,7 @@ func FuzzLoadSnapshot(f *testing.F) {
 			f.Fatalf("seed snapshot round trip:\n got %+v\nwant %+v", got, &want)
 		}
 		js, _ := json.Marshal(sn)
-		f.Add(qaObjectPlain(f, r, js, aadSnapshot))
+		f.Add(qaObjectPlain(f, r, js, format.AADSnapshot))
 	}
 	real := qaRealStore(f)
 	sn, err := real.r.LoadSnapshot(ctx, real.sn.ID)
@@ -670,11 +672,11 @@ func FuzzLoadSnapshot(f *testing.F) {
 	}
 	f.Add(real.snapshot)
 	// Uncompressed, and a header only.
-	f.Add(append([]byte{byte(CompNone), 2}, "{}"...))
-	f.Add([]byte{byte(CompZstd), 0})
+	f.Add(append([]byte{byte(format.CompNone), 2}, "{}"...))
+	f.Add([]byte{byte(format.CompZstd), 0})
 	f.Fuzz(func(t *testing.T, plain []byte) {
-		sealed := r.keys.Seal(nil, plain, aadSnapshot)
-		id := hashID(sealed)
+		sealed := r.keys.Seal(nil, plain, format.AADSnapshot)
+		id := crypto.Hash(sealed)
 		h := store.Handle{Kind: store.KindSnapshot, Name: id.String()}
 		st.Put(ctx, h, sealed)
 		defer st.Delete(ctx, h)
@@ -879,13 +881,13 @@ func TestQAAllocCheckSeesLargeAllocations(t *testing.T) {
 // this is its regression test.
 func TestObjectHeaderLengthAllocation(t *testing.T) {
 	r, _ := qaFuzzRepo(t)
-	var e encoder
-	e.byte(byte(CompZstd))
-	e.uvarint(maxObjectSize)
-	e.b = append(e.b, 0x28, 0xb5, 0x2f, 0xfd) // zstd magic, then nothing
-	sealed := r.keys.Seal(nil, e.b, aadSnapshot)
+	var e format.Encoder
+	e.Byte(byte(format.CompZstd))
+	e.Uvarint(maxObjectSize)
+	e.B = append(e.B, 0x28, 0xb5, 0x2f, 0xfd) // zstd magic, then nothing
+	sealed := r.keys.Seal(nil, e.B, format.AADSnapshot)
 	var err error
-	got := qaAllocated(func() { _, err = r.openObject(sealed, aadSnapshot) })
+	got := qaAllocated(func() { _, err = r.openObject(sealed, format.AADSnapshot) })
 	if err == nil {
 		t.Fatal("a truncated zstd object opened")
 	}
@@ -904,21 +906,21 @@ func TestObjectHeaderLengthAllocation(t *testing.T) {
 // refuse it. Found by FuzzDecodeDir (testdata/fuzz/FuzzDecodeDir/
 // zero-chunk-list); this is its regression test.
 func TestDecodeRejectsZeroChunkList(t *testing.T) {
-	var e encoder
-	e.uvarint(1) // one entry
-	e.byte(byte(TypeFile))
-	e.string("f")
-	e.uvarint(0o644) // mode
-	e.varint(0)      // mtime
-	e.uvarint(5)     // size
-	e.uvarint(0)     // uid
-	e.uvarint(0)     // gid
-	e.uvarint(0)     // inode
-	e.varint(0)      // ctime
-	e.byte(contentList)
-	e.id(ID{})
-	e.uvarint(0) // attrs
-	nodes, err := decodePage(e.b)
+	var e format.Encoder
+	e.Uvarint(1) // one entry
+	e.Byte(byte(TypeFile))
+	e.Str("f")
+	e.Uvarint(0o644) // mode
+	e.Varint(0)      // mtime
+	e.Uvarint(5)     // size
+	e.Uvarint(0)     // uid
+	e.Uvarint(0)     // gid
+	e.Uvarint(0)     // inode
+	e.Varint(0)      // ctime
+	e.Byte(contentList)
+	e.ID(crypto.ID{})
+	e.Uvarint(0) // attrs
+	nodes, err := decodePage(e.B)
 	if err == nil {
 		t.Errorf("a file whose chunk list id is all zeros decoded: %+v", nodes[0])
 		r, _ := qaFuzzRepo(t)
@@ -936,10 +938,10 @@ func TestDecodeRejectsZeroChunkList(t *testing.T) {
 // minimal-symlink); this is its regression test.
 func TestMinimalNodeRoundTrip(t *testing.T) {
 	n := Node{Name: "", Type: TypeSymlink}
-	var e encoder
+	var e format.Encoder
 	encodeNode(&e, &n)
-	if len(e.b) < minNodeSize {
-		t.Errorf("an entry encodes in %d bytes, below minNodeSize %d", len(e.b), minNodeSize)
+	if len(e.B) < minNodeSize {
+		t.Errorf("an entry encodes in %d bytes, below minNodeSize %d", len(e.B), minNodeSize)
 	}
 	blobs := qaBuildDir(t, []Node{n})
 	d, err := decodeDir(blobs[0])

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"github.com/coffer-backup/coffer/engine/crypto"
 	"github.com/coffer-backup/coffer/engine/store"
 
 	"context"
@@ -11,7 +12,7 @@ import (
 )
 
 // cheapKDF keeps tests fast; the format is the same.
-var cheapKDF = KDFParams{Time: 1, Memory: 64, Threads: 1}
+var cheapKDF = crypto.KDFParams{Time: 1, Memory: 64, Threads: 1}
 
 // testChunker is small so that tests cross many chunk boundaries cheaply.
 var testChunker = ChunkerParams{Algorithm: "fastcdc-v1.0.0", Min: 16 << 10, Normal: 32 << 10, Max: 128 << 10}
@@ -23,7 +24,7 @@ func newTestRepo(t testing.TB, opt CreateOptions) (*Repo, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if opt.KDF == (KDFParams{}) {
+	if opt.KDF == (crypto.KDFParams{}) {
 		opt.KDF = cheapKDF
 	}
 	r, err := Create(context.Background(), st, []byte("test passphrase"), opt)

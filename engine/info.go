@@ -1,6 +1,8 @@
 package engine
 
 import (
+	"github.com/coffer-backup/coffer/engine/crypto"
+	"github.com/coffer-backup/coffer/engine/format"
 	"github.com/coffer-backup/coffer/engine/store"
 
 	"context"
@@ -41,14 +43,14 @@ func (r *Repo) Info(ctx context.Context) (*StoreInfo, error) {
 		in.LogicalBytes += sn.Stats.Bytes
 	}
 	for _, k := range r.Index.Packs() {
-		if k == BlobData {
+		if k == format.BlobData {
 			in.DataPacks++
 		} else {
 			in.TreePacks++
 		}
 	}
-	r.Index.Each(func(b BlobLoc, _ ID) {
-		if b.Kind == BlobData {
+	r.Index.Each(func(b format.BlobLoc, _ crypto.ID) {
+		if b.Kind == format.BlobData {
 			in.DataBlobs++
 			in.UniqueBytes += uint64(b.RawLen)
 			in.BlobBytes += uint64(b.Length)
@@ -56,9 +58,7 @@ func (r *Repo) Info(ctx context.Context) (*StoreInfo, error) {
 			in.TreeBlobs++
 		}
 	})
-	r.Index.mu.RLock()
-	in.IndexFiles = r.Index.files
-	r.Index.mu.RUnlock()
+	in.IndexFiles = r.Index.Files()
 	for _, k := range store.Kinds {
 		if err := r.st.List(ctx, k, func(o store.ObjectInfo) error {
 			in.StoredBytes += uint64(o.Size)

@@ -1,6 +1,8 @@
 package engine
 
 import (
+	"github.com/coffer-backup/coffer/engine/crypto"
+	"github.com/coffer-backup/coffer/engine/format"
 	"github.com/coffer-backup/coffer/engine/store"
 
 	"bytes"
@@ -271,9 +273,9 @@ func qaBuildCorpus(t testing.TB) *qaCorpus {
 }
 
 // qaPackBlobs groups the index by pack, each pack's blobs by offset.
-func qaPackBlobs(r *Repo) map[ID][]BlobLoc {
-	m := map[ID][]BlobLoc{}
-	r.Index.Each(func(b BlobLoc, pack ID) { m[pack] = append(m[pack], b) })
+func qaPackBlobs(r *Repo) map[crypto.ID][]format.BlobLoc {
+	m := map[crypto.ID][]format.BlobLoc{}
+	r.Index.Each(func(b format.BlobLoc, pack crypto.ID) { m[pack] = append(m[pack], b) })
 	for _, bs := range m {
 		sort.Slice(bs, func(i, j int) bool { return bs[i].Offset < bs[j].Offset })
 	}
@@ -288,15 +290,15 @@ func TestIndexMatchesTrailers(t *testing.T) {
 		t.Fatal(err)
 	}
 	packs := r.Index.Packs()
-	kinds := map[BlobKind]int{}
+	kinds := map[format.BlobKind]int{}
 	for _, k := range packs {
 		kinds[k]++
 	}
-	if kinds[BlobData] < 2 || kinds[BlobTree] < 2 {
+	if kinds[format.BlobData] < 2 || kinds[format.BlobTree] < 2 {
 		t.Fatalf("want several packs of each kind, have %v", kinds)
 	}
 	// What the index files say about each pack.
-	inFiles := map[ID]IndexPack{}
+	inFiles := map[crypto.ID]format.IndexPack{}
 	err := r.st.List(ctx, store.KindIndex, func(o store.ObjectInfo) error {
 		ips, err := r.readIndexFile(ctx, o.Handle)
 		if err != nil {
@@ -316,7 +318,7 @@ func TestIndexMatchesTrailers(t *testing.T) {
 	if len(inFiles) != len(packs) {
 		t.Errorf("index files name %d packs, the loaded index %d", len(inFiles), len(packs))
 	}
-	trailers := map[ID][]BlobLoc{}
+	trailers := map[crypto.ID][]format.BlobLoc{}
 	for id, kind := range packs {
 		tr, err := r.readTrailer(ctx, kind, id)
 		if err != nil {
@@ -336,7 +338,7 @@ func TestIndexMatchesTrailers(t *testing.T) {
 	}
 	// Every location the loaded index answers with is its pack's trailer
 	// entry.
-	r.Index.Each(func(b BlobLoc, pack ID) {
+	r.Index.Each(func(b format.BlobLoc, pack crypto.ID) {
 		for _, x := range trailers[pack] {
 			if x.ID == b.ID {
 				if x != b {
@@ -349,10 +351,10 @@ func TestIndexMatchesTrailers(t *testing.T) {
 	})
 	// Every pack file is indexed, under the directory of its kind, and
 	// named by the hash of its bytes.
-	seen := map[ID]bool{}
-	for _, kind := range []BlobKind{BlobData, BlobTree} {
+	seen := map[crypto.ID]bool{}
+	for _, kind := range []format.BlobKind{format.BlobData, format.BlobTree} {
 		err := r.st.List(ctx, packKind(kind), func(o store.ObjectInfo) error {
-			id, err := ParseID(o.Handle.Name)
+			id, err := crypto.ParseID(o.Handle.Name)
 			if err != nil {
 				return err
 			}
@@ -364,7 +366,7 @@ func TestIndexMatchesTrailers(t *testing.T) {
 			if err != nil {
 				return err
 			}
-			if hashID(data) != id {
+			if crypto.Hash(data) != id {
 				t.Errorf("pack file %s does not hash to its name", o.Handle)
 			}
 			return nil
@@ -381,10 +383,10 @@ func TestIndexMatchesTrailers(t *testing.T) {
 // qaFileChunks maps every data blob of the corpus to the snapshot paths
 // ("/" + relative path) of the files holding it, read through the tree of
 // the last snapshot (which holds every file).
-func qaFileChunks(t testing.TB, c *qaCorpus) map[ID]map[string]bool {
+func qaFileChunks(t testing.TB, c *qaCorpus) map[crypto.ID]map[string]bool {
 	t.Helper()
 	ctx := context.Background()
-	m := map[ID]map[string]bool{}
+	m := map[crypto.ID]map[string]bool{}
 	sn := c.snaps[len(c.snaps)-1]
 	for rel, data := range c.files {
 		n, err := c.r.ResolvePath(ctx, sn, "/"+rel, true)
@@ -413,12 +415,12 @@ func qaFileChunks(t testing.TB, c *qaCorpus) map[ID]map[string]bool {
 // qaTreeOwners maps every tree blob of sn to the path check names when it
 // is bad: "/dir/" for a directory blob (or page), "/dir/file" for a chunk
 // list.
-func qaTreeOwners(t testing.TB, r *Repo, sn *Snapshot) map[ID]string {
+func qaTreeOwners(t testing.TB, r *Repo, sn *Snapshot) map[crypto.ID]string {
 	t.Helper()
 	ctx := context.Background()
-	m := map[ID]string{}
-	var walk func(id ID, path string)
-	walk = func(id ID, path string) {
+	m := map[crypto.ID]string{}
+	var walk func(id crypto.ID, path string)
+	walk = func(id crypto.ID, path string) {
 		m[id] = path
 		d, err := r.LoadDir(ctx, id)
 		if err != nil {
@@ -451,8 +453,8 @@ func qaTreeOwners(t testing.TB, r *Repo, sn *Snapshot) map[ID]string {
 // qaFlipTrial is one corrupted byte.
 type qaFlipTrial struct {
 	name string
-	kind BlobKind
-	pack ID
+	kind format.BlobKind
+	pack crypto.ID
 	pos  int64
 }
 
@@ -464,25 +466,25 @@ func TestFlippedByteInPack(t *testing.T) {
 	byPack := qaPackBlobs(r)
 	chunkFiles := qaFileChunks(t, c)
 	last := c.snaps[len(c.snaps)-1]
-	owners := make([]map[ID]string, len(c.snaps))
+	owners := make([]map[crypto.ID]string, len(c.snaps))
 	for i, sn := range c.snaps {
 		owners[i] = qaTreeOwners(t, r, sn)
 	}
-	packSize := func(kind BlobKind, id ID) int64 {
+	packSize := func(kind format.BlobKind, id crypto.ID) int64 {
 		fi, err := os.Stat(qaPackPath(c.storeDir, kind, id))
 		if err != nil {
 			t.Fatal(err)
 		}
 		return fi.Size()
 	}
-	loc := func(id ID) (BlobLoc, ID) {
+	loc := func(id crypto.ID) (format.BlobLoc, crypto.ID) {
 		b, pack, ok := r.Index.Lookup(id)
 		if !ok {
 			t.Fatalf("blob %s not indexed", id.Short())
 		}
 		return b, pack
 	}
-	chunkOf := func(rel string, i int) ID {
+	chunkOf := func(rel string, i int) crypto.ID {
 		n, err := r.ResolvePath(ctx, last, "/"+rel, true)
 		if err != nil {
 			t.Fatal(err)
@@ -504,38 +506,38 @@ func TestFlippedByteInPack(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var dataPack, treePack ID
+	var dataPack, treePack crypto.ID
 	for id, k := range packs {
-		if k == BlobData && (dataPack.IsZero() || id.String() < dataPack.String()) {
+		if k == format.BlobData && (dataPack.IsZero() || id.String() < dataPack.String()) {
 			dataPack = id
 		}
-		if k == BlobTree && (treePack.IsZero() || id.String() < treePack.String()) {
+		if k == format.BlobTree && (treePack.IsZero() || id.String() < treePack.String()) {
 			treePack = id
 		}
 	}
-	trailerStart := func(pack ID) int64 {
+	trailerStart := func(pack crypto.ID) int64 {
 		bs := byPack[pack]
 		return int64(bs[len(bs)-1].Offset + bs[len(bs)-1].Length)
 	}
-	inBlob := func(name string, id ID, at func(b BlobLoc) int64) qaFlipTrial {
+	inBlob := func(name string, id crypto.ID, at func(b format.BlobLoc) int64) qaFlipTrial {
 		b, pack := loc(id)
 		return qaFlipTrial{name, b.Kind, pack, int64(b.Offset) + at(b)}
 	}
-	mid := func(b BlobLoc) int64 { return int64(b.Length / 2) }
+	mid := func(b format.BlobLoc) int64 { return int64(b.Length / 2) }
 	trials := []qaFlipTrial{
 		inBlob("data blob shared by two files", chunkOf("files/dup-a.bin", 1), mid),
-		inBlob("data blob nonce", chunkOf("files/r03.bin", 0), func(BlobLoc) int64 { return 3 }),
-		inBlob("data blob tag", chunkOf("files/r05.bin", 2), func(b BlobLoc) int64 { return int64(b.Length) - 1 }),
+		inBlob("data blob nonce", chunkOf("files/r03.bin", 0), func(format.BlobLoc) int64 { return 3 }),
+		inBlob("data blob tag", chunkOf("files/r05.bin", 2), func(b format.BlobLoc) int64 { return int64(b.Length) - 1 }),
 		inBlob("data blob of the chunk-listed file", chunkOf("big/huge.bin", 70), mid),
 		inBlob("compressed data blob", chunkOf("text/notes.txt", 0), mid),
-		{"data pack trailer", BlobData, dataPack, trailerStart(dataPack) + 30},
-		{"data pack trailer length, low byte", BlobData, dataPack, packSize(BlobData, dataPack) - 4},
-		{"data pack trailer length, high byte", BlobData, dataPack, packSize(BlobData, dataPack) - 1},
+		{"data pack trailer", format.BlobData, dataPack, trailerStart(dataPack) + 30},
+		{"data pack trailer length, low byte", format.BlobData, dataPack, packSize(format.BlobData, dataPack) - 4},
+		{"data pack trailer length, high byte", format.BlobData, dataPack, packSize(format.BlobData, dataPack) - 1},
 		inBlob("root directory", last.Root, mid),
 		inBlob("subdirectory", filesDir.Subtree, mid),
 		inBlob("chunk list", huge.ChunkList, mid),
-		{"tree pack trailer", BlobTree, treePack, trailerStart(treePack) + 1},
-		{"tree pack trailer length", BlobTree, treePack, packSize(BlobTree, treePack) - 2},
+		{"tree pack trailer", format.BlobTree, treePack, trailerStart(treePack) + 1},
+		{"tree pack trailer length", format.BlobTree, treePack, packSize(format.BlobTree, treePack) - 2},
 	}
 	// Random ones, reproducible from the seed.
 	seed := uint64(20261125)
@@ -546,7 +548,7 @@ func TestFlippedByteInPack(t *testing.T) {
 	}
 	t.Logf("random trials use seed %d (set COFFER_FLIP_SEED to change it)", seed)
 	rng := mrand.New(mrand.NewPCG(seed, 0))
-	var ids []ID
+	var ids []crypto.ID
 	for id := range packs {
 		ids = append(ids, id)
 	}
@@ -556,7 +558,7 @@ func TestFlippedByteInPack(t *testing.T) {
 		if i%3 == 0 { // tree packs are few; give them their share
 			id = treePack
 			for _, x := range ids {
-				if packs[x] == BlobTree && rng.IntN(2) == 0 {
+				if packs[x] == format.BlobTree && rng.IntN(2) == 0 {
 					id = x
 				}
 			}
@@ -569,7 +571,7 @@ func TestFlippedByteInPack(t *testing.T) {
 		t.Run(tr.name, func(t *testing.T) {
 			t.Logf("flipping byte %d of %v pack %s", tr.pos, tr.kind, tr.pack.Short())
 			// Where did it land?
-			var hit *BlobLoc
+			var hit *format.BlobLoc
 			for i, b := range byPack[tr.pack] {
 				if tr.pos >= int64(b.Offset) && tr.pos < int64(b.Offset+b.Length) {
 					hit = &byPack[tr.pack][i]
@@ -582,7 +584,7 @@ func TestFlippedByteInPack(t *testing.T) {
 			switch {
 			case hit == nil:
 				t.Logf("outside every blob (trailer area)")
-			case hit.Kind == BlobData:
+			case hit.Kind == format.BlobData:
 				named = chunkFiles[hit.ID]
 				if len(named) == 0 {
 					t.Fatalf("data blob %s belongs to no file", hit.ID.Short())
@@ -643,7 +645,7 @@ func TestFlippedByteInPack(t *testing.T) {
 					continue
 				}
 				gotNamed[p.Path] = true
-				if hit != nil && hit.Kind == BlobData && p.Blob != hit.ID.Short() {
+				if hit != nil && hit.Kind == format.BlobData && p.Blob != hit.ID.Short() {
 					t.Errorf("problem names blob %q, want %s: %+v", p.Blob, hit.ID.Short(), p)
 				}
 			}
@@ -653,7 +655,7 @@ func TestFlippedByteInPack(t *testing.T) {
 			if !reflect.DeepEqual(gotNamed, named) && !(len(gotNamed) == 0 && len(named) == 0) {
 				t.Errorf("check named paths %v, want exactly %v", gotNamed, named)
 			}
-			if hit != nil && hit.Kind == BlobTree {
+			if hit != nil && hit.Kind == format.BlobTree {
 				for p := range gotNamed {
 					if !strings.HasSuffix(p, "/") && p != "/big/huge.bin" {
 						t.Errorf("tree damage named %q, neither a directory nor the chunk-listed file", p)
@@ -685,7 +687,7 @@ func TestFlippedByteInPack(t *testing.T) {
 			for rel := range lost {
 				wantWarned["/"+rel] = true
 			}
-			if hit != nil && hit.Kind == BlobData && !reflect.DeepEqual(warned, wantWarned) {
+			if hit != nil && hit.Kind == format.BlobData && !reflect.DeepEqual(warned, wantWarned) {
 				t.Errorf("restore warned about %v, want %v", warned, wantWarned)
 			}
 			for rel, want := range c.files {
@@ -919,6 +921,6 @@ func qaConfigPath(root string) string {
 }
 
 // qaPackPath is where a folder store at root keeps a pack.
-func qaPackPath(root string, kind BlobKind, id ID) string {
+func qaPackPath(root string, kind format.BlobKind, id crypto.ID) string {
 	return filepath.Join(root, filepath.FromSlash(store.ObjectName(packHandle(kind, id))))
 }

@@ -1,6 +1,8 @@
 package engine
 
 import (
+	"github.com/coffer-backup/coffer/engine/crypto"
+	"github.com/coffer-backup/coffer/engine/format"
 	"github.com/coffer-backup/coffer/engine/store"
 
 	"context"
@@ -14,7 +16,7 @@ import (
 type Repo struct {
 	st     store.Storage
 	Params Params
-	keys   *Keys
+	keys   *crypto.Keys
 	Index  *MasterIndex
 
 	master []byte // for adding key slots
@@ -22,14 +24,14 @@ type Repo struct {
 	trees  TreeCache
 
 	snapMu sync.Mutex
-	snaps  map[ID]*Snapshot // loaded snapshot objects, by id
+	snaps  map[crypto.ID]*Snapshot // loaded snapshot objects, by id
 
 	indexOnce sync.Once
 	indexErr  error
 }
 
 func newRepo(st store.Storage, p Params, master []byte) (*Repo, error) {
-	k, err := deriveKeys(master)
+	k, err := crypto.DeriveKeys(master)
 	if err != nil {
 		return nil, err
 	}
@@ -40,7 +42,7 @@ func newRepo(st store.Storage, p Params, master []byte) (*Repo, error) {
 func (r *Repo) Storage() store.Storage { return r.st }
 
 // Keys returns the store's working keys.
-func (r *Repo) Keys() *Keys { return r.keys }
+func (r *Repo) Keys() *crypto.Keys { return r.keys }
 
 // maxObjectSize bounds what an object header may announce.
 const maxObjectSize = 1 << 30
@@ -48,12 +50,12 @@ const maxObjectSize = 1 << 30
 // sealObject frames payload as a metadata object (index file, snapshot):
 // nonce || seal(comp || rawLen || stored payload).
 func (r *Repo) sealObject(payload, aad []byte) []byte {
-	stored, comp, _ := compress(nil, payload)
-	body := encoder{b: make([]byte, 0, len(stored)+16)}
-	body.byte(byte(comp))
-	body.uvarint(uint64(len(payload)))
-	body.b = append(body.b, stored...)
-	return r.keys.Seal(make([]byte, 0, len(body.b)+sealOverhead), body.b, aad)
+	stored, comp, _ := format.Compress(nil, payload)
+	body := format.Encoder{B: make([]byte, 0, len(stored)+16)}
+	body.Byte(byte(comp))
+	body.Uvarint(uint64(len(payload)))
+	body.B = append(body.B, stored...)
+	return r.keys.Seal(make([]byte, 0, len(body.B)+crypto.SealOverhead), body.B, aad)
 }
 
 func (r *Repo) openObject(sealed, aad []byte) ([]byte, error) {
@@ -61,22 +63,22 @@ func (r *Repo) openObject(sealed, aad []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := decoder{b: plain}
-	comp := Compression(d.byte())
-	n := d.uvarint()
-	if d.err != nil || n > maxObjectSize {
-		return nil, fmt.Errorf("%w: object header", errCorrupt)
+	d := format.Decoder{B: plain}
+	comp := format.Compression(d.Byte())
+	n := d.Uvarint()
+	if d.Err != nil || n > maxObjectSize {
+		return nil, fmt.Errorf("%w: object header", format.ErrCorrupt)
 	}
-	return decompress(nil, d.b, comp, int(n))
+	return format.Decompress(nil, d.B, comp, int(n))
 }
 
 // saveObject writes a sealed metadata object of kind k, named by the hash
 // of its bytes, and returns that id once it is durable.
-func (r *Repo) saveObject(ctx context.Context, k store.Kind, payload, aad []byte) (ID, error) {
+func (r *Repo) saveObject(ctx context.Context, k store.Kind, payload, aad []byte) (crypto.ID, error) {
 	data := r.sealObject(payload, aad)
-	id := hashID(data)
+	id := crypto.Hash(data)
 	if err := r.st.Put(ctx, store.Handle{Kind: k, Name: id.String()}, data); err != nil {
-		return ID{}, err
+		return crypto.ID{}, err
 	}
 	return id, nil
 }
@@ -89,14 +91,14 @@ func (r *Repo) loadObject(ctx context.Context, name store.Handle, aad []byte) ([
 		return nil, err
 	}
 	base := name.Name
-	if store.Caches(r.st) && hashID(data).String() != base {
+	if store.Caches(r.st) && crypto.Hash(data).String() != base {
 		store.Invalidate(r.st, name, 0, -1)
 		if data, err = r.st.Get(ctx, name, 0, -1); err != nil {
 			return nil, err
 		}
 	}
-	if want := hashID(data).String(); base != want {
-		return nil, fmt.Errorf("%s: %w: content hash is %s", name, ErrAuth, want[:16])
+	if want := crypto.Hash(data).String(); base != want {
+		return nil, fmt.Errorf("%s: %w: content hash is %s", name, crypto.ErrAuth, want[:16])
 	}
 	p, err := r.openObject(data, aad)
 	if err != nil {
@@ -105,10 +107,23 @@ func (r *Repo) loadObject(ctx context.Context, name store.Handle, aad []byte) ([
 	return p, nil
 }
 
+// packKind is the store kind of packs of blobs of kind k.
+func packKind(k format.BlobKind) store.Kind {
+	if k == format.BlobData {
+		return store.KindDataPack
+	}
+	return store.KindTreePack
+}
+
+// packHandle is the store handle of a pack.
+func packHandle(k format.BlobKind, id crypto.ID) store.Handle {
+	return store.Handle{Kind: packKind(k), Name: id.String()}
+}
+
 // BlobError is a blob that could not be loaded, with where it was looked for.
 type BlobError struct {
-	ID   ID
-	Pack ID
+	ID   crypto.ID
+	Pack crypto.ID
 	Err  error
 }
 
@@ -125,7 +140,7 @@ var errMissingBlob = fmt.Errorf("not in any index: %w", store.ErrNotFound)
 
 // LoadBlob reads, authenticates, decrypts and decompresses one blob, and
 // checks that its plaintext hashes to id.
-func (r *Repo) LoadBlob(ctx context.Context, id ID) ([]byte, error) {
+func (r *Repo) LoadBlob(ctx context.Context, id crypto.ID) ([]byte, error) {
 	loc, pack, ok := r.Index.Lookup(id)
 	if !ok {
 		return nil, &BlobError{ID: id, Err: errMissingBlob}
@@ -138,7 +153,7 @@ func (r *Repo) LoadBlob(ctx context.Context, id ID) ([]byte, error) {
 	// Decrypt in place: a raw blob's plaintext is then the fetched buffer
 	// itself, with no second allocation or copy.
 	plain, _, err := r.openBlobInPlace(sealed, loc, pack, nil)
-	if store.Caches(r.st) && errors.Is(err, ErrAuth) {
+	if store.Caches(r.st) && errors.Is(err, crypto.ErrAuth) {
 		// Perhaps only a cached copy is damaged: drop it, read again.
 		store.Invalidate(r.st, name, off, n)
 		if sealed, err = r.st.Get(ctx, name, off, n); err != nil {
@@ -150,21 +165,21 @@ func (r *Repo) LoadBlob(ctx context.Context, id ID) ([]byte, error) {
 }
 
 // openBlob turns a sealed blob into its verified plaintext, appended to dst.
-func (r *Repo) openBlob(dst, sealed []byte, loc BlobLoc, pack ID) ([]byte, error) {
+func (r *Repo) openBlob(dst, sealed []byte, loc format.BlobLoc, pack crypto.ID) ([]byte, error) {
 	if len(sealed) != int(loc.Length) {
-		return nil, &BlobError{ID: loc.ID, Pack: pack, Err: fmt.Errorf("%w: short read", errCorrupt)}
+		return nil, &BlobError{ID: loc.ID, Pack: pack, Err: fmt.Errorf("%w: short read", format.ErrCorrupt)}
 	}
 	stored, err := r.keys.Open(nil, sealed, loc.ID[:])
 	if err != nil {
 		return nil, &BlobError{ID: loc.ID, Pack: pack, Err: err}
 	}
 	start := len(dst)
-	out, err := decompress(dst, stored, loc.Comp, int(loc.RawLen))
+	out, err := format.Decompress(dst, stored, loc.Comp, int(loc.RawLen))
 	if err != nil {
 		return nil, &BlobError{ID: loc.ID, Pack: pack, Err: err}
 	}
 	if r.keys.BlobID(out[start:]) != loc.ID {
-		return nil, &BlobError{ID: loc.ID, Pack: pack, Err: fmt.Errorf("%w: plaintext does not hash to the blob id", ErrAuth)}
+		return nil, &BlobError{ID: loc.ID, Pack: pack, Err: fmt.Errorf("%w: plaintext does not hash to the blob id", crypto.ErrAuth)}
 	}
 	return out, nil
 }
@@ -173,36 +188,36 @@ func (r *Repo) openBlob(dst, sealed []byte, loc BlobLoc, pack ID) ([]byte, error
 // sealed in place and, for compressed blobs, decompresses into scratch
 // (grown as needed and returned for reuse). plain aliases sealed or
 // scratch.
-func (r *Repo) openBlobInPlace(sealed []byte, loc BlobLoc, pack ID, scratch []byte) (plain, _ []byte, err error) {
+func (r *Repo) openBlobInPlace(sealed []byte, loc format.BlobLoc, pack crypto.ID, scratch []byte) (plain, _ []byte, err error) {
 	if len(sealed) != int(loc.Length) {
-		return nil, scratch, &BlobError{ID: loc.ID, Pack: pack, Err: fmt.Errorf("%w: short read", errCorrupt)}
+		return nil, scratch, &BlobError{ID: loc.ID, Pack: pack, Err: fmt.Errorf("%w: short read", format.ErrCorrupt)}
 	}
-	stored, err := r.keys.Open(sealed[nonceSize:nonceSize], sealed, loc.ID[:])
+	stored, err := r.keys.Open(sealed[crypto.NonceSize:crypto.NonceSize], sealed, loc.ID[:])
 	if err != nil {
 		return nil, scratch, &BlobError{ID: loc.ID, Pack: pack, Err: err}
 	}
 	plain = stored
-	if loc.Comp != CompNone || len(stored) != int(loc.RawLen) {
-		if plain, err = decompress(scratch[:0], stored, loc.Comp, int(loc.RawLen)); err != nil {
+	if loc.Comp != format.CompNone || len(stored) != int(loc.RawLen) {
+		if plain, err = format.Decompress(scratch[:0], stored, loc.Comp, int(loc.RawLen)); err != nil {
 			return nil, scratch, &BlobError{ID: loc.ID, Pack: pack, Err: err}
 		}
 		scratch = plain
 	}
 	if r.keys.BlobID(plain) != loc.ID {
-		return nil, scratch, &BlobError{ID: loc.ID, Pack: pack, Err: fmt.Errorf("%w: plaintext does not hash to the blob id", ErrAuth)}
+		return nil, scratch, &BlobError{ID: loc.ID, Pack: pack, Err: fmt.Errorf("%w: plaintext does not hash to the blob id", crypto.ErrAuth)}
 	}
 	return plain, scratch, nil
 }
 
 // readTrailer loads and authenticates the trailer of a stored pack.
-func (r *Repo) readTrailer(ctx context.Context, kind BlobKind, pack ID) ([]BlobLoc, error) {
+func (r *Repo) readTrailer(ctx context.Context, kind format.BlobKind, pack crypto.ID) ([]format.BlobLoc, error) {
 	name := packHandle(kind, pack)
 	info, err := r.st.Stat(ctx, name)
 	if err != nil {
 		return nil, err
 	}
-	if info.Size < 4+sealOverhead {
-		return nil, fmt.Errorf("%s: %w: %d bytes is too short for a pack", name, errCorrupt, info.Size)
+	if info.Size < 4+crypto.SealOverhead {
+		return nil, fmt.Errorf("%s: %w: %d bytes is too short for a pack", name, format.ErrCorrupt, info.Size)
 	}
 	tail, err := r.st.Get(ctx, name, info.Size-4, 4)
 	if err != nil {
@@ -210,8 +225,8 @@ func (r *Repo) readTrailer(ctx context.Context, kind BlobKind, pack ID) ([]BlobL
 	}
 	tl := int64(binary.LittleEndian.Uint32(tail))
 	start := info.Size - 4 - tl
-	if tl < sealOverhead || start < 0 {
-		return nil, fmt.Errorf("%s: %w: trailer length %d", name, errCorrupt, tl)
+	if tl < crypto.SealOverhead || start < 0 {
+		return nil, fmt.Errorf("%s: %w: trailer length %d", name, format.ErrCorrupt, tl)
 	}
 	sealed, err := r.st.Get(ctx, name, start, tl)
 	if err != nil {
@@ -220,10 +235,10 @@ func (r *Repo) readTrailer(ctx context.Context, kind BlobKind, pack ID) ([]BlobL
 	return r.decodeSealedTrailer(sealed, start)
 }
 
-func (r *Repo) decodeSealedTrailer(sealed []byte, start int64) ([]BlobLoc, error) {
-	p, err := r.keys.Open(nil, sealed, aadTrailer)
+func (r *Repo) decodeSealedTrailer(sealed []byte, start int64) ([]format.BlobLoc, error) {
+	p, err := r.keys.Open(nil, sealed, format.AADTrailer)
 	if err != nil {
 		return nil, fmt.Errorf("pack trailer: %w", err)
 	}
-	return decodeTrailer(p, start)
+	return format.DecodeTrailer(p, start)
 }

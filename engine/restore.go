@@ -1,6 +1,8 @@
 package engine
 
 import (
+	"github.com/coffer-backup/coffer/engine/crypto"
+	"github.com/coffer-backup/coffer/engine/format"
 	"github.com/coffer-backup/coffer/engine/store"
 
 	"context"
@@ -56,11 +58,11 @@ type restoreFile struct {
 // run is a slice of a file's chunks stored back to back in one pack.
 type run struct {
 	file   *restoreFile
-	pack   ID
-	kind   BlobKind
+	pack   crypto.ID
+	kind   format.BlobKind
 	start  uint32 // offset in the pack
 	end    uint32
-	blobs  []BlobLoc
+	blobs  []format.BlobLoc
 	fileAt []int64 // where each blob goes in the file
 }
 
@@ -250,7 +252,7 @@ func (rs *restorer) file(ctx context.Context, p string, n *Node) {
 			return
 		}
 		if uint32(loc.RawLen) != c.Size {
-			rs.fail(p, &BlobError{ID: c.ID, Pack: pack, Err: fmt.Errorf("%w: index says %d bytes, tree says %d", errCorrupt, loc.RawLen, c.Size)})
+			rs.fail(p, &BlobError{ID: c.ID, Pack: pack, Err: fmt.Errorf("%w: index says %d bytes, tree says %d", format.ErrCorrupt, loc.RawLen, c.Size)})
 			return
 		}
 		last := len(runs) - 1

@@ -1,6 +1,8 @@
 package engine
 
 import (
+	"github.com/coffer-backup/coffer/engine/crypto"
+	"github.com/coffer-backup/coffer/engine/format"
 	"github.com/coffer-backup/coffer/engine/store"
 
 	"context"
@@ -33,8 +35,8 @@ type Saver struct {
 	size int
 
 	mu      sync.Mutex
-	claimed map[ID]struct{}
-	open    map[BlobKind]*openPack
+	claimed map[crypto.ID]struct{}
+	open    map[format.BlobKind]*openPack
 
 	uploads chan *openPack
 	wg      sync.WaitGroup
@@ -46,7 +48,7 @@ type Saver struct {
 	err   error
 
 	idxMu   sync.Mutex
-	written []IndexPack
+	written []format.IndexPack
 	nblobs  int
 
 	// Stats.
@@ -60,8 +62,8 @@ type Saver struct {
 // openPack is a pack being filled: in a memory buffer, or streamed to a
 // temp object of a storage with Features().Temp while its hash is computed.
 type openPack struct {
-	kind  BlobKind
-	blobs []BlobLoc
+	kind  format.BlobKind
+	blobs []format.BlobLoc
 	size  int
 
 	buf []byte // buffered
@@ -91,7 +93,7 @@ func (r *Repo) NewSaver(ctx context.Context, uploaders int) *Saver {
 	}
 	s := &Saver{
 		r: r, ctx: ctx, size: r.Params.PackSize,
-		claimed: map[ID]struct{}{}, open: map[BlobKind]*openPack{},
+		claimed: map[crypto.ID]struct{}{}, open: map[format.BlobKind]*openPack{},
 		uploads: make(chan *openPack),
 		bufs:    make(chan []byte, uploaders+1),
 	}
@@ -123,7 +125,7 @@ func (s *Saver) Err() error {
 var sealPool = sync.Pool{New: func() any { b := make([]byte, 0, 1<<20); return &b }}
 
 // Has reports whether blob id is stored or being stored.
-func (s *Saver) Has(id ID) bool {
+func (s *Saver) Has(id crypto.ID) bool {
 	if s.r.Index.Has(id) {
 		return true
 	}
@@ -135,7 +137,7 @@ func (s *Saver) Has(id ID) bool {
 
 // Save stores plaintext as blob id of kind unless the store has it
 // already, and reports whether it was new.
-func (s *Saver) Save(kind BlobKind, id ID, plaintext []byte) (bool, error) {
+func (s *Saver) Save(kind format.BlobKind, id crypto.ID, plaintext []byte) (bool, error) {
 	if err := s.Err(); err != nil {
 		return false, err
 	}
@@ -151,7 +153,7 @@ func (s *Saver) Save(kind BlobKind, id ID, plaintext []byte) (bool, error) {
 	s.mu.Unlock()
 
 	cp := sealPool.Get().(*[]byte)
-	stored, comp, scratch := compress(*cp, plaintext)
+	stored, comp, scratch := format.Compress(*cp, plaintext)
 	sp := sealPool.Get().(*[]byte)
 	sealed := s.r.keys.Seal((*sp)[:0], stored, id[:])
 
@@ -186,7 +188,7 @@ func (s *Saver) Save(kind BlobKind, id ID, plaintext []byte) (bool, error) {
 			}
 			continue
 		}
-		p.blobs = append(p.blobs, BlobLoc{ID: id, Kind: kind, Comp: comp,
+		p.blobs = append(p.blobs, format.BlobLoc{ID: id, Kind: kind, Comp: comp,
 			Offset: uint32(p.size), Length: uint32(len(sealed)), RawLen: uint32(len(plaintext))})
 		p.write(sealed)
 		s.mu.Unlock()
@@ -203,7 +205,7 @@ func (s *Saver) Save(kind BlobKind, id ID, plaintext []byte) (bool, error) {
 
 // newPack starts a pack; a data pack waits for a free buffer, which is
 // what holds a backup back when uploads are slower than reading.
-func (s *Saver) newPack(kind BlobKind) (*openPack, error) {
+func (s *Saver) newPack(kind format.BlobKind) (*openPack, error) {
 	p := &openPack{kind: kind}
 	if s.r.st.Features().Temp {
 		tmp, err := s.r.st.NewTemp(s.ctx)
@@ -213,7 +215,7 @@ func (s *Saver) newPack(kind BlobKind) (*openPack, error) {
 		p.tmp, p.hash = tmp, blake3.New()
 		return p, nil
 	}
-	if kind != BlobData {
+	if kind != format.BlobData {
 		return p, nil // tree packs are small; they grow as needed
 	}
 	select {
@@ -239,7 +241,7 @@ func (s *Saver) freePack(p *openPack) {
 		if !p.done {
 			p.tmp.Abort()
 		}
-	case p.kind == BlobData:
+	case p.kind == format.BlobData:
 		s.bufs <- p.buf[:0]
 	}
 	p.buf = nil
@@ -268,10 +270,10 @@ func (s *Saver) uploader() {
 
 // upload seals the trailer, writes the pack, then indexes its blobs.
 func (s *Saver) upload(p *openPack) error {
-	trailer := s.r.keys.Seal(nil, encodeTrailer(p.blobs), aadTrailer)
+	trailer := s.r.keys.Seal(nil, format.EncodeTrailer(p.blobs), format.AADTrailer)
 	p.write(trailer)
 	p.write(binary.LittleEndian.AppendUint32(nil, uint32(len(trailer))))
-	var id ID
+	var id crypto.ID
 	if p.tmp != nil {
 		p.hash.Sum(id[:0])
 		if p.werr != nil {
@@ -282,15 +284,15 @@ func (s *Saver) upload(p *openPack) error {
 			return err
 		}
 	} else {
-		id = hashID(p.buf)
+		id = crypto.Hash(p.buf)
 		if err := s.r.st.Put(s.ctx, packHandle(p.kind, id), p.buf); err != nil {
 			return err
 		}
 	}
 	s.StoredBytes.Add(int64(p.size))
 	s.PacksWritten.Add(1)
-	ip := IndexPack{ID: id, Kind: p.kind, Blobs: p.blobs}
-	s.r.Index.Add([]IndexPack{ip})
+	ip := format.IndexPack{ID: id, Kind: p.kind, Blobs: p.blobs}
+	s.r.Index.Add([]format.IndexPack{ip})
 	// The index answers for these now; keep claimed to blobs in flight.
 	s.mu.Lock()
 	for _, b := range p.blobs {
@@ -317,7 +319,7 @@ func (s *Saver) writeIndex(ctx context.Context) error {
 	if len(packs) == 0 {
 		return nil
 	}
-	if _, err := s.r.saveObject(ctx, store.KindIndex, encodeIndex(packs), aadIndex); err != nil {
+	if _, err := s.r.saveObject(ctx, store.KindIndex, format.EncodeIndex(packs), format.AADIndex); err != nil {
 		return err
 	}
 	s.IndexFiles.Add(1)
@@ -330,7 +332,7 @@ func (s *Saver) writeIndex(ctx context.Context) error {
 func (s *Saver) Finish() error {
 	s.mu.Lock()
 	var rest []*openPack
-	for _, k := range []BlobKind{BlobData, BlobTree} {
+	for _, k := range []format.BlobKind{format.BlobData, format.BlobTree} {
 		if p := s.open[k]; p != nil {
 			rest = append(rest, p)
 			delete(s.open, k)

@@ -1,6 +1,8 @@
 package engine
 
 import (
+	"github.com/coffer-backup/coffer/engine/crypto"
+	"github.com/coffer-backup/coffer/engine/format"
 	"github.com/coffer-backup/coffer/engine/store"
 
 	"context"
@@ -14,32 +16,19 @@ import (
 	"golang.org/x/sync/errgroup"
 )
 
-// MarshalText writes an id as hex.
-func (id ID) MarshalText() ([]byte, error) { return []byte(id.String()), nil }
-
-// UnmarshalText reads a hex id.
-func (id *ID) UnmarshalText(b []byte) error {
-	v, err := ParseID(string(b))
-	if err != nil {
-		return err
-	}
-	*id = v
-	return nil
-}
-
 // Snapshot is the small object that names a backup: written last, after
 // every pack and index it needs is durable.
 type Snapshot struct {
-	ID ID `json:"-"`
+	ID crypto.ID `json:"-"`
 
 	Time     time.Time     `json:"time"`
 	Source   string        `json:"source"`
 	Host     string        `json:"host,omitempty"`
 	User     string        `json:"user,omitempty"`
 	Tags     []string      `json:"tags,omitempty"`
-	Root     ID            `json:"root"`
+	Root     crypto.ID     `json:"root"`
 	RootMeta RootMeta      `json:"root_meta"`
-	Parent   *ID           `json:"parent,omitempty"`
+	Parent   *crypto.ID    `json:"parent,omitempty"`
 	Stats    SnapshotStats `json:"stats"`
 	Partial  bool          `json:"partial,omitempty"`
 	// SkippedEntries names entries left out and why (archived S3
@@ -88,21 +77,21 @@ type SnapshotStats struct {
 }
 
 // SaveSnapshot writes sn and returns its id.
-func (r *Repo) SaveSnapshot(ctx context.Context, sn *Snapshot) (ID, error) {
+func (r *Repo) SaveSnapshot(ctx context.Context, sn *Snapshot) (crypto.ID, error) {
 	b, err := json.Marshal(sn)
 	if err != nil {
-		return ID{}, err
+		return crypto.ID{}, err
 	}
-	id, err := r.saveObject(ctx, store.KindSnapshot, b, aadSnapshot)
+	id, err := r.saveObject(ctx, store.KindSnapshot, b, format.AADSnapshot)
 	if err != nil {
-		return ID{}, err
+		return crypto.ID{}, err
 	}
 	sn.ID = id
 	return id, nil
 }
 
 // LoadSnapshot reads one snapshot.
-func (r *Repo) LoadSnapshot(ctx context.Context, id ID) (*Snapshot, error) {
+func (r *Repo) LoadSnapshot(ctx context.Context, id crypto.ID) (*Snapshot, error) {
 	// Snapshots never change: one fetch per process, however many
 	// command's steps (parent choice, progress totals, latest) list them.
 	r.snapMu.Lock()
@@ -112,18 +101,18 @@ func (r *Repo) LoadSnapshot(ctx context.Context, id ID) (*Snapshot, error) {
 		cp := *cached
 		return &cp, nil
 	}
-	p, err := r.loadObject(ctx, store.Handle{Kind: store.KindSnapshot, Name: id.String()}, aadSnapshot)
+	p, err := r.loadObject(ctx, store.Handle{Kind: store.KindSnapshot, Name: id.String()}, format.AADSnapshot)
 	if err != nil {
 		return nil, err
 	}
 	var sn Snapshot
 	if err := json.Unmarshal(p, &sn); err != nil {
-		return nil, fmt.Errorf("snapshot %s: %w: %v", id.Short(), errCorrupt, err)
+		return nil, fmt.Errorf("snapshot %s: %w: %v", id.Short(), format.ErrCorrupt, err)
 	}
 	sn.ID = id
 	r.snapMu.Lock()
 	if r.snaps == nil {
-		r.snaps = map[ID]*Snapshot{}
+		r.snaps = map[crypto.ID]*Snapshot{}
 	}
 	r.snaps[id] = &sn
 	r.snapMu.Unlock()
@@ -132,10 +121,10 @@ func (r *Repo) LoadSnapshot(ctx context.Context, id ID) (*Snapshot, error) {
 }
 
 // SnapshotIDs lists the ids of every snapshot.
-func (r *Repo) SnapshotIDs(ctx context.Context) ([]ID, error) {
-	var ids []ID
+func (r *Repo) SnapshotIDs(ctx context.Context) ([]crypto.ID, error) {
+	var ids []crypto.ID
 	err := r.st.List(ctx, store.KindSnapshot, func(o store.ObjectInfo) error {
-		id, err := ParseID(o.Handle.Name)
+		id, err := crypto.ParseID(o.Handle.Name)
 		if err != nil {
 			return nil // not ours; ignore
 		}
@@ -193,7 +182,7 @@ func (r *Repo) FindSnapshot(ctx context.Context, ref string) (*Snapshot, error) 
 	if err != nil {
 		return nil, err
 	}
-	var match []ID
+	var match []crypto.ID
 	for _, id := range ids {
 		if strings.HasPrefix(id.String(), ref) {
 			match = append(match, id)

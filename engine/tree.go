@@ -6,6 +6,9 @@ import (
 	"hash/fnv"
 	"sort"
 	"strings"
+
+	"github.com/coffer-backup/coffer/engine/crypto"
+	"github.com/coffer-backup/coffer/engine/format"
 )
 
 // NodeType is the kind of a tree entry.
@@ -31,7 +34,7 @@ func (t NodeType) String() string {
 
 // Chunk is one piece of a file's content.
 type Chunk struct {
-	ID   ID
+	ID   crypto.ID
 	Size uint32
 }
 
@@ -55,12 +58,12 @@ type Node struct {
 	CTime  int64  // Unix nanoseconds; for change detection only
 	Target string // symlink target
 
-	Subtree ID // dir: the directory blob
+	Subtree crypto.ID // dir: the directory blob
 
 	// File content: the chunks inline, or (for files of many chunks) the
 	// id of a chunk-list blob holding them.
 	Chunks    []Chunk
-	ChunkList ID
+	ChunkList crypto.ID
 
 	Attrs []Attr
 }
@@ -94,51 +97,51 @@ const (
 	contentList   = 1
 )
 
-func encodeNode(e *encoder, n *Node) {
-	e.byte(byte(n.Type))
-	e.string(n.Name)
-	e.uvarint(uint64(n.Mode))
-	e.varint(n.MTime)
-	e.uvarint(n.Size)
-	e.uvarint(uint64(n.UID))
-	e.uvarint(uint64(n.GID))
-	e.uvarint(n.Inode)
-	e.varint(n.CTime)
+func encodeNode(e *format.Encoder, n *Node) {
+	e.Byte(byte(n.Type))
+	e.Str(n.Name)
+	e.Uvarint(uint64(n.Mode))
+	e.Varint(n.MTime)
+	e.Uvarint(n.Size)
+	e.Uvarint(uint64(n.UID))
+	e.Uvarint(uint64(n.GID))
+	e.Uvarint(n.Inode)
+	e.Varint(n.CTime)
 	switch n.Type {
 	case TypeFile:
 		if !n.ChunkList.IsZero() {
-			e.byte(contentList)
-			e.id(n.ChunkList)
+			e.Byte(contentList)
+			e.ID(n.ChunkList)
 		} else {
-			e.byte(contentInline)
+			e.Byte(contentInline)
 			encodeChunks(e, n.Chunks)
 		}
 	case TypeDir:
-		e.id(n.Subtree)
+		e.ID(n.Subtree)
 	case TypeSymlink:
-		e.string(n.Target)
+		e.Str(n.Target)
 	}
-	e.uvarint(uint64(len(n.Attrs)))
+	e.Uvarint(uint64(len(n.Attrs)))
 	for _, a := range n.Attrs {
-		e.string(a.Key)
-		e.bytes(a.Value)
+		e.Str(a.Key)
+		e.Bytes(a.Value)
 	}
 }
 
-func encodeChunks(e *encoder, cs []Chunk) {
-	e.uvarint(uint64(len(cs)))
+func encodeChunks(e *format.Encoder, cs []Chunk) {
+	e.Uvarint(uint64(len(cs)))
 	for _, c := range cs {
-		e.id(c.ID)
-		e.uvarint(uint64(c.Size))
+		e.ID(c.ID)
+		e.Uvarint(uint64(c.Size))
 	}
 }
 
-func decodeChunks(d *decoder) []Chunk {
-	n := d.count(33)
+func decodeChunks(d *format.Decoder) []Chunk {
+	n := d.Count(33)
 	cs := make([]Chunk, 0, n)
-	for i := 0; i < n && d.err == nil; i++ {
-		id := d.id()
-		cs = append(cs, Chunk{ID: id, Size: uint32v(d, d.uvarint())})
+	for i := 0; i < n && d.Err == nil; i++ {
+		id := d.ID()
+		cs = append(cs, Chunk{ID: id, Size: format.Uint32v(d, d.Uvarint())})
 	}
 	return cs
 }
@@ -147,56 +150,56 @@ func decodeChunks(d *decoder) []Chunk {
 // name and target and every number zero.
 const minNodeSize = 11
 
-func decodeNode(d *decoder) Node {
+func decodeNode(d *format.Decoder) Node {
 	var n Node
-	n.Type = NodeType(d.byte())
-	n.Name = d.string()
-	n.Mode = uint32v(d, d.uvarint())
-	n.MTime = d.varint()
-	n.Size = d.uvarint()
-	n.UID = uint32v(d, d.uvarint())
-	n.GID = uint32v(d, d.uvarint())
-	n.Inode = d.uvarint()
-	n.CTime = d.varint()
+	n.Type = NodeType(d.Byte())
+	n.Name = d.Str()
+	n.Mode = format.Uint32v(d, d.Uvarint())
+	n.MTime = d.Varint()
+	n.Size = d.Uvarint()
+	n.UID = format.Uint32v(d, d.Uvarint())
+	n.GID = format.Uint32v(d, d.Uvarint())
+	n.Inode = d.Uvarint()
+	n.CTime = d.Varint()
 	switch n.Type {
 	case TypeFile:
-		switch d.byte() {
+		switch d.Byte() {
 		case contentInline:
 			n.Chunks = decodeChunks(d)
 			var sum uint64
 			for _, c := range n.Chunks {
 				sum += uint64(c.Size)
 			}
-			if d.err == nil && sum != n.Size {
-				d.fail("file chunks (sizes do not add up to the file size)")
+			if d.Err == nil && sum != n.Size {
+				d.Fail("file chunks (sizes do not add up to the file size)")
 			}
 		case contentList:
-			n.ChunkList = d.id()
-			if d.err == nil && n.ChunkList.IsZero() {
-				d.fail("chunk list id (zero)")
+			n.ChunkList = d.ID()
+			if d.Err == nil && n.ChunkList.IsZero() {
+				d.Fail("chunk list id (zero)")
 			}
 		default:
-			d.fail("file content kind")
+			d.Fail("file content kind")
 		}
 	case TypeDir:
-		n.Subtree = d.id()
+		n.Subtree = d.ID()
 	case TypeSymlink:
-		n.Target = d.string()
+		n.Target = d.Str()
 	default:
-		d.fail("node type")
+		d.Fail("node type")
 	}
-	na := d.count(2)
+	na := d.Count(2)
 	if na > 0 {
 		n.Attrs = make([]Attr, 0, na)
 	}
-	for i := 0; i < na && d.err == nil; i++ {
-		n.Attrs = append(n.Attrs, Attr{Key: d.string(), Value: d.bytes()})
-		if i > 0 && d.err == nil && n.Attrs[i-1].Key >= n.Attrs[i].Key {
-			d.fail("attrs (not sorted)")
+	for i := 0; i < na && d.Err == nil; i++ {
+		n.Attrs = append(n.Attrs, Attr{Key: d.Str(), Value: d.Bytes()})
+		if i > 0 && d.Err == nil && n.Attrs[i-1].Key >= n.Attrs[i].Key {
+			d.Fail("attrs (not sorted)")
 		}
 	}
-	if d.err == nil && (n.Mode > 0o7777 || strings.Contains(n.Name, "/")) {
-		d.fail("node name or mode")
+	if d.Err == nil && (n.Mode > 0o7777 || strings.Contains(n.Name, "/")) {
+		d.Fail("node name or mode")
 	}
 	return n
 }
@@ -234,7 +237,7 @@ func pageCut(key string, count int) bool {
 type PageRef struct {
 	First   string // sort key of the page's first entry
 	Entries uint64
-	ID      ID
+	ID      crypto.ID
 }
 
 // DirStats are the totals a directory blob carries for its whole subtree.
@@ -253,7 +256,7 @@ func (s *DirStats) add(o DirStats) {
 
 // Dir is a decoded directory blob.
 type Dir struct {
-	ID    ID
+	ID    crypto.ID
 	Stats DirStats
 	// Exactly one of these is set: the entries of a one-page directory, or
 	// the pages of a larger one.
@@ -261,23 +264,23 @@ type Dir struct {
 	Pages  []PageRef
 }
 
-func encodeDirHeader(e *encoder, layout byte, st DirStats) {
-	e.byte(dirVersion)
-	e.byte(layout)
-	e.uvarint(st.Entries)
-	e.uvarint(st.Files)
-	e.uvarint(st.Dirs)
-	e.uvarint(st.Bytes)
+func encodeDirHeader(e *format.Encoder, layout byte, st DirStats) {
+	e.Byte(dirVersion)
+	e.Byte(layout)
+	e.Uvarint(st.Entries)
+	e.Uvarint(st.Files)
+	e.Uvarint(st.Dirs)
+	e.Uvarint(st.Bytes)
 }
 
 func decodeDir(p []byte) (*Dir, error) {
-	d := decoder{b: p}
-	if v := d.byte(); d.err == nil && v != dirVersion {
+	d := format.Decoder{B: p}
+	if v := d.Byte(); d.Err == nil && v != dirVersion {
 		return nil, fmt.Errorf("dir: unknown version %d", v)
 	}
-	layout := d.byte()
+	layout := d.Byte()
 	var dir Dir
-	dir.Stats = DirStats{Entries: d.uvarint(), Files: d.uvarint(), Dirs: d.uvarint(), Bytes: d.uvarint()}
+	dir.Stats = DirStats{Entries: d.Uvarint(), Files: d.Uvarint(), Dirs: d.Uvarint(), Bytes: d.Uvarint()}
 	switch layout {
 	case layoutInline:
 		nodes, err := decodePageBody(&d)
@@ -289,64 +292,64 @@ func decodeDir(p []byte) (*Dir, error) {
 			dir.Inline = []Node{}
 		}
 	case layoutPaged:
-		n := d.count(34)
+		n := d.Count(34)
 		dir.Pages = make([]PageRef, 0, n)
 		var sum uint64
-		for i := 0; i < n && d.err == nil; i++ {
-			pr := PageRef{First: d.string(), Entries: d.uvarint(), ID: d.id()}
-			if d.err == nil && i > 0 && dir.Pages[i-1].First >= pr.First {
-				d.fail("page refs (not sorted)")
+		for i := 0; i < n && d.Err == nil; i++ {
+			pr := PageRef{First: d.Str(), Entries: d.Uvarint(), ID: d.ID()}
+			if d.Err == nil && i > 0 && dir.Pages[i-1].First >= pr.First {
+				d.Fail("page refs (not sorted)")
 			}
 			sum += pr.Entries
 			dir.Pages = append(dir.Pages, pr)
 		}
-		if d.err == nil && sum != dir.Stats.Entries {
-			d.fail("page refs (entry counts do not add up)")
+		if d.Err == nil && sum != dir.Stats.Entries {
+			d.Fail("page refs (entry counts do not add up)")
 		}
 	default:
-		d.fail("dir layout")
+		d.Fail("dir layout")
 	}
-	if err := d.done("dir"); err != nil {
+	if err := d.Done("dir"); err != nil {
 		return nil, err
 	}
 	if dir.Inline != nil && uint64(len(dir.Inline)) != dir.Stats.Entries {
-		return nil, fmt.Errorf("dir: %w: %d entries, header says %d", errCorrupt, len(dir.Inline), dir.Stats.Entries)
+		return nil, fmt.Errorf("dir: %w: %d entries, header says %d", format.ErrCorrupt, len(dir.Inline), dir.Stats.Entries)
 	}
 	return &dir, nil
 }
 
 // decodePageBody reads count || node*, checking the sort order.
-func decodePageBody(d *decoder) ([]Node, error) {
-	n := d.count(minNodeSize)
+func decodePageBody(d *format.Decoder) ([]Node, error) {
+	n := d.Count(minNodeSize)
 	nodes := make([]Node, 0, n)
 	prev := ""
-	for i := 0; i < n && d.err == nil; i++ {
+	for i := 0; i < n && d.Err == nil; i++ {
 		nd := decodeNode(d)
-		if d.err == nil {
+		if d.Err == nil {
 			k := nd.SortKey()
 			if i > 0 && k <= prev {
-				d.fail("entries (not in sort-key order)")
+				d.Fail("entries (not in sort-key order)")
 			}
 			prev = k
 		}
 		nodes = append(nodes, nd)
 	}
-	return nodes, d.err
+	return nodes, d.Err
 }
 
 func decodePage(p []byte) ([]Node, error) {
-	d := decoder{b: p}
+	d := format.Decoder{B: p}
 	nodes, _ := decodePageBody(&d)
-	if err := d.done("tree page"); err != nil {
+	if err := d.Done("tree page"); err != nil {
 		return nil, err
 	}
 	return nodes, nil
 }
 
 func decodeChunkList(p []byte) ([]Chunk, error) {
-	d := decoder{b: p}
+	d := format.Decoder{B: p}
 	cs := decodeChunks(&d)
-	if err := d.done("chunk list"); err != nil {
+	if err := d.Done("chunk list"); err != nil {
 		return nil, err
 	}
 	return cs, nil
@@ -356,9 +359,9 @@ func decodeChunkList(p []byte) ([]Chunk, error) {
 // storing full pages as it goes, so a directory of millions of entries
 // needs the memory of one page.
 type dirBuilder struct {
-	save func(plain []byte) (ID, error)
+	save func(plain []byte) (crypto.ID, error)
 
-	page      encoder
+	page      format.Encoder
 	pageCount int
 	pageFirst string
 	pages     []PageRef
@@ -366,7 +369,7 @@ type dirBuilder struct {
 	lastKey   string
 }
 
-func newDirBuilder(save func([]byte) (ID, error)) *dirBuilder {
+func newDirBuilder(save func([]byte) (crypto.ID, error)) *dirBuilder {
 	return &dirBuilder{save: save}
 }
 
@@ -401,10 +404,10 @@ func (b *dirBuilder) Add(n *Node, sub DirStats) error {
 }
 
 func (b *dirBuilder) pageBlob() []byte {
-	e := encoder{b: make([]byte, 0, len(b.page.b)+8)}
-	e.uvarint(uint64(b.pageCount))
-	e.b = append(e.b, b.page.b...)
-	return e.b
+	e := format.Encoder{B: make([]byte, 0, len(b.page.B)+8)}
+	e.Uvarint(uint64(b.pageCount))
+	e.B = append(e.B, b.page.B...)
+	return e.B
 }
 
 func (b *dirBuilder) flushPage() error {
@@ -413,31 +416,31 @@ func (b *dirBuilder) flushPage() error {
 		return err
 	}
 	b.pages = append(b.pages, PageRef{First: b.pageFirst, Entries: uint64(b.pageCount), ID: id})
-	b.page.b, b.pageCount = b.page.b[:0], 0
+	b.page.B, b.pageCount = b.page.B[:0], 0
 	return nil
 }
 
 // Finish stores the directory blob and returns its id and totals.
-func (b *dirBuilder) Finish() (ID, DirStats, error) {
-	var e encoder
+func (b *dirBuilder) Finish() (crypto.ID, DirStats, error) {
+	var e format.Encoder
 	if len(b.pages) == 0 {
 		encodeDirHeader(&e, layoutInline, b.stats)
-		e.b = append(e.b, b.pageBlob()...)
+		e.B = append(e.B, b.pageBlob()...)
 	} else {
 		if b.pageCount > 0 {
 			if err := b.flushPage(); err != nil {
-				return ID{}, DirStats{}, err
+				return crypto.ID{}, DirStats{}, err
 			}
 		}
 		encodeDirHeader(&e, layoutPaged, b.stats)
-		e.uvarint(uint64(len(b.pages)))
+		e.Uvarint(uint64(len(b.pages)))
 		for _, p := range b.pages {
-			e.string(p.First)
-			e.uvarint(p.Entries)
-			e.id(p.ID)
+			e.Str(p.First)
+			e.Uvarint(p.Entries)
+			e.ID(p.ID)
 		}
 	}
-	id, err := b.save(e.b)
+	id, err := b.save(e.B)
 	return id, b.stats, err
 }
 
@@ -445,8 +448,8 @@ func (b *dirBuilder) Finish() (ID, DirStats, error) {
 // loaders it is given read and decode them on a miss. Cached values are
 // shared: callers must not modify them.
 type TreeCache interface {
-	Dir(ctx context.Context, id ID, load func(context.Context) (*Dir, error)) (*Dir, error)
-	Page(ctx context.Context, id ID, load func(context.Context) ([]Node, error)) ([]Node, error)
+	Dir(ctx context.Context, id crypto.ID, load func(context.Context) (*Dir, error)) (*Dir, error)
+	Page(ctx context.Context, id crypto.ID, load func(context.Context) ([]Node, error)) ([]Node, error)
 }
 
 // SetTreeCache makes LoadDir and LoadPage (and so Lookup, Iter and
@@ -455,14 +458,14 @@ type TreeCache interface {
 func (r *Repo) SetTreeCache(c TreeCache) { r.trees = c }
 
 // LoadDir reads a directory blob.
-func (r *Repo) LoadDir(ctx context.Context, id ID) (*Dir, error) {
+func (r *Repo) LoadDir(ctx context.Context, id crypto.ID) (*Dir, error) {
 	if r.trees != nil {
 		return r.trees.Dir(ctx, id, func(ctx context.Context) (*Dir, error) { return r.loadDir(ctx, id) })
 	}
 	return r.loadDir(ctx, id)
 }
 
-func (r *Repo) loadDir(ctx context.Context, id ID) (*Dir, error) {
+func (r *Repo) loadDir(ctx context.Context, id crypto.ID) (*Dir, error) {
 	p, err := r.LoadBlob(ctx, id)
 	if err != nil {
 		return nil, err
@@ -476,14 +479,14 @@ func (r *Repo) loadDir(ctx context.Context, id ID) (*Dir, error) {
 }
 
 // LoadPage reads one page of a paged directory.
-func (r *Repo) LoadPage(ctx context.Context, id ID) ([]Node, error) {
+func (r *Repo) LoadPage(ctx context.Context, id crypto.ID) ([]Node, error) {
 	if r.trees != nil {
 		return r.trees.Page(ctx, id, func(ctx context.Context) ([]Node, error) { return r.loadPage(ctx, id) })
 	}
 	return r.loadPage(ctx, id)
 }
 
-func (r *Repo) loadPage(ctx context.Context, id ID) ([]Node, error) {
+func (r *Repo) loadPage(ctx context.Context, id crypto.ID) ([]Node, error) {
 	p, err := r.LoadBlob(ctx, id)
 	if err != nil {
 		return nil, err
@@ -514,7 +517,7 @@ func (r *Repo) FileChunks(ctx context.Context, n *Node) ([]Chunk, error) {
 		sum += uint64(c.Size)
 	}
 	if sum != n.Size {
-		return nil, &BlobError{ID: n.ChunkList, Err: fmt.Errorf("%w: chunks add up to %d bytes, file is %d", errCorrupt, sum, n.Size)}
+		return nil, &BlobError{ID: n.ChunkList, Err: fmt.Errorf("%w: chunks add up to %d bytes, file is %d", format.ErrCorrupt, sum, n.Size)}
 	}
 	return cs, nil
 }

@@ -20,6 +20,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/coffer-backup/coffer/engine/crypto"
+
 	"github.com/coffer-backup/coffer/cache"
 	"github.com/coffer-backup/coffer/engine"
 )
@@ -28,8 +30,8 @@ import (
 // mount walks directories with the engine's own Lookup and Iter, and
 // keeps what they decode in its tree cache (SetTreeCache).
 type Repo interface {
-	LoadBlob(ctx context.Context, id engine.ID) ([]byte, error)
-	LoadDir(ctx context.Context, id engine.ID) (*engine.Dir, error)
+	LoadBlob(ctx context.Context, id crypto.ID) ([]byte, error)
+	LoadDir(ctx context.Context, id crypto.ID) (*engine.Dir, error)
 	Lookup(ctx context.Context, d *engine.Dir, key string) (*engine.Node, error)
 	Iter(d *engine.Dir) *engine.DirIter
 	FileChunks(ctx context.Context, n *engine.Node) ([]engine.Chunk, error)
@@ -128,14 +130,14 @@ type trees struct {
 
 var _ engine.TreeCache = (*trees)(nil)
 
-func (t *trees) Dir(ctx context.Context, id engine.ID, load func(context.Context) (*engine.Dir, error)) (*engine.Dir, error) {
+func (t *trees) Dir(ctx context.Context, id crypto.ID, load func(context.Context) (*engine.Dir, error)) (*engine.Dir, error) {
 	if t.closed.Load() {
 		return load(ctx)
 	}
 	return t.dirs.GetWith(ctx, id, load)
 }
 
-func (t *trees) Page(ctx context.Context, id engine.ID, load func(context.Context) ([]engine.Node, error)) ([]engine.Node, error) {
+func (t *trees) Page(ctx context.Context, id crypto.ID, load func(context.Context) ([]engine.Node, error)) ([]engine.Node, error) {
 	if t.closed.Load() {
 		return load(ctx)
 	}

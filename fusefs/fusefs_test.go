@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coffer-backup/coffer/engine/crypto"
+
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
@@ -30,7 +32,7 @@ import (
 var (
 	testChunker = engine.ChunkerParams{Algorithm: "fastcdc-v1.0.0", Min: 16 << 10, Normal: 32 << 10, Max: 128 << 10}
 	testSizes   = testtree.Sizes{Min: 16 << 10, Max: 128 << 10}
-	cheapKDF    = engine.KDFParams{Time: 1, Memory: 64, Threads: 1}
+	cheapKDF    = crypto.KDFParams{Time: 1, Memory: 64, Threads: 1}
 )
 
 func newRepo(t testing.TB) *engine.Repo {
@@ -84,7 +86,7 @@ type countingRepo struct {
 	blobs, lists atomic.Int64
 }
 
-func (c *countingRepo) LoadBlob(ctx context.Context, id engine.ID) ([]byte, error) {
+func (c *countingRepo) LoadBlob(ctx context.Context, id crypto.ID) ([]byte, error) {
 	c.blobs.Add(1)
 	return c.Repo.LoadBlob(ctx, id)
 }

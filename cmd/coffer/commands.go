@@ -10,6 +10,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/coffer-backup/coffer/engine/crypto"
+
 	"github.com/dustin/go-humanize"
 	"github.com/urfave/cli/v2"
 
@@ -47,8 +49,8 @@ Examples:
    COFFER_PASSPHRASE=… coffer at s3://my-kloset/prod create
    coffer at @mystore create`,
 		Flags: []cli.Flag{
-			&cli.UintFlag{Name: "kdf-time", Value: uint(engine.DefaultKDF.Time), Hidden: true},
-			&cli.UintFlag{Name: "kdf-memory", Value: uint(engine.DefaultKDF.Memory), Hidden: true, Usage: "KiB"},
+			&cli.UintFlag{Name: "kdf-time", Value: uint(crypto.DefaultKDF.Time), Hidden: true},
+			&cli.UintFlag{Name: "kdf-memory", Value: uint(crypto.DefaultKDF.Memory), Hidden: true, Usage: "KiB"},
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
@@ -73,7 +75,7 @@ Examples:
 			if err := prepareS3Store(c.Context, resolved); err != nil {
 				return err
 			}
-			kdf := engine.DefaultKDF
+			kdf := crypto.DefaultKDF
 			kdf.Time, kdf.Memory = uint32(c.Uint("kdf-time")), uint32(c.Uint("kdf-memory"))
 			r, err := engine.Create(c.Context, st, pass, engine.CreateOptions{KDF: kdf})
 			if err != nil {

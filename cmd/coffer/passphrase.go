@@ -12,10 +12,11 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/coffer-backup/coffer/engine/crypto"
+
 	"github.com/urfave/cli/v2"
 	"golang.org/x/term"
 
-	"github.com/coffer-backup/coffer/engine"
 	"github.com/coffer-backup/coffer/internal/config"
 )
 
@@ -196,7 +197,7 @@ Examples:
 						ID      string           `json:"id"`
 						Created time.Time        `json:"created"`
 						KDF     string           `json:"kdf"`
-						Params  engine.KDFParams `json:"params"`
+						Params  crypto.KDFParams `json:"params"`
 						Current bool             `json:"current"`
 					}
 					var out []slotOut
@@ -231,8 +232,8 @@ Example:
    coffer at @mystore passphrase add --new-passphrase-file ~/.coffer-second`,
 				Flags: []cli.Flag{
 					&cli.StringFlag{Name: "new-passphrase-file", Usage: "read the new passphrase from the first line of `FILE`", TakesFile: true},
-					&cli.UintFlag{Name: "kdf-time", Value: uint(engine.DefaultKDF.Time), Hidden: true},
-					&cli.UintFlag{Name: "kdf-memory", Value: uint(engine.DefaultKDF.Memory), Hidden: true, Usage: "KiB"},
+					&cli.UintFlag{Name: "kdf-time", Value: uint(crypto.DefaultKDF.Time), Hidden: true},
+					&cli.UintFlag{Name: "kdf-memory", Value: uint(crypto.DefaultKDF.Memory), Hidden: true, Usage: "KiB"},
 				},
 				Action: func(c *cli.Context) error {
 					if c.NArg() > 0 {
@@ -246,7 +247,7 @@ Example:
 					if err != nil {
 						return err
 					}
-					kdf := engine.DefaultKDF
+					kdf := crypto.DefaultKDF
 					kdf.Time, kdf.Memory = uint32(c.Uint("kdf-time")), uint32(c.Uint("kdf-memory"))
 					slot, err := r.AddKeySlot(c.Context, np, kdf)
 					if err != nil {

@@ -1,4 +1,8 @@
-package engine
+// Package crypto owns the store's cryptography: 256-bit ids (keyed BLAKE3 of
+// a blob's plaintext, plain BLAKE3 of an object's bytes), the working keys
+// derived from the master key, XChaCha20-Poly1305 sealing, and the
+// Argon2id parameters of key slots. It knows no format and no storage.
+package crypto
 
 import (
 	"crypto/cipher"
@@ -36,23 +40,36 @@ func ParseID(s string) (ID, error) {
 	return id, nil
 }
 
+// MarshalText writes an id as hex.
+func (id ID) MarshalText() ([]byte, error) { return []byte(id.String()), nil }
+
+// UnmarshalText reads a hex id.
+func (id *ID) UnmarshalText(b []byte) error {
+	v, err := ParseID(string(b))
+	if err != nil {
+		return err
+	}
+	*id = v
+	return nil
+}
+
 // hashID names objects by their stored bytes (unkeyed: the bytes are
 // ciphertext, so the name leaks nothing).
-func hashID(data []byte) ID { return ID(blake3.Sum256(data)) }
+func Hash(data []byte) ID { return ID(blake3.Sum256(data)) }
 
 // Sizes of the AEAD framing around every sealed blob or object.
 const (
-	nonceSize = chacha20poly1305.NonceSizeX // 24
-	tagSize   = chacha20poly1305.Overhead   // 16
+	NonceSize = chacha20poly1305.NonceSizeX // 24
+	TagSize   = chacha20poly1305.Overhead   // 16
 	// sealOverhead is what sealing adds to a plaintext.
-	sealOverhead = nonceSize + tagSize
+	SealOverhead = NonceSize + TagSize
 )
 
 // Keys are the working keys derived from the store's master key.
 type Keys struct {
 	aead       cipher.AEAD
-	idKey      []byte
-	chunkerKey []byte
+	IDKey      []byte
+	ChunkerKey []byte
 }
 
 // Derivation contexts (BLAKE3 derive_key); changing one is a format change.
@@ -62,7 +79,7 @@ const (
 	ctxChunker = "coffer 2026-11 chunker gear table"
 )
 
-func deriveKeys(master []byte) (*Keys, error) {
+func DeriveKeys(master []byte) (*Keys, error) {
 	if len(master) != 32 {
 		return nil, errors.New("master key must be 32 bytes")
 	}
@@ -74,12 +91,12 @@ func deriveKeys(master []byte) (*Keys, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Keys{aead: aead, idKey: idk[:], chunkerKey: chk[:]}, nil
+	return &Keys{aead: aead, IDKey: idk[:], ChunkerKey: chk[:]}, nil
 }
 
 // BlobID is the keyed BLAKE3-256 of a blob's plaintext.
 func (k *Keys) BlobID(plaintext []byte) ID {
-	h, _ := blake3.NewKeyed(k.idKey)
+	h, _ := blake3.NewKeyed(k.IDKey)
 	h.Write(plaintext)
 	var id ID
 	h.Sum(id[:0])
@@ -88,7 +105,7 @@ func (k *Keys) BlobID(plaintext []byte) ID {
 
 // Seal appends nonce || ciphertext || tag of plaintext to dst.
 func (k *Keys) Seal(dst, plaintext, aad []byte) []byte {
-	var nonce [nonceSize]byte
+	var nonce [NonceSize]byte
 	if _, err := rand.Read(nonce[:]); err != nil {
 		panic("coffer: no randomness for a nonce: " + err.Error())
 	}
@@ -103,10 +120,10 @@ var ErrAuth = errors.New("authentication failed (data corrupted or tampered with
 // Open authenticates and decrypts sealed (nonce || ciphertext || tag),
 // appending the plaintext to dst.
 func (k *Keys) Open(dst, sealed, aad []byte) ([]byte, error) {
-	if len(sealed) < sealOverhead {
-		return nil, fmt.Errorf("%w: %d bytes is shorter than the %d-byte envelope", ErrAuth, len(sealed), sealOverhead)
+	if len(sealed) < SealOverhead {
+		return nil, fmt.Errorf("%w: %d bytes is shorter than the %d-byte envelope", ErrAuth, len(sealed), SealOverhead)
 	}
-	out, err := k.aead.Open(dst, sealed[:nonceSize], sealed[nonceSize:], aad)
+	out, err := k.aead.Open(dst, sealed[:NonceSize], sealed[NonceSize:], aad)
 	if err != nil {
 		return nil, ErrAuth
 	}
@@ -126,11 +143,11 @@ type KDFParams struct {
 // see docs/PERFORMANCE.md). OWASP's floor for Argon2id is 19 MiB, t=2.
 var DefaultKDF = KDFParams{Time: 8, Memory: 32 * 1024, Threads: 2}
 
-func (p KDFParams) derive(passphrase, salt []byte) []byte {
+func (p KDFParams) Derive(passphrase, salt []byte) []byte {
 	return argon2.IDKey(passphrase, salt, p.Time, p.Memory, p.Threads, 32)
 }
 
-func (p KDFParams) validate() error {
+func (p KDFParams) Validate() error {
 	// Key slots are not authenticated; bounds keep a tampered config from
 	// making Open take minutes or gigabytes.
 	if p.Time < 1 || p.Time > 32 || p.Memory < 8 || p.Memory > 1<<20 || p.Threads < 1 || p.Threads > 16 {

@@ -1,4 +1,4 @@
-package engine
+package format
 
 import (
 	"fmt"
@@ -45,7 +45,7 @@ func zstdInit() {
 // compress returns the stored form of raw and says which it is: a zstd
 // frame (appended to dst) when that saves at least 1/32 of the size, raw
 // itself otherwise. dst, possibly grown, is returned for reuse.
-func compress(dst, raw []byte) (stored []byte, c Compression, scratch []byte) {
+func Compress(dst, raw []byte) (stored []byte, c Compression, scratch []byte) {
 	if len(raw) < 64 {
 		return raw, CompNone, dst
 	}
@@ -59,11 +59,11 @@ func compress(dst, raw []byte) (stored []byte, c Compression, scratch []byte) {
 
 // decompress appends the plaintext of a stored blob to dst; rawLen is the
 // plaintext length the index promises, and any other length is an error.
-func decompress(dst, stored []byte, c Compression, rawLen int) ([]byte, error) {
+func Decompress(dst, stored []byte, c Compression, rawLen int) ([]byte, error) {
 	switch c {
 	case CompNone:
 		if len(stored) != rawLen {
-			return nil, fmt.Errorf("%w: stored blob is %d bytes, index says %d", errCorrupt, len(stored), rawLen)
+			return nil, fmt.Errorf("%w: stored blob is %d bytes, index says %d", ErrCorrupt, len(stored), rawLen)
 		}
 		return append(dst, stored...), nil
 	case CompZstd:
@@ -80,12 +80,12 @@ func decompress(dst, stored []byte, c Compression, rawLen int) ([]byte, error) {
 		start := len(dst)
 		out, err := zstdDec.DecodeAll(stored, dst)
 		if err != nil {
-			return nil, fmt.Errorf("%w: zstd: %v", errCorrupt, err)
+			return nil, fmt.Errorf("%w: zstd: %v", ErrCorrupt, err)
 		}
 		if len(out)-start != rawLen {
-			return nil, fmt.Errorf("%w: blob decompressed to %d bytes, index says %d", errCorrupt, len(out)-start, rawLen)
+			return nil, fmt.Errorf("%w: blob decompressed to %d bytes, index says %d", ErrCorrupt, len(out)-start, rawLen)
 		}
 		return out, nil
 	}
-	return nil, fmt.Errorf("%w: unknown compression %d", errCorrupt, c)
+	return nil, fmt.Errorf("%w: unknown compression %d", ErrCorrupt, c)
 }
