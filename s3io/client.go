@@ -13,6 +13,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/smithy-go/logging"
 )
 
 // Client is an S3 client bound to one bucket and prefix.
@@ -31,9 +32,10 @@ const maxAttempts = 10
 // addressing; a standard retryer with jittered backoff for throttling,
 // 5xx and broken connections, without the client-side retry quota (which
 // starves heavily concurrent clients after a burst of errors); checksums
-// only where S3 requires them, which third-party servers accept.
+// only where S3 requires them, which third-party servers accept; the
+// SDK's log to o.Log, not to stderr.
 func NewClient(ctx context.Context, o Options) (*Client, error) {
-	var lo []func(*config.LoadOptions) error
+	lo := []func(*config.LoadOptions) error{config.WithLogger(sdkLogger(o.Log))}
 	if o.Profile != "" {
 		lo = append(lo, config.WithSharedConfigProfile(o.Profile))
 	}
@@ -88,6 +90,18 @@ func NewClient(ctx context.Context, o Options) (*Client, error) {
 		so.ResponseChecksumValidation = aws.ResponseChecksumValidationWhenRequired
 	})
 	return &Client{s3: cl, opt: o, region: cfg.Region}, nil
+}
+
+// sdkLogger hands the SDK's log lines to log, or drops them when log is
+// nil. The SDK's own default prints them on stderr, whatever the command
+// line asked for.
+func sdkLogger(log func(format string, args ...any)) logging.Logger {
+	if log == nil {
+		return logging.Nop{}
+	}
+	return logging.LoggerFunc(func(_ logging.Classification, format string, args ...any) {
+		log("aws sdk: %s", fmt.Sprintf(format, args...))
+	})
 }
 
 // key returns the S3 key of a name below the prefix.

@@ -13,7 +13,9 @@ import (
 	"testing"
 )
 
-func testClient(t *testing.T, h http.Handler) *Client {
+// testClient is a client of bucket b, prefix p/, at a server that h
+// answers; set changes its options before it is built.
+func testClient(t *testing.T, h http.Handler, set ...func(*Options)) *Client {
 	t.Helper()
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
@@ -23,6 +25,9 @@ func testClient(t *testing.T, h http.Handler) *Client {
 	o, err := ParseLocation("s3://b/p?access_key=k&secret_access_key=s&region=us-east-1&endpoint=" + srv.URL)
 	if err != nil {
 		t.Fatal(err)
+	}
+	for _, f := range set {
+		f(&o)
 	}
 	c, err := NewClient(context.Background(), o)
 	if err != nil {

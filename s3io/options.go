@@ -52,6 +52,11 @@ type Options struct {
 	// WrapTransport, if set, wraps the HTTP transport (tests count and
 	// break requests with it).
 	WrapTransport func(http.RoundTripper) http.RoundTripper
+
+	// Log, if set, receives the SDK's log lines, such as "Response has
+	// no supported checksum" from servers that keep no checksums; without
+	// it they are dropped.
+	Log func(format string, args ...any)
 }
 
 // ParseLocation parses "s3://bucket/prefix?key=value&…" into Options.

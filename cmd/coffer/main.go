@@ -74,11 +74,12 @@ func mainCode() int {
 }
 
 // usageError marks errors in how coffer was called.
-type usageError struct{ msg string }
+type usageError struct{ err error }
 
-func (e *usageError) Error() string { return e.msg }
+func (e *usageError) Error() string { return e.err.Error() }
+func (e *usageError) Unwrap() error { return e.err }
 
-func usagef(format string, a ...any) error { return &usageError{fmt.Sprintf(format, a...)} }
+func usagef(format string, a ...any) error { return &usageError{fmt.Errorf(format, a...)} }
 
 // partialError says a command finished but left entries out.
 type partialError struct{ msg string }
@@ -102,13 +103,12 @@ func run(ctx context.Context, args []string, stdout, stderr *os.File) int {
 	if err == nil {
 		return exitOK
 	}
-	var ue *usageError
 	var pe *partialError
 	switch {
 	case errors.As(err, &pe):
 		fmt.Fprintf(stderr, "coffer: %v\n", err)
 		return exitPartial
-	case errors.As(err, &ue), isFlagError(err):
+	case isUsageError(err):
 		fmt.Fprintf(stderr, "coffer: %v\n", err)
 		return exitUsage
 	}
@@ -207,6 +207,7 @@ Examples:
 			return setVerbosity(c)
 		},
 		ExitErrHandler: func(*cli.Context, error) {}, // run() reports errors
+		OnUsageError:   onUsageError,
 		Commands: []*cli.Command{
 			createCmd(), backupCmd(), lsCmd(), catCmd(), restoreCmd(), checkCmd(), infoCmd(), mountCmd(),
 			passphraseCmd(), configCmd(), completionCmd(), versionCmd(), genDocsCmd(),
@@ -215,6 +216,7 @@ Examples:
 	for _, cmd := range app.Commands {
 		addCommonFlags(cmd)
 	}
+	setOnUsageError(app.Commands)
 	return app
 }
 

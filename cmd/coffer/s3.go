@@ -21,11 +21,13 @@ func isS3(loc string) bool { return strings.HasPrefix(loc, "s3://") }
 // s3Client builds the S3 client of a location. Its options come from the
 // location's query and the AWS environment (AWS_ACCESS_KEY_ID,
 // AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL, AWS_PROFILE, …).
+// The SDK's log lines are -v notes.
 func s3Client(ctx context.Context, loc string) (*s3io.Client, error) {
 	o, err := s3Options(loc, nil)
 	if err != nil {
 		return nil, err
 	}
+	o.Log = verbosef
 	return s3io.NewClient(ctx, o)
 }
 
