@@ -37,12 +37,6 @@ type BackupOptions struct {
 	Progress *Progress
 }
 
-// Progress counts a running backup, restore or check; read it atomically.
-type Progress struct {
-	Files atomic.Int64 // entries done
-	Bytes atomic.Int64 // content bytes done
-}
-
 // BackupResult reports a finished backup.
 type BackupResult struct {
 	Snapshot *Snapshot

@@ -152,14 +152,14 @@ func (r *Repo) LoadBlob(ctx context.Context, id crypto.ID) ([]byte, error) {
 	}
 	// Decrypt in place: a raw blob's plaintext is then the fetched buffer
 	// itself, with no second allocation or copy.
-	plain, _, err := r.openBlobInPlace(sealed, loc, pack, nil)
+	plain, _, err := r.OpenBlobInPlace(sealed, loc, pack, nil)
 	if store.Caches(r.st) && errors.Is(err, crypto.ErrAuth) {
 		// Perhaps only a cached copy is damaged: drop it, read again.
 		store.Invalidate(r.st, name, off, n)
 		if sealed, err = r.st.Get(ctx, name, off, n); err != nil {
 			return nil, &BlobError{ID: id, Pack: pack, Err: err}
 		}
-		plain, _, err = r.openBlobInPlace(sealed, loc, pack, nil)
+		plain, _, err = r.OpenBlobInPlace(sealed, loc, pack, nil)
 	}
 	return plain, err
 }
@@ -184,11 +184,11 @@ func (r *Repo) openBlob(dst, sealed []byte, loc format.BlobLoc, pack crypto.ID) 
 	return out, nil
 }
 
-// openBlobInPlace is openBlob for a buffer the caller owns: it decrypts
+// OpenBlobInPlace is openBlob for a buffer the caller owns: it decrypts
 // sealed in place and, for compressed blobs, decompresses into scratch
 // (grown as needed and returned for reuse). plain aliases sealed or
 // scratch.
-func (r *Repo) openBlobInPlace(sealed []byte, loc format.BlobLoc, pack crypto.ID, scratch []byte) (plain, _ []byte, err error) {
+func (r *Repo) OpenBlobInPlace(sealed []byte, loc format.BlobLoc, pack crypto.ID, scratch []byte) (plain, _ []byte, err error) {
 	if len(sealed) != int(loc.Length) {
 		return nil, scratch, &BlobError{ID: loc.ID, Pack: pack, Err: fmt.Errorf("%w: short read", format.ErrCorrupt)}
 	}
@@ -207,6 +207,12 @@ func (r *Repo) openBlobInPlace(sealed []byte, loc format.BlobLoc, pack crypto.ID
 		return nil, scratch, &BlobError{ID: loc.ID, Pack: pack, Err: fmt.Errorf("%w: plaintext does not hash to the blob id", crypto.ErrAuth)}
 	}
 	return plain, scratch, nil
+}
+
+// LoadPackRange reads n sealed bytes at off of a pack of blobs of kind
+// k: a run of adjacent blobs, which OpenBlobInPlace then opens one by one.
+func (r *Repo) LoadPackRange(ctx context.Context, k format.BlobKind, pack crypto.ID, off, n int64) ([]byte, error) {
+	return r.st.Get(ctx, packHandle(k, pack), off, n)
 }
 
 // readTrailer loads and authenticates the trailer of a stored pack.

@@ -304,14 +304,14 @@ func (rs *restorer) doRun(ctx context.Context, ru *run, plain []byte) []byte {
 }
 
 func (rs *restorer) fetchRun(ctx context.Context, ru *run, scratch []byte) ([]byte, error) {
-	data, err := rs.r.st.Get(ctx, packHandle(ru.kind, ru.pack), int64(ru.start), int64(ru.end-ru.start))
+	data, err := rs.r.LoadPackRange(ctx, ru.kind, ru.pack, int64(ru.start), int64(ru.end-ru.start))
 	if err != nil {
 		return scratch, &BlobError{ID: ru.blobs[0].ID, Pack: ru.pack, Err: err}
 	}
 	for i, loc := range ru.blobs {
 		off := loc.Offset - ru.start
 		var plain []byte
-		plain, scratch, err = rs.r.openBlobInPlace(data[off:off+loc.Length], loc, ru.pack, scratch)
+		plain, scratch, err = rs.r.OpenBlobInPlace(data[off:off+loc.Length], loc, ru.pack, scratch)
 		if err != nil {
 			return scratch, err
 		}
