@@ -11,9 +11,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/coffer-backup/coffer/engine/crypto"
+	"github.com/coffer-backup/coffer/engine/tree"
 
-	"github.com/coffer-backup/coffer/engine"
+	"github.com/coffer-backup/coffer/engine/crypto"
 )
 
 func idOf(i int) crypto.ID {
@@ -187,7 +187,7 @@ func TestLRUWaiterGivesUp(t *testing.T) {
 func makeFile(st *fakeStore, seed uint64, n int) (*File, []byte) {
 	r := rand.New(rand.NewPCG(seed, 7))
 	var all []byte
-	var chunks []engine.Chunk
+	var chunks []tree.Chunk
 	for i := 0; i < n; i++ {
 		b := make([]byte, 1+r.IntN(3000))
 		for j := range b {
@@ -195,7 +195,7 @@ func makeFile(st *fakeStore, seed uint64, n int) (*File, []byte) {
 		}
 		id := idOf(int(seed)*1000 + i)
 		st.blobs[id] = b
-		chunks = append(chunks, engine.Chunk{ID: id, Size: uint32(len(b))})
+		chunks = append(chunks, tree.Chunk{ID: id, Size: uint32(len(b))})
 		all = append(all, b...)
 	}
 	return NewFile(chunks), all

@@ -7,9 +7,9 @@ import (
 	"sort"
 	"sync"
 
-	"github.com/coffer-backup/coffer/engine/crypto"
+	"github.com/coffer-backup/coffer/engine/tree"
 
-	"github.com/coffer-backup/coffer/engine"
+	"github.com/coffer-backup/coffer/engine/crypto"
 )
 
 // Chunks is the LRU of decrypted file chunks that every open file shares.
@@ -26,12 +26,12 @@ func NewChunks(maxBytes int64, parallel int, load Loader[[]byte]) *Chunks {
 // each chunk ends computed once, so that a read finds its first chunk by
 // binary search.
 type File struct {
-	chunks []engine.Chunk
+	chunks []tree.Chunk
 	ends   []int64 // ends[i] is the offset just past chunk i
 }
 
 // NewFile indexes chunks.
-func NewFile(chunks []engine.Chunk) *File {
+func NewFile(chunks []tree.Chunk) *File {
 	f := &File{chunks: chunks, ends: make([]int64, len(chunks))}
 	var off int64
 	for i, c := range chunks {

@@ -4,6 +4,7 @@ import (
 	"github.com/coffer-backup/coffer/engine/crypto"
 	"github.com/coffer-backup/coffer/engine/format"
 	"github.com/coffer-backup/coffer/engine/store"
+	"github.com/coffer-backup/coffer/engine/tree"
 
 	"context"
 	"errors"
@@ -47,7 +48,7 @@ type fileJob struct {
 	item   *Item
 	done   chan struct{}
 	err    error
-	chunks []Chunk
+	chunks []tree.Chunk
 	list   crypto.ID
 }
 
@@ -181,7 +182,7 @@ var chunkBufs = sync.Pool{New: func() any { b := make([]byte, 0, 1<<20); return 
 // read, chunk, hash and dedup; Concurrency blob workers that compress,
 // seal and pack new chunks (so one large file uses every core); and the
 // assembler in this goroutine, which builds directories in walk order.
-func (b *backup) run() (crypto.ID, Node, DirStats, error) {
+func (b *backup) run() (crypto.ID, tree.Node, tree.DirStats, error) {
 	ctx, cancel := context.WithCancel(b.ctx)
 	defer cancel()
 	items := make(chan *fileJob, 256)
@@ -216,7 +217,7 @@ func (b *backup) run() (crypto.ID, Node, DirStats, error) {
 		defer close(jobs)
 		walkErr = b.src.Walk(ctx, func(it *Item) error {
 			j := &fileJob{item: it}
-			if it.Node.Type == TypeFile {
+			if it.Node.Type == tree.TypeFile {
 				if prev, err := b.pcur.find(ctx, it); err != nil {
 					return err
 				} else if prev != nil && unchanged(prev, &it.Node) && b.allStored(prev) {
@@ -267,22 +268,22 @@ func (b *backup) run() (crypto.ID, Node, DirStats, error) {
 		cancel()
 		for range items { // let the walker finish
 		}
-		return crypto.ID{}, Node{}, DirStats{}, err
+		return crypto.ID{}, tree.Node{}, tree.DirStats{}, err
 	}
 	if walkErr != nil {
-		return crypto.ID{}, Node{}, DirStats{}, walkErr
+		return crypto.ID{}, tree.Node{}, tree.DirStats{}, walkErr
 	}
 	return root, rootNode, stats, nil
 }
 
 // unchanged says whether a file may reuse its parent's content unread.
-func unchanged(prev, cur *Node) bool {
-	return prev.Type == TypeFile && prev.Size == cur.Size && prev.MTime == cur.MTime &&
+func unchanged(prev, cur *tree.Node) bool {
+	return prev.Type == tree.TypeFile && prev.Size == cur.Size && prev.MTime == cur.MTime &&
 		prev.Inode == cur.Inode && prev.CTime == cur.CTime
 }
 
 // allStored checks that the parent's content for a file is still indexed.
-func (b *backup) allStored(n *Node) bool {
+func (b *backup) allStored(n *tree.Node) bool {
 	if !n.ChunkList.IsZero() {
 		return b.r.Index.Has(n.ChunkList)
 	}
@@ -337,7 +338,7 @@ func (b *backup) saveFile(ctx context.Context, j *fileJob, buf []byte) error {
 					return ctx.Err()
 				}
 			}
-			j.chunks = append(j.chunks, Chunk{ID: id, Size: uint32(len(data))})
+			j.chunks = append(j.chunks, tree.Chunk{ID: id, Size: uint32(len(data))})
 			total += uint64(len(data))
 			b.readBytes.Add(int64(len(data)))
 			b.opt.Progress.Bytes.Add(int64(len(data)))
@@ -352,9 +353,9 @@ func (b *backup) saveFile(ctx context.Context, j *fileJob, buf []byte) error {
 	if total != j.item.Node.Size {
 		return fmt.Errorf("%w (%d bytes at scan, %d read)", errChanged, j.item.Node.Size, total)
 	}
-	if len(j.chunks) > maxInlineChunks {
+	if len(j.chunks) > tree.MaxInlineChunks {
 		e := format.Encoder{}
-		encodeChunks(&e, j.chunks)
+		tree.EncodeChunks(&e, j.chunks)
 		id := b.r.keys.BlobID(e.B)
 		if _, err := b.saver.Save(format.BlobTree, id, e.B); err != nil {
 			return err
@@ -373,13 +374,13 @@ func (b *backup) saveTree(p []byte) (crypto.ID, error) {
 
 type openDir struct {
 	name    string
-	node    Node
-	builder *dirBuilder
+	node    tree.Node
+	builder *tree.Builder
 }
 
 // assemble consumes walk items in order and builds the tree bottom-up.
-func (b *backup) assemble(items <-chan *fileJob) (crypto.ID, Node, DirStats, error) {
-	stack := []*openDir{{node: Node{Type: TypeDir, Mode: 0o755}, builder: newDirBuilder(b.saveTree)}}
+func (b *backup) assemble(items <-chan *fileJob) (crypto.ID, tree.Node, tree.DirStats, error) {
+	stack := []*openDir{{node: tree.Node{Type: tree.TypeDir, Mode: 0o755}, builder: tree.NewBuilder(b.saveTree)}}
 	pop := func() error {
 		top := stack[len(stack)-1]
 		stack = stack[:len(stack)-1]
@@ -393,7 +394,7 @@ func (b *backup) assemble(items <-chan *fileJob) (crypto.ID, Node, DirStats, err
 	}
 	for j := range items {
 		if err := b.saver.Err(); err != nil {
-			return crypto.ID{}, Node{}, DirStats{}, err
+			return crypto.ID{}, tree.Node{}, tree.DirStats{}, err
 		}
 		it := j.item
 		segs := Segments(it.Path)
@@ -410,12 +411,12 @@ func (b *backup) assemble(items <-chan *fileJob) (crypto.ID, Node, DirStats, err
 		}
 		for len(stack)-1 > common {
 			if err := pop(); err != nil {
-				return crypto.ID{}, Node{}, DirStats{}, err
+				return crypto.ID{}, tree.Node{}, tree.DirStats{}, err
 			}
 		}
 		// Open implicit directories (S3 prefixes).
 		for _, s := range parent[common:] {
-			stack = append(stack, &openDir{name: s, node: Node{Name: s, Type: TypeDir, Mode: 0o755}, builder: newDirBuilder(b.saveTree)})
+			stack = append(stack, &openDir{name: s, node: tree.Node{Name: s, Type: tree.TypeDir, Mode: 0o755}, builder: tree.NewBuilder(b.saveTree)})
 		}
 		if j.done != nil {
 			// Wait for the file's worker before reading its node: Open
@@ -423,11 +424,11 @@ func (b *backup) assemble(items <-chan *fileJob) (crypto.ID, Node, DirStats, err
 			select {
 			case <-j.done:
 			case <-b.ctx.Done():
-				return crypto.ID{}, Node{}, DirStats{}, b.ctx.Err()
+				return crypto.ID{}, tree.Node{}, tree.DirStats{}, b.ctx.Err()
 			}
 			if j.err != nil {
 				if errors.Is(j.err, context.Canceled) || b.saver.Err() != nil {
-					return crypto.ID{}, Node{}, DirStats{}, j.err
+					return crypto.ID{}, tree.Node{}, tree.DirStats{}, j.err
 				}
 				b.skip(it.Path, j.err)
 				continue
@@ -436,20 +437,20 @@ func (b *backup) assemble(items <-chan *fileJob) (crypto.ID, Node, DirStats, err
 		n := it.Node
 		n.Name = segs[len(segs)-1]
 		switch n.Type {
-		case TypeDir:
-			stack = append(stack, &openDir{name: n.Name, node: n, builder: newDirBuilder(b.saveTree)})
+		case tree.TypeDir:
+			stack = append(stack, &openDir{name: n.Name, node: n, builder: tree.NewBuilder(b.saveTree)})
 			continue
-		case TypeFile:
+		case tree.TypeFile:
 			n.Chunks, n.ChunkList = j.chunks, j.list
 		}
-		if err := stack[len(stack)-1].builder.Add(&n, DirStats{}); err != nil {
-			return crypto.ID{}, Node{}, DirStats{}, err
+		if err := stack[len(stack)-1].builder.Add(&n, tree.DirStats{}); err != nil {
+			return crypto.ID{}, tree.Node{}, tree.DirStats{}, err
 		}
 		b.opt.Progress.Files.Add(1)
 	}
 	for len(stack) > 1 {
 		if err := pop(); err != nil {
-			return crypto.ID{}, Node{}, DirStats{}, err
+			return crypto.ID{}, tree.Node{}, tree.DirStats{}, err
 		}
 	}
 	id, st, err := stack[0].builder.Finish()
@@ -461,12 +462,12 @@ func (b *backup) assemble(items <-chan *fileJob) (crypto.ID, Node, DirStats, err
 type parentCursor struct {
 	r     *Repo
 	root  crypto.ID
-	names []string   // directory path of iters[1:]
-	iters []*DirIter // nil where the parent has no such directory
+	names []string     // directory path of iters[1:]
+	iters []*tree.Iter // nil where the parent has no such directory
 }
 
 // find returns the parent's node for item, or nil.
-func (c *parentCursor) find(ctx context.Context, it *Item) (*Node, error) {
+func (c *parentCursor) find(ctx context.Context, it *Item) (*tree.Node, error) {
 	if c == nil {
 		return nil, nil
 	}
@@ -475,7 +476,7 @@ func (c *parentCursor) find(ctx context.Context, it *Item) (*Node, error) {
 		if err != nil {
 			return nil, fmt.Errorf("parent snapshot: %w", err)
 		}
-		c.iters = []*DirIter{c.r.Iter(d)}
+		c.iters = []*tree.Iter{c.r.Iter(d)}
 	}
 	segs := Segments(it.Path)
 	parent := segs[:len(segs)-1]
@@ -485,7 +486,7 @@ func (c *parentCursor) find(ctx context.Context, it *Item) (*Node, error) {
 	}
 	c.names, c.iters = c.names[:common], c.iters[:common+1]
 	for _, s := range parent[common:] {
-		var next *DirIter
+		var next *tree.Iter
 		if top := c.iters[len(c.iters)-1]; top != nil {
 			n, err := top.Seek(ctx, s+"/")
 			if err != nil {

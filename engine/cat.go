@@ -4,12 +4,14 @@ import (
 	"context"
 	"io"
 
+	"github.com/coffer-backup/coffer/engine/tree"
+
 	"github.com/coffer-backup/coffer/engine/crypto"
 )
 
 // WriteFileTo writes a file's content to w in order, fetching up to
 // ahead chunks in parallel.
-func (r *Repo) WriteFileTo(ctx context.Context, n *Node, w io.Writer, ahead int) error {
+func (r *Repo) WriteFileTo(ctx context.Context, n *tree.Node, w io.Writer, ahead int) error {
 	if ahead < 1 {
 		ahead = 4
 	}

@@ -3,7 +3,9 @@ package engine
 import (
 	"github.com/coffer-backup/coffer/engine/crypto"
 	"github.com/coffer-backup/coffer/engine/format"
+	"github.com/coffer-backup/coffer/engine/index"
 	"github.com/coffer-backup/coffer/engine/store"
+	"github.com/coffer-backup/coffer/engine/tree"
 
 	"context"
 	"errors"
@@ -83,7 +85,7 @@ func (r *Repo) Check(ctx context.Context, opt CheckOptions) (*CheckResult, error
 		// A corrupt index file is a problem to report, not a reason to stop.
 		if errors.Is(err, crypto.ErrAuth) || errors.Is(err, format.ErrCorrupt) {
 			problem(Problem{Message: fmt.Sprintf("index unreadable: %v", err)})
-			r.Index = newMasterIndex()
+			r.Index = index.New()
 			r.indexOnce = sync.Once{}
 			r.indexOnce.Do(func() { r.indexErr = r.loadIndexTolerant(ctx, problem) })
 		} else {
@@ -133,7 +135,7 @@ func (r *Repo) Check(ctx context.Context, opt CheckOptions) (*CheckResult, error
 	} else {
 		need := map[crypto.ID]bool{}
 		for _, sn := range snaps {
-			r.walkBlobs(ctx, sn, func(id crypto.ID) { need[id] = true }, func(string, *Node, error) {})
+			r.walkBlobs(ctx, sn, func(id crypto.ID) { need[id] = true }, func(string, *tree.Node, error) {})
 		}
 		for id := range need {
 			if _, pack, ok := r.Index.Lookup(id); ok {
@@ -181,7 +183,7 @@ func (r *Repo) Check(ctx context.Context, opt CheckOptions) (*CheckResult, error
 	// Name what the bad blobs belong to.
 	for _, sn := range snaps {
 		seen := map[string]bool{}
-		r.walkBlobs(ctx, sn, nil, func(path string, n *Node, err error) {
+		r.walkBlobs(ctx, sn, nil, func(path string, n *tree.Node, err error) {
 			if err != nil {
 				problem(Problem{Snapshot: sn.ID.Short(), Path: path, Message: err.Error()})
 				return
@@ -265,7 +267,7 @@ func (r *Repo) checkPack(ctx context.Context, kind format.BlobKind, pack crypto.
 // walkBlobs walks a snapshot's tree. blob, if set, receives every blob id
 // the snapshot uses; file receives every file (with its chunks loaded) and
 // every directory or file that could not be read.
-func (r *Repo) walkBlobs(ctx context.Context, sn *Snapshot, blob func(crypto.ID), file func(string, *Node, error)) {
+func (r *Repo) walkBlobs(ctx context.Context, sn *Snapshot, blob func(crypto.ID), file func(string, *tree.Node, error)) {
 	if blob == nil {
 		blob = func(crypto.ID) {}
 	}
@@ -292,9 +294,9 @@ func (r *Repo) walkBlobs(ctx context.Context, sn *Snapshot, blob func(crypto.ID)
 			}
 			p := path + "/" + n.Name
 			switch n.Type {
-			case TypeDir:
+			case tree.TypeDir:
 				walk(n.Subtree, p)
-			case TypeFile:
+			case tree.TypeFile:
 				if !n.ChunkList.IsZero() {
 					blob(n.ChunkList)
 				}

@@ -4,6 +4,7 @@ import (
 	"github.com/coffer-backup/coffer/engine/crypto"
 	"github.com/coffer-backup/coffer/engine/format"
 	"github.com/coffer-backup/coffer/engine/store"
+	"github.com/coffer-backup/coffer/engine/tree"
 
 	"bytes"
 	"context"
@@ -403,13 +404,13 @@ func TestLargeDirectoryPaging(t *testing.T) {
 	if len(root.Pages) < 20 || root.Inline != nil {
 		t.Fatalf("%d entries made %d pages", n, len(root.Pages))
 	}
-	if root.Stats != (DirStats{Entries: n, Files: uint64(nfiles), Dirs: uint64(ndirs), Bytes: root.Stats.Bytes}) {
+	if root.Stats != (tree.DirStats{Entries: n, Files: uint64(nfiles), Dirs: uint64(ndirs), Bytes: root.Stats.Bytes}) {
 		t.Errorf("stats %+v, want %d entries, %d files, %d dirs", root.Stats, n, nfiles, ndirs)
 	}
 	var sum uint64
 	for i, pr := range root.Pages {
 		sum += pr.Entries
-		if pr.Entries > pageMaxEntries || (i < len(root.Pages)-1 && pr.Entries < pageMinEntries) {
+		if pr.Entries > tree.PageMaxEntries || (i < len(root.Pages)-1 && pr.Entries < tree.PageMinEntries) {
 			t.Errorf("page %d has %d entries", i, pr.Entries)
 		}
 	}
@@ -435,7 +436,7 @@ func TestLargeDirectoryPaging(t *testing.T) {
 		if got := cs.treeGets.Load() - before; got != 1 {
 			t.Errorf("Lookup(%q) read %d tree blobs, want 1 page", key, got)
 		}
-		if nd == nil || nd.Name != name(i) || (nd.Type == TypeDir) != isDir(i) {
+		if nd == nil || nd.Name != name(i) || (nd.Type == tree.TypeDir) != isDir(i) {
 			t.Fatalf("Lookup(%q) = %+v", key, nd)
 		}
 		if isDir(i) {
@@ -574,7 +575,7 @@ type attrSource struct {
 }
 
 func (s *attrSource) DeferAttrs() { s.deferred = true }
-func (s *attrSource) ReuseAttrs(prev, cur *Node) {
+func (s *attrSource) ReuseAttrs(prev, cur *tree.Node) {
 	s.reused++
 	cur.Attrs = prev.Attrs
 }
@@ -582,7 +583,7 @@ func (s *attrSource) Open(ctx context.Context, it *Item) (io.ReadCloser, error) 
 	// Like a GET, take a while: the backup's assembler has the item by
 	// then and must still see what Open fills in.
 	time.Sleep(30 * time.Millisecond)
-	it.Node.Attrs = []Attr{{Key: "etag", Value: []byte("e-" + it.Node.Name)}}
+	it.Node.Attrs = []tree.Attr{{Key: "etag", Value: []byte("e-" + it.Node.Name)}}
 	return s.Source.Open(ctx, it)
 }
 
@@ -623,12 +624,12 @@ func TestDeferredAttrs(t *testing.T) {
 
 // mapTrees is a TreeCache that counts what it had to load.
 type mapTrees struct {
-	dirs  map[crypto.ID]*Dir
-	pages map[crypto.ID][]Node
+	dirs  map[crypto.ID]*tree.Dir
+	pages map[crypto.ID][]tree.Node
 	loads int
 }
 
-func (m *mapTrees) Dir(ctx context.Context, id crypto.ID, load func(context.Context) (*Dir, error)) (*Dir, error) {
+func (m *mapTrees) Dir(ctx context.Context, id crypto.ID, load func(context.Context) (*tree.Dir, error)) (*tree.Dir, error) {
 	if d, ok := m.dirs[id]; ok {
 		return d, nil
 	}
@@ -640,7 +641,7 @@ func (m *mapTrees) Dir(ctx context.Context, id crypto.ID, load func(context.Cont
 	return d, err
 }
 
-func (m *mapTrees) Page(ctx context.Context, id crypto.ID, load func(context.Context) ([]Node, error)) ([]Node, error) {
+func (m *mapTrees) Page(ctx context.Context, id crypto.ID, load func(context.Context) ([]tree.Node, error)) ([]tree.Node, error) {
 	if p, ok := m.pages[id]; ok {
 		return p, nil
 	}
@@ -662,7 +663,7 @@ func TestTreeCache(t *testing.T) {
 	}
 	writeFile(t, filepath.Join(src, "a", "b", "c"), []byte("c"))
 	sn := backupDir(t, r, src, BackupOptions{})
-	m := &mapTrees{dirs: map[crypto.ID]*Dir{}, pages: map[crypto.ID][]Node{}}
+	m := &mapTrees{dirs: map[crypto.ID]*tree.Dir{}, pages: map[crypto.ID][]tree.Node{}}
 	r.SetTreeCache(m)
 	paths := []string{"/a/b/c", "/big/f0123", "/big/f0599"}
 	for round := 0; round < 2; round++ {

@@ -3,6 +3,8 @@ package engine
 import (
 	"context"
 	"io"
+
+	"github.com/coffer-backup/coffer/engine/tree"
 )
 
 // Destination is where a restore writes: a folder, a bucket. A path is
@@ -13,14 +15,14 @@ import (
 type Destination interface {
 	URI() string
 	// MkDir creates a directory (path "" is the target itself).
-	MkDir(ctx context.Context, path string, n *Node) error
+	MkDir(ctx context.Context, path string, n *tree.Node) error
 	// CreateFile starts a file of n.Size bytes; the restore writes every
 	// byte through WriteAt and then calls Close, which applies metadata.
-	CreateFile(ctx context.Context, path string, n *Node) (FileWriter, error)
+	CreateFile(ctx context.Context, path string, n *tree.Node) (FileWriter, error)
 	// Symlink creates a symbolic link.
-	Symlink(ctx context.Context, path string, n *Node) error
+	Symlink(ctx context.Context, path string, n *tree.Node) error
 	// FinishDir applies a directory's metadata after its contents.
-	FinishDir(ctx context.Context, path string, n *Node) error
+	FinishDir(ctx context.Context, path string, n *tree.Node) error
 }
 
 // FileWriter receives a file's content, possibly out of order.

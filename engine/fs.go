@@ -11,6 +11,8 @@ import (
 	"sort"
 	"syscall"
 	"time"
+
+	"github.com/coffer-backup/coffer/engine/tree"
 )
 
 // FSSource backs up a local folder (or a single file).
@@ -34,8 +36,8 @@ func NewFSSource(path string) (*FSSource, error) {
 
 func (s *FSSource) URI() string { return s.root }
 
-func statNode(name string, fi fs.FileInfo) (Node, bool) {
-	n := Node{Name: name, Mode: uint32(fi.Mode().Perm()), MTime: fi.ModTime().UnixNano()}
+func statNode(name string, fi fs.FileInfo) (tree.Node, bool) {
+	n := tree.Node{Name: name, Mode: uint32(fi.Mode().Perm()), MTime: fi.ModTime().UnixNano()}
 	m := fi.Mode()
 	if m&fs.ModeSetuid != 0 {
 		n.Mode |= 0o4000
@@ -52,11 +54,11 @@ func statNode(name string, fi fs.FileInfo) (Node, bool) {
 	}
 	switch {
 	case m.IsRegular():
-		n.Type, n.Size = TypeFile, uint64(fi.Size())
+		n.Type, n.Size = tree.TypeFile, uint64(fi.Size())
 	case m.IsDir():
-		n.Type = TypeDir
+		n.Type = tree.TypeDir
 	case m&fs.ModeSymlink != 0:
-		n.Type = TypeSymlink
+		n.Type = tree.TypeSymlink
 	default:
 		return n, false
 	}
@@ -72,10 +74,10 @@ func (s *FSSource) Walk(ctx context.Context, fn func(*Item) error, warn func(str
 	if !ok {
 		return fmt.Errorf("source %s: not a file, folder or symlink", s.root)
 	}
-	if n.Type != TypeDir {
+	if n.Type != tree.TypeDir {
 		// A single file: the snapshot holds it at /<name>.
 		n.Name = filepath.Base(s.root)
-		if n.Type == TypeSymlink {
+		if n.Type == tree.TypeSymlink {
 			if n.Target, err = os.Readlink(s.root); err != nil {
 				return err
 			}
@@ -128,11 +130,11 @@ func (s *FSSource) walkDir(ctx context.Context, dir, rel string, fn func(*Item) 
 			warn(ip, fmt.Errorf("unsupported file type %s (devices, sockets and pipes are not backed up)", fi.Mode().Type()))
 			continue
 		}
-		if (n.Type == TypeDir) != e.dir {
+		if (n.Type == tree.TypeDir) != e.dir {
 			warn(ip, errors.New("changed type during the backup"))
 			continue
 		}
-		if n.Type == TypeSymlink {
+		if n.Type == tree.TypeSymlink {
 			if n.Target, err = os.Readlink(p); err != nil {
 				warn(ip, err)
 				continue
@@ -141,7 +143,7 @@ func (s *FSSource) walkDir(ctx context.Context, dir, rel string, fn func(*Item) 
 		if err := fn(&Item{Path: ip, Node: n}); err != nil {
 			return err
 		}
-		if n.Type == TypeDir {
+		if n.Type == tree.TypeDir {
 			if err := s.walkDir(ctx, p, ip, fn, warn); err != nil {
 				return err
 			}

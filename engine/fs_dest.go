@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"unsafe"
 
+	"github.com/coffer-backup/coffer/engine/tree"
+
 	"golang.org/x/sys/unix"
 )
 
@@ -105,7 +107,7 @@ func (d *FSDestination) place(p string, isDir bool) (string, error) {
 	return lp, nil
 }
 
-func (d *FSDestination) MkDir(ctx context.Context, path string, n *Node) error {
+func (d *FSDestination) MkDir(ctx context.Context, path string, n *tree.Node) error {
 	if path != "" {
 		// A file of the same name (S3 keys "a" and "a/b") was restored
 		// just before: this directory takes the name LocalName gives a
@@ -156,7 +158,7 @@ func isRegular(p string) bool {
 	return err == nil && fi.Mode().IsRegular()
 }
 
-func (d *FSDestination) meta(lp string, n *Node, link bool) error {
+func (d *FSDestination) meta(lp string, n *tree.Node, link bool) error {
 	if d.Owners {
 		if err := os.Lchown(lp, int(n.UID), int(n.GID)); err != nil {
 			return fmt.Errorf("restore: chown %s: %w", lp, err)
@@ -188,12 +190,12 @@ func fileMode(m uint32) fs.FileMode {
 	return fm
 }
 
-func (d *FSDestination) FinishDir(ctx context.Context, path string, n *Node) error {
+func (d *FSDestination) FinishDir(ctx context.Context, path string, n *tree.Node) error {
 	lp, _, _ := d.localPath(path, true)
 	return d.meta(lp, n, false)
 }
 
-func (d *FSDestination) Symlink(ctx context.Context, path string, n *Node) error {
+func (d *FSDestination) Symlink(ctx context.Context, path string, n *tree.Node) error {
 	lp, err := d.place(path, false)
 	if err != nil {
 		return err
@@ -211,10 +213,10 @@ type fsFile struct {
 	d  *FSDestination
 	f  *os.File
 	lp string
-	n  *Node
+	n  *tree.Node
 }
 
-func (d *FSDestination) CreateFile(ctx context.Context, path string, n *Node) (FileWriter, error) {
+func (d *FSDestination) CreateFile(ctx context.Context, path string, n *tree.Node) (FileWriter, error) {
 	lp, err := d.place(path, false)
 	if err != nil {
 		return nil, err
@@ -254,7 +256,7 @@ func (w *fsFile) Close(abort bool) error {
 }
 
 // fileMeta applies owner, mode and times to an open file.
-func (d *FSDestination) fileMeta(f *os.File, n *Node) error {
+func (d *FSDestination) fileMeta(f *os.File, n *tree.Node) error {
 	if d.Owners {
 		if err := f.Chown(int(n.UID), int(n.GID)); err != nil {
 			return fmt.Errorf("restore: chown %s: %w", f.Name(), err)

@@ -4,6 +4,7 @@ import (
 	"github.com/coffer-backup/coffer/engine/crypto"
 	"github.com/coffer-backup/coffer/engine/format"
 	"github.com/coffer-backup/coffer/engine/store"
+	"github.com/coffer-backup/coffer/engine/tree"
 
 	"bytes"
 	"context"
@@ -228,31 +229,31 @@ func FuzzDecodeIndex(f *testing.F) {
 
 // qaSeedNodes are entries of every type and content layout, in sort-key
 // order.
-func qaSeedNodes() []Node {
-	return []Node{
-		{Name: "", Type: TypeFile, Mode: 0o644}, // S3 "a//"-style empty name, empty file
-		{Name: "a", Type: TypeFile, Mode: 0o4755, MTime: -1234567890123, Size: 3000, UID: 1000, GID: 100, Inode: 1 << 40, CTime: 1700000000123456789,
-			Chunks: []Chunk{{ID: qaID(1), Size: 1000}, {ID: qaID(2), Size: 2000}},
-			Attrs:  []Attr{{Key: "content-type", Value: []byte("text/plain")}, {Key: "etag", Value: []byte{}}}},
-		{Name: "a", Type: TypeDir, Mode: 0o755, MTime: 1, Subtree: qaID(3)},
-		{Name: "big", Type: TypeFile, Mode: 0o600, Size: 1 << 40, ChunkList: qaID(4)},
-		{Name: "link", Type: TypeSymlink, Mode: 0o777, Target: "../../etc/passwd"},
-		{Name: "z-日本語", Type: TypeSymlink, Target: ""},
+func qaSeedNodes() []tree.Node {
+	return []tree.Node{
+		{Name: "", Type: tree.TypeFile, Mode: 0o644}, // S3 "a//"-style empty name, empty file
+		{Name: "a", Type: tree.TypeFile, Mode: 0o4755, MTime: -1234567890123, Size: 3000, UID: 1000, GID: 100, Inode: 1 << 40, CTime: 1700000000123456789,
+			Chunks: []tree.Chunk{{ID: qaID(1), Size: 1000}, {ID: qaID(2), Size: 2000}},
+			Attrs:  []tree.Attr{{Key: "content-type", Value: []byte("text/plain")}, {Key: "etag", Value: []byte{}}}},
+		{Name: "a", Type: tree.TypeDir, Mode: 0o755, MTime: 1, Subtree: qaID(3)},
+		{Name: "big", Type: tree.TypeFile, Mode: 0o600, Size: 1 << 40, ChunkList: qaID(4)},
+		{Name: "link", Type: tree.TypeSymlink, Mode: 0o777, Target: "../../etc/passwd"},
+		{Name: "z-日本語", Type: tree.TypeSymlink, Target: ""},
 	}
 }
 
 // qaBuildDir runs nodes through a dirBuilder and returns every blob it
 // saved (pages first, the directory last).
-func qaBuildDir(t testing.TB, nodes []Node) [][]byte {
+func qaBuildDir(t testing.TB, nodes []tree.Node) [][]byte {
 	t.Helper()
 	var blobs [][]byte
-	b := newDirBuilder(func(p []byte) (crypto.ID, error) {
+	b := tree.NewBuilder(func(p []byte) (crypto.ID, error) {
 		blobs = append(blobs, bytes.Clone(p))
 		return crypto.Hash(p), nil
 	})
 	for i := range nodes {
 		n := nodes[i]
-		if err := b.Add(&n, DirStats{}); err != nil {
+		if err := b.Add(&n, tree.DirStats{}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -263,34 +264,34 @@ func qaBuildDir(t testing.TB, nodes []Node) [][]byte {
 }
 
 // qaManyNodes are n file entries, enough for a paged directory.
-func qaManyNodes(n int) []Node {
-	nodes := make([]Node, n)
+func qaManyNodes(n int) []tree.Node {
+	nodes := make([]tree.Node, n)
 	for i := range nodes {
-		nodes[i] = Node{Name: fmt.Sprintf("f%05d", i), Type: TypeFile, Mode: 0o644, MTime: int64(i), Size: 1, Chunks: []Chunk{{ID: qaID(byte(i)), Size: 1}}}
+		nodes[i] = tree.Node{Name: fmt.Sprintf("f%05d", i), Type: tree.TypeFile, Mode: 0o644, MTime: int64(i), Size: 1, Chunks: []tree.Chunk{{ID: qaID(byte(i)), Size: 1}}}
 	}
 	return nodes
 }
 
 // qaEncodePage re-encodes decoded entries as a tree page.
-func qaEncodePage(nodes []Node) []byte {
+func qaEncodePage(nodes []tree.Node) []byte {
 	var e format.Encoder
 	e.Uvarint(uint64(len(nodes)))
 	for i := range nodes {
-		encodeNode(&e, &nodes[i])
+		tree.EncodeNode(&e, &nodes[i])
 	}
 	return e.B
 }
 
 // qaEncodeDir re-encodes a decoded directory the way dirBuilder.Finish
 // lays it out.
-func qaEncodeDir(d *Dir) []byte {
+func qaEncodeDir(d *tree.Dir) []byte {
 	var e format.Encoder
 	if d.Inline != nil {
-		encodeDirHeader(&e, layoutInline, d.Stats)
+		tree.EncodeDirHeader(&e, tree.LayoutInline, d.Stats)
 		e.B = append(e.B, qaEncodePage(d.Inline)...)
 		return e.B
 	}
-	encodeDirHeader(&e, layoutPaged, d.Stats)
+	tree.EncodeDirHeader(&e, tree.LayoutPaged, d.Stats)
 	e.Uvarint(uint64(len(d.Pages)))
 	for _, p := range d.Pages {
 		e.Str(p.First)
@@ -302,7 +303,7 @@ func qaEncodeDir(d *Dir) []byte {
 
 // qaNodesEqual compares entries as the decoder returns them: an empty
 // inline chunk list and empty attribute values decode as empty, not nil.
-func qaNodesEqual(a, b []Node) bool {
+func qaNodesEqual(a, b []tree.Node) bool {
 	if len(a) != len(b) {
 		return false
 	}
@@ -321,7 +322,7 @@ func qaNodesEqual(a, b []Node) bool {
 	return true
 }
 
-func qaCheckSortKeys(t testing.TB, nodes []Node) {
+func qaCheckSortKeys(t testing.TB, nodes []tree.Node) {
 	t.Helper()
 	for i, n := range nodes {
 		if strings.Contains(n.Name, "/") || n.Mode > 0o7777 {
@@ -330,7 +331,7 @@ func qaCheckSortKeys(t testing.TB, nodes []Node) {
 		if i > 0 && nodes[i-1].SortKey() >= n.SortKey() {
 			t.Fatalf("entries %d and %d accepted out of order: %q, %q", i-1, i, nodes[i-1].SortKey(), n.SortKey())
 		}
-		if n.Type == TypeFile && n.ChunkList.IsZero() {
+		if n.Type == tree.TypeFile && n.ChunkList.IsZero() {
 			var sum uint64
 			for _, c := range n.Chunks {
 				sum += uint64(c.Size)
@@ -349,7 +350,7 @@ func FuzzDecodeDir(f *testing.F) {
 	if len(inline) != 1 {
 		f.Fatalf("%d seed entries made %d blobs, want one inline directory", len(seedNodes), len(inline))
 	}
-	d, err := decodeDir(inline[0])
+	d, err := tree.DecodeDir(inline[0])
 	if err != nil {
 		f.Fatalf("seed directory does not decode: %v", err)
 	}
@@ -358,7 +359,7 @@ func FuzzDecodeDir(f *testing.F) {
 	}
 	f.Add(inline[0])
 	empty := qaBuildDir(f, nil)
-	if d, err := decodeDir(empty[0]); err != nil || d.Inline == nil || len(d.Inline) != 0 {
+	if d, err := tree.DecodeDir(empty[0]); err != nil || d.Inline == nil || len(d.Inline) != 0 {
 		f.Fatalf("empty directory: %+v, %v", d, err)
 	}
 	f.Add(empty[0])
@@ -367,19 +368,19 @@ func FuzzDecodeDir(f *testing.F) {
 	if len(paged) < 3 {
 		f.Fatalf("700 entries made %d blobs, want a paged directory", len(paged))
 	}
-	d, err = decodeDir(paged[len(paged)-1])
+	d, err = tree.DecodeDir(paged[len(paged)-1])
 	if err != nil {
 		f.Fatalf("seed paged directory does not decode: %v", err)
 	}
 	if len(d.Pages) != len(paged)-1 || d.Stats.Entries != 700 || d.Inline != nil {
 		f.Fatalf("seed paged directory: %d pages for %d page blobs, stats %+v", len(d.Pages), len(paged)-1, d.Stats)
 	}
-	var all []Node
+	var all []tree.Node
 	for i, pr := range d.Pages {
 		if pr.ID != crypto.Hash(paged[i]) {
 			f.Fatalf("page ref %d names the wrong blob", i)
 		}
-		nodes, err := decodePage(paged[i])
+		nodes, err := tree.DecodePage(paged[i])
 		if err != nil {
 			f.Fatalf("seed page %d: %v", i, err)
 		}
@@ -393,7 +394,7 @@ func FuzzDecodeDir(f *testing.F) {
 	}
 	f.Add(paged[len(paged)-1])
 	for _, p := range qaRealStore(f).dirs {
-		d, err := decodeDir(p)
+		d, err := tree.DecodeDir(p)
 		if err != nil {
 			f.Fatalf("a real directory does not decode: %v", err)
 		}
@@ -403,9 +404,9 @@ func FuzzDecodeDir(f *testing.F) {
 		f.Add(p)
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		var d *Dir
+		var d *tree.Dir
 		var err error
-		qaCheckAllocs(t, "decodeDir", len(data), func() { d, err = decodeDir(data) })
+		qaCheckAllocs(t, "decodeDir", len(data), func() { d, err = tree.DecodeDir(data) })
 		if err != nil {
 			return
 		}
@@ -424,7 +425,7 @@ func FuzzDecodeDir(f *testing.F) {
 			}
 		}
 		re := qaEncodeDir(d)
-		again, err := decodeDir(re)
+		again, err := tree.DecodeDir(re)
 		if err != nil {
 			t.Fatalf("re-encoded directory does not decode: %v\ndecoded: %+v", err, d)
 		}
@@ -439,17 +440,17 @@ func FuzzDecodePage(f *testing.F) {
 	seedNodes := qaSeedNodes()
 	p := qaEncodePage(seedNodes)
 	// The same bytes dirBuilder writes for a page.
-	b := newDirBuilder(nil)
+	b := tree.NewBuilder(nil)
 	for i := range seedNodes {
 		n := seedNodes[i]
-		if err := b.Add(&n, DirStats{}); err != nil {
+		if err := b.Add(&n, tree.DirStats{}); err != nil {
 			f.Fatal(err)
 		}
 	}
-	if !bytes.Equal(b.pageBlob(), p) {
-		f.Fatal("qaEncodePage disagrees with dirBuilder.pageBlob")
+	if !bytes.Equal(b.PageBlob(), p) {
+		f.Fatal("qaEncodePage disagrees with dirBuilder.PageBlob")
 	}
-	nodes, err := decodePage(p)
+	nodes, err := tree.DecodePage(p)
 	if err != nil || !qaNodesEqual(nodes, seedNodes) {
 		f.Fatalf("seed page round trip: %v\n got %+v\nwant %+v", err, nodes, seedNodes)
 	}
@@ -461,9 +462,9 @@ func FuzzDecodePage(f *testing.F) {
 	f.Add(paged[0])
 	f.Add([]byte{0})
 	f.Fuzz(func(t *testing.T, data []byte) {
-		var nodes []Node
+		var nodes []tree.Node
 		var err error
-		qaCheckAllocs(t, "decodePage", len(data), func() { nodes, err = decodePage(data) })
+		qaCheckAllocs(t, "decodePage", len(data), func() { nodes, err = tree.DecodePage(data) })
 		if err != nil {
 			return
 		}
@@ -472,7 +473,7 @@ func FuzzDecodePage(f *testing.F) {
 		if len(re) > len(data) {
 			t.Fatalf("canonical re-encoding (%d bytes) is longer than the input (%d)", len(re), len(data))
 		}
-		again, err := decodePage(re)
+		again, err := tree.DecodePage(re)
 		if err != nil {
 			t.Fatalf("re-encoded page does not decode: %v\ndecoded: %+v", err, nodes)
 		}
@@ -485,13 +486,13 @@ func FuzzDecodePage(f *testing.F) {
 // FuzzDecodeChunkList fuzzes the chunk-list blob decoder.
 func FuzzDecodeChunkList(f *testing.F) {
 	for _, n := range []int{0, 1, 65, 200} {
-		cs := make([]Chunk, n)
+		cs := make([]tree.Chunk, n)
 		for i := range cs {
-			cs[i] = Chunk{ID: qaID(byte(i)), Size: uint32(i * 40000)}
+			cs[i] = tree.Chunk{ID: qaID(byte(i)), Size: uint32(i * 40000)}
 		}
 		var e format.Encoder
-		encodeChunks(&e, cs)
-		got, err := decodeChunkList(e.B)
+		tree.EncodeChunks(&e, cs)
+		got, err := tree.DecodeChunkList(e.B)
 		if err != nil {
 			f.Fatalf("seed chunk list of %d: %v", n, err)
 		}
@@ -501,18 +502,18 @@ func FuzzDecodeChunkList(f *testing.F) {
 		f.Add(e.B)
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		var cs []Chunk
+		var cs []tree.Chunk
 		var err error
-		qaCheckAllocs(t, "decodeChunkList", len(data), func() { cs, err = decodeChunkList(data) })
+		qaCheckAllocs(t, "decodeChunkList", len(data), func() { cs, err = tree.DecodeChunkList(data) })
 		if err != nil {
 			return
 		}
 		var e format.Encoder
-		encodeChunks(&e, cs)
+		tree.EncodeChunks(&e, cs)
 		if len(e.B) > len(data) {
 			t.Fatalf("canonical re-encoding (%d bytes) is longer than the input (%d)", len(e.B), len(data))
 		}
-		again, err := decodeChunkList(e.B)
+		again, err := tree.DecodeChunkList(e.B)
 		if err != nil {
 			t.Fatalf("re-encoded chunk list does not decode: %v", err)
 		}
@@ -638,7 +639,7 @@ func FuzzLoadSnapshot(f *testing.F) {
 		Time: time.Date(2026, 11, 25, 10, 11, 12, 13, time.UTC), Source: "/home/someone/documents", Host: "host", User: "someone",
 		Tags: []string{"daily", "x"}, Root: qaID(1), RootMeta: RootMeta{Mode: 0o755, MTime: 123, UID: 1, GID: 2}, Parent: &parent,
 		Stats:   SnapshotStats{Files: 10, Dirs: 2, Bytes: 1 << 40, ReadBytes: 5, NewBlobs: 3, NewBytes: 4, StoredBytes: 6, Skipped: 1, Unchanged: 9},
-		Partial: true, Info: []Attr{{Key: "bucket", Value: []byte("b")}}, Duration: 1.5,
+		Partial: true, Info: []tree.Attr{{Key: "bucket", Value: []byte("b")}}, Duration: 1.5,
 	}
 	minimal := &Snapshot{Root: qaID(2)}
 	for _, sn := range []*Snapshot{full, minimal} {
@@ -908,7 +909,7 @@ func TestObjectHeaderLengthAllocation(t *testing.T) {
 func TestDecodeRejectsZeroChunkList(t *testing.T) {
 	var e format.Encoder
 	e.Uvarint(1) // one entry
-	e.Byte(byte(TypeFile))
+	e.Byte(byte(tree.TypeFile))
 	e.Str("f")
 	e.Uvarint(0o644) // mode
 	e.Varint(0)      // mtime
@@ -917,10 +918,10 @@ func TestDecodeRejectsZeroChunkList(t *testing.T) {
 	e.Uvarint(0)     // gid
 	e.Uvarint(0)     // inode
 	e.Varint(0)      // ctime
-	e.Byte(contentList)
+	e.Byte(tree.ContentList)
 	e.ID(crypto.ID{})
 	e.Uvarint(0) // attrs
-	nodes, err := decodePage(e.B)
+	nodes, err := tree.DecodePage(e.B)
 	if err == nil {
 		t.Errorf("a file whose chunk list id is all zeros decoded: %+v", nodes[0])
 		r, _ := qaFuzzRepo(t)
@@ -937,18 +938,18 @@ func TestDecodeRejectsZeroChunkList(t *testing.T) {
 // dirBuilder wrote. Found by fuzzing (testdata/fuzz/FuzzDecodePage/
 // minimal-symlink); this is its regression test.
 func TestMinimalNodeRoundTrip(t *testing.T) {
-	n := Node{Name: "", Type: TypeSymlink}
+	n := tree.Node{Name: "", Type: tree.TypeSymlink}
 	var e format.Encoder
-	encodeNode(&e, &n)
-	if len(e.B) < minNodeSize {
-		t.Errorf("an entry encodes in %d bytes, below minNodeSize %d", len(e.B), minNodeSize)
+	tree.EncodeNode(&e, &n)
+	if len(e.B) < tree.MinNodeSize {
+		t.Errorf("an entry encodes in %d bytes, below minNodeSize %d", len(e.B), tree.MinNodeSize)
 	}
-	blobs := qaBuildDir(t, []Node{n})
-	d, err := decodeDir(blobs[0])
+	blobs := qaBuildDir(t, []tree.Node{n})
+	d, err := tree.DecodeDir(blobs[0])
 	if err != nil {
 		t.Fatalf("dirBuilder wrote a directory decodeDir refuses: %v", err)
 	}
-	if !qaNodesEqual(d.Inline, []Node{n}) {
+	if !qaNodesEqual(d.Inline, []tree.Node{n}) {
 		t.Fatalf("got %+v", d.Inline)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"github.com/coffer-backup/coffer/engine/crypto"
 	"github.com/coffer-backup/coffer/engine/format"
 	"github.com/coffer-backup/coffer/engine/store"
+	"github.com/coffer-backup/coffer/engine/tree"
 
 	"bytes"
 	"context"
@@ -439,9 +440,9 @@ func qaTreeOwners(t testing.TB, r *Repo, sn *Snapshot) map[crypto.ID]string {
 				return
 			}
 			switch {
-			case n.Type == TypeDir:
+			case n.Type == tree.TypeDir:
 				walk(n.Subtree, path+n.Name+"/")
-			case n.Type == TypeFile && !n.ChunkList.IsZero():
+			case n.Type == tree.TypeFile && !n.ChunkList.IsZero():
 				m[n.ChunkList] = path + n.Name
 			}
 		}

@@ -3,7 +3,9 @@ package engine
 import (
 	"github.com/coffer-backup/coffer/engine/crypto"
 	"github.com/coffer-backup/coffer/engine/format"
+	"github.com/coffer-backup/coffer/engine/index"
 	"github.com/coffer-backup/coffer/engine/store"
+	"github.com/coffer-backup/coffer/engine/tree"
 
 	"context"
 	"encoding/binary"
@@ -17,11 +19,11 @@ type Repo struct {
 	st     store.Storage
 	Params Params
 	keys   *crypto.Keys
-	Index  *MasterIndex
+	Index  *index.Master
 
 	master []byte // for adding key slots
 	slotID string // the key slot that opened the store
-	trees  TreeCache
+	trees  tree.Cache
 
 	snapMu sync.Mutex
 	snaps  map[crypto.ID]*Snapshot // loaded snapshot objects, by id
@@ -35,7 +37,7 @@ func newRepo(st store.Storage, p Params, master []byte) (*Repo, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Repo{st: st, Params: p, keys: k, Index: newMasterIndex(), master: master}, nil
+	return &Repo{st: st, Params: p, keys: k, Index: index.New(), master: master}, nil
 }
 
 // Storage returns the storage the store lives in.

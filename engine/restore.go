@@ -4,6 +4,7 @@ import (
 	"github.com/coffer-backup/coffer/engine/crypto"
 	"github.com/coffer-backup/coffer/engine/format"
 	"github.com/coffer-backup/coffer/engine/store"
+	"github.com/coffer-backup/coffer/engine/tree"
 
 	"context"
 	"errors"
@@ -43,7 +44,7 @@ func (e *RestoreError) Error() string {
 
 type restoreFile struct {
 	path    string
-	node    *Node
+	node    *tree.Node
 	pending atomic.Int64
 	failed  atomic.Bool
 	errOnce sync.Once
@@ -68,7 +69,7 @@ type run struct {
 
 // Restore writes node (a directory's contents, or a single entry) from sn
 // into dst.
-func (r *Repo) Restore(ctx context.Context, node *Node, dst Destination, opt RestoreOptions) (RestoreStats, error) {
+func (r *Repo) Restore(ctx context.Context, node *tree.Node, dst Destination, opt RestoreOptions) (RestoreStats, error) {
 	if opt.Concurrency < 1 {
 		opt.Concurrency = 2 * runtime.NumCPU()
 	}
@@ -96,12 +97,12 @@ func (r *Repo) Restore(ctx context.Context, node *Node, dst Destination, opt Res
 		}()
 	}
 	var err error
-	if node.Type == TypeDir {
+	if node.Type == tree.TypeDir {
 		if err = dst.MkDir(ctx, "", node); err == nil {
 			err = rs.walk(ctx, node, "")
 			rs.dirs = append(rs.dirs, dirMeta{"", node})
 		}
-	} else if err = dst.MkDir(ctx, "", &Node{Type: TypeDir, Mode: 0o755}); err == nil {
+	} else if err = dst.MkDir(ctx, "", &tree.Node{Type: tree.TypeDir, Mode: 0o755}); err == nil {
 		err = rs.entry(ctx, "/"+node.Name, node)
 	}
 	close(rs.runs)
@@ -128,7 +129,7 @@ func (r *Repo) Restore(ctx context.Context, node *Node, dst Destination, opt Res
 
 type dirMeta struct {
 	path string
-	node *Node
+	node *tree.Node
 }
 
 type restorer struct {
@@ -166,7 +167,7 @@ func (rs *restorer) fail(path string, err error) {
 	rs.opt.Warn(path, err)
 }
 
-func (rs *restorer) walk(ctx context.Context, dir *Node, path string) error {
+func (rs *restorer) walk(ctx context.Context, dir *tree.Node, path string) error {
 	d, err := rs.r.LoadDir(ctx, dir.Subtree)
 	if err != nil {
 		rs.fail(path+"/", fmt.Errorf("directory unreadable: %w", err))
@@ -193,12 +194,12 @@ func (rs *restorer) walk(ctx context.Context, dir *Node, path string) error {
 		}
 		p := path + "/" + n.Name
 		cp := *n
-		if n.Type == TypeDir && len(files) > 0 && files[len(files)-1] == n.Name {
+		if n.Type == tree.TypeDir && len(files) > 0 && files[len(files)-1] == n.Name {
 			if bf, ok := rs.dst.(BesideFiler); ok {
 				bf.BesideFile(p)
 			}
 		}
-		if n.Type != TypeDir {
+		if n.Type != tree.TypeDir {
 			files = append(files, n.Name)
 		}
 		if err := rs.entry(ctx, p, &cp); err != nil {
@@ -209,12 +210,12 @@ func (rs *restorer) walk(ctx context.Context, dir *Node, path string) error {
 
 // entry restores one node; it returns an error only for what stops the
 // whole restore (a cancelled context).
-func (rs *restorer) entry(ctx context.Context, p string, n *Node) error {
+func (rs *restorer) entry(ctx context.Context, p string, n *tree.Node) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	switch n.Type {
-	case TypeDir:
+	case tree.TypeDir:
 		if err := rs.dst.MkDir(ctx, p, n); err != nil {
 			rs.fail(p, err)
 			return nil
@@ -224,18 +225,18 @@ func (rs *restorer) entry(ctx context.Context, p string, n *Node) error {
 			return err
 		}
 		rs.dirs = append(rs.dirs, dirMeta{p, n})
-	case TypeSymlink:
+	case tree.TypeSymlink:
 		if err := rs.dst.Symlink(ctx, p, n); err != nil {
 			rs.fail(p, err)
 		}
 		rs.opt.Progress.Files.Add(1)
-	case TypeFile:
+	case tree.TypeFile:
 		rs.file(ctx, p, n)
 	}
 	return nil
 }
 
-func (rs *restorer) file(ctx context.Context, p string, n *Node) {
+func (rs *restorer) file(ctx context.Context, p string, n *tree.Node) {
 	chunks, err := rs.r.FileChunks(ctx, n)
 	if err != nil {
 		rs.fail(p, err)

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"github.com/coffer-backup/coffer/engine/store"
+	"github.com/coffer-backup/coffer/engine/tree"
 
 	"context"
 	"errors"
@@ -20,7 +21,7 @@ type deniedDest struct {
 	creates atomic.Int64
 }
 
-func (d *deniedDest) CreateFile(ctx context.Context, path string, n *Node) (FileWriter, error) {
+func (d *deniedDest) CreateFile(ctx context.Context, path string, n *tree.Node) (FileWriter, error) {
 	d.creates.Add(1)
 	return nil, &store.PermanentError{Err: errors.New("access denied: s3:PutObject on arn:aws:s3:::dst")}
 }

@@ -4,6 +4,7 @@ import (
 	"github.com/coffer-backup/coffer/engine/crypto"
 	"github.com/coffer-backup/coffer/engine/format"
 	"github.com/coffer-backup/coffer/engine/store"
+	"github.com/coffer-backup/coffer/engine/tree"
 
 	"context"
 	"encoding/json"
@@ -35,7 +36,7 @@ type Snapshot struct {
 	// objects, unreadable files), at most maxSkippedListed of them;
 	// Stats.Skipped counts them all.
 	SkippedEntries []SkippedEntry `json:"skipped_entries,omitempty"`
-	Info           []Attr         `json:"source_info,omitempty"` // e.g. bucket name, region, owner
+	Info           []tree.Attr    `json:"source_info,omitempty"` // e.g. bucket name, region, owner
 	Duration       float64        `json:"duration_seconds"`
 }
 
@@ -58,9 +59,9 @@ type RootMeta struct {
 }
 
 // RootNode returns the root directory as a node.
-func (sn *Snapshot) RootNode() *Node {
+func (sn *Snapshot) RootNode() *tree.Node {
 	m := sn.RootMeta
-	return &Node{Name: "", Type: TypeDir, Mode: m.Mode, MTime: m.MTime, UID: m.UID, GID: m.GID, Subtree: sn.Root}
+	return &tree.Node{Name: "", Type: tree.TypeDir, Mode: m.Mode, MTime: m.MTime, UID: m.UID, GID: m.GID, Subtree: sn.Root}
 }
 
 // SnapshotStats describe what a backup saw and added.
@@ -220,7 +221,7 @@ func (r *Repo) latestOf(ctx context.Context, source string) (*Snapshot, error) {
 // is the root directory). A path segment that names both a file and a
 // directory resolves to the directory, unless it is the last segment and
 // preferFile is set.
-func (r *Repo) ResolvePath(ctx context.Context, sn *Snapshot, p string, preferFile bool) (*Node, error) {
+func (r *Repo) ResolvePath(ctx context.Context, sn *Snapshot, p string, preferFile bool) (*tree.Node, error) {
 	root := sn.RootNode()
 	p = strings.TrimPrefix(p, "/")
 	if p == "" {
@@ -229,7 +230,7 @@ func (r *Repo) ResolvePath(ctx context.Context, sn *Snapshot, p string, preferFi
 	segs := strings.Split(strings.TrimSuffix(p, "/"), "/")
 	cur := root
 	for i, s := range segs {
-		if cur.Type != TypeDir {
+		if cur.Type != tree.TypeDir {
 			return nil, fmt.Errorf("%s: not a directory", "/"+strings.Join(segs[:i], "/"))
 		}
 		d, err := r.LoadDir(ctx, cur.Subtree)
@@ -237,7 +238,7 @@ func (r *Repo) ResolvePath(ctx context.Context, sn *Snapshot, p string, preferFi
 			return nil, err
 		}
 		last := i == len(segs)-1
-		var n *Node
+		var n *tree.Node
 		if last && preferFile {
 			n, err = r.Lookup(ctx, d, s)
 		}

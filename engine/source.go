@@ -4,6 +4,8 @@ import (
 	"context"
 	"io"
 	"strings"
+
+	"github.com/coffer-backup/coffer/engine/tree"
 )
 
 // Item is one entry a Source walks: its path below the source root and
@@ -13,7 +15,7 @@ type Item struct {
 	// segment may be empty (S3 keys like "a//b"), so Path is split, never
 	// cleaned.
 	Path string
-	Node Node
+	Node tree.Node
 }
 
 // Segments splits a path into its segments; the root has none.
@@ -49,11 +51,11 @@ type Source interface {
 // bucket then costs its LIST and nothing else.
 type AttrReuser interface {
 	DeferAttrs()
-	ReuseAttrs(prev, cur *Node)
+	ReuseAttrs(prev, cur *tree.Node)
 }
 
 // SourceInfo is implemented by sources that describe themselves in the
 // snapshot (a bucket's name, region, creation date, owner).
 type SourceInfo interface {
-	Info(ctx context.Context) ([]Attr, error)
+	Info(ctx context.Context) ([]tree.Attr, error)
 }

@@ -20,6 +20,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/coffer-backup/coffer/engine/tree"
+
 	"github.com/coffer-backup/coffer/engine/crypto"
 
 	"github.com/coffer-backup/coffer/cache"
@@ -31,11 +33,11 @@ import (
 // keeps what they decode in its tree cache (SetTreeCache).
 type Repo interface {
 	LoadBlob(ctx context.Context, id crypto.ID) ([]byte, error)
-	LoadDir(ctx context.Context, id crypto.ID) (*engine.Dir, error)
-	Lookup(ctx context.Context, d *engine.Dir, key string) (*engine.Node, error)
-	Iter(d *engine.Dir) *engine.DirIter
-	FileChunks(ctx context.Context, n *engine.Node) ([]engine.Chunk, error)
-	SetTreeCache(c engine.TreeCache)
+	LoadDir(ctx context.Context, id crypto.ID) (*tree.Dir, error)
+	Lookup(ctx context.Context, d *tree.Dir, key string) (*tree.Node, error)
+	Iter(d *tree.Dir) *tree.Iter
+	FileChunks(ctx context.Context, n *tree.Node) ([]tree.Chunk, error)
+	SetTreeCache(c tree.Cache)
 }
 
 var _ Repo = (*engine.Repo)(nil)
@@ -103,8 +105,8 @@ func New(repo Repo, opt Options) *FS {
 	f := &FS{repo: repo, opt: opt, logged: map[string]bool{}}
 	f.chunks = cache.NewChunks(opt.CacheSize, opt.Parallel, repo.LoadBlob)
 	f.trees = &trees{
-		dirs:  cache.New[*engine.Dir](opt.MetaCacheSize/2, dirSize, opt.Parallel, nil),
-		pages: cache.New[[]engine.Node](opt.MetaCacheSize/2, nodesSize, opt.Parallel, nil),
+		dirs:  cache.New[*tree.Dir](opt.MetaCacheSize/2, dirSize, opt.Parallel, nil),
+		pages: cache.New[[]tree.Node](opt.MetaCacheSize/2, nodesSize, opt.Parallel, nil),
 	}
 	repo.SetTreeCache(f.trees)
 	return f
@@ -123,21 +125,21 @@ func (f *FS) Close() {
 // directories and pages, in which concurrent loads of one blob are
 // merged.
 type trees struct {
-	dirs   *cache.LRU[*engine.Dir]
-	pages  *cache.LRU[[]engine.Node]
+	dirs   *cache.LRU[*tree.Dir]
+	pages  *cache.LRU[[]tree.Node]
 	closed atomic.Bool
 }
 
-var _ engine.TreeCache = (*trees)(nil)
+var _ tree.Cache = (*trees)(nil)
 
-func (t *trees) Dir(ctx context.Context, id crypto.ID, load func(context.Context) (*engine.Dir, error)) (*engine.Dir, error) {
+func (t *trees) Dir(ctx context.Context, id crypto.ID, load func(context.Context) (*tree.Dir, error)) (*tree.Dir, error) {
 	if t.closed.Load() {
 		return load(ctx)
 	}
 	return t.dirs.GetWith(ctx, id, load)
 }
 
-func (t *trees) Page(ctx context.Context, id crypto.ID, load func(context.Context) ([]engine.Node, error)) ([]engine.Node, error) {
+func (t *trees) Page(ctx context.Context, id crypto.ID, load func(context.Context) ([]tree.Node, error)) ([]tree.Node, error) {
 	if t.closed.Load() {
 		return load(ctx)
 	}
@@ -155,7 +157,7 @@ func (f *FS) Stats() Stats {
 }
 
 // nodeSize estimates the memory of a decoded node.
-func nodeSize(n *engine.Node) int64 {
+func nodeSize(n *tree.Node) int64 {
 	s := int64(200 + len(n.Name) + len(n.Target) + 40*len(n.Chunks))
 	for _, a := range n.Attrs {
 		s += int64(32 + len(a.Key) + len(a.Value))
@@ -163,7 +165,7 @@ func nodeSize(n *engine.Node) int64 {
 	return s
 }
 
-func nodesSize(ns []engine.Node) int64 {
+func nodesSize(ns []tree.Node) int64 {
 	s := int64(64)
 	for i := range ns {
 		s += nodeSize(&ns[i])
@@ -171,7 +173,7 @@ func nodesSize(ns []engine.Node) int64 {
 	return s
 }
 
-func dirSize(d *engine.Dir) int64 {
+func dirSize(d *tree.Dir) int64 {
 	s := nodesSize(d.Inline) + 128
 	for _, p := range d.Pages {
 		s += int64(80 + len(p.First))

@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coffer-backup/coffer/engine/tree"
+
 	"github.com/coffer-backup/coffer/engine/crypto"
 
 	"github.com/hanwen/go-fuse/v2/fs"
@@ -91,7 +93,7 @@ func (c *countingRepo) LoadBlob(ctx context.Context, id crypto.ID) ([]byte, erro
 	return c.Repo.LoadBlob(ctx, id)
 }
 
-func (c *countingRepo) FileChunks(ctx context.Context, n *engine.Node) ([]engine.Chunk, error) {
+func (c *countingRepo) FileChunks(ctx context.Context, n *tree.Node) ([]tree.Chunk, error) {
 	if !n.ChunkList.IsZero() {
 		c.lists.Add(1)
 	}
@@ -345,9 +347,9 @@ func (m *memSource) Open(ctx context.Context, it *engine.Item) (io.ReadCloser, e
 	return io.NopCloser(bytes.NewReader(m.data[it.Path])), nil
 }
 
-func (m *memSource) file(path string, data []byte, attrs ...engine.Attr) {
+func (m *memSource) file(path string, data []byte, attrs ...tree.Attr) {
 	segs := strings.Split(path, "/")
-	m.items = append(m.items, engine.Item{Path: path, Node: engine.Node{Name: segs[len(segs)-1], Type: engine.TypeFile,
+	m.items = append(m.items, engine.Item{Path: path, Node: tree.Node{Name: segs[len(segs)-1], Type: tree.TypeFile,
 		Mode: 0o644, Size: uint64(len(data)), MTime: time.Date(2025, 1, 2, 3, 4, 5, 6, time.UTC).UnixNano(), Attrs: attrs}})
 	if m.data == nil {
 		m.data = map[string][]byte{}
@@ -358,8 +360,8 @@ func (m *memSource) file(path string, data []byte, attrs ...engine.Attr) {
 func TestS3AttrsAndOddNames(t *testing.T) {
 	r := newRepo(t)
 	src := &memSource{uri: "s3://bucket/prefix/"}
-	src.items = append(src.items, engine.Item{Path: "", Node: engine.Node{Type: engine.TypeDir, Mode: 0o755}})
-	attrs := []engine.Attr{
+	src.items = append(src.items, engine.Item{Path: "", Node: tree.Node{Type: tree.TypeDir, Mode: 0o755}})
+	attrs := []tree.Attr{
 		{Key: "content_type", Value: []byte("text/plain; charset=utf-8")},
 		{Key: "etag", Value: []byte(`"9a0364b9e99bb480dd25e1f0284c8555"`)},
 		{Key: "meta.color", Value: []byte("blue")},
@@ -512,7 +514,7 @@ func TestLazyLoads(t *testing.T) {
 	}
 }
 
-func mustResolve(t testing.TB, r *engine.Repo, sn *engine.Snapshot, p string) *engine.Node {
+func mustResolve(t testing.TB, r *engine.Repo, sn *engine.Snapshot, p string) *tree.Node {
 	t.Helper()
 	n, err := r.ResolvePath(context.Background(), sn, p, false)
 	if err != nil {
@@ -527,7 +529,7 @@ func mustResolve(t testing.TB, r *engine.Repo, sn *engine.Snapshot, p string) *e
 func TestLongNames(t *testing.T) {
 	r := newRepo(t)
 	src := &memSource{uri: "s3://long/"}
-	src.items = append(src.items, engine.Item{Path: "", Node: engine.Node{Type: engine.TypeDir, Mode: 0o750, UID: 7, GID: 8}})
+	src.items = append(src.items, engine.Item{Path: "", Node: tree.Node{Type: tree.TypeDir, Mode: 0o750, UID: 7, GID: 8}})
 	a600 := strings.Repeat("a", 600)
 	b300 := strings.Repeat("b", 300)
 	c1, c2 := strings.Repeat("c", 400)+"1", strings.Repeat("c", 400)+"2"

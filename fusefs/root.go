@@ -8,6 +8,8 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/coffer-backup/coffer/engine/tree"
+
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 
@@ -109,8 +111,8 @@ func (f *FS) snapshotDir(sn *engine.Snapshot) *dirNode {
 
 // SubtreeRoot returns the root of the view of one directory n of
 // snapshot sn (n is sn.RootNode() for the whole snapshot).
-func (f *FS) SubtreeRoot(sn *engine.Snapshot, n *engine.Node) (fs.InodeEmbedder, error) {
-	if n.Type != engine.TypeDir {
+func (f *FS) SubtreeRoot(sn *engine.Snapshot, n *tree.Node) (fs.InodeEmbedder, error) {
+	if n.Type != tree.TypeDir {
 		return nil, fmt.Errorf("%s is a %s, not a directory", n.Name, n.Type)
 	}
 	f.totals = totals{bytes: sn.Stats.Bytes, files: sn.Stats.Files + sn.Stats.Dirs}
@@ -176,7 +178,7 @@ func (d *staticDir) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 }
 
 func (d *staticDir) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	fillAttr(&engine.Node{Type: engine.TypeDir, Mode: 0o555, MTime: d.mtime}, d.StableAttr().Ino, &out.Attr)
+	fillAttr(&tree.Node{Type: tree.TypeDir, Mode: 0o555, MTime: d.mtime}, d.StableAttr().Ino, &out.Attr)
 	return 0
 }
 
@@ -203,6 +205,6 @@ func (l *staticLink) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
 }
 
 func (l *staticLink) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	fillAttr(&engine.Node{Type: engine.TypeSymlink, Mode: 0o777, MTime: l.mtime, Target: l.target}, l.StableAttr().Ino, &out.Attr)
+	fillAttr(&tree.Node{Type: tree.TypeSymlink, Mode: 0o777, MTime: l.mtime, Target: l.target}, l.StableAttr().Ino, &out.Attr)
 	return 0
 }

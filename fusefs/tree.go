@@ -6,6 +6,8 @@ import (
 	"sync"
 	"syscall"
 
+	"github.com/coffer-backup/coffer/engine/tree"
+
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 
@@ -22,13 +24,13 @@ const xattrPrefix = "user.s3."
 const blksize = 1 << 20
 
 // fillAttr sets a's fields from what a snapshot says of n.
-func fillAttr(n *engine.Node, ino uint64, a *fuse.Attr) {
+func fillAttr(n *tree.Node, ino uint64, a *fuse.Attr) {
 	a.Ino = ino
 	a.Mode = n.Mode & 0o7777
 	switch n.Type {
-	case engine.TypeDir:
+	case tree.TypeDir:
 		a.Mode |= syscall.S_IFDIR
-	case engine.TypeSymlink:
+	case tree.TypeSymlink:
 		a.Mode |= syscall.S_IFLNK
 		a.Size = uint64(len(n.Target))
 	default:
@@ -51,11 +53,11 @@ func fillAttr(n *engine.Node, ino uint64, a *fuse.Attr) {
 	a.Ctime, a.Ctimensec = sec, nsec
 }
 
-func stableMode(t engine.NodeType) uint32 {
+func stableMode(t tree.NodeType) uint32 {
 	switch t {
-	case engine.TypeDir:
+	case tree.TypeDir:
 		return syscall.S_IFDIR
-	case engine.TypeSymlink:
+	case tree.TypeSymlink:
 		return syscall.S_IFLNK
 	}
 	return syscall.S_IFREG
@@ -66,7 +68,7 @@ func stableMode(t engine.NodeType) uint32 {
 type entry struct {
 	fs.Inode
 	fsys *FS
-	n    engine.Node
+	n    tree.Node
 }
 
 func (e *entry) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
@@ -117,11 +119,11 @@ func (e *entry) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Err
 }
 
 // newNode returns the node for snapshot entry n, a child of parent.
-func (f *FS) newNode(n *engine.Node) fs.InodeEmbedder {
+func (f *FS) newNode(n *tree.Node) fs.InodeEmbedder {
 	switch n.Type {
-	case engine.TypeDir:
+	case tree.TypeDir:
 		return &dirNode{entry: entry{fsys: f, n: *n}}
-	case engine.TypeSymlink:
+	case tree.TypeSymlink:
 		return &linkNode{entry: entry{fsys: f, n: *n}}
 	}
 	return &fileNode{entry: entry{fsys: f, n: *n}}
@@ -144,13 +146,13 @@ var (
 	_ = (fs.NodeStatfser)((*dirNode)(nil))
 )
 
-func (d *dirNode) load(ctx context.Context) (*engine.Dir, error) {
+func (d *dirNode) load(ctx context.Context) (*tree.Dir, error) {
 	return d.fsys.repo.LoadDir(ctx, d.n.Subtree)
 }
 
 // find returns the entry of d whose local name (engine.LocalName) is
 // name, a name of one piece.
-func (f *FS) find(ctx context.Context, d *engine.Dir, name string) (*engine.Node, error) {
+func (f *FS) find(ctx context.Context, d *tree.Dir, name string) (*tree.Node, error) {
 	seg, dirBesideFile, err := engine.SegmentFromLocal(name)
 	if err != nil || engine.LocalName(seg, dirBesideFile) != name {
 		return nil, nil // not a name this mount shows
@@ -173,9 +175,9 @@ func (f *FS) find(ctx context.Context, d *engine.Dir, name string) (*engine.Node
 
 // localName is the local name of entry n of d: one name, or for a
 // segment longer than NAME_MAX its pieces joined by "/" (see pieceDir).
-func (f *FS) localName(ctx context.Context, d *engine.Dir, n *engine.Node) (string, error) {
+func (f *FS) localName(ctx context.Context, d *tree.Dir, n *tree.Node) (string, error) {
 	beside := false
-	if n.Type == engine.TypeDir {
+	if n.Type == tree.TypeDir {
 		other, err := f.repo.Lookup(ctx, d, n.Name)
 		if err != nil {
 			return "", err
@@ -205,7 +207,7 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 
 // child returns the inode of entry n of d, a child of parent (d, or one
 // of d's piece folders), and fills out.
-func (d *dirNode) child(ctx context.Context, parent *fs.Inode, n *engine.Node, out *fuse.EntryOut) *fs.Inode {
+func (d *dirNode) child(ctx context.Context, parent *fs.Inode, n *tree.Node, out *fuse.EntryOut) *fs.Inode {
 	ino := childIno(d.StableAttr().Ino, n.SortKey())
 	fillAttr(n, ino, &out.Attr)
 	return parent.NewInode(ctx, d.fsys.newNode(n), fs.StableAttr{Mode: stableMode(n.Type), Ino: ino})
@@ -226,12 +228,12 @@ func (d *dirNode) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandl
 // the pages before it.
 type dirHandle struct {
 	d   *dirNode
-	dir *engine.Dir
+	dir *tree.Dir
 
-	pos  uint64          // entries produced (including "." and "..")
-	it   *engine.DirIter // nil until the first entry, and after an error
-	next uint64          // the index of the entry it returns next
-	last *engine.Node    // the entry last produced
+	pos  uint64     // entries produced (including "." and "..")
+	it   *tree.Iter // nil until the first entry, and after an error
+	next uint64     // the index of the entry it returns next
+	last *tree.Node // the entry last produced
 }
 
 var (
@@ -242,7 +244,7 @@ var (
 )
 
 // entry returns entry i (counting from 0), or nil past the end.
-func (h *dirHandle) entry(ctx context.Context, i uint64) (*engine.Node, error) {
+func (h *dirHandle) entry(ctx context.Context, i uint64) (*tree.Node, error) {
 	if h.it == nil || i != h.next {
 		if err := h.seek(ctx, i); err != nil {
 			return nil, err
@@ -320,7 +322,7 @@ func (h *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Err
 		// A long name: the folder of its first piece, listed once, at
 		// the first entry in it.
 		var firstKey string
-		err = h.d.fsys.withPrefix(ctx, h.dir, first+"/", func(e *engine.Node, _ string) bool {
+		err = h.d.fsys.withPrefix(ctx, h.dir, first+"/", func(e *tree.Node, _ string) bool {
 			firstKey = e.SortKey()
 			return false
 		})
@@ -383,7 +385,7 @@ var (
 // order, until fn returns false. It reads only the entries whose names
 // start with the prefix's bytes unescaped: pieces are never cut inside an
 // escape, and a name that is not escaped holds no "%25" or "%00".
-func (f *FS) withPrefix(ctx context.Context, d *engine.Dir, prefix string, fn func(n *engine.Node, local string) bool) error {
+func (f *FS) withPrefix(ctx context.Context, d *tree.Dir, prefix string, fn func(n *tree.Node, local string) bool) error {
 	sp := strings.ReplaceAll(prefix, pieceSuffix+"/", "")
 	sp = strings.NewReplacer("%25", "%", "%00", "\x00").Replace(sp)
 	it := f.repo.Iter(d)
@@ -420,7 +422,7 @@ func (d *dirNode) lookupPiece(ctx context.Context, parent *fs.Inode, prefix, nam
 	}
 	if strings.HasSuffix(name, pieceSuffix) {
 		sub, found := prefix+name+"/", false
-		err := d.fsys.withPrefix(ctx, dir, sub, func(*engine.Node, string) bool { found = true; return false })
+		err := d.fsys.withPrefix(ctx, dir, sub, func(*tree.Node, string) bool { found = true; return false })
 		if err != nil {
 			return nil, d.fsys.errno("lookup", path, err)
 		}
@@ -434,8 +436,8 @@ func (d *dirNode) lookupPiece(ctx context.Context, parent *fs.Inode, prefix, nam
 	if prefix == "" {
 		return nil, syscall.ENOENT
 	}
-	var n *engine.Node
-	err = d.fsys.withPrefix(ctx, dir, prefix, func(e *engine.Node, local string) bool {
+	var n *tree.Node
+	err = d.fsys.withPrefix(ctx, dir, prefix, func(e *tree.Node, local string) bool {
 		if local == prefix+name {
 			n = e
 		}
@@ -452,8 +454,8 @@ func (d *dirNode) lookupPiece(ctx context.Context, parent *fs.Inode, prefix, nam
 
 // pieceAttr is what the folders of pieces in d show: d's owner, mode and
 // time.
-func (d *dirNode) pieceAttr() *engine.Node {
-	return &engine.Node{Type: engine.TypeDir, Mode: d.n.Mode, MTime: d.n.MTime, UID: d.n.UID, GID: d.n.GID}
+func (d *dirNode) pieceAttr() *tree.Node {
+	return &tree.Node{Type: tree.TypeDir, Mode: d.n.Mode, MTime: d.n.MTime, UID: d.n.UID, GID: d.n.GID}
 }
 
 func (p *pieceDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
@@ -469,7 +471,7 @@ func (p *pieceDir) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 	dino := d.StableAttr().Ino
 	list := []fuse.DirEntry{{Name: ".", Mode: syscall.S_IFDIR, Ino: p.StableAttr().Ino}, {Name: "..", Mode: syscall.S_IFDIR, Ino: 1}}
 	seen := map[string]bool{}
-	err = d.fsys.withPrefix(ctx, dir, p.prefix, func(n *engine.Node, local string) bool {
+	err = d.fsys.withPrefix(ctx, dir, p.prefix, func(n *tree.Node, local string) bool {
 		name, _, more := strings.Cut(local[len(p.prefix):], "/")
 		if seen[name] {
 			return true

@@ -7,11 +7,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/coffer-backup/coffer/engine/tree"
+
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
-
-	"github.com/coffer-backup/coffer/engine"
 )
 
 // Attribute keys an S3 object's node carries (docs/S3.md). User metadata
@@ -82,11 +82,11 @@ func getMeta(o *s3.GetObjectOutput) objMeta {
 
 // attrs returns the node attributes of m plus tags, sorted by key. The
 // listing's storage class wins over the HEAD's (HEAD omits STANDARD).
-func (m *objMeta) attrs(listClass string, tags []types.Tag) []engine.Attr {
-	var a []engine.Attr
+func (m *objMeta) attrs(listClass string, tags []types.Tag) []tree.Attr {
+	var a []tree.Attr
 	add := func(k, v string) {
 		if v != "" {
-			a = append(a, engine.Attr{Key: k, Value: []byte(v)})
+			a = append(a, tree.Attr{Key: k, Value: []byte(v)})
 		}
 	}
 	add(AttrETag, m.etag)
@@ -108,27 +108,27 @@ func (m *objMeta) attrs(listClass string, tags []types.Tag) []engine.Attr {
 		add(checksumPrefix+k, v)
 	}
 	for k, v := range m.metadata {
-		a = append(a, engine.Attr{Key: MetaPrefix + strings.ToLower(k), Value: []byte(v)})
+		a = append(a, tree.Attr{Key: MetaPrefix + strings.ToLower(k), Value: []byte(v)})
 	}
 	for _, t := range tags {
-		a = append(a, engine.Attr{Key: TagPrefix + aws.ToString(t.Key), Value: []byte(aws.ToString(t.Value))})
+		a = append(a, tree.Attr{Key: TagPrefix + aws.ToString(t.Key), Value: []byte(aws.ToString(t.Value))})
 	}
 	sortAttrs(a)
 	return a
 }
 
-func sortAttrs(a []engine.Attr) {
+func sortAttrs(a []tree.Attr) {
 	sort.Slice(a, func(i, j int) bool { return a[i].Key < a[j].Key })
 }
 
 // listAttrs are the attributes a listing alone gives.
-func listAttrs(o types.Object) []engine.Attr {
-	var a []engine.Attr
+func listAttrs(o types.Object) []tree.Attr {
+	var a []tree.Attr
 	if e := aws.ToString(o.ETag); e != "" {
-		a = append(a, engine.Attr{Key: AttrETag, Value: []byte(e)})
+		a = append(a, tree.Attr{Key: AttrETag, Value: []byte(e)})
 	}
 	if o.StorageClass != "" {
-		a = append(a, engine.Attr{Key: AttrStorageClass, Value: []byte(o.StorageClass)})
+		a = append(a, tree.Attr{Key: AttrStorageClass, Value: []byte(o.StorageClass)})
 	}
 	return a
 }
@@ -148,7 +148,7 @@ func objectMTime(t time.Time) int64 {
 }
 
 // tagging encodes "tag.*" attrs as the x-amz-tagging header of a PUT.
-func tagging(attrs []engine.Attr) string {
+func tagging(attrs []tree.Attr) string {
 	v := url.Values{}
 	for _, a := range attrs {
 		if k, ok := strings.CutPrefix(a.Key, TagPrefix); ok {
@@ -158,7 +158,7 @@ func tagging(attrs []engine.Attr) string {
 	return v.Encode()
 }
 
-func attrValue(attrs []engine.Attr, key string) string {
+func attrValue(attrs []tree.Attr, key string) string {
 	for _, a := range attrs {
 		if a.Key == key {
 			return string(a.Value)

@@ -5,11 +5,12 @@ import (
 	"errors"
 	"time"
 
+	"github.com/coffer-backup/coffer/engine/tree"
+
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 
-	"github.com/coffer-backup/coffer/engine"
 	"github.com/coffer-backup/coffer/engine/store"
 )
 
@@ -53,9 +54,9 @@ func EnsureBucket(ctx context.Context, c *Client) (bool, error) {
 
 // bucketInfo describes the bucket for a snapshot: its name, region and,
 // where s3:ListAllMyBuckets is allowed, creation date and owner id.
-func (c *Client) bucketInfo(ctx context.Context) []engine.Attr {
+func (c *Client) bucketInfo(ctx context.Context) []tree.Attr {
 	b := c.opt.Bucket
-	attrs := []engine.Attr{{Key: "bucket", Value: []byte(b)}}
+	attrs := []tree.Attr{{Key: "bucket", Value: []byte(b)}}
 	region := c.region
 	if out, err := c.s3.GetBucketLocation(ctx, &s3.GetBucketLocationInput{Bucket: &b}); err == nil {
 		region = string(out.LocationConstraint)
@@ -75,11 +76,11 @@ func (c *Client) bucketInfo(ctx context.Context) []engine.Attr {
 		}
 	}
 	if created != "" {
-		attrs = append(attrs, engine.Attr{Key: "creation_date", Value: []byte(created)})
+		attrs = append(attrs, tree.Attr{Key: "creation_date", Value: []byte(created)})
 	}
 	if owner != "" {
-		attrs = append(attrs, engine.Attr{Key: "owner_id", Value: []byte(owner)})
+		attrs = append(attrs, tree.Attr{Key: "owner_id", Value: []byte(owner)})
 	}
-	attrs = append(attrs, engine.Attr{Key: "prefix", Value: []byte(c.opt.Prefix)}, engine.Attr{Key: "region", Value: []byte(region)})
+	attrs = append(attrs, tree.Attr{Key: "prefix", Value: []byte(c.opt.Prefix)}, tree.Attr{Key: "region", Value: []byte(region)})
 	return attrs
 }

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/coffer-backup/coffer/engine/tree"
+
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
@@ -34,7 +36,7 @@ func (d *Destination) URI() string { return d.c.URI() }
 
 // MkDir checks, for the target itself, that the bucket is there and
 // reachable; folders need no objects.
-func (d *Destination) MkDir(ctx context.Context, path string, n *engine.Node) error {
+func (d *Destination) MkDir(ctx context.Context, path string, n *tree.Node) error {
 	if path != "" {
 		return nil
 	}
@@ -44,9 +46,9 @@ func (d *Destination) MkDir(ctx context.Context, path string, n *engine.Node) er
 	return nil
 }
 
-func (d *Destination) FinishDir(ctx context.Context, path string, n *engine.Node) error { return nil }
+func (d *Destination) FinishDir(ctx context.Context, path string, n *tree.Node) error { return nil }
 
-func (d *Destination) Symlink(ctx context.Context, path string, n *engine.Node) error {
+func (d *Destination) Symlink(ctx context.Context, path string, n *tree.Node) error {
 	key := d.c.opt.Prefix + path[1:]
 	in := &s3.PutObjectInput{Bucket: &d.c.opt.Bucket, Key: &key, Body: strings.NewReader(n.Target),
 		ContentLength: aws.Int64(int64(len(n.Target))), Metadata: map[string]string{"coffer-type": "symlink"}}
@@ -63,7 +65,7 @@ type headers struct {
 	class                                                                                              types.StorageClass
 }
 
-func (d *Destination) headers(n *engine.Node) headers {
+func (d *Destination) headers(n *tree.Node) headers {
 	var h headers
 	opt := func(key string) *string {
 		if v := attrValue(n.Attrs, key); v != "" {
@@ -123,7 +125,7 @@ type s3File struct {
 	d    *Destination
 	ctx  context.Context
 	key  string
-	n    *engine.Node
+	n    *tree.Node
 	h    headers
 	size int64
 
@@ -142,7 +144,7 @@ type partBuf struct {
 	got  int64
 }
 
-func (d *Destination) CreateFile(ctx context.Context, path string, n *engine.Node) (engine.FileWriter, error) {
+func (d *Destination) CreateFile(ctx context.Context, path string, n *tree.Node) (engine.FileWriter, error) {
 	f := &s3File{d: d, ctx: ctx, key: d.c.opt.Prefix + path[1:], n: n, h: d.headers(n), size: int64(n.Size)}
 	part := d.c.opt.partSize()
 	sourcePart := int64(0)

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/coffer-backup/coffer/engine/tree"
+
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
@@ -43,7 +45,7 @@ func NewSource(c *Client) *Source { return &Source{c: c} }
 func (s *Source) URI() string { return s.c.URI() }
 
 // Info names the bucket, its region, creation date and owner.
-func (s *Source) Info(ctx context.Context) ([]engine.Attr, error) { return s.c.bucketInfo(ctx), nil }
+func (s *Source) Info(ctx context.Context) ([]tree.Attr, error) { return s.c.bucketInfo(ctx), nil }
 
 // DeferAttrs tells the source that the engine gives an unchanged object
 // its parent's attributes (ReuseAttrs), so Walk can leave out what only a
@@ -55,8 +57,8 @@ func (s *Source) DeferAttrs() { s.deferAttrs.Store(true) }
 // (same key, size, ETag and last-modified), the parent's attributes,
 // updated with what the listing says now (the storage class may change
 // without a new ETag).
-func (s *Source) ReuseAttrs(prev, cur *engine.Node) {
-	out := make([]engine.Attr, 0, len(prev.Attrs))
+func (s *Source) ReuseAttrs(prev, cur *tree.Node) {
+	out := make([]tree.Attr, 0, len(prev.Attrs))
 	for _, a := range prev.Attrs {
 		if v := attrValue(cur.Attrs, a.Key); v != "" {
 			a.Value = []byte(v)
@@ -82,7 +84,7 @@ type slot struct {
 }
 
 func (s *Source) Walk(ctx context.Context, fn func(*engine.Item) error, warn func(string, error)) error {
-	if err := fn(&engine.Item{Path: "", Node: engine.Node{Type: engine.TypeDir, Mode: 0o755}}); err != nil {
+	if err := fn(&engine.Item{Path: "", Node: tree.Node{Type: tree.TypeDir, Mode: 0o755}}); err != nil {
 		return err
 	}
 	ctx, cancel := context.WithCancel(ctx)
@@ -100,8 +102,8 @@ func (s *Source) Walk(ctx context.Context, fn func(*engine.Item) error, warn fun
 			if rel == "" { // the prefix's own folder marker
 				return nil
 			}
-			it := &engine.Item{Path: rel, Node: engine.Node{
-				Type: engine.TypeFile, Mode: 0o644, Size: uint64(aws.ToInt64(o.Size)),
+			it := &engine.Item{Path: rel, Node: tree.Node{
+				Type: tree.TypeFile, Mode: 0o644, Size: uint64(aws.ToInt64(o.Size)),
 				MTime: objectMTime(aws.ToTime(o.LastModified)), CTime: etagStamp(aws.ToString(o.ETag)),
 				Attrs: listAttrs(o),
 			}}
@@ -243,7 +245,7 @@ func (s *Source) tags(ctx context.Context, key string, count *int32) ([]types.Ta
 }
 
 // archived says an object must be restored from its archive class first.
-func archived(n *engine.Node) bool {
+func archived(n *tree.Node) bool {
 	switch attrValue(n.Attrs, AttrStorageClass) {
 	case "GLACIER", "DEEP_ARCHIVE":
 		return !strings.Contains(attrValue(n.Attrs, AttrRestore), `ongoing-request="false"`)

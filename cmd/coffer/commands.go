@@ -10,6 +10,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/coffer-backup/coffer/engine/tree"
+
 	"github.com/coffer-backup/coffer/engine/crypto"
 
 	"github.com/dustin/go-humanize"
@@ -278,7 +280,7 @@ func splitRef(ref string) (string, string) {
 
 // resolveRef finds the snapshot and the node that "ID[:/PATH]" names,
 // loading the index the node's content needs.
-func resolveRef(c *cli.Context, r *engine.Repo, ref string, preferFile bool) (*engine.Snapshot, *engine.Node, string, error) {
+func resolveRef(c *cli.Context, r *engine.Repo, ref string, preferFile bool) (*engine.Snapshot, *tree.Node, string, error) {
 	id, p := splitRef(ref)
 	sn, err := r.FindSnapshot(c.Context, id)
 	if err != nil {
@@ -353,12 +355,12 @@ type entryOut struct {
 	Target string    `json:"target,omitempty"`
 }
 
-func modeString(n *engine.Node) string {
+func modeString(n *tree.Node) string {
 	m := fs.FileMode(n.Mode & 0o777)
 	switch n.Type {
-	case engine.TypeDir:
+	case tree.TypeDir:
 		m |= fs.ModeDir
-	case engine.TypeSymlink:
+	case tree.TypeSymlink:
 		m |= fs.ModeSymlink
 	}
 	if n.Mode&0o4000 != 0 {
@@ -382,27 +384,27 @@ func lsPath(c *cli.Context, r *engine.Repo, ref string) error {
 	var list []entryOut
 	tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 1, ' ', 0)
 	recursive := c.Bool("recursive")
-	print := func(path string, n *engine.Node) {
+	print := func(path string, n *tree.Node) {
 		e := entryOut{Path: path, Type: n.Type.String(), Mode: modeString(n), Size: n.Size, MTime: time.Unix(0, n.MTime).UTC(), Target: n.Target}
 		if jsonOut {
 			list = append(list, e)
 			return
 		}
 		name := path
-		if !recursive && node.Type == engine.TypeDir {
+		if !recursive && node.Type == tree.TypeDir {
 			name = n.Name
 		}
-		if n.Type == engine.TypeSymlink {
+		if n.Type == tree.TypeSymlink {
 			name += " -> " + n.Target
 		}
 		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\n", e.Mode, e.Size, time.Unix(0, n.MTime).Local().Format("2006-01-02 15:04:05"), name)
 	}
 	base := strings.TrimSuffix(p, "/")
-	if node.Type != engine.TypeDir {
+	if node.Type != tree.TypeDir {
 		print(base, node)
 	} else {
-		var walk func(dir *engine.Node, prefix string) error
-		walk = func(dir *engine.Node, prefix string) error {
+		var walk func(dir *tree.Node, prefix string) error
+		walk = func(dir *tree.Node, prefix string) error {
 			d, err := r.LoadDir(c.Context, dir.Subtree)
 			if err != nil {
 				return err
@@ -419,7 +421,7 @@ func lsPath(c *cli.Context, r *engine.Repo, ref string) error {
 				cp := *n
 				path := prefix + "/" + n.Name
 				print(path, &cp)
-				if recursive && n.Type == engine.TypeDir {
+				if recursive && n.Type == tree.TypeDir {
 					if err := walk(&cp, path); err != nil {
 						return err
 					}
@@ -457,9 +459,9 @@ func catCmd() *cli.Command {
 				return err
 			}
 			switch n.Type {
-			case engine.TypeDir:
+			case tree.TypeDir:
 				return usagef("%s is a directory (use ls)", p)
-			case engine.TypeSymlink:
+			case tree.TypeSymlink:
 				fmt.Fprintln(c.App.Writer, n.Target)
 				return nil
 			}
@@ -524,7 +526,7 @@ func runRestore(c *cli.Context) error {
 	pr := &engine.Progress{}
 	var goal progressGoal
 	switch {
-	case n.Type == engine.TypeFile:
+	case n.Type == tree.TypeFile:
 		goal = progressGoal{Objects: 1, Bytes: int64(n.Size)}
 	case strings.Trim(p, "/") == "":
 		goal = progressGoal{Objects: int64(sn.Stats.Files + sn.Stats.Dirs), Bytes: int64(sn.Stats.Bytes)}

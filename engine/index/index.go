@@ -1,4 +1,7 @@
-package engine
+// Package index maps every blob id of a store to the pack that holds it,
+// its place there and its kind: the in-memory index a repository loads
+// from the index files and grows as a backup uploads packs.
+package index
 
 import (
 	"sync"
@@ -19,7 +22,7 @@ type location struct {
 
 // MasterIndex maps every blob id of the store to its pack. It is loaded
 // from all index files and grows as a backup uploads packs.
-type MasterIndex struct {
+type Master struct {
 	mu    sync.RWMutex
 	packs []crypto.ID
 	kinds []format.BlobKind
@@ -28,12 +31,12 @@ type MasterIndex struct {
 	files int // index files loaded
 }
 
-func newMasterIndex() *MasterIndex {
-	return &MasterIndex{pos: map[crypto.ID]uint32{}, blobs: map[crypto.ID]location{}}
+func New() *Master {
+	return &Master{pos: map[crypto.ID]uint32{}, blobs: map[crypto.ID]location{}}
 }
 
 // Add records the blobs of packs.
-func (x *MasterIndex) Add(packs []format.IndexPack) {
+func (x *Master) Add(packs []format.IndexPack) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	for _, p := range packs {
@@ -54,7 +57,7 @@ func (x *MasterIndex) Add(packs []format.IndexPack) {
 }
 
 // Has reports whether the store holds blob id.
-func (x *MasterIndex) Has(id crypto.ID) bool {
+func (x *Master) Has(id crypto.ID) bool {
 	x.mu.RLock()
 	_, ok := x.blobs[id]
 	x.mu.RUnlock()
@@ -62,7 +65,7 @@ func (x *MasterIndex) Has(id crypto.ID) bool {
 }
 
 // Lookup returns where blob id lives and the id of its pack.
-func (x *MasterIndex) Lookup(id crypto.ID) (format.BlobLoc, crypto.ID, bool) {
+func (x *Master) Lookup(id crypto.ID) (format.BlobLoc, crypto.ID, bool) {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
 	l, ok := x.blobs[id]
@@ -73,14 +76,14 @@ func (x *MasterIndex) Lookup(id crypto.ID) (format.BlobLoc, crypto.ID, bool) {
 }
 
 // Len returns the number of blobs.
-func (x *MasterIndex) Len() int {
+func (x *Master) Len() int {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
 	return len(x.blobs)
 }
 
 // Each calls fn for every blob with its pack id.
-func (x *MasterIndex) Each(fn func(b format.BlobLoc, pack crypto.ID)) {
+func (x *Master) Each(fn func(b format.BlobLoc, pack crypto.ID)) {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
 	for id, l := range x.blobs {
@@ -89,7 +92,7 @@ func (x *MasterIndex) Each(fn func(b format.BlobLoc, pack crypto.ID)) {
 }
 
 // Packs returns every indexed pack with its kind.
-func (x *MasterIndex) Packs() map[crypto.ID]format.BlobKind {
+func (x *Master) Packs() map[crypto.ID]format.BlobKind {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
 	m := make(map[crypto.ID]format.BlobKind, len(x.packs))
@@ -100,14 +103,14 @@ func (x *MasterIndex) Packs() map[crypto.ID]format.BlobKind {
 }
 
 // Files returns the number of index files the index was loaded from.
-func (x *MasterIndex) Files() int {
+func (x *Master) Files() int {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
 	return x.files
 }
 
 // SetFiles records the number of index files the index was loaded from.
-func (x *MasterIndex) SetFiles(n int) {
+func (x *Master) SetFiles(n int) {
 	x.mu.Lock()
 	x.files = n
 	x.mu.Unlock()

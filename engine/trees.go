@@ -1,0 +1,88 @@
+package engine
+
+import (
+	"github.com/coffer-backup/coffer/engine/tree"
+	"context"
+	"fmt"
+
+	"github.com/coffer-backup/coffer/engine/crypto"
+	"github.com/coffer-backup/coffer/engine/format"
+)
+
+// SetTreeCache makes LoadDir and LoadPage (and so Lookup, Iter and
+// ResolvePath) go through c. Call it before the repo is shared between
+// goroutines: it is a plain field write.
+func (r *Repo) SetTreeCache(c tree.Cache) { r.trees = c }
+
+// LoadDir reads a directory blob.
+func (r *Repo) LoadDir(ctx context.Context, id crypto.ID) (*tree.Dir, error) {
+	if r.trees != nil {
+		return r.trees.Dir(ctx, id, func(ctx context.Context) (*tree.Dir, error) { return r.loadDir(ctx, id) })
+	}
+	return r.loadDir(ctx, id)
+}
+
+func (r *Repo) loadDir(ctx context.Context, id crypto.ID) (*tree.Dir, error) {
+	p, err := r.LoadBlob(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	d, err := tree.DecodeDir(p)
+	if err != nil {
+		return nil, &BlobError{ID: id, Err: err}
+	}
+	d.ID = id
+	return d, nil
+}
+
+// LoadPage reads one page of a paged directory.
+func (r *Repo) LoadPage(ctx context.Context, id crypto.ID) ([]tree.Node, error) {
+	if r.trees != nil {
+		return r.trees.Page(ctx, id, func(ctx context.Context) ([]tree.Node, error) { return r.loadPage(ctx, id) })
+	}
+	return r.loadPage(ctx, id)
+}
+
+func (r *Repo) loadPage(ctx context.Context, id crypto.ID) ([]tree.Node, error) {
+	p, err := r.LoadBlob(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	nodes, err := tree.DecodePage(p)
+	if err != nil {
+		return nil, &BlobError{ID: id, Err: err}
+	}
+	return nodes, nil
+}
+
+// FileChunks returns the chunks of a file node, loading its chunk list if
+// it has one.
+func (r *Repo) FileChunks(ctx context.Context, n *tree.Node) ([]tree.Chunk, error) {
+	if n.ChunkList.IsZero() {
+		return n.Chunks, nil
+	}
+	p, err := r.LoadBlob(ctx, n.ChunkList)
+	if err != nil {
+		return nil, err
+	}
+	cs, err := tree.DecodeChunkList(p)
+	if err != nil {
+		return nil, &BlobError{ID: n.ChunkList, Err: err}
+	}
+	var sum uint64
+	for _, c := range cs {
+		sum += uint64(c.Size)
+	}
+	if sum != n.Size {
+		return nil, &BlobError{ID: n.ChunkList, Err: fmt.Errorf("%w: chunks add up to %d bytes, file is %d", format.ErrCorrupt, sum, n.Size)}
+	}
+	return cs, nil
+}
+
+// Iter returns an iterator over d positioned before the first entry.
+func (r *Repo) Iter(d *tree.Dir) *tree.Iter { return tree.NewIter(r, d) }
+
+// Lookup finds the entry with sort key key in d.
+func (r *Repo) Lookup(ctx context.Context, d *tree.Dir, key string) (*tree.Node, error) {
+	return tree.Lookup(ctx, r, d, key)
+}
