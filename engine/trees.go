@@ -1,9 +1,9 @@
 package engine
 
 import (
-	"github.com/coffer-backup/coffer/engine/tree"
 	"context"
 	"fmt"
+	"github.com/coffer-backup/coffer/engine/tree"
 
 	"github.com/coffer-backup/coffer/engine/crypto"
 	"github.com/coffer-backup/coffer/engine/format"
