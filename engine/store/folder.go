@@ -227,6 +227,11 @@ func (s *Folder) Get(ctx context.Context, h Handle, offset, length int64) ([]byt
 }
 
 func (s *Folder) List(ctx context.Context, k Kind, fn func(ObjectInfo) error) error {
+	// Checked first: a kind with no folder yet is never walked, and its
+	// empty listing must not pass for a successful one.
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	if k == KindConfig {
 		info, err := s.Stat(ctx, ConfigHandle)
 		if IsNotFound(err) {

@@ -90,6 +90,9 @@ func (m *Memory) Stat(ctx context.Context, h Handle) (ObjectInfo, error) {
 }
 
 func (m *Memory) List(ctx context.Context, k Kind, fn func(ObjectInfo) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	m.mu.Lock()
 	var infos []ObjectInfo
 	for h, data := range m.objs {
