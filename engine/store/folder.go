@@ -208,12 +208,19 @@ func (s *Folder) Get(ctx context.Context, h Handle, offset, length int64) ([]byt
 		return nil, fmt.Errorf("folder store: get %s: %w", h, err)
 	}
 	defer f.Close()
-	if length < 0 {
+	if length <= 0 {
+		// ReadAt of nothing succeeds anywhere, so an offset past the
+		// end must be caught here.
 		st, err := f.Stat()
 		if err != nil {
 			return nil, fmt.Errorf("folder store: get %s: %w", h, err)
 		}
-		length = max(st.Size()-offset, 0)
+		if offset > st.Size() {
+			return nil, fmt.Errorf("folder store: get %s: offset %d outside its %d bytes", h, offset, st.Size())
+		}
+		if length < 0 {
+			length = st.Size() - offset
+		}
 	}
 	buf := make([]byte, length)
 	n, err := f.ReadAt(buf, offset)
