@@ -116,6 +116,9 @@ func (m *Memory) Delete(ctx context.Context, h Handle) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	if err := h.Valid(); err != nil {
+		return err
+	}
 	m.mu.Lock()
 	delete(m.objs, h)
 	delete(m.version, h)
