@@ -6,14 +6,10 @@ import (
 	"errors"
 	"io"
 	"math/rand/v2"
-	"os"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/zeebo/blake3"
 
 	"github.com/coffer-backup/coffer/engine"
 )
@@ -52,7 +48,7 @@ func (s *fakeStore) load(ctx context.Context, id engine.ID) ([]byte, error) {
 		}
 	}
 	if !ok {
-		return nil, engine.ErrNotFound
+		return nil, errNotFound
 	}
 	return b, nil
 }
@@ -124,7 +120,7 @@ func TestLRUMergesConcurrentLoads(t *testing.T) {
 		t.Fatalf("loader calls: %d and %d, want 1 each", n1, n2)
 	}
 	// A failed load is not cached: the next Get tries again.
-	if _, err := c.Get(context.Background(), idOf(3)); !errors.Is(err, engine.ErrNotFound) {
+	if _, err := c.Get(context.Background(), idOf(3)); !errors.Is(err, errNotFound) {
 		t.Fatalf("missing blob: %v", err)
 	}
 	c.Get(context.Background(), idOf(3))
@@ -163,7 +159,7 @@ func TestLRUGetWith(t *testing.T) {
 		t.Fatalf("stats %+v", s)
 	}
 	get(idOf(2))
-	if _, err := get(idOf(2)); !errors.Is(err, engine.ErrNotFound) || st.count(idOf(2)) != 2 {
+	if _, err := get(idOf(2)); !errors.Is(err, errNotFound) || st.count(idOf(2)) != 2 {
 		t.Fatalf("a failed load: %v, %d loads", err, st.count(idOf(2)))
 	}
 }
@@ -326,88 +322,4 @@ func waitIdle(t *testing.T, c *Chunks) {
 	t.Fatal("loads still running")
 }
 
-func TestDiskStorage(t *testing.T) {
-	ctx := context.Background()
-	root := t.TempDir()
-	st, err := engine.NewLocalStorage(filepath.Join(root, "store"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	counting := &countingStorage{Storage: st}
-	put := func(prefix string, data []byte) string {
-		sum := blake3.Sum256(data)
-		name := prefix + hexs(sum[:])
-		if err := st.Put(ctx, name, data); err != nil {
-			t.Fatal(err)
-		}
-		return name
-	}
-	idx := put("index/", []byte("sealed index bytes"))
-	pack := []byte("0123456789abcdefghijklmnopqrstuvwxyz")
-	sum := blake3.Sum256(pack)
-	packName := "packs/m/" + hexs(sum[:1]) + "/" + hexs(sum[:])
-	st.Put(ctx, packName, pack)
-	dataName := "packs/d/" + hexs(sum[:1]) + "/" + hexs(sum[:])
-	st.Put(ctx, dataName, pack)
-
-	d := NewDiskStorage(counting)
-	// Disabled: everything passes through.
-	d.Get(ctx, idx, 0, -1)
-	if counting.gets.Load() != 1 {
-		t.Fatal("disabled cache did not pass through")
-	}
-	cdir := filepath.Join(root, "cache", "storeid")
-	if err := d.Enable(cdir); err != nil {
-		t.Fatal(err)
-	}
-	for i := 0; i < 3; i++ {
-		if b, err := d.Get(ctx, idx, 0, -1); err != nil || string(b) != "sealed index bytes" {
-			t.Fatalf("index: %q %v", b, err)
-		}
-		if b, err := d.Get(ctx, packName, 10, 5); err != nil || string(b) != "abcde" {
-			t.Fatalf("tree pack range: %q %v", b, err)
-		}
-		if b, err := d.Get(ctx, dataName, 10, 5); err != nil || string(b) != "abcde" {
-			t.Fatalf("data pack range: %q %v", b, err)
-		}
-	}
-	// 1 (disabled) + index once + tree range once + data range thrice.
-	if n := counting.gets.Load(); n != 6 {
-		t.Fatalf("%d gets reached the store, want 6", n)
-	}
-	if fi, err := os.Stat(cdir); err != nil || fi.Mode().Perm() != 0o700 {
-		t.Fatalf("cache dir: %v %v", fi.Mode(), err)
-	}
-	// A corrupted copy is not served: it is fetched again.
-	os.WriteFile(filepath.Join(cdir, idx), []byte("garbage"), 0o600)
-	if b, _ := d.Get(ctx, idx, 0, -1); string(b) != "sealed index bytes" || counting.gets.Load() != 7 {
-		t.Fatalf("corrupt copy served: %q", b)
-	}
-	// A second DiskStorage on the same folder starts warm.
-	d2 := NewDiskStorage(counting)
-	d2.Enable(cdir)
-	d2.Get(ctx, idx, 0, -1)
-	d2.Get(ctx, packName, 10, 5)
-	if n := counting.gets.Load(); n != 7 {
-		t.Fatalf("a warm cache fetched again: %d gets", n)
-	}
-}
-
-func hexs(b []byte) string {
-	const digits = "0123456789abcdef"
-	out := make([]byte, 0, 2*len(b))
-	for _, c := range b {
-		out = append(out, digits[c>>4], digits[c&15])
-	}
-	return string(out)
-}
-
-type countingStorage struct {
-	engine.Storage
-	gets atomic.Int64
-}
-
-func (c *countingStorage) Get(ctx context.Context, name string, off, length int64) ([]byte, error) {
-	c.gets.Add(1)
-	return c.Storage.Get(ctx, name, off, length)
-}
+var errNotFound = errors.New("not found")

@@ -1,6 +1,8 @@
 package engine
 
 import (
+	"github.com/coffer-backup/coffer/engine/store"
+
 	"context"
 	"errors"
 	"fmt"
@@ -61,7 +63,7 @@ func (r *Repo) Backup(ctx context.Context, src Source, opt BackupOptions) (*Back
 		opt.Concurrency = runtime.NumCPU()
 	}
 	if opt.Uploaders < 1 {
-		opt.Uploaders = uploadParallelism(r.st)
+		opt.Uploaders = store.Uploads(r.st)
 	}
 	if opt.Host == "" {
 		opt.Host, _ = os.Hostname()

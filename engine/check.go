@@ -1,6 +1,8 @@
 package engine
 
 import (
+	"github.com/coffer-backup/coffer/engine/store"
+
 	"context"
 	"errors"
 	"fmt"
@@ -111,10 +113,10 @@ func (r *Repo) Check(ctx context.Context, opt CheckOptions) (*CheckResult, error
 	if whole {
 		packs = indexed
 		for _, k := range []BlobKind{BlobData, BlobTree} {
-			err := r.st.List(ctx, packDir(k), func(o ObjectInfo) error {
-				id, err := ParseID(o.Name[strings.LastIndex(o.Name, "/")+1:])
+			err := r.st.List(ctx, packKind(k), func(o store.ObjectInfo) error {
+				id, err := ParseID(o.Handle.Name)
 				if err != nil {
-					res.Warnings = append(res.Warnings, fmt.Sprintf("%s: not a pack name; ignored", o.Name))
+					res.Warnings = append(res.Warnings, fmt.Sprintf("%s: not a pack name; ignored", o.Handle))
 					return nil
 				}
 				if _, ok := indexed[id]; !ok {
@@ -204,8 +206,8 @@ func (r *Repo) Check(ctx context.Context, opt CheckOptions) (*CheckResult, error
 }
 
 func (r *Repo) loadIndexTolerant(ctx context.Context, problem func(Problem)) error {
-	return r.st.List(ctx, "index/", func(o ObjectInfo) error {
-		packs, err := r.readIndexFile(ctx, o.Name)
+	return r.st.List(ctx, store.KindIndex, func(o store.ObjectInfo) error {
+		packs, err := r.readIndexFile(ctx, o.Handle)
 		if err != nil {
 			return nil // already reported as a whole
 		}
@@ -218,7 +220,7 @@ func (r *Repo) loadIndexTolerant(ctx context.Context, problem func(Problem)) err
 // failed, with why, and the bytes read.
 func (r *Repo) checkPack(ctx context.Context, kind BlobKind, pack ID, blobs []BlobLoc) (map[ID]string, int64, error) {
 	bad := map[ID]string{}
-	data, err := r.st.Get(ctx, packName(kind, pack), 0, -1)
+	data, err := r.st.Get(ctx, packHandle(kind, pack), 0, -1)
 	if err != nil {
 		for _, b := range blobs {
 			bad[b.ID] = fmt.Sprintf("blob %s: pack %s unreadable: %v", b.ID.Short(), pack.Short(), err)

@@ -1,6 +1,8 @@
 package engine
 
 import (
+	"github.com/coffer-backup/coffer/engine/store"
+
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -16,9 +18,6 @@ import (
 // FormatVersion is the store format this build writes and the newest it
 // reads. Bump it on any change a previous build would misread.
 const FormatVersion = 1
-
-// configName is the one mutable object of a store: it gains key slots.
-const configName = "config"
 
 // Params are a store's fixed parameters. They are authenticated: every key
 // slot wraps the master key with the exact bytes of Params as associated
@@ -114,13 +113,13 @@ func deriveKEK(kek []byte) (*Keys, error) {
 }
 
 // Create writes a new store's config with one key slot for passphrase.
-func Create(ctx context.Context, st Storage, passphrase []byte, opt CreateOptions) (*Repo, error) {
+func Create(ctx context.Context, st store.Storage, passphrase []byte, opt CreateOptions) (*Repo, error) {
 	if len(passphrase) == 0 {
 		return nil, errors.New("refusing an empty passphrase")
 	}
-	if _, err := st.Stat(ctx, configName); err == nil {
+	if _, err := st.Stat(ctx, store.ConfigHandle); err == nil {
 		return nil, fmt.Errorf("%s: %w", st.Location(), ErrStoreExists)
-	} else if !IsNotFound(err) {
+	} else if !store.IsNotFound(err) {
 		return nil, err
 	}
 	if opt.KDF == (KDFParams{}) {
@@ -159,7 +158,17 @@ func Create(ctx context.Context, st Storage, passphrase []byte, opt CreateOption
 	if err != nil {
 		return nil, err
 	}
-	if err := st.Put(ctx, configName, data); err != nil {
+	// Where the storage can, create the config only if it is still absent:
+	// two creates at once must not leave one of them with a lost key.
+	if st.Features().Conditional {
+		err = st.PutIf(ctx, store.ConfigHandle, data, "")
+		if errors.Is(err, store.ErrPreconditionFailed) {
+			return nil, fmt.Errorf("%s: %w", st.Location(), ErrStoreExists)
+		}
+	} else {
+		err = st.Put(ctx, store.ConfigHandle, data)
+	}
+	if err != nil {
 		return nil, err
 	}
 	r, err := newRepo(st, p, master)
@@ -175,28 +184,47 @@ func (r *Repo) SlotID() string { return r.slotID }
 // KeySlots lists the store's key slots (their wrapped keys are useless
 // without a passphrase, but callers should show only ids and dates).
 func (r *Repo) KeySlots(ctx context.Context) ([]KeySlot, error) {
-	cf, err := r.readConfig(ctx)
+	data, err := r.st.Get(ctx, store.ConfigHandle, 0, -1)
+	if err != nil {
+		return nil, err
+	}
+	cf, _, err := decodeConfig(data)
 	if err != nil {
 		return nil, err
 	}
 	return cf.Keys, nil
 }
 
-func (r *Repo) readConfig(ctx context.Context) (*configFile, error) {
-	data, err := r.st.Get(ctx, configName, 0, -1)
+func (r *Repo) readConfig(ctx context.Context) (*configFile, store.Version, error) {
+	if !r.st.Features().Conditional {
+		return nil, "", fmt.Errorf("store %s: changing key slots needs conditional writes, which this storage does not offer: %w", r.st.Location(), store.ErrNotSupported)
+	}
+	data, v, err := r.st.GetVersion(ctx, store.ConfigHandle)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	cf, _, err := decodeConfig(data)
-	return cf, err
+	return cf, v, err
 }
 
-func (r *Repo) writeConfig(ctx context.Context, cf *configFile) error {
+// ErrConfigChanged says the config changed between the read and the write
+// of a key-slot change: another client changed the key slots at the same
+// time, and this change was not made.
+var ErrConfigChanged = errors.New("the store's config changed while the key slots were being changed (another 'passphrase add' or 'rm' at the same time?); nothing was changed: run the command again")
+
+// writeConfig replaces the config read as version v, only if nobody
+// changed it since: two key-slot changes at once can neither lose a slot
+// nor bring back a removed one.
+func (r *Repo) writeConfig(ctx context.Context, cf *configFile, v store.Version) error {
 	data, err := json.MarshalIndent(cf, "", "  ")
 	if err != nil {
 		return err
 	}
-	return r.st.Put(ctx, configName, data)
+	err = r.st.PutIf(ctx, store.ConfigHandle, data, v)
+	if errors.Is(err, store.ErrPreconditionFailed) {
+		return fmt.Errorf("%w: %w", ErrConfigChanged, err)
+	}
+	return err
 }
 
 // AddKeySlot adds a key slot that opens the store with passphrase. The
@@ -208,7 +236,7 @@ func (r *Repo) AddKeySlot(ctx context.Context, passphrase []byte, kdf KDFParams)
 	if kdf == (KDFParams{}) {
 		kdf = DefaultKDF
 	}
-	cf, err := r.readConfig(ctx)
+	cf, v, err := r.readConfig(ctx)
 	if err != nil {
 		return KeySlot{}, err
 	}
@@ -217,13 +245,13 @@ func (r *Repo) AddKeySlot(ctx context.Context, passphrase []byte, kdf KDFParams)
 		return KeySlot{}, err
 	}
 	cf.Keys = append(cf.Keys, slot)
-	return slot, r.writeConfig(ctx, cf)
+	return slot, r.writeConfig(ctx, cf, v)
 }
 
 // RemoveKeySlot removes key slot id. It refuses to remove the last slot,
 // which would lock everyone out for good.
 func (r *Repo) RemoveKeySlot(ctx context.Context, id string) error {
-	cf, err := r.readConfig(ctx)
+	cf, v, err := r.readConfig(ctx)
 	if err != nil {
 		return err
 	}
@@ -235,12 +263,12 @@ func (r *Repo) RemoveKeySlot(ctx context.Context, id string) error {
 	}
 	switch {
 	case len(keep) == len(cf.Keys):
-		return fmt.Errorf("key slot %s: no such slot: %w", id, ErrNotFound)
+		return fmt.Errorf("key slot %s: no such slot: %w", id, store.ErrNotFound)
 	case len(keep) == 0:
 		return fmt.Errorf("key slot %s is the store's only one: add another passphrase first", id)
 	}
 	cf.Keys = keep
-	return r.writeConfig(ctx, cf)
+	return r.writeConfig(ctx, cf, v)
 }
 
 func (p Params) validate() error {
@@ -303,9 +331,9 @@ func decodeConfig(data []byte) (*configFile, Params, error) {
 }
 
 // Open reads the store's config and unlocks it with passphrase.
-func Open(ctx context.Context, st Storage, passphrase []byte) (*Repo, error) {
-	data, err := st.Get(ctx, configName, 0, -1)
-	if IsNotFound(err) {
+func Open(ctx context.Context, st store.Storage, passphrase []byte) (*Repo, error) {
+	data, err := st.Get(ctx, store.ConfigHandle, 0, -1)
+	if store.IsNotFound(err) {
 		return nil, fmt.Errorf("%s: %w (run create first, or check the path)", st.Location(), ErrNoStore)
 	}
 	if err != nil {

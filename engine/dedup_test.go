@@ -1,6 +1,8 @@
 package engine
 
 import (
+	"github.com/coffer-backup/coffer/engine/store"
+
 	"bytes"
 	"context"
 	"fmt"
@@ -10,7 +12,6 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -69,12 +70,12 @@ func (r *qaCountingReader) Close() error { return r.rc.Close() }
 
 // qaCountingStorage passes a Storage through, counting reads of tree packs.
 type qaCountingStorage struct {
-	Storage
+	store.Storage
 	treeGets atomic.Int64
 }
 
-func (s *qaCountingStorage) Get(ctx context.Context, name string, offset, length int64) ([]byte, error) {
-	if strings.HasPrefix(name, packDir(BlobTree)) {
+func (s *qaCountingStorage) Get(ctx context.Context, name store.Handle, offset, length int64) ([]byte, error) {
+	if name.Kind == store.KindTreePack {
 		s.treeGets.Add(1)
 	}
 	return s.Storage.Get(ctx, name, offset, length)
@@ -136,7 +137,7 @@ func TestDedupSecondCopy100MiB(t *testing.T) {
 	if testing.Short() {
 		t.Skip("writes and backs up 200 MiB")
 	}
-	r, store := newTestRepo(t, CreateOptions{}) // the default chunker
+	r, storeDir := newTestRepo(t, CreateOptions{}) // the default chunker
 	base := t.TempDir()
 	a, b := filepath.Join(base, "a"), filepath.Join(base, "b")
 	sizes := []int{40 << 20, 30 << 20, 20<<20 + 12345, 10<<20 - 12345} // 100 MiB
@@ -152,7 +153,7 @@ func TestDedupSecondCopy100MiB(t *testing.T) {
 	if snA.Stats.Bytes != 100<<20 || snA.Stats.NewBytes < 100<<20 {
 		t.Fatalf("first backup: %+v", snA.Stats)
 	}
-	before := qaDirSize(t, store)
+	before := qaDirSize(t, storeDir)
 	dataBefore := qaBlobCounts(r)[BlobData]
 
 	// The same content under other names, in another folder, with other
@@ -176,7 +177,7 @@ func TestDedupSecondCopy100MiB(t *testing.T) {
 	if snB.Stats.ReadBytes != 100<<20 {
 		t.Errorf("second backup read %d bytes, want all %d", snB.Stats.ReadBytes, 100<<20)
 	}
-	growth := qaDirSize(t, store) - before
+	growth := qaDirSize(t, storeDir) - before
 	t.Logf("store: %d bytes after the first copy, +%d for the second; second backup stats %+v", before, growth, snB.Stats)
 	if growth >= 1<<20 {
 		t.Errorf("a second copy of 100 MiB grew the store by %d bytes, want < 1 MiB", growth)
@@ -190,7 +191,7 @@ func TestDedupSecondCopy100MiB(t *testing.T) {
 }
 
 func TestUnchangedRebackupReadsNothing(t *testing.T) {
-	r, store := newTestRepo(t, CreateOptions{Chunker: testChunker, PackSize: 256 << 10})
+	r, storeDir := newTestRepo(t, CreateOptions{Chunker: testChunker, PackSize: 256 << 10})
 	src := filepath.Join(t.TempDir(), "src")
 	makeTree(t, src, testChunker)
 	nfiles := qaCountFiles(t, src)
@@ -205,7 +206,7 @@ func TestUnchangedRebackupReadsNothing(t *testing.T) {
 	}
 
 	// Unchanged: nothing is opened, nothing stored, the tree is the same.
-	r = reopen(t, store)
+	r = reopen(t, storeDir)
 	c2 := qaCount(t, src)
 	sn2 := qaBackup(t, r, c2)
 	if o := c2.Opened(); len(o) != 0 || c2.read.Load() != 0 {
@@ -243,7 +244,7 @@ func TestUnchangedRebackupReadsNothing(t *testing.T) {
 		t.Error("a changed file left the root unchanged")
 	}
 	out := filepath.Join(t.TempDir(), "out")
-	if err := restoreAll(t, reopen(t, store), sn3, out); err != nil {
+	if err := restoreAll(t, reopen(t, storeDir), sn3, out); err != nil {
 		t.Fatal(err)
 	}
 	compareTrees(t, src, out)
@@ -275,7 +276,7 @@ func qaManyFiles(t testing.TB, dir string, n int) {
 func TestIncrementalPagedDirectory(t *testing.T) {
 	const n = 10000
 	ctx := context.Background()
-	r, store := newTestRepo(t, CreateOptions{Chunker: testChunker, PackSize: 256 << 10})
+	r, storeDir := newTestRepo(t, CreateOptions{Chunker: testChunker, PackSize: 256 << 10})
 	src := filepath.Join(t.TempDir(), "src")
 	qaManyFiles(t, filepath.Join(src, "big"), n)
 	writeFile(t, filepath.Join(src, "other.txt"), []byte("other"))
@@ -292,7 +293,7 @@ func TestIncrementalPagedDirectory(t *testing.T) {
 		t.Fatalf("a directory of %d entries has %d pages", n, len(big1.Pages))
 	}
 
-	r = reopen(t, store)
+	r = reopen(t, storeDir)
 	c2 := qaCount(t, src)
 	sn2 := qaBackup(t, r, c2)
 	if o := c2.Opened(); len(o) != 0 {
@@ -357,7 +358,7 @@ func TestLargeDirectoryPaging(t *testing.T) {
 	const n = 20000
 	const dirEvery = 97 // every 97th entry is a subdirectory
 	ctx := context.Background()
-	_, store := newTestRepo(t, CreateOptions{Chunker: testChunker, PackSize: 256 << 10})
+	_, storeDir := newTestRepo(t, CreateOptions{Chunker: testChunker, PackSize: 256 << 10})
 	src := filepath.Join(t.TempDir(), "src")
 	if err := os.MkdirAll(src, 0o755); err != nil {
 		t.Fatal(err)
@@ -383,7 +384,7 @@ func TestLargeDirectoryPaging(t *testing.T) {
 		nfiles++
 	}
 	cs := &qaCountingStorage{}
-	ls, err := NewLocalStorage(store)
+	ls, err := store.NewFolder(storeDir)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,8 @@
 package engine
 
 import (
+	"github.com/coffer-backup/coffer/engine/store"
+
 	"bytes"
 	"context"
 	"encoding/json"
@@ -10,9 +12,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"runtime/metrics"
-	"sort"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
@@ -26,79 +26,6 @@ import (
 // Run one with e.g.
 //
 //	go test ./engine -run=XXX -fuzz=FuzzDecodeDir -fuzztime=30s
-
-// qaMemStorage is an in-memory Storage for tests.
-type qaMemStorage struct {
-	mu sync.Mutex
-	m  map[string][]byte
-}
-
-func newQAMemStorage() *qaMemStorage { return &qaMemStorage{m: map[string][]byte{}} }
-
-func (s *qaMemStorage) Put(ctx context.Context, name string, data []byte) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.m[name] = bytes.Clone(data)
-	return nil
-}
-
-func (s *qaMemStorage) Get(ctx context.Context, name string, offset, length int64) ([]byte, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	b, ok := s.m[name]
-	if !ok {
-		return nil, notFound("mem: get", name)
-	}
-	if offset < 0 || offset > int64(len(b)) {
-		return nil, fmt.Errorf("mem: get %s: offset %d out of range", name, offset)
-	}
-	if length < 0 {
-		length = int64(len(b)) - offset
-	}
-	if offset+length > int64(len(b)) {
-		return nil, fmt.Errorf("mem: get %s [%d,+%d): short object (%d bytes)", name, offset, length, len(b))
-	}
-	return bytes.Clone(b[offset : offset+length]), nil
-}
-
-func (s *qaMemStorage) List(ctx context.Context, prefix string, fn func(ObjectInfo) error) error {
-	s.mu.Lock()
-	var infos []ObjectInfo
-	for n, b := range s.m {
-		if strings.HasPrefix(n, prefix) {
-			infos = append(infos, ObjectInfo{Name: n, Size: int64(len(b))})
-		}
-	}
-	s.mu.Unlock()
-	sort.Slice(infos, func(i, j int) bool { return infos[i].Name < infos[j].Name })
-	for _, o := range infos {
-		if err := fn(o); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func (s *qaMemStorage) Stat(ctx context.Context, name string) (ObjectInfo, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	b, ok := s.m[name]
-	if !ok {
-		return ObjectInfo{}, notFound("mem: stat", name)
-	}
-	return ObjectInfo{Name: name, Size: int64(len(b))}, nil
-}
-
-func (s *qaMemStorage) Delete(ctx context.Context, name string) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	delete(s.m, name)
-	return nil
-}
-
-func (s *qaMemStorage) Location() string { return "mem:" }
-
-var _ Storage = (*qaMemStorage)(nil)
 
 // qaAllocLimit is how many heap bytes decoding n input bytes may take: a
 // fixed allowance for buffers and decoder state plus a generous factor
@@ -594,9 +521,9 @@ func FuzzDecodeChunkList(f *testing.F) {
 }
 
 // qaFuzzRepo is a store in memory with the cheap KDF.
-func qaFuzzRepo(t testing.TB) (*Repo, *qaMemStorage) {
+func qaFuzzRepo(t testing.TB) (*Repo, *store.Memory) {
 	t.Helper()
-	st := newQAMemStorage()
+	st := store.NewMemory()
 	r, err := Create(context.Background(), st, []byte("test passphrase"), CreateOptions{KDF: cheapKDF, Chunker: testChunker, PackSize: 64 << 10})
 	if err != nil {
 		t.Fatal(err)
@@ -619,7 +546,7 @@ func qaObjectPlain(t testing.TB, r *Repo, payload, aad []byte) []byte {
 // the plaintexts of its objects as the engine wrote them.
 type qaReal struct {
 	r        *Repo
-	st       *qaMemStorage
+	st       *store.Memory
 	sn       *Snapshot
 	trailers [][]byte // plaintext of pack trailers
 	starts   []int64  // where each trailer starts
@@ -643,13 +570,13 @@ func qaRealStore(t testing.TB) *qaReal {
 	}
 	sn := backupDir(t, r, src, BackupOptions{})
 	q := &qaReal{r: r, st: st, sn: sn}
-	err := st.List(ctx, "", func(o ObjectInfo) error {
-		data, err := st.Get(ctx, o.Name, 0, -1)
+	err := qaListAll(ctx, st, func(o store.ObjectInfo) error {
+		data, err := st.Get(ctx, o.Handle, 0, -1)
 		if err != nil {
 			return err
 		}
-		switch {
-		case strings.HasPrefix(o.Name, "packs/"):
+		switch o.Handle.Kind {
+		case store.KindDataPack, store.KindTreePack:
 			sealed, start, err := splitPack(data)
 			if err != nil {
 				return err
@@ -659,17 +586,17 @@ func qaRealStore(t testing.TB) *qaReal {
 				return err
 			}
 			q.trailers, q.starts = append(q.trailers, p), append(q.starts, start)
-		case strings.HasPrefix(o.Name, "index/"):
-			p, err := r.loadObject(ctx, o.Name, aadIndex)
+		case store.KindIndex:
+			p, err := r.loadObject(ctx, o.Handle, aadIndex)
 			if err != nil {
 				return err
 			}
 			q.indexes = append(q.indexes, p)
-		case strings.HasPrefix(o.Name, snapshotDir):
+		case store.KindSnapshot:
 			if q.snapshot, err = r.keys.Open(nil, data, aadSnapshot); err != nil {
 				return err
 			}
-			if q.payload, err = r.loadObject(ctx, o.Name, aadSnapshot); err != nil {
+			if q.payload, err = r.loadObject(ctx, o.Handle, aadSnapshot); err != nil {
 				return err
 			}
 		}
@@ -748,8 +675,9 @@ func FuzzLoadSnapshot(f *testing.F) {
 	f.Fuzz(func(t *testing.T, plain []byte) {
 		sealed := r.keys.Seal(nil, plain, aadSnapshot)
 		id := hashID(sealed)
-		st.Put(ctx, snapshotDir+id.String(), sealed)
-		defer st.Delete(ctx, snapshotDir+id.String())
+		h := store.Handle{Kind: store.KindSnapshot, Name: id.String()}
+		st.Put(ctx, h, sealed)
+		defer st.Delete(ctx, h)
 		var sn *Snapshot
 		var err error
 		qaCheckAllocs(t, "LoadSnapshot", len(plain), func() { sn, err = r.LoadSnapshot(ctx, id) })
@@ -791,7 +719,7 @@ func qaSeedConfigs(f testing.TB) [][]byte {
 	f.Helper()
 	ctx := context.Background()
 	_, st := qaFuzzRepo(f)
-	cfg, err := st.Get(ctx, configName, 0, -1)
+	cfg, err := st.Get(ctx, store.ConfigHandle, 0, -1)
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -874,8 +802,8 @@ func FuzzDecodeConfig(f *testing.F) {
 // params), so an opened store has the seeds' fixed parameters.
 func FuzzOpen(f *testing.F) {
 	for _, c := range qaSeedConfigs(f) {
-		st := newQAMemStorage()
-		st.Put(context.Background(), configName, c)
+		st := store.NewMemory()
+		st.Put(context.Background(), store.ConfigHandle, c)
 		if _, err := Open(context.Background(), st, []byte("test passphrase")); err != nil {
 			f.Fatalf("seed config does not open: %v", err)
 		}
@@ -884,8 +812,8 @@ func FuzzOpen(f *testing.F) {
 	f.Add([]byte(`{"params":{"version":2},"keys":[]}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		ctx := context.Background()
-		st := newQAMemStorage()
-		st.Put(ctx, configName, data)
+		st := store.NewMemory()
+		st.Put(ctx, store.ConfigHandle, data)
 		cf, p, derr := decodeConfig(data)
 		if derr == nil {
 			// Do not let the fuzzer ask for gigabytes of Argon2 memory:
@@ -1021,4 +949,14 @@ func TestMinimalNodeRoundTrip(t *testing.T) {
 	if !qaNodesEqual(d.Inline, []Node{n}) {
 		t.Fatalf("got %+v", d.Inline)
 	}
+}
+
+// qaListAll calls fn for every object of st, kind by kind.
+func qaListAll(ctx context.Context, st store.Storage, fn func(store.ObjectInfo) error) error {
+	for _, k := range store.Kinds {
+		if err := st.List(ctx, k, fn); err != nil {
+			return err
+		}
+	}
+	return nil
 }

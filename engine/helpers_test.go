@@ -1,6 +1,8 @@
 package engine
 
 import (
+	"github.com/coffer-backup/coffer/engine/store"
+
 	"context"
 	"path/filepath"
 	"testing"
@@ -17,7 +19,7 @@ var testChunker = ChunkerParams{Algorithm: "fastcdc-v1.0.0", Min: 16 << 10, Norm
 func newTestRepo(t testing.TB, opt CreateOptions) (*Repo, string) {
 	t.Helper()
 	dir := t.TempDir()
-	st, err := NewLocalStorage(filepath.Join(dir, "store"))
+	st, err := store.NewFolder(filepath.Join(dir, "store"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -33,7 +35,7 @@ func newTestRepo(t testing.TB, opt CreateOptions) (*Repo, string) {
 
 func reopen(t testing.TB, path string) *Repo {
 	t.Helper()
-	st, _ := NewLocalStorage(path)
+	st, _ := store.NewFolder(path)
 	r, err := Open(context.Background(), st, []byte("test passphrase"))
 	if err != nil {
 		t.Fatal(err)

@@ -1,6 +1,8 @@
 package engine
 
 import (
+	"github.com/coffer-backup/coffer/engine/store"
+
 	"context"
 	"fmt"
 	"sync"
@@ -164,9 +166,9 @@ func (r *Repo) LoadIndex(ctx context.Context) error {
 }
 
 func (r *Repo) loadIndex(ctx context.Context) error {
-	var names []string
-	if err := r.st.List(ctx, "index/", func(o ObjectInfo) error {
-		names = append(names, o.Name)
+	var names []store.Handle
+	if err := r.st.List(ctx, store.KindIndex, func(o store.ObjectInfo) error {
+		names = append(names, o.Handle)
 		return nil
 	}); err != nil {
 		return err
@@ -192,7 +194,7 @@ func (r *Repo) loadIndex(ctx context.Context) error {
 	return nil
 }
 
-func (r *Repo) readIndexFile(ctx context.Context, name string) ([]IndexPack, error) {
+func (r *Repo) readIndexFile(ctx context.Context, name store.Handle) ([]IndexPack, error) {
 	p, err := r.loadObject(ctx, name, aadIndex)
 	if err != nil {
 		return nil, err

@@ -1,6 +1,8 @@
 package engine
 
 import (
+	"github.com/coffer-backup/coffer/engine/store"
+
 	"context"
 )
 
@@ -57,11 +59,13 @@ func (r *Repo) Info(ctx context.Context) (*StoreInfo, error) {
 	r.Index.mu.RLock()
 	in.IndexFiles = r.Index.files
 	r.Index.mu.RUnlock()
-	if err := r.st.List(ctx, "", func(o ObjectInfo) error {
-		in.StoredBytes += uint64(o.Size)
-		return nil
-	}); err != nil {
-		return nil, err
+	for _, k := range store.Kinds {
+		if err := r.st.List(ctx, k, func(o store.ObjectInfo) error {
+			in.StoredBytes += uint64(o.Size)
+			return nil
+		}); err != nil {
+			return nil, err
+		}
 	}
 	ratio := func(a, b uint64) float64 {
 		if b == 0 {

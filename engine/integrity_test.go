@@ -1,6 +1,8 @@
 package engine
 
 import (
+	"github.com/coffer-backup/coffer/engine/store"
+
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -89,20 +91,20 @@ func qaCopyDir(t testing.TB, src, dst string) {
 // qaStoreWithData is a store holding one small snapshot.
 func qaStoreWithData(t testing.TB) (*Repo, string) {
 	t.Helper()
-	r, store := newTestRepo(t, CreateOptions{Chunker: testChunker, PackSize: 256 << 10})
+	r, storeDir := newTestRepo(t, CreateOptions{Chunker: testChunker, PackSize: 256 << 10})
 	src := t.TempDir()
 	writeFile(t, filepath.Join(src, "a.bin"), qaRand(1, 300<<10))
 	writeFile(t, filepath.Join(src, "d", "b.txt"), textBytes(2, 100<<10))
 	backupDir(t, r, src, BackupOptions{})
-	return r, store
+	return r, storeDir
 }
 
 func TestWrongPassphraseWritesNothing(t *testing.T) {
-	_, store := qaStoreWithData(t)
+	_, storeDir := qaStoreWithData(t)
 	ctx := context.Background()
-	before := qaListing(t, store)
+	before := qaListing(t, storeDir)
 	for _, pass := range []string{"wrong", "test passphrase ", "test passphras", "Test passphrase", "\x00"} {
-		st, err := NewLocalStorage(store)
+		st, err := store.NewFolder(storeDir)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -114,7 +116,7 @@ func TestWrongPassphraseWritesNothing(t *testing.T) {
 			t.Errorf("Open with %q returned a repo", pass)
 		}
 	}
-	if after := qaListing(t, store); !reflect.DeepEqual(before, after) {
+	if after := qaListing(t, storeDir); !reflect.DeepEqual(before, after) {
 		for k, v := range after {
 			if before[k] != v {
 				t.Errorf("store entry %s changed: %q → %q", k, before[k], v)
@@ -127,14 +129,14 @@ func TestWrongPassphraseWritesNothing(t *testing.T) {
 		}
 	}
 	// The right passphrase still works.
-	reopen(t, store)
+	reopen(t, storeDir)
 }
 
 // qaEditConfig rewrites the store's config through edit, which receives
 // the config's JSON as a generic map.
-func qaEditConfig(t testing.TB, store string, edit func(cfg map[string]any)) {
+func qaEditConfig(t testing.TB, storeDir string, edit func(cfg map[string]any)) {
 	t.Helper()
-	p := filepath.Join(store, configName)
+	p := qaConfigPath(storeDir)
 	data, err := os.ReadFile(p)
 	if err != nil {
 		t.Fatal(err)
@@ -154,15 +156,15 @@ func qaEditConfig(t testing.TB, store string, edit func(cfg map[string]any)) {
 }
 
 func TestNewerFormatRefused(t *testing.T) {
-	_, store := qaStoreWithData(t)
+	_, storeDir := qaStoreWithData(t)
 	ctx := context.Background()
-	qaEditConfig(t, store, func(cfg map[string]any) {
+	qaEditConfig(t, storeDir, func(cfg map[string]any) {
 		cfg["params"].(map[string]any)["version"] = FormatVersion + 1
 	})
 	// The version is checked before any passphrase is tried: a wrong one
 	// gets the same answer, not ErrWrongPassphrase.
 	for _, pass := range []string{"test passphrase", "wrong"} {
-		st, _ := NewLocalStorage(store)
+		st, _ := store.NewFolder(storeDir)
 		r, err := Open(ctx, st, []byte(pass))
 		var nf *NewerFormatError
 		if !errors.As(err, &nf) {
@@ -181,9 +183,9 @@ func TestNewerFormatRefused(t *testing.T) {
 }
 
 func TestGarbageConfigRefused(t *testing.T) {
-	_, store := qaStoreWithData(t)
+	_, storeDir := qaStoreWithData(t)
 	ctx := context.Background()
-	good, err := os.ReadFile(filepath.Join(store, configName))
+	good, err := os.ReadFile(qaConfigPath(storeDir))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -212,10 +214,10 @@ func TestGarbageConfigRefused(t *testing.T) {
 	}
 	for name, data := range garbage {
 		t.Run(name, func(t *testing.T) {
-			if err := os.WriteFile(filepath.Join(store, configName), data, 0o600); err != nil {
+			if err := os.WriteFile(qaConfigPath(storeDir), data, 0o600); err != nil {
 				t.Fatal(err)
 			}
-			st, _ := NewLocalStorage(store)
+			st, _ := store.NewFolder(storeDir)
 			r, err := Open(ctx, st, []byte("test passphrase"))
 			if err == nil || r != nil {
 				t.Fatalf("Open of a garbage config: %v, %v", r, err)
@@ -232,11 +234,11 @@ func TestGarbageConfigRefused(t *testing.T) {
 
 // qaCorpus is a multi-pack store and what went into it.
 type qaCorpus struct {
-	r     *Repo
-	store string
-	src   string
-	files map[string][]byte // relative path → content
-	snaps []*Snapshot
+	r        *Repo
+	storeDir string
+	src      string
+	files    map[string][]byte // relative path → content
+	snaps    []*Snapshot
 }
 
 // qaBuildCorpus backs up distinct random files (two with the same content,
@@ -245,8 +247,8 @@ type qaCorpus struct {
 // backup.
 func qaBuildCorpus(t testing.TB) *qaCorpus {
 	t.Helper()
-	r, store := newTestRepo(t, CreateOptions{Chunker: testChunker, PackSize: 256 << 10})
-	c := &qaCorpus{r: r, store: store, src: filepath.Join(t.TempDir(), "src"), files: map[string][]byte{}}
+	r, storeDir := newTestRepo(t, CreateOptions{Chunker: testChunker, PackSize: 256 << 10})
+	c := &qaCorpus{r: r, storeDir: storeDir, src: filepath.Join(t.TempDir(), "src"), files: map[string][]byte{}}
 	add := func(rel string, data []byte) {
 		writeFile(t, filepath.Join(c.src, filepath.FromSlash(rel)), data)
 		c.files[rel] = data
@@ -281,7 +283,7 @@ func qaPackBlobs(r *Repo) map[ID][]BlobLoc {
 func TestIndexMatchesTrailers(t *testing.T) {
 	c := qaBuildCorpus(t)
 	ctx := context.Background()
-	r := reopen(t, c.store) // the index as stored, not as built in memory
+	r := reopen(t, c.storeDir) // the index as stored, not as built in memory
 	if err := r.LoadIndex(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -295,8 +297,8 @@ func TestIndexMatchesTrailers(t *testing.T) {
 	}
 	// What the index files say about each pack.
 	inFiles := map[ID]IndexPack{}
-	err := r.st.List(ctx, "index/", func(o ObjectInfo) error {
-		ips, err := r.readIndexFile(ctx, o.Name)
+	err := r.st.List(ctx, store.KindIndex, func(o store.ObjectInfo) error {
+		ips, err := r.readIndexFile(ctx, o.Handle)
 		if err != nil {
 			return err
 		}
@@ -349,21 +351,21 @@ func TestIndexMatchesTrailers(t *testing.T) {
 	// named by the hash of its bytes.
 	seen := map[ID]bool{}
 	for _, kind := range []BlobKind{BlobData, BlobTree} {
-		err := r.st.List(ctx, packDir(kind), func(o ObjectInfo) error {
-			id, err := ParseID(o.Name[strings.LastIndex(o.Name, "/")+1:])
+		err := r.st.List(ctx, packKind(kind), func(o store.ObjectInfo) error {
+			id, err := ParseID(o.Handle.Name)
 			if err != nil {
 				return err
 			}
 			seen[id] = true
 			if k, ok := packs[id]; !ok || k != kind {
-				t.Errorf("pack file %s: indexed %v as %v", o.Name, ok, k)
+				t.Errorf("pack file %s: indexed %v as %v", o.Handle, ok, k)
 			}
-			data, err := r.st.Get(ctx, o.Name, 0, -1)
+			data, err := r.st.Get(ctx, o.Handle, 0, -1)
 			if err != nil {
 				return err
 			}
 			if hashID(data) != id {
-				t.Errorf("pack file %s does not hash to its name", o.Name)
+				t.Errorf("pack file %s does not hash to its name", o.Handle)
 			}
 			return nil
 		})
@@ -467,7 +469,7 @@ func TestFlippedByteInPack(t *testing.T) {
 		owners[i] = qaTreeOwners(t, r, sn)
 	}
 	packSize := func(kind BlobKind, id ID) int64 {
-		fi, err := os.Stat(filepath.Join(c.store, filepath.FromSlash(packName(kind, id))))
+		fi, err := os.Stat(qaPackPath(c.storeDir, kind, id))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -609,8 +611,8 @@ func TestFlippedByteInPack(t *testing.T) {
 			}
 
 			dir := filepath.Join(t.TempDir(), "store")
-			qaCopyDir(t, c.store, dir)
-			pp := filepath.Join(dir, filepath.FromSlash(packName(tr.kind, tr.pack)))
+			qaCopyDir(t, c.storeDir, dir)
+			pp := qaPackPath(dir, tr.kind, tr.pack)
 			data, err := os.ReadFile(pp)
 			if err != nil {
 				t.Fatal(err)
@@ -776,7 +778,7 @@ func TestNoPlaintextInStore(t *testing.T) {
 	const dirName = "secret-dir-name-4242"
 	const fileName = "secret-file-name-9191.txt"
 	secrets := []string{marker, dirName, fileName}
-	r, store := newTestRepo(t, CreateOptions{Chunker: testChunker, PackSize: 256 << 10})
+	r, storeDir := newTestRepo(t, CreateOptions{Chunker: testChunker, PackSize: 256 << 10})
 	src := filepath.Join(t.TempDir(), "src")
 	// Compressible: the marker alone, and text with markers.
 	writeFile(t, filepath.Join(src, dirName, fileName), bytes.Repeat([]byte(marker+"\n"), 20000))
@@ -804,12 +806,12 @@ func TestNoPlaintextInStore(t *testing.T) {
 	if sn.Stats.Files != 4 {
 		t.Fatalf("backed up %d files, want 4", sn.Stats.Files)
 	}
-	if found := qaFindSecrets(t, store, secrets); len(found) > 0 {
+	if found := qaFindSecrets(t, storeDir, secrets); len(found) > 0 {
 		t.Errorf("plaintext in the store:\n%s", strings.Join(found, "\n"))
 	}
 	// And the data really is in there.
 	out := filepath.Join(t.TempDir(), "out")
-	if err := restoreAll(t, reopen(t, store), sn, out); err != nil {
+	if err := restoreAll(t, reopen(t, storeDir), sn, out); err != nil {
 		t.Fatal(err)
 	}
 	compareTrees(t, src, out)
@@ -827,7 +829,7 @@ func TestKeySlots(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, _ := NewLocalStorage(path)
+	st, _ := store.NewFolder(path)
 	r2, err := Open(ctx, st, []byte("second"))
 	if err != nil {
 		t.Fatal(err)
@@ -852,22 +854,22 @@ func TestKeySlots(t *testing.T) {
 // damagedCache serves a damaged copy of every range until told it failed,
 // as a cache whose file went bad on disk would.
 type damagedCache struct {
-	Storage
+	store.Storage
 	mu      sync.Mutex
 	dropped map[string]bool
 }
 
-func (c *damagedCache) Get(ctx context.Context, name string, off, n int64) ([]byte, error) {
+func (c *damagedCache) Get(ctx context.Context, name store.Handle, off, n int64) ([]byte, error) {
 	data, err := c.Storage.Get(ctx, name, off, n)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if err == nil && name != configName && !c.dropped[fmt.Sprint(name, off, n)] && len(data) > 0 {
+	if err == nil && name != store.ConfigHandle && !c.dropped[fmt.Sprint(name, off, n)] && len(data) > 0 {
 		data[len(data)/2] ^= 1
 	}
 	return data, err
 }
 
-func (c *damagedCache) Invalidate(name string, off, n int64) {
+func (c *damagedCache) Invalidate(name store.Handle, off, n int64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.dropped[fmt.Sprint(name, off, n)] = true
@@ -880,7 +882,7 @@ func TestInvalidateDamagedCache(t *testing.T) {
 	src := t.TempDir()
 	writeFile(t, filepath.Join(src, "f"), textBytes(3, 100<<10))
 	sn := backupDir(t, r, src, BackupOptions{})
-	st, _ := NewLocalStorage(path)
+	st, _ := store.NewFolder(path)
 	dc := &damagedCache{Storage: st, dropped: map[string]bool{}}
 	r2, err := Open(t.Context(), dc, []byte("test passphrase"))
 	if err != nil {
@@ -909,4 +911,14 @@ func TestInvalidateDamagedCache(t *testing.T) {
 	if len(dc.dropped) == 0 {
 		t.Fatal("nothing was invalidated")
 	}
+}
+
+// qaConfigPath is where a folder store at root keeps its config.
+func qaConfigPath(root string) string {
+	return filepath.Join(root, filepath.FromSlash(store.ObjectName(store.ConfigHandle)))
+}
+
+// qaPackPath is where a folder store at root keeps a pack.
+func qaPackPath(root string, kind BlobKind, id ID) string {
+	return filepath.Join(root, filepath.FromSlash(store.ObjectName(packHandle(kind, id))))
 }

@@ -1,6 +1,8 @@
 package engine
 
 import (
+	"github.com/coffer-backup/coffer/engine/store"
+
 	"encoding/binary"
 	"fmt"
 )
@@ -24,18 +26,17 @@ func (k BlobKind) String() string {
 	return fmt.Sprintf("kind(%d)", k)
 }
 
-// packDir is the storage prefix of packs of a kind.
-func packDir(k BlobKind) string {
+// packKind is the store kind of packs of blobs of kind k.
+func packKind(k BlobKind) store.Kind {
 	if k == BlobData {
-		return "packs/d/"
+		return store.KindDataPack
 	}
-	return "packs/m/"
+	return store.KindTreePack
 }
 
-// packName is the storage name of a pack.
-func packName(k BlobKind, id ID) string {
-	s := id.String()
-	return packDir(k) + s[:2] + "/" + s
+// packHandle is the store handle of a pack.
+func packHandle(k BlobKind, id ID) store.Handle {
+	return store.Handle{Kind: packKind(k), Name: id.String()}
 }
 
 // BlobLoc says where a blob lives: the record of a pack trailer and of an

@@ -1,17 +1,18 @@
 package engine
 
 import (
+	"github.com/coffer-backup/coffer/engine/store"
+
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 )
 
 // Repo is an open, unlocked store.
 type Repo struct {
-	st     Storage
+	st     store.Storage
 	Params Params
 	keys   *Keys
 	Index  *MasterIndex
@@ -27,7 +28,7 @@ type Repo struct {
 	indexErr  error
 }
 
-func newRepo(st Storage, p Params, master []byte) (*Repo, error) {
+func newRepo(st store.Storage, p Params, master []byte) (*Repo, error) {
 	k, err := deriveKeys(master)
 	if err != nil {
 		return nil, err
@@ -36,7 +37,7 @@ func newRepo(st Storage, p Params, master []byte) (*Repo, error) {
 }
 
 // Storage returns the storage the store lives in.
-func (r *Repo) Storage() Storage { return r.st }
+func (r *Repo) Storage() store.Storage { return r.st }
 
 // Keys returns the store's working keys.
 func (r *Repo) Keys() *Keys { return r.keys }
@@ -69,12 +70,12 @@ func (r *Repo) openObject(sealed, aad []byte) ([]byte, error) {
 	return decompress(nil, d.b, comp, int(n))
 }
 
-// saveObject writes a sealed metadata object under dir, named by the hash
+// saveObject writes a sealed metadata object of kind k, named by the hash
 // of its bytes, and returns that id once it is durable.
-func (r *Repo) saveObject(ctx context.Context, dir string, payload, aad []byte) (ID, error) {
+func (r *Repo) saveObject(ctx context.Context, k store.Kind, payload, aad []byte) (ID, error) {
 	data := r.sealObject(payload, aad)
 	id := hashID(data)
-	if err := r.st.Put(ctx, dir+id.String(), data); err != nil {
+	if err := r.st.Put(ctx, store.Handle{Kind: k, Name: id.String()}, data); err != nil {
 		return ID{}, err
 	}
 	return id, nil
@@ -82,14 +83,14 @@ func (r *Repo) saveObject(ctx context.Context, dir string, payload, aad []byte) 
 
 // loadObject reads a sealed metadata object and checks that its bytes
 // match its name before decrypting it.
-func (r *Repo) loadObject(ctx context.Context, name string, aad []byte) ([]byte, error) {
+func (r *Repo) loadObject(ctx context.Context, name store.Handle, aad []byte) ([]byte, error) {
 	data, err := r.st.Get(ctx, name, 0, -1)
 	if err != nil {
 		return nil, err
 	}
-	base := name[strings.LastIndex(name, "/")+1:]
-	if inv, ok := r.st.(Invalidator); ok && hashID(data).String() != base {
-		inv.Invalidate(name, 0, -1)
+	base := name.Name
+	if store.Caches(r.st) && hashID(data).String() != base {
+		store.Invalidate(r.st, name, 0, -1)
 		if data, err = r.st.Get(ctx, name, 0, -1); err != nil {
 			return nil, err
 		}
@@ -120,7 +121,7 @@ func (e *BlobError) Error() string {
 func (e *BlobError) Unwrap() error { return e.Err }
 
 // errMissingBlob says the index does not know a blob a tree refers to.
-var errMissingBlob = fmt.Errorf("not in any index: %w", ErrNotFound)
+var errMissingBlob = fmt.Errorf("not in any index: %w", store.ErrNotFound)
 
 // LoadBlob reads, authenticates, decrypts and decompresses one blob, and
 // checks that its plaintext hashes to id.
@@ -129,7 +130,7 @@ func (r *Repo) LoadBlob(ctx context.Context, id ID) ([]byte, error) {
 	if !ok {
 		return nil, &BlobError{ID: id, Err: errMissingBlob}
 	}
-	name, off, n := packName(loc.Kind, pack), int64(loc.Offset), int64(loc.Length)
+	name, off, n := packHandle(loc.Kind, pack), int64(loc.Offset), int64(loc.Length)
 	sealed, err := r.st.Get(ctx, name, off, n)
 	if err != nil {
 		return nil, &BlobError{ID: id, Pack: pack, Err: err}
@@ -137,9 +138,9 @@ func (r *Repo) LoadBlob(ctx context.Context, id ID) ([]byte, error) {
 	// Decrypt in place: a raw blob's plaintext is then the fetched buffer
 	// itself, with no second allocation or copy.
 	plain, _, err := r.openBlobInPlace(sealed, loc, pack, nil)
-	if inv, ok := r.st.(Invalidator); ok && errors.Is(err, ErrAuth) {
+	if store.Caches(r.st) && errors.Is(err, ErrAuth) {
 		// Perhaps only a cached copy is damaged: drop it, read again.
-		inv.Invalidate(name, off, n)
+		store.Invalidate(r.st, name, off, n)
 		if sealed, err = r.st.Get(ctx, name, off, n); err != nil {
 			return nil, &BlobError{ID: id, Pack: pack, Err: err}
 		}
@@ -195,7 +196,7 @@ func (r *Repo) openBlobInPlace(sealed []byte, loc BlobLoc, pack ID, scratch []by
 
 // readTrailer loads and authenticates the trailer of a stored pack.
 func (r *Repo) readTrailer(ctx context.Context, kind BlobKind, pack ID) ([]BlobLoc, error) {
-	name := packName(kind, pack)
+	name := packHandle(kind, pack)
 	info, err := r.st.Stat(ctx, name)
 	if err != nil {
 		return nil, err

@@ -1,6 +1,8 @@
 package engine
 
 import (
+	"github.com/coffer-backup/coffer/engine/store"
+
 	"context"
 	"errors"
 	"strings"
@@ -147,7 +149,7 @@ type restorer struct {
 func (rs *restorer) fail(path string, err error) {
 	rs.warnMu.Lock()
 	defer rs.warnMu.Unlock()
-	var pe *PermanentError
+	var pe *store.PermanentError
 	if errors.As(err, &pe) {
 		if rs.fatal == nil {
 			rs.fatal = fmt.Errorf("restore stopped at %s: %w", path, err)
@@ -300,7 +302,7 @@ func (rs *restorer) doRun(ctx context.Context, ru *run, plain []byte) []byte {
 }
 
 func (rs *restorer) fetchRun(ctx context.Context, ru *run, scratch []byte) ([]byte, error) {
-	data, err := rs.r.st.Get(ctx, packName(ru.kind, ru.pack), int64(ru.start), int64(ru.end-ru.start))
+	data, err := rs.r.st.Get(ctx, packHandle(ru.kind, ru.pack), int64(ru.start), int64(ru.end-ru.start))
 	if err != nil {
 		return scratch, &BlobError{ID: ru.blobs[0].ID, Pack: ru.pack, Err: err}
 	}

@@ -1,6 +1,8 @@
 package engine
 
 import (
+	"github.com/coffer-backup/coffer/engine/store"
+
 	"context"
 	"errors"
 	"fmt"
@@ -20,7 +22,7 @@ type deniedDest struct {
 
 func (d *deniedDest) CreateFile(ctx context.Context, path string, n *Node) (FileWriter, error) {
 	d.creates.Add(1)
-	return nil, &PermanentError{Err: errors.New("access denied: s3:PutObject on arn:aws:s3:::dst")}
+	return nil, &store.PermanentError{Err: errors.New("access denied: s3:PutObject on arn:aws:s3:::dst")}
 }
 
 // TestRestoreStopsOnPermanentError: a destination error that would fail
@@ -82,7 +84,7 @@ func TestSnapshotsLoadedOnce(t *testing.T) {
 	writeFile(t, filepath.Join(src, "f"), []byte("f"))
 	backupDir(t, r, src, BackupOptions{})
 	backupDir(t, r, src, BackupOptions{})
-	st, _ := NewLocalStorage(path)
+	st, _ := store.NewFolder(path)
 	cs := &getCounter{Storage: st}
 	r2, err := Open(t.Context(), cs, []byte("test passphrase"))
 	if err != nil {
@@ -99,12 +101,12 @@ func TestSnapshotsLoadedOnce(t *testing.T) {
 }
 
 type getCounter struct {
-	Storage
+	store.Storage
 	snapGets atomic.Int64
 }
 
-func (c *getCounter) Get(ctx context.Context, name string, off, n int64) ([]byte, error) {
-	if strings.HasPrefix(name, snapshotDir) {
+func (c *getCounter) Get(ctx context.Context, name store.Handle, off, n int64) ([]byte, error) {
+	if name.Kind == store.KindSnapshot {
 		c.snapGets.Add(1)
 	}
 	return c.Storage.Get(ctx, name, off, n)

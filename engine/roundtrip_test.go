@@ -16,7 +16,7 @@ func makeTree(t testing.TB, root string, c ChunkerParams) {
 }
 
 func TestRoundTrip(t *testing.T) {
-	r, store := newTestRepo(t, CreateOptions{Chunker: testChunker, PackSize: 256 << 10})
+	r, storeDir := newTestRepo(t, CreateOptions{Chunker: testChunker, PackSize: 256 << 10})
 	src := filepath.Join(t.TempDir(), "src")
 	makeTree(t, src, testChunker)
 	sn := backupDir(t, r, src, BackupOptions{})
@@ -24,7 +24,7 @@ func TestRoundTrip(t *testing.T) {
 		t.Fatalf("backup saw nothing: %+v", sn.Stats)
 	}
 	// Restore through a fresh open of the store.
-	r2 := reopen(t, store)
+	r2 := reopen(t, storeDir)
 	sn2, err := r2.FindSnapshot(t.Context(), sn.ID.String()[:8])
 	if err != nil {
 		t.Fatal(err)

@@ -1,6 +1,8 @@
 package engine
 
 import (
+	"github.com/coffer-backup/coffer/engine/store"
+
 	"context"
 	"encoding/binary"
 	"fmt"
@@ -56,7 +58,7 @@ type Saver struct {
 }
 
 // openPack is a pack being filled: in a memory buffer, or streamed to a
-// temp object of a StreamStorage while its hash is computed.
+// temp object of a storage with Features().Temp while its hash is computed.
 type openPack struct {
 	kind  BlobKind
 	blobs []BlobLoc
@@ -64,7 +66,7 @@ type openPack struct {
 
 	buf []byte // buffered
 
-	tmp  TempObject // streamed
+	tmp  store.TempObject // streamed
 	hash *blake3.Hasher
 	werr error
 	done bool // committed or aborted
@@ -203,8 +205,8 @@ func (s *Saver) Save(kind BlobKind, id ID, plaintext []byte) (bool, error) {
 // what holds a backup back when uploads are slower than reading.
 func (s *Saver) newPack(kind BlobKind) (*openPack, error) {
 	p := &openPack{kind: kind}
-	if ss, ok := s.r.st.(StreamStorage); ok {
-		tmp, err := ss.NewTemp(s.ctx)
+	if s.r.st.Features().Temp {
+		tmp, err := s.r.st.NewTemp(s.ctx)
 		if err != nil {
 			return nil, err
 		}
@@ -276,12 +278,12 @@ func (s *Saver) upload(p *openPack) error {
 			return fmt.Errorf("writing pack: %w", p.werr)
 		}
 		p.done = true
-		if err := p.tmp.Commit(s.ctx, packName(p.kind, id)); err != nil {
+		if err := p.tmp.Commit(s.ctx, packHandle(p.kind, id)); err != nil {
 			return err
 		}
 	} else {
 		id = hashID(p.buf)
-		if err := s.r.st.Put(s.ctx, packName(p.kind, id), p.buf); err != nil {
+		if err := s.r.st.Put(s.ctx, packHandle(p.kind, id), p.buf); err != nil {
 			return err
 		}
 	}
@@ -315,7 +317,7 @@ func (s *Saver) writeIndex(ctx context.Context) error {
 	if len(packs) == 0 {
 		return nil
 	}
-	if _, err := s.r.saveObject(ctx, "index/", encodeIndex(packs), aadIndex); err != nil {
+	if _, err := s.r.saveObject(ctx, store.KindIndex, encodeIndex(packs), aadIndex); err != nil {
 		return err
 	}
 	s.IndexFiles.Add(1)

@@ -1,6 +1,8 @@
 package engine
 
 import (
+	"github.com/coffer-backup/coffer/engine/store"
+
 	"context"
 	"encoding/json"
 	"fmt"
@@ -85,15 +87,13 @@ type SnapshotStats struct {
 	Unchanged   uint64 `json:"unchanged"`    // files reused from the parent unread
 }
 
-const snapshotDir = "snapshots/"
-
 // SaveSnapshot writes sn and returns its id.
 func (r *Repo) SaveSnapshot(ctx context.Context, sn *Snapshot) (ID, error) {
 	b, err := json.Marshal(sn)
 	if err != nil {
 		return ID{}, err
 	}
-	id, err := r.saveObject(ctx, snapshotDir, b, aadSnapshot)
+	id, err := r.saveObject(ctx, store.KindSnapshot, b, aadSnapshot)
 	if err != nil {
 		return ID{}, err
 	}
@@ -112,7 +112,7 @@ func (r *Repo) LoadSnapshot(ctx context.Context, id ID) (*Snapshot, error) {
 		cp := *cached
 		return &cp, nil
 	}
-	p, err := r.loadObject(ctx, snapshotDir+id.String(), aadSnapshot)
+	p, err := r.loadObject(ctx, store.Handle{Kind: store.KindSnapshot, Name: id.String()}, aadSnapshot)
 	if err != nil {
 		return nil, err
 	}
@@ -134,8 +134,8 @@ func (r *Repo) LoadSnapshot(ctx context.Context, id ID) (*Snapshot, error) {
 // SnapshotIDs lists the ids of every snapshot.
 func (r *Repo) SnapshotIDs(ctx context.Context) ([]ID, error) {
 	var ids []ID
-	err := r.st.List(ctx, snapshotDir, func(o ObjectInfo) error {
-		id, err := ParseID(strings.TrimPrefix(o.Name, snapshotDir))
+	err := r.st.List(ctx, store.KindSnapshot, func(o store.ObjectInfo) error {
+		id, err := ParseID(o.Handle.Name)
 		if err != nil {
 			return nil // not ours; ignore
 		}
@@ -201,7 +201,7 @@ func (r *Repo) FindSnapshot(ctx context.Context, ref string) (*Snapshot, error) 
 	}
 	switch len(match) {
 	case 0:
-		return nil, fmt.Errorf("snapshot %s: no such snapshot (coffer ls lists them): %w", ref, ErrNotFound)
+		return nil, fmt.Errorf("snapshot %s: no such snapshot (coffer ls lists them): %w", ref, store.ErrNotFound)
 	case 1:
 		return r.LoadSnapshot(ctx, match[0])
 	}
@@ -262,7 +262,7 @@ func (r *Repo) ResolvePath(ctx context.Context, sn *Snapshot, p string, preferFi
 			return nil, err
 		}
 		if n == nil {
-			return nil, fmt.Errorf("%s: no such file or directory in snapshot %s: %w", "/"+strings.Join(segs[:i+1], "/"), sn.ID.Short(), ErrNotFound)
+			return nil, fmt.Errorf("%s: no such file or directory in snapshot %s: %w", "/"+strings.Join(segs[:i+1], "/"), sn.ID.Short(), store.ErrNotFound)
 		}
 		cp := *n
 		cur = &cp

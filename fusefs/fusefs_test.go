@@ -22,6 +22,7 @@ import (
 
 	"github.com/coffer-backup/coffer/cache"
 	"github.com/coffer-backup/coffer/engine"
+	"github.com/coffer-backup/coffer/engine/store"
 	"github.com/coffer-backup/coffer/internal/testtree"
 )
 
@@ -34,7 +35,7 @@ var (
 
 func newRepo(t testing.TB) *engine.Repo {
 	t.Helper()
-	st, err := engine.NewLocalStorage(filepath.Join(t.TempDir(), "store"))
+	st, err := store.NewFolder(filepath.Join(t.TempDir(), "store"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 
 	"github.com/coffer-backup/coffer/engine"
+	"github.com/coffer-backup/coffer/engine/store"
 )
 
 // EnsureBucket creates the client's bucket when it does not exist (in the
@@ -24,7 +25,7 @@ func EnsureBucket(ctx context.Context, c *Client) (bool, error) {
 	created := false
 	switch {
 	case err == nil:
-	case errors.Is(err, engine.ErrNotFound) || errors.Is(err, ErrNoSuchBucket):
+	case errors.Is(err, store.ErrNotFound) || errors.Is(err, ErrNoSuchBucket):
 		in := &s3.CreateBucketInput{Bucket: &b}
 		if c.region != "" && c.region != "us-east-1" {
 			in.CreateBucketConfiguration = &types.CreateBucketConfiguration{LocationConstraint: types.BucketLocationConstraint(c.region)}

@@ -1,6 +1,8 @@
 package s3io
 
 import (
+	"github.com/coffer-backup/coffer/engine/store"
+
 	"context"
 	"errors"
 	"fmt"
@@ -45,7 +47,7 @@ func TestRetrySlowDown(t *testing.T) {
 		}
 		w.Header().Set("ETag", `"x"`)
 	}))
-	if err := NewStorage(c).Put(context.Background(), "config", []byte("x")); err != nil {
+	if err := NewStorage(c).Put(context.Background(), store.ConfigHandle, []byte("x")); err != nil {
 		t.Fatal(err)
 	}
 	if calls.Load() != 2 {
@@ -63,7 +65,7 @@ func TestNoRetryWhenCancelled(t *testing.T) {
 		cancel()
 		slowDown(w)
 	}))
-	_, err := NewStorage(c).Get(ctx, "config", 0, -1)
+	_, err := NewStorage(c).Get(ctx, store.ConfigHandle, 0, -1)
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("err = %v, want context.Canceled", err)
 	}
@@ -98,7 +100,9 @@ func TestRetryBudgetDoesNotStarve(t *testing.T) {
 	const n = 200 // the SDK's default quota allows 500/5 = 100 retries
 	errs := make(chan error, n)
 	for i := 0; i < n; i++ {
-		go func() { errs <- st.Put(context.Background(), fmt.Sprintf("index/%d", i), []byte("x")) }()
+		go func() {
+			errs <- st.Put(context.Background(), store.Handle{Kind: store.KindIndex, Name: fmt.Sprintf("%064x", i)}, []byte("x"))
+		}()
 	}
 	for i := 0; i < n; i++ {
 		if err := <-errs; err != nil {

@@ -13,7 +13,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/smithy-go"
 
-	"github.com/coffer-backup/coffer/engine"
+	"github.com/coffer-backup/coffer/engine/store"
 )
 
 // Kinds of S3 failure that callers and messages tell apart.
@@ -87,8 +87,8 @@ func arn(bucket, key string) string {
 var regionInMessage = regexp.MustCompile(`expecting '([a-z0-9-]+)'`)
 
 // classify turns an SDK error into an *Error, wrapped in
-// *engine.PermanentError when retrying cannot help, and wrapping
-// engine.ErrNotFound for a missing object. action is the IAM action of
+// *store.PermanentError when retrying cannot help, and wrapping
+// store.ErrNotFound for a missing object. action is the IAM action of
 // the call; key is "" for bucket-level calls.
 func classify(err error, op, action, bucket, key string) error {
 	if err == nil {
@@ -109,7 +109,7 @@ func classify(err error, op, action, bucket, key string) error {
 	case code == "NoSuchBucket":
 		e.Kind = ErrNoSuchBucket
 	case code == "NoSuchKey" || code == "NotFound" || code == "NoSuchVersion" || (status == http.StatusNotFound && code != "NoSuchUpload"):
-		return fmt.Errorf("s3io: %s %s: %w", op, e.Resource, engine.ErrNotFound)
+		return fmt.Errorf("s3io: %s %s: %w", op, e.Resource, store.ErrNotFound)
 	case code == "InvalidAccessKeyId" || code == "SignatureDoesNotMatch" || code == "InvalidToken" ||
 		code == "ExpiredToken" || code == "TokenRefreshRequired" || code == "InvalidClientTokenId":
 		e.Kind = ErrBadCredentials
@@ -138,14 +138,14 @@ func classify(err error, op, action, bucket, key string) error {
 	}
 	if e.Kind == nil {
 		if status >= 400 && status < 500 && status != http.StatusTooManyRequests && status != http.StatusRequestTimeout {
-			return &engine.PermanentError{Err: e}
+			return &store.PermanentError{Err: e}
 		}
 		return e
 	}
 	if e.Kind == ErrChanged {
 		return e
 	}
-	return &engine.PermanentError{Err: e}
+	return &store.PermanentError{Err: e}
 }
 
 // headError classifies the error of a HEAD of key ("" for the bucket). A
@@ -156,7 +156,7 @@ func classify(err error, op, action, bucket, key string) error {
 // a missing bucket or another region, is the answer.
 func (c *Client) headError(ctx context.Context, err error, op, action, key string) error {
 	cerr := classify(err, op, action, c.opt.Bucket, key)
-	if !errors.Is(cerr, ErrAccessDenied) && !engine.IsNotFound(cerr) {
+	if !errors.Is(cerr, ErrAccessDenied) && !store.IsNotFound(cerr) {
 		return cerr
 	}
 	if code := apiCode(err); code != "" && code != "Forbidden" && code != "NotFound" {

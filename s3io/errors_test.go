@@ -12,7 +12,7 @@ import (
 	"github.com/aws/smithy-go"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
 
-	"github.com/coffer-backup/coffer/engine"
+	"github.com/coffer-backup/coffer/engine/store"
 )
 
 // sdkError builds the error the SDK returns for an HTTP answer with this
@@ -101,11 +101,11 @@ func TestClassify(t *testing.T) {
 			} else if errors.As(err, &e) && e.Kind != nil {
 				t.Errorf("kind %v, want none", e.Kind)
 			}
-			if got := engine.IsNotFound(err); got != c.want.notFound {
+			if got := store.IsNotFound(err); got != c.want.notFound {
 				t.Errorf("not found: %v, want %v (%v)", got, c.want.notFound, err)
 			}
 			// The engine retries neither a missing object nor a permanent error.
-			if got := engine.IsPermanent(err); got != (c.want.permanent || c.want.notFound) {
+			if got := store.IsPermanent(err); got != (c.want.permanent || c.want.notFound) {
 				t.Errorf("permanent: %v, want %v (%v)", got, c.want.permanent, err)
 			}
 			if !errors.Is(err, c.err) && !c.want.notFound {
@@ -145,7 +145,7 @@ func TestErrorNamesActionAndResource(t *testing.T) {
 		t.Fatalf("%v\nwant prefix %s", err, want)
 	}
 	wrapped := fmt.Errorf("backup: %w", err)
-	if !errors.Is(wrapped, ErrAccessDenied) || !engine.IsPermanent(wrapped) {
+	if !errors.Is(wrapped, ErrAccessDenied) || !store.IsPermanent(wrapped) {
 		t.Fatalf("wrapping loses the kind: %v", wrapped)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 
 	"github.com/coffer-backup/coffer/engine"
+	"github.com/coffer-backup/coffer/engine/store"
 )
 
 // Source backs up the objects under a bucket prefix. A flat listing in
@@ -146,10 +147,10 @@ func (s *Source) Walk(ctx context.Context, fn func(*engine.Item) error, warn fun
 				if errors.Is(sl.err, context.Canceled) {
 					return sl.err
 				}
-				if errors.Is(sl.err, engine.ErrNotFound) {
+				if errors.Is(sl.err, store.ErrNotFound) {
 					continue // deleted since the listing: not in this snapshot
 				}
-				var pe *engine.PermanentError
+				var pe *store.PermanentError
 				if errors.As(sl.err, &pe) && !errors.Is(sl.err, ErrChanged) {
 					return sl.err
 				}
@@ -231,7 +232,7 @@ func (s *Source) tags(ctx context.Context, key string, count *int32) ([]types.Ta
 		})
 		return nil, nil
 	}
-	if errors.Is(err, engine.ErrNotFound) || errors.Is(err, context.Canceled) {
+	if errors.Is(err, store.ErrNotFound) || errors.Is(err, context.Canceled) {
 		return nil, err
 	}
 	// Tags are worth a notice, not the object: back it up without them.

@@ -15,7 +15,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/coffer-backup/coffer/engine"
+	"github.com/coffer-backup/coffer/engine/store"
 )
 
 // Storage keeps a store's objects under a bucket prefix.
@@ -23,7 +23,7 @@ type Storage struct {
 	c *Client
 }
 
-var _ engine.Storage = (*Storage)(nil)
+var _ store.Storage = (*Storage)(nil)
 
 // NewStorage returns the store at c's bucket and prefix.
 func NewStorage(c *Client) *Storage { return &Storage{c: c} }
@@ -35,18 +35,31 @@ const (
 	storePartSize       = 8 << 20
 )
 
-// dataPackPrefix names the objects that get the storage_class option;
-// everything else (config, index, tree packs, snapshots, locks) stays
-// STANDARD so listing and browsing work on a cold store.
-const dataPackPrefix = "packs/d/"
-
 func (s *Storage) Location() string { return s.c.URI() }
 
-func (s *Storage) storageClass(name string) types.StorageClass {
-	if s.c.opt.StorageClass != "" && strings.HasPrefix(name, dataPackPrefix) {
+// Features: conditional writes (If-None-Match / If-Match on PutObject);
+// no temp objects (a pack's name is its hash, and S3 cannot rename);
+// the default number of uploads at once (store.DefaultUploads).
+func (s *Storage) Features() store.Features {
+	return store.Features{Conditional: true}
+}
+
+// storageClass is the storage_class option for data packs only;
+// everything else (config, index, tree packs, snapshots, locks) stays
+// STANDARD so listing and browsing work on a cold store.
+func (s *Storage) storageClass(h store.Handle) types.StorageClass {
+	if s.c.opt.StorageClass != "" && h.Kind == store.KindDataPack {
 		return types.StorageClass(s.c.opt.StorageClass)
 	}
 	return ""
+}
+
+// objectKey is the S3 key of h, after validating it.
+func (s *Storage) objectKey(h store.Handle) (string, error) {
+	if err := h.Valid(); err != nil {
+		return "", err
+	}
+	return s.c.key(store.ObjectName(h)), nil
 }
 
 // sse applies the server-side encryption options to a PUT.
@@ -61,20 +74,76 @@ func (c *Client) sse() (types.ServerSideEncryption, *string) {
 	return types.ServerSideEncryption(c.opt.SSE), kid
 }
 
-func (s *Storage) Put(ctx context.Context, name string, data []byte) error {
-	key := s.c.key(name)
+func (s *Storage) Put(ctx context.Context, h store.Handle, data []byte) error {
+	key, err := s.objectKey(h)
+	if err != nil {
+		return err
+	}
 	if len(data) > storeMultipartAbove {
 		return s.c.putMultipart(ctx, &s3.CreateMultipartUploadInput{
-			Bucket: &s.c.opt.Bucket, Key: &key, StorageClass: s.storageClass(name),
+			Bucket: &s.c.opt.Bucket, Key: &key, StorageClass: s.storageClass(h),
 		}, data, storePartSize)
 	}
+	return s.putObject(ctx, h, key, data, nil)
+}
+
+// putObject is one PutObject of data; cond adds a condition header.
+func (s *Storage) putObject(ctx context.Context, h store.Handle, key string, data []byte, cond func(*s3.PutObjectInput)) error {
 	in := &s3.PutObjectInput{
 		Bucket: &s.c.opt.Bucket, Key: &key, Body: bytes.NewReader(data),
-		ContentLength: aws.Int64(int64(len(data))), StorageClass: s.storageClass(name),
+		ContentLength: aws.Int64(int64(len(data))), StorageClass: s.storageClass(h),
 	}
 	in.ServerSideEncryption, in.SSEKMSKeyId = s.c.sse()
+	if cond != nil {
+		cond(in)
+	}
 	_, err := s.c.s3.PutObject(ctx, in)
 	return classify(err, "put", "s3:PutObject", s.c.opt.Bucket, key)
+}
+
+// NewTemp: S3 has no rename, so packs are buffered and Put whole.
+func (s *Storage) NewTemp(ctx context.Context) (store.TempObject, error) {
+	return nil, fmt.Errorf("s3io: temp objects: %w", store.ErrNotSupported)
+}
+
+// GetVersion returns h and its ETag, the version PutIf compares.
+func (s *Storage) GetVersion(ctx context.Context, h store.Handle) ([]byte, store.Version, error) {
+	key, err := s.objectKey(h)
+	if err != nil {
+		return nil, "", err
+	}
+	out, err := s.c.s3.GetObject(ctx, &s3.GetObjectInput{Bucket: &s.c.opt.Bucket, Key: &key})
+	if err != nil {
+		return nil, "", classify(err, "get", "s3:GetObject", s.c.opt.Bucket, key)
+	}
+	data, err := readBody(out.Body, aws.ToInt64(out.ContentLength))
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, "", ctx.Err()
+		}
+		return nil, "", fmt.Errorf("s3io: get %s: %w", arn(s.c.opt.Bucket, key), err)
+	}
+	return data, store.Version(aws.ToString(out.ETag)), nil
+}
+
+// PutIf is a PutObject with If-Match: ETag, or If-None-Match: * for a new
+// object; the server refuses it with 412 when the condition fails.
+func (s *Storage) PutIf(ctx context.Context, h store.Handle, data []byte, v store.Version) error {
+	key, err := s.objectKey(h)
+	if err != nil {
+		return err
+	}
+	err = s.putObject(ctx, h, key, data, func(in *s3.PutObjectInput) {
+		if v == "" {
+			in.IfNoneMatch = aws.String("*")
+		} else {
+			in.IfMatch = aws.String(string(v))
+		}
+	})
+	if errors.Is(err, ErrChanged) || (v != "" && store.IsNotFound(err)) {
+		return fmt.Errorf("%w: %w", store.ErrPreconditionFailed, err)
+	}
+	return err
 }
 
 // putMultipart uploads data in parts of partSize, several at once.
@@ -168,8 +237,11 @@ const abortTimeout = 30 * time.Second
 // retries a request until its headers arrive, not a body cut short.
 const bodyAttempts = 5
 
-func (s *Storage) Get(ctx context.Context, name string, offset, length int64) ([]byte, error) {
-	key := s.c.key(name)
+func (s *Storage) Get(ctx context.Context, h store.Handle, offset, length int64) ([]byte, error) {
+	key, err := s.objectKey(h)
+	if err != nil {
+		return nil, err
+	}
 	var rng *string
 	switch {
 	case length == 0:
@@ -214,16 +286,19 @@ func readBody(r io.ReadCloser, hint int64) ([]byte, error) {
 	return io.ReadAll(r)
 }
 
-func (s *Storage) List(ctx context.Context, prefix string, fn func(engine.ObjectInfo) error) error {
-	p := s3.NewListObjectsV2Paginator(s.c.s3, &s3.ListObjectsV2Input{Bucket: &s.c.opt.Bucket, Prefix: aws.String(s.c.key(prefix))})
+func (s *Storage) List(ctx context.Context, k store.Kind, fn func(store.ObjectInfo) error) error {
+	p := s3.NewListObjectsV2Paginator(s.c.s3, &s3.ListObjectsV2Input{Bucket: &s.c.opt.Bucket, Prefix: aws.String(s.c.key(store.Prefix(k)))})
 	for p.HasMorePages() {
 		page, err := p.NextPage(ctx)
 		if err != nil {
 			return classify(err, "list", "s3:ListBucket", s.c.opt.Bucket, "")
 		}
 		for _, o := range page.Contents {
-			name := strings.TrimPrefix(aws.ToString(o.Key), s.c.opt.Prefix)
-			if err := fn(engine.ObjectInfo{Name: name, Size: aws.ToInt64(o.Size)}); err != nil {
+			h, ok := store.ParseObjectName(strings.TrimPrefix(aws.ToString(o.Key), s.c.opt.Prefix))
+			if !ok || h.Kind != k {
+				continue // not an object of the layout's
+			}
+			if err := fn(store.ObjectInfo{Handle: h, Size: aws.ToInt64(o.Size)}); err != nil {
 				return err
 			}
 		}
@@ -231,20 +306,26 @@ func (s *Storage) List(ctx context.Context, prefix string, fn func(engine.Object
 	return nil
 }
 
-func (s *Storage) Stat(ctx context.Context, name string) (engine.ObjectInfo, error) {
-	key := s.c.key(name)
+func (s *Storage) Stat(ctx context.Context, h store.Handle) (store.ObjectInfo, error) {
+	key, err := s.objectKey(h)
+	if err != nil {
+		return store.ObjectInfo{}, err
+	}
 	out, err := s.c.s3.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &s.c.opt.Bucket, Key: &key})
 	if err != nil {
-		return engine.ObjectInfo{}, s.c.headError(ctx, err, "stat", "s3:GetObject", key)
+		return store.ObjectInfo{}, s.c.headError(ctx, err, "stat", "s3:GetObject", key)
 	}
-	return engine.ObjectInfo{Name: name, Size: aws.ToInt64(out.ContentLength)}, nil
+	return store.ObjectInfo{Handle: h, Size: aws.ToInt64(out.ContentLength)}, nil
 }
 
-func (s *Storage) Delete(ctx context.Context, name string) error {
-	key := s.c.key(name)
-	_, err := s.c.s3.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &s.c.opt.Bucket, Key: &key})
+func (s *Storage) Delete(ctx context.Context, h store.Handle) error {
+	key, err := s.objectKey(h)
+	if err != nil {
+		return err
+	}
+	_, err = s.c.s3.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &s.c.opt.Bucket, Key: &key})
 	err = classify(err, "delete", "s3:DeleteObject", s.c.opt.Bucket, key)
-	if errors.Is(err, engine.ErrNotFound) {
+	if errors.Is(err, store.ErrNotFound) {
 		return nil
 	}
 	return err

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/coffer-backup/coffer/engine"
+	"github.com/coffer-backup/coffer/engine/store"
 	"github.com/coffer-backup/coffer/internal/testtree"
 )
 
@@ -117,7 +118,7 @@ func TestFlippedByte(t *testing.T) {
 	// Find the victim's blob through the engine, as an attacker with the
 	// passphrase (or a bad disk) might hit it.
 	ctx := context.Background()
-	st, _ := engine.NewLocalStorage(e.store)
+	st, _ := store.NewFolder(e.store)
 	r, err := engine.Open(ctx, st, []byte(e.pass))
 	if err != nil {
 		t.Fatal(err)

@@ -14,6 +14,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/coffer-backup/coffer/engine"
+	"github.com/coffer-backup/coffer/engine/store"
 	"github.com/coffer-backup/coffer/internal/config"
 )
 
@@ -54,11 +55,11 @@ Examples:
 				return usagef("create takes no arguments")
 			}
 			loc := c.String("store")
-			st, err := storageFor(loc)
+			st, _, err := composeStorage(c, repoOptions{})
 			if err != nil {
 				return err
 			}
-			if _, err := st.Stat(c.Context, "config"); err == nil {
+			if _, err := st.Stat(c.Context, store.ConfigHandle); err == nil {
 				return fmt.Errorf("store %s: %w; nothing was changed", loc, engine.ErrStoreExists)
 			}
 			pass, err := passphrase(c, true)
@@ -140,7 +141,7 @@ func runBackup(c *cli.Context) error {
 		}
 		locs[i] = loc
 	}
-	r, err := openRepo(c)
+	r, _, err := openRepo(c, repoOptions{})
 	if err != nil {
 		return err
 	}
@@ -304,7 +305,7 @@ Examples:
 			if c.NArg() > 1 {
 				return usagef("ls takes at most one ID[:/PATH]")
 			}
-			r, err := openRepo(c)
+			r, _, err := openRepo(c, repoOptions{})
 			if err != nil {
 				return err
 			}
@@ -445,7 +446,7 @@ func catCmd() *cli.Command {
 			if c.NArg() != 1 {
 				return usagef("cat takes one ID:/PATH")
 			}
-			r, err := openRepo(c)
+			r, _, err := openRepo(c, repoOptions{})
 			if err != nil {
 				return err
 			}
@@ -510,7 +511,7 @@ func runRestore(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	r, err := openRepo(c)
+	r, _, err := openRepo(c, repoOptions{})
 	if err != nil {
 		return err
 	}
@@ -590,7 +591,7 @@ type checkOut struct {
 }
 
 func runCheck(c *cli.Context) error {
-	r, err := openRepo(c)
+	r, _, err := openRepo(c, repoOptions{})
 	if err != nil {
 		return err
 	}
@@ -606,11 +607,13 @@ func runCheck(c *cli.Context) error {
 	var goal progressGoal
 	if progressWanted() && len(snaps) == 0 {
 		// A whole-store check reads every pack: their listing is the goal.
-		r.Storage().List(c.Context, "packs/", func(o engine.ObjectInfo) error {
-			goal.Objects++
-			goal.Bytes += o.Size
-			return nil
-		})
+		for _, k := range []store.Kind{store.KindDataPack, store.KindTreePack} {
+			r.Storage().List(c.Context, k, func(o store.ObjectInfo) error {
+				goal.Objects++
+				goal.Bytes += o.Size
+				return nil
+			})
+		}
 	}
 	view := startProgress("check", pr, goal)
 	res, err := r.Check(c.Context, engine.CheckOptions{Snapshots: snaps, Concurrency: concurrencyFor(c, storeLocation(c)), Progress: pr})
@@ -664,7 +667,7 @@ Examples:
    coffer at @mystore info --json | jq .dedup_ratio`,
 		Flags: []cli.Flag{jsonFlag()},
 		Action: func(c *cli.Context) error {
-			r, err := openRepo(c)
+			r, _, err := openRepo(c, repoOptions{})
 			if err != nil {
 				return err
 			}

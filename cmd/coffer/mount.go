@@ -5,14 +5,11 @@ import (
 	"log"
 	"os"
 	"os/exec"
-	"runtime/debug"
 
 	"github.com/dustin/go-humanize"
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/urfave/cli/v2"
 
-	"github.com/coffer-backup/coffer/cache"
-	"github.com/coffer-backup/coffer/engine"
 	"github.com/coffer-backup/coffer/fusefs"
 )
 
@@ -65,7 +62,7 @@ func runMount(c *cli.Context) error {
 
 	// Everything that can fail is done before mounting: the store, the
 	// passphrase, the snapshot list, the index, the path.
-	r, disk, err := openRepoCached(c)
+	r, layers, err := openRepo(c, repoOptions{diskCache: true})
 	if err != nil {
 		return err
 	}
@@ -114,7 +111,7 @@ func runMount(c *cli.Context) error {
 	}
 	fmt.Fprintf(stderr, "coffer: mounted %s of %s at %s; Ctrl-C or 'fusermount3 -u %s' unmounts\n",
 		what, r.Storage().Location(), dir, dir)
-	if disk != nil {
+	if disk := layers.disk; disk != nil {
 		defer func() {
 			if st := disk.Stats(); st.WriteErrors > 0 {
 				fmt.Fprintf(stderr, "coffer: mount: %d metadata objects could not be cached on disk\n", st.WriteErrors)
@@ -139,44 +136,4 @@ func runMount(c *cli.Context) error {
 	}
 	<-done
 	return nil
-}
-
-// openRepoCached is openRepo with the store's metadata objects read
-// through a sealed on-disk cache in the user's cache folder.
-func openRepoCached(c *cli.Context) (*engine.Repo, *cache.DiskStorage, error) {
-	loc := c.String("store")
-	st, err := storageFor(loc)
-	if err != nil {
-		return nil, nil, err
-	}
-	if _, err := st.Stat(c.Context, "config"); engine.IsNotFound(err) {
-		return nil, nil, fmt.Errorf("store %s: %w (create one with 'coffer at %s create')", loc, engine.ErrNoStore, loc)
-	} else if err != nil {
-		return nil, nil, fmt.Errorf("store %s: %w", loc, err)
-	}
-	pass, err := passphrase(c, false)
-	if err != nil {
-		return nil, nil, err
-	}
-	var disk *cache.DiskStorage
-	if !c.Bool("no-disk-cache") {
-		disk = cache.NewDiskStorage(st)
-		st = disk
-	}
-	r, err := engine.Open(c.Context, st, pass)
-	if err != nil {
-		return nil, nil, fmt.Errorf("store %s: %w", loc, err)
-	}
-	debug.FreeOSMemory()
-	if disk != nil {
-		dir, err := cache.DefaultDir(r.Params.StoreID)
-		if err == nil {
-			err = disk.Enable(dir)
-		}
-		if err != nil {
-			fmt.Fprintf(c.App.ErrWriter, "coffer: mount: no disk cache: %v\n", err)
-			disk = nil
-		}
-	}
-	return r, disk, nil
 }

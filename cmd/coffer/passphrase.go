@@ -184,7 +184,7 @@ Examples:
 				UsageText: "coffer at STORE passphrase ls [--json]\n\nExample:\n   coffer at /backups passphrase ls",
 				Flags:     []cli.Flag{jsonFlag()},
 				Action: func(c *cli.Context) error {
-					r, err := openRepo(c)
+					r, _, err := openRepo(c, repoOptions{})
 					if err != nil {
 						return err
 					}
@@ -238,7 +238,7 @@ Example:
 					if c.NArg() > 0 {
 						return usagef("passphrase add takes no arguments")
 					}
-					r, err := openRepo(c)
+					r, _, err := openRepo(c, repoOptions{})
 					if err != nil {
 						return err
 					}
@@ -267,7 +267,7 @@ Example:
 					if c.NArg() != 1 {
 						return usagef("passphrase rm takes one key slot ID (see 'passphrase ls')")
 					}
-					r, err := openRepo(c)
+					r, _, err := openRepo(c, repoOptions{})
 					if err != nil {
 						return err
 					}

@@ -11,6 +11,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/coffer-backup/coffer/engine"
+	"github.com/coffer-backup/coffer/engine/store"
 	"github.com/coffer-backup/coffer/s3io"
 )
 
@@ -83,7 +84,7 @@ func concurrencyFor(c *cli.Context, locs ...string) int {
 	return n
 }
 
-func s3Storage(loc string) (engine.Storage, error) {
+func s3Storage(loc string) (store.Storage, error) {
 	c, err := s3Client(context.Background(), loc)
 	if err != nil {
 		return nil, err

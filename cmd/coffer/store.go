@@ -8,12 +8,14 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/coffer-backup/coffer/engine"
+	"github.com/coffer-backup/coffer/engine/store"
+	"github.com/coffer-backup/coffer/engine/store/diskcache"
 	"github.com/coffer-backup/coffer/internal/config"
 )
 
 // storageFor turns a store location (a folder, s3://BUCKET/PREFIX or
-// @name) into a Storage.
-func storageFor(loc string) (engine.Storage, error) {
+// @name) into the Storage it names, with no decorator.
+func storageFor(loc string) (store.Storage, error) {
 	if loc == "" {
 		return nil, usagef("no store given: use 'coffer at PATH …' (or @NAME, or s3://BUCKET/PREFIX), --store or COFFER_STORE")
 	}
@@ -27,32 +29,71 @@ func storageFor(loc string) (engine.Storage, error) {
 	if strings.Contains(loc, "://") {
 		return nil, usagef("store %s: unknown scheme; a store is a folder path or s3://BUCKET/PREFIX", loc)
 	}
-	return engine.NewLocalStorage(loc)
+	return store.NewFolder(loc)
 }
 
-// openRepo opens the store named by the global flags.
-func openRepo(c *cli.Context) (*engine.Repo, error) {
-	loc := c.String("store")
-	st, err := storageFor(loc)
+// repoOptions say which decorators a command wants around its storage.
+type repoOptions struct {
+	// diskCache keeps the store's sealed metadata in the user's cache
+	// folder (the mount), unless --no-disk-cache.
+	diskCache bool
+}
+
+// layers are the decorators composeStorage put around a storage, for the
+// commands that report on them.
+type layers struct {
+	disk *diskcache.Storage // nil when not used
+}
+
+// composeStorage is the one place where decorators are put around the
+// storage of a store: every command gets its storage from here.
+func composeStorage(c *cli.Context, opt repoOptions) (store.Storage, *layers, error) {
+	st, err := storageFor(c.String("store"))
 	if err != nil {
-		return nil, err
+		return nil, nil, err
+	}
+	l := &layers{}
+	if opt.diskCache && !c.Bool("no-disk-cache") {
+		l.disk = diskcache.New(st) // enabled once the store's id is known
+		st = l.disk
+	}
+	return st, l, nil
+}
+
+// openRepo opens the store named by the global flags, through the
+// decorators opt asks for.
+func openRepo(c *cli.Context, opt repoOptions) (*engine.Repo, *layers, error) {
+	loc := c.String("store")
+	st, l, err := composeStorage(c, opt)
+	if err != nil {
+		return nil, nil, err
 	}
 	// Check for a store before asking for a passphrase.
-	if _, err := st.Stat(c.Context, "config"); engine.IsNotFound(err) {
-		return nil, fmt.Errorf("store %s: %w (create one with 'coffer at %s create')", loc, engine.ErrNoStore, loc)
+	if _, err := st.Stat(c.Context, store.ConfigHandle); store.IsNotFound(err) {
+		return nil, nil, fmt.Errorf("store %s: %w (create one with 'coffer at %s create')", loc, engine.ErrNoStore, loc)
 	} else if err != nil {
-		return nil, fmt.Errorf("store %s: %w", loc, err)
+		return nil, nil, fmt.Errorf("store %s: %w", loc, err)
 	}
 	pass, err := passphrase(c, false)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	r, err := engine.Open(c.Context, st, pass)
 	if err != nil {
-		return nil, fmt.Errorf("store %s: %w", loc, err)
+		return nil, nil, fmt.Errorf("store %s: %w", loc, err)
 	}
 	// The KDF's buffer is garbage now; collect it before it sets the
 	// GC's goal for the rest of the run (it would double peak memory).
 	debug.FreeOSMemory()
-	return r, nil
+	if l.disk != nil {
+		dir, err := diskcache.DefaultDir(r.Params.StoreID)
+		if err == nil {
+			err = l.disk.Enable(dir)
+		}
+		if err != nil {
+			fmt.Fprintf(c.App.ErrWriter, "coffer: no disk cache: %v\n", err)
+			l.disk = nil
+		}
+	}
+	return r, l, nil
 }
