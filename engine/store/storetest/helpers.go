@@ -12,6 +12,8 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/zeebo/blake3"
+
 	"github.com/coffer-backup/coffer/engine/store"
 )
 
@@ -84,6 +86,20 @@ func rangeString(offset, length int64) string {
 		return fmt.Sprintf(" [%d,end)", offset)
 	}
 	return fmt.Sprintf(" [%d,+%d)", offset, length)
+}
+
+// object returns n random bytes and a handle of kind k for them, named
+// as the engine names objects: packs, index files and snapshots by the
+// BLAKE3 hash of their bytes. A decorator that checks a copy against its
+// name (the disk cache) then takes the path it takes in use.
+func (g *gen) object(k store.Kind, n int) (store.Handle, []byte) {
+	data := g.bytes(n)
+	h := g.handle(k)
+	if k != store.KindConfig && k != store.KindLock {
+		sum := blake3.Sum256(data)
+		h.Name = hex.EncodeToString(sum[:])
+	}
+	return h, data
 }
 
 // checkBytes reports where got first differs from want, never the bytes
