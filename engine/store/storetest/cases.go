@@ -77,9 +77,9 @@ func testGetRange(t testing.TB, st store.Storage) {
 	checkGet(t, st, empty, 0, 0, []byte{})
 }
 
-// testGetOutOfRange: a range that runs past the end, starts past it or
-// before 0 is an error, never short data; and, since the object exists,
-// never a not-found.
+// testGetOutOfRange: a range that runs past the end or starts past it
+// is an error, never short data; and, since the object exists, never a
+// not-found.
 func testGetOutOfRange(t testing.TB, st store.Storage) {
 	g := newGen(t, "GetOutOfRange")
 	const size = 100
@@ -88,7 +88,6 @@ func testGetOutOfRange(t testing.TB, st store.Storage) {
 	for _, r := range []struct{ off, n int64 }{
 		{0, size + 1}, {50, 51}, {size - 1, 2}, {size, 1},
 		{size + 1, -1}, {size + 50, -1}, {200, 10}, {1 << 40, 1},
-		{-1, 10}, {-1, -1},
 	} {
 		b, err := st.Get(t.Context(), h, r.off, r.n)
 		switch {
@@ -104,6 +103,19 @@ func testGetOutOfRange(t testing.TB, st store.Storage) {
 		t.Errorf("Get %s%s: %d bytes past the end", h, rangeString(size, -1), len(b))
 	}
 	checkGet(t, st, h, 0, -1, data) // and nothing was harmed
+}
+
+// testGetNegativeOffset: an offset before the start is an error, not
+// the whole object nor a range of it.
+func testGetNegativeOffset(t testing.TB, st store.Storage) {
+	g := newGen(t, "GetNegativeOffset")
+	h, data := g.object(store.KindDataPack, 100)
+	mustPut(t, st, h, data)
+	for _, r := range []struct{ off, n int64 }{{-1, -1}, {-1, 10}, {-100, 50}} {
+		if b, err := st.Get(t.Context(), h, r.off, r.n); err == nil {
+			t.Errorf("Get %s%s: %d bytes and no error", h, rangeString(r.off, r.n), len(b))
+		}
+	}
 }
 
 // testStat: Stat reports the handle and the size.

@@ -27,6 +27,7 @@ var Cases = []Case{
 	{"PutGet", testPutGet},
 	{"GetRange", testGetRange},
 	{"GetOutOfRange", testGetOutOfRange},
+	{"GetNegativeOffset", testGetNegativeOffset},
 	{"Stat", testStat},
 	{"Missing", testMissing},
 	{"Delete", testDelete},

@@ -118,6 +118,7 @@ func TestSuiteBites(t *testing.T) {
 	}{
 		{"Get maps not-found to a plain error", &notFoundGone{mem()}, "Missing"},
 		{"Get returns what there is of a range that runs past the end", &shortRead{mem()}, "GetOutOfRange"},
+		{"Get clamps a negative offset to 0", &shortRead{mem()}, "GetNegativeOffset"},
 		{"List of tree packs also reports data packs", &kindLeak{mem()}, "ListKinds"},
 		{"List drops an object (a lost page)", &dropsOne{mem()}, "ListMany"},
 		{"PutIf ignores the version", &blindPutIf{mem()}, "PutIfVersion"},
