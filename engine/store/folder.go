@@ -208,12 +208,19 @@ func (s *Folder) Get(ctx context.Context, h Handle, offset, length int64) ([]byt
 		return nil, fmt.Errorf("folder store: get %s: %w", h, err)
 	}
 	defer f.Close()
-	if length < 0 {
+	if length <= 0 {
+		// ReadAt of nothing succeeds anywhere, so an offset past the
+		// end must be caught here.
 		st, err := f.Stat()
 		if err != nil {
 			return nil, fmt.Errorf("folder store: get %s: %w", h, err)
 		}
-		length = max(st.Size()-offset, 0)
+		if offset > st.Size() {
+			return nil, fmt.Errorf("folder store: get %s: offset %d outside its %d bytes", h, offset, st.Size())
+		}
+		if length < 0 {
+			length = st.Size() - offset
+		}
 	}
 	buf := make([]byte, length)
 	n, err := f.ReadAt(buf, offset)
@@ -227,6 +234,11 @@ func (s *Folder) Get(ctx context.Context, h Handle, offset, length int64) ([]byt
 }
 
 func (s *Folder) List(ctx context.Context, k Kind, fn func(ObjectInfo) error) error {
+	// Checked first: a kind with no folder yet is never walked, and its
+	// empty listing must not pass for a successful one.
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	if k == KindConfig {
 		info, err := s.Stat(ctx, ConfigHandle)
 		if IsNotFound(err) {

@@ -90,6 +90,9 @@ func (m *Memory) Stat(ctx context.Context, h Handle) (ObjectInfo, error) {
 }
 
 func (m *Memory) List(ctx context.Context, k Kind, fn func(ObjectInfo) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	m.mu.Lock()
 	var infos []ObjectInfo
 	for h, data := range m.objs {
@@ -111,6 +114,9 @@ func (m *Memory) List(ctx context.Context, k Kind, fn func(ObjectInfo) error) er
 
 func (m *Memory) Delete(ctx context.Context, h Handle) error {
 	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := h.Valid(); err != nil {
 		return err
 	}
 	m.mu.Lock()
@@ -138,15 +144,24 @@ func (t *memTemp) Commit(ctx context.Context, h Handle) error {
 }
 func (t *memTemp) Abort() { t.buf.Reset() }
 
+// GetVersion reads the bytes and their version under one lock: read
+// apart, a write in between would pair old bytes with the new version,
+// and a PutIf based on them would silently undo that write.
 func (m *Memory) GetVersion(ctx context.Context, h Handle) ([]byte, Version, error) {
-	data, err := m.Get(ctx, h, 0, -1)
-	if err != nil {
+	if err := ctx.Err(); err != nil {
+		return nil, "", err
+	}
+	if err := h.Valid(); err != nil {
 		return nil, "", err
 	}
 	m.mu.Lock()
+	data, ok := m.objs[h]
 	v := m.version[h]
 	m.mu.Unlock()
-	return data, Version(strconv.FormatUint(v, 10)), nil
+	if !ok {
+		return nil, "", fmt.Errorf("memory store: get %s: %w", h, ErrNotFound)
+	}
+	return bytes.Clone(data), Version(strconv.FormatUint(v, 10)), nil
 }
 
 func (m *Memory) PutIf(ctx context.Context, h Handle, data []byte, v Version) error {

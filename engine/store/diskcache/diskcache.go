@@ -88,18 +88,26 @@ func (d *Storage) Stats() Stats {
 	return Stats{Hits: d.hits.Load(), Misses: d.misses.Load(), WriteErrors: d.writeErrs.Load()}
 }
 
-// cachePath returns where a Get of h at off/length is kept, and whether
-// the whole object is; "" when it is not cached.
-func (d *Storage) cachePath(h store.Handle, off, length int64) (string, bool) {
+// objectPath is where copies of h sit: where the store keeps the
+// object, under the cache folder; a range gets its offset and length
+// appended to the name. "" when caching is off or h is invalid.
+func (d *Storage) objectPath(h store.Handle) string {
 	d.mu.RLock()
 	dir := d.dir
 	d.mu.RUnlock()
 	if dir == "" || h.Valid() != nil {
+		return ""
+	}
+	return filepath.Join(dir, filepath.FromSlash(store.ObjectName(h)))
+}
+
+// cachePath returns where a Get of h at off/length is kept, and whether
+// the whole object is; "" when it is not cached.
+func (d *Storage) cachePath(h store.Handle, off, length int64) (string, bool) {
+	name := d.objectPath(h)
+	if name == "" {
 		return "", false
 	}
-	// Copies sit where the store keeps the object, under dir; a range
-	// gets its offset and length appended to the name.
-	name := filepath.Join(dir, filepath.FromSlash(store.ObjectName(h)))
 	switch h.Kind {
 	case store.KindIndex, store.KindSnapshot:
 		if off == 0 && length < 0 {
@@ -173,12 +181,22 @@ func (d *Storage) List(ctx context.Context, k store.Kind, fn func(store.ObjectIn
 	return d.inner.List(ctx, k, fn)
 }
 
-// Delete removes h from the store and any whole copy of it.
+// Delete removes h from the store and every copy of it: the whole
+// object, and each range kept of a tree pack. The copies go after the
+// store's Delete, even a failed one (it may have happened all the
+// same), so a Get racing the Delete is less likely to leave one behind.
 func (d *Storage) Delete(ctx context.Context, h store.Handle) error {
+	err := d.inner.Delete(ctx, h)
 	if p, whole := d.cachePath(h, 0, -1); p != "" && whole {
 		os.Remove(p)
 	}
-	return d.inner.Delete(ctx, h)
+	if name := d.objectPath(h); name != "" && h.Kind == store.KindTreePack {
+		ranges, _ := filepath.Glob(name + ".*.*") // hex names hold no pattern characters
+		for _, r := range ranges {
+			os.Remove(r)
+		}
+	}
+	return err
 }
 
 func (d *Storage) NewTemp(ctx context.Context) (store.TempObject, error) {
