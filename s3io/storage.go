@@ -242,6 +242,9 @@ func (s *Storage) Get(ctx context.Context, h store.Handle, offset, length int64)
 	if err != nil {
 		return nil, err
 	}
+	if offset < 0 {
+		return nil, fmt.Errorf("s3io: get %s: negative offset %d", arn(s.c.opt.Bucket, key), offset)
+	}
 	var rng *string
 	switch {
 	case length == 0:

@@ -38,10 +38,7 @@ func TestS3StoreConformance(t *testing.T) {
 	if _, err := s3io.EnsureBucket(t.Context(), client(t, "")); err != nil {
 		t.Fatal(err)
 	}
-	storetest.RunWith(t, func(t *testing.T) store.Storage {
+	storetest.Run(t, func(t *testing.T) store.Storage {
 		return s3io.NewStorage(client(t, fmt.Sprintf("case%d", seq.Add(1))))
-	}, storetest.Options{Skip: map[string]string{
-		// As in s3io/storage_conformance_test.go; remove with the fix.
-		"GetNegativeOffset": "s3io: Get with offset < 0 and length < 0 sends no Range header and returns the whole object; it should refuse the offset",
-	}})
+	})
 }
