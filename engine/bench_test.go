@@ -1,4 +1,4 @@
-package engine
+package engine_test
 
 import (
 	"bytes"
@@ -10,6 +10,8 @@ import (
 	"encoding/binary"
 	"io"
 	"testing"
+
+	"github.com/coffer-backup/coffer/engine"
 
 	"github.com/coffer-backup/coffer/engine/crypto"
 	"github.com/coffer-backup/coffer/engine/format"
@@ -57,7 +59,7 @@ func qaBenchKeys(b testing.TB) *crypto.Keys {
 // parameters, as backup does.
 func BenchmarkChunk(b *testing.B) {
 	k := qaBenchKeys(b)
-	c := DefaultChunker
+	c := engine.DefaultChunker
 	opts := &chunkers.ChunkerOpts{MinSize: c.Min, NormalSize: c.Normal, MaxSize: c.Max, Key: k.ChunkerKey}
 	buf := make([]byte, c.Max)
 	for _, kind := range qaBenchKinds {
@@ -228,7 +230,7 @@ func BenchmarkOpen(b *testing.B) {
 func BenchmarkSaverSave(b *testing.B) {
 	for _, kind := range qaBenchKinds {
 		b.Run(kind, func(b *testing.B) {
-			r, _ := newTestRepo(b, CreateOptions{})
+			r, _ := newTestRepo(b, engine.CreateOptions{})
 			data := bytes.Clone(qaBenchInput(kind))
 			s := r.NewSaver(b.Context(), 2)
 			b.SetBytes(int64(len(data)))
@@ -239,7 +241,7 @@ func BenchmarkSaverSave(b *testing.B) {
 				for off := 0; off < len(data); off += 1 << 20 {
 					blob := data[off : off+1<<20]
 					binary.LittleEndian.PutUint64(blob, iter)
-					if _, err := s.Save(format.BlobData, r.keys.BlobID(blob), blob); err != nil {
+					if _, err := s.Save(format.BlobData, r.Keys().BlobID(blob), blob); err != nil {
 						b.Fatal(err)
 					}
 				}

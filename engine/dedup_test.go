@@ -1,6 +1,7 @@
-package engine
+package engine_test
 
 import (
+	"github.com/coffer-backup/coffer/engine"
 	"github.com/coffer-backup/coffer/engine/crypto"
 	"github.com/coffer-backup/coffer/engine/format"
 	"github.com/coffer-backup/coffer/engine/store"
@@ -24,7 +25,7 @@ import (
 // qaCountingSource passes a Source through, counting the files opened and
 // the bytes read from them.
 type qaCountingSource struct {
-	Source
+	engine.Source
 	mu     sync.Mutex
 	opened []string
 	read   atomic.Int64
@@ -32,14 +33,14 @@ type qaCountingSource struct {
 
 func qaCount(t testing.TB, dir string) *qaCountingSource {
 	t.Helper()
-	src, err := NewFSSource(dir)
+	src, err := engine.NewFSSource(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return &qaCountingSource{Source: src}
 }
 
-func (s *qaCountingSource) Open(ctx context.Context, it *Item) (io.ReadCloser, error) {
+func (s *qaCountingSource) Open(ctx context.Context, it *engine.Item) (io.ReadCloser, error) {
 	s.mu.Lock()
 	s.opened = append(s.opened, it.Path)
 	s.mu.Unlock()
@@ -84,9 +85,9 @@ func (s *qaCountingStorage) Get(ctx context.Context, name store.Handle, offset, 
 	return s.Storage.Get(ctx, name, offset, length)
 }
 
-func qaBackup(t testing.TB, r *Repo, src Source) *Snapshot {
+func qaBackup(t testing.TB, r *engine.Repo, src engine.Source) *engine.Snapshot {
 	t.Helper()
-	res, err := r.Backup(context.Background(), src, BackupOptions{})
+	res, err := r.Backup(context.Background(), src, engine.BackupOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,7 +131,7 @@ func qaCountFiles(t testing.TB, dir string) int {
 }
 
 // qaBlobCounts counts the indexed blobs of each kind.
-func qaBlobCounts(r *Repo) map[format.BlobKind]int {
+func qaBlobCounts(r *engine.Repo) map[format.BlobKind]int {
 	m := map[format.BlobKind]int{}
 	r.Index.Each(func(b format.BlobLoc, _ crypto.ID) { m[b.Kind]++ })
 	return m
@@ -140,7 +141,7 @@ func TestDedupSecondCopy100MiB(t *testing.T) {
 	if testing.Short() {
 		t.Skip("writes and backs up 200 MiB")
 	}
-	r, storeDir := newTestRepo(t, CreateOptions{}) // the default chunker
+	r, storeDir := newTestRepo(t, engine.CreateOptions{}) // the default chunker
 	base := t.TempDir()
 	a, b := filepath.Join(base, "a"), filepath.Join(base, "b")
 	sizes := []int{40 << 20, 30 << 20, 20<<20 + 12345, 10<<20 - 12345} // 100 MiB
@@ -152,7 +153,7 @@ func TestDedupSecondCopy100MiB(t *testing.T) {
 	if total != 100<<20 {
 		t.Fatalf("test setup: %d bytes", total)
 	}
-	snA := backupDir(t, r, a, BackupOptions{})
+	snA := backupDir(t, r, a, engine.BackupOptions{})
 	if snA.Stats.Bytes != 100<<20 || snA.Stats.NewBytes < 100<<20 {
 		t.Fatalf("first backup: %+v", snA.Stats)
 	}
@@ -173,7 +174,7 @@ func TestDedupSecondCopy100MiB(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	snB := backupDir(t, r, b, BackupOptions{})
+	snB := backupDir(t, r, b, engine.BackupOptions{})
 	if snB.Parent != nil {
 		t.Fatalf("backup of another folder used parent %s", snB.Parent.Short())
 	}
@@ -194,7 +195,7 @@ func TestDedupSecondCopy100MiB(t *testing.T) {
 }
 
 func TestUnchangedRebackupReadsNothing(t *testing.T) {
-	r, storeDir := newTestRepo(t, CreateOptions{Chunker: testChunker, PackSize: 256 << 10})
+	r, storeDir := newTestRepo(t, engine.CreateOptions{Chunker: testChunker, PackSize: 256 << 10})
 	src := filepath.Join(t.TempDir(), "src")
 	makeTree(t, src, testChunker)
 	nfiles := qaCountFiles(t, src)
@@ -279,7 +280,7 @@ func qaManyFiles(t testing.TB, dir string, n int) {
 func TestIncrementalPagedDirectory(t *testing.T) {
 	const n = 10000
 	ctx := context.Background()
-	r, storeDir := newTestRepo(t, CreateOptions{Chunker: testChunker, PackSize: 256 << 10})
+	r, storeDir := newTestRepo(t, engine.CreateOptions{Chunker: testChunker, PackSize: 256 << 10})
 	src := filepath.Join(t.TempDir(), "src")
 	qaManyFiles(t, filepath.Join(src, "big"), n)
 	writeFile(t, filepath.Join(src, "other.txt"), []byte("other"))
@@ -361,7 +362,7 @@ func TestLargeDirectoryPaging(t *testing.T) {
 	const n = 20000
 	const dirEvery = 97 // every 97th entry is a subdirectory
 	ctx := context.Background()
-	_, storeDir := newTestRepo(t, CreateOptions{Chunker: testChunker, PackSize: 256 << 10})
+	_, storeDir := newTestRepo(t, engine.CreateOptions{Chunker: testChunker, PackSize: 256 << 10})
 	src := filepath.Join(t.TempDir(), "src")
 	if err := os.MkdirAll(src, 0o755); err != nil {
 		t.Fatal(err)
@@ -392,7 +393,7 @@ func TestLargeDirectoryPaging(t *testing.T) {
 		t.Fatal(err)
 	}
 	cs.Storage = ls
-	r, err := Open(ctx, cs, []byte("test passphrase"))
+	r, err := engine.Open(ctx, cs, []byte("test passphrase"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -569,7 +570,7 @@ func TestLargeDirectoryPaging(t *testing.T) {
 // attrSource fills attributes only when a file is opened, as an S3
 // source with deferred attributes does.
 type attrSource struct {
-	Source
+	engine.Source
 	deferred bool
 	reused   int
 }
@@ -579,7 +580,7 @@ func (s *attrSource) ReuseAttrs(prev, cur *tree.Node) {
 	s.reused++
 	cur.Attrs = prev.Attrs
 }
-func (s *attrSource) Open(ctx context.Context, it *Item) (io.ReadCloser, error) {
+func (s *attrSource) Open(ctx context.Context, it *engine.Item) (io.ReadCloser, error) {
 	// Like a GET, take a while: the backup's assembler has the item by
 	// then and must still see what Open fills in.
 	time.Sleep(30 * time.Millisecond)
@@ -590,17 +591,17 @@ func (s *attrSource) Open(ctx context.Context, it *Item) (io.ReadCloser, error) 
 // TestDeferredAttrs: attributes a source fills in Open reach the
 // snapshot, and an unchanged file gets its parent's through ReuseAttrs.
 func TestDeferredAttrs(t *testing.T) {
-	r, _ := newTestRepo(t, CreateOptions{Chunker: testChunker})
+	r, _ := newTestRepo(t, engine.CreateOptions{Chunker: testChunker})
 	dir := t.TempDir()
 	writeFile(t, filepath.Join(dir, "a"), []byte("a"))
 	writeFile(t, filepath.Join(dir, "sub", "b"), []byte("b"))
-	fs, err := NewFSSource(dir)
+	fs, err := engine.NewFSSource(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for round := 0; round < 2; round++ {
 		src := &attrSource{Source: fs}
-		res, err := r.Backup(t.Context(), src, BackupOptions{})
+		res, err := r.Backup(t.Context(), src, engine.BackupOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -656,13 +657,13 @@ func (m *mapTrees) Page(ctx context.Context, id crypto.ID, load func(context.Con
 // TestTreeCache: with a TreeCache set, resolving the same paths again
 // loads no directory or page.
 func TestTreeCache(t *testing.T) {
-	r, _ := newTestRepo(t, CreateOptions{Chunker: testChunker})
+	r, _ := newTestRepo(t, engine.CreateOptions{Chunker: testChunker})
 	src := t.TempDir()
 	for i := 0; i < 600; i++ { // a paged directory
 		writeFile(t, filepath.Join(src, "big", fmt.Sprintf("f%04d", i)), nil)
 	}
 	writeFile(t, filepath.Join(src, "a", "b", "c"), []byte("c"))
-	sn := backupDir(t, r, src, BackupOptions{})
+	sn := backupDir(t, r, src, engine.BackupOptions{})
 	m := &mapTrees{dirs: map[crypto.ID]*tree.Dir{}, pages: map[crypto.ID][]tree.Node{}}
 	r.SetTreeCache(m)
 	paths := []string{"/a/b/c", "/big/f0123", "/big/f0599"}

@@ -1,6 +1,7 @@
-package engine
+package engine_test
 
 import (
+	"github.com/coffer-backup/coffer/engine"
 	"github.com/coffer-backup/coffer/engine/crypto"
 	"github.com/coffer-backup/coffer/engine/format"
 	"github.com/coffer-backup/coffer/engine/store"
@@ -524,10 +525,10 @@ func FuzzDecodeChunkList(f *testing.F) {
 }
 
 // qaFuzzRepo is a store in memory with the cheap KDF.
-func qaFuzzRepo(t testing.TB) (*Repo, *store.Memory) {
+func qaFuzzRepo(t testing.TB) (*engine.Repo, *store.Memory) {
 	t.Helper()
 	st := store.NewMemory()
-	r, err := Create(context.Background(), st, []byte("test passphrase"), CreateOptions{KDF: cheapKDF, Chunker: testChunker, PackSize: 64 << 10})
+	r, err := engine.Create(context.Background(), st, []byte("test passphrase"), engine.CreateOptions{KDF: cheapKDF, Chunker: testChunker, PackSize: 64 << 10})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -536,9 +537,9 @@ func qaFuzzRepo(t testing.TB) (*Repo, *store.Memory) {
 
 // qaObjectPlain is the plaintext inside a sealed object: the header and
 // the (maybe compressed) payload.
-func qaObjectPlain(t testing.TB, r *Repo, payload, aad []byte) []byte {
+func qaObjectPlain(t testing.TB, r *engine.Repo, payload, aad []byte) []byte {
 	t.Helper()
-	p, err := r.keys.Open(nil, r.sealObject(payload, aad), aad)
+	p, err := r.Keys().Open(nil, r.SealObject(payload, aad), aad)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -548,9 +549,9 @@ func qaObjectPlain(t testing.TB, r *Repo, payload, aad []byte) []byte {
 // qaReal is an in-memory store after a real backup of a small tree, and
 // the plaintexts of its objects as the engine wrote them.
 type qaReal struct {
-	r        *Repo
+	r        *engine.Repo
 	st       *store.Memory
-	sn       *Snapshot
+	sn       *engine.Snapshot
 	trailers [][]byte // plaintext of pack trailers
 	starts   []int64  // where each trailer starts
 	indexes  [][]byte // plaintext of index files
@@ -571,7 +572,7 @@ func qaRealStore(t testing.TB) *qaReal {
 	if err := os.Symlink("a.bin", filepath.Join(src, "link")); err != nil {
 		t.Fatal(err)
 	}
-	sn := backupDir(t, r, src, BackupOptions{})
+	sn := backupDir(t, r, src, engine.BackupOptions{})
 	q := &qaReal{r: r, st: st, sn: sn}
 	err := qaListAll(ctx, st, func(o store.ObjectInfo) error {
 		data, err := st.Get(ctx, o.Handle, 0, -1)
@@ -584,22 +585,22 @@ func qaRealStore(t testing.TB) *qaReal {
 			if err != nil {
 				return err
 			}
-			p, err := r.keys.Open(nil, sealed, format.AADTrailer)
+			p, err := r.Keys().Open(nil, sealed, format.AADTrailer)
 			if err != nil {
 				return err
 			}
 			q.trailers, q.starts = append(q.trailers, p), append(q.starts, start)
 		case store.KindIndex:
-			p, err := r.loadObject(ctx, o.Handle, format.AADIndex)
+			p, err := r.LoadObject(ctx, o.Handle, format.AADIndex)
 			if err != nil {
 				return err
 			}
 			q.indexes = append(q.indexes, p)
 		case store.KindSnapshot:
-			if q.snapshot, err = r.keys.Open(nil, data, format.AADSnapshot); err != nil {
+			if q.snapshot, err = r.Keys().Open(nil, data, format.AADSnapshot); err != nil {
 				return err
 			}
-			if q.payload, err = r.loadObject(ctx, o.Handle, format.AADSnapshot); err != nil {
+			if q.payload, err = r.LoadObject(ctx, o.Handle, format.AADSnapshot); err != nil {
 				return err
 			}
 		}
@@ -635,14 +636,14 @@ func FuzzLoadSnapshot(f *testing.F) {
 	r, st := qaFuzzRepo(f)
 	ctx := context.Background()
 	parent := qaID(5)
-	full := &Snapshot{
+	full := &engine.Snapshot{
 		Time: time.Date(2026, 11, 25, 10, 11, 12, 13, time.UTC), Source: "/home/someone/documents", Host: "host", User: "someone",
-		Tags: []string{"daily", "x"}, Root: qaID(1), RootMeta: RootMeta{Mode: 0o755, MTime: 123, UID: 1, GID: 2}, Parent: &parent,
-		Stats:   SnapshotStats{Files: 10, Dirs: 2, Bytes: 1 << 40, ReadBytes: 5, NewBlobs: 3, NewBytes: 4, StoredBytes: 6, Skipped: 1, Unchanged: 9},
+		Tags: []string{"daily", "x"}, Root: qaID(1), RootMeta: engine.RootMeta{Mode: 0o755, MTime: 123, UID: 1, GID: 2}, Parent: &parent,
+		Stats:   engine.SnapshotStats{Files: 10, Dirs: 2, Bytes: 1 << 40, ReadBytes: 5, NewBlobs: 3, NewBytes: 4, StoredBytes: 6, Skipped: 1, Unchanged: 9},
 		Partial: true, Info: []tree.Attr{{Key: "bucket", Value: []byte("b")}}, Duration: 1.5,
 	}
-	minimal := &Snapshot{Root: qaID(2)}
-	for _, sn := range []*Snapshot{full, minimal} {
+	minimal := &engine.Snapshot{Root: qaID(2)}
+	for _, sn := range []*engine.Snapshot{full, minimal} {
 		want := *sn
 		id, err := r.SaveSnapshot(ctx, sn)
 		if err != nil {
@@ -676,12 +677,12 @@ func FuzzLoadSnapshot(f *testing.F) {
 	f.Add(append([]byte{byte(format.CompNone), 2}, "{}"...))
 	f.Add([]byte{byte(format.CompZstd), 0})
 	f.Fuzz(func(t *testing.T, plain []byte) {
-		sealed := r.keys.Seal(nil, plain, format.AADSnapshot)
+		sealed := r.Keys().Seal(nil, plain, format.AADSnapshot)
 		id := crypto.Hash(sealed)
 		h := store.Handle{Kind: store.KindSnapshot, Name: id.String()}
 		st.Put(ctx, h, sealed)
 		defer st.Delete(ctx, h)
-		var sn *Snapshot
+		var sn *engine.Snapshot
 		var err error
 		qaCheckAllocs(t, "LoadSnapshot", len(plain), func() { sn, err = r.LoadSnapshot(ctx, id) })
 		if err != nil {
@@ -695,7 +696,7 @@ func FuzzLoadSnapshot(f *testing.F) {
 		if err != nil {
 			t.Fatalf("a loaded snapshot does not marshal: %v", err)
 		}
-		var sn2 Snapshot
+		var sn2 engine.Snapshot
 		if err := json.Unmarshal(b1, &sn2); err != nil {
 			t.Fatalf("a re-marshaled snapshot does not unmarshal: %v\n%s", err, b1)
 		}
@@ -708,7 +709,7 @@ func FuzzLoadSnapshot(f *testing.F) {
 
 // qaMarshalConfig re-encodes a decoded config without HTML escaping, so
 // that the params bytes (which key slots authenticate) are kept as read.
-func qaMarshalConfig(cf *configFile) ([]byte, error) {
+func qaMarshalConfig(cf *engine.ConfigFile) ([]byte, error) {
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)
@@ -728,16 +729,16 @@ func qaSeedConfigs(f testing.TB) [][]byte {
 	}
 	var compact bytes.Buffer
 	json.Compact(&compact, cfg)
-	cf, _, err := decodeConfig(cfg)
+	cf, _, err := engine.DecodeConfig(cfg)
 	if err != nil {
 		f.Fatal(err)
 	}
 	two := *cf
-	slot, err := wrapMaster(bytes.Repeat([]byte{7}, 32), []byte("other"), cf.Params, cheapKDF)
+	slot, err := engine.WrapMaster(bytes.Repeat([]byte{7}, 32), []byte("other"), cf.Params, cheapKDF)
 	if err != nil {
 		f.Fatal(err)
 	}
-	two.Keys = append([]KeySlot{slot}, cf.Keys...)
+	two.Keys = append([]engine.KeySlot{slot}, cf.Keys...)
 	twoBytes, err := json.Marshal(&two)
 	if err != nil {
 		f.Fatal(err)
@@ -748,11 +749,11 @@ func qaSeedConfigs(f testing.TB) [][]byte {
 // FuzzDecodeConfig fuzzes the config decoder.
 func FuzzDecodeConfig(f *testing.F) {
 	for _, c := range qaSeedConfigs(f) {
-		cf, p, err := decodeConfig(c)
+		cf, p, err := engine.DecodeConfig(c)
 		if err != nil {
 			f.Fatalf("seed config does not decode: %v", err)
 		}
-		if p.Chunker != testChunker || p.PackSize != 64<<10 || p.Version != FormatVersion || len(cf.Keys) == 0 {
+		if p.Chunker != testChunker || p.PackSize != 64<<10 || p.Version != engine.FormatVersion || len(cf.Keys) == 0 {
 			f.Fatalf("seed config decoded to %+v", p)
 		}
 		f.Add(c)
@@ -760,18 +761,18 @@ func FuzzDecodeConfig(f *testing.F) {
 	f.Add([]byte(`{"params":{"version":99},"keys":[]}`))
 	f.Add([]byte(`null`))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		var cf *configFile
-		var p Params
+		var cf *engine.ConfigFile
+		var p engine.Params
 		var err error
-		qaCheckAllocs(t, "decodeConfig", len(data), func() { cf, p, err = decodeConfig(data) })
+		qaCheckAllocs(t, "decodeConfig", len(data), func() { cf, p, err = engine.DecodeConfig(data) })
 		if err != nil {
-			var nf *NewerFormatError
+			var nf *engine.NewerFormatError
 			if !strings.HasPrefix(err.Error(), "config") && !errors.As(err, &nf) {
 				t.Fatalf("config error does not say what failed: %v", err)
 			}
 			return
 		}
-		if err := p.validate(); err != nil {
+		if err := p.Validate(); err != nil {
 			t.Fatalf("invalid params accepted: %v", err)
 		}
 		if len(cf.Keys) == 0 {
@@ -781,7 +782,7 @@ func FuzzDecodeConfig(f *testing.F) {
 		if err != nil {
 			t.Fatalf("decoded config does not marshal: %v", err)
 		}
-		cf2, p2, err := decodeConfig(re)
+		cf2, p2, err := engine.DecodeConfig(re)
 		if err != nil {
 			t.Fatalf("re-encoded config does not decode: %v\n%s", err, re)
 		}
@@ -807,7 +808,7 @@ func FuzzOpen(f *testing.F) {
 	for _, c := range qaSeedConfigs(f) {
 		st := store.NewMemory()
 		st.Put(context.Background(), store.ConfigHandle, c)
-		if _, err := Open(context.Background(), st, []byte("test passphrase")); err != nil {
+		if _, err := engine.Open(context.Background(), st, []byte("test passphrase")); err != nil {
 			f.Fatalf("seed config does not open: %v", err)
 		}
 		f.Add(c)
@@ -817,7 +818,7 @@ func FuzzOpen(f *testing.F) {
 		ctx := context.Background()
 		st := store.NewMemory()
 		st.Put(ctx, store.ConfigHandle, data)
-		cf, p, derr := decodeConfig(data)
+		cf, p, derr := engine.DecodeConfig(data)
 		if derr == nil {
 			// Do not let the fuzzer ask for gigabytes of Argon2 memory:
 			// KDF cost is chosen by whoever wrote the config.
@@ -830,14 +831,14 @@ func FuzzOpen(f *testing.F) {
 				}
 			}
 		}
-		r, err := Open(ctx, st, []byte("test passphrase"))
+		r, err := engine.Open(ctx, st, []byte("test passphrase"))
 		switch {
 		case derr != nil:
 			if err == nil || err.Error() != derr.Error() {
 				t.Fatalf("Open: %v; decodeConfig: %v", err, derr)
 			}
 		case err != nil:
-			if !errors.Is(err, ErrWrongPassphrase) {
+			if !errors.Is(err, engine.ErrWrongPassphrase) {
 				t.Fatalf("Open of a well-formed config: %v, want ErrWrongPassphrase", err)
 			}
 		default:
@@ -846,7 +847,7 @@ func FuzzOpen(f *testing.F) {
 			if !bytes.Equal(j1, j2) {
 				t.Fatalf("opened store has params %s, config says %s", j1, j2)
 			}
-			if r.Params.Chunker != testChunker || r.Params.PackSize != 64<<10 || r.Params.Version != FormatVersion || len(r.Params.StoreID) != 32 {
+			if r.Params.Chunker != testChunker || r.Params.PackSize != 64<<10 || r.Params.Version != engine.FormatVersion || len(r.Params.StoreID) != 32 {
 				t.Fatalf("a forged config opened: %s", j1)
 			}
 		}
@@ -884,17 +885,17 @@ func TestObjectHeaderLengthAllocation(t *testing.T) {
 	r, _ := qaFuzzRepo(t)
 	var e format.Encoder
 	e.Byte(byte(format.CompZstd))
-	e.Uvarint(maxObjectSize)
+	e.Uvarint(engine.MaxObjectSize)
 	e.B = append(e.B, 0x28, 0xb5, 0x2f, 0xfd) // zstd magic, then nothing
-	sealed := r.keys.Seal(nil, e.B, format.AADSnapshot)
+	sealed := r.Keys().Seal(nil, e.B, format.AADSnapshot)
 	var err error
-	got := qaAllocated(func() { _, err = r.openObject(sealed, format.AADSnapshot) })
+	got := qaAllocated(func() { _, err = r.OpenObject(sealed, format.AADSnapshot) })
 	if err == nil {
 		t.Fatal("a truncated zstd object opened")
 	}
 	if limit := qaAllocLimit(len(sealed)); got > limit {
 		t.Errorf("opening a %d-byte object whose header claims %d bytes allocated %d bytes (limit %d): "+
-			"decompress (compress.go) preallocates rawLen before decoding", len(sealed), uint64(maxObjectSize), got, limit)
+			"decompress (compress.go) preallocates rawLen before decoding", len(sealed), uint64(engine.MaxObjectSize), got, limit)
 	}
 }
 

@@ -1,6 +1,7 @@
-package engine
+package engine_test
 
 import (
+	"github.com/coffer-backup/coffer/engine"
 	"github.com/coffer-backup/coffer/engine/crypto"
 	"github.com/coffer-backup/coffer/engine/store"
 
@@ -15,9 +16,9 @@ import (
 var cheapKDF = crypto.KDFParams{Time: 1, Memory: 64, Threads: 1}
 
 // testChunker is small so that tests cross many chunk boundaries cheaply.
-var testChunker = ChunkerParams{Algorithm: "fastcdc-v1.0.0", Min: 16 << 10, Normal: 32 << 10, Max: 128 << 10}
+var testChunker = engine.ChunkerParams{Algorithm: "fastcdc-v1.0.0", Min: 16 << 10, Normal: 32 << 10, Max: 128 << 10}
 
-func newTestRepo(t testing.TB, opt CreateOptions) (*Repo, string) {
+func newTestRepo(t testing.TB, opt engine.CreateOptions) (*engine.Repo, string) {
 	t.Helper()
 	dir := t.TempDir()
 	st, err := store.NewFolder(filepath.Join(dir, "store"))
@@ -27,17 +28,17 @@ func newTestRepo(t testing.TB, opt CreateOptions) (*Repo, string) {
 	if opt.KDF == (crypto.KDFParams{}) {
 		opt.KDF = cheapKDF
 	}
-	r, err := Create(context.Background(), st, []byte("test passphrase"), opt)
+	r, err := engine.Create(context.Background(), st, []byte("test passphrase"), opt)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return r, filepath.Join(dir, "store")
 }
 
-func reopen(t testing.TB, path string) *Repo {
+func reopen(t testing.TB, path string) *engine.Repo {
 	t.Helper()
 	st, _ := store.NewFolder(path)
-	r, err := Open(context.Background(), st, []byte("test passphrase"))
+	r, err := engine.Open(context.Background(), st, []byte("test passphrase"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,9 +57,9 @@ func randBytes(n int) []byte { return testtree.RandBytes(n) }
 func textBytes(seed uint64, n int) []byte { return testtree.Text(seed, n) }
 
 // backupDir backs up dir and returns the snapshot.
-func backupDir(t testing.TB, r *Repo, dir string, opt BackupOptions) *Snapshot {
+func backupDir(t testing.TB, r *engine.Repo, dir string, opt engine.BackupOptions) *engine.Snapshot {
 	t.Helper()
-	src, err := NewFSSource(dir)
+	src, err := engine.NewFSSource(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,13 +70,13 @@ func backupDir(t testing.TB, r *Repo, dir string, opt BackupOptions) *Snapshot {
 	return res.Snapshot
 }
 
-func restoreAll(t testing.TB, r *Repo, sn *Snapshot, to string) error {
+func restoreAll(t testing.TB, r *engine.Repo, sn *engine.Snapshot, to string) error {
 	t.Helper()
-	dst, err := NewFSDestination(to)
+	dst, err := engine.NewFSDestination(to)
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = r.Restore(context.Background(), sn.RootNode(), dst, RestoreOptions{})
+	_, err = r.Restore(context.Background(), sn.RootNode(), dst, engine.RestoreOptions{})
 	return err
 }
 

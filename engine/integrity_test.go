@@ -1,6 +1,7 @@
-package engine
+package engine_test
 
 import (
+	"github.com/coffer-backup/coffer/engine"
 	"github.com/coffer-backup/coffer/engine/crypto"
 	"github.com/coffer-backup/coffer/engine/format"
 	"github.com/coffer-backup/coffer/engine/store"
@@ -92,13 +93,13 @@ func qaCopyDir(t testing.TB, src, dst string) {
 }
 
 // qaStoreWithData is a store holding one small snapshot.
-func qaStoreWithData(t testing.TB) (*Repo, string) {
+func qaStoreWithData(t testing.TB) (*engine.Repo, string) {
 	t.Helper()
-	r, storeDir := newTestRepo(t, CreateOptions{Chunker: testChunker, PackSize: 256 << 10})
+	r, storeDir := newTestRepo(t, engine.CreateOptions{Chunker: testChunker, PackSize: 256 << 10})
 	src := t.TempDir()
 	writeFile(t, filepath.Join(src, "a.bin"), qaRand(1, 300<<10))
 	writeFile(t, filepath.Join(src, "d", "b.txt"), textBytes(2, 100<<10))
-	backupDir(t, r, src, BackupOptions{})
+	backupDir(t, r, src, engine.BackupOptions{})
 	return r, storeDir
 }
 
@@ -111,8 +112,8 @@ func TestWrongPassphraseWritesNothing(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		r, err := Open(ctx, st, []byte(pass))
-		if !errors.Is(err, ErrWrongPassphrase) {
+		r, err := engine.Open(ctx, st, []byte(pass))
+		if !errors.Is(err, engine.ErrWrongPassphrase) {
 			t.Errorf("Open with %q: %v, want ErrWrongPassphrase", pass, err)
 		}
 		if r != nil {
@@ -162,24 +163,24 @@ func TestNewerFormatRefused(t *testing.T) {
 	_, storeDir := qaStoreWithData(t)
 	ctx := context.Background()
 	qaEditConfig(t, storeDir, func(cfg map[string]any) {
-		cfg["params"].(map[string]any)["version"] = FormatVersion + 1
+		cfg["params"].(map[string]any)["version"] = engine.FormatVersion + 1
 	})
 	// The version is checked before any passphrase is tried: a wrong one
 	// gets the same answer, not ErrWrongPassphrase.
 	for _, pass := range []string{"test passphrase", "wrong"} {
 		st, _ := store.NewFolder(storeDir)
-		r, err := Open(ctx, st, []byte(pass))
-		var nf *NewerFormatError
+		r, err := engine.Open(ctx, st, []byte(pass))
+		var nf *engine.NewerFormatError
 		if !errors.As(err, &nf) {
-			t.Fatalf("Open (%q) of a format %d store: %v, want a NewerFormatError", pass, FormatVersion+1, err)
+			t.Fatalf("Open (%q) of a format %d store: %v, want a NewerFormatError", pass, engine.FormatVersion+1, err)
 		}
 		if r != nil {
 			t.Fatal("Open returned a repo with an error")
 		}
-		if nf.Have != FormatVersion+1 || nf.Want != FormatVersion {
-			t.Errorf("NewerFormatError%+v, want Have %d Want %d", *nf, FormatVersion+1, FormatVersion)
+		if nf.Have != engine.FormatVersion+1 || nf.Want != engine.FormatVersion {
+			t.Errorf("NewerFormatError%+v, want Have %d Want %d", *nf, engine.FormatVersion+1, engine.FormatVersion)
 		}
-		if msg := err.Error(); !strings.Contains(msg, "upgrade") || !strings.Contains(msg, fmt.Sprint(FormatVersion+1)) {
+		if msg := err.Error(); !strings.Contains(msg, "upgrade") || !strings.Contains(msg, fmt.Sprint(engine.FormatVersion+1)) {
 			t.Errorf("message %q does not say to upgrade and which version", msg)
 		}
 	}
@@ -192,7 +193,7 @@ func TestGarbageConfigRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var cf configFile
+	var cf engine.ConfigFile
 	if err := json.Unmarshal(good, &cf); err != nil {
 		t.Fatal(err)
 	}
@@ -221,11 +222,11 @@ func TestGarbageConfigRefused(t *testing.T) {
 				t.Fatal(err)
 			}
 			st, _ := store.NewFolder(storeDir)
-			r, err := Open(ctx, st, []byte("test passphrase"))
+			r, err := engine.Open(ctx, st, []byte("test passphrase"))
 			if err == nil || r != nil {
 				t.Fatalf("Open of a garbage config: %v, %v", r, err)
 			}
-			if errors.Is(err, ErrWrongPassphrase) {
+			if errors.Is(err, engine.ErrWrongPassphrase) {
 				t.Fatalf("garbage config reported as a wrong passphrase: %v", err)
 			}
 			if !strings.HasPrefix(err.Error(), "config") {
@@ -237,11 +238,11 @@ func TestGarbageConfigRefused(t *testing.T) {
 
 // qaCorpus is a multi-pack store and what went into it.
 type qaCorpus struct {
-	r        *Repo
+	r        *engine.Repo
 	storeDir string
 	src      string
 	files    map[string][]byte // relative path → content
-	snaps    []*Snapshot
+	snaps    []*engine.Snapshot
 }
 
 // qaBuildCorpus backs up distinct random files (two with the same content,
@@ -250,7 +251,7 @@ type qaCorpus struct {
 // backup.
 func qaBuildCorpus(t testing.TB) *qaCorpus {
 	t.Helper()
-	r, storeDir := newTestRepo(t, CreateOptions{Chunker: testChunker, PackSize: 256 << 10})
+	r, storeDir := newTestRepo(t, engine.CreateOptions{Chunker: testChunker, PackSize: 256 << 10})
 	c := &qaCorpus{r: r, storeDir: storeDir, src: filepath.Join(t.TempDir(), "src"), files: map[string][]byte{}}
 	add := func(rel string, data []byte) {
 		writeFile(t, filepath.Join(c.src, filepath.FromSlash(rel)), data)
@@ -265,16 +266,16 @@ func qaBuildCorpus(t testing.TB) *qaCorpus {
 	add("big/huge.bin", qaRand(300, 5<<20))
 	add("text/notes.txt", textBytes(7, 300<<10))
 	add("tiny", []byte("x"))
-	c.snaps = append(c.snaps, backupDir(t, r, c.src, BackupOptions{}))
+	c.snaps = append(c.snaps, backupDir(t, r, c.src, engine.BackupOptions{}))
 	add("later/new1.bin", qaRand(400, 150<<10))
-	c.snaps = append(c.snaps, backupDir(t, r, c.src, BackupOptions{}))
+	c.snaps = append(c.snaps, backupDir(t, r, c.src, engine.BackupOptions{}))
 	add("later2/new2.bin", qaRand(500, 150<<10))
-	c.snaps = append(c.snaps, backupDir(t, r, c.src, BackupOptions{}))
+	c.snaps = append(c.snaps, backupDir(t, r, c.src, engine.BackupOptions{}))
 	return c
 }
 
 // qaPackBlobs groups the index by pack, each pack's blobs by offset.
-func qaPackBlobs(r *Repo) map[crypto.ID][]format.BlobLoc {
+func qaPackBlobs(r *engine.Repo) map[crypto.ID][]format.BlobLoc {
 	m := map[crypto.ID][]format.BlobLoc{}
 	r.Index.Each(func(b format.BlobLoc, pack crypto.ID) { m[pack] = append(m[pack], b) })
 	for _, bs := range m {
@@ -300,8 +301,8 @@ func TestIndexMatchesTrailers(t *testing.T) {
 	}
 	// What the index files say about each pack.
 	inFiles := map[crypto.ID]format.IndexPack{}
-	err := r.st.List(ctx, store.KindIndex, func(o store.ObjectInfo) error {
-		ips, err := r.readIndexFile(ctx, o.Handle)
+	err := r.Storage().List(ctx, store.KindIndex, func(o store.ObjectInfo) error {
+		ips, err := r.ReadIndexFile(ctx, o.Handle)
 		if err != nil {
 			return err
 		}
@@ -321,7 +322,7 @@ func TestIndexMatchesTrailers(t *testing.T) {
 	}
 	trailers := map[crypto.ID][]format.BlobLoc{}
 	for id, kind := range packs {
-		tr, err := r.readTrailer(ctx, kind, id)
+		tr, err := r.ReadTrailer(ctx, kind, id)
 		if err != nil {
 			t.Errorf("pack %s: %v", id.Short(), err)
 			continue
@@ -354,7 +355,7 @@ func TestIndexMatchesTrailers(t *testing.T) {
 	// named by the hash of its bytes.
 	seen := map[crypto.ID]bool{}
 	for _, kind := range []format.BlobKind{format.BlobData, format.BlobTree} {
-		err := r.st.List(ctx, packKind(kind), func(o store.ObjectInfo) error {
+		err := r.Storage().List(ctx, engine.PackKind(kind), func(o store.ObjectInfo) error {
 			id, err := crypto.ParseID(o.Handle.Name)
 			if err != nil {
 				return err
@@ -363,7 +364,7 @@ func TestIndexMatchesTrailers(t *testing.T) {
 			if k, ok := packs[id]; !ok || k != kind {
 				t.Errorf("pack file %s: indexed %v as %v", o.Handle, ok, k)
 			}
-			data, err := r.st.Get(ctx, o.Handle, 0, -1)
+			data, err := r.Storage().Get(ctx, o.Handle, 0, -1)
 			if err != nil {
 				return err
 			}
@@ -416,7 +417,7 @@ func qaFileChunks(t testing.TB, c *qaCorpus) map[crypto.ID]map[string]bool {
 // qaTreeOwners maps every tree blob of sn to the path check names when it
 // is bad: "/dir/" for a directory blob (or page), "/dir/file" for a chunk
 // list.
-func qaTreeOwners(t testing.TB, r *Repo, sn *Snapshot) map[crypto.ID]string {
+func qaTreeOwners(t testing.TB, r *engine.Repo, sn *engine.Snapshot) map[crypto.ID]string {
 	t.Helper()
 	ctx := context.Background()
 	m := map[crypto.ID]string{}
@@ -626,7 +627,7 @@ func TestFlippedByteInPack(t *testing.T) {
 			}
 
 			cr := reopen(t, dir)
-			res, err := cr.Check(ctx, CheckOptions{})
+			res, err := cr.Check(ctx, engine.CheckOptions{})
 			if err != nil {
 				t.Fatalf("check: %v", err)
 			}
@@ -670,13 +671,13 @@ func TestFlippedByteInPack(t *testing.T) {
 				t.Fatal(err)
 			}
 			out := filepath.Join(t.TempDir(), "out")
-			dst, err := NewFSDestination(out)
+			dst, err := engine.NewFSDestination(out)
 			if err != nil {
 				t.Fatal(err)
 			}
 			warned := map[string]bool{}
-			_, err = cr.Restore(ctx, sn.RootNode(), dst, RestoreOptions{Warn: func(p string, err error) { warned[p] = true }})
-			var re *RestoreError
+			_, err = cr.Restore(ctx, sn.RootNode(), dst, engine.RestoreOptions{Warn: func(p string, err error) { warned[p] = true }})
+			var re *engine.RestoreError
 			if len(lost) > 0 {
 				if !errors.As(err, &re) {
 					t.Fatalf("restore: %v, want a RestoreError", err)
@@ -781,7 +782,7 @@ func TestNoPlaintextInStore(t *testing.T) {
 	const dirName = "secret-dir-name-4242"
 	const fileName = "secret-file-name-9191.txt"
 	secrets := []string{marker, dirName, fileName}
-	r, storeDir := newTestRepo(t, CreateOptions{Chunker: testChunker, PackSize: 256 << 10})
+	r, storeDir := newTestRepo(t, engine.CreateOptions{Chunker: testChunker, PackSize: 256 << 10})
 	src := filepath.Join(t.TempDir(), "src")
 	// Compressible: the marker alone, and text with markers.
 	writeFile(t, filepath.Join(src, dirName, fileName), bytes.Repeat([]byte(marker+"\n"), 20000))
@@ -805,7 +806,7 @@ func TestNoPlaintextInStore(t *testing.T) {
 	if found := qaFindSecrets(t, src, secrets); len(found) == 0 {
 		t.Fatal("the search does not find the marker in the source")
 	}
-	sn := backupDir(t, r, src, BackupOptions{Tags: []string{marker}, Host: dirName})
+	sn := backupDir(t, r, src, engine.BackupOptions{Tags: []string{marker}, Host: dirName})
 	if sn.Stats.Files != 4 {
 		t.Fatalf("backed up %d files, want 4", sn.Stats.Files)
 	}
@@ -823,17 +824,17 @@ func TestNoPlaintextInStore(t *testing.T) {
 // TestKeySlots: a second passphrase opens the store to the same data; the
 // last slot cannot be removed; a removed passphrase no longer opens it.
 func TestKeySlots(t *testing.T) {
-	r, path := newTestRepo(t, CreateOptions{Chunker: testChunker})
+	r, path := newTestRepo(t, engine.CreateOptions{Chunker: testChunker})
 	ctx := t.Context()
 	src := t.TempDir()
 	writeFile(t, filepath.Join(src, "f"), []byte("slots"))
-	sn := backupDir(t, r, src, BackupOptions{})
+	sn := backupDir(t, r, src, engine.BackupOptions{})
 	slot, err := r.AddKeySlot(ctx, []byte("second"), cheapKDF)
 	if err != nil {
 		t.Fatal(err)
 	}
 	st, _ := store.NewFolder(path)
-	r2, err := Open(ctx, st, []byte("second"))
+	r2, err := engine.Open(ctx, st, []byte("second"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -846,7 +847,7 @@ func TestKeySlots(t *testing.T) {
 	if err := r2.RemoveKeySlot(ctx, r.SlotID()); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Open(ctx, st, []byte("test passphrase")); !errors.Is(err, ErrWrongPassphrase) {
+	if _, err := engine.Open(ctx, st, []byte("test passphrase")); !errors.Is(err, engine.ErrWrongPassphrase) {
 		t.Fatalf("removed passphrase: %v", err)
 	}
 	if err := r2.RemoveKeySlot(ctx, slot.ID); err == nil || !strings.Contains(err.Error(), "only one") {
@@ -881,13 +882,13 @@ func (c *damagedCache) Invalidate(name store.Handle, off, n int64) {
 // TestInvalidateDamagedCache: a blob or object whose cached bytes fail
 // authentication is read again from the store, not reported lost.
 func TestInvalidateDamagedCache(t *testing.T) {
-	r, path := newTestRepo(t, CreateOptions{Chunker: testChunker})
+	r, path := newTestRepo(t, engine.CreateOptions{Chunker: testChunker})
 	src := t.TempDir()
 	writeFile(t, filepath.Join(src, "f"), textBytes(3, 100<<10))
-	sn := backupDir(t, r, src, BackupOptions{})
+	sn := backupDir(t, r, src, engine.BackupOptions{})
 	st, _ := store.NewFolder(path)
 	dc := &damagedCache{Storage: st, dropped: map[string]bool{}}
-	r2, err := Open(t.Context(), dc, []byte("test passphrase"))
+	r2, err := engine.Open(t.Context(), dc, []byte("test passphrase"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -923,5 +924,5 @@ func qaConfigPath(root string) string {
 
 // qaPackPath is where a folder store at root keeps a pack.
 func qaPackPath(root string, kind format.BlobKind, id crypto.ID) string {
-	return filepath.Join(root, filepath.FromSlash(store.ObjectName(packHandle(kind, id))))
+	return filepath.Join(root, filepath.FromSlash(store.ObjectName(engine.PackHandle(kind, id))))
 }

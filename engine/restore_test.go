@@ -1,6 +1,7 @@
-package engine
+package engine_test
 
 import (
+	"github.com/coffer-backup/coffer/engine"
 	"github.com/coffer-backup/coffer/engine/store"
 	"github.com/coffer-backup/coffer/engine/tree"
 
@@ -17,11 +18,11 @@ import (
 
 // deniedDest refuses every file, as a bucket without s3:PutObject does.
 type deniedDest struct {
-	*FSDestination
+	*engine.FSDestination
 	creates atomic.Int64
 }
 
-func (d *deniedDest) CreateFile(ctx context.Context, path string, n *tree.Node) (FileWriter, error) {
+func (d *deniedDest) CreateFile(ctx context.Context, path string, n *tree.Node) (engine.FileWriter, error) {
 	d.creates.Add(1)
 	return nil, &store.PermanentError{Err: errors.New("access denied: s3:PutObject on arn:aws:s3:::dst")}
 }
@@ -30,16 +31,16 @@ func (d *deniedDest) CreateFile(ctx context.Context, path string, n *tree.Node) 
 // every entry stops the restore with that error, instead of one message
 // per file.
 func TestRestoreStopsOnPermanentError(t *testing.T) {
-	r, _ := newTestRepo(t, CreateOptions{Chunker: testChunker})
+	r, _ := newTestRepo(t, engine.CreateOptions{Chunker: testChunker})
 	src := t.TempDir()
 	for i := 0; i < 200; i++ {
 		writeFile(t, filepath.Join(src, fmt.Sprintf("d%d", i%10), fmt.Sprintf("f%03d", i)), []byte("x"))
 	}
-	sn := backupDir(t, r, src, BackupOptions{})
-	fs, _ := NewFSDestination(t.TempDir())
+	sn := backupDir(t, r, src, engine.BackupOptions{})
+	fs, _ := engine.NewFSDestination(t.TempDir())
 	dst := &deniedDest{FSDestination: fs}
 	var warned atomic.Int64
-	_, err := r.Restore(t.Context(), sn.RootNode(), dst, RestoreOptions{Concurrency: 2,
+	_, err := r.Restore(t.Context(), sn.RootNode(), dst, engine.RestoreOptions{Concurrency: 2,
 		Warn: func(string, error) { warned.Add(1) }})
 	if err == nil || !strings.Contains(err.Error(), "s3:PutObject") || !strings.Contains(err.Error(), "restore stopped") {
 		t.Fatalf("restore: %v", err)
@@ -55,7 +56,7 @@ func TestRestoreStopsOnPermanentError(t *testing.T) {
 // TestSkippedEntriesRecorded: what a backup leaves out is named in the
 // snapshot itself, with the reason, not only warned about.
 func TestSkippedEntriesRecorded(t *testing.T) {
-	r, _ := newTestRepo(t, CreateOptions{Chunker: testChunker})
+	r, _ := newTestRepo(t, engine.CreateOptions{Chunker: testChunker})
 	src := t.TempDir()
 	writeFile(t, filepath.Join(src, "ok"), []byte("ok"))
 	if err := syscall.Mkfifo(filepath.Join(src, "sub", "pipe"), 0o600); err != nil {
@@ -66,7 +67,7 @@ func TestSkippedEntriesRecorded(t *testing.T) {
 			t.Skip("mkfifo:", err)
 		}
 	}
-	sn := backupDir(t, r, src, BackupOptions{})
+	sn := backupDir(t, r, src, engine.BackupOptions{})
 	got, err := r.LoadSnapshot(t.Context(), sn.ID)
 	if err != nil {
 		t.Fatal(err)
@@ -80,14 +81,14 @@ func TestSkippedEntriesRecorded(t *testing.T) {
 // TestSnapshotsLoadedOnce: listing snapshots again (parent choice,
 // progress totals, latest) fetches no snapshot object twice.
 func TestSnapshotsLoadedOnce(t *testing.T) {
-	r, path := newTestRepo(t, CreateOptions{Chunker: testChunker})
+	r, path := newTestRepo(t, engine.CreateOptions{Chunker: testChunker})
 	src := t.TempDir()
 	writeFile(t, filepath.Join(src, "f"), []byte("f"))
-	backupDir(t, r, src, BackupOptions{})
-	backupDir(t, r, src, BackupOptions{})
+	backupDir(t, r, src, engine.BackupOptions{})
+	backupDir(t, r, src, engine.BackupOptions{})
 	st, _ := store.NewFolder(path)
 	cs := &getCounter{Storage: st}
-	r2, err := Open(t.Context(), cs, []byte("test passphrase"))
+	r2, err := engine.Open(t.Context(), cs, []byte("test passphrase"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,14 +1,16 @@
-package engine
+package engine_test
 
 import (
 	"path/filepath"
 	"testing"
 
+	"github.com/coffer-backup/coffer/engine"
+
 	"github.com/coffer-backup/coffer/internal/testtree"
 )
 
 // makeTree writes the round-trip corpus of testtree.Make.
-func makeTree(t testing.TB, root string, c ChunkerParams) {
+func makeTree(t testing.TB, root string, c engine.ChunkerParams) {
 	t.Helper()
 	if err := testtree.Make(root, testtree.Sizes{Min: c.Min, Max: c.Max}); err != nil {
 		t.Fatal(err)
@@ -16,10 +18,10 @@ func makeTree(t testing.TB, root string, c ChunkerParams) {
 }
 
 func TestRoundTrip(t *testing.T) {
-	r, storeDir := newTestRepo(t, CreateOptions{Chunker: testChunker, PackSize: 256 << 10})
+	r, storeDir := newTestRepo(t, engine.CreateOptions{Chunker: testChunker, PackSize: 256 << 10})
 	src := filepath.Join(t.TempDir(), "src")
 	makeTree(t, src, testChunker)
-	sn := backupDir(t, r, src, BackupOptions{})
+	sn := backupDir(t, r, src, engine.BackupOptions{})
 	if sn.Stats.Files == 0 || sn.Stats.NewBlobs == 0 {
 		t.Fatalf("backup saw nothing: %+v", sn.Stats)
 	}
@@ -34,7 +36,7 @@ func TestRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	compareTrees(t, src, out)
-	res, err := r2.Check(t.Context(), CheckOptions{})
+	res, err := r2.Check(t.Context(), engine.CheckOptions{})
 	if err != nil || !res.OK() {
 		t.Fatalf("check: %v %+v", err, res)
 	}
