@@ -136,7 +136,7 @@ func TestLRUGetWith(t *testing.T) {
 	st := newFakeStore()
 	st.delay = 50 * time.Millisecond
 	st.blobs[idOf(1)] = []byte("one")
-	c := New(1<<20, func(b []byte) int64 { return int64(len(b)) }, 4, nil)
+	c := New[engine.ID](1<<20, func(b []byte) int64 { return int64(len(b)) }, 4, nil)
 	defer c.Close()
 	get := func(id engine.ID) ([]byte, error) {
 		return c.GetWith(context.Background(), id, func(ctx context.Context) ([]byte, error) { return st.load(ctx, id) })

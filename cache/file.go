@@ -11,13 +11,13 @@ import (
 )
 
 // Chunks is the LRU of decrypted file chunks that every open file shares.
-type Chunks = LRU[[]byte]
+type Chunks = LRU[engine.ID, []byte]
 
 // NewChunks returns an LRU of at most maxBytes of chunks, loaded with load
 // (in coffer, engine.Repo.LoadBlob), running at most parallel read-ahead
 // loads at once.
-func NewChunks(maxBytes int64, parallel int, load Loader[[]byte]) *Chunks {
-	return New(maxBytes, func(b []byte) int64 { return int64(len(b)) }, parallel, load)
+func NewChunks(maxBytes int64, parallel int, load Loader[engine.ID, []byte]) *Chunks {
+	return NewBytes(maxBytes, parallel, load)
 }
 
 // File is a file's content as a list of chunks, with the offset where

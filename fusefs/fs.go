@@ -101,8 +101,8 @@ func New(repo Repo, opt Options) *FS {
 	f := &FS{repo: repo, opt: opt, logged: map[string]bool{}}
 	f.chunks = cache.NewChunks(opt.CacheSize, opt.Parallel, repo.LoadBlob)
 	f.trees = &trees{
-		dirs:  cache.New[*engine.Dir](opt.MetaCacheSize/2, dirSize, opt.Parallel, nil),
-		pages: cache.New[[]engine.Node](opt.MetaCacheSize/2, nodesSize, opt.Parallel, nil),
+		dirs:  cache.New[engine.ID, *engine.Dir](opt.MetaCacheSize/2, dirSize, opt.Parallel, nil),
+		pages: cache.New[engine.ID, []engine.Node](opt.MetaCacheSize/2, nodesSize, opt.Parallel, nil),
 	}
 	repo.SetTreeCache(f.trees)
 	return f
@@ -121,8 +121,8 @@ func (f *FS) Close() {
 // directories and pages, in which concurrent loads of one blob are
 // merged.
 type trees struct {
-	dirs   *cache.LRU[*engine.Dir]
-	pages  *cache.LRU[[]engine.Node]
+	dirs   *cache.LRU[engine.ID, *engine.Dir]
+	pages  *cache.LRU[engine.ID, []engine.Node]
 	closed atomic.Bool
 }
 
