@@ -1,10 +1,9 @@
-// Package cache owns what the mount keeps so that it does not fetch twice:
-// a byte-bounded LRU of decrypted blobs (golang-lru/v2) in which
-// concurrent loads of one blob are merged and read-ahead never fetches
-// what is cached or already coming; a reader that serves a file's bytes
-// from that LRU with read-ahead on sequential access; and an on-disk
-// cache of the store's immutable metadata objects, kept sealed, so that a
-// second mount of the same store starts without the network.
+// Package cache is a byte-bounded LRU (golang-lru/v2) in which
+// concurrent loads of one key are merged and prefetches never fetch what
+// is cached or already coming. It knows bytes, not formats: keys and
+// values are its callers' (decrypted chunks by blob id, byte ranges of an
+// object, decoded directory pages), and it imports nothing of coffer.
+// Reading a file through it with read-ahead is engine/object's job.
 package cache
 
 import (

@@ -1,8 +1,9 @@
 // Package fusefs shows snapshots as read-only go-fuse node trees: every
 // snapshot of a store under one root (by time, and by source, with
 // "latest" links), or one snapshot or subtree. It reads only through the
-// engine's API (directories, pages, chunk lists, blobs) and the cache
-// package; it decrypts and decodes nothing itself.
+// engine's API (directories, pages, chunk lists, blobs), reads file
+// content with engine/object through a cache.LRU of chunks, and decrypts
+// and decodes nothing itself.
 //
 // Everything is lazy: a snapshot's tree is read when its folder is first
 // looked into, a paged directory loads only the pages a lookup or a
@@ -22,6 +23,7 @@ import (
 
 	"github.com/coffer-backup/coffer/cache"
 	"github.com/coffer-backup/coffer/engine"
+	"github.com/coffer-backup/coffer/engine/object"
 )
 
 // Repo is what the mount reads through; *engine.Repo implements it. The
@@ -66,7 +68,7 @@ type FS struct {
 	repo Repo
 	opt  Options
 
-	chunks *cache.Chunks
+	chunks *cache.LRU[engine.ID, []byte] // decrypted chunks by blob id
 	trees  *trees
 
 	totals totals // what statfs reports, set with the root
@@ -99,7 +101,7 @@ func New(repo Repo, opt Options) *FS {
 		opt.Log = log.New(io.Discard, "", 0)
 	}
 	f := &FS{repo: repo, opt: opt, logged: map[string]bool{}}
-	f.chunks = cache.NewChunks(opt.CacheSize, opt.Parallel, repo.LoadBlob)
+	f.chunks = cache.NewBytes(opt.CacheSize, opt.Parallel, repo.LoadBlob)
 	f.trees = &trees{
 		dirs:  cache.New[engine.ID, *engine.Dir](opt.MetaCacheSize/2, dirSize, opt.Parallel, nil),
 		pages: cache.New[engine.ID, []engine.Node](opt.MetaCacheSize/2, nodesSize, opt.Parallel, nil),
@@ -150,6 +152,15 @@ type Stats struct {
 // Stats returns the caches' counters.
 func (f *FS) Stats() Stats {
 	return Stats{Chunks: f.chunks.Stats(), Dirs: f.trees.dirs.Stats(), Pages: f.trees.pages.Stats()}
+}
+
+// layout is a file's chunk list as the pieces engine/object reads.
+func layout(chunks []engine.Chunk) *object.Layout[engine.ID] {
+	pieces := make([]object.Piece[engine.ID], len(chunks))
+	for i, c := range chunks {
+		pieces[i] = object.Piece[engine.ID]{Key: c.ID, Size: int64(c.Size)}
+	}
+	return object.NewLayout(pieces)
 }
 
 // nodeSize estimates the memory of a decoded node.

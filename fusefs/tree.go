@@ -9,8 +9,8 @@ import (
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 
-	"github.com/coffer-backup/coffer/cache"
 	"github.com/coffer-backup/coffer/engine"
+	"github.com/coffer-backup/coffer/engine/object"
 )
 
 // xattrPrefix is where a node's attributes (for S3 objects: etag,
@@ -506,7 +506,7 @@ type fileNode struct {
 	entry
 
 	mu   sync.Mutex
-	file *cache.File
+	file *object.Layout[engine.ID]
 }
 
 var (
@@ -528,16 +528,16 @@ func (f *fileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint3
 		if err != nil {
 			return nil, 0, f.fsys.errno("open", f.Path(nil), err)
 		}
-		f.file = cache.NewFile(chunks)
+		f.file = layout(chunks)
 	}
-	h := &fileHandle{f: f, r: cache.NewReader(f.fsys.chunks, f.file, f.fsys.opt.ReadAhead)}
+	h := &fileHandle{f: f, r: object.NewReader(f.fsys.chunks, f.file, f.fsys.opt.ReadAhead)}
 	return h, fuse.FOPEN_KEEP_CACHE, 0
 }
 
 // fileHandle is one open file with its own read-ahead state.
 type fileHandle struct {
 	f *fileNode
-	r *cache.Reader
+	r *object.Reader[engine.ID]
 }
 
 var _ = (fs.FileReader)((*fileHandle)(nil))
