@@ -20,7 +20,7 @@ test: deps
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
 	$(GO) test -count=1 -timeout 20m ./...
-	$(GO) test -count=1 -race -short -timeout 20m ./engine/ ./cache/ ./fusefs/
+	$(GO) test -count=1 -race -short -timeout 20m ./engine/... ./cache/ ./fusefs/
 
 deps:
 	scripts/deps

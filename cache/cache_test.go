@@ -1,23 +1,19 @@
 package cache
 
 import (
-	"bytes"
 	"context"
 	"errors"
-	"io"
-	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/coffer-backup/coffer/engine/tree"
-
-	"github.com/coffer-backup/coffer/engine/crypto"
 )
 
-func idOf(i int) crypto.ID {
-	var id crypto.ID
+// blobID stands for the engine's blob ids, which the cache does not know.
+type blobID [32]byte
+
+func idOf(i int) blobID {
+	var id blobID
 	id[0], id[1], id[2] = byte(i), byte(i>>8), 0xcc
 	return id
 }
@@ -25,17 +21,17 @@ func idOf(i int) crypto.ID {
 // fakeStore serves blobs by id and counts loads per id.
 type fakeStore struct {
 	mu    sync.Mutex
-	blobs map[crypto.ID][]byte
-	loads map[crypto.ID]int
+	blobs map[blobID][]byte
+	loads map[blobID]int
 	delay time.Duration
 	total atomic.Int64
 }
 
 func newFakeStore() *fakeStore {
-	return &fakeStore{blobs: map[crypto.ID][]byte{}, loads: map[crypto.ID]int{}}
+	return &fakeStore{blobs: map[blobID][]byte{}, loads: map[blobID]int{}}
 }
 
-func (s *fakeStore) load(ctx context.Context, id crypto.ID) ([]byte, error) {
+func (s *fakeStore) load(ctx context.Context, id blobID) ([]byte, error) {
 	s.total.Add(1)
 	s.mu.Lock()
 	s.loads[id]++
@@ -55,7 +51,7 @@ func (s *fakeStore) load(ctx context.Context, id crypto.ID) ([]byte, error) {
 	return b, nil
 }
 
-func (s *fakeStore) count(id crypto.ID) int {
+func (s *fakeStore) count(id blobID) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.loads[id]
@@ -66,7 +62,7 @@ func TestLRUByteBound(t *testing.T) {
 	for i := 0; i < 100; i++ {
 		st.blobs[idOf(i)] = make([]byte, 1000+i)
 	}
-	c := NewChunks(10_000, 4, st.load)
+	c := NewBytes(10_000, 4, st.load)
 	defer c.Close()
 	ctx := context.Background()
 	for round := 0; round < 3; round++ {
@@ -103,7 +99,7 @@ func TestLRUMergesConcurrentLoads(t *testing.T) {
 	st.delay = 50 * time.Millisecond
 	st.blobs[idOf(1)] = []byte("one")
 	st.blobs[idOf(2)] = []byte("two")
-	c := NewChunks(1<<20, 4, st.load)
+	c := NewBytes(1<<20, 4, st.load)
 	defer c.Close()
 	var wg sync.WaitGroup
 	for i := 0; i < 50; i++ {
@@ -138,9 +134,9 @@ func TestLRUGetWith(t *testing.T) {
 	st := newFakeStore()
 	st.delay = 50 * time.Millisecond
 	st.blobs[idOf(1)] = []byte("one")
-	c := New(1<<20, func(b []byte) int64 { return int64(len(b)) }, 4, nil)
+	c := New[blobID](1<<20, func(b []byte) int64 { return int64(len(b)) }, 4, nil)
 	defer c.Close()
-	get := func(id crypto.ID) ([]byte, error) {
+	get := func(id blobID) ([]byte, error) {
 		return c.GetWith(context.Background(), id, func(ctx context.Context) ([]byte, error) { return st.load(ctx, id) })
 	}
 	var wg sync.WaitGroup
@@ -170,7 +166,7 @@ func TestLRUWaiterGivesUp(t *testing.T) {
 	st := newFakeStore()
 	st.delay = 200 * time.Millisecond
 	st.blobs[idOf(1)] = []byte("x")
-	c := NewChunks(1<<20, 4, st.load)
+	c := NewBytes(1<<20, 4, st.load)
 	defer c.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
 	defer cancel()
@@ -183,145 +179,87 @@ func TestLRUWaiterGivesUp(t *testing.T) {
 	}
 }
 
-// makeFile returns a file of n chunks of random sizes and its content.
-func makeFile(st *fakeStore, seed uint64, n int) (*File, []byte) {
-	r := rand.New(rand.NewPCG(seed, 7))
-	var all []byte
-	var chunks []tree.Chunk
-	for i := 0; i < n; i++ {
-		b := make([]byte, 1+r.IntN(3000))
-		for j := range b {
-			b[j] = byte(r.Uint32())
-		}
-		id := idOf(int(seed)*1000 + i)
-		st.blobs[id] = b
-		chunks = append(chunks, tree.Chunk{ID: id, Size: uint32(len(b))})
-		all = append(all, b...)
-	}
-	return NewFile(chunks), all
-}
+var errNotFound = errors.New("not found")
 
-func TestReaderRandomReads(t *testing.T) {
-	st := newFakeStore()
-	f, want := makeFile(st, 1, 40)
-	c := NewChunks(20_000, 4, st.load) // smaller than the file
-	defer c.Close()
-	rd := NewReader(c, f, 8000)
-	r := rand.New(rand.NewPCG(9, 9))
-	for i := 0; i < 2000; i++ {
-		off := r.Int64N(int64(len(want)) + 10)
-		p := make([]byte, r.IntN(9000))
-		n, err := rd.ReadAt(context.Background(), p, off)
-		wantN := max(0, min(len(p), len(want)-int(off)))
-		if n != wantN || !bytes.Equal(p[:n], want[min(int(off), len(want)):min(int(off), len(want))+n]) {
-			t.Fatalf("read %d at %d: got %d bytes (%v), want %d", len(p), off, n, err, wantN)
+// TestLRUPrefetch: Prefetch queues what is neither cached nor coming,
+// runs at most the parallel bound of loads at once, and checks a queued
+// key again when its turn comes. Keys here are ints: the LRU takes any
+// comparable key.
+func TestLRUPrefetch(t *testing.T) {
+	var running, peak atomic.Int32
+	var mu sync.Mutex
+	loads := map[int]int{}
+	release := make(chan struct{})
+	load := func(ctx context.Context, k int) ([]byte, error) {
+		n := running.Add(1)
+		defer running.Add(-1)
+		for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
 		}
-		if (n < len(p)) != (err == io.EOF) {
-			t.Fatalf("read %d at %d: n=%d err=%v", len(p), off, n, err)
+		mu.Lock()
+		loads[k]++
+		mu.Unlock()
+		select {
+		case <-release:
+		case <-ctx.Done():
+			return nil, ctx.Err()
 		}
+		return []byte{byte(k)}, nil
 	}
-	if s := c.Stats(); s.Bytes > 20_000 {
-		t.Fatalf("holds %d bytes", s.Bytes)
-	}
-}
-
-func TestReadAheadSkipsCached(t *testing.T) {
-	st := newFakeStore()
-	f, want := makeFile(st, 2, 30)
-	c := NewChunks(1<<20, 4, st.load)
+	c := NewBytes(1<<20, 2, load)
 	defer c.Close()
 	ctx := context.Background()
-	// A reader of the middle third caches those chunks first.
-	third := len(f.chunks) / 3
-	mid := NewReader(c, f, 0)
-	midStart, midEnd := f.start(third), f.ends[2*third-1]
-	p := make([]byte, midEnd-midStart)
-	if _, err := mid.ReadAt(ctx, p, midStart); err != nil || !bytes.Equal(p, want[midStart:midEnd]) {
-		t.Fatal("middle read", err)
+	c.Add(0, []byte{0})
+	if n := c.Prefetch([]int{0, 1, 2, 3, 4, 5}); n != 5 {
+		t.Fatalf("queued %d of 5 keys not cached", n)
 	}
-	if st.total.Load() != int64(third) {
-		t.Fatalf("reading %d chunks without read-ahead made %d loads", third, st.total.Load())
+	if n := c.Prefetch([]int{1, 2, 3, 4, 5}); n != 0 {
+		t.Fatalf("queued %d keys already coming", n)
 	}
-	// A sequential reader of the whole file with a large window must load
-	// every other chunk exactly once and never one of the cached ones.
-	rd := NewReader(c, f, 1<<20)
-	buf := make([]byte, 700)
-	var got []byte
-	for off := int64(0); ; {
-		n, err := rd.ReadAt(ctx, buf, off)
-		got = append(got, buf[:n]...)
-		off += int64(n)
-		if err == io.EOF {
+	if s := c.Stats(); s.Pending != 5 {
+		t.Fatalf("pending %d, want 5", s.Pending)
+	}
+	// A reader takes a queued key itself while the background slots
+	// are busy: its turn then finds it cached and loads nothing.
+	waitFor(t, func() bool { return running.Load() == 2 })
+	mu.Lock()
+	var waiting int
+	for k := 1; k <= 5; k++ {
+		if loads[k] == 0 {
+			waiting = k
 			break
 		}
-		if err != nil {
-			t.Fatal(err)
+	}
+	mu.Unlock()
+	got := make(chan error, 1)
+	go func() { _, err := c.Get(ctx, waiting); got <- err }()
+	waitFor(t, func() bool { return running.Load() == 3 })
+	close(release)
+	if err := <-got; err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return c.Stats().Pending == 0 })
+	mu.Lock()
+	defer mu.Unlock()
+	for k := 1; k <= 5; k++ {
+		if loads[k] != 1 || !c.Contains(k) {
+			t.Fatalf("key %d loaded %d times, cached %v", k, loads[k], c.Contains(k))
 		}
 	}
-	if !bytes.Equal(got, want) {
-		t.Fatal("sequential read differs")
+	if p := peak.Load(); p != 3 {
+		t.Fatalf("%d loads at once, want 2 in the background and 1 for Get", p)
 	}
-	waitIdle(t, c)
-	for i, ch := range f.chunks {
-		if n := st.count(ch.ID); n != 1 {
-			t.Fatalf("chunk %d loaded %d times", i, n)
-		}
-	}
-	if s := c.Stats(); s.Prefetches == 0 {
-		t.Fatalf("no read-ahead happened: %+v", s)
+	if s := c.Stats(); s.Prefetches != 4 || s.Loads != 5 {
+		t.Fatalf("stats %+v", s)
 	}
 }
 
-func TestReadAheadBoundedAndResetBySeek(t *testing.T) {
-	st := newFakeStore()
-	f, _ := makeFile(st, 3, 200)
-	c := NewChunks(1<<30, 4, st.load)
-	defer c.Close()
-	ctx := context.Background()
-	const ahead = 6000
-	rd := NewReader(c, f, ahead)
-	rd.slack = 200
-	buf := make([]byte, 100)
-	for off := int64(0); off < 3000; off += 100 {
-		rd.ReadAt(ctx, buf, off)
-	}
-	waitIdle(t, c)
-	// Loaded: what was read plus at most the window after it (and the
-	// chunk the window's end falls in).
-	var loaded int64
-	for _, ch := range f.chunks {
-		if st.count(ch.ID) > 0 {
-			loaded += int64(ch.Size)
-		}
-	}
-	if loaded > 3000+ahead+2*3000 {
-		t.Fatalf("read 3000 bytes with a %d-byte window and loaded %d", ahead, loaded)
-	}
-	// Random reads far apart start no read-ahead.
-	before := c.Stats().Prefetches
-	r := rand.New(rand.NewPCG(1, 1))
-	for i := 0; i < 20; i++ {
-		rd.ReadAt(ctx, buf, r.Int64N(f.Size()))
-	}
-	waitIdle(t, c)
-	if after := c.Stats().Prefetches; after-before > 2 {
-		t.Fatalf("random reads prefetched %d chunks", after-before)
-	}
-}
-
-// waitIdle waits until no load is queued or running.
-func waitIdle(t *testing.T, c *Chunks) {
+func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
-	for i := 0; i < 500; i++ {
-		c.mu.Lock()
-		idle := len(c.inflight) == 0 && len(c.queued) == 0
-		c.mu.Unlock()
-		if idle {
+	for i := 0; i < 1000; i++ {
+		if cond() {
 			return
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
-	t.Fatal("loads still running")
+	t.Fatal("timed out")
 }
-
-var errNotFound = errors.New("not found")

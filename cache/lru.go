@@ -1,10 +1,9 @@
-// Package cache owns what the mount keeps so that it does not fetch twice:
-// a byte-bounded LRU of decrypted blobs (golang-lru/v2) in which
-// concurrent loads of one blob are merged and read-ahead never fetches
-// what is cached or already coming; a reader that serves a file's bytes
-// from that LRU with read-ahead on sequential access; and an on-disk
-// cache of the store's immutable metadata objects, kept sealed, so that a
-// second mount of the same store starts without the network.
+// Package cache is a byte-bounded LRU (golang-lru/v2) in which
+// concurrent loads of one key are merged and prefetches never fetch what
+// is cached or already coming. It knows bytes, not formats: keys and
+// values are its callers' (decrypted chunks by blob id, byte ranges of an
+// object, decoded directory pages), and it imports nothing of coffer.
+// Reading a file through it with read-ahead is engine/object's job.
 package cache
 
 import (
@@ -13,32 +12,30 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/coffer-backup/coffer/engine/crypto"
-
 	"github.com/hashicorp/golang-lru/v2/simplelru"
 )
 
-// Loader fetches the value of one id (a decrypted chunk, a decoded
-// directory page).
-type Loader[V any] func(ctx context.Context, id crypto.ID) (V, error)
+// Loader fetches the value of one key (a decrypted chunk by its blob id,
+// a byte range of an object, a decoded directory page).
+type Loader[K comparable, V any] func(ctx context.Context, key K) (V, error)
 
-// load is one load of one id, as GetWith is given it.
+// load is one load of one key, as GetWith is given it.
 type load[V any] func(ctx context.Context) (V, error)
 
-// LRU holds values by id up to a byte budget, evicting the least recently
-// used. Get merges concurrent loads of one id into one call of the
-// loader; Prefetch loads in the background what is neither cached nor
-// being loaded. It is safe for concurrent use.
-type LRU[V any] struct {
-	load Loader[V]
+// LRU holds values by key up to a byte budget, evicting the least
+// recently used. Get merges concurrent loads of one key into one call of
+// the loader; Prefetch loads in the background what is neither cached
+// nor being loaded. It is safe for concurrent use.
+type LRU[K comparable, V any] struct {
+	load Loader[K, V]
 	size func(V) int64
 	max  int64
 
 	mu       sync.Mutex
-	lru      *simplelru.LRU[crypto.ID, V]
+	lru      *simplelru.LRU[K, V]
 	bytes    int64
-	inflight map[crypto.ID]*call[V]
-	queued   map[crypto.ID]bool // waiting for a background slot
+	inflight map[K]*call[V]
+	queued   map[K]bool // waiting for a background slot
 
 	// Loads run under base, not under the context of whichever caller
 	// came first, so one caller giving up does not fail the others.
@@ -63,49 +60,58 @@ type Stats struct {
 	Prefetches int64 // loads run for Prefetch
 	Bytes      int64 // bytes held now
 	Entries    int
+	Pending    int // loads running or queued now
 }
 
 // New returns an LRU that holds at most maxBytes as measured by size and
 // runs at most parallel background loads at once. load may be nil for an
 // LRU used only through GetWith; Get and Prefetch need it.
-func New[V any](maxBytes int64, size func(V) int64, parallel int, load Loader[V]) *LRU[V] {
+func New[K comparable, V any](maxBytes int64, size func(V) int64, parallel int, load Loader[K, V]) *LRU[K, V] {
 	if parallel < 1 {
 		parallel = 1
 	}
-	l, _ := simplelru.NewLRU[crypto.ID, V](math.MaxInt32, nil)
+	l, _ := simplelru.NewLRU[K, V](math.MaxInt32, nil)
 	ctx, cancel := context.WithCancel(context.Background())
-	return &LRU[V]{
+	return &LRU[K, V]{
 		load: load, size: size, max: maxBytes, lru: l,
-		inflight: map[crypto.ID]*call[V]{}, queued: map[crypto.ID]bool{},
+		inflight: map[K]*call[V]{}, queued: map[K]bool{},
 		base: ctx, cancel: cancel, sem: make(chan struct{}, parallel),
 	}
 }
 
-// Close cancels the loads in flight; later loads fail.
-func (c *LRU[V]) Close() { c.cancel() }
-
-// Max returns the byte budget.
-func (c *LRU[V]) Max() int64 { return c.max }
-
-// Get returns the value of id from memory, or loads it (merged with any
-// load of id already running) and keeps it. If ctx ends first, Get
-// returns ctx's error; the load goes on for the others waiting on it.
-func (c *LRU[V]) Get(ctx context.Context, id crypto.ID) (V, error) {
-	return c.GetWith(ctx, id, func(ctx context.Context) (V, error) { return c.load(ctx, id) })
+// NewBytes returns an LRU of byte slices (decrypted chunks, ranges of an
+// object) that holds at most maxBytes of them, loaded with load, running
+// at most parallel background loads at once.
+func NewBytes[K comparable](maxBytes int64, parallel int, load Loader[K, []byte]) *LRU[K, []byte] {
+	return New(maxBytes, func(b []byte) int64 { return int64(len(b)) }, parallel, load)
 }
 
-// GetWith is Get with the load of id given by the caller, for values
-// whose loader only the asker knows (engine.TreeCache hands one over with
-// each request). A load of id already running is waited for instead.
-func (c *LRU[V]) GetWith(ctx context.Context, id crypto.ID, fn func(context.Context) (V, error)) (V, error) {
+// Close cancels the loads in flight; later loads fail.
+func (c *LRU[K, V]) Close() { c.cancel() }
+
+// Max returns the byte budget.
+func (c *LRU[K, V]) Max() int64 { return c.max }
+
+// Get returns the value of key from memory, or loads it (merged with any
+// load of key already running) and keeps it. If ctx ends first, Get
+// returns ctx's error; the load goes on for the others waiting on it.
+func (c *LRU[K, V]) Get(ctx context.Context, key K) (V, error) {
+	return c.GetWith(ctx, key, func(ctx context.Context) (V, error) { return c.load(ctx, key) })
+}
+
+// GetWith is Get with the load of key given by the caller, for values
+// whose loader only the asker knows (the mount's tree cache is handed
+// one by the engine with each request). A load of key already running is
+// waited for instead.
+func (c *LRU[K, V]) GetWith(ctx context.Context, key K, fn func(context.Context) (V, error)) (V, error) {
 	c.mu.Lock()
-	if v, ok := c.lru.Get(id); ok {
+	if v, ok := c.lru.Get(key); ok {
 		c.mu.Unlock()
 		c.hits.Add(1)
 		return v, nil
 	}
 	c.misses.Add(1)
-	cl := c.startLocked(id, fn)
+	cl := c.startLocked(key, fn)
 	c.mu.Unlock()
 	select {
 	case <-cl.done:
@@ -116,102 +122,102 @@ func (c *LRU[V]) GetWith(ctx context.Context, id crypto.ID, fn func(context.Cont
 	}
 }
 
-// Peek returns the value of id if it is in memory, without loading it or
+// Peek returns the value of key if it is in memory, without loading it or
 // changing its recency.
-func (c *LRU[V]) Peek(id crypto.ID) (V, bool) {
+func (c *LRU[K, V]) Peek(key K) (V, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.lru.Peek(id)
+	return c.lru.Peek(key)
 }
 
-// Contains reports whether id is in memory.
-func (c *LRU[V]) Contains(id crypto.ID) bool {
+// Contains reports whether key is in memory.
+func (c *LRU[K, V]) Contains(key K) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.lru.Contains(id)
+	return c.lru.Contains(key)
 }
 
-// Prefetch queues background loads of those ids that are neither in
+// Prefetch queues background loads of those keys that are neither in
 // memory, nor being loaded, nor queued, and returns without waiting. At
-// most the LRU's parallel bound of them run at once; a queued id is
-// checked again when its turn comes, so a blob that a reader fetched in
+// most the LRU's parallel bound of them run at once; a queued key is
+// checked again when its turn comes, so a value that a reader fetched in
 // the meantime is not fetched twice. It returns how many it queued.
-func (c *LRU[V]) Prefetch(ids []crypto.ID) int {
+func (c *LRU[K, V]) Prefetch(keys []K) int {
 	queued := 0
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for _, id := range ids {
-		if c.lru.Contains(id) || c.inflight[id] != nil || c.queued[id] {
+	for _, key := range keys {
+		if c.lru.Contains(key) || c.inflight[key] != nil || c.queued[key] {
 			continue
 		}
-		c.queued[id] = true
+		c.queued[key] = true
 		queued++
-		go c.background(id)
+		go c.background(key)
 	}
 	return queued
 }
 
-func (c *LRU[V]) background(id crypto.ID) {
+func (c *LRU[K, V]) background(key K) {
 	select {
 	case c.sem <- struct{}{}:
 	case <-c.base.Done():
 		c.mu.Lock()
-		delete(c.queued, id)
+		delete(c.queued, key)
 		c.mu.Unlock()
 		return
 	}
 	defer func() { <-c.sem }()
 	c.mu.Lock()
-	delete(c.queued, id)
-	if c.lru.Contains(id) || c.inflight[id] != nil {
+	delete(c.queued, key)
+	if c.lru.Contains(key) || c.inflight[key] != nil {
 		c.mu.Unlock()
 		return
 	}
 	cl := &call[V]{done: make(chan struct{})}
-	c.inflight[id] = cl
+	c.inflight[key] = cl
 	c.mu.Unlock()
 	c.prefetches.Add(1)
-	c.run(cl, func(ctx context.Context) (V, error) { return c.load(ctx, id) }, id)
+	c.run(cl, func(ctx context.Context) (V, error) { return c.load(ctx, key) }, key)
 }
 
-// startLocked returns the load of id in flight, starting one with fn if
+// startLocked returns the load of key in flight, starting one with fn if
 // there is none. c.mu must be held.
-func (c *LRU[V]) startLocked(id crypto.ID, fn load[V]) *call[V] {
-	if cl := c.inflight[id]; cl != nil {
+func (c *LRU[K, V]) startLocked(key K, fn load[V]) *call[V] {
+	if cl := c.inflight[key]; cl != nil {
 		return cl
 	}
 	cl := &call[V]{done: make(chan struct{})}
-	c.inflight[id] = cl
-	go c.run(cl, fn, id)
+	c.inflight[key] = cl
+	go c.run(cl, fn, key)
 	return cl
 }
 
-func (c *LRU[V]) run(cl *call[V], fn load[V], id crypto.ID) {
+func (c *LRU[K, V]) run(cl *call[V], fn load[V], key K) {
 	c.loads.Add(1)
 	v, err := fn(c.base)
 	cl.val, cl.err = v, err
 	c.mu.Lock()
-	delete(c.inflight, id)
+	delete(c.inflight, key)
 	if err == nil {
-		c.addLocked(id, v)
+		c.addLocked(key, v)
 	}
 	c.mu.Unlock()
 	close(cl.done)
 }
 
 // Add puts a value into the cache, as if it had been loaded.
-func (c *LRU[V]) Add(id crypto.ID, v V) {
+func (c *LRU[K, V]) Add(key K, v V) {
 	c.mu.Lock()
-	c.addLocked(id, v)
+	c.addLocked(key, v)
 	c.mu.Unlock()
 }
 
-func (c *LRU[V]) addLocked(id crypto.ID, v V) {
+func (c *LRU[K, V]) addLocked(key K, v V) {
 	n := c.size(v)
-	if n > c.max || c.lru.Contains(id) {
+	if n > c.max || c.lru.Contains(key) {
 		return // larger than the whole budget: served, not kept
 	}
-	c.lru.Add(id, v)
+	c.lru.Add(key, v)
 	c.bytes += n
 	for c.bytes > c.max {
 		_, old, ok := c.lru.RemoveOldest()
@@ -223,10 +229,10 @@ func (c *LRU[V]) addLocked(id crypto.ID, v V) {
 }
 
 // Stats returns the counters and the bytes held.
-func (c *LRU[V]) Stats() Stats {
+func (c *LRU[K, V]) Stats() Stats {
 	c.mu.Lock()
-	b, n := c.bytes, c.lru.Len()
+	b, n, p := c.bytes, c.lru.Len(), len(c.inflight)+len(c.queued)
 	c.mu.Unlock()
 	return Stats{Hits: c.hits.Load(), Misses: c.misses.Load(), Loads: c.loads.Load(),
-		Prefetches: c.prefetches.Load(), Bytes: b, Entries: n}
+		Prefetches: c.prefetches.Load(), Bytes: b, Entries: n, Pending: p}
 }

@@ -1,8 +1,9 @@
 // Package fusefs shows snapshots as read-only go-fuse node trees: every
 // snapshot of a store under one root (by time, and by source, with
 // "latest" links), or one snapshot or subtree. It reads only through the
-// engine's API (directories, pages, chunk lists, blobs) and the cache
-// package; it decrypts and decodes nothing itself.
+// engine's API (directories, pages, chunk lists, blobs), reads file
+// content with engine/object through a cache.LRU of chunks, and decrypts
+// and decodes nothing itself.
 //
 // Everything is lazy: a snapshot's tree is read when its folder is first
 // looked into, a paged directory loads only the pages a lookup or a
@@ -20,12 +21,11 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/coffer-backup/coffer/engine/tree"
-
-	"github.com/coffer-backup/coffer/engine/crypto"
-
 	"github.com/coffer-backup/coffer/cache"
 	"github.com/coffer-backup/coffer/engine"
+	"github.com/coffer-backup/coffer/engine/crypto"
+	"github.com/coffer-backup/coffer/engine/object"
+	"github.com/coffer-backup/coffer/engine/tree"
 )
 
 // Repo is what the mount reads through; *engine.Repo implements it. The
@@ -36,7 +36,7 @@ type Repo interface {
 	LoadDir(ctx context.Context, id crypto.ID) (*tree.Dir, error)
 	Lookup(ctx context.Context, d *tree.Dir, key string) (*tree.Node, error)
 	Iter(d *tree.Dir) *tree.Iter
-	FileChunks(ctx context.Context, n *tree.Node) ([]tree.Chunk, error)
+	FileLayout(ctx context.Context, n *tree.Node) (*object.Layout[crypto.ID], error)
 	SetTreeCache(c tree.Cache)
 }
 
@@ -70,7 +70,7 @@ type FS struct {
 	repo Repo
 	opt  Options
 
-	chunks *cache.Chunks
+	chunks *cache.LRU[crypto.ID, []byte] // decrypted chunks by blob id
 	trees  *trees
 
 	totals totals // what statfs reports, set with the root
@@ -103,10 +103,10 @@ func New(repo Repo, opt Options) *FS {
 		opt.Log = log.New(io.Discard, "", 0)
 	}
 	f := &FS{repo: repo, opt: opt, logged: map[string]bool{}}
-	f.chunks = cache.NewChunks(opt.CacheSize, opt.Parallel, repo.LoadBlob)
+	f.chunks = cache.NewBytes(opt.CacheSize, opt.Parallel, repo.LoadBlob)
 	f.trees = &trees{
-		dirs:  cache.New[*tree.Dir](opt.MetaCacheSize/2, dirSize, opt.Parallel, nil),
-		pages: cache.New[[]tree.Node](opt.MetaCacheSize/2, nodesSize, opt.Parallel, nil),
+		dirs:  cache.New[crypto.ID, *tree.Dir](opt.MetaCacheSize/2, dirSize, opt.Parallel, nil),
+		pages: cache.New[crypto.ID, []tree.Node](opt.MetaCacheSize/2, nodesSize, opt.Parallel, nil),
 	}
 	repo.SetTreeCache(f.trees)
 	return f
@@ -121,12 +121,12 @@ func (f *FS) Close() {
 	f.trees.pages.Close()
 }
 
-// trees is the mount's engine.TreeCache: byte-bounded LRUs of decoded
+// trees is the mount's tree.Cache: byte-bounded LRUs of decoded
 // directories and pages, in which concurrent loads of one blob are
 // merged.
 type trees struct {
-	dirs   *cache.LRU[*tree.Dir]
-	pages  *cache.LRU[[]tree.Node]
+	dirs   *cache.LRU[crypto.ID, *tree.Dir]
+	pages  *cache.LRU[crypto.ID, []tree.Node]
 	closed atomic.Bool
 }
 

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coffer-backup/coffer/engine/object"
 	"github.com/coffer-backup/coffer/engine/tree"
 
 	"github.com/coffer-backup/coffer/engine/crypto"
@@ -93,11 +94,11 @@ func (c *countingRepo) LoadBlob(ctx context.Context, id crypto.ID) ([]byte, erro
 	return c.Repo.LoadBlob(ctx, id)
 }
 
-func (c *countingRepo) FileChunks(ctx context.Context, n *tree.Node) ([]tree.Chunk, error) {
+func (c *countingRepo) FileLayout(ctx context.Context, n *tree.Node) (*object.Layout[crypto.ID], error) {
 	if !n.ChunkList.IsZero() {
 		c.lists.Add(1)
 	}
-	return c.Repo.FileChunks(ctx, n)
+	return c.Repo.FileLayout(ctx, n)
 }
 
 // mountTree mounts root on a fresh folder until the test ends.

@@ -6,13 +6,14 @@ import (
 	"sync"
 	"syscall"
 
+	"github.com/coffer-backup/coffer/engine/crypto"
 	"github.com/coffer-backup/coffer/engine/tree"
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 
-	"github.com/coffer-backup/coffer/cache"
 	"github.com/coffer-backup/coffer/engine"
+	"github.com/coffer-backup/coffer/engine/object"
 )
 
 // xattrPrefix is where a node's attributes (for S3 objects: etag,
@@ -508,7 +509,7 @@ type fileNode struct {
 	entry
 
 	mu   sync.Mutex
-	file *cache.File
+	file *object.Layout[crypto.ID]
 }
 
 var (
@@ -526,20 +527,20 @@ func (f *fileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint3
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.file == nil {
-		chunks, err := f.fsys.repo.FileChunks(ctx, &f.n)
+		l, err := f.fsys.repo.FileLayout(ctx, &f.n)
 		if err != nil {
 			return nil, 0, f.fsys.errno("open", f.Path(nil), err)
 		}
-		f.file = cache.NewFile(chunks)
+		f.file = l
 	}
-	h := &fileHandle{f: f, r: cache.NewReader(f.fsys.chunks, f.file, f.fsys.opt.ReadAhead)}
+	h := &fileHandle{f: f, r: object.NewReader(f.fsys.chunks, f.file, f.fsys.opt.ReadAhead)}
 	return h, fuse.FOPEN_KEEP_CACHE, 0
 }
 
 // fileHandle is one open file with its own read-ahead state.
 type fileHandle struct {
 	f *fileNode
-	r *cache.Reader
+	r *object.Reader[crypto.ID]
 }
 
 var _ = (fs.FileReader)((*fileHandle)(nil))
