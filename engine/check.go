@@ -78,9 +78,9 @@ func (r *Repo) Check(ctx context.Context, opt CheckOptions) (*CheckResult, error
 		mu.Unlock()
 	}
 	if err := r.LoadIndex(ctx); err != nil {
-		// A corrupt index file is a problem to report, not a reason to stop.
+		// A corrupt index file is a problem to report, not a reason to stop;
+		// the tolerant load reports each one.
 		if errors.Is(err, ErrAuth) || errors.Is(err, errCorrupt) {
-			problem(Problem{Message: fmt.Sprintf("index unreadable: %v", err)})
 			r.Index = newMasterIndex()
 			r.indexOnce = sync.Once{}
 			r.indexOnce.Do(func() { r.indexErr = r.loadIndexTolerant(ctx, problem) })
@@ -209,7 +209,12 @@ func (r *Repo) loadIndexTolerant(ctx context.Context, problem func(Problem)) err
 	return r.st.List(ctx, store.KindIndex, func(o store.ObjectInfo) error {
 		packs, err := r.readIndexFile(ctx, o.Handle)
 		if err != nil {
-			return nil // already reported as a whole
+			name := o.Handle.Name
+			if id, perr := ParseID(name); perr == nil {
+				name = id.Short()
+			}
+			problem(Problem{Message: fmt.Sprintf("index file %s unreadable, the blobs it lists count as missing: %v", name, err)})
+			return nil
 		}
 		r.Index.Add(packs)
 		return nil
