@@ -77,17 +77,14 @@ func (r *Repo) Check(ctx context.Context, opt CheckOptions) (*CheckResult, error
 		res.Problems = append(res.Problems, p)
 		mu.Unlock()
 	}
-	if err := r.LoadIndex(ctx); err != nil {
-		// A corrupt index file is a problem to report, not a reason to stop;
-		// the tolerant load reports each one.
-		if errors.Is(err, ErrAuth) || errors.Is(err, errCorrupt) {
-			r.Index = newMasterIndex()
-			r.indexOnce = sync.Once{}
-			r.indexOnce.Do(func() { r.indexErr = r.loadIndexTolerant(ctx, problem) })
-		} else {
-			return nil, err
-		}
+	// Check reads the index for itself, tolerating damaged index files:
+	// r.Index is shared with whatever else uses r (a mount, a restore),
+	// and check must not change what they see. cr finds blobs through it.
+	idx := newMasterIndex()
+	if err := r.loadIndexTolerant(ctx, idx, problem); err != nil {
+		return nil, err
 	}
+	cr := r.withIndex(idx)
 
 	snaps := opt.Snapshots
 	whole := len(snaps) == 0
@@ -108,7 +105,7 @@ func (r *Repo) Check(ctx context.Context, opt CheckOptions) (*CheckResult, error
 	res.Snapshots = len(snaps)
 
 	// Which packs to read.
-	indexed := r.Index.Packs()
+	indexed := idx.Packs()
 	packs := map[ID]BlobKind{}
 	if whole {
 		packs = indexed
@@ -131,10 +128,10 @@ func (r *Repo) Check(ctx context.Context, opt CheckOptions) (*CheckResult, error
 	} else {
 		need := map[ID]bool{}
 		for _, sn := range snaps {
-			r.walkBlobs(ctx, sn, func(id ID) { need[id] = true }, func(string, *Node, error) {})
+			cr.walkBlobs(ctx, sn, func(id ID) { need[id] = true }, func(string, *Node, error) {})
 		}
 		for id := range need {
-			if _, pack, ok := r.Index.Lookup(id); ok {
+			if _, pack, ok := idx.Lookup(id); ok {
 				packs[pack] = indexed[pack]
 			}
 		}
@@ -144,7 +141,7 @@ func (r *Repo) Check(ctx context.Context, opt CheckOptions) (*CheckResult, error
 	// Verify packs.
 	bad := map[ID]string{} // blob -> reason
 	byPack := map[ID][]BlobLoc{}
-	r.Index.Each(func(b BlobLoc, pack ID) {
+	idx.Each(func(b BlobLoc, pack ID) {
 		if _, ok := packs[pack]; ok {
 			byPack[pack] = append(byPack[pack], b)
 		}
@@ -179,7 +176,7 @@ func (r *Repo) Check(ctx context.Context, opt CheckOptions) (*CheckResult, error
 	// Name what the bad blobs belong to.
 	for _, sn := range snaps {
 		seen := map[string]bool{}
-		r.walkBlobs(ctx, sn, nil, func(path string, n *Node, err error) {
+		cr.walkBlobs(ctx, sn, nil, func(path string, n *Node, err error) {
 			if err != nil {
 				problem(Problem{Snapshot: sn.ID.Short(), Path: path, Message: err.Error()})
 				return
@@ -188,7 +185,7 @@ func (r *Repo) Check(ctx context.Context, opt CheckOptions) (*CheckResult, error
 				if why, ok := bad[c.ID]; ok && !seen[path] {
 					seen[path] = true
 					problem(Problem{Snapshot: sn.ID.Short(), Path: path, Blob: c.ID.Short(), Message: why})
-				} else if !r.Index.Has(c.ID) && !seen[path] {
+				} else if !idx.Has(c.ID) && !seen[path] {
 					seen[path] = true
 					problem(Problem{Snapshot: sn.ID.Short(), Path: path, Blob: c.ID.Short(), Message: fmt.Sprintf("blob %s: %v", c.ID.Short(), errMissingBlob)})
 				}
@@ -200,25 +197,53 @@ func (r *Repo) Check(ctx context.Context, opt CheckOptions) (*CheckResult, error
 		if a.Snapshot != b.Snapshot {
 			return a.Snapshot < b.Snapshot
 		}
-		return a.Path < b.Path
+		if a.Path != b.Path {
+			return a.Path < b.Path
+		}
+		return a.Message < b.Message // found concurrently: keep the output stable
 	})
 	return res, nil
 }
 
-func (r *Repo) loadIndexTolerant(ctx context.Context, problem func(Problem)) error {
-	return r.st.List(ctx, store.KindIndex, func(o store.ObjectInfo) error {
-		packs, err := r.readIndexFile(ctx, o.Handle)
-		if err != nil {
-			name := o.Handle.Name
-			if id, perr := ParseID(name); perr == nil {
-				name = id.Short()
-			}
-			problem(Problem{Message: fmt.Sprintf("index file %s unreadable, the blobs it lists count as missing: %v", name, err)})
-			return nil
-		}
-		r.Index.Add(packs)
+// loadIndexTolerant reads every index file into idx. A damaged one is a
+// problem to report, not a reason to stop; any other error stops it.
+func (r *Repo) loadIndexTolerant(ctx context.Context, idx *MasterIndex, problem func(Problem)) error {
+	var names []store.Handle
+	if err := r.st.List(ctx, store.KindIndex, func(o store.ObjectInfo) error {
+		names = append(names, o.Handle)
 		return nil
-	})
+	}); err != nil {
+		return err
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(8)
+	for _, h := range names {
+		g.Go(func() error {
+			packs, err := r.readIndexFile(gctx, h)
+			if err != nil && (errors.Is(err, ErrAuth) || errors.Is(err, errCorrupt)) {
+				name := h.Name
+				if id, perr := ParseID(name); perr == nil {
+					name = id.Short()
+				}
+				problem(Problem{Message: fmt.Sprintf("index file %s unreadable, the blobs it lists count as missing: %v", name, err)})
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			idx.Add(packs)
+			return nil
+		})
+	}
+	return g.Wait()
+}
+
+// withIndex returns a view of r that finds blobs through idx (already
+// loaded) and reads trees without r's tree cache, leaving r untouched.
+func (r *Repo) withIndex(idx *MasterIndex) *Repo {
+	v := &Repo{st: r.st, Params: r.Params, keys: r.keys, Index: idx, master: r.master, slotID: r.slotID}
+	v.indexOnce.Do(func() {}) // LoadIndex on v must not read into idx again
+	return v
 }
 
 // checkPack reads a whole pack and verifies it; it returns the blobs that

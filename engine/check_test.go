@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 )
 
@@ -95,5 +97,82 @@ func TestCheckReportsEachBadIndexFile(t *testing.T) {
 		case !bad[name] && named[name] != 0:
 			t.Errorf("good index file %s is named by %d problems", name[:8], named[name])
 		}
+	}
+}
+
+// TestCheckLeavesSharedIndexAlone runs a check while other users of the
+// same *Repo (a mount, say) load the index and read blobs: check must
+// read the index for itself, not replace the repo's (run with -race).
+func TestCheckLeavesSharedIndexAlone(t *testing.T) {
+	_, storeDir := newCheckStore(t, 3)
+	// A damaged index file sends check down its tolerant path.
+	p := filepath.Join(storeDir, "index", indexFiles(t, storeDir)[0])
+	data, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data[len(data)/2] ^= 0x01
+	if err := os.WriteFile(p, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	ctx := context.Background()
+	r := reopen(t, storeDir)
+	sns, err := r.Snapshots(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	loadErr := r.LoadIndex(ctx)
+	if loadErr == nil {
+		t.Fatal("test setup: LoadIndex accepted a damaged index file")
+	}
+	idx := r.Index
+
+	stop := make(chan struct{})
+	var forgot atomic.Bool // a LoadIndex succeeded while check ran
+	var started, wg sync.WaitGroup
+	for range 4 {
+		started.Add(1)
+		wg.Go(func() {
+			first := true
+			for {
+				if err := r.LoadIndex(ctx); err == nil {
+					forgot.Store(true)
+				}
+				for _, sn := range sns {
+					r.Index.Has(sn.Root)
+					r.Index.Lookup(sn.Root)
+					r.LoadBlob(ctx, sn.Root)
+				}
+				if first {
+					started.Done()
+					first = false
+				}
+				select {
+				case <-stop:
+					return
+				default:
+				}
+			}
+		})
+	}
+	started.Wait()
+	res, err := r.Check(ctx, CheckOptions{})
+	close(stop)
+	wg.Wait()
+	if err != nil {
+		t.Fatalf("check: %v", err)
+	}
+	if res.OK() {
+		t.Error("check found nothing wrong with a damaged index file")
+	}
+	if forgot.Load() {
+		t.Error("LoadIndex succeeded while check ran; the damaged index file was forgotten")
+	}
+	if r.Index != idx {
+		t.Error("check replaced the repo's index")
+	}
+	if err := r.LoadIndex(ctx); err == nil {
+		t.Errorf("after check, LoadIndex succeeds; before, it said %v", loadErr)
 	}
 }
