@@ -96,6 +96,9 @@ func (r *Repo) Check(ctx context.Context, opt CheckOptions) (*CheckResult, error
 		for _, id := range ids {
 			sn, err := r.LoadSnapshot(ctx, id)
 			if err != nil {
+				if ctx.Err() != nil {
+					return nil, ctx.Err()
+				}
 				problem(Problem{Snapshot: id.Short(), Message: fmt.Sprintf("snapshot unreadable: %v", err)})
 				continue
 			}
@@ -128,7 +131,9 @@ func (r *Repo) Check(ctx context.Context, opt CheckOptions) (*CheckResult, error
 	} else {
 		need := map[ID]bool{}
 		for _, sn := range snaps {
-			cr.walkBlobs(ctx, sn, func(id ID) { need[id] = true }, func(string, *Node, error) {})
+			if err := cr.walkBlobs(ctx, sn, func(id ID) { need[id] = true }, func(string, *Node, error) {}); err != nil {
+				return nil, err
+			}
 		}
 		for id := range need {
 			if _, pack, ok := idx.Lookup(id); ok {
@@ -152,7 +157,7 @@ func (r *Repo) Check(ctx context.Context, opt CheckOptions) (*CheckResult, error
 		g.Go(func() error {
 			errs, n, err := r.checkPack(gctx, kind, pack, byPack[pack])
 			if err != nil && gctx.Err() != nil {
-				return err
+				return gctx.Err() // not damage: the check was cancelled
 			}
 			mu.Lock()
 			res.Blobs += len(byPack[pack])
@@ -176,7 +181,7 @@ func (r *Repo) Check(ctx context.Context, opt CheckOptions) (*CheckResult, error
 	// Name what the bad blobs belong to.
 	for _, sn := range snaps {
 		seen := map[string]bool{}
-		cr.walkBlobs(ctx, sn, nil, func(path string, n *Node, err error) {
+		err := cr.walkBlobs(ctx, sn, nil, func(path string, n *Node, err error) {
 			if err != nil {
 				problem(Problem{Snapshot: sn.ID.Short(), Path: path, Message: err.Error()})
 				return
@@ -191,6 +196,9 @@ func (r *Repo) Check(ctx context.Context, opt CheckOptions) (*CheckResult, error
 				}
 			}
 		})
+		if err != nil {
+			return nil, err
+		}
 	}
 	sort.SliceStable(res.Problems, func(i, j int) bool {
 		a, b := res.Problems[i], res.Problems[j]
@@ -220,6 +228,9 @@ func (r *Repo) loadIndexTolerant(ctx context.Context, idx *MasterIndex, problem 
 	for _, h := range names {
 		g.Go(func() error {
 			packs, err := r.readIndexFile(gctx, h)
+			if gctx.Err() != nil {
+				return gctx.Err() // not damage: the check was cancelled
+			}
 			if err != nil && (errors.Is(err, ErrAuth) || errors.Is(err, errCorrupt)) {
 				name := h.Name
 				if id, perr := ParseID(name); perr == nil {
@@ -292,18 +303,29 @@ func (r *Repo) checkPack(ctx context.Context, kind BlobKind, pack ID, blobs []Bl
 
 // walkBlobs walks a snapshot's tree. blob, if set, receives every blob id
 // the snapshot uses; file receives every file (with its chunks loaded) and
-// every directory or file that could not be read.
-func (r *Repo) walkBlobs(ctx context.Context, sn *Snapshot, blob func(ID), file func(string, *Node, error)) {
+// every directory or file that could not be read. Once ctx is done it
+// stops and returns ctx's error; a read that failed because of it is not
+// given to file.
+func (r *Repo) walkBlobs(ctx context.Context, sn *Snapshot, blob func(ID), file func(string, *Node, error)) error {
 	if blob == nil {
 		blob = func(ID) {}
 	}
-	var walk func(id ID, path string)
-	walk = func(id ID, path string) {
+	fail := func(path string, err error) error {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		file(path, nil, err)
+		return nil
+	}
+	var walk func(id ID, path string) error
+	walk = func(id ID, path string) error {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
 		blob(id)
 		d, err := r.LoadDir(ctx, id)
 		if err != nil {
-			file(path+"/", nil, fmt.Errorf("directory unreadable, its contents are lost: %v", err))
-			return
+			return fail(path+"/", fmt.Errorf("directory unreadable, its contents are lost: %v", err))
 		}
 		for _, p := range d.Pages {
 			blob(p.ID)
@@ -312,23 +334,26 @@ func (r *Repo) walkBlobs(ctx context.Context, sn *Snapshot, blob func(ID), file 
 		for {
 			n, err := it.Next(ctx)
 			if err != nil {
-				file(path+"/", nil, fmt.Errorf("directory partly unreadable: %v", err))
-				return
+				return fail(path+"/", fmt.Errorf("directory partly unreadable: %v", err))
 			}
 			if n == nil {
-				return
+				return nil
 			}
 			p := path + "/" + n.Name
 			switch n.Type {
 			case TypeDir:
-				walk(n.Subtree, p)
+				if err := walk(n.Subtree, p); err != nil {
+					return err
+				}
 			case TypeFile:
 				if !n.ChunkList.IsZero() {
 					blob(n.ChunkList)
 				}
 				cs, err := r.FileChunks(ctx, n)
 				if err != nil {
-					file(p, nil, fmt.Errorf("chunk list unreadable: %v", err))
+					if err := fail(p, fmt.Errorf("chunk list unreadable: %v", err)); err != nil {
+						return err
+					}
 					continue
 				}
 				for _, c := range cs {
@@ -340,5 +365,5 @@ func (r *Repo) walkBlobs(ctx context.Context, sn *Snapshot, blob func(ID), file 
 			}
 		}
 	}
-	walk(sn.Root, "")
+	return walk(sn.Root, "")
 }

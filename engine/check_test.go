@@ -1,7 +1,10 @@
 package engine
 
 import (
+	"github.com/coffer-backup/coffer/engine/store"
+
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -174,5 +177,90 @@ func TestCheckLeavesSharedIndexAlone(t *testing.T) {
 	}
 	if err := r.LoadIndex(ctx); err == nil {
 		t.Errorf("after check, LoadIndex succeeds; before, it said %v", loadErr)
+	}
+}
+
+// cancelAt cancels a context just before the at-th Get (counting from 1)
+// and makes it; it notes whether that Get read part of an object, as the
+// tree walk does (packs, index files and snapshots are read whole).
+type cancelAt struct {
+	store.Storage
+	at     int64
+	cancel context.CancelFunc
+	gets   atomic.Int64
+	ranged bool
+}
+
+func (s *cancelAt) Get(ctx context.Context, h store.Handle, off, n int64) ([]byte, error) {
+	if s.gets.Add(1) == s.at {
+		s.ranged = n >= 0
+		s.cancel()
+	}
+	return s.Storage.Get(ctx, h, off, n)
+}
+
+// TestCheckCancelled cancels a check at each of its reads in turn: it
+// must return the context's error, never report the cancellation as
+// damage.
+func TestCheckCancelled(t *testing.T) {
+	_, storeDir := newCheckStore(t, 3)
+	// open returns a repo over a fresh cancelAt and the context it cancels.
+	open := func(at int64) (*Repo, *cancelAt, context.Context) {
+		folder, err := store.NewFolder(storeDir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		t.Cleanup(cancel)
+		st := &cancelAt{Storage: folder, cancel: cancel}
+		r, err := Open(ctx, st, []byte("test passphrase"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		st.gets.Store(0)
+		st.at = at
+		return r, st, ctx
+	}
+	for _, whole := range []bool{true, false} {
+		t.Run(fmt.Sprintf("whole=%v", whole), func(t *testing.T) {
+			var opt CheckOptions
+			r, st, ctx := open(0)
+			if !whole {
+				sns, err := r.Snapshots(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				opt.Snapshots = sns
+				st.gets.Store(0)
+			}
+			res, err := r.Check(ctx, opt)
+			if err != nil || !res.OK() {
+				t.Fatalf("check of an undamaged store: %v %+v", err, res)
+			}
+			total := st.gets.Load()
+			inWalk := 0
+			for at := int64(1); at <= total; at++ {
+				r, st, ctx := open(at)
+				res, err := r.Check(ctx, opt)
+				if st.ranged {
+					inWalk++
+				}
+				if !errors.Is(err, context.Canceled) {
+					t.Errorf("cancelled at read %d of %d (ranged %v): check returned %v, want context.Canceled", at, total, st.ranged, err)
+				}
+				if res == nil {
+					continue
+				}
+				for _, p := range res.Problems {
+					if strings.Contains(p.String(), "cancel") {
+						t.Errorf("cancelled at read %d of %d (ranged %v): problem %q", at, total, st.ranged, p)
+					}
+				}
+			}
+			if inWalk == 0 {
+				t.Fatalf("none of the %d reads cancelled was the tree walk's", total)
+			}
+			t.Logf("%d reads, %d of them in the tree walk", total, inWalk)
+		})
 	}
 }
