@@ -332,11 +332,11 @@ func (r *Repo) walkBlobs(ctx context.Context, sn *Snapshot, blob func(ID), file 
 		}
 		it := r.Iter(d)
 		for {
-			n, err := it.Next(ctx)
+			n, ok, err := it.Next(ctx)
 			if err != nil {
 				return fail(path+"/", fmt.Errorf("directory partly unreadable: %v", err))
 			}
-			if n == nil {
+			if !ok {
 				return nil
 			}
 			p := path + "/" + n.Name

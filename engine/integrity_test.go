@@ -429,11 +429,11 @@ func qaTreeOwners(t testing.TB, r *Repo, sn *Snapshot) map[ID]string {
 		}
 		it := r.Iter(d)
 		for {
-			n, err := it.Next(ctx)
+			n, ok, err := it.Next(ctx)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if n == nil {
+			if !ok {
 				return
 			}
 			switch {

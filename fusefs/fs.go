@@ -30,7 +30,7 @@ import (
 type Repo interface {
 	LoadBlob(ctx context.Context, id engine.ID) ([]byte, error)
 	LoadDir(ctx context.Context, id engine.ID) (*engine.Dir, error)
-	Lookup(ctx context.Context, d *engine.Dir, key string) (*engine.Node, error)
+	Lookup(ctx context.Context, d *engine.Dir, key string) (n *engine.Node, ok bool, err error)
 	Iter(d *engine.Dir) *engine.DirIter
 	FileChunks(ctx context.Context, n *engine.Node) ([]engine.Chunk, error)
 	SetTreeCache(c engine.TreeCache)
