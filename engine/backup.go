@@ -81,7 +81,11 @@ func (r *Repo) Backup(ctx context.Context, src Source, opt BackupOptions) (*Back
 	case opt.Parent != nil:
 		parent, err = r.LoadSnapshot(ctx, *opt.Parent)
 	default:
-		parent, err = r.latestOf(ctx, src.URI())
+		latest, ok, lerr := r.latestOf(ctx, src.URI())
+		if ok { // else this is the source's first backup
+			parent = latest
+		}
+		err = lerr
 	}
 	if err != nil {
 		return nil, fmt.Errorf("backup: parent snapshot: %w", err)
@@ -218,9 +222,9 @@ func (b *backup) run() (crypto.ID, tree.Node, tree.DirStats, error) {
 		walkErr = b.src.Walk(ctx, func(it *Item) error {
 			j := &fileJob{item: it}
 			if it.Node.Type == tree.TypeFile {
-				if prev, err := b.pcur.find(ctx, it); err != nil {
+				if prev, ok, err := b.pcur.find(ctx, it); err != nil {
 					return err
-				} else if prev != nil && unchanged(prev, &it.Node) && b.allStored(prev) {
+				} else if ok && unchanged(prev, &it.Node) && b.allStored(prev) {
 					j.chunks, j.list = prev.Chunks, prev.ChunkList
 					if ar != nil {
 						ar.ReuseAttrs(prev, &it.Node)
@@ -466,15 +470,16 @@ type parentCursor struct {
 	iters []*tree.Iter // nil where the parent has no such directory
 }
 
-// find returns the parent's node for item, or nil.
-func (c *parentCursor) find(ctx context.Context, it *Item) (*tree.Node, error) {
+// find returns the parent's node for item; ok is false if the parent
+// has none (or there is no parent).
+func (c *parentCursor) find(ctx context.Context, it *Item) (*tree.Node, bool, error) {
 	if c == nil {
-		return nil, nil
+		return nil, false, nil
 	}
 	if c.iters == nil {
 		d, err := c.r.LoadDir(ctx, c.root)
 		if err != nil {
-			return nil, fmt.Errorf("parent snapshot: %w", err)
+			return nil, false, fmt.Errorf("parent snapshot: %w", err)
 		}
 		c.iters = []*tree.Iter{c.r.Iter(d)}
 	}
@@ -488,14 +493,14 @@ func (c *parentCursor) find(ctx context.Context, it *Item) (*tree.Node, error) {
 	for _, s := range parent[common:] {
 		var next *tree.Iter
 		if top := c.iters[len(c.iters)-1]; top != nil {
-			n, err := top.Seek(ctx, s+"/")
+			n, ok, err := top.Seek(ctx, s+"/")
 			if err != nil {
-				return nil, err
+				return nil, false, err
 			}
-			if n != nil {
+			if ok {
 				d, err := c.r.LoadDir(ctx, n.Subtree)
 				if err != nil {
-					return nil, err
+					return nil, false, err
 				}
 				next = c.r.Iter(d)
 			}
@@ -505,7 +510,7 @@ func (c *parentCursor) find(ctx context.Context, it *Item) (*tree.Node, error) {
 	}
 	top := c.iters[len(c.iters)-1]
 	if top == nil {
-		return nil, nil
+		return nil, false, nil
 	}
 	n := it.Node
 	n.Name = segs[len(segs)-1]

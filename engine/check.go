@@ -81,17 +81,14 @@ func (r *Repo) Check(ctx context.Context, opt CheckOptions) (*CheckResult, error
 		res.Problems = append(res.Problems, p)
 		mu.Unlock()
 	}
-	if err := r.LoadIndex(ctx); err != nil {
-		// A corrupt index file is a problem to report, not a reason to stop.
-		if errors.Is(err, crypto.ErrAuth) || errors.Is(err, format.ErrCorrupt) {
-			problem(Problem{Message: fmt.Sprintf("index unreadable: %v", err)})
-			r.Index = index.New()
-			r.indexOnce = sync.Once{}
-			r.indexOnce.Do(func() { r.indexErr = r.loadIndexTolerant(ctx, problem) })
-		} else {
-			return nil, err
-		}
+	// Check reads the index for itself, tolerating damaged index files:
+	// r.Index is shared with whatever else uses r (a mount, a restore),
+	// and check must not change what they see. cr finds blobs through it.
+	idx := index.New()
+	if err := r.loadIndexTolerant(ctx, idx, problem); err != nil {
+		return nil, err
 	}
+	cr := r.withIndex(idx)
 
 	snaps := opt.Snapshots
 	whole := len(snaps) == 0
@@ -103,6 +100,9 @@ func (r *Repo) Check(ctx context.Context, opt CheckOptions) (*CheckResult, error
 		for _, id := range ids {
 			sn, err := r.LoadSnapshot(ctx, id)
 			if err != nil {
+				if ctx.Err() != nil {
+					return nil, ctx.Err()
+				}
 				problem(Problem{Snapshot: id.Short(), Message: fmt.Sprintf("snapshot unreadable: %v", err)})
 				continue
 			}
@@ -112,7 +112,7 @@ func (r *Repo) Check(ctx context.Context, opt CheckOptions) (*CheckResult, error
 	res.Snapshots = len(snaps)
 
 	// Which packs to read.
-	indexed := r.Index.Packs()
+	indexed := idx.Packs()
 	packs := map[crypto.ID]format.BlobKind{}
 	if whole {
 		packs = indexed
@@ -135,10 +135,12 @@ func (r *Repo) Check(ctx context.Context, opt CheckOptions) (*CheckResult, error
 	} else {
 		need := map[crypto.ID]bool{}
 		for _, sn := range snaps {
-			r.walkBlobs(ctx, sn, func(id crypto.ID) { need[id] = true }, func(string, *tree.Node, error) {})
+			if err := cr.walkBlobs(ctx, sn, func(id crypto.ID) { need[id] = true }, func(string, *tree.Node, error) {}); err != nil {
+				return nil, err
+			}
 		}
 		for id := range need {
-			if _, pack, ok := r.Index.Lookup(id); ok {
+			if _, pack, ok := idx.Lookup(id); ok {
 				packs[pack] = indexed[pack]
 			}
 		}
@@ -148,7 +150,7 @@ func (r *Repo) Check(ctx context.Context, opt CheckOptions) (*CheckResult, error
 	// Verify packs.
 	bad := map[crypto.ID]string{} // blob -> reason
 	byPack := map[crypto.ID][]format.BlobLoc{}
-	r.Index.Each(func(b format.BlobLoc, pack crypto.ID) {
+	idx.Each(func(b format.BlobLoc, pack crypto.ID) {
 		if _, ok := packs[pack]; ok {
 			byPack[pack] = append(byPack[pack], b)
 		}
@@ -159,7 +161,7 @@ func (r *Repo) Check(ctx context.Context, opt CheckOptions) (*CheckResult, error
 		g.Go(func() error {
 			errs, n, err := r.checkPack(gctx, kind, pack, byPack[pack])
 			if err != nil && gctx.Err() != nil {
-				return err
+				return gctx.Err() // not damage: the check was cancelled
 			}
 			mu.Lock()
 			res.Blobs += len(byPack[pack])
@@ -183,7 +185,7 @@ func (r *Repo) Check(ctx context.Context, opt CheckOptions) (*CheckResult, error
 	// Name what the bad blobs belong to.
 	for _, sn := range snaps {
 		seen := map[string]bool{}
-		r.walkBlobs(ctx, sn, nil, func(path string, n *tree.Node, err error) {
+		err := cr.walkBlobs(ctx, sn, nil, func(path string, n *tree.Node, err error) {
 			if err != nil {
 				problem(Problem{Snapshot: sn.ID.Short(), Path: path, Message: err.Error()})
 				return
@@ -192,32 +194,71 @@ func (r *Repo) Check(ctx context.Context, opt CheckOptions) (*CheckResult, error
 				if why, ok := bad[c.ID]; ok && !seen[path] {
 					seen[path] = true
 					problem(Problem{Snapshot: sn.ID.Short(), Path: path, Blob: c.ID.Short(), Message: why})
-				} else if !r.Index.Has(c.ID) && !seen[path] {
+				} else if !idx.Has(c.ID) && !seen[path] {
 					seen[path] = true
 					problem(Problem{Snapshot: sn.ID.Short(), Path: path, Blob: c.ID.Short(), Message: fmt.Sprintf("blob %s: %v", c.ID.Short(), errMissingBlob)})
 				}
 			}
 		})
+		if err != nil {
+			return nil, err
+		}
 	}
 	sort.SliceStable(res.Problems, func(i, j int) bool {
 		a, b := res.Problems[i], res.Problems[j]
 		if a.Snapshot != b.Snapshot {
 			return a.Snapshot < b.Snapshot
 		}
-		return a.Path < b.Path
+		if a.Path != b.Path {
+			return a.Path < b.Path
+		}
+		return a.Message < b.Message // found concurrently: keep the output stable
 	})
 	return res, nil
 }
 
-func (r *Repo) loadIndexTolerant(ctx context.Context, problem func(Problem)) error {
-	return r.st.List(ctx, store.KindIndex, func(o store.ObjectInfo) error {
-		packs, err := r.readIndexFile(ctx, o.Handle)
-		if err != nil {
-			return nil // already reported as a whole
-		}
-		r.Index.Add(packs)
+// loadIndexTolerant reads every index file into idx. A damaged one is a
+// problem to report, not a reason to stop; any other error stops it.
+func (r *Repo) loadIndexTolerant(ctx context.Context, idx *index.Master, problem func(Problem)) error {
+	var names []store.Handle
+	if err := r.st.List(ctx, store.KindIndex, func(o store.ObjectInfo) error {
+		names = append(names, o.Handle)
 		return nil
-	})
+	}); err != nil {
+		return err
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(8)
+	for _, h := range names {
+		g.Go(func() error {
+			packs, err := r.readIndexFile(gctx, h)
+			if gctx.Err() != nil {
+				return gctx.Err() // not damage: the check was cancelled
+			}
+			if err != nil && (errors.Is(err, crypto.ErrAuth) || errors.Is(err, format.ErrCorrupt)) {
+				name := h.Name
+				if id, perr := crypto.ParseID(name); perr == nil {
+					name = id.Short()
+				}
+				problem(Problem{Message: fmt.Sprintf("index file %s unreadable, the blobs it lists count as missing: %v", name, err)})
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			idx.Add(packs)
+			return nil
+		})
+	}
+	return g.Wait()
+}
+
+// withIndex returns a view of r that finds blobs through idx (already
+// loaded) and reads trees without r's tree cache, leaving r untouched.
+func (r *Repo) withIndex(idx *index.Master) *Repo {
+	v := &Repo{st: r.st, Params: r.Params, keys: r.keys, Index: idx, master: r.master, slotID: r.slotID}
+	v.indexOnce.Do(func() {}) // LoadIndex on v must not read into idx again
+	return v
 }
 
 // checkPack reads a whole pack and verifies it; it returns the blobs that
@@ -266,43 +307,57 @@ func (r *Repo) checkPack(ctx context.Context, kind format.BlobKind, pack crypto.
 
 // walkBlobs walks a snapshot's tree. blob, if set, receives every blob id
 // the snapshot uses; file receives every file (with its chunks loaded) and
-// every directory or file that could not be read.
-func (r *Repo) walkBlobs(ctx context.Context, sn *Snapshot, blob func(crypto.ID), file func(string, *tree.Node, error)) {
+// every directory or file that could not be read. Once ctx is done it
+// stops and returns ctx's error; a read that failed because of it is not
+// given to file.
+func (r *Repo) walkBlobs(ctx context.Context, sn *Snapshot, blob func(crypto.ID), file func(string, *tree.Node, error)) error {
 	if blob == nil {
 		blob = func(crypto.ID) {}
 	}
-	var walk func(id crypto.ID, path string)
-	walk = func(id crypto.ID, path string) {
+	fail := func(path string, err error) error {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		file(path, nil, err)
+		return nil
+	}
+	var walk func(id crypto.ID, path string) error
+	walk = func(id crypto.ID, path string) error {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
 		blob(id)
 		d, err := r.LoadDir(ctx, id)
 		if err != nil {
-			file(path+"/", nil, fmt.Errorf("directory unreadable, its contents are lost: %v", err))
-			return
+			return fail(path+"/", fmt.Errorf("directory unreadable, its contents are lost: %v", err))
 		}
 		for _, p := range d.Pages {
 			blob(p.ID)
 		}
 		it := r.Iter(d)
 		for {
-			n, err := it.Next(ctx)
+			n, ok, err := it.Next(ctx)
 			if err != nil {
-				file(path+"/", nil, fmt.Errorf("directory partly unreadable: %v", err))
-				return
+				return fail(path+"/", fmt.Errorf("directory partly unreadable: %v", err))
 			}
-			if n == nil {
-				return
+			if !ok {
+				return nil
 			}
 			p := path + "/" + n.Name
 			switch n.Type {
 			case tree.TypeDir:
-				walk(n.Subtree, p)
+				if err := walk(n.Subtree, p); err != nil {
+					return err
+				}
 			case tree.TypeFile:
 				if !n.ChunkList.IsZero() {
 					blob(n.ChunkList)
 				}
 				cs, err := r.FileChunks(ctx, n)
 				if err != nil {
-					file(p, nil, fmt.Errorf("chunk list unreadable: %v", err))
+					if err := fail(p, fmt.Errorf("chunk list unreadable: %v", err)); err != nil {
+						return err
+					}
 					continue
 				}
 				for _, c := range cs {
@@ -314,5 +369,5 @@ func (r *Repo) walkBlobs(ctx context.Context, sn *Snapshot, blob func(crypto.ID)
 			}
 		}
 	}
-	walk(sn.Root, "")
+	return walk(sn.Root, "")
 }

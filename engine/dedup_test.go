@@ -430,18 +430,18 @@ func TestLargeDirectoryPaging(t *testing.T) {
 			key += "/"
 		}
 		before := cs.treeGets.Load()
-		nd, err := r.Lookup(ctx, root, key)
+		nd, ok, err := r.Lookup(ctx, root, key)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if got := cs.treeGets.Load() - before; got != 1 {
 			t.Errorf("Lookup(%q) read %d tree blobs, want 1 page", key, got)
 		}
-		if nd == nil || nd.Name != name(i) || (nd.Type == tree.TypeDir) != isDir(i) {
+		if !ok || nd.Name != name(i) || (nd.Type == tree.TypeDir) != isDir(i) {
 			t.Fatalf("Lookup(%q) = %+v", key, nd)
 		}
 		if isDir(i) {
-			if other, _ := r.Lookup(ctx, root, name(i)); other != nil {
+			if _, found, _ := r.Lookup(ctx, root, name(i)); found {
 				t.Errorf("Lookup(%q) found the directory by its file key", name(i))
 			}
 			if d, err := r.LoadDir(ctx, nd.Subtree); err != nil || d.Stats.Entries != 1 {
@@ -452,7 +452,7 @@ func TestLargeDirectoryPaging(t *testing.T) {
 		}
 	}
 	for _, key := range []string{"", "a", "e", "e00001x", "e00097", "e99999", "f", "zzz"} {
-		if nd, err := r.Lookup(ctx, root, key); err != nil || nd != nil {
+		if nd, ok, err := r.Lookup(ctx, root, key); err != nil || ok {
 			t.Errorf("Lookup(%q) = %+v, %v; want nothing", key, nd, err)
 		}
 	}
@@ -461,8 +461,8 @@ func TestLargeDirectoryPaging(t *testing.T) {
 	lastKey := root.Pages[len(root.Pages)-1].First
 	before := cs.treeGets.Load()
 	it := r.Iter(root)
-	nd, err := it.Seek(ctx, lastKey)
-	if err != nil || nd == nil || nd.SortKey() != lastKey {
+	nd, ok, err := it.Seek(ctx, lastKey)
+	if err != nil || !ok || nd.SortKey() != lastKey {
 		t.Fatalf("Seek(%q) = %+v, %v", lastKey, nd, err)
 	}
 	if got := cs.treeGets.Load() - before; got != 1 {
@@ -488,23 +488,23 @@ func TestLargeDirectoryPaging(t *testing.T) {
 		// Just before it: an absent key leaves the iterator on entry i.
 		if i > 0 {
 			absent := name(i-1) + "~" // sorts after name(i-1) and name(i-1)+"/"
-			if nd, err := it.Seek(ctx, absent); err != nil || nd != nil {
+			if nd, ok, err := it.Seek(ctx, absent); err != nil || ok {
 				t.Fatalf("Seek(%q) = %+v, %v; want nothing", absent, nd, err)
 			}
-			if nd, err := it.Peek(ctx); err != nil || nd == nil || nd.Name != name(i) {
+			if nd, ok, err := it.Peek(ctx); err != nil || !ok || nd.Name != name(i) {
 				t.Fatalf("after Seek(%q), Peek = %+v, %v; want %s", absent, nd, err, name(i))
 			}
 		}
-		nd, err := it.Seek(ctx, key)
-		if err != nil || nd == nil || nd.Name != name(i) {
+		nd, ok, err := it.Seek(ctx, key)
+		if err != nil || !ok || nd.Name != name(i) {
 			t.Fatalf("Seek(%q) = %+v, %v", key, nd, err)
 		}
 	}
 	// Past the end.
-	if nd, err := it.Seek(ctx, "zzz"); err != nil || nd != nil {
+	if nd, ok, err := it.Seek(ctx, "zzz"); err != nil || ok {
 		t.Errorf("Seek past the end: %+v, %v", nd, err)
 	}
-	if nd, err := it.Peek(ctx); err != nil || nd != nil {
+	if nd, ok, err := it.Peek(ctx); err != nil || ok {
 		t.Errorf("Peek past the end: %+v, %v", nd, err)
 	}
 	// A full walk returns every entry in order.
@@ -512,11 +512,11 @@ func TestLargeDirectoryPaging(t *testing.T) {
 	count := 0
 	prevKey := ""
 	for {
-		nd, err := it.Next(ctx)
+		nd, ok, err := it.Next(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if nd == nil {
+		if !ok {
 			break
 		}
 		if count > 0 && nd.SortKey() <= prevKey {
@@ -562,7 +562,7 @@ func TestLargeDirectoryPaging(t *testing.T) {
 	if changed < 1 || changed > 3 || root2.Stats.Entries != n+1 {
 		t.Errorf("adding one entry changed %d pages (entries %d)", changed, root2.Stats.Entries)
 	}
-	if nd, err := r.Lookup(ctx, root2, "e10000a"); err != nil || nd == nil {
+	if _, ok, err := r.Lookup(ctx, root2, "e10000a"); err != nil || !ok {
 		t.Errorf("the new entry is not found: %v", err)
 	}
 }

@@ -433,11 +433,11 @@ func qaTreeOwners(t testing.TB, r *engine.Repo, sn *engine.Snapshot) map[crypto.
 		}
 		it := r.Iter(d)
 		for {
-			n, err := it.Next(ctx)
+			n, ok, err := it.Next(ctx)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if n == nil {
+			if !ok {
 				return
 			}
 			switch {

@@ -180,12 +180,12 @@ func (rs *restorer) walk(ctx context.Context, dir *tree.Node, path string) error
 	var files []string
 	it := rs.r.Iter(d)
 	for {
-		n, err := it.Next(ctx)
+		n, ok, err := it.Next(ctx)
 		if err != nil {
 			rs.fail(path+"/", fmt.Errorf("directory partly unreadable: %w", err))
 			return nil
 		}
-		if n == nil {
+		if !ok {
 			return nil
 		}
 		key := n.SortKey()

@@ -198,23 +198,24 @@ func (r *Repo) FindSnapshot(ctx context.Context, ref string) (*Snapshot, error) 
 	return nil, fmt.Errorf("snapshot %s: prefix matches %d snapshots; give more digits", ref, len(match))
 }
 
-// latestOf returns the newest snapshot of source, or nil.
-func (r *Repo) latestOf(ctx context.Context, source string) (*Snapshot, error) {
+// latestOf returns the newest snapshot of source (preferring complete
+// ones); ok is false if source has none.
+func (r *Repo) latestOf(ctx context.Context, source string) (*Snapshot, bool, error) {
 	all, err := r.Snapshots(ctx)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	for i := len(all) - 1; i >= 0; i-- {
 		if all[i].Source == source && !all[i].Partial {
-			return all[i], nil
+			return all[i], true, nil
 		}
 	}
 	for i := len(all) - 1; i >= 0; i-- {
 		if all[i].Source == source {
-			return all[i], nil
+			return all[i], true, nil
 		}
 	}
-	return nil, nil
+	return nil, false, nil
 }
 
 // ResolvePath finds the node at a slash-separated path in sn ("/" or ""
@@ -239,19 +240,20 @@ func (r *Repo) ResolvePath(ctx context.Context, sn *Snapshot, p string, preferFi
 		}
 		last := i == len(segs)-1
 		var n *tree.Node
+		var ok bool
 		if last && preferFile {
-			n, err = r.Lookup(ctx, d, s)
+			n, ok, err = r.Lookup(ctx, d, s)
 		}
-		if n == nil && err == nil {
-			n, err = r.Lookup(ctx, d, s+"/")
+		if !ok && err == nil {
+			n, ok, err = r.Lookup(ctx, d, s+"/")
 		}
-		if n == nil && err == nil && !(last && preferFile) {
-			n, err = r.Lookup(ctx, d, s)
+		if !ok && err == nil && !(last && preferFile) {
+			n, ok, err = r.Lookup(ctx, d, s)
 		}
 		if err != nil {
 			return nil, err
 		}
-		if n == nil {
+		if !ok {
 			return nil, fmt.Errorf("%s: no such file or directory in snapshot %s: %w", "/"+strings.Join(segs[:i+1], "/"), sn.ID.Short(), store.ErrNotFound)
 		}
 		cp := *n

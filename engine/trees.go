@@ -82,7 +82,8 @@ func (r *Repo) FileChunks(ctx context.Context, n *tree.Node) ([]tree.Chunk, erro
 // Iter returns an iterator over d positioned before the first entry.
 func (r *Repo) Iter(d *tree.Dir) *tree.Iter { return tree.NewIter(r, d) }
 
-// Lookup finds the entry with sort key key in d.
-func (r *Repo) Lookup(ctx context.Context, d *tree.Dir, key string) (*tree.Node, error) {
+// Lookup finds the entry with sort key key in d; ok is false if d has
+// none.
+func (r *Repo) Lookup(ctx context.Context, d *tree.Dir, key string) (n *tree.Node, ok bool, err error) {
 	return tree.Lookup(ctx, r, d, key)
 }

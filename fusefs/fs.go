@@ -34,7 +34,7 @@ import (
 type Repo interface {
 	LoadBlob(ctx context.Context, id crypto.ID) ([]byte, error)
 	LoadDir(ctx context.Context, id crypto.ID) (*tree.Dir, error)
-	Lookup(ctx context.Context, d *tree.Dir, key string) (*tree.Node, error)
+	Lookup(ctx context.Context, d *tree.Dir, key string) (n *tree.Node, ok bool, err error)
 	Iter(d *tree.Dir) *tree.Iter
 	FileLayout(ctx context.Context, n *tree.Node) (*object.Layout[crypto.ID], error)
 	SetTreeCache(c tree.Cache)

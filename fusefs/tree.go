@@ -152,24 +152,24 @@ func (d *dirNode) load(ctx context.Context) (*tree.Dir, error) {
 }
 
 // find returns the entry of d whose local name (engine.LocalName) is
-// name, a name of one piece.
-func (f *FS) find(ctx context.Context, d *tree.Dir, name string) (*tree.Node, error) {
+// name, a name of one piece; ok is false if d has none.
+func (f *FS) find(ctx context.Context, d *tree.Dir, name string) (*tree.Node, bool, error) {
 	seg, dirBesideFile, err := engine.SegmentFromLocal(name)
 	if err != nil || engine.LocalName(seg, dirBesideFile) != name {
-		return nil, nil // not a name this mount shows
+		return nil, false, nil // not a name this mount shows
 	}
 	if dirBesideFile {
-		dir, err := f.repo.Lookup(ctx, d, seg+"/")
-		if dir == nil || err != nil {
-			return nil, err
+		dir, ok, err := f.repo.Lookup(ctx, d, seg+"/")
+		if !ok || err != nil {
+			return nil, false, err
 		}
-		if other, err := f.repo.Lookup(ctx, d, seg); other == nil || err != nil {
-			return nil, err // no file beside it: the name would be plain
+		if _, ok, err := f.repo.Lookup(ctx, d, seg); !ok || err != nil {
+			return nil, false, err // no file beside it: the name would be plain
 		}
-		return dir, nil
+		return dir, true, nil
 	}
-	if n, err := f.repo.Lookup(ctx, d, seg); n != nil || err != nil {
-		return n, err
+	if n, ok, err := f.repo.Lookup(ctx, d, seg); ok || err != nil {
+		return n, ok, err
 	}
 	return f.repo.Lookup(ctx, d, seg+"/")
 }
@@ -179,11 +179,11 @@ func (f *FS) find(ctx context.Context, d *tree.Dir, name string) (*tree.Node, er
 func (f *FS) localName(ctx context.Context, d *tree.Dir, n *tree.Node) (string, error) {
 	beside := false
 	if n.Type == tree.TypeDir {
-		other, err := f.repo.Lookup(ctx, d, n.Name)
+		_, other, err := f.repo.Lookup(ctx, d, n.Name)
 		if err != nil {
 			return "", err
 		}
-		beside = other != nil
+		beside = other
 	}
 	return engine.LocalName(n.Name, beside), nil
 }
@@ -196,11 +196,11 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 	if err != nil {
 		return nil, d.fsys.errno("read directory", d.Path(nil), err)
 	}
-	n, err := d.fsys.find(ctx, dir, name)
+	n, ok, err := d.fsys.find(ctx, dir, name)
 	if err != nil {
 		return nil, d.fsys.errno("lookup", d.Path(nil)+"/"+name, err)
 	}
-	if n == nil {
+	if !ok {
 		return nil, syscall.ENOENT
 	}
 	return d.child(ctx, &d.Inode, n, out), 0
@@ -244,22 +244,22 @@ var (
 	_ = (fs.FileReleasedirer)((*dirHandle)(nil))
 )
 
-// entry returns entry i (counting from 0), or nil past the end.
-func (h *dirHandle) entry(ctx context.Context, i uint64) (*tree.Node, error) {
+// entry returns entry i (counting from 0); ok is false past the end.
+func (h *dirHandle) entry(ctx context.Context, i uint64) (*tree.Node, bool, error) {
 	if h.it == nil || i != h.next {
 		if err := h.seek(ctx, i); err != nil {
-			return nil, err
+			return nil, false, err
 		}
 	}
-	n, err := h.it.Next(ctx)
+	n, ok, err := h.it.Next(ctx)
 	if err != nil {
 		h.it = nil
-		return nil, err
+		return nil, false, err
 	}
-	if n != nil {
+	if ok {
 		h.next++
 	}
-	return n, nil
+	return n, ok, nil
 }
 
 // seek sets a new iterator before entry i.
@@ -271,19 +271,19 @@ func (h *dirHandle) seek(ctx context.Context, i uint64) error {
 		p++
 	}
 	if p > 0 {
-		if _, err := h.it.Seek(ctx, h.dir.Pages[p].First); err != nil {
+		if _, _, err := h.it.Seek(ctx, h.dir.Pages[p].First); err != nil {
 			h.it = nil
 			return err
 		}
 		h.next = start
 	}
 	for h.next < i {
-		n, err := h.it.Next(ctx)
+		_, ok, err := h.it.Next(ctx)
 		if err != nil {
 			h.it = nil
 			return err
 		}
-		if n == nil {
+		if !ok {
 			break
 		}
 		h.next++
@@ -301,12 +301,12 @@ func (h *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Err
 		case 2:
 			return &fuse.DirEntry{Name: "..", Mode: syscall.S_IFDIR, Ino: 1, Off: 2}, 0
 		}
-		n, err := h.entry(ctx, h.pos-3)
+		n, ok, err := h.entry(ctx, h.pos-3)
 		if err != nil {
 			h.pos--
 			return nil, h.d.fsys.errno("list", h.d.Path(nil), err)
 		}
-		if n == nil {
+		if !ok {
 			h.pos--
 			return nil, 0
 		}
@@ -390,12 +390,12 @@ func (f *FS) withPrefix(ctx context.Context, d *tree.Dir, prefix string, fn func
 	sp := strings.ReplaceAll(prefix, pieceSuffix+"/", "")
 	sp = strings.NewReplacer("%25", "%", "%00", "\x00").Replace(sp)
 	it := f.repo.Iter(d)
-	if _, err := it.Seek(ctx, sp); err != nil {
+	if _, _, err := it.Seek(ctx, sp); err != nil {
 		return err
 	}
 	for {
-		n, err := it.Next(ctx)
-		if n == nil || err != nil {
+		n, ok, err := it.Next(ctx)
+		if !ok || err != nil {
 			return err
 		}
 		if !strings.HasPrefix(n.Name, sp) {

@@ -411,11 +411,11 @@ func lsPath(c *cli.Context, r *engine.Repo, ref string) error {
 			}
 			it := r.Iter(d)
 			for {
-				n, err := it.Next(c.Context)
+				n, ok, err := it.Next(c.Context)
 				if err != nil {
 					return err
 				}
-				if n == nil {
+				if !ok {
 					return nil
 				}
 				cp := *n

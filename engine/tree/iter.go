@@ -34,80 +34,81 @@ func NewIter(l PageLoader, d *Dir) *Iter {
 	return it
 }
 
-// Peek returns the current entry without consuming it, or nil at the end.
-func (it *Iter) Peek(ctx context.Context) (*Node, error) {
+// Peek returns the current entry without consuming it; ok is false at
+// the end.
+func (it *Iter) Peek(ctx context.Context) (n *Node, ok bool, err error) {
 	for {
 		if !it.loaded {
 			if it.page >= len(it.dir.Pages) {
-				return nil, nil
+				return nil, false, nil
 			}
 			nodes, err := it.l.LoadPage(ctx, it.dir.Pages[it.page].ID)
 			if err != nil {
-				return nil, err
+				return nil, false, err
 			}
 			it.nodes, it.i, it.loaded = nodes, 0, true
 		}
 		if it.i < len(it.nodes) {
-			return &it.nodes[it.i], nil
+			return &it.nodes[it.i], true, nil
 		}
 		if it.dir.Inline != nil || it.page+1 >= len(it.dir.Pages) {
-			return nil, nil
+			return nil, false, nil
 		}
 		it.page++
 		it.loaded = false
 	}
 }
 
-// Next returns the current entry and advances, or nil at the end.
-func (it *Iter) Next(ctx context.Context) (*Node, error) {
-	n, err := it.Peek(ctx)
-	if n != nil {
+// Next returns the current entry and advances; ok is false at the end.
+func (it *Iter) Next(ctx context.Context) (n *Node, ok bool, err error) {
+	n, ok, err = it.Peek(ctx)
+	if ok {
 		it.i++
 	}
-	return n, err
+	return n, ok, err
 }
 
-// Seek advances to the entry whose sort key is key and returns it, or
-// returns nil, leaving the iterator at the first entry after key. Keys
-// passed to Seek must not decrease. Pages that end before key are skipped
-// without being loaded.
-func (it *Iter) Seek(ctx context.Context, key string) (*Node, error) {
+// Seek advances to the entry whose sort key is key and returns it; if
+// there is none, ok is false and the iterator is left at the first entry
+// after key. Keys passed to Seek must not decrease. Pages that end before
+// key are skipped without being loaded.
+func (it *Iter) Seek(ctx context.Context, key string) (n *Node, ok bool, err error) {
 	for it.dir.Inline == nil && it.page+1 < len(it.dir.Pages) && it.dir.Pages[it.page+1].First <= key {
 		it.page++
 		it.loaded = false
 	}
 	for {
-		n, err := it.Peek(ctx)
-		if n == nil || err != nil {
-			return nil, err
+		n, ok, err = it.Peek(ctx)
+		if !ok || err != nil {
+			return nil, false, err
 		}
 		k := n.SortKey()
 		if k == key {
-			return n, nil
+			return n, true, nil
 		}
 		if k > key {
-			return nil, nil
+			return nil, false, nil
 		}
 		it.i++
 	}
 }
 
-// Lookup finds the entry with sort key key in d.
-func Lookup(ctx context.Context, l PageLoader, d *Dir, key string) (*Node, error) {
+// Lookup finds the entry with sort key key in d, loading at most one
+// page through l; ok is false if d has none.
+func Lookup(ctx context.Context, l PageLoader, d *Dir, key string) (n *Node, ok bool, err error) {
 	nodes := d.Inline
 	if nodes == nil {
 		i := sort.Search(len(d.Pages), func(i int) bool { return d.Pages[i].First > key }) - 1
 		if i < 0 {
-			return nil, nil
+			return nil, false, nil
 		}
-		var err error
 		if nodes, err = l.LoadPage(ctx, d.Pages[i].ID); err != nil {
-			return nil, err
+			return nil, false, err
 		}
 	}
 	i := sort.Search(len(nodes), func(i int) bool { return nodes[i].SortKey() >= key })
 	if i < len(nodes) && nodes[i].SortKey() == key {
-		return &nodes[i], nil
+		return &nodes[i], true, nil
 	}
-	return nil, nil
+	return nil, false, nil
 }
