@@ -196,7 +196,7 @@ func (r *Repo) Check(ctx context.Context, opt CheckOptions) (*CheckResult, error
 					problem(Problem{Snapshot: sn.ID.Short(), Path: path, Blob: c.ID.Short(), Message: why})
 				} else if !idx.Has(c.ID) && !seen[path] {
 					seen[path] = true
-					problem(Problem{Snapshot: sn.ID.Short(), Path: path, Blob: c.ID.Short(), Message: fmt.Sprintf("blob %s: %v", c.ID.Short(), errMissingBlob)})
+					problem(Problem{Snapshot: sn.ID.Short(), Path: path, Blob: c.ID.Short(), Message: fmt.Sprintf("blob %s: %v", c.ID.Short(), ErrMissingBlob)})
 				}
 			}
 		})

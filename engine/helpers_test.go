@@ -3,6 +3,7 @@ package engine_test
 import (
 	"github.com/coffer-backup/coffer/engine"
 	"github.com/coffer-backup/coffer/engine/crypto"
+	"github.com/coffer-backup/coffer/engine/restore"
 	"github.com/coffer-backup/coffer/engine/store"
 
 	"context"
@@ -72,11 +73,11 @@ func backupDir(t testing.TB, r *engine.Repo, dir string, opt engine.BackupOption
 
 func restoreAll(t testing.TB, r *engine.Repo, sn *engine.Snapshot, to string) error {
 	t.Helper()
-	dst, err := engine.NewFSDestination(to)
+	dst, err := restore.NewFolder(to)
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = r.Restore(context.Background(), sn.RootNode(), dst, engine.RestoreOptions{})
+	_, err = restore.Restore(context.Background(), r, sn.RootNode(), dst, restore.Options{})
 	return err
 }
 

@@ -4,6 +4,7 @@ import (
 	"github.com/coffer-backup/coffer/engine"
 	"github.com/coffer-backup/coffer/engine/crypto"
 	"github.com/coffer-backup/coffer/engine/format"
+	"github.com/coffer-backup/coffer/engine/restore"
 	"github.com/coffer-backup/coffer/engine/store"
 	"github.com/coffer-backup/coffer/engine/tree"
 
@@ -671,13 +672,13 @@ func TestFlippedByteInPack(t *testing.T) {
 				t.Fatal(err)
 			}
 			out := filepath.Join(t.TempDir(), "out")
-			dst, err := engine.NewFSDestination(out)
+			dst, err := restore.NewFolder(out)
 			if err != nil {
 				t.Fatal(err)
 			}
 			warned := map[string]bool{}
-			_, err = cr.Restore(ctx, sn.RootNode(), dst, engine.RestoreOptions{Warn: func(p string, err error) { warned[p] = true }})
-			var re *engine.RestoreError
+			_, err = restore.Restore(ctx, cr, sn.RootNode(), dst, restore.Options{Warn: func(p string, err error) { warned[p] = true }})
+			var re *restore.Error
 			if len(lost) > 0 {
 				if !errors.As(err, &re) {
 					t.Fatalf("restore: %v, want a RestoreError", err)

@@ -137,15 +137,15 @@ func (e *BlobError) Error() string {
 }
 func (e *BlobError) Unwrap() error { return e.Err }
 
-// errMissingBlob says the index does not know a blob a tree refers to.
-var errMissingBlob = fmt.Errorf("not in any index: %w", store.ErrNotFound)
+// ErrMissingBlob says the index does not know a blob a tree refers to.
+var ErrMissingBlob = fmt.Errorf("not in any index: %w", store.ErrNotFound)
 
 // LoadBlob reads, authenticates, decrypts and decompresses one blob, and
 // checks that its plaintext hashes to id.
 func (r *Repo) LoadBlob(ctx context.Context, id crypto.ID) ([]byte, error) {
 	loc, pack, ok := r.Index.Lookup(id)
 	if !ok {
-		return nil, &BlobError{ID: id, Err: errMissingBlob}
+		return nil, &BlobError{ID: id, Err: ErrMissingBlob}
 	}
 	name, off, n := packHandle(loc.Kind, pack), int64(loc.Offset), int64(loc.Length)
 	sealed, err := r.st.Get(ctx, name, off, n)

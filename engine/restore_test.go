@@ -2,6 +2,7 @@ package engine_test
 
 import (
 	"github.com/coffer-backup/coffer/engine"
+	"github.com/coffer-backup/coffer/engine/restore"
 	"github.com/coffer-backup/coffer/engine/store"
 	"github.com/coffer-backup/coffer/engine/tree"
 
@@ -18,11 +19,11 @@ import (
 
 // deniedDest refuses every file, as a bucket without s3:PutObject does.
 type deniedDest struct {
-	*engine.FSDestination
+	*restore.Folder
 	creates atomic.Int64
 }
 
-func (d *deniedDest) CreateFile(ctx context.Context, path string, n *tree.Node) (engine.FileWriter, error) {
+func (d *deniedDest) CreateFile(ctx context.Context, path string, n *tree.Node) (restore.FileWriter, error) {
 	d.creates.Add(1)
 	return nil, &store.PermanentError{Err: errors.New("access denied: s3:PutObject on arn:aws:s3:::dst")}
 }
@@ -37,10 +38,10 @@ func TestRestoreStopsOnPermanentError(t *testing.T) {
 		writeFile(t, filepath.Join(src, fmt.Sprintf("d%d", i%10), fmt.Sprintf("f%03d", i)), []byte("x"))
 	}
 	sn := backupDir(t, r, src, engine.BackupOptions{})
-	fs, _ := engine.NewFSDestination(t.TempDir())
-	dst := &deniedDest{FSDestination: fs}
+	fs, _ := restore.NewFolder(t.TempDir())
+	dst := &deniedDest{Folder: fs}
 	var warned atomic.Int64
-	_, err := r.Restore(t.Context(), sn.RootNode(), dst, engine.RestoreOptions{Concurrency: 2,
+	_, err := restore.Restore(t.Context(), r, sn.RootNode(), dst, restore.Options{Concurrency: 2,
 		Warn: func(string, error) { warned.Add(1) }})
 	if err == nil || !strings.Contains(err.Error(), "s3:PutObject") || !strings.Contains(err.Error(), "restore stopped") {
 		t.Fatalf("restore: %v", err)

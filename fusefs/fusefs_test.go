@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coffer-backup/coffer/engine/keymap"
+
 	"github.com/coffer-backup/coffer/engine/object"
 	"github.com/coffer-backup/coffer/engine/tree"
 
@@ -565,7 +567,7 @@ func TestLongNames(t *testing.T) {
 		segs := strings.Split(p, "/")
 		for i, s := range segs {
 			beside := i < len(segs)-1 && files[strings.Join(segs[:i+1], "/")] != ""
-			segs[i] = engine.LocalName(s, beside)
+			segs[i] = keymap.LocalName(s, beside)
 		}
 		return strings.Join(segs, "/")
 	}
@@ -583,7 +585,7 @@ func TestLongNames(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if len(de.Name()) > engine.NameMax {
+		if len(de.Name()) > keymap.NameMax {
 			t.Errorf("%s: a name of %d bytes", p, len(de.Name()))
 		}
 		if de.Type().IsRegular() {

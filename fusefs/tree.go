@@ -6,13 +6,14 @@ import (
 	"sync"
 	"syscall"
 
+	"github.com/coffer-backup/coffer/engine/keymap"
+
 	"github.com/coffer-backup/coffer/engine/crypto"
 	"github.com/coffer-backup/coffer/engine/tree"
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 
-	"github.com/coffer-backup/coffer/engine"
 	"github.com/coffer-backup/coffer/engine/object"
 )
 
@@ -154,8 +155,8 @@ func (d *dirNode) load(ctx context.Context) (*tree.Dir, error) {
 // find returns the entry of d whose local name (engine.LocalName) is
 // name, a name of one piece; ok is false if d has none.
 func (f *FS) find(ctx context.Context, d *tree.Dir, name string) (*tree.Node, bool, error) {
-	seg, dirBesideFile, err := engine.SegmentFromLocal(name)
-	if err != nil || engine.LocalName(seg, dirBesideFile) != name {
+	seg, dirBesideFile, err := keymap.SegmentFromLocal(name)
+	if err != nil || keymap.LocalName(seg, dirBesideFile) != name {
 		return nil, false, nil // not a name this mount shows
 	}
 	if dirBesideFile {
@@ -185,7 +186,7 @@ func (f *FS) localName(ctx context.Context, d *tree.Dir, n *tree.Node) (string, 
 		}
 		beside = other
 	}
-	return engine.LocalName(n.Name, beside), nil
+	return keymap.LocalName(n.Name, beside), nil
 }
 
 func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {

@@ -9,13 +9,13 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/coffer-backup/coffer/engine/restore"
+
 	"github.com/coffer-backup/coffer/engine/tree"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
-
-	"github.com/coffer-backup/coffer/engine"
 )
 
 // Destination restores into a bucket prefix: each file becomes the object
@@ -27,7 +27,7 @@ type Destination struct {
 	c *Client
 }
 
-var _ engine.Destination = (*Destination)(nil)
+var _ restore.Destination = (*Destination)(nil)
 
 // NewDestination returns the destination of c's bucket and prefix.
 func NewDestination(c *Client) *Destination { return &Destination{c: c} }
@@ -144,7 +144,7 @@ type partBuf struct {
 	got  int64
 }
 
-func (d *Destination) CreateFile(ctx context.Context, path string, n *tree.Node) (engine.FileWriter, error) {
+func (d *Destination) CreateFile(ctx context.Context, path string, n *tree.Node) (restore.FileWriter, error) {
 	f := &s3File{d: d, ctx: ctx, key: d.c.opt.Prefix + path[1:], n: n, h: d.headers(n), size: int64(n.Size)}
 	part := d.c.opt.partSize()
 	sourcePart := int64(0)

@@ -10,10 +10,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/coffer-backup/coffer/engine/keymap"
+
 	"github.com/johannesboyne/gofakes3"
 	"github.com/johannesboyne/gofakes3/backend/s3mem"
-
-	"github.com/coffer-backup/coffer/engine"
 )
 
 // oddKeys are keys S3 allows and folders do not hold as they are. MinIO
@@ -93,7 +93,7 @@ func folderKeys(t *testing.T, root string) map[string]string {
 				pending += "/"
 				continue
 			}
-			seg, _, err := engine.SegmentFromLocal(pending)
+			seg, _, err := keymap.SegmentFromLocal(pending)
 			if err != nil {
 				t.Fatalf("%s: %v", rel, err)
 			}

@@ -10,6 +10,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/coffer-backup/coffer/engine/restore"
+
 	"github.com/coffer-backup/coffer/engine/tree"
 
 	"github.com/coffer-backup/coffer/engine/crypto"
@@ -539,7 +541,7 @@ func runRestore(c *cli.Context) error {
 		return err
 	}
 	start := time.Now()
-	st, err := r.Restore(c.Context, n, dst, engine.RestoreOptions{
+	st, err := restore.Restore(c.Context, r, n, dst, restore.Options{
 		Concurrency: 2 * concurrencyFor(c, to, storeLocation(c)), Progress: pr,
 		Warn: func(p string, err error) {
 			fmt.Fprintf(warnTo, "coffer: cannot restore %s: %v\n", p, err)

@@ -8,6 +8,8 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/coffer-backup/coffer/engine/restore"
+
 	"github.com/urfave/cli/v2"
 
 	"github.com/coffer-backup/coffer/engine"
@@ -124,7 +126,7 @@ func s3Source(loc string) (engine.Source, error) {
 	return src, nil
 }
 
-func s3Destination(ctx context.Context, loc string) (engine.Destination, error) {
+func s3Destination(ctx context.Context, loc string) (restore.Destination, error) {
 	c, err := s3Client(ctx, loc)
 	if err != nil {
 		return nil, err
@@ -134,11 +136,11 @@ func s3Destination(ctx context.Context, loc string) (engine.Destination, error) 
 
 // destinationFor returns where a restore writes: a bucket, or a folder,
 // which tells of each key it had to give another name (docs/S3.md).
-func destinationFor(ctx context.Context, to string, stderr io.Writer) (engine.Destination, error) {
+func destinationFor(ctx context.Context, to string, stderr io.Writer) (restore.Destination, error) {
 	if isS3(to) {
 		return s3Destination(ctx, to)
 	}
-	d, err := engine.NewFSDestination(to)
+	d, err := restore.NewFolder(to)
 	if err != nil {
 		return nil, err
 	}

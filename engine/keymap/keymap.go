@@ -1,4 +1,8 @@
-package engine
+// Package keymap is the one documented, reversible mapping from S3 key
+// segments to local names that the folder view of a snapshot uses (restore
+// into a folder, the mount): every key gets a place and no name escapes
+// its folder.
+package keymap
 
 import (
 	"errors"

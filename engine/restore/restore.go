@@ -1,6 +1,7 @@
-package engine
+package restore
 
 import (
+	"github.com/coffer-backup/coffer/engine"
 	"github.com/coffer-backup/coffer/engine/crypto"
 	"github.com/coffer-backup/coffer/engine/format"
 	"github.com/coffer-backup/coffer/engine/store"
@@ -17,15 +18,15 @@ import (
 )
 
 // RestoreOptions tune a restore.
-type RestoreOptions struct {
+type Options struct {
 	Concurrency int // blob runs fetched and written at once; default 2×CPUs
 	// Warn receives each entry that could not be restored.
 	Warn     func(path string, err error)
-	Progress *Progress
+	Progress *engine.Progress
 }
 
 // RestoreStats report a finished restore.
-type RestoreStats struct {
+type Stats struct {
 	Files  uint64
 	Dirs   uint64
 	Bytes  uint64
@@ -36,9 +37,9 @@ type RestoreStats struct {
 const maxRun = 8 << 20
 
 // RestoreError says some entries could not be restored.
-type RestoreError struct{ Failed uint64 }
+type Error struct{ Failed uint64 }
 
-func (e *RestoreError) Error() string {
+func (e *Error) Error() string {
 	return fmt.Sprintf("restore: %d entries could not be restored (see the messages above); the rest was restored", e.Failed)
 }
 
@@ -69,7 +70,7 @@ type run struct {
 
 // Restore writes node (a directory's contents, or a single entry) from sn
 // into dst.
-func (r *Repo) Restore(ctx context.Context, node *tree.Node, dst Destination, opt RestoreOptions) (RestoreStats, error) {
+func Restore(ctx context.Context, r *engine.Repo, node *tree.Node, dst Destination, opt Options) (Stats, error) {
 	if opt.Concurrency < 1 {
 		opt.Concurrency = 2 * runtime.NumCPU()
 	}
@@ -77,10 +78,10 @@ func (r *Repo) Restore(ctx context.Context, node *tree.Node, dst Destination, op
 		opt.Warn = func(string, error) {}
 	}
 	if opt.Progress == nil {
-		opt.Progress = &Progress{}
+		opt.Progress = &engine.Progress{}
 	}
 	if err := r.LoadIndex(ctx); err != nil {
-		return RestoreStats{}, err
+		return Stats{}, err
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -122,7 +123,7 @@ func (r *Repo) Restore(ctx context.Context, node *tree.Node, dst Destination, op
 	}
 	if n := rs.failed.Load(); n > 0 {
 		rs.stats.Failed = uint64(n)
-		return rs.stats, &RestoreError{Failed: uint64(n)}
+		return rs.stats, &Error{Failed: uint64(n)}
 	}
 	return rs.stats, nil
 }
@@ -133,12 +134,12 @@ type dirMeta struct {
 }
 
 type restorer struct {
-	r      *Repo
+	r      *engine.Repo
 	dst    Destination
-	opt    RestoreOptions
+	opt    Options
 	runs   chan *run
 	dirs   []dirMeta
-	stats  RestoreStats
+	stats  Stats
 	failed atomic.Int64
 	warnMu sync.Mutex
 
@@ -249,11 +250,11 @@ func (rs *restorer) file(ctx context.Context, p string, n *tree.Node) {
 	for _, c := range chunks {
 		loc, pack, ok := rs.r.Index.Lookup(c.ID)
 		if !ok {
-			rs.fail(p, &BlobError{ID: c.ID, Err: errMissingBlob})
+			rs.fail(p, &engine.BlobError{ID: c.ID, Err: engine.ErrMissingBlob})
 			return
 		}
 		if uint32(loc.RawLen) != c.Size {
-			rs.fail(p, &BlobError{ID: c.ID, Pack: pack, Err: fmt.Errorf("%w: index says %d bytes, tree says %d", format.ErrCorrupt, loc.RawLen, c.Size)})
+			rs.fail(p, &engine.BlobError{ID: c.ID, Pack: pack, Err: fmt.Errorf("%w: index says %d bytes, tree says %d", format.ErrCorrupt, loc.RawLen, c.Size)})
 			return
 		}
 		last := len(runs) - 1
@@ -307,7 +308,7 @@ func (rs *restorer) doRun(ctx context.Context, ru *run, plain []byte) []byte {
 func (rs *restorer) fetchRun(ctx context.Context, ru *run, scratch []byte) ([]byte, error) {
 	data, err := rs.r.LoadPackRange(ctx, ru.kind, ru.pack, int64(ru.start), int64(ru.end-ru.start))
 	if err != nil {
-		return scratch, &BlobError{ID: ru.blobs[0].ID, Pack: ru.pack, Err: err}
+		return scratch, &engine.BlobError{ID: ru.blobs[0].ID, Pack: ru.pack, Err: err}
 	}
 	for i, loc := range ru.blobs {
 		off := loc.Offset - ru.start

@@ -1,4 +1,4 @@
-package engine
+package restore
 
 import (
 	"context"
@@ -13,13 +13,15 @@ import (
 	"syscall"
 	"unsafe"
 
+	"github.com/coffer-backup/coffer/engine/keymap"
+
 	"github.com/coffer-backup/coffer/engine/tree"
 
 	"golang.org/x/sys/unix"
 )
 
 // FSDestination restores into a local folder.
-type FSDestination struct {
+type Folder struct {
 	root string
 	// Owners restores uid/gid (only root may); the default is to do so
 	// when running as root.
@@ -33,15 +35,15 @@ type FSDestination struct {
 }
 
 // NewFSDestination returns a destination writing below dir.
-func NewFSDestination(dir string) (*FSDestination, error) {
+func NewFolder(dir string) (*Folder, error) {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return nil, err
 	}
-	return &FSDestination{root: abs, Owners: os.Geteuid() == 0}, nil
+	return &Folder{root: abs, Owners: os.Geteuid() == 0}, nil
 }
 
-func (d *FSDestination) URI() string { return d.root }
+func (d *Folder) URI() string { return d.root }
 
 // localPath maps an item path below the target, segment by segment
 // through LocalName (keymap.go), so that every S3 key has a place in a
@@ -49,7 +51,7 @@ func (d *FSDestination) URI() string { return d.root }
 // last segment (several "/"-joined pieces for a name over NameMax).
 // localPath maps item path p below the target; dir says whether p itself
 // is a directory (only a directory takes the beside-a-file name).
-func (d *FSDestination) localPath(p string, dir bool) (lp, last string, mapped bool) {
+func (d *Folder) localPath(p string, dir bool) (lp, last string, mapped bool) {
 	if p == "" {
 		return d.root, "", false
 	}
@@ -68,7 +70,7 @@ func (d *FSDestination) localPath(p string, dir bool) (lp, last string, mapped b
 			isBeside = d.beside[p[:at]]
 			d.mu.Unlock()
 		}
-		last = LocalName(s, isBeside)
+		last = keymap.LocalName(s, isBeside)
 		mapped = last != s
 		b.WriteByte(filepath.Separator)
 		b.WriteString(filepath.FromSlash(last))
@@ -78,7 +80,7 @@ func (d *FSDestination) localPath(p string, dir bool) (lp, last string, mapped b
 
 // place returns the local path of p, reports a mapped name, and makes the
 // folders that the pieces of a name over NameMax are nested in.
-func (d *FSDestination) place(p string, isDir bool) (string, error) {
+func (d *Folder) place(p string, isDir bool) (string, error) {
 	lp, last, mapped := d.localPath(p, isDir)
 	if !mapped {
 		return lp, nil
@@ -107,7 +109,7 @@ func (d *FSDestination) place(p string, isDir bool) (string, error) {
 	return lp, nil
 }
 
-func (d *FSDestination) MkDir(ctx context.Context, path string, n *tree.Node) error {
+func (d *Folder) MkDir(ctx context.Context, path string, n *tree.Node) error {
 	if path != "" {
 		// A file of the same name (S3 keys "a" and "a/b") was restored
 		// just before: this directory takes the name LocalName gives a
@@ -144,7 +146,7 @@ func (d *FSDestination) MkDir(ctx context.Context, path string, n *tree.Node) er
 // path shares its name with a file in the same directory, so that it
 // takes the name LocalName gives such a directory whatever the order the
 // two are created in.
-func (d *FSDestination) BesideFile(path string) {
+func (d *Folder) BesideFile(path string) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.beside == nil {
@@ -158,7 +160,7 @@ func isRegular(p string) bool {
 	return err == nil && fi.Mode().IsRegular()
 }
 
-func (d *FSDestination) meta(lp string, n *tree.Node, link bool) error {
+func (d *Folder) meta(lp string, n *tree.Node, link bool) error {
 	if d.Owners {
 		if err := os.Lchown(lp, int(n.UID), int(n.GID)); err != nil {
 			return fmt.Errorf("restore: chown %s: %w", lp, err)
@@ -190,12 +192,12 @@ func fileMode(m uint32) fs.FileMode {
 	return fm
 }
 
-func (d *FSDestination) FinishDir(ctx context.Context, path string, n *tree.Node) error {
+func (d *Folder) FinishDir(ctx context.Context, path string, n *tree.Node) error {
 	lp, _, _ := d.localPath(path, true)
 	return d.meta(lp, n, false)
 }
 
-func (d *FSDestination) Symlink(ctx context.Context, path string, n *tree.Node) error {
+func (d *Folder) Symlink(ctx context.Context, path string, n *tree.Node) error {
 	lp, err := d.place(path, false)
 	if err != nil {
 		return err
@@ -210,13 +212,13 @@ func (d *FSDestination) Symlink(ctx context.Context, path string, n *tree.Node) 
 }
 
 type fsFile struct {
-	d  *FSDestination
+	d  *Folder
 	f  *os.File
 	lp string
 	n  *tree.Node
 }
 
-func (d *FSDestination) CreateFile(ctx context.Context, path string, n *tree.Node) (FileWriter, error) {
+func (d *Folder) CreateFile(ctx context.Context, path string, n *tree.Node) (FileWriter, error) {
 	lp, err := d.place(path, false)
 	if err != nil {
 		return nil, err
@@ -256,7 +258,7 @@ func (w *fsFile) Close(abort bool) error {
 }
 
 // fileMeta applies owner, mode and times to an open file.
-func (d *FSDestination) fileMeta(f *os.File, n *tree.Node) error {
+func (d *Folder) fileMeta(f *os.File, n *tree.Node) error {
 	if d.Owners {
 		if err := f.Chown(int(n.UID), int(n.GID)); err != nil {
 			return fmt.Errorf("restore: chown %s: %w", f.Name(), err)
