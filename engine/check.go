@@ -4,7 +4,6 @@ import (
 	"github.com/coffer-backup/coffer/engine/crypto"
 	"github.com/coffer-backup/coffer/engine/format"
 	"github.com/coffer-backup/coffer/engine/index"
-	"github.com/coffer-backup/coffer/engine/store"
 	"github.com/coffer-backup/coffer/engine/tree"
 
 	"context"
@@ -88,7 +87,7 @@ func (r *Repo) Check(ctx context.Context, opt CheckOptions) (*CheckResult, error
 	if err := r.loadIndexTolerant(ctx, idx, problem); err != nil {
 		return nil, err
 	}
-	cr := r.withIndex(idx)
+	cr := r.WithIndex(idx)
 
 	snaps := opt.Snapshots
 	whole := len(snaps) == 0
@@ -117,12 +116,7 @@ func (r *Repo) Check(ctx context.Context, opt CheckOptions) (*CheckResult, error
 	if whole {
 		packs = indexed
 		for _, k := range []format.BlobKind{format.BlobData, format.BlobTree} {
-			err := r.st.List(ctx, packKind(k), func(o store.ObjectInfo) error {
-				id, err := crypto.ParseID(o.Handle.Name)
-				if err != nil {
-					res.Warnings = append(res.Warnings, fmt.Sprintf("%s: not a pack name; ignored", o.Handle))
-					return nil
-				}
+			err := r.ListPacks(ctx, k, func(id crypto.ID, size int64) error {
 				if _, ok := indexed[id]; !ok {
 					res.Warnings = append(res.Warnings, fmt.Sprintf("pack %s is in no index (left by an interrupted backup?); its blobs are unused", id.Short()))
 				}
@@ -220,18 +214,15 @@ func (r *Repo) Check(ctx context.Context, opt CheckOptions) (*CheckResult, error
 // loadIndexTolerant reads every index file into idx. A damaged one is a
 // problem to report, not a reason to stop; any other error stops it.
 func (r *Repo) loadIndexTolerant(ctx context.Context, idx *index.Master, problem func(Problem)) error {
-	var names []store.Handle
-	if err := r.st.List(ctx, store.KindIndex, func(o store.ObjectInfo) error {
-		names = append(names, o.Handle)
-		return nil
-	}); err != nil {
+	names, err := r.IndexFiles(ctx)
+	if err != nil {
 		return err
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(8)
 	for _, h := range names {
 		g.Go(func() error {
-			packs, err := r.readIndexFile(gctx, h)
+			packs, err := r.ReadIndexFile(gctx, h)
 			if gctx.Err() != nil {
 				return gctx.Err() // not damage: the check was cancelled
 			}
@@ -253,19 +244,11 @@ func (r *Repo) loadIndexTolerant(ctx context.Context, idx *index.Master, problem
 	return g.Wait()
 }
 
-// withIndex returns a view of r that finds blobs through idx (already
-// loaded) and reads trees without r's tree cache, leaving r untouched.
-func (r *Repo) withIndex(idx *index.Master) *Repo {
-	v := &Repo{st: r.st, Params: r.Params, keys: r.keys, Index: idx, master: r.master, slotID: r.slotID}
-	v.indexOnce.Do(func() {}) // LoadIndex on v must not read into idx again
-	return v
-}
-
 // checkPack reads a whole pack and verifies it; it returns the blobs that
 // failed, with why, and the bytes read.
 func (r *Repo) checkPack(ctx context.Context, kind format.BlobKind, pack crypto.ID, blobs []format.BlobLoc) (map[crypto.ID]string, int64, error) {
 	bad := map[crypto.ID]string{}
-	data, err := r.st.Get(ctx, packHandle(kind, pack), 0, -1)
+	data, err := r.LoadPackRange(ctx, kind, pack, 0, -1)
 	if err != nil {
 		for _, b := range blobs {
 			bad[b.ID] = fmt.Sprintf("blob %s: pack %s unreadable: %v", b.ID.Short(), pack.Short(), err)
@@ -278,7 +261,7 @@ func (r *Repo) checkPack(ctx context.Context, kind format.BlobKind, pack crypto.
 	}
 	if sealed, start, err := format.SplitPack(data); err != nil {
 		packErr = errors.Join(packErr, err)
-	} else if trailer, err := r.decodeSealedTrailer(sealed, start); err != nil {
+	} else if trailer, err := r.OpenTrailer(sealed, start); err != nil {
 		packErr = errors.Join(packErr, err)
 	} else {
 		inTrailer := make(map[crypto.ID]format.BlobLoc, len(trailer))
@@ -297,7 +280,7 @@ func (r *Repo) checkPack(ctx context.Context, kind format.BlobKind, pack crypto.
 			bad[b.ID] = fmt.Sprintf("blob %s: beyond the end of pack %s", b.ID.Short(), pack.Short())
 			continue
 		}
-		plain, err = r.openBlob(plain[:0], data[b.Offset:b.Offset+b.Length], b, pack)
+		plain, err = r.OpenBlob(plain[:0], data[b.Offset:b.Offset+b.Length], b, pack)
 		if err != nil {
 			bad[b.ID] = err.Error()
 		}

@@ -35,7 +35,3 @@ func (r *Repo) LoadObject(ctx context.Context, h store.Handle, aad []byte) ([]by
 func (r *Repo) ReadTrailer(ctx context.Context, k format.BlobKind, pack crypto.ID) ([]format.BlobLoc, error) {
 	return r.readTrailer(ctx, k, pack)
 }
-
-func (r *Repo) ReadIndexFile(ctx context.Context, h store.Handle) ([]format.IndexPack, error) {
-	return r.readIndexFile(ctx, h)
-}

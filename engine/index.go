@@ -18,18 +18,15 @@ func (r *Repo) LoadIndex(ctx context.Context) error {
 }
 
 func (r *Repo) loadIndex(ctx context.Context) error {
-	var names []store.Handle
-	if err := r.st.List(ctx, store.KindIndex, func(o store.ObjectInfo) error {
-		names = append(names, o.Handle)
-		return nil
-	}); err != nil {
+	names, err := r.IndexFiles(ctx)
+	if err != nil {
 		return err
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(8)
 	for _, name := range names {
 		g.Go(func() error {
-			packs, err := r.readIndexFile(gctx, name)
+			packs, err := r.ReadIndexFile(gctx, name)
 			if err != nil {
 				return err
 			}
@@ -44,7 +41,8 @@ func (r *Repo) loadIndex(ctx context.Context) error {
 	return nil
 }
 
-func (r *Repo) readIndexFile(ctx context.Context, name store.Handle) ([]format.IndexPack, error) {
+// ReadIndexFile reads, authenticates and decodes one index file.
+func (r *Repo) ReadIndexFile(ctx context.Context, name store.Handle) ([]format.IndexPack, error) {
 	p, err := r.loadObject(ctx, name, format.AADIndex)
 	if err != nil {
 		return nil, err

@@ -166,8 +166,8 @@ func (r *Repo) LoadBlob(ctx context.Context, id crypto.ID) ([]byte, error) {
 	return plain, err
 }
 
-// openBlob turns a sealed blob into its verified plaintext, appended to dst.
-func (r *Repo) openBlob(dst, sealed []byte, loc format.BlobLoc, pack crypto.ID) ([]byte, error) {
+// OpenBlob turns a sealed blob into its verified plaintext, appended to dst.
+func (r *Repo) OpenBlob(dst, sealed []byte, loc format.BlobLoc, pack crypto.ID) ([]byte, error) {
 	if len(sealed) != int(loc.Length) {
 		return nil, &BlobError{ID: loc.ID, Pack: pack, Err: fmt.Errorf("%w: short read", format.ErrCorrupt)}
 	}
@@ -240,13 +240,45 @@ func (r *Repo) readTrailer(ctx context.Context, kind format.BlobKind, pack crypt
 	if err != nil {
 		return nil, err
 	}
-	return r.decodeSealedTrailer(sealed, start)
+	return r.OpenTrailer(sealed, start)
 }
 
-func (r *Repo) decodeSealedTrailer(sealed []byte, start int64) ([]format.BlobLoc, error) {
+// OpenTrailer authenticates and decodes the sealed trailer of a pack
+// whose trailer starts at start.
+func (r *Repo) OpenTrailer(sealed []byte, start int64) ([]format.BlobLoc, error) {
 	p, err := r.keys.Open(nil, sealed, format.AADTrailer)
 	if err != nil {
 		return nil, fmt.Errorf("pack trailer: %w", err)
 	}
 	return format.DecodeTrailer(p, start)
+}
+
+// WithIndex returns a view of r that finds blobs through idx (already
+// loaded) and reads trees without r's tree cache, leaving r untouched.
+func (r *Repo) WithIndex(idx *index.Master) *Repo {
+	v := &Repo{st: r.st, Params: r.Params, keys: r.keys, Index: idx, master: r.master, slotID: r.slotID}
+	v.indexOnce.Do(func() {}) // LoadIndex on v must not read into idx again
+	return v
+}
+
+// IndexFiles lists the store's index files.
+func (r *Repo) IndexFiles(ctx context.Context) ([]store.Handle, error) {
+	var names []store.Handle
+	err := r.st.List(ctx, store.KindIndex, func(o store.ObjectInfo) error {
+		names = append(names, o.Handle)
+		return nil
+	})
+	return names, err
+}
+
+// ListPacks calls fn for every stored pack of blobs of kind k, indexed or
+// not; objects whose names are not pack ids are skipped.
+func (r *Repo) ListPacks(ctx context.Context, k format.BlobKind, fn func(id crypto.ID, size int64) error) error {
+	return r.st.List(ctx, packKind(k), func(o store.ObjectInfo) error {
+		id, err := crypto.ParseID(o.Handle.Name)
+		if err != nil {
+			return nil
+		}
+		return fn(id, o.Size)
+	})
 }

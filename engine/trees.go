@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"fmt"
+
 	"github.com/coffer-backup/coffer/engine/tree"
 
 	"github.com/coffer-backup/coffer/engine/crypto"
