@@ -2,6 +2,7 @@ package engine_test
 
 import (
 	"github.com/coffer-backup/coffer/engine"
+	"github.com/coffer-backup/coffer/engine/check"
 	"github.com/coffer-backup/coffer/engine/store"
 
 	"context"
@@ -73,7 +74,7 @@ func TestCheckReportsEachBadIndexFile(t *testing.T) {
 	}
 
 	r := reopen(t, storeDir)
-	res, err := r.Check(context.Background(), engine.CheckOptions{})
+	res, err := check.Run(context.Background(), r, check.Options{})
 	if err != nil {
 		t.Fatalf("check: %v", err)
 	}
@@ -161,7 +162,7 @@ func TestCheckLeavesSharedIndexAlone(t *testing.T) {
 		})
 	}
 	started.Wait()
-	res, err := r.Check(ctx, engine.CheckOptions{})
+	res, err := check.Run(ctx, r, check.Options{})
 	close(stop)
 	wg.Wait()
 	if err != nil {
@@ -224,7 +225,7 @@ func TestCheckCancelled(t *testing.T) {
 	}
 	for _, whole := range []bool{true, false} {
 		t.Run(fmt.Sprintf("whole=%v", whole), func(t *testing.T) {
-			var opt engine.CheckOptions
+			var opt check.Options
 			r, st, ctx := open(0)
 			if !whole {
 				sns, err := r.Snapshots(ctx)
@@ -234,7 +235,7 @@ func TestCheckCancelled(t *testing.T) {
 				opt.Snapshots = sns
 				st.gets.Store(0)
 			}
-			res, err := r.Check(ctx, opt)
+			res, err := check.Run(ctx, r, opt)
 			if err != nil || !res.OK() {
 				t.Fatalf("check of an undamaged store: %v %+v", err, res)
 			}
@@ -242,7 +243,7 @@ func TestCheckCancelled(t *testing.T) {
 			inWalk := 0
 			for at := int64(1); at <= total; at++ {
 				r, st, ctx := open(at)
-				res, err := r.Check(ctx, opt)
+				res, err := check.Run(ctx, r, opt)
 				if st.ranged {
 					inWalk++
 				}

@@ -2,6 +2,7 @@ package engine_test
 
 import (
 	"github.com/coffer-backup/coffer/engine"
+	"github.com/coffer-backup/coffer/engine/check"
 	"github.com/coffer-backup/coffer/engine/crypto"
 	"github.com/coffer-backup/coffer/engine/format"
 	"github.com/coffer-backup/coffer/engine/restore"
@@ -628,7 +629,7 @@ func TestFlippedByteInPack(t *testing.T) {
 			}
 
 			cr := reopen(t, dir)
-			res, err := cr.Check(ctx, engine.CheckOptions{})
+			res, err := check.Run(ctx, cr, check.Options{})
 			if err != nil {
 				t.Fatalf("check: %v", err)
 			}

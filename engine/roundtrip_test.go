@@ -4,6 +4,8 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/coffer-backup/coffer/engine/check"
+
 	"github.com/coffer-backup/coffer/engine"
 
 	"github.com/coffer-backup/coffer/internal/testtree"
@@ -36,7 +38,7 @@ func TestRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	compareTrees(t, src, out)
-	res, err := r2.Check(t.Context(), engine.CheckOptions{})
+	res, err := check.Run(t.Context(), r2, check.Options{})
 	if err != nil || !res.OK() {
 		t.Fatalf("check: %v %+v", err, res)
 	}

@@ -10,6 +10,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/coffer-backup/coffer/engine/check"
+
 	"github.com/coffer-backup/coffer/engine/restore"
 
 	"github.com/coffer-backup/coffer/engine/tree"
@@ -587,13 +589,13 @@ Examples:
 
 // checkOut is the JSON of a check.
 type checkOut struct {
-	OK        bool             `json:"ok"`
-	Snapshots int              `json:"snapshots"`
-	Packs     int              `json:"packs"`
-	Blobs     int              `json:"blobs"`
-	Bytes     int64            `json:"bytes_read"`
-	Problems  []engine.Problem `json:"problems"`
-	Warnings  []string         `json:"warnings"`
+	OK        bool            `json:"ok"`
+	Snapshots int             `json:"snapshots"`
+	Packs     int             `json:"packs"`
+	Blobs     int             `json:"blobs"`
+	Bytes     int64           `json:"bytes_read"`
+	Problems  []check.Problem `json:"problems"`
+	Warnings  []string        `json:"warnings"`
 }
 
 func runCheck(c *cli.Context) error {
@@ -622,7 +624,7 @@ func runCheck(c *cli.Context) error {
 		}
 	}
 	view := startProgress("check", pr, goal)
-	res, err := r.Check(c.Context, engine.CheckOptions{Snapshots: snaps, Concurrency: concurrencyFor(c, storeLocation(c)), Progress: pr})
+	res, err := check.Run(c.Context, r, check.Options{Snapshots: snaps, Concurrency: concurrencyFor(c, storeLocation(c)), Progress: pr})
 	view.done()
 	if err != nil {
 		return err
@@ -631,7 +633,7 @@ func runCheck(c *cli.Context) error {
 		out := checkOut{OK: res.OK(), Snapshots: res.Snapshots, Packs: res.Packs, Blobs: res.Blobs, Bytes: res.Bytes,
 			Problems: res.Problems, Warnings: res.Warnings}
 		if out.Problems == nil {
-			out.Problems = []engine.Problem{}
+			out.Problems = []check.Problem{}
 		}
 		if out.Warnings == nil {
 			out.Warnings = []string{}

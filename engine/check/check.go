@@ -1,6 +1,7 @@
-package engine
+package check
 
 import (
+	"github.com/coffer-backup/coffer/engine"
 	"github.com/coffer-backup/coffer/engine/crypto"
 	"github.com/coffer-backup/coffer/engine/format"
 	"github.com/coffer-backup/coffer/engine/index"
@@ -18,12 +19,12 @@ import (
 )
 
 // CheckOptions choose what a check covers.
-type CheckOptions struct {
+type Options struct {
 	// Snapshots to check; none means the whole store, including packs no
 	// snapshot uses.
-	Snapshots   []*Snapshot
+	Snapshots   []*engine.Snapshot
 	Concurrency int
-	Progress    *Progress
+	Progress    *engine.Progress
 }
 
 // Problem is one thing check found wrong.
@@ -48,7 +49,7 @@ func (p Problem) String() string {
 }
 
 // CheckResult reports a check.
-type CheckResult struct {
+type Result struct {
 	Snapshots int       `json:"snapshots"`
 	Packs     int       `json:"packs"`
 	Blobs     int       `json:"blobs"`
@@ -60,20 +61,20 @@ type CheckResult struct {
 }
 
 // OK reports whether the check found no problem.
-func (c *CheckResult) OK() bool { return len(c.Problems) == 0 }
+func (c *Result) OK() bool { return len(c.Problems) == 0 }
 
 // Check reads every pack the chosen snapshots use (every pack of the store
 // if none are chosen), verifies the pack's hash, its trailer against the
 // index, and every blob's MAC and id; then walks the snapshots' trees and
 // names each file or directory a bad or missing blob belongs to.
-func (r *Repo) Check(ctx context.Context, opt CheckOptions) (*CheckResult, error) {
+func Run(ctx context.Context, r *engine.Repo, opt Options) (*Result, error) {
 	if opt.Concurrency < 1 {
 		opt.Concurrency = runtime.NumCPU()
 	}
 	if opt.Progress == nil {
-		opt.Progress = &Progress{}
+		opt.Progress = &engine.Progress{}
 	}
-	res := &CheckResult{}
+	res := &Result{}
 	var mu sync.Mutex
 	problem := func(p Problem) {
 		mu.Lock()
@@ -84,7 +85,7 @@ func (r *Repo) Check(ctx context.Context, opt CheckOptions) (*CheckResult, error
 	// r.Index is shared with whatever else uses r (a mount, a restore),
 	// and check must not change what they see. cr finds blobs through it.
 	idx := index.New()
-	if err := r.loadIndexTolerant(ctx, idx, problem); err != nil {
+	if err := loadIndexTolerant(ctx, r, idx, problem); err != nil {
 		return nil, err
 	}
 	cr := r.WithIndex(idx)
@@ -129,7 +130,7 @@ func (r *Repo) Check(ctx context.Context, opt CheckOptions) (*CheckResult, error
 	} else {
 		need := map[crypto.ID]bool{}
 		for _, sn := range snaps {
-			if err := cr.walkBlobs(ctx, sn, func(id crypto.ID) { need[id] = true }, func(string, *tree.Node, error) {}); err != nil {
+			if err := walkBlobs(ctx, cr, sn, func(id crypto.ID) { need[id] = true }, func(string, *tree.Node, error) {}); err != nil {
 				return nil, err
 			}
 		}
@@ -153,7 +154,7 @@ func (r *Repo) Check(ctx context.Context, opt CheckOptions) (*CheckResult, error
 	g.SetLimit(opt.Concurrency)
 	for pack, kind := range packs {
 		g.Go(func() error {
-			errs, n, err := r.checkPack(gctx, kind, pack, byPack[pack])
+			errs, n, err := checkPack(gctx, r, kind, pack, byPack[pack])
 			if err != nil && gctx.Err() != nil {
 				return gctx.Err() // not damage: the check was cancelled
 			}
@@ -179,7 +180,7 @@ func (r *Repo) Check(ctx context.Context, opt CheckOptions) (*CheckResult, error
 	// Name what the bad blobs belong to.
 	for _, sn := range snaps {
 		seen := map[string]bool{}
-		err := cr.walkBlobs(ctx, sn, nil, func(path string, n *tree.Node, err error) {
+		err := walkBlobs(ctx, cr, sn, nil, func(path string, n *tree.Node, err error) {
 			if err != nil {
 				problem(Problem{Snapshot: sn.ID.Short(), Path: path, Message: err.Error()})
 				return
@@ -190,7 +191,7 @@ func (r *Repo) Check(ctx context.Context, opt CheckOptions) (*CheckResult, error
 					problem(Problem{Snapshot: sn.ID.Short(), Path: path, Blob: c.ID.Short(), Message: why})
 				} else if !idx.Has(c.ID) && !seen[path] {
 					seen[path] = true
-					problem(Problem{Snapshot: sn.ID.Short(), Path: path, Blob: c.ID.Short(), Message: fmt.Sprintf("blob %s: %v", c.ID.Short(), ErrMissingBlob)})
+					problem(Problem{Snapshot: sn.ID.Short(), Path: path, Blob: c.ID.Short(), Message: fmt.Sprintf("blob %s: %v", c.ID.Short(), engine.ErrMissingBlob)})
 				}
 			}
 		})
@@ -213,7 +214,7 @@ func (r *Repo) Check(ctx context.Context, opt CheckOptions) (*CheckResult, error
 
 // loadIndexTolerant reads every index file into idx. A damaged one is a
 // problem to report, not a reason to stop; any other error stops it.
-func (r *Repo) loadIndexTolerant(ctx context.Context, idx *index.Master, problem func(Problem)) error {
+func loadIndexTolerant(ctx context.Context, r *engine.Repo, idx *index.Master, problem func(Problem)) error {
 	names, err := r.IndexFiles(ctx)
 	if err != nil {
 		return err
@@ -246,7 +247,7 @@ func (r *Repo) loadIndexTolerant(ctx context.Context, idx *index.Master, problem
 
 // checkPack reads a whole pack and verifies it; it returns the blobs that
 // failed, with why, and the bytes read.
-func (r *Repo) checkPack(ctx context.Context, kind format.BlobKind, pack crypto.ID, blobs []format.BlobLoc) (map[crypto.ID]string, int64, error) {
+func checkPack(ctx context.Context, r *engine.Repo, kind format.BlobKind, pack crypto.ID, blobs []format.BlobLoc) (map[crypto.ID]string, int64, error) {
 	bad := map[crypto.ID]string{}
 	data, err := r.LoadPackRange(ctx, kind, pack, 0, -1)
 	if err != nil {
@@ -293,7 +294,7 @@ func (r *Repo) checkPack(ctx context.Context, kind format.BlobKind, pack crypto.
 // every directory or file that could not be read. Once ctx is done it
 // stops and returns ctx's error; a read that failed because of it is not
 // given to file.
-func (r *Repo) walkBlobs(ctx context.Context, sn *Snapshot, blob func(crypto.ID), file func(string, *tree.Node, error)) error {
+func walkBlobs(ctx context.Context, r *engine.Repo, sn *engine.Snapshot, blob func(crypto.ID), file func(string, *tree.Node, error)) error {
 	if blob == nil {
 		blob = func(crypto.ID) {}
 	}
