@@ -2,6 +2,7 @@ package engine_test
 
 import (
 	"github.com/coffer-backup/coffer/engine"
+	"github.com/coffer-backup/coffer/engine/backup"
 	"github.com/coffer-backup/coffer/engine/check"
 	"github.com/coffer-backup/coffer/engine/store"
 
@@ -30,7 +31,7 @@ func newCheckStore(t testing.TB, n int) (*engine.Repo, string) {
 				writeFile(t, filepath.Join(src, fmt.Sprintf("d%d", d), fmt.Sprintf("f%d", f)), textBytes(uint64(100*i+10*d+f), 3000))
 			}
 		}
-		backupDir(t, r, src, engine.BackupOptions{})
+		backupDir(t, r, src, backup.Options{})
 	}
 	return r, storeDir
 }

@@ -2,6 +2,7 @@ package engine_test
 
 import (
 	"github.com/coffer-backup/coffer/engine"
+	"github.com/coffer-backup/coffer/engine/backup"
 	"github.com/coffer-backup/coffer/engine/crypto"
 	"github.com/coffer-backup/coffer/engine/format"
 	"github.com/coffer-backup/coffer/engine/store"
@@ -25,7 +26,7 @@ import (
 // qaCountingSource passes a Source through, counting the files opened and
 // the bytes read from them.
 type qaCountingSource struct {
-	engine.Source
+	backup.Source
 	mu     sync.Mutex
 	opened []string
 	read   atomic.Int64
@@ -33,14 +34,14 @@ type qaCountingSource struct {
 
 func qaCount(t testing.TB, dir string) *qaCountingSource {
 	t.Helper()
-	src, err := engine.NewFSSource(dir)
+	src, err := backup.NewFolder(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return &qaCountingSource{Source: src}
 }
 
-func (s *qaCountingSource) Open(ctx context.Context, it *engine.Item) (io.ReadCloser, error) {
+func (s *qaCountingSource) Open(ctx context.Context, it *backup.Item) (io.ReadCloser, error) {
 	s.mu.Lock()
 	s.opened = append(s.opened, it.Path)
 	s.mu.Unlock()
@@ -85,9 +86,9 @@ func (s *qaCountingStorage) Get(ctx context.Context, name store.Handle, offset, 
 	return s.Storage.Get(ctx, name, offset, length)
 }
 
-func qaBackup(t testing.TB, r *engine.Repo, src engine.Source) *engine.Snapshot {
+func qaBackup(t testing.TB, r *engine.Repo, src backup.Source) *engine.Snapshot {
 	t.Helper()
-	res, err := r.Backup(context.Background(), src, engine.BackupOptions{})
+	res, err := backup.Run(context.Background(), r, src, backup.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -153,7 +154,7 @@ func TestDedupSecondCopy100MiB(t *testing.T) {
 	if total != 100<<20 {
 		t.Fatalf("test setup: %d bytes", total)
 	}
-	snA := backupDir(t, r, a, engine.BackupOptions{})
+	snA := backupDir(t, r, a, backup.Options{})
 	if snA.Stats.Bytes != 100<<20 || snA.Stats.NewBytes < 100<<20 {
 		t.Fatalf("first backup: %+v", snA.Stats)
 	}
@@ -174,7 +175,7 @@ func TestDedupSecondCopy100MiB(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	snB := backupDir(t, r, b, engine.BackupOptions{})
+	snB := backupDir(t, r, b, backup.Options{})
 	if snB.Parent != nil {
 		t.Fatalf("backup of another folder used parent %s", snB.Parent.Short())
 	}
@@ -570,7 +571,7 @@ func TestLargeDirectoryPaging(t *testing.T) {
 // attrSource fills attributes only when a file is opened, as an S3
 // source with deferred attributes does.
 type attrSource struct {
-	engine.Source
+	backup.Source
 	deferred bool
 	reused   int
 }
@@ -580,7 +581,7 @@ func (s *attrSource) ReuseAttrs(prev, cur *tree.Node) {
 	s.reused++
 	cur.Attrs = prev.Attrs
 }
-func (s *attrSource) Open(ctx context.Context, it *engine.Item) (io.ReadCloser, error) {
+func (s *attrSource) Open(ctx context.Context, it *backup.Item) (io.ReadCloser, error) {
 	// Like a GET, take a while: the backup's assembler has the item by
 	// then and must still see what Open fills in.
 	time.Sleep(30 * time.Millisecond)
@@ -595,13 +596,13 @@ func TestDeferredAttrs(t *testing.T) {
 	dir := t.TempDir()
 	writeFile(t, filepath.Join(dir, "a"), []byte("a"))
 	writeFile(t, filepath.Join(dir, "sub", "b"), []byte("b"))
-	fs, err := engine.NewFSSource(dir)
+	fs, err := backup.NewFolder(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for round := 0; round < 2; round++ {
 		src := &attrSource{Source: fs}
-		res, err := r.Backup(t.Context(), src, engine.BackupOptions{})
+		res, err := backup.Run(t.Context(), r, src, backup.Options{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -663,7 +664,7 @@ func TestTreeCache(t *testing.T) {
 		writeFile(t, filepath.Join(src, "big", fmt.Sprintf("f%04d", i)), nil)
 	}
 	writeFile(t, filepath.Join(src, "a", "b", "c"), []byte("c"))
-	sn := backupDir(t, r, src, engine.BackupOptions{})
+	sn := backupDir(t, r, src, backup.Options{})
 	m := &mapTrees{dirs: map[crypto.ID]*tree.Dir{}, pages: map[crypto.ID][]tree.Node{}}
 	r.SetTreeCache(m)
 	paths := []string{"/a/b/c", "/big/f0123", "/big/f0599"}

@@ -2,6 +2,7 @@ package engine_test
 
 import (
 	"github.com/coffer-backup/coffer/engine"
+	"github.com/coffer-backup/coffer/engine/backup"
 	"github.com/coffer-backup/coffer/engine/crypto"
 	"github.com/coffer-backup/coffer/engine/format"
 	"github.com/coffer-backup/coffer/engine/store"
@@ -572,7 +573,7 @@ func qaRealStore(t testing.TB) *qaReal {
 	if err := os.Symlink("a.bin", filepath.Join(src, "link")); err != nil {
 		t.Fatal(err)
 	}
-	sn := backupDir(t, r, src, engine.BackupOptions{})
+	sn := backupDir(t, r, src, backup.Options{})
 	q := &qaReal{r: r, st: st, sn: sn}
 	err := qaListAll(ctx, st, func(o store.ObjectInfo) error {
 		data, err := st.Get(ctx, o.Handle, 0, -1)

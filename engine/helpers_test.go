@@ -2,6 +2,7 @@ package engine_test
 
 import (
 	"github.com/coffer-backup/coffer/engine"
+	"github.com/coffer-backup/coffer/engine/backup"
 	"github.com/coffer-backup/coffer/engine/crypto"
 	"github.com/coffer-backup/coffer/engine/restore"
 	"github.com/coffer-backup/coffer/engine/store"
@@ -58,13 +59,13 @@ func randBytes(n int) []byte { return testtree.RandBytes(n) }
 func textBytes(seed uint64, n int) []byte { return testtree.Text(seed, n) }
 
 // backupDir backs up dir and returns the snapshot.
-func backupDir(t testing.TB, r *engine.Repo, dir string, opt engine.BackupOptions) *engine.Snapshot {
+func backupDir(t testing.TB, r *engine.Repo, dir string, opt backup.Options) *engine.Snapshot {
 	t.Helper()
-	src, err := engine.NewFSSource(dir)
+	src, err := backup.NewFolder(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := r.Backup(context.Background(), src, opt)
+	res, err := backup.Run(context.Background(), r, src, opt)
 	if err != nil {
 		t.Fatal(err)
 	}

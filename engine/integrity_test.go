@@ -2,6 +2,7 @@ package engine_test
 
 import (
 	"github.com/coffer-backup/coffer/engine"
+	"github.com/coffer-backup/coffer/engine/backup"
 	"github.com/coffer-backup/coffer/engine/check"
 	"github.com/coffer-backup/coffer/engine/crypto"
 	"github.com/coffer-backup/coffer/engine/format"
@@ -101,7 +102,7 @@ func qaStoreWithData(t testing.TB) (*engine.Repo, string) {
 	src := t.TempDir()
 	writeFile(t, filepath.Join(src, "a.bin"), qaRand(1, 300<<10))
 	writeFile(t, filepath.Join(src, "d", "b.txt"), textBytes(2, 100<<10))
-	backupDir(t, r, src, engine.BackupOptions{})
+	backupDir(t, r, src, backup.Options{})
 	return r, storeDir
 }
 
@@ -268,11 +269,11 @@ func qaBuildCorpus(t testing.TB) *qaCorpus {
 	add("big/huge.bin", qaRand(300, 5<<20))
 	add("text/notes.txt", textBytes(7, 300<<10))
 	add("tiny", []byte("x"))
-	c.snaps = append(c.snaps, backupDir(t, r, c.src, engine.BackupOptions{}))
+	c.snaps = append(c.snaps, backupDir(t, r, c.src, backup.Options{}))
 	add("later/new1.bin", qaRand(400, 150<<10))
-	c.snaps = append(c.snaps, backupDir(t, r, c.src, engine.BackupOptions{}))
+	c.snaps = append(c.snaps, backupDir(t, r, c.src, backup.Options{}))
 	add("later2/new2.bin", qaRand(500, 150<<10))
-	c.snaps = append(c.snaps, backupDir(t, r, c.src, engine.BackupOptions{}))
+	c.snaps = append(c.snaps, backupDir(t, r, c.src, backup.Options{}))
 	return c
 }
 
@@ -808,7 +809,7 @@ func TestNoPlaintextInStore(t *testing.T) {
 	if found := qaFindSecrets(t, src, secrets); len(found) == 0 {
 		t.Fatal("the search does not find the marker in the source")
 	}
-	sn := backupDir(t, r, src, engine.BackupOptions{Tags: []string{marker}, Host: dirName})
+	sn := backupDir(t, r, src, backup.Options{Tags: []string{marker}, Host: dirName})
 	if sn.Stats.Files != 4 {
 		t.Fatalf("backed up %d files, want 4", sn.Stats.Files)
 	}
@@ -830,7 +831,7 @@ func TestKeySlots(t *testing.T) {
 	ctx := t.Context()
 	src := t.TempDir()
 	writeFile(t, filepath.Join(src, "f"), []byte("slots"))
-	sn := backupDir(t, r, src, engine.BackupOptions{})
+	sn := backupDir(t, r, src, backup.Options{})
 	slot, err := r.AddKeySlot(ctx, []byte("second"), cheapKDF)
 	if err != nil {
 		t.Fatal(err)
@@ -887,7 +888,7 @@ func TestInvalidateDamagedCache(t *testing.T) {
 	r, path := newTestRepo(t, engine.CreateOptions{Chunker: testChunker})
 	src := t.TempDir()
 	writeFile(t, filepath.Join(src, "f"), textBytes(3, 100<<10))
-	sn := backupDir(t, r, src, engine.BackupOptions{})
+	sn := backupDir(t, r, src, backup.Options{})
 	st, _ := store.NewFolder(path)
 	dc := &damagedCache{Storage: st, dropped: map[string]bool{}}
 	r2, err := engine.Open(t.Context(), dc, []byte("test passphrase"))

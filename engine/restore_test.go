@@ -2,6 +2,7 @@ package engine_test
 
 import (
 	"github.com/coffer-backup/coffer/engine"
+	"github.com/coffer-backup/coffer/engine/backup"
 	"github.com/coffer-backup/coffer/engine/restore"
 	"github.com/coffer-backup/coffer/engine/store"
 	"github.com/coffer-backup/coffer/engine/tree"
@@ -37,7 +38,7 @@ func TestRestoreStopsOnPermanentError(t *testing.T) {
 	for i := 0; i < 200; i++ {
 		writeFile(t, filepath.Join(src, fmt.Sprintf("d%d", i%10), fmt.Sprintf("f%03d", i)), []byte("x"))
 	}
-	sn := backupDir(t, r, src, engine.BackupOptions{})
+	sn := backupDir(t, r, src, backup.Options{})
 	fs, _ := restore.NewFolder(t.TempDir())
 	dst := &deniedDest{Folder: fs}
 	var warned atomic.Int64
@@ -68,7 +69,7 @@ func TestSkippedEntriesRecorded(t *testing.T) {
 			t.Skip("mkfifo:", err)
 		}
 	}
-	sn := backupDir(t, r, src, engine.BackupOptions{})
+	sn := backupDir(t, r, src, backup.Options{})
 	got, err := r.LoadSnapshot(t.Context(), sn.ID)
 	if err != nil {
 		t.Fatal(err)
@@ -85,8 +86,8 @@ func TestSnapshotsLoadedOnce(t *testing.T) {
 	r, path := newTestRepo(t, engine.CreateOptions{Chunker: testChunker})
 	src := t.TempDir()
 	writeFile(t, filepath.Join(src, "f"), []byte("f"))
-	backupDir(t, r, src, engine.BackupOptions{})
-	backupDir(t, r, src, engine.BackupOptions{})
+	backupDir(t, r, src, backup.Options{})
+	backupDir(t, r, src, backup.Options{})
 	st, _ := store.NewFolder(path)
 	cs := &getCounter{Storage: st}
 	r2, err := engine.Open(t.Context(), cs, []byte("test passphrase"))

@@ -4,6 +4,8 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/coffer-backup/coffer/engine/backup"
+
 	"github.com/coffer-backup/coffer/engine/check"
 
 	"github.com/coffer-backup/coffer/engine"
@@ -23,7 +25,7 @@ func TestRoundTrip(t *testing.T) {
 	r, storeDir := newTestRepo(t, engine.CreateOptions{Chunker: testChunker, PackSize: 256 << 10})
 	src := filepath.Join(t.TempDir(), "src")
 	makeTree(t, src, testChunker)
-	sn := backupDir(t, r, src, engine.BackupOptions{})
+	sn := backupDir(t, r, src, backup.Options{})
 	if sn.Stats.Files == 0 || sn.Stats.NewBlobs == 0 {
 		t.Fatalf("backup saw nothing: %+v", sn.Stats)
 	}

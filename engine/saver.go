@@ -107,7 +107,9 @@ func (r *Repo) NewSaver(ctx context.Context, uploaders int) *Saver {
 	return s
 }
 
-func (s *Saver) setErr(err error) {
+// Fail records err as the saver's error, unless it has one already: Err,
+// and so Finish, return the first.
+func (s *Saver) Fail(err error) {
 	s.errMu.Lock()
 	if s.err == nil {
 		s.err = err
@@ -261,7 +263,7 @@ func (s *Saver) uploader() {
 	for p := range s.uploads {
 		if s.Err() == nil {
 			if err := s.upload(p); err != nil {
-				s.setErr(err)
+				s.Fail(err)
 			}
 		}
 		s.freePack(p)
@@ -341,7 +343,7 @@ func (s *Saver) Finish() error {
 	s.mu.Unlock()
 	for _, p := range rest {
 		if err := s.send(p); err != nil {
-			s.setErr(err)
+			s.Fail(err)
 			break
 		}
 	}
@@ -358,7 +360,7 @@ func (s *Saver) Finish() error {
 // are indexed, best effort, so the next backup reuses them instead of
 // uploading them again (which, on a full disk, could fail again).
 func (s *Saver) Abort() {
-	s.setErr(context.Canceled)
+	s.Fail(context.Canceled)
 	s.mu.Lock()
 	for k, p := range s.open {
 		s.freePack(p)

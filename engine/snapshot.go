@@ -33,7 +33,7 @@ type Snapshot struct {
 	Stats    SnapshotStats `json:"stats"`
 	Partial  bool          `json:"partial,omitempty"`
 	// SkippedEntries names entries left out and why (archived S3
-	// objects, unreadable files), at most maxSkippedListed of them;
+	// objects, unreadable files), at most MaxSkippedListed of them;
 	// Stats.Skipped counts them all.
 	SkippedEntries []SkippedEntry `json:"skipped_entries,omitempty"`
 	Info           []tree.Attr    `json:"source_info,omitempty"` // e.g. bucket name, region, owner
@@ -46,8 +46,8 @@ type SkippedEntry struct {
 	Reason string `json:"reason"`
 }
 
-// maxSkippedListed bounds the skipped entries a snapshot names.
-const maxSkippedListed = 1000
+// MaxSkippedListed bounds the skipped entries a snapshot names.
+const MaxSkippedListed = 1000
 
 // RootMeta is the metadata of the source's root directory, which has no
 // entry of its own in any directory.
@@ -198,9 +198,9 @@ func (r *Repo) FindSnapshot(ctx context.Context, ref string) (*Snapshot, error) 
 	return nil, fmt.Errorf("snapshot %s: prefix matches %d snapshots; give more digits", ref, len(match))
 }
 
-// latestOf returns the newest snapshot of source (preferring complete
+// LatestOf returns the newest snapshot of source (preferring complete
 // ones); ok is false if source has none.
-func (r *Repo) latestOf(ctx context.Context, source string) (*Snapshot, bool, error) {
+func (r *Repo) LatestOf(ctx context.Context, source string) (*Snapshot, bool, error) {
 	all, err := r.Snapshots(ctx)
 	if err != nil {
 		return nil, false, err

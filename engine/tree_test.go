@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/coffer-backup/coffer/engine/backup"
+
 	"github.com/coffer-backup/coffer/engine"
 	"github.com/coffer-backup/coffer/engine/tree"
 )
@@ -21,7 +23,7 @@ func TestLookupAndSeekFound(t *testing.T) {
 	for i := range n {
 		writeFile(t, filepath.Join(src, "d", fmt.Sprintf("e%04d", i)), nil)
 	}
-	sn := backupDir(t, r, src, engine.BackupOptions{})
+	sn := backupDir(t, r, src, backup.Options{})
 
 	root, err := r.LoadDir(ctx, sn.Root)
 	if err != nil {

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coffer-backup/coffer/engine/backup"
 	"github.com/coffer-backup/coffer/engine/keymap"
 
 	"github.com/coffer-backup/coffer/engine/object"
@@ -64,9 +65,9 @@ func reopen(t testing.TB, r *engine.Repo) *engine.Repo {
 	return r2
 }
 
-func backup(t testing.TB, r *engine.Repo, src engine.Source) *engine.Snapshot {
+func backupTree(t testing.TB, r *engine.Repo, src backup.Source) *engine.Snapshot {
 	t.Helper()
-	res, err := r.Backup(context.Background(), src, engine.BackupOptions{Concurrency: 2,
+	res, err := backup.Run(context.Background(), r, src, backup.Options{Concurrency: 2,
 		Warn: func(p string, err error) { t.Errorf("backup skipped %s: %v", p, err) }})
 	if err != nil {
 		t.Fatal(err)
@@ -76,11 +77,11 @@ func backup(t testing.TB, r *engine.Repo, src engine.Source) *engine.Snapshot {
 
 func backupDir(t testing.TB, r *engine.Repo, dir string) *engine.Snapshot {
 	t.Helper()
-	src, err := engine.NewFSSource(dir)
+	src, err := backup.NewFolder(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return backup(t, r, src)
+	return backupTree(t, r, src)
 }
 
 // countingRepo counts the loads of content blobs and chunk lists that
@@ -330,13 +331,13 @@ func TestPreadsAcrossChunks(t *testing.T) {
 // memSource is a Source of items held in memory, in walk order.
 type memSource struct {
 	uri   string
-	items []engine.Item
+	items []backup.Item
 	data  map[string][]byte
 }
 
 func (m *memSource) URI() string { return m.uri }
 
-func (m *memSource) Walk(ctx context.Context, fn func(*engine.Item) error, warn func(string, error)) error {
+func (m *memSource) Walk(ctx context.Context, fn func(*backup.Item) error, warn func(string, error)) error {
 	for i := range m.items {
 		it := m.items[i]
 		if err := fn(&it); err != nil {
@@ -346,13 +347,13 @@ func (m *memSource) Walk(ctx context.Context, fn func(*engine.Item) error, warn 
 	return nil
 }
 
-func (m *memSource) Open(ctx context.Context, it *engine.Item) (io.ReadCloser, error) {
+func (m *memSource) Open(ctx context.Context, it *backup.Item) (io.ReadCloser, error) {
 	return io.NopCloser(bytes.NewReader(m.data[it.Path])), nil
 }
 
 func (m *memSource) file(path string, data []byte, attrs ...tree.Attr) {
 	segs := strings.Split(path, "/")
-	m.items = append(m.items, engine.Item{Path: path, Node: tree.Node{Name: segs[len(segs)-1], Type: tree.TypeFile,
+	m.items = append(m.items, backup.Item{Path: path, Node: tree.Node{Name: segs[len(segs)-1], Type: tree.TypeFile,
 		Mode: 0o644, Size: uint64(len(data)), MTime: time.Date(2025, 1, 2, 3, 4, 5, 6, time.UTC).UnixNano(), Attrs: attrs}})
 	if m.data == nil {
 		m.data = map[string][]byte{}
@@ -363,7 +364,7 @@ func (m *memSource) file(path string, data []byte, attrs ...tree.Attr) {
 func TestS3AttrsAndOddNames(t *testing.T) {
 	r := newRepo(t)
 	src := &memSource{uri: "s3://bucket/prefix/"}
-	src.items = append(src.items, engine.Item{Path: "", Node: tree.Node{Type: tree.TypeDir, Mode: 0o755}})
+	src.items = append(src.items, backup.Item{Path: "", Node: tree.Node{Type: tree.TypeDir, Mode: 0o755}})
 	attrs := []tree.Attr{
 		{Key: "content_type", Value: []byte("text/plain; charset=utf-8")},
 		{Key: "etag", Value: []byte(`"9a0364b9e99bb480dd25e1f0284c8555"`)},
@@ -378,7 +379,7 @@ func TestS3AttrsAndOddNames(t *testing.T) {
 	src.file("d/./g", []byte("dot"))
 	src.file("d//h", []byte("empty"))
 	src.file("plain.txt", []byte("plain"), attrs[:2]...)
-	sn := backup(t, r, src)
+	sn := backupTree(t, r, src)
 	mnt, _ := mountAll(t, r, Options{}, []*engine.Snapshot{sn})
 	base := filepath.Join(mnt, SnapshotName(sn))
 
@@ -435,7 +436,7 @@ func TestLazyLoads(t *testing.T) {
 	for i := 0; i < 60; i++ {
 		src := &memSource{uri: fmt.Sprintf("s3://bucket%d/", i%2)}
 		src.file("f", []byte(fmt.Sprint(i)))
-		snaps = append(snaps, backup(t, r, src))
+		snaps = append(snaps, backupTree(t, r, src))
 	}
 	// One with a directory of many pages.
 	big := &memSource{uri: "/big"}
@@ -445,7 +446,7 @@ func TestLazyLoads(t *testing.T) {
 	}
 	many := testtree.RandBytes(4 << 20) // more chunks than a node holds inline
 	big.file("big2/many", many)
-	snaps = append(snaps, backup(t, r, big))
+	snaps = append(snaps, backupTree(t, r, big))
 	all, err := r.Snapshots(ctx)
 	if err != nil || len(all) != len(snaps) {
 		t.Fatal(len(all), err)
@@ -532,7 +533,7 @@ func mustResolve(t testing.TB, r *engine.Repo, sn *engine.Snapshot, p string) *t
 func TestLongNames(t *testing.T) {
 	r := newRepo(t)
 	src := &memSource{uri: "s3://long/"}
-	src.items = append(src.items, engine.Item{Path: "", Node: tree.Node{Type: tree.TypeDir, Mode: 0o750, UID: 7, GID: 8}})
+	src.items = append(src.items, backup.Item{Path: "", Node: tree.Node{Type: tree.TypeDir, Mode: 0o750, UID: 7, GID: 8}})
 	a600 := strings.Repeat("a", 600)
 	b300 := strings.Repeat("b", 300)
 	c1, c2 := strings.Repeat("c", 400)+"1", strings.Repeat("c", 400)+"2"
@@ -557,7 +558,7 @@ func TestLongNames(t *testing.T) {
 	for _, p := range paths {
 		src.file(p, []byte(files[p]))
 	}
-	sn := backup(t, r, src)
+	sn := backupTree(t, r, src)
 	mnt, _ := mountAll(t, r, Options{}, []*engine.Snapshot{sn})
 	base := filepath.Join(mnt, SnapshotName(sn))
 
@@ -667,7 +668,7 @@ func TestDirSeek(t *testing.T) {
 	for i := 0; i < entries; i++ {
 		src.file(fmt.Sprintf("f%05d", i), nil)
 	}
-	sn := backup(t, r, src)
+	sn := backupTree(t, r, src)
 	ctx := context.Background()
 	r.LoadIndex(ctx)
 	list := func(f *FS) ([]fuse.DirEntry, *dirHandle) {

@@ -9,13 +9,14 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/coffer-backup/coffer/engine/backup"
+
 	"github.com/coffer-backup/coffer/engine/tree"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 
-	"github.com/coffer-backup/coffer/engine"
 	"github.com/coffer-backup/coffer/engine/store"
 )
 
@@ -34,9 +35,9 @@ type Source struct {
 }
 
 var (
-	_ engine.Source     = (*Source)(nil)
-	_ engine.SourceInfo = (*Source)(nil)
-	_ engine.AttrReuser = (*Source)(nil)
+	_ backup.Source     = (*Source)(nil)
+	_ backup.SourceInfo = (*Source)(nil)
+	_ backup.AttrReuser = (*Source)(nil)
 )
 
 // NewSource returns the source of c's bucket and prefix.
@@ -78,13 +79,13 @@ func (s *Source) ReuseAttrs(prev, cur *tree.Node) {
 const walkWindow = 2048
 
 type slot struct {
-	it   *engine.Item
+	it   *backup.Item
 	done chan struct{}
 	err  error
 }
 
-func (s *Source) Walk(ctx context.Context, fn func(*engine.Item) error, warn func(string, error)) error {
-	if err := fn(&engine.Item{Path: "", Node: tree.Node{Type: tree.TypeDir, Mode: 0o755}}); err != nil {
+func (s *Source) Walk(ctx context.Context, fn func(*backup.Item) error, warn func(string, error)) error {
+	if err := fn(&backup.Item{Path: "", Node: tree.Node{Type: tree.TypeDir, Mode: 0o755}}); err != nil {
 		return err
 	}
 	ctx, cancel := context.WithCancel(ctx)
@@ -102,7 +103,7 @@ func (s *Source) Walk(ctx context.Context, fn func(*engine.Item) error, warn fun
 			if rel == "" { // the prefix's own folder marker
 				return nil
 			}
-			it := &engine.Item{Path: rel, Node: tree.Node{
+			it := &backup.Item{Path: rel, Node: tree.Node{
 				Type: tree.TypeFile, Mode: 0o644, Size: uint64(aws.ToInt64(o.Size)),
 				MTime: objectMTime(aws.ToTime(o.LastModified)), CTime: etagStamp(aws.ToString(o.ETag)),
 				Attrs: listAttrs(o),
@@ -188,10 +189,10 @@ func (s *Source) list(ctx context.Context, fn func(types.Object) error) error {
 	return nil
 }
 
-func (s *Source) objectKey(it *engine.Item) string { return s.c.opt.Prefix + it.Path }
+func (s *Source) objectKey(it *backup.Item) string { return s.c.opt.Prefix + it.Path }
 
 // head completes an item's node with the object's headers and tags.
-func (s *Source) head(ctx context.Context, it *engine.Item) error {
+func (s *Source) head(ctx context.Context, it *backup.Item) error {
 	key := s.objectKey(it)
 	out, err := s.c.s3.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &s.c.opt.Bucket, Key: &key, ChecksumMode: types.ChecksumModeEnabled})
 	if err != nil {
@@ -257,7 +258,7 @@ func archived(n *tree.Node) bool {
 // for large ones, each pinned to the walked ETag (If-Match) so a changed
 // object fails instead of mixing versions. With deferred attributes the
 // first GET's headers complete it.Node.Attrs.
-func (s *Source) Open(ctx context.Context, it *engine.Item) (io.ReadCloser, error) {
+func (s *Source) Open(ctx context.Context, it *backup.Item) (io.ReadCloser, error) {
 	key := s.objectKey(it)
 	if !s.deferAttrs.Load() && archived(&it.Node) {
 		return nil, &Error{Op: "get", Action: "s3:GetObject", Resource: arn(s.c.opt.Bucket, key), Kind: ErrArchived}
@@ -293,7 +294,7 @@ func (s *Source) Open(ctx context.Context, it *engine.Item) (io.ReadCloser, erro
 
 // fillAttrs gives a changed object, with deferred attributes, the
 // headers of the GET that reads it and its tags.
-func (s *Source) fillAttrs(ctx context.Context, it *engine.Item, key string, m *objMeta) error {
+func (s *Source) fillAttrs(ctx context.Context, it *backup.Item, key string, m *objMeta) error {
 	tags, err := s.tags(ctx, key, m.tagCount)
 	if err != nil {
 		return err

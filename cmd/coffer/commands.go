@@ -10,6 +10,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/coffer-backup/coffer/engine/backup"
+
 	"github.com/coffer-backup/coffer/engine/check"
 
 	"github.com/coffer-backup/coffer/engine/restore"
@@ -95,11 +97,11 @@ Examples:
 	}
 }
 
-func sourceFor(loc string) (engine.Source, error) {
+func sourceFor(loc string) (backup.Source, error) {
 	if isS3(loc) {
 		return s3Source(loc)
 	}
-	return engine.NewFSSource(loc)
+	return backup.NewFolder(loc)
 }
 
 func backupCmd() *cli.Command {
@@ -237,7 +239,7 @@ func backupOne(c *cli.Context, r *engine.Repo, given, loc string) (*engine.Snaps
 	}
 	view := startProgress("backup", pr, goal)
 	warnTo := view.Writer(c.App.ErrWriter)
-	res, err := r.Backup(c.Context, src, engine.BackupOptions{
+	res, err := backup.Run(c.Context, r, src, backup.Options{
 		Concurrency: concurrencyFor(c, loc), Tags: c.StringSlice("tag"), NoParent: c.Bool("force"), Progress: pr,
 		Warn: func(p string, err error) {
 			fmt.Fprintf(warnTo, "coffer: skipped %s: %v\n", p, err)

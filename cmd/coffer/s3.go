@@ -8,11 +8,12 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/coffer-backup/coffer/engine/backup"
+
 	"github.com/coffer-backup/coffer/engine/restore"
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/coffer-backup/coffer/engine"
 	"github.com/coffer-backup/coffer/engine/store"
 	"github.com/coffer-backup/coffer/s3io"
 )
@@ -116,7 +117,7 @@ func prepareS3Store(ctx context.Context, loc string) error {
 	return nil
 }
 
-func s3Source(loc string) (engine.Source, error) {
+func s3Source(loc string) (backup.Source, error) {
 	c, err := s3Client(context.Background(), loc)
 	if err != nil {
 		return nil, err

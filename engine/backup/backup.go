@@ -1,6 +1,7 @@
-package engine
+package backup
 
 import (
+	"github.com/coffer-backup/coffer/engine"
 	"github.com/coffer-backup/coffer/engine/crypto"
 	"github.com/coffer-backup/coffer/engine/format"
 	"github.com/coffer-backup/coffer/engine/store"
@@ -23,7 +24,7 @@ import (
 )
 
 // BackupOptions tune a backup.
-type BackupOptions struct {
+type Options struct {
 	Concurrency int // files read at once; default: the CPU count
 	Uploaders   int // packs uploaded at once; default: what the storage asks for
 	Tags        []string
@@ -35,13 +36,13 @@ type BackupOptions struct {
 	// Warn receives entries that were left out and why.
 	Warn func(path string, err error)
 	// Progress, if set, is updated as the backup runs.
-	Progress *Progress
+	Progress *engine.Progress
 }
 
 // BackupResult reports a finished backup.
-type BackupResult struct {
-	Snapshot *Snapshot
-	Parent   *Snapshot
+type Result struct {
+	Snapshot *engine.Snapshot
+	Parent   *engine.Snapshot
 }
 
 type fileJob struct {
@@ -54,13 +55,13 @@ type fileJob struct {
 
 // Backup walks src and writes a snapshot of it. The snapshot object is
 // written only after every pack and index file it needs is durable.
-func (r *Repo) Backup(ctx context.Context, src Source, opt BackupOptions) (*BackupResult, error) {
+func Run(ctx context.Context, r *engine.Repo, src Source, opt Options) (*Result, error) {
 	start := time.Now()
 	if opt.Concurrency < 1 {
 		opt.Concurrency = runtime.NumCPU()
 	}
 	if opt.Uploaders < 1 {
-		opt.Uploaders = store.Uploads(r.st)
+		opt.Uploaders = store.Uploads(r.Storage())
 	}
 	if opt.Host == "" {
 		opt.Host, _ = os.Hostname()
@@ -69,19 +70,19 @@ func (r *Repo) Backup(ctx context.Context, src Source, opt BackupOptions) (*Back
 		opt.Warn = func(string, error) {}
 	}
 	if opt.Progress == nil {
-		opt.Progress = &Progress{}
+		opt.Progress = &engine.Progress{}
 	}
 	if err := r.LoadIndex(ctx); err != nil {
 		return nil, err
 	}
-	var parent *Snapshot
+	var parent *engine.Snapshot
 	var err error
 	switch {
 	case opt.NoParent:
 	case opt.Parent != nil:
 		parent, err = r.LoadSnapshot(ctx, *opt.Parent)
 	default:
-		latest, ok, lerr := r.latestOf(ctx, src.URI())
+		latest, ok, lerr := r.LatestOf(ctx, src.URI())
 		if ok { // else this is the source's first backup
 			parent = latest
 		}
@@ -110,10 +111,10 @@ func (r *Repo) Backup(ctx context.Context, src Source, opt BackupOptions) (*Back
 	if err := b.saver.Finish(); err != nil {
 		return nil, err
 	}
-	sn := &Snapshot{
+	sn := &engine.Snapshot{
 		Time: start.UTC(), Source: src.URI(), Host: opt.Host, Tags: opt.Tags, Root: root,
-		RootMeta: RootMeta{Mode: rootNode.Mode, MTime: rootNode.MTime, UID: rootNode.UID, GID: rootNode.GID},
-		Stats: SnapshotStats{
+		RootMeta: engine.RootMeta{Mode: rootNode.Mode, MTime: rootNode.MTime, UID: rootNode.UID, GID: rootNode.GID},
+		Stats: engine.SnapshotStats{
 			Files: stats.Files, Dirs: stats.Dirs, Bytes: stats.Bytes,
 			ReadBytes: uint64(b.readBytes.Load()), Skipped: uint64(b.skipped.Load()),
 			Unchanged: uint64(b.unchanged.Load()),
@@ -139,15 +140,15 @@ func (r *Repo) Backup(ctx context.Context, src Source, opt BackupOptions) (*Back
 	if _, err := r.SaveSnapshot(ctx, sn); err != nil {
 		return nil, err
 	}
-	return &BackupResult{Snapshot: sn, Parent: parent}, nil
+	return &Result{Snapshot: sn, Parent: parent}, nil
 }
 
 type backup struct {
-	r     *Repo
+	r     *engine.Repo
 	ctx   context.Context
 	src   Source
-	opt   BackupOptions
-	saver *Saver
+	opt   Options
+	saver *engine.Saver
 	pcur  *parentCursor
 	blobs chan blobTask // new chunks for the blob workers
 	// inflight bounds the bytes of chunks queued for or in the blob
@@ -159,15 +160,15 @@ type backup struct {
 	unchanged atomic.Int64
 
 	skipMu      sync.Mutex
-	skippedList []SkippedEntry
+	skippedList []engine.SkippedEntry
 }
 
 // skip records an entry left out, for the warning and the snapshot.
 func (b *backup) skip(path string, err error) {
 	b.skipped.Add(1)
 	b.skipMu.Lock()
-	if len(b.skippedList) < maxSkippedListed {
-		b.skippedList = append(b.skippedList, SkippedEntry{Path: "/" + path, Reason: err.Error()})
+	if len(b.skippedList) < engine.MaxSkippedListed {
+		b.skippedList = append(b.skippedList, engine.SkippedEntry{Path: "/" + path, Reason: err.Error()})
 	}
 	b.skipMu.Unlock()
 	b.opt.Warn(path, err)
@@ -200,7 +201,7 @@ func (b *backup) run() (crypto.ID, tree.Node, tree.DirStats, error) {
 			defer blobWG.Done()
 			for t := range b.blobs {
 				if _, err := b.saver.Save(format.BlobData, t.id, *t.buf); err != nil {
-					b.saver.setErr(err)
+					b.saver.Fail(err)
 				}
 				b.inflight.Release(int64(len(*t.buf)))
 				chunkBufs.Put(t.buf)
@@ -302,7 +303,7 @@ func (b *backup) allStored(n *tree.Node) bool {
 func (b *backup) newChunker(rd io.Reader, buf []byte) (*chunkers.Chunker, error) {
 	c := b.r.Params.Chunker
 	return chunkers.NewChunkerBuffer(c.Algorithm, rd, &chunkers.ChunkerOpts{
-		MinSize: c.Min, NormalSize: c.Normal, MaxSize: c.Max, Key: b.r.keys.ChunkerKey,
+		MinSize: c.Min, NormalSize: c.Normal, MaxSize: c.Max, Key: b.r.Keys().ChunkerKey,
 	}, buf)
 }
 
@@ -326,7 +327,7 @@ func (b *backup) saveFile(ctx context.Context, j *fileJob, buf []byte) error {
 			return err
 		}
 		if len(data) > 0 {
-			id := b.r.keys.BlobID(data)
+			id := b.r.Keys().BlobID(data)
 			if serr := b.saver.Err(); serr != nil {
 				return serr
 			}
@@ -360,7 +361,7 @@ func (b *backup) saveFile(ctx context.Context, j *fileJob, buf []byte) error {
 	if len(j.chunks) > tree.MaxInlineChunks {
 		e := format.Encoder{}
 		tree.EncodeChunks(&e, j.chunks)
-		id := b.r.keys.BlobID(e.B)
+		id := b.r.Keys().BlobID(e.B)
 		if _, err := b.saver.Save(format.BlobTree, id, e.B); err != nil {
 			return err
 		}
@@ -371,7 +372,7 @@ func (b *backup) saveFile(ctx context.Context, j *fileJob, buf []byte) error {
 
 // saveTree stores a tree blob (page, directory).
 func (b *backup) saveTree(p []byte) (crypto.ID, error) {
-	id := b.r.keys.BlobID(p)
+	id := b.r.Keys().BlobID(p)
 	_, err := b.saver.Save(format.BlobTree, id, p)
 	return id, err
 }
@@ -464,7 +465,7 @@ func (b *backup) assemble(items <-chan *fileJob) (crypto.ID, tree.Node, tree.Dir
 // parentCursor follows the walk through the parent snapshot's tree, so
 // each file is compared with its previous version in one merge pass.
 type parentCursor struct {
-	r     *Repo
+	r     *engine.Repo
 	root  crypto.ID
 	names []string     // directory path of iters[1:]
 	iters []*tree.Iter // nil where the parent has no such directory

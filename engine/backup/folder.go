@@ -1,4 +1,4 @@
-package engine
+package backup
 
 import (
 	"context"
@@ -16,13 +16,13 @@ import (
 )
 
 // FSSource backs up a local folder (or a single file).
-type FSSource struct {
+type Folder struct {
 	root   string
 	single bool // root is a file, not a folder
 }
 
 // NewFSSource returns a source for the folder or file at path.
-func NewFSSource(path string) (*FSSource, error) {
+func NewFolder(path string) (*Folder, error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
 		return nil, err
@@ -31,10 +31,10 @@ func NewFSSource(path string) (*FSSource, error) {
 	if err != nil {
 		return nil, fmt.Errorf("source %s: %w", path, err)
 	}
-	return &FSSource{root: abs, single: !fi.IsDir()}, nil
+	return &Folder{root: abs, single: !fi.IsDir()}, nil
 }
 
-func (s *FSSource) URI() string { return s.root }
+func (s *Folder) URI() string { return s.root }
 
 func statNode(name string, fi fs.FileInfo) (tree.Node, bool) {
 	n := tree.Node{Name: name, Mode: uint32(fi.Mode().Perm()), MTime: fi.ModTime().UnixNano()}
@@ -65,7 +65,7 @@ func statNode(name string, fi fs.FileInfo) (tree.Node, bool) {
 	return n, true
 }
 
-func (s *FSSource) Walk(ctx context.Context, fn func(*Item) error, warn func(string, error)) error {
+func (s *Folder) Walk(ctx context.Context, fn func(*Item) error, warn func(string, error)) error {
 	fi, err := os.Lstat(s.root)
 	if err != nil {
 		return fmt.Errorf("source %s: %w", s.root, err)
@@ -96,7 +96,7 @@ type fsEntry struct {
 	dir  bool
 }
 
-func (s *FSSource) walkDir(ctx context.Context, dir, rel string, fn func(*Item) error, warn func(string, error)) error {
+func (s *Folder) walkDir(ctx context.Context, dir, rel string, fn func(*Item) error, warn func(string, error)) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -152,7 +152,7 @@ func (s *FSSource) walkDir(ctx context.Context, dir, rel string, fn func(*Item) 
 	return nil
 }
 
-func (s *FSSource) Open(ctx context.Context, it *Item) (io.ReadCloser, error) {
+func (s *Folder) Open(ctx context.Context, it *Item) (io.ReadCloser, error) {
 	if s.single {
 		return os.Open(s.root)
 	}
