@@ -1,10 +1,11 @@
-// Package engine owns coffer's store format and the drivers that read and
-// write it: content-defined chunking, keyed blob ids, compression,
-// authenticated encryption, packs, index files, paged directory trees and
-// snapshot objects; backup, restore, check and info; and the Storage, Source
-// and Destination interfaces with their local-folder implementations.
+// Package engine is the repository: a store opened with a passphrase. It
+// owns the config and its key slots (Create, Open, AddKeySlot), loading
+// and saving blobs (LoadBlob, Saver, which packs and indexes them),
+// sealed metadata objects, snapshots, and reading trees through an
+// optional cache (LoadDir, LoadPage, FileLayout, ResolvePath).
 //
-// The format is specified in docs/FORMAT.md; the structs and encoders here
-// mirror it. engine never imports AWS or FUSE code: connectors implement its
-// interfaces from outside.
+// The layers below it are packages of their own: store (objects by typed
+// handle), crypto, format, tree, index and object. The drivers above it,
+// backup, restore and check, use only its exported API. docs/FORMAT.md
+// specifies the format; docs/ARCHITECTURE.md draws the layers.
 package engine
