@@ -238,7 +238,9 @@ func (rs *restorer) entry(ctx context.Context, p string, n *tree.Node) error {
 }
 
 func (rs *restorer) file(ctx context.Context, p string, n *tree.Node) {
-	chunks, err := rs.r.FileChunks(ctx, n)
+	// The file as the mount and cat see it: pieces named by blob id, each
+	// at its offset. A restore fetches them by pack instead of in order.
+	l, err := rs.r.FileLayout(ctx, n)
 	if err != nil {
 		rs.fail(p, err)
 		return
@@ -246,15 +248,15 @@ func (rs *restorer) file(ctx context.Context, p string, n *tree.Node) {
 	// Plan the runs before creating the file, so a missing blob fails
 	// before anything is written.
 	var runs []*run
-	var at int64
-	for _, c := range chunks {
-		loc, pack, ok := rs.r.Index.Lookup(c.ID)
+	for i := 0; i < l.Len(); i++ {
+		c := l.Piece(i)
+		loc, pack, ok := rs.r.Index.Lookup(c.Key)
 		if !ok {
-			rs.fail(p, &engine.BlobError{ID: c.ID, Err: engine.ErrMissingBlob})
+			rs.fail(p, &engine.BlobError{ID: c.Key, Err: engine.ErrMissingBlob})
 			return
 		}
-		if uint32(loc.RawLen) != c.Size {
-			rs.fail(p, &engine.BlobError{ID: c.ID, Pack: pack, Err: fmt.Errorf("%w: index says %d bytes, tree says %d", format.ErrCorrupt, loc.RawLen, c.Size)})
+		if int64(loc.RawLen) != c.Size {
+			rs.fail(p, &engine.BlobError{ID: c.Key, Pack: pack, Err: fmt.Errorf("%w: index says %d bytes, tree says %d", format.ErrCorrupt, loc.RawLen, c.Size)})
 			return
 		}
 		last := len(runs) - 1
@@ -265,8 +267,7 @@ func (rs *restorer) file(ctx context.Context, p string, n *tree.Node) {
 			last++
 		}
 		runs[last].blobs = append(runs[last].blobs, loc)
-		runs[last].fileAt = append(runs[last].fileAt, at)
-		at += int64(c.Size)
+		runs[last].fileAt = append(runs[last].fileAt, l.Start(i))
 	}
 	rs.stats.Files++
 	rs.stats.Bytes += n.Size
