@@ -9,15 +9,14 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/coffer-backup/coffer/engine/backup"
-
-	"github.com/coffer-backup/coffer/engine/tree"
-
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 
+	"github.com/coffer-backup/coffer/engine/backup"
 	"github.com/coffer-backup/coffer/engine/store"
+	"github.com/coffer-backup/coffer/engine/tree"
+	"github.com/coffer-backup/coffer/internal/pipeline"
 )
 
 // Source backs up the objects under a bucket prefix. A flat listing in
@@ -78,97 +77,47 @@ func (s *Source) ReuseAttrs(prev, cur *tree.Node) {
 // walkWindow bounds the objects listed ahead of the engine.
 const walkWindow = 2048
 
-type slot struct {
-	it   *backup.Item
-	done chan struct{}
-	err  error
-}
-
+// Walk lists the objects in key order and passes them to fn in that
+// order; unless attributes are deferred, up to the client's concurrency
+// of HEADs complete them first.
 func (s *Source) Walk(ctx context.Context, fn func(*backup.Item) error, warn func(string, error)) error {
 	if err := fn(&backup.Item{Path: "", Node: tree.Node{Type: tree.TypeDir, Mode: 0o755}}); err != nil {
 		return err
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	head := !s.deferAttrs.Load()
-	slots := make(chan *slot, walkWindow)
-	work := make(chan *slot, walkWindow)
-	var listErr error
-	go func() {
-		defer close(slots)
-		defer close(work)
-		listErr = s.list(ctx, func(o types.Object) error {
-			key := aws.ToString(o.Key)
-			rel := strings.TrimPrefix(key, s.c.opt.Prefix)
-			if rel == "" { // the prefix's own folder marker
-				return nil
-			}
-			it := &backup.Item{Path: rel, Node: tree.Node{
-				Type: tree.TypeFile, Mode: 0o644, Size: uint64(aws.ToInt64(o.Size)),
-				MTime: objectMTime(aws.ToTime(o.LastModified)), CTime: etagStamp(aws.ToString(o.ETag)),
-				Attrs: listAttrs(o),
-			}}
-			sl := &slot{it: it}
-			if head {
-				sl.done = make(chan struct{})
-				select {
-				case work <- sl:
-				case <-ctx.Done():
-					return ctx.Err()
+	return pipeline.Ordered(ctx, pipeline.Options{Workers: s.c.opt.concurrency(), Window: walkWindow},
+		func(ctx context.Context, emit func(*backup.Item, bool) error) error {
+			return s.list(ctx, func(o types.Object) error {
+				key := aws.ToString(o.Key)
+				rel := strings.TrimPrefix(key, s.c.opt.Prefix)
+				if rel == "" { // the prefix's own folder marker
+					return nil
 				}
-			}
-			select {
-			case slots <- sl:
-			case <-ctx.Done():
-				return ctx.Err()
-			}
-			return nil
-		})
-	}()
-	var wg sync.WaitGroup
-	if head {
-		for i := 0; i < s.c.opt.concurrency(); i++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for sl := range work {
-					sl.err = s.head(ctx, sl.it)
-					close(sl.done)
+				return emit(&backup.Item{Path: rel, Node: tree.Node{
+					Type: tree.TypeFile, Mode: 0o644, Size: uint64(aws.ToInt64(o.Size)),
+					MTime: objectMTime(aws.ToTime(o.LastModified)), CTime: etagStamp(aws.ToString(o.ETag)),
+					Attrs: listAttrs(o),
+				}}, head)
+			})
+		},
+		s.head,
+		func(ctx context.Context, it *backup.Item, err error) error {
+			if err != nil {
+				if errors.Is(err, context.Canceled) {
+					return err
 				}
-			}()
-		}
-	}
-	defer wg.Wait()
-	for sl := range slots {
-		if sl.done != nil {
-			select {
-			case <-sl.done:
-			case <-ctx.Done():
-				return ctx.Err()
-			}
-			if sl.err != nil {
-				if errors.Is(sl.err, context.Canceled) {
-					return sl.err
-				}
-				if errors.Is(sl.err, store.ErrNotFound) {
-					continue // deleted since the listing: not in this snapshot
+				if errors.Is(err, store.ErrNotFound) {
+					return nil // deleted since the listing: not in this snapshot
 				}
 				var pe *store.PermanentError
-				if errors.As(sl.err, &pe) && !errors.Is(sl.err, ErrChanged) {
-					return sl.err
+				if errors.As(err, &pe) && !errors.Is(err, ErrChanged) {
+					return err
 				}
-				warn(sl.it.Path, sl.err)
-				continue
+				warn(it.Path, err)
+				return nil
 			}
-		}
-		if err := fn(sl.it); err != nil {
-			return err
-		}
-	}
-	if listErr != nil {
-		return listErr
-	}
-	return ctx.Err()
+			return fn(it)
+		})
 }
 
 func (s *Source) list(ctx context.Context, fn func(types.Object) error) error {
