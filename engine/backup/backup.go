@@ -6,6 +6,7 @@ import (
 	"github.com/coffer-backup/coffer/engine/format"
 	"github.com/coffer-backup/coffer/engine/store"
 	"github.com/coffer-backup/coffer/engine/tree"
+	"github.com/coffer-backup/coffer/internal/pipeline"
 
 	"context"
 	"errors"
@@ -45,10 +46,10 @@ type Result struct {
 	Parent   *engine.Snapshot
 }
 
+// fileJob is one walk item on its way to the assembler; a changed file's
+// worker fills chunks and list, an unchanged file has its parent's.
 type fileJob struct {
 	item   *Item
-	done   chan struct{}
-	err    error
 	chunks []tree.Chunk
 	list   crypto.ID
 }
@@ -183,15 +184,17 @@ type blobTask struct {
 
 var chunkBufs = sync.Pool{New: func() any { b := make([]byte, 0, 1<<20); return &b }}
 
-// run drives the pipeline: one walker; Concurrency file workers that
-// read, chunk, hash and dedup; Concurrency blob workers that compress,
-// seal and pack new chunks (so one large file uses every core); and the
-// assembler in this goroutine, which builds directories in walk order.
+// walkAhead bounds the walk items queued ahead of the assembler.
+const walkAhead = 256
+
+// run drives the pipeline (internal/pipeline.Ordered): the source's walk;
+// Concurrency file workers that read, chunk, hash and dedup changed files;
+// Concurrency blob workers that compress, seal and pack new chunks (so one
+// large file uses every core); and the assembler in this goroutine, which
+// builds directories in walk order.
 func (b *backup) run() (crypto.ID, tree.Node, tree.DirStats, error) {
 	ctx, cancel := context.WithCancel(b.ctx)
 	defer cancel()
-	items := make(chan *fileJob, 256)
-	jobs := make(chan *fileJob, b.opt.Concurrency)
 	b.blobs = make(chan blobTask, b.opt.Concurrency)
 	b.inflight = semaphore.NewWeighted(int64(b.r.Params.Chunker.Max))
 	var blobWG sync.WaitGroup
@@ -209,76 +212,49 @@ func (b *backup) run() (crypto.ID, tree.Node, tree.DirStats, error) {
 		}()
 	}
 	// Every chunk handed to the blob workers is in the saver before run
-	// returns (and so before Finish makes it durable).
-	defer blobWG.Wait()
+	// returns (and so before Finish makes it durable). Ordered returns
+	// only after every file worker has, so nothing sends after the close.
+	defer func() { close(b.blobs); blobWG.Wait() }()
 
 	ar, _ := b.src.(AttrReuser)
 	if ar != nil {
 		ar.DeferAttrs()
 	}
-	var walkErr error
-	go func() {
-		defer close(items)
-		defer close(jobs)
-		walkErr = b.src.Walk(ctx, func(it *Item) error {
-			j := &fileJob{item: it}
-			if it.Node.Type == tree.TypeFile {
-				if prev, ok, err := b.pcur.find(ctx, it); err != nil {
+	// The chunker's scan buffer, one per file being read.
+	scanBufs := sync.Pool{New: func() any { buf := make([]byte, b.r.Params.Chunker.Max); return &buf }}
+	asm := b.newAssembler()
+	err := pipeline.Ordered(ctx, pipeline.Options{Workers: b.opt.Concurrency, Window: walkAhead},
+		func(ctx context.Context, emit func(*fileJob, bool) error) error {
+			return b.src.Walk(ctx, func(it *Item) error {
+				j := &fileJob{item: it}
+				if it.Node.Type != tree.TypeFile {
+					return emit(j, false) // directories, links: no worker
+				}
+				prev, ok, err := b.pcur.find(ctx, it)
+				if err != nil {
 					return err
-				} else if ok && unchanged(prev, &it.Node) && b.allStored(prev) {
+				}
+				if ok && unchanged(prev, &it.Node) && b.allStored(prev) {
 					j.chunks, j.list = prev.Chunks, prev.ChunkList
 					if ar != nil {
 						ar.ReuseAttrs(prev, &it.Node)
 					}
 					b.unchanged.Add(1)
-				} else {
-					j.done = make(chan struct{})
-					select {
-					case jobs <- j:
-					case <-ctx.Done():
-						return ctx.Err()
-					}
+					return emit(j, false) // unchanged: not read
 				}
-			}
-			select {
-			case items <- j:
-			case <-ctx.Done():
-				return ctx.Err()
-			}
-			return nil
-		}, func(p string, err error) {
-			b.skip(p, err)
-		})
-	}()
-
-	var wg sync.WaitGroup
-	defer func() { wg.Wait(); close(b.blobs) }()
-	for i := 0; i < b.opt.Concurrency; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			var buf []byte
-			for j := range jobs {
-				if buf == nil {
-					buf = make([]byte, b.r.Params.Chunker.Max)
-				}
-				j.err = b.saveFile(ctx, j, buf)
-				close(j.done)
-			}
-		}()
-	}
-
-	root, rootNode, stats, err := b.assemble(items)
+				return emit(j, true)
+			}, b.skip)
+		},
+		func(ctx context.Context, j *fileJob) error {
+			buf := scanBufs.Get().(*[]byte)
+			defer scanBufs.Put(buf) // the chunker's slices alias it; saveFile copies first
+			return b.saveFile(ctx, j, *buf)
+		},
+		asm.add)
 	if err != nil {
-		cancel()
-		for range items { // let the walker finish
-		}
 		return crypto.ID{}, tree.Node{}, tree.DirStats{}, err
 	}
-	if walkErr != nil {
-		return crypto.ID{}, tree.Node{}, tree.DirStats{}, walkErr
-	}
-	return root, rootNode, stats, nil
+	return asm.finish()
 }
 
 // unchanged says whether a file may reuse its parent's content unread.
@@ -383,83 +359,94 @@ type openDir struct {
 	builder *tree.Builder
 }
 
-// assemble consumes walk items in order and builds the tree bottom-up.
-func (b *backup) assemble(items <-chan *fileJob) (crypto.ID, tree.Node, tree.DirStats, error) {
-	stack := []*openDir{{node: tree.Node{Type: tree.TypeDir, Mode: 0o755}, builder: tree.NewBuilder(b.saveTree)}}
-	pop := func() error {
-		top := stack[len(stack)-1]
-		stack = stack[:len(stack)-1]
-		id, st, err := top.builder.Finish()
-		if err != nil {
+// assembler takes walk items in order and builds the tree bottom-up,
+// keeping the directories from the root to the current item open.
+type assembler struct {
+	b     *backup
+	stack []*openDir
+}
+
+func (b *backup) newAssembler() *assembler {
+	return &assembler{b: b, stack: []*openDir{{node: tree.Node{Type: tree.TypeDir, Mode: 0o755}, builder: tree.NewBuilder(b.saveTree)}}}
+}
+
+// pop finishes the innermost open directory and adds it to its parent.
+func (a *assembler) pop() error {
+	top := a.stack[len(a.stack)-1]
+	a.stack = a.stack[:len(a.stack)-1]
+	id, st, err := top.builder.Finish()
+	if err != nil {
+		return err
+	}
+	top.node.Subtree = id
+	a.b.opt.Progress.Files.Add(1)
+	return a.stack[len(a.stack)-1].builder.Add(&top.node, st)
+}
+
+// add places the next walk item, after its file worker (if any) is done;
+// workErr is that worker's error. A file that could not be read is
+// skipped, unless the backup as a whole is failing.
+func (a *assembler) add(_ context.Context, j *fileJob, workErr error) error {
+	b := a.b
+	if err := b.saver.Err(); err != nil {
+		return err
+	}
+	it := j.item
+	segs := Segments(it.Path)
+	if len(segs) == 0 { // the root's own metadata
+		a.stack[0].node = it.Node
+		a.stack[0].node.Name = ""
+		return nil
+	}
+	parent := segs[:len(segs)-1]
+	// Close directories that are not ancestors of this item.
+	common := 0
+	for common < len(parent) && common+1 < len(a.stack) && a.stack[common+1].name == parent[common] {
+		common++
+	}
+	for len(a.stack)-1 > common {
+		if err := a.pop(); err != nil {
 			return err
 		}
-		top.node.Subtree = id
-		b.opt.Progress.Files.Add(1)
-		return stack[len(stack)-1].builder.Add(&top.node, st)
 	}
-	for j := range items {
-		if err := b.saver.Err(); err != nil {
-			return crypto.ID{}, tree.Node{}, tree.DirStats{}, err
-		}
-		it := j.item
-		segs := Segments(it.Path)
-		if len(segs) == 0 { // the root's own metadata
-			stack[0].node = it.Node
-			stack[0].node.Name = ""
-			continue
-		}
-		parent := segs[:len(segs)-1]
-		// Close directories that are not ancestors of this item.
-		common := 0
-		for common < len(parent) && common+1 < len(stack) && stack[common+1].name == parent[common] {
-			common++
-		}
-		for len(stack)-1 > common {
-			if err := pop(); err != nil {
-				return crypto.ID{}, tree.Node{}, tree.DirStats{}, err
-			}
-		}
-		// Open implicit directories (S3 prefixes).
-		for _, s := range parent[common:] {
-			stack = append(stack, &openDir{name: s, node: tree.Node{Name: s, Type: tree.TypeDir, Mode: 0o755}, builder: tree.NewBuilder(b.saveTree)})
-		}
-		if j.done != nil {
-			// Wait for the file's worker before reading its node: Open
-			// may fill in the attributes (AttrReuser sources).
-			select {
-			case <-j.done:
-			case <-b.ctx.Done():
-				return crypto.ID{}, tree.Node{}, tree.DirStats{}, b.ctx.Err()
-			}
-			if j.err != nil {
-				if errors.Is(j.err, context.Canceled) || b.saver.Err() != nil {
-					return crypto.ID{}, tree.Node{}, tree.DirStats{}, j.err
-				}
-				b.skip(it.Path, j.err)
-				continue
-			}
-		}
-		n := it.Node
-		n.Name = segs[len(segs)-1]
-		switch n.Type {
-		case tree.TypeDir:
-			stack = append(stack, &openDir{name: n.Name, node: n, builder: tree.NewBuilder(b.saveTree)})
-			continue
-		case tree.TypeFile:
-			n.Chunks, n.ChunkList = j.chunks, j.list
-		}
-		if err := stack[len(stack)-1].builder.Add(&n, tree.DirStats{}); err != nil {
-			return crypto.ID{}, tree.Node{}, tree.DirStats{}, err
-		}
-		b.opt.Progress.Files.Add(1)
+	// Open implicit directories (S3 prefixes).
+	for _, s := range parent[common:] {
+		a.stack = append(a.stack, &openDir{name: s, node: tree.Node{Name: s, Type: tree.TypeDir, Mode: 0o755}, builder: tree.NewBuilder(b.saveTree)})
 	}
-	for len(stack) > 1 {
-		if err := pop(); err != nil {
+	if workErr != nil {
+		if errors.Is(workErr, context.Canceled) || b.saver.Err() != nil {
+			return workErr
+		}
+		b.skip(it.Path, workErr)
+		return nil
+	}
+	// The node is read only now, after the file's worker: Open may fill
+	// in the attributes (AttrReuser sources).
+	n := it.Node
+	n.Name = segs[len(segs)-1]
+	switch n.Type {
+	case tree.TypeDir:
+		a.stack = append(a.stack, &openDir{name: n.Name, node: n, builder: tree.NewBuilder(b.saveTree)})
+		return nil
+	case tree.TypeFile:
+		n.Chunks, n.ChunkList = j.chunks, j.list
+	}
+	if err := a.stack[len(a.stack)-1].builder.Add(&n, tree.DirStats{}); err != nil {
+		return err
+	}
+	b.opt.Progress.Files.Add(1)
+	return nil
+}
+
+// finish closes the open directories and returns the root's tree.
+func (a *assembler) finish() (crypto.ID, tree.Node, tree.DirStats, error) {
+	for len(a.stack) > 1 {
+		if err := a.pop(); err != nil {
 			return crypto.ID{}, tree.Node{}, tree.DirStats{}, err
 		}
 	}
-	id, st, err := stack[0].builder.Finish()
-	return id, stack[0].node, st, err
+	id, st, err := a.stack[0].builder.Finish()
+	return id, a.stack[0].node, st, err
 }
 
 // parentCursor follows the walk through the parent snapshot's tree, so
