@@ -20,6 +20,12 @@ type MountOptions struct {
 	Debug bool
 }
 
+// Root is the root node of a tree to mount: what SnapshotsRoot and
+// SubtreeRoot return and Mount takes. It is an alias so that callers
+// (cmd/coffer) can hold one without importing go-fuse, which only fusefs
+// does.
+type Root = fs.InodeEmbedder
+
 // Mount mounts root read-only at dir and returns the server, which is
 // already serving. Unmount it with its Unmount method or fusermount3 -u;
 // its Wait method returns once it is unmounted.

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/coffer-backup/coffer/engine/store"
 	"github.com/coffer-backup/coffer/internal/testtree"
 )
 
@@ -55,7 +56,7 @@ func TestCLINamesEverywhere(t *testing.T) {
 
 	// No COFFER_PASSPHRASE anywhere below: the store's passphrase_file.
 	c.must(nil, "at", "@st", "create", "--kdf-memory", "1024", "--kdf-time", "1")
-	if _, err := os.Stat(filepath.Join(c.store, "config")); err != nil {
+	if _, err := os.Stat(filepath.Join(c.store, store.ObjectName(store.ConfigHandle))); err != nil {
 		t.Fatalf("at @st create made no store at %s: %v", c.store, err)
 	}
 

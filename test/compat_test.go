@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/coffer-backup/coffer/engine/store"
 	"github.com/coffer-backup/coffer/internal/testtree"
 )
 
@@ -27,8 +28,8 @@ func TestStoreFormatV1Fixture(t *testing.T) { testStoreFixture(t, 1) }
 func testStoreFixture(t *testing.T, version int) {
 	name := fmt.Sprintf("store-v%d", version)
 	fixture := filepath.Join("testdata", name)
-	store := filepath.Join(t.TempDir(), name)
-	if err := os.CopyFS(store, os.DirFS(fixture)); err != nil {
+	storeDir := filepath.Join(t.TempDir(), name)
+	if err := os.CopyFS(storeDir, os.DirFS(fixture)); err != nil {
 		t.Fatal(err)
 	}
 	pass, err := os.ReadFile(fixture + ".passphrase")
@@ -36,11 +37,11 @@ func testStoreFixture(t *testing.T, version int) {
 		t.Fatal(err)
 	}
 	want := readManifest(t, fixture+".manifest")
-	e := &env{t: t, store: store, pass: strings.TrimSpace(string(pass))}
+	e := &env{t: t, store: storeDir, pass: strings.TrimSpace(string(pass))}
 
 	// Two snapshots, the second the child of the first (so restoring it
 	// exercises reused subtrees), written with two index files.
-	if idx, err := os.ReadDir(filepath.Join(store, "index")); err != nil || len(idx) != 2 {
+	if idx, err := os.ReadDir(filepath.Join(storeDir, filepath.FromSlash(store.Prefix(store.KindIndex)))); err != nil || len(idx) != 2 {
 		t.Fatalf("%s should hold 2 index files: %d, %v", name, len(idx), err)
 	}
 	var snaps []struct {

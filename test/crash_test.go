@@ -133,7 +133,7 @@ func TestFlippedByte(t *testing.T) {
 	if !ok {
 		t.Fatal("victim's chunk is not indexed")
 	}
-	pf := filepath.Join(e.store, "packs", "d", pack.String()[:2], pack.String())
+	pf := filepath.Join(e.store, filepath.FromSlash(store.ObjectName(store.Handle{Kind: store.KindDataPack, Name: pack.String()})))
 	data, err := os.ReadFile(pf)
 	if err != nil {
 		t.Fatal(err)

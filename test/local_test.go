@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/coffer-backup/coffer/engine/store"
 	"github.com/coffer-backup/coffer/internal/testtree"
 )
 
@@ -189,7 +190,7 @@ func TestBadInput(t *testing.T) {
 
 func TestNewerFormatRefused(t *testing.T) {
 	e := newEnv(t)
-	cfg := filepath.Join(e.store, "config")
+	cfg := filepath.Join(e.store, store.ObjectName(store.ConfigHandle))
 	data, err := os.ReadFile(cfg)
 	if err != nil {
 		t.Fatal(err)

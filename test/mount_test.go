@@ -21,6 +21,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/coffer-backup/coffer/engine/store"
 	"github.com/coffer-backup/coffer/fusefs"
 	"github.com/coffer-backup/coffer/internal/testtree"
 )
@@ -345,7 +346,7 @@ func TestMountSnapshots(t *testing.T) {
 		if fi, err := os.Stat(dirs[0]); err != nil || fi.Mode().Perm() != 0o700 {
 			t.Fatalf("cache folder mode: %v %v", fi.Mode(), err)
 		}
-		if idx, _ := filepath.Glob(filepath.Join(dirs[0], "index", "*")); len(idx) == 0 {
+		if idx, _ := filepath.Glob(filepath.Join(dirs[0], filepath.FromSlash(store.Prefix(store.KindIndex)), "*")); len(idx) == 0 {
 			t.Fatal("no index file cached")
 		}
 		if out, _ := exec.Command("grep", "-rlaE", "note.txt|invoice|"+marker, dirs[0]).Output(); len(out) > 0 {

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/coffer-backup/coffer/engine/store"
 	"github.com/coffer-backup/coffer/internal/testtree"
 )
 
@@ -142,7 +143,7 @@ func TestS3StorageClassDataPacksOnly(t *testing.T) {
 		switch {
 		case kind == "PutObject" || (kind == "Multipart" && r.Method == http.MethodPost && r.URL.Query().Has("uploads")):
 			classes[key] = r.Header.Get("X-Amz-Storage-Class")
-		case kind == "GetObject" && archived && strings.HasPrefix(key, "packs/d/"):
+		case kind == "GetObject" && archived && isDataPack(key):
 			invalidObjectState(w)
 			return true
 		}
@@ -158,15 +159,12 @@ func TestS3StorageClassDataPacksOnly(t *testing.T) {
 	e.backup(src, "--force")
 
 	mu.Lock()
-	kinds := map[string]int{}
+	kinds := map[store.Kind]int{} // a key outside the layout counts as kind 0
 	for key, class := range classes {
-		dir, _, _ := strings.Cut(key, "/")
-		if strings.HasPrefix(key, "packs/") {
-			dir = key[:len("packs/d")]
-		}
-		kinds[dir]++
+		h, _ := store.ParseObjectName(key)
+		kinds[h.Kind]++
 		want := ""
-		if dir == "packs/d" {
+		if h.Kind == store.KindDataPack {
 			want = "DEEP_ARCHIVE"
 		}
 		if class != want {
@@ -175,7 +173,7 @@ func TestS3StorageClassDataPacksOnly(t *testing.T) {
 	}
 	archived = true
 	mu.Unlock()
-	for _, k := range []string{"config", "index", "snapshots", "packs/d", "packs/m"} {
+	for _, k := range []store.Kind{store.KindConfig, store.KindIndex, store.KindSnapshot, store.KindDataPack, store.KindTreePack} {
 		if kinds[k] == 0 {
 			t.Errorf("no %s written (written: %v)", k, kinds)
 		}
@@ -190,4 +188,11 @@ func TestS3StorageClassDataPacksOnly(t *testing.T) {
 	}
 	e.ok("info")
 	e.fail(1, []string{"archive storage class", "s3:RestoreObject"}, "cat", "latest:/d1/f5")
+}
+
+// isDataPack reports whether key (below the store's prefix) names a data
+// pack.
+func isDataPack(key string) bool {
+	h, ok := store.ParseObjectName(key)
+	return ok && h.Kind == store.KindDataPack
 }

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/coffer-backup/coffer/engine/store"
 	"github.com/coffer-backup/coffer/internal/testtree"
 )
 
@@ -114,16 +115,18 @@ func TestS3Failures(t *testing.T) {
 
 	// Credentials that may write packs and nothing else: the backup
 	// stops at the index, after its packs are up.
+	storeARN := "arn:aws:s3:::" + storeBucket + "/c/"
 	packsOnly := m.assumeRole(t, policy(allow("arn:aws:s3:::*", "s3:GetObject", "s3:ListBucket", "s3:GetBucketLocation"),
-		allow("arn:aws:s3:::"+storeBucket+"/c/packs/*", "s3:PutObject")))
+		allow(storeARN+store.Prefix(store.KindDataPack)+"*", "s3:PutObject"),
+		allow(storeARN+store.Prefix(store.KindTreePack)+"*", "s3:PutObject")))
 	m.aws(t, "s3api", "put-object", "--bucket", src, "--key", "d9/new", "--body", "/etc/hostname")
-	e.with(packsOnly...).fail(1, []string{"access denied: s3:PutObject on arn:aws:s3:::" + storeBucket + "/c/index/"}, "backup", "s3://"+src+"/")
+	e.with(packsOnly...).fail(1, []string{"access denied: s3:PutObject on " + storeARN + store.Prefix(store.KindIndex)}, "backup", "s3://"+src+"/")
 	after := storeObjects(t, m, storeBucket, "c/")
 	if len(after) <= len(before) {
 		t.Fatalf("the packs-only backup wrote no packs:\n%v", after)
 	}
 	for _, k := range after {
-		if strings.HasPrefix(k, "snapshots/") && !contains(before, k) {
+		if strings.HasPrefix(k, store.Prefix(store.KindSnapshot)) && !contains(before, k) {
 			t.Fatalf("a failed backup wrote a snapshot: %s", k)
 		}
 	}

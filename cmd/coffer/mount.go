@@ -7,7 +7,6 @@ import (
 	"os/exec"
 
 	"github.com/dustin/go-humanize"
-	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/urfave/cli/v2"
 
 	"github.com/coffer-backup/coffer/fusefs"
@@ -83,7 +82,7 @@ func runMount(c *cli.Context) error {
 		Log: log.New(stderr, "coffer: mount: ", 0),
 	})
 	defer fsys.Close()
-	var root fs.InodeEmbedder
+	var root fusefs.Root
 	what := fmt.Sprintf("%d snapshots", len(snaps))
 	if c.NArg() == 2 {
 		id, p := splitRef(c.Args().Get(1))
