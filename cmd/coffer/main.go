@@ -24,6 +24,9 @@ const (
 	exitFailure = 1
 	exitUsage   = 2
 	exitPartial = 3 // finished, but some entries were left out
+	// exitInterrupted: stopped by Ctrl-C or SIGTERM, like restic and the
+	// shell's 128+SIGINT.
+	exitInterrupted = 130
 )
 
 var version = "0.1.0-dev"
@@ -105,6 +108,12 @@ func run(ctx context.Context, args []string, stdout, stderr *os.File) int {
 	}
 	var pe *partialError
 	switch {
+	case ctx.Err() != nil:
+		// A signal stopped the command: whatever error the stop caused
+		// (a cancelled request, a closed pipeline), it is an interruption,
+		// and the command cleaned up as it unwound.
+		fmt.Fprintln(stderr, "coffer: interrupted")
+		return exitInterrupted
 	case errors.As(err, &pe):
 		fmt.Fprintf(stderr, "coffer: %v\n", err)
 		return exitPartial

@@ -1,0 +1,56 @@
+package test
+
+import (
+	"bytes"
+	"net"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestInterruptExits130: Ctrl-C stops a command with "interrupted" and
+// exit code 130 (like restic), never "context canceled". The command is
+// kept busy by an S3 endpoint that accepts connections and never answers.
+func TestInterruptExits130(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close() // hold it open, say nothing
+		}
+	}()
+	loc := "s3://bucket/prefix?endpoint=" + ln.Addr().String() + "&use_tls=false"
+	cmd := exec.Command(coffer, "at", loc, "ls")
+	cmd.Env = append(cleanEnv(), "COFFER_PASSPHRASE=x", "AWS_ACCESS_KEY_ID=AKIDTEST", "AWS_SECRET_ACCESS_KEY=test", "AWS_REGION=us-east-1")
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(700 * time.Millisecond) // it is waiting for an answer now
+	cmd.Process.Signal(os.Interrupt)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err = <-done:
+	case <-time.After(20 * time.Second):
+		cmd.Process.Kill()
+		t.Fatal("coffer did not stop within 20 s of Ctrl-C")
+	}
+	ee, ok := err.(*exec.ExitError)
+	if !ok || ee.ExitCode() != 130 {
+		t.Fatalf("exit %v after Ctrl-C, want 130\nstderr: %s", err, errb.String())
+	}
+	if got := errb.String(); !strings.Contains(got, "interrupted") || strings.Contains(got, "context canceled") {
+		t.Fatalf("after Ctrl-C, stderr says %q; want \"interrupted\" and no \"context canceled\"", got)
+	}
+}
