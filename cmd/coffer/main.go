@@ -219,13 +219,15 @@ Examples:
 		OnUsageError:   onUsageError,
 		Commands: []*cli.Command{
 			createCmd(), backupCmd(), lsCmd(), catCmd(), restoreCmd(), checkCmd(), infoCmd(), mountCmd(),
-			passphraseCmd(), configCmd(), completionCmd(), versionCmd(), genDocsCmd(),
+			passphraseCmd(), configCmd(), completionCmd(), versionCmd(), helpCmd(), genDocsCmd(),
 		},
+		Action: noCommand,
 	}
 	for _, cmd := range app.Commands {
 		addCommonFlags(cmd)
 	}
 	setOnUsageError(app.Commands)
+	setNoCommand(app.Commands)
 	return app
 }
 
