@@ -187,7 +187,8 @@ as @NAME, or a prompt when stdin is a terminal. Settings in general:
 flags > environment > configuration entry.
 
 Exit codes: 0 success; 1 failure; 2 usage error (a bad flag, argument,
-name or config key); 3 finished, but some entries were skipped.
+name or config key); 3 finished, but some entries were skipped; 130
+interrupted (Ctrl-C or SIGTERM).
 
 Examples:
    coffer config store create mystore location=s3://my-kloset/prod
