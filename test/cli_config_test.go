@@ -2,6 +2,7 @@ package test
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -198,5 +199,29 @@ func TestConfigFlagOverridesLocation(t *testing.T) {
 	}
 	if ls := c.must(nil, "config", "store", "ls").stdout; strings.Contains(ls, "@x") {
 		t.Fatalf("the default file sees the --config entry: %q", ls)
+	}
+}
+
+// TestConfigConcurrentChanges: config changes from several processes at
+// once all land (each one locks the file for its read-modify-write).
+func TestConfigConcurrentChanges(t *testing.T) {
+	c := newCLIEnv(t)
+	const n = 12
+	results := make(chan result, n)
+	for i := range n {
+		go func() {
+			results <- c.coffer(nil, "config", "source", "create", fmt.Sprintf("s%02d", i), "location="+filepath.Join(c.xdg, fmt.Sprint(i)))
+		}()
+	}
+	for range n {
+		if r := <-results; r.code != 0 {
+			t.Fatalf("config source create: %s", r)
+		}
+	}
+	ls := c.must(nil, "config", "source", "ls").stdout
+	for i := range n {
+		if !strings.Contains(ls, fmt.Sprintf("@s%02d", i)) {
+			t.Errorf("source s%02d lost by a concurrent change:\n%s", i, ls)
+		}
 	}
 }

@@ -52,6 +52,21 @@ func loadConfig() (*config.File, string, error) {
 	return f, path, nil
 }
 
+// lockConfig locks the configuration file for a read-modify-write and
+// forgets any copy read before the lock: call loadConfig after it.
+func lockConfig() (unlock func(), err error) {
+	path, err := configPath()
+	if err != nil {
+		return nil, err
+	}
+	unlock, err = config.Lock(path)
+	if err != nil {
+		return nil, err
+	}
+	configLoaded = nil
+	return unlock, nil
+}
+
 func saveConfig(f *config.File, path string) error {
 	if err := f.Save(path); err != nil {
 		return err
@@ -295,6 +310,11 @@ func configKindCmd(kind config.Kind) *cli.Command {
 		if err != nil {
 			return err
 		}
+		unlock, err := lockConfig()
+		if err != nil {
+			return err
+		}
+		defer unlock()
 		f, path, err := loadConfig()
 		if err != nil {
 			return err
@@ -487,6 +507,11 @@ Examples:
 					if c.NArg() > 1 {
 						return usagef("config %s rm takes one NAME", k)
 					}
+					unlock, err := lockConfig()
+					if err != nil {
+						return err
+					}
+					defer unlock()
 					f, path, err := loadConfig()
 					if err != nil {
 						return err

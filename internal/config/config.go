@@ -19,6 +19,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
 // Kind is what an entry names.
@@ -486,4 +488,28 @@ func ParseAssignments(kind Kind, args []string) ([][2]string, error) {
 		i++
 	}
 	return out, nil
+}
+
+// Lock takes an exclusive lock on the configuration file at path for a
+// read-modify-write, waiting for another process's: two 'config set' at
+// once must not lose one's change. It is an flock(2) on path+".lock" (in
+// the same 0700 folder), which the kernel drops if the process dies.
+// Load the file again after taking it.
+func Lock(path string) (unlock func(), err error) {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	f, err := os.OpenFile(path+".lock", os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("config: lock: %w", err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("config: lock %s: %w", f.Name(), err)
+	}
+	return func() {
+		unix.Flock(int(f.Fd()), unix.LOCK_UN)
+		f.Close()
+	}, nil
 }
