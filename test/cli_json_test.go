@@ -207,9 +207,19 @@ func TestCLICompletion(t *testing.T) {
 	}
 	script := filepath.Join(t.TempDir(), "coffer.bash")
 	os.WriteFile(script, []byte(bash), 0o644)
+	var completeWith func(line, breaks string) string
 	complete := func(line string) string {
 		t.Helper()
-		prog := fmt.Sprintf(`source %q; COMP_LINE=%q; COMP_POINT=${#COMP_LINE}; _coffer_complete; printf '%%s\n' "${COMPREPLY[@]}"`, script, line)
+		return completeWith(line, "")
+	}
+	// completeWith sets COMP_WORDBREAKS first, unless it is "".
+	completeWith = func(line, breaks string) string {
+		t.Helper()
+		set := ""
+		if breaks != "" {
+			set = fmt.Sprintf("COMP_WORDBREAKS=%q; ", breaks)
+		}
+		prog := fmt.Sprintf(`source %q; %sCOMP_LINE=%q; COMP_POINT=${#COMP_LINE}; _coffer_complete; printf '%%s\n' "${COMPREPLY[@]}"`, script, set, line)
 		cmd := exec.Command("bash", "-c", prog)
 		cmd.Env = append(cleanEnv(), "PATH="+filepath.Dir(coffer)+":"+os.Getenv("PATH"), "XDG_CONFIG_HOME="+c.xdg)
 		out, err := cmd.CombinedOutput()
@@ -233,5 +243,14 @@ func TestCLICompletion(t *testing.T) {
 		if !strings.Contains(got, tc.want) || (tc.not != "" && strings.Contains(got, tc.not)) {
 			t.Errorf("completing %q: %q, want %q and not %q", tc.line, got, tc.want, tc.not)
 		}
+	}
+	// Where COMP_WORDBREAKS lacks '@' (bash-completion setups, other
+	// defaults), bash replaces the whole word: the reply keeps the '@', or
+	// the completed line would name a folder instead of the entry.
+	if got := completeWith("coffer at @my", "\"'><=;|&(:"); strings.TrimSpace(got) != "@mystore" {
+		t.Errorf("completing \"coffer at @my\" without '@' in COMP_WORDBREAKS: %q, want @mystore", got)
+	}
+	if got := completeWith("coffer at @mystore backup @ph", "\"'><=;|&(:"); strings.TrimSpace(got) != "@photos" {
+		t.Errorf("completing a source without '@' in COMP_WORDBREAKS: %q, want @photos", got)
 	}
 }

@@ -37,9 +37,16 @@ _coffer_complete() {
     local out
     out=$("${words[0]}" "${args[@]}" --generate-bash-completion 2>/dev/null)
     COMPREPLY=($(compgen -W "$out" -- "$cur"))
-    # Bash splits words at '@', ':' and '=': reply with what follows the
-    # last of them, which is what bash replaces.
-    local pre=${cur%"${cur##*[@:=]}"}
+    # Bash replaces only what follows the last character of the word that
+    # is in COMP_WORDBREAKS (usually '@', ':' and '=', but setups differ:
+    # without '@' there, bash keeps "@name" whole): reply with that part.
+    local i pre=""
+    for (( i=${#cur}-1; i>=0; i-- )); do
+        if [[ $COMP_WORDBREAKS == *"${cur:i:1}"* ]]; then
+            pre=${cur:0:i+1}
+            break
+        fi
+    done
     if [[ -n $pre ]]; then
         COMPREPLY=("${COMPREPLY[@]#"$pre"}")
     fi
