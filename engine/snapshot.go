@@ -1,6 +1,8 @@
 package engine
 
 import (
+	"errors"
+
 	"github.com/coffer-backup/coffer/engine/crypto"
 	"github.com/coffer-backup/coffer/engine/format"
 	"github.com/coffer-backup/coffer/engine/store"
@@ -163,9 +165,15 @@ func (r *Repo) Snapshots(ctx context.Context) ([]*Snapshot, error) {
 	return out, nil
 }
 
-// FindSnapshot resolves "latest" or a unique hex prefix of a snapshot id.
+// ErrBadSnapshotRef is wrapped by FindSnapshot's error for a reference
+// that cannot name a snapshot (neither hex digits nor "latest"): a
+// mistake in the command, not a missing snapshot.
+var ErrBadSnapshotRef = errors.New(`not a snapshot id (hex digits) or "latest"`)
+
+// FindSnapshot resolves "latest" (in any case) or a unique hex prefix of
+// a snapshot id.
 func (r *Repo) FindSnapshot(ctx context.Context, ref string) (*Snapshot, error) {
-	if ref == "latest" {
+	if strings.EqualFold(ref, "latest") {
 		all, err := r.Snapshots(ctx)
 		if err != nil {
 			return nil, err
@@ -177,7 +185,7 @@ func (r *Repo) FindSnapshot(ctx context.Context, ref string) (*Snapshot, error) 
 	}
 	ref = strings.ToLower(ref)
 	if ref == "" || strings.Trim(ref, "0123456789abcdef") != "" {
-		return nil, fmt.Errorf("snapshot %q: not a snapshot id (hex digits) or \"latest\"", ref)
+		return nil, fmt.Errorf("snapshot %q: %w", ref, ErrBadSnapshotRef)
 	}
 	ids, err := r.SnapshotIDs(ctx)
 	if err != nil {

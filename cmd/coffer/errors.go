@@ -72,6 +72,11 @@ func isUsageError(err error) bool {
 	if errors.As(err, &ue) {
 		return true
 	}
+	// A snapshot reference that cannot name one is a bad argument, like a
+	// missing one (ls xyz and cat latest exit alike).
+	if errors.Is(err, engine.ErrBadSnapshotRef) {
+		return true
+	}
 	for _, t := range cliUsageErrors {
 		if t != nil && errors.As(err, reflect.New(t).Interface()) {
 			return true
