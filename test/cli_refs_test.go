@@ -3,6 +3,7 @@ package test
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -23,4 +24,18 @@ func TestSnapshotRefs(t *testing.T) {
 		t.Fatalf("cat LATEST:/a = %q", got)
 	}
 	e.ok("ls", "Latest:/")
+}
+
+// TestQuietCreateOfBucket: -q prints nothing but errors, not even the
+// note that create made the store's bucket; without -q the note is there.
+func TestQuietCreateOfBucket(t *testing.T) {
+	m := needMinio(t)
+	e := &env{t: t, store: "s3://" + bucketName("quiet") + "/p", pass: "pw", extra: m.awsEnv()}
+	if r := e.ok("-q", "create", "--kdf-memory", "1024", "--kdf-time", "1"); r.stdout+r.stderr != "" {
+		t.Fatalf("create -q printed %q", r.stdout+r.stderr)
+	}
+	e2 := &env{t: t, store: "s3://" + bucketName("loud") + "/p", pass: "pw", extra: m.awsEnv()}
+	if r := e2.ok("create", "--kdf-memory", "1024", "--kdf-time", "1"); !strings.Contains(r.stderr, "created bucket") {
+		t.Fatalf("create without -q: %s", r)
+	}
 }

@@ -111,7 +111,7 @@ func prepareS3Store(ctx context.Context, loc string) error {
 	if err != nil {
 		return fmt.Errorf("store %s: %w", c.URI(), err)
 	}
-	if created {
+	if created && !quiet {
 		fmt.Fprintf(os.Stderr, "coffer: created bucket %s\n", c.Options().Bucket)
 	}
 	return nil
