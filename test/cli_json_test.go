@@ -254,3 +254,33 @@ func TestCLICompletion(t *testing.T) {
 		t.Errorf("completing a source without '@' in COMP_WORDBREAKS: %q, want @photos", got)
 	}
 }
+
+// TestJSONLines: every --json output is JSON Lines: a backup of several
+// sources prints one object per line, each a whole JSON value.
+func TestJSONLines(t *testing.T) {
+	e := newEnv(t)
+	var srcs []string
+	for i := range 3 {
+		src := t.TempDir()
+		if err := os.WriteFile(filepath.Join(src, "f"), []byte(fmt.Sprint(i)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		srcs = append(srcs, src)
+	}
+	out := e.ok(append([]string{"backup", "--json"}, srcs...)...).stdout
+	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+	if len(lines) != 3 {
+		t.Fatalf("backup --json of 3 sources printed %d lines:\n%s", len(lines), out)
+	}
+	for i, l := range lines {
+		var v map[string]any
+		if err := json.Unmarshal([]byte(l), &v); err != nil {
+			t.Fatalf("line %d is not a JSON value: %v\n%s", i+1, err, l)
+		}
+	}
+	for _, args := range [][]string{{"ls", "--json"}, {"check", "--json"}, {"info", "--json"}} {
+		if out := e.ok(args...).stdout; strings.Count(out, "\n") != 1 {
+			t.Errorf("%v --json printed %d lines, want one:\n%s", args, strings.Count(out, "\n"), out)
+		}
+	}
+}

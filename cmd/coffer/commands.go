@@ -36,10 +36,11 @@ func jsonFlag() cli.Flag {
 	return &cli.BoolFlag{Name: "json", Usage: "print machine-readable JSON"}
 }
 
+// printJSON writes v as one line of JSON: every --json output is JSON
+// Lines, so a backup of several sources, one object each, streams and
+// parses line by line (jq, a loop over lines).
 func printJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
+	return json.NewEncoder(w).Encode(v)
 }
 
 func createCmd() *cli.Command {
