@@ -289,7 +289,11 @@ func splitRef(ref string) (string, string) {
 // loading the index the node's content needs.
 func resolveRef(c *cli.Context, r *engine.Repo, ref string, preferFile bool) (*engine.Snapshot, *tree.Node, string, error) {
 	id, p := splitRef(ref)
-	sn, err := r.FindSnapshot(c.Context, id)
+	f, err := snapshotFilter(c)
+	if err != nil {
+		return nil, nil, p, err
+	}
+	sn, err := r.FindSnapshotIn(c.Context, id, f)
 	if err != nil {
 		return nil, nil, p, err
 	}
@@ -329,7 +333,11 @@ Examples:
 }
 
 func lsSnapshots(c *cli.Context, r *engine.Repo) error {
-	snaps, err := r.Snapshots(c.Context)
+	f, err := snapshotFilter(c)
+	if err != nil {
+		return err
+	}
+	snaps, err := r.SnapshotsIn(c.Context, f)
 	if err != nil {
 		return err
 	}
@@ -606,13 +614,26 @@ func runCheck(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	f, err := snapshotFilter(c)
+	if err != nil {
+		return err
+	}
 	var snaps []*engine.Snapshot
 	for _, ref := range c.Args().Slice() {
-		sn, err := r.FindSnapshot(c.Context, ref)
+		sn, err := r.FindSnapshotIn(c.Context, ref, f)
 		if err != nil {
 			return err
 		}
 		snaps = append(snaps, sn)
+	}
+	if len(snaps) == 0 && !f.IsZero() {
+		// The snapshots the filters select, rather than the whole store.
+		if snaps, err = r.SnapshotsIn(c.Context, f); err != nil {
+			return err
+		}
+		if len(snaps) == 0 {
+			return fmt.Errorf("check: %w %s", engine.ErrNoMatch, f)
+		}
 	}
 	pr := &engine.Progress{}
 	var goal progressGoal

@@ -219,11 +219,12 @@ Examples:
 		ExitErrHandler: func(*cli.Context, error) {}, // run() reports errors
 		OnUsageError:   onUsageError,
 		Commands: []*cli.Command{
-			createCmd(), backupCmd(), lsCmd(), catCmd(), restoreCmd(), checkCmd(), infoCmd(), mountCmd(),
+			createCmd(), backupCmd(), lsCmd(), catCmd(), restoreCmd(), checkCmd(), infoCmd(), mountCmd(), tagCmd(),
 			passphraseCmd(), configCmd(), completionCmd(), versionCmd(), helpCmd(), genDocsCmd(),
 		},
 		Action: noCommand,
 	}
+	addSelectFlags(app.Commands)
 	for _, cmd := range app.Commands {
 		addCommonFlags(cmd)
 	}

@@ -45,6 +45,9 @@ func runMount(c *cli.Context) error {
 	if c.NArg() < 1 || c.NArg() > 2 {
 		return usagef("mount takes a folder and optionally ID[:/PATH] (flags go before them: mount --allow-other DIR)")
 	}
+	if c.NArg() == 1 && (c.IsSet("source") || c.IsSet("host") || c.IsSet("tag")) {
+		return usagef("mount: --source, --host and --tag select the snapshot of ID[:/PATH] (latest:/ for the newest that matches); a mount of the whole store shows every snapshot")
+	}
 	dir := c.Args().Get(0)
 	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
 		return usagef("mount: %s is not a folder (create it first)", dir)
@@ -86,7 +89,11 @@ func runMount(c *cli.Context) error {
 	what := fmt.Sprintf("%d snapshots", len(snaps))
 	if c.NArg() == 2 {
 		id, p := splitRef(c.Args().Get(1))
-		sn, err := r.FindSnapshot(ctx, id)
+		f, err := snapshotFilter(c)
+		if err != nil {
+			return err
+		}
+		sn, err := r.FindSnapshotIn(ctx, id, f)
 		if err != nil {
 			return err
 		}

@@ -1,0 +1,51 @@
+package main
+
+import (
+	"path/filepath"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/coffer-backup/coffer/engine"
+	"github.com/coffer-backup/coffer/internal/config"
+)
+
+// selectingCommands take the snapshot filters; "latest" is then the
+// newest snapshot that matches them.
+var selectingCommands = map[string]bool{"ls": true, "cat": true, "restore": true, "check": true, "mount": true, "tag": true}
+
+func selectFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "source", Usage: "only snapshots of `SOURCE` (a folder, s3://BUCKET/PREFIX or @NAME)"},
+		&cli.StringFlag{Name: "host", Usage: "only snapshots made on `HOST`"},
+		&cli.StringSliceFlag{Name: "tag", Usage: "only snapshots with tag `T` (repeatable: all of them)"},
+	}
+}
+
+// addSelectFlags gives the selecting commands the filter flags.
+func addSelectFlags(cmds []*cli.Command) {
+	for _, cmd := range cmds {
+		if selectingCommands[cmd.Name] {
+			cmd.Flags = append(cmd.Flags, selectFlags()...)
+		}
+	}
+}
+
+// snapshotFilter reads the filter flags; a source is resolved as backup
+// records it (a named source's location, a folder made absolute).
+func snapshotFilter(c *cli.Context) (engine.Filter, error) {
+	f := engine.Filter{Host: c.String("host"), Tags: c.StringSlice("tag")}
+	if src := c.String("source"); src != "" {
+		loc, _, err := resolveLocation(config.Source, src)
+		if err != nil {
+			return f, err
+		}
+		if isS3(loc) {
+			loc, _, _ = strings.Cut(loc, "?") // options are not part of the source
+		} else if loc, err = filepath.Abs(loc); err != nil {
+			return f, err
+		}
+		f.Source = loc
+	}
+	return f, nil
+}
