@@ -36,6 +36,18 @@ func jsonFlag() cli.Flag {
 	return &cli.BoolFlag{Name: "json", Usage: "print machine-readable JSON"}
 }
 
+// plural is "1 snapshot", "2 snapshots": n and noun, in the plural
+// unless n is 1.
+func plural[N int | int64 | uint64](n N, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	if strings.HasSuffix(noun, "y") {
+		return fmt.Sprintf("%d %sies", n, noun[:len(noun)-1])
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
+}
+
 // printJSON writes v as one line of JSON: every --json output is JSON
 // Lines, so a backup of several sources, one object each, streams and
 // parses line by line (jq, a loop over lines).
@@ -676,14 +688,21 @@ func runCheck(c *cli.Context) error {
 	if !res.OK() {
 		// There is no repair yet: new backups deduplicate against the
 		// damaged blobs too, so say what actually helps.
-		return fmt.Errorf("check found %d problems in %d snapshots, %d packs (%s read); the damaged files are listed above. "+
-			"Their data cannot be read from this store: restore what you need from snapshots not listed as damaged, "+
-			"and back the sources up into a new store (coffer has no repair yet; later backups into this one reuse the damaged data)",
-			len(res.Problems), res.Snapshots, res.Packs, humanize.IBytes(uint64(res.Bytes)))
+		what := "the damage is listed above (no file is affected: a damaged pack's blobs are unused, or an index file is damaged)"
+		for _, p := range res.Problems {
+			if p.Path != "" {
+				what = "the damaged files are listed above. Their data cannot be read from this store: restore what you need from snapshots not listed as damaged, " +
+					"and back the sources up into a new store (coffer has no repair yet; later backups into this one reuse the damaged data)"
+				break
+			}
+		}
+		return fmt.Errorf("check found %s in %s, %s (%s read); %s",
+			plural(len(res.Problems), "problem"), plural(res.Snapshots, "snapshot"), plural(res.Packs, "pack"),
+			humanize.IBytes(uint64(res.Bytes)), what)
 	}
 	if !c.Bool("json") && !quiet {
-		fmt.Fprintf(c.App.Writer, "no problems found: %d snapshots, %d packs, %d blobs, %s read and verified\n",
-			res.Snapshots, res.Packs, res.Blobs, humanize.IBytes(uint64(res.Bytes)))
+		fmt.Fprintf(c.App.Writer, "no problems found: %s, %s, %s, %s read and verified\n",
+			plural(res.Snapshots, "snapshot"), plural(res.Packs, "pack"), plural(res.Blobs, "blob"), humanize.IBytes(uint64(res.Bytes)))
 	}
 	return nil
 }

@@ -79,3 +79,15 @@ func TestExitCodeFollowsKindNotWords(t *testing.T) {
 		}
 	}
 }
+
+func TestPlural(t *testing.T) {
+	for _, c := range []struct {
+		n    int
+		noun string
+		want string
+	}{{0, "file", "0 files"}, {1, "file", "1 file"}, {2, "entry", "2 entries"}, {1, "entry", "1 entry"}, {3, "problem", "3 problems"}} {
+		if got := plural(c.n, c.noun); got != c.want {
+			t.Errorf("plural(%d, %q) = %q, want %q", c.n, c.noun, got, c.want)
+		}
+	}
+}
