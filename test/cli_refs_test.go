@@ -39,3 +39,19 @@ func TestQuietCreateOfBucket(t *testing.T) {
 		t.Fatalf("create without -q: %s", r)
 	}
 }
+
+// TestVerboseSaysWhereS3SettingsCameFrom: -v names where the endpoint and
+// the credentials came from, and never the secret itself.
+func TestVerboseSaysWhereS3SettingsCameFrom(t *testing.T) {
+	m := needMinio(t)
+	e := &env{t: t, store: "s3://" + bucketName("verbose") + "/p", pass: "pw", extra: m.awsEnv()}
+	r := e.ok("-v", "create", "--kdf-memory", "1024", "--kdf-time", "1")
+	for _, want := range []string{"(from AWS_ENDPOINT_URL)", "credentials from AWS_ACCESS_KEY_ID"} {
+		if !strings.Contains(r.stderr, want) {
+			t.Errorf("-v lacks %q:\n%s", want, r.stderr)
+		}
+	}
+	if strings.Contains(r.stdout+r.stderr, m.pass) {
+		t.Fatalf("-v printed the secret key:\n%s", r.stderr)
+	}
+}

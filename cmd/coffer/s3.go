@@ -31,7 +31,39 @@ func s3Client(ctx context.Context, loc string) (*s3io.Client, error) {
 		return nil, err
 	}
 	o.Log = verbosef
+	if verbose {
+		verbosef("s3://%s: %s; %s", o.Bucket, endpointSource(o), credentialSource(o))
+	}
 	return s3io.NewClient(ctx, o)
+}
+
+// endpointSource says, for -v, where the endpoint of o comes from.
+func endpointSource(o s3io.Options) string {
+	switch {
+	case o.Endpoint != "":
+		return "endpoint " + o.Endpoint + " (from the location's or the entry's endpoint)"
+	case os.Getenv("AWS_ENDPOINT_URL_S3") != "":
+		return "endpoint " + os.Getenv("AWS_ENDPOINT_URL_S3") + " (from AWS_ENDPOINT_URL_S3)"
+	case os.Getenv("AWS_ENDPOINT_URL") != "":
+		return "endpoint " + os.Getenv("AWS_ENDPOINT_URL") + " (from AWS_ENDPOINT_URL)"
+	}
+	return "AWS's endpoint for the bucket's region"
+}
+
+// credentialSource says, for -v, where the credentials of o come from
+// (never what they are).
+func credentialSource(o s3io.Options) string {
+	switch {
+	case o.AccessKey != "":
+		return "credentials from the location's or the entry's access_key"
+	case o.Profile != "":
+		return "credentials from profile " + o.Profile
+	case os.Getenv("AWS_ACCESS_KEY_ID") != "":
+		return "credentials from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+	case os.Getenv("AWS_PROFILE") != "":
+		return "credentials from profile " + os.Getenv("AWS_PROFILE") + " (AWS_PROFILE)"
+	}
+	return "credentials from the SDK's default chain (shared files, SSO, instance role)"
 }
 
 // s3Options returns the options of an S3 location, s3://BUCKET/PREFIX with
