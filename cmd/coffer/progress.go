@@ -62,7 +62,18 @@ type progressSample struct {
 const (
 	progressTick   = 200 * time.Millisecond
 	progressWindow = 5 * time.Second
+	// narrowWidth: below it the line has no bar and is cut to the
+	// terminal's width (the full line with its 30-column bar takes ~100).
+	narrowWidth = 100
 )
+
+// fit cuts s to at most n runes.
+func fit(s string, n int) string {
+	if r := []rune(s); len(r) > n {
+		return string(r[:n])
+	}
+	return s
+}
 
 // startProgress starts drawing, or returns a view that draws nothing when
 // progress is not wanted. Call done when the operation ends.
@@ -71,14 +82,29 @@ func startProgress(verb string, pr *engine.Progress, goal progressGoal) *progres
 	if !progressWanted() {
 		return v
 	}
-	if w, _, err := term.GetSize(int(progressOut.Fd())); err != nil || w < 40 {
-		return v // a terminal of unknown or tiny width shows no bar at all
+	width, _, err := term.GetSize(int(progressOut.Fd()))
+	if err != nil || width < 20 {
+		return v // a terminal of unknown or tiny width shows no line at all
 	}
-	v.p = mpb.New(mpb.WithOutput(progressOut), mpb.WithRefreshRate(progressTick), mpb.WithWidth(30))
 	total := v.goal.Bytes
 	if total == 0 {
 		total = v.goal.Objects
 	}
+	if width < narrowWidth {
+		// No bar: one line of text, cut to the width, so it never wraps
+		// (a wrapped line is redrawn below itself and garbles the screen).
+		v.p = mpb.New(mpb.WithOutput(progressOut), mpb.WithRefreshRate(progressTick), mpb.WithWidth(1))
+		v.bar = v.p.New(total, mpb.NopStyle(),
+			mpb.PrependDecorators(decor.Any(func(decor.Statistics) string {
+				return fit(verb+" "+v.counts()+"  "+v.rateAndETA(), width-1)
+			})),
+			mpb.BarFillerClearOnComplete(),
+		)
+		v.stop, v.finished = make(chan struct{}), make(chan struct{})
+		go v.poll()
+		return v
+	}
+	v.p = mpb.New(mpb.WithOutput(progressOut), mpb.WithRefreshRate(progressTick), mpb.WithWidth(30))
 	var style mpb.BarFillerBuilder = mpb.BarStyle().Lbound("[").Rbound("]")
 	if total == 0 {
 		style = mpb.SpinnerStyle()

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"io"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -59,5 +60,50 @@ func TestProgressView(t *testing.T) {
 	stderrTerminal, quiet = true, true
 	if v := startProgress("backup", pr, progressGoal{}); v.p != nil {
 		t.Fatal("a view draws under -q")
+	}
+}
+
+// On a narrow terminal (50 columns) no drawn line is wider than the
+// terminal, so none wraps and garbles the screen.
+func TestProgressViewNarrow(t *testing.T) {
+	ptmx, tty, err := pty.Open()
+	if err != nil {
+		t.Skip("no pty:", err)
+	}
+	defer ptmx.Close()
+	defer tty.Close()
+	pty.Setsize(ptmx, &pty.Winsize{Rows: 24, Cols: 50})
+	saved := progressOut
+	defer func() { progressOut, stderrTerminal, quiet = saved, false, false }()
+	progressOut, stderrTerminal, quiet = tty, true, false
+
+	var out bytes.Buffer
+	read := make(chan struct{})
+	go func() { io.Copy(&out, ptmx); close(read) }()
+	pr := &engine.Progress{}
+	v := startProgress("backup", pr, progressGoal{Objects: 123456, Bytes: 100 << 30})
+	for i := 1; i <= 6; i++ {
+		pr.Files.Add(12345)
+		pr.Bytes.Add(3 << 30)
+		time.Sleep(100 * time.Millisecond)
+	}
+	v.done()
+	tty.Close()
+	select {
+	case <-read:
+	case <-time.After(2 * time.Second):
+	}
+	ansi := regexp.MustCompile(`\x1b\[[0-9;?]*[A-Za-z]`)
+	drawn := 0
+	for _, line := range strings.FieldsFunc(ansi.ReplaceAllString(out.String(), "\n"), func(r rune) bool { return r == '\n' || r == '\r' }) {
+		if n := len([]rune(line)); n > 50 {
+			t.Fatalf("a %d-column progress line on a 50-column terminal: %q", n, line)
+		}
+		if strings.Contains(line, "backup") {
+			drawn++
+		}
+	}
+	if drawn == 0 {
+		t.Fatalf("nothing drawn on a 50-column terminal: %q", out.String())
 	}
 }
