@@ -96,7 +96,7 @@ func startProgress(verb string, pr *engine.Progress, goal progressGoal) *progres
 		v.p = mpb.New(mpb.WithOutput(progressOut), mpb.WithRefreshRate(progressTick), mpb.WithWidth(1))
 		v.bar = v.p.New(total, mpb.NopStyle(),
 			mpb.PrependDecorators(decor.Any(func(decor.Statistics) string {
-				return fit(verb+" "+v.counts()+"  "+v.rateAndETA(), width-1)
+				return fit(verb+" "+v.compact(), width-1)
 			})),
 			mpb.BarFillerClearOnComplete(),
 		)
@@ -194,6 +194,29 @@ func (v *progressView) counts() string {
 		s += " / " + humanize.IBytes(uint64(v.goal.Bytes))
 	}
 	return s
+}
+
+// compact is counts, rate and ETA in as few columns as they fit in
+// ("74,070 obj 18 GiB/100 GiB 27 GB/s ETA 3s"), for narrow terminals.
+func (v *progressView) compact() string {
+	last, objRate, byteRate := v.window()
+	s := humanize.Comma(last.objects) + " obj " + humanize.IBytes(uint64(last.bytes))
+	if v.goal.Bytes > 0 {
+		s += "/" + humanize.IBytes(uint64(v.goal.Bytes))
+	} else if v.goal.Objects > 0 {
+		s += " of ~" + humanize.Comma(v.goal.Objects) + " obj"
+	}
+	s += " " + humanize.Bytes(uint64(byteRate)) + "/s"
+	var left float64
+	switch {
+	case v.goal.Bytes > 0 && byteRate > 0:
+		left = float64(v.goal.Bytes-last.bytes) / byteRate
+	case v.goal.Bytes == 0 && v.goal.Objects > 0 && objRate > 0:
+		left = float64(v.goal.Objects-last.objects) / objRate
+	default:
+		return s
+	}
+	return s + " ETA " + (time.Duration(max(left, 0)) * time.Second).Round(time.Second).String()
 }
 
 func (v *progressView) rateAndETA() string {

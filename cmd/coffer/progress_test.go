@@ -101,9 +101,12 @@ func TestProgressViewNarrow(t *testing.T) {
 		}
 		if strings.Contains(line, "backup") {
 			drawn++
+			if strings.Contains(line, "…") {
+				t.Fatalf("a progress line cut short on a 50-column terminal: %q", line)
+			}
 		}
 	}
-	if drawn == 0 {
-		t.Fatalf("nothing drawn on a 50-column terminal: %q", out.String())
+	if drawn == 0 || !strings.Contains(out.String(), "ETA") {
+		t.Fatalf("no progress with an ETA on a 50-column terminal: %q", out.String())
 	}
 }
