@@ -35,6 +35,7 @@ func writeDocs(w io.Writer, app *cli.App) error {
 	for _, cmd := range app.Commands {
 		writeCommand(&b, cmd, "coffer", 2)
 	}
+	writeJSONDocs(&b)
 	_, err := io.WriteString(w, b.String())
 	return err
 }

@@ -193,13 +193,6 @@ Examples:
 					if err != nil {
 						return err
 					}
-					type slotOut struct {
-						ID      string           `json:"id"`
-						Created time.Time        `json:"created"`
-						KDF     string           `json:"kdf"`
-						Params  crypto.KDFParams `json:"params"`
-						Current bool             `json:"current"`
-					}
 					var out []slotOut
 					for _, s := range slots {
 						out = append(out, slotOut{s.ID, s.Created, s.KDF, s.Params, s.ID == r.SlotID()})
@@ -310,4 +303,13 @@ func verbosef(format string, a ...any) {
 		verboseSaid[msg] = true
 		fmt.Fprintf(verboseTo, "coffer: %s\n", msg)
 	}
+}
+
+// slotOut is a key slot as passphrase ls --json prints it.
+type slotOut struct {
+	ID      string           `json:"id"`
+	Created time.Time        `json:"created"`
+	KDF     string           `json:"kdf"`
+	Params  crypto.KDFParams `json:"params"`
+	Current bool             `json:"current"`
 }
