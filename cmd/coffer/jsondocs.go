@@ -33,7 +33,7 @@ func writeJSONDocs(b *strings.Builder) {
 	b.WriteString("## JSON output\n\n")
 	b.WriteString("With `--json`, a command prints JSON Lines: each value on one line (a backup of several sources, one per source), so output streams and parses line by line. Fields marked *optional* are left out when empty. Times are RFC 3339; sizes are bytes.\n\n")
 	for _, o := range jsonOutputs {
-		fmt.Fprintf(b, "### `coffer %s --json`\n\n%s", o.cmd, strings.ToUpper(o.shape[:1])+o.shape[1:])
+		fmt.Fprintf(b, "### `--json` of `coffer %s`\n\n%s", o.cmd, strings.ToUpper(o.shape[:1])+o.shape[1:])
 		if o.t.Kind() == reflect.Struct {
 			if strings.HasPrefix(o.shape, "one object") && !strings.Contains(o.shape, "per") {
 				b.WriteString(", with:\n\n")
