@@ -335,12 +335,7 @@ func configKindCmd(kind config.Kind) *cli.Command {
 			if len(pairs) == 0 && c.Command.Name == "set" {
 				return &config.KeyError{Msg: fmt.Sprintf("set: give KEY VALUE or KEY=VALUE; valid keys: %s", strings.Join(config.Keys(kind), ", "))}
 			}
-			for _, p := range pairs {
-				if err := e.Set(kind, p[0], p[1]); err != nil {
-					return err
-				}
-			}
-			return nil
+			return e.Apply(kind, pairs)
 		}
 	}
 	keyHelp := "Keys:\n" + config.KeyHelp(kind)
