@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/url"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -210,8 +211,8 @@ func checkEntry(kind config.Kind, e config.Entry) error {
 	}
 	kv := map[string]string{}
 	for k, v := range e {
-		switch k {
-		case "passphrase_cmd", "passphrase_file":
+		switch {
+		case k == "passphrase_cmd", k == "passphrase_file", slices.Contains(config.FilterKeys, k):
 		default:
 			kv[k] = v
 		}

@@ -313,6 +313,10 @@ var keys = []key{
 	{name: "passphrase_file", kinds: []Kind{Store}, help: "a file whose first line is the passphrase", check: checkNonEmpty},
 }
 
+// FilterKeys are a source's keys that choose what to back up, not how
+// to reach it.
+var FilterKeys = []string{"exclude", "iexclude", "exclude_file", "include", "exclude_if_present", "exclude_larger_than", "one_file_system"}
+
 func (k *key) appliesTo(kind Kind) bool { return k.kinds == nil || slices.Contains(k.kinds, kind) }
 
 // lookup finds a key by name or alias for a kind.
