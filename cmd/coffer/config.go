@@ -437,7 +437,8 @@ Examples:
 					sort.Strings(keys)
 					tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
 					for _, key := range keys {
-						fmt.Fprintf(tw, "%s\t%s\n", key, m[key])
+						// A list key's items, one a line, in the value column.
+						fmt.Fprintf(tw, "%s\t%s\n", key, strings.ReplaceAll(m[key], "\n", "\n\t"))
 					}
 					return tw.Flush()
 				},
