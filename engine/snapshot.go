@@ -77,6 +77,11 @@ type SnapshotStats struct {
 	StoredBytes uint64 `json:"stored_bytes"` // bytes of the packs written
 	Skipped     uint64 `json:"skipped"`      // entries left out (unreadable, unsupported)
 	Unchanged   uint64 `json:"unchanged"`    // files reused from the parent unread
+	// Entries left out by the user's exclusions (an excluded directory
+	// counts once, whatever it holds). Absent when 0: readers before
+	// exclusions ignore them.
+	ExcludedFiles uint64 `json:"excluded_files,omitempty"`
+	ExcludedDirs  uint64 `json:"excluded_dirs,omitempty"`
 }
 
 // SaveSnapshot writes sn and returns its id.

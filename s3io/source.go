@@ -27,6 +27,10 @@ type Source struct {
 	c *Client
 	// Notice receives messages that are not failures (tags not readable).
 	Notice func(msg string)
+	// Filter, if set, leaves keys out on the LIST, before any HEAD or
+	// GET: Include, Exclude (keys and their prefixes up to a "/") and
+	// LargerThan; the folder-only settings are not used.
+	Filter *backup.Filter
 
 	deferAttrs atomic.Bool // headers come at Open or from the parent
 	tagsDenied atomic.Bool
@@ -37,7 +41,11 @@ var (
 	_ backup.Source     = (*Source)(nil)
 	_ backup.SourceInfo = (*Source)(nil)
 	_ backup.AttrReuser = (*Source)(nil)
+	_ backup.Excluder   = (*Source)(nil)
 )
+
+// ExcludedCounts returns the keys the Filter left out of the last walk.
+func (s *Source) ExcludedCounts() backup.Excluded { return s.Filter.Counts() }
 
 // NewSource returns the source of c's bucket and prefix.
 func NewSource(c *Client) *Source { return &Source{c: c} }
@@ -85,6 +93,7 @@ func (s *Source) Walk(ctx context.Context, fn func(*backup.Item) error, warn fun
 		return err
 	}
 	head := !s.deferAttrs.Load()
+	s.Filter.Reset()
 	return pipeline.Ordered(ctx, pipeline.Options{Workers: s.c.opt.concurrency(), Window: walkWindow},
 		func(ctx context.Context, emit func(*backup.Item, bool) error) error {
 			return s.list(ctx, func(o types.Object) error {
@@ -92,6 +101,9 @@ func (s *Source) Walk(ctx context.Context, fn func(*backup.Item) error, warn fun
 				rel := strings.TrimPrefix(key, s.c.opt.Prefix)
 				if rel == "" { // the prefix's own folder marker
 					return nil
+				}
+				if !s.Filter.KeepKey(rel, uint64(aws.ToInt64(o.Size))) {
+					return nil // excluded: no HEAD, no GET
 				}
 				return emit(&backup.Item{Path: rel, Node: tree.Node{
 					Type: tree.TypeFile, Mode: 0o644, Size: uint64(aws.ToInt64(o.Size)),

@@ -138,3 +138,35 @@ func TestWalkWithHeads(t *testing.T) {
 		t.Fatalf("LIST failing on page 3: err = %v after %d items", err, len(got))
 	}
 }
+
+// TestWalkFilter: keys left out by the Filter are dropped on the LIST:
+// no HEAD for them, and they are counted.
+func TestWalkFilter(t *testing.T) {
+	var heads atomic.Int64
+	src := NewSource(testClient(t, fakeBucket(3000, nil, -1, &heads)))
+	src.Filter = &backup.Filter{}
+	if err := src.Filter.Include.AddAll([]string{"prefix:k01", "prefix:k02"}, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := src.Filter.Exclude.AddAll([]string{"k02[0-4]*"}, false); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	err := src.Walk(context.Background(), func(it *backup.Item) error {
+		got = append(got, it.Path)
+		return nil
+	}, func(p string, err error) { t.Errorf("warned %s: %v", p, err) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	// k01000…k01999 and k02500…k02999, and the root.
+	if len(got) != 1+1000+500 || got[1] != "k01000" || got[len(got)-1] != "k02999" {
+		t.Fatalf("%d items, first %q, last %q", len(got), got[1], got[len(got)-1])
+	}
+	if heads.Load() != 1500 {
+		t.Errorf("%d HEADs, want 1500 (none for excluded keys)", heads.Load())
+	}
+	if c := src.ExcludedCounts(); c.Files != 1500 || c.Dirs != 0 {
+		t.Errorf("counted %+v, want 1500 files excluded", c)
+	}
+}

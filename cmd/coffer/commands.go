@@ -131,12 +131,28 @@ With --json, one JSON object per source is printed, in order.
 Examples:
    coffer at /backups backup ~/photos
    coffer at /backups backup -tag nightly /srv/data
-   coffer at @mystore backup @photos @docs s3://logs-bucket/2026/`,
-		Flags: []cli.Flag{
+   coffer at @mystore backup @photos @docs s3://logs-bucket/2026/
+   coffer at /backups backup --exclude '*.tmp' --exclude /build/ --exclude-if-present .nobackup ~/src
+   coffer at /backups backup --one-file-system --exclude-larger-than 1GiB /
+   coffer at /backups backup --include prefix:photos/2024/ --exclude '*.raw' s3://photos-bucket/
+
+Exclusions: a PATTERN is gitignore-style: '*' and '?' within a name,
+'**' across folders, a leading '/' (or a '/' inside) anchors it at the
+source's root, else it matches a name at any depth; a trailing '/'
+matches folders only; '!PATTERN' keeps what an earlier pattern excluded.
+An excluded folder is not read. For buckets, a key is excluded when it or
+one of its prefixes up to a '/' matches; --include keeps only the keys
+that match, and prefix:P is a plain key prefix. Keys are filtered on the
+LIST, before any request for their content. A named source's settings
+(exclude, iexclude, exclude_file, include, exclude_if_present,
+exclude_larger_than, one_file_system) apply too: list flags add to its
+lists, --exclude-larger-than and --one-file-system replace its value.
+Excluded entries are counted in the summary, not listed.`,
+		Flags: append([]cli.Flag{
 			concurrencyFlag(), jsonFlag(),
 			&cli.StringSliceFlag{Name: "tag", Usage: "tag the snapshot (repeatable)"},
 			&cli.BoolFlag{Name: "force", Usage: "read every file, ignoring the parent snapshot"},
-		},
+		}, excludeFlags()...),
 		Action:       runBackup,
 		BashComplete: completeNames(config.Source),
 	}
@@ -157,12 +173,16 @@ func runBackup(c *cli.Context) error {
 	// Resolve every name before anything is read or written, so a typo
 	// in the last of them does not leave the others half done.
 	locs := make([]string, c.NArg())
+	filters := make([]*backup.Filter, c.NArg())
 	for i, a := range c.Args().Slice() {
-		loc, _, err := resolveLocation(config.Source, a)
+		loc, entry, err := resolveLocation(config.Source, a)
 		if err != nil {
 			return err
 		}
 		locs[i] = loc
+		if filters[i], err = filterFor(c, a, loc, entry); err != nil {
+			return err
+		}
 	}
 	r, _, err := openRepo(c, repoOptions{})
 	if err != nil {
@@ -172,7 +192,7 @@ func runBackup(c *cli.Context) error {
 	var failed, partial int
 	var firstErr error
 	for i, given := range c.Args().Slice() {
-		sn, err := backupOne(c, r, given, locs[i])
+		sn, err := backupOne(c, r, given, locs[i], filters[i])
 		if c.Bool("json") {
 			out := backupOut{Given: given}
 			if sn != nil {
@@ -205,6 +225,9 @@ func runBackup(c *cli.Context) error {
 				st.Files, st.Dirs, humanize.IBytes(st.Bytes), st.Unchanged, humanize.IBytes(st.ReadBytes))
 			fmt.Fprintf(c.App.Writer, "  added %d blobs, %s of new data, %s stored, in %.1fs\n",
 				st.NewBlobs, humanize.IBytes(st.NewBytes), humanize.IBytes(st.StoredBytes), sn.Duration)
+			if st.ExcludedFiles+st.ExcludedDirs > 0 {
+				fmt.Fprintf(c.App.Writer, "  excluded %d files, %d dirs\n", st.ExcludedFiles, st.ExcludedDirs)
+			}
 			if sn.Partial {
 				fmt.Fprintf(c.App.Writer, "  partial: %d entries were skipped (listed above)\n", st.Skipped)
 			}
@@ -232,11 +255,12 @@ func runBackup(c *cli.Context) error {
 }
 
 // backupOne backs up one source into a snapshot.
-func backupOne(c *cli.Context, r *engine.Repo, given, loc string) (*engine.Snapshot, error) {
+func backupOne(c *cli.Context, r *engine.Repo, given, loc string, filter *backup.Filter) (*engine.Snapshot, error) {
 	src, err := sourceFor(loc)
 	if err != nil {
 		return nil, fmt.Errorf("backup of %s: %w", given, err)
 	}
+	setFilter(src, filter)
 	pr := &engine.Progress{}
 	var goal progressGoal
 	if progressWanted() {

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/url"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -225,8 +226,8 @@ func checkEntry(kind config.Kind, e config.Entry) error {
 	}
 	kv := map[string]string{}
 	for k, v := range e {
-		switch k {
-		case "passphrase_cmd", "passphrase_file":
+		switch {
+		case k == "passphrase_cmd", k == "passphrase_file", slices.Contains(config.FilterKeys, k):
 		default:
 			kv[k] = v
 		}
@@ -355,12 +356,7 @@ func configKindCmd(kind config.Kind) *cli.Command {
 			if len(pairs) == 0 && c.Command.Name == "set" {
 				return &config.KeyError{Msg: fmt.Sprintf("set: give KEY VALUE or KEY=VALUE; valid keys: %s", strings.Join(config.Keys(kind), ", "))}
 			}
-			for _, p := range pairs {
-				if err := e.Set(kind, p[0], p[1]); err != nil {
-					return err
-				}
-			}
-			return nil
+			return e.Apply(kind, pairs)
 		}
 	}
 	keyHelp := "Keys:\n" + config.KeyHelp(kind)
@@ -461,7 +457,8 @@ Examples:
 					sort.Strings(keys)
 					tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
 					for _, key := range keys {
-						fmt.Fprintf(tw, "%s\t%s\n", key, m[key])
+						// A list key's items, one a line, in the value column.
+						fmt.Fprintf(tw, "%s\t%s\n", key, strings.ReplaceAll(m[key], "\n", "\n\t"))
 					}
 					return tw.Flush()
 				},

@@ -125,6 +125,10 @@ func Run(ctx context.Context, r *engine.Repo, src Source, opt Options) (*Result,
 		Partial:        b.skipped.Load() > 0,
 		SkippedEntries: b.skippedList,
 	}
+	if ex, ok := src.(Excluder); ok {
+		c := ex.ExcludedCounts()
+		sn.Stats.ExcludedFiles, sn.Stats.ExcludedDirs = c.Files, c.Dirs
+	}
 	if u, err := user.Current(); err == nil {
 		sn.User = u.Username
 	}

@@ -15,11 +15,20 @@ import (
 	"github.com/coffer-backup/coffer/engine/tree"
 )
 
-// FSSource backs up a local folder (or a single file).
+// Folder backs up a local folder (or a single file).
 type Folder struct {
 	root   string
 	single bool // root is a file, not a folder
+	// Filter, if set, leaves entries below the root out (a single-file
+	// source is always backed up).
+	Filter *Filter
+	dev    uint64 // the root's device, for Filter.OneFileSystem
 }
+
+var _ Excluder = (*Folder)(nil)
+
+// ExcludedCounts returns what the Filter left out of the last walk.
+func (s *Folder) ExcludedCounts() Excluded { return s.Filter.Counts() }
 
 // NewFSSource returns a source for the folder or file at path.
 func NewFolder(path string) (*Folder, error) {
@@ -84,6 +93,8 @@ func (s *Folder) Walk(ctx context.Context, fn func(*Item) error, warn func(strin
 		}
 		return fn(&Item{Path: n.Name, Node: n})
 	}
+	s.Filter.Reset()
+	s.dev = device(fi)
 	if err := fn(&Item{Path: "", Node: n}); err != nil {
 		return err
 	}
@@ -120,6 +131,11 @@ func (s *Folder) walkDir(ctx context.Context, dir, rel string, fn func(*Item) er
 		if rel != "" {
 			ip = rel + "/" + e.name
 		}
+		f := s.Filter
+		if f != nil && f.Exclude.Match(ip, e.dir) {
+			f.Count(e.dir)
+			continue
+		}
 		fi, err := os.Lstat(p)
 		if err != nil {
 			warn(ip, err)
@@ -140,16 +156,52 @@ func (s *Folder) walkDir(ctx context.Context, dir, rel string, fn func(*Item) er
 				continue
 			}
 		}
+		descend := n.Type == tree.TypeDir
+		if f != nil {
+			switch {
+			case n.Type == tree.TypeFile && f.LargerThan > 0 && n.Size > f.LargerThan:
+				f.Count(false)
+				continue
+			case n.Type == tree.TypeDir && holdsAny(p, f.IfPresent):
+				f.Count(true)
+				continue
+			case f.OneFileSystem && device(fi) != s.dev:
+				f.Count(n.Type == tree.TypeDir)
+				if n.Type != tree.TypeDir {
+					continue // a file bind-mounted here
+				}
+				descend = false // a mount point: kept, empty
+			}
+		}
 		if err := fn(&Item{Path: ip, Node: n}); err != nil {
 			return err
 		}
-		if n.Type == tree.TypeDir {
+		if descend {
 			if err := s.walkDir(ctx, p, ip, fn, warn); err != nil {
 				return err
 			}
 		}
 	}
 	return nil
+}
+
+// device returns the file system an entry is on.
+func device(fi fs.FileInfo) uint64 {
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return uint64(st.Dev)
+	}
+	return 0
+}
+
+// holdsAny says whether the directory dir has an entry of one of names
+// (--exclude-if-present).
+func holdsAny(dir string, names []string) bool {
+	for _, n := range names {
+		if _, err := os.Lstat(filepath.Join(dir, n)); err == nil {
+			return true
+		}
+	}
+	return false
 }
 
 func (s *Folder) Open(ctx context.Context, it *Item) (io.ReadCloser, error) {

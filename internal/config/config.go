@@ -13,6 +13,7 @@ import (
 	"io/fs"
 	"net/url"
 	"os"
+	"path"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -20,6 +21,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/dustin/go-humanize"
 	"golang.org/x/sys/unix"
 )
 
@@ -184,9 +186,13 @@ type key struct {
 	aliases []string
 	kinds   []Kind // nil: every kind
 	s3Only  bool
+	fsOnly  bool
 	secret  bool
-	help    string
-	check   func(string) error
+	// list: the value is a list, one item a line; a key given several
+	// times in one create or set (Apply) sets all the items.
+	list  bool
+	help  string
+	check func(string) error
 }
 
 // StorageClasses are the S3 storage classes storage_class accepts.
@@ -222,6 +228,54 @@ func checkNonEmpty(v string) error {
 	return nil
 }
 
+// Lines splits a list value into its items.
+func Lines(v string) []string {
+	var out []string
+	for _, l := range strings.Split(v, "\n") {
+		if l != "" {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// List returns the items of a list key (nil when unset).
+func (e Entry) List(name string) []string { return Lines(e[name]) }
+
+func checkNonEmptyLines(v string) error {
+	if len(Lines(v)) == 0 {
+		return errors.New("want a value")
+	}
+	return nil
+}
+
+// checkPatterns checks the glob syntax of patterns (engine/backup has the
+// matcher and says more at backup time).
+func checkPatterns(v string) error {
+	if err := checkNonEmptyLines(v); err != nil {
+		return err
+	}
+	for _, p := range Lines(v) {
+		p = strings.TrimPrefix(p, "!")
+		if strings.HasPrefix(p, "prefix:") {
+			continue
+		}
+		for _, seg := range strings.Split(p, "/") {
+			if _, err := path.Match(seg, ""); err != nil {
+				return fmt.Errorf("pattern %q: %v", p, err)
+			}
+		}
+	}
+	return nil
+}
+
+func checkSize(v string) error {
+	if _, err := humanize.ParseBytes(v); err != nil {
+		return errors.New("want a size like 500MiB, 2GB or 1048576")
+	}
+	return nil
+}
+
 func checkEndpoint(v string) error {
 	if v == "" {
 		return errors.New("want a URL like https://s3.example.com or host:port")
@@ -249,9 +303,20 @@ var keys = []key{
 	{name: "use_path_style", s3Only: true, help: "true or false", check: checkBool},
 	{name: "use_tls", s3Only: true, help: "true or false (false: http to the endpoint)", check: checkBool},
 	{name: "storage_class", s3Only: true, kinds: []Kind{Store, Destination}, help: "S3 storage class of what is written", check: checkOneOf(StorageClasses, true)},
+	{name: "exclude", kinds: []Kind{Source}, list: true, help: "a pattern of entries (or keys) to leave out (repeatable)", check: checkPatterns},
+	{name: "iexclude", kinds: []Kind{Source}, list: true, help: "as exclude, ignoring case (repeatable)", check: checkPatterns},
+	{name: "exclude_file", kinds: []Kind{Source}, list: true, help: "a file of exclude patterns, one a line (repeatable)", check: checkNonEmptyLines},
+	{name: "include", kinds: []Kind{Source}, list: true, s3Only: true, help: "back up only keys matching this pattern (repeatable)", check: checkPatterns},
+	{name: "exclude_if_present", kinds: []Kind{Source}, list: true, fsOnly: true, help: "leave out folders holding an entry of this name (repeatable)", check: checkNonEmptyLines},
+	{name: "exclude_larger_than", kinds: []Kind{Source}, help: "leave out files larger than this size (e.g. 500MiB)", check: checkSize},
+	{name: "one_file_system", kinds: []Kind{Source}, fsOnly: true, help: "true: do not cross into other file systems", check: checkBool},
 	{name: "passphrase_cmd", kinds: []Kind{Store}, help: "a command whose standard output is the passphrase", check: checkNonEmpty},
 	{name: "passphrase_file", kinds: []Kind{Store}, help: "a file whose first line is the passphrase", check: checkNonEmpty},
 }
+
+// FilterKeys are a source's keys that choose what to back up, not how
+// to reach it.
+var FilterKeys = []string{"exclude", "iexclude", "exclude_file", "include", "exclude_if_present", "exclude_larger_than", "one_file_system"}
 
 func (k *key) appliesTo(kind Kind) bool { return k.kinds == nil || slices.Contains(k.kinds, kind) }
 
@@ -355,13 +420,51 @@ func (e Entry) Set(kind Kind, name, value string) error {
 			return err
 		}
 		value = p
+	case "exclude_file":
+		var files []string
+		for _, l := range Lines(value) {
+			p, err := absPath(l)
+			if err != nil {
+				return err
+			}
+			files = append(files, p)
+		}
+		value = strings.Join(files, "\n")
+	case "one_file_system":
+		b, _ := strconv.ParseBool(value)
+		value = strconv.FormatBool(b)
 	case "storage_class":
 		value = strings.ToUpper(value)
 	case "use_path_style", "use_tls":
 		b, _ := strconv.ParseBool(value)
 		value = strconv.FormatBool(b)
 	}
+	if k.list {
+		value = strings.Join(Lines(value), "\n")
+	}
 	e[k.name] = value
+	return nil
+}
+
+// Apply sets the pairs in order, as create and set do: a list key given
+// several times gets all the values (replacing what it held), any other
+// key the last.
+func (e Entry) Apply(kind Kind, pairs [][2]string) error {
+	seen := map[string]bool{}
+	for _, p := range pairs {
+		k := lookup(kind, p[0])
+		if k == nil {
+			return keyErrorf("unknown key %q for a %s; valid keys: %s", p[0], kind, strings.Join(Keys(kind), ", "))
+		}
+		prev := e[k.name]
+		if err := e.Set(kind, p[0], p[1]); err != nil {
+			return err
+		}
+		if k.list && seen[k.name] {
+			e[k.name] = prev + "\n" + e[k.name]
+		}
+		seen[k.name] = true
+	}
 	return nil
 }
 
@@ -426,6 +529,9 @@ func (e Entry) Validate(kind Kind) error {
 		}
 		if k.s3Only && !isS3 {
 			return keyErrorf("%s applies to S3 locations only (this %s's location is the folder %s)", name, kind, loc)
+		}
+		if k.fsOnly && isS3 {
+			return keyErrorf("%s applies to folders only (this %s's location is the bucket %s)", name, kind, loc)
 		}
 	}
 	if (e["access_key"] == "") != (e["secret_access_key"] == "") {

@@ -159,3 +159,48 @@ func TestSaveLoad(t *testing.T) {
 		t.Errorf("unknown field: %v", err)
 	}
 }
+
+// TestExcludeKeys: a list key given several times in one create or set
+// holds all the values, exclude files are made absolute, sizes and
+// patterns are checked, and the folder-only and bucket-only keys are
+// refused on the other kind of source.
+func TestExcludeKeys(t *testing.T) {
+	e := Entry{}
+	pairs, err := ParseAssignments(Source, []string{"location=/data", "exclude=*.tmp", "exclude", "/build/", "iexclude=*.JPG",
+		"exclude_file=rel/ex.txt", "exclude_if_present=.nobackup", "exclude_larger_than=500MiB", "one_file_system=1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Apply(Source, pairs); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Validate(Source); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.List("exclude"); len(got) != 2 || got[0] != "*.tmp" || got[1] != "/build/" {
+		t.Errorf("exclude = %q", got)
+	}
+	if f := e.List("exclude_file"); len(f) != 1 || !filepath.IsAbs(f[0]) || e["one_file_system"] != "true" {
+		t.Errorf("entry %v", e)
+	}
+	// A later set replaces the list.
+	if err := e.Apply(Source, [][2]string{{"exclude", "*.bak"}}); err != nil || e["exclude"] != "*.bak" {
+		t.Errorf("set exclude: %q %v", e["exclude"], err)
+	}
+	for _, kv := range [][2]string{{"exclude", "["}, {"exclude", ""}, {"exclude_larger_than", "lots"}, {"one_file_system", "maybe"}} {
+		if err := (Entry{}).Set(Source, kv[0], kv[1]); err == nil {
+			t.Errorf("%s=%q accepted", kv[0], kv[1])
+		}
+	}
+	if err := (Entry{"location": "/data", "include": "*.jpg"}).Validate(Source); err == nil {
+		t.Error("include accepted on a folder")
+	}
+	for _, k := range []string{"one_file_system", "exclude_if_present"} {
+		if err := (Entry{"location": "s3://b/", k: "true"}).Validate(Source); err == nil {
+			t.Errorf("%s accepted on a bucket", k)
+		}
+	}
+	if err := (Entry{}).Set(Store, "exclude", "*.tmp"); err == nil {
+		t.Error("a store accepted exclude")
+	}
+}
