@@ -665,7 +665,7 @@ func runRestore(c *cli.Context) error {
 	case dry && !quiet:
 		fmt.Fprintf(c.App.Writer, "dry run, nothing written: would restore %d files, %d dirs, %s from snapshot %s to %s (%s)\n",
 			st.Files, st.Dirs, humanize.IBytes(st.Bytes), sn.ID.Short(), dst.URI(),
-			strings.NewReplacer("created", "create", "replaced", "replace", "unchanged", "leave", "kept", "keep", "deleted", "delete").Replace(counts))
+			strings.NewReplacer("created", "create", "replaced", "replace", "kept", "keep", "deleted", "delete").Replace(counts))
 	case err == nil && !quiet:
 		fmt.Fprintf(c.App.Writer, "restored %d files, %d dirs, %s from snapshot %s to %s in %.1fs (%s)\n",
 			st.Files, st.Dirs, humanize.IBytes(st.Bytes), sn.ID.Short(), dst.URI(), secs, counts)
