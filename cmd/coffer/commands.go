@@ -494,8 +494,9 @@ existing file or symlink is handled as --overwrite says:
    if-newer    replace it only if the snapshot's mtime is newer
    always      replace it, even if it matches
 A file that already matches the snapshot is left alone in every mode
-but always. Existing entries that differ and are kept are counted (-v
-names them). A replacement is written beside the old file and renamed
+but always. Existing entries that differ and are kept are counted in
+a note (-v names them); they are what was asked, so the exit code stays
+0. A replacement is written beside the old file and renamed
 over it when complete: a failed one leaves the old file.
 
 A type conflict — a file or symlink where the snapshot has a directory,
