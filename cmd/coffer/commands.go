@@ -496,7 +496,9 @@ existing file or symlink is handled as --overwrite says:
 A file that already matches the snapshot is left alone in every mode
 but always. Existing entries that differ and are kept are counted in
 a note (-v names them); they are what was asked, so the exit code stays
-0. A replacement is written beside the old file and renamed
+0. To finish an interrupted restore, run it again with --overwrite
+if-changed (a half-written file has neither the size nor the mtime of
+the snapshot's). A replacement is written beside the old file and renamed
 over it when complete: a failed one leaves the old file.
 
 A type conflict — a file or symlink where the snapshot has a directory,
