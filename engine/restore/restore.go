@@ -367,10 +367,9 @@ func (rs *restorer) report(a Action, path, detail string) {
 // decide says what to do with ex, an existing non-directory where the
 // snapshot has n, a file or symlink.
 func (rs *restorer) decide(n *tree.Node, ex *Existing) (Action, string) {
-	same := ex.Type == n.Type
+	var same bool
 	switch {
-	case !same:
-		same = false
+	case ex.Type != n.Type:
 	case n.Type == tree.TypeSymlink:
 		same = ex.Target == n.Target
 	default:
