@@ -525,18 +525,60 @@ func restoreCmd() *cli.Command {
 	return &cli.Command{
 		Name:  "restore",
 		Usage: "restore a snapshot, or a path in it, into a folder or a bucket",
-		UsageText: `coffer at STORE restore -to DEST ID[:/PATH]
+		UsageText: `coffer at STORE restore -to DEST [--overwrite MODE] [--delete] [--dry-run] ID[:/PATH]
 
 DEST is a folder, s3://BUCKET/PREFIX or @NAME (coffer config destination).
 A directory's contents are written into DEST; a file or symlink is
-written as DEST/NAME. Existing files of the same names are overwritten.
+written as DEST/NAME.
+
+Into a folder, restore never destroys what it was not asked to. An
+existing file or symlink is handled as --overwrite says:
+   never       keep it (the default): nothing local is ever replaced
+   if-changed  replace it unless size, mtime and mode (a symlink: its
+               target) already match the snapshot
+   if-newer    replace it only if the snapshot's mtime is newer
+   always      replace it, even if it matches
+A file that already matches the snapshot is left alone in every mode
+but always. Existing entries that differ and are kept are counted in
+a note (-v names them); they are what was asked, so the exit code stays
+0. To finish an interrupted restore, run it again with --overwrite
+if-changed (a half-written file has neither the size nor the mtime of
+the snapshot's). A replacement is written beside the old file and renamed
+over it when complete: a failed one leaves the old file.
+
+A type conflict — a file or symlink where the snapshot has a directory,
+or a directory where it has a file — fails that entry with a message
+naming it, and nothing is changed there (exit 1; the rest is restored).
+--overwrite always replaces a file, symlink or special file by the
+snapshot's directory; a directory in the way of a file is removed only
+with --overwrite always --delete.
+
+--delete removes, from each directory the restore writes, the entries
+the snapshot does not have there (a directory with all it holds). It
+never touches anything outside DEST or in a directory the snapshot does
+not have.
+
+--dry-run writes nothing and says what would be created, replaced,
+kept and deleted: counts always, one line each with -v, and lists with
+--json. Its exit code is the one the restore would have.
+
+Keys of a bucket's snapshot that no folder can hold are renamed as
+docs/S3.md says; a folder snapshot's names are restored as they are.
+
+Into a bucket, objects are always replaced: --overwrite (other than
+always), --delete and --dry-run apply to folders only.
 
 Examples:
    coffer at /backups restore -to ./restored latest
    coffer at /backups restore -to /tmp/x 3fa2b1c0:/photos/2024
+   coffer at /backups restore -v --dry-run --delete -to ~/docs latest:/docs
+   coffer at /backups restore --overwrite if-changed -to ~/docs latest:/docs
    coffer at @mystore restore -to @preview latest`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "to", Required: true, Usage: "restore into `DEST`: a folder, s3://BUCKET/PREFIX or @NAME"},
+			&cli.StringFlag{Name: "overwrite", Value: "never", Usage: "what to do with an existing file: `MODE` never, if-changed, if-newer or always (folders only)"},
+			&cli.BoolFlag{Name: "delete", Usage: "remove entries the snapshot does not have from the directories restored (folders only)"},
+			&cli.BoolFlag{Name: "dry-run", Aliases: []string{"n"}, Usage: "write nothing; say what would be created, replaced, kept and deleted (folders only)"},
 			concurrencyFlag(), jsonFlag(),
 		},
 		Action:       runRestore,
@@ -546,16 +588,30 @@ Examples:
 
 // restoreOut is the JSON summary of a restore.
 type restoreOut struct {
-	Snapshot string  `json:"snapshot"`
-	Short    string  `json:"short_id"`
-	Path     string  `json:"path"`
-	To       string  `json:"to"`
-	Files    uint64  `json:"files"`
-	Dirs     uint64  `json:"dirs"`
-	Bytes    uint64  `json:"bytes"`
-	Failed   uint64  `json:"failed"`
-	Duration float64 `json:"duration_seconds"`
-	Error    string  `json:"error,omitempty"`
+	Snapshot  string          `json:"snapshot"`
+	Short     string          `json:"short_id"`
+	Path      string          `json:"path"`
+	To        string          `json:"to"`
+	DryRun    bool            `json:"dry_run,omitempty"`
+	Overwrite string          `json:"overwrite"`
+	Files     uint64          `json:"files"`
+	Dirs      uint64          `json:"dirs"`
+	Bytes     uint64          `json:"bytes"`
+	Failed    uint64          `json:"failed"`
+	Created   uint64          `json:"created"`
+	Replaced  uint64          `json:"replaced"`
+	Unchanged uint64          `json:"unchanged"`
+	Kept      uint64          `json:"kept"`
+	Deleted   uint64          `json:"deleted"`
+	Entries   []restoreAction `json:"entries,omitempty"` // dry run: what would be done
+	Duration  float64         `json:"duration_seconds"`
+	Error     string          `json:"error,omitempty"`
+}
+
+type restoreAction struct {
+	Action string `json:"action"`
+	Path   string `json:"path"`
+	Why    string `json:"why,omitempty"`
 }
 
 func runRestore(c *cli.Context) error {
@@ -565,6 +621,17 @@ func runRestore(c *cli.Context) error {
 	to, _, err := resolveLocation(config.Destination, c.String("to"))
 	if err != nil {
 		return err
+	}
+	mode, err := restore.ParseOverwrite(c.String("overwrite"))
+	if err != nil {
+		return usagef("--overwrite: %v", err)
+	}
+	dry, del := c.Bool("dry-run"), c.Bool("delete")
+	if isS3(to) {
+		if (c.IsSet("overwrite") && mode != restore.OverwriteAlways) || del || dry {
+			return usagef("--overwrite %s, --delete and --dry-run apply to folders: a restore into a bucket replaces the objects it writes", mode)
+		}
+		mode = restore.OverwriteAlways
 	}
 	r, _, err := openRepo(c, repoOptions{})
 	if err != nil {
@@ -577,6 +644,7 @@ func runRestore(c *cli.Context) error {
 	pr := &engine.Progress{}
 	var goal progressGoal
 	switch {
+	case dry:
 	case n.Type == tree.TypeFile:
 		goal = progressGoal{Objects: 1, Bytes: int64(n.Size)}
 	case strings.Trim(p, "/") == "":
@@ -589,27 +657,74 @@ func runRestore(c *cli.Context) error {
 		view.done()
 		return err
 	}
+	if f, ok := dst.(*restore.Folder); ok {
+		// The key mapping gives S3 keys a place in a folder; a folder
+		// snapshot's names are folder names already.
+		f.KeyMapping = isS3(sn.Source)
+		if dry {
+			f.Mapped = nil
+		}
+	}
+	asJSON := c.Bool("json")
+	var entries []restoreAction
+	lineTo := view.Writer(c.App.Writer)
 	start := time.Now()
 	st, err := restore.Restore(c.Context, r, n, dst, restore.Options{
 		Concurrency: 2 * concurrencyFor(c, to, storeLocation(c)), Progress: pr,
+		Overwrite: mode, Delete: del, DryRun: dry,
 		Warn: func(p string, err error) {
 			fmt.Fprintf(warnTo, "coffer: cannot restore %s: %v\n", p, err)
+		},
+		Report: func(a restore.Action, p, why string) {
+			if a == restore.Unchanged {
+				return
+			}
+			if asJSON && dry {
+				entries = append(entries, restoreAction{a.String(), p, why})
+			} else if verbose && !asJSON {
+				if why != "" {
+					why = " (" + why + ")"
+				}
+				fmt.Fprintf(lineTo, "%s %s%s\n", a, p, why)
+			}
 		},
 	})
 	view.done()
 	secs := time.Since(start).Seconds()
-	if c.Bool("json") {
-		out := restoreOut{Snapshot: sn.ID.String(), Short: sn.ID.Short(), Path: p, To: dst.URI(), Files: st.Files,
-			Dirs: st.Dirs, Bytes: st.Bytes, Failed: st.Failed, Duration: secs}
+	if asJSON {
+		out := restoreOut{Snapshot: sn.ID.String(), Short: sn.ID.Short(), Path: p, To: dst.URI(), DryRun: dry,
+			Overwrite: mode.String(), Files: st.Files, Dirs: st.Dirs, Bytes: st.Bytes, Failed: st.Failed,
+			Created: st.Created, Replaced: st.Replaced, Unchanged: st.Unchanged, Kept: st.Kept, Deleted: st.Deleted,
+			Entries: entries, Duration: secs}
+		if dry && out.Entries == nil {
+			out.Entries = []restoreAction{}
+		}
 		if err != nil {
 			out.Error = explain(err)
 		}
 		if jerr := printJSON(c.App.Writer, out); jerr != nil {
 			return jerr
 		}
-	} else if err == nil && !quiet {
-		fmt.Fprintf(c.App.Writer, "restored %d files, %d dirs, %s from snapshot %s to %s in %.1fs\n",
-			st.Files, st.Dirs, humanize.IBytes(st.Bytes), sn.ID.Short(), dst.URI(), secs)
+		return err
+	}
+	counts := fmt.Sprintf("created %d, replaced %d, unchanged %d, kept %d, deleted %d",
+		st.Created, st.Replaced, st.Unchanged, st.Kept, st.Deleted)
+	switch {
+	case dry && !quiet:
+		fmt.Fprintf(c.App.Writer, "dry run, nothing written: would restore %d files, %d dirs, %s from snapshot %s to %s (%s)\n",
+			st.Files, st.Dirs, humanize.IBytes(st.Bytes), sn.ID.Short(), dst.URI(),
+			strings.NewReplacer("created", "create", "replaced", "replace", "kept", "keep", "deleted", "delete").Replace(counts))
+	case err == nil && !quiet:
+		fmt.Fprintf(c.App.Writer, "restored %d files, %d dirs, %s from snapshot %s to %s in %.1fs (%s)\n",
+			st.Files, st.Dirs, humanize.IBytes(st.Bytes), sn.ID.Short(), dst.URI(), secs, counts)
+	}
+	if st.Kept > 0 {
+		verb := "were"
+		if dry {
+			verb = "would be"
+		}
+		fmt.Fprintf(c.App.ErrWriter, "coffer: note: %d existing entries differ from the snapshot and %s kept (--overwrite %s); -v names them, --overwrite if-changed or always replaces them\n",
+			st.Kept, verb, mode)
 	}
 	return err
 }

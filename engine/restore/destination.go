@@ -38,3 +38,51 @@ type FileWriter interface {
 type BesideFiler interface {
 	BesideFile(path string)
 }
+
+// Existing is what a destination already holds at a path.
+type Existing struct {
+	Type   tree.NodeType // 0: neither a file, a directory nor a symlink (a fifo, a device)
+	Size   uint64
+	MTime  int64  // nanoseconds
+	Mode   uint32 // permission bits and setuid, setgid, sticky as in tree.Node
+	Target string // of a symlink
+}
+
+// Kind names e's type for messages.
+func (e *Existing) Kind() string { return kindName(e.Type) }
+
+func kindName(t tree.NodeType) string {
+	switch t {
+	case tree.TypeFile:
+		return "file"
+	case tree.TypeDir:
+		return "directory"
+	case tree.TypeSymlink:
+		return "symlink"
+	}
+	return "special file"
+}
+
+// Child names an entry of a restored directory, for Inspector.Extras.
+type Child struct {
+	Name string
+	Dir  bool
+}
+
+// Inspector is implemented by destinations that can say what is already
+// there and remove it (folders). Options.Overwrite other than
+// OverwriteAlways, Options.Delete and Options.DryRun need it.
+type Inspector interface {
+	// Lstat returns what is at path, nil if nothing, without following a
+	// symlink. dir says the snapshot has a directory there.
+	Lstat(ctx context.Context, path string, dir bool) (*Existing, error)
+	// Remove removes what is at path: a directory with all it holds.
+	// dir is as for Lstat.
+	Remove(ctx context.Context, path string, dir bool) error
+	// Extras returns the local names of the entries of directory path
+	// that are none of children.
+	Extras(ctx context.Context, path string, children []Child) ([]string, error)
+	// RemoveExtra removes the entry local (a name Extras returned) of
+	// directory path, with all it holds.
+	RemoveExtra(ctx context.Context, path, local string) error
+}

@@ -17,29 +17,126 @@ import (
 	"sync/atomic"
 )
 
-// RestoreOptions tune a restore.
+// Overwrite says what a restore does with a file or symlink that already
+// exists where the snapshot has one.
+type Overwrite int
+
+const (
+	// OverwriteNever keeps every existing entry: the default, which
+	// never destroys a local edit.
+	OverwriteNever Overwrite = iota
+	// OverwriteIfChanged replaces an entry unless it already matches the
+	// snapshot (a file: size, mtime and mode; a symlink: its target).
+	OverwriteIfChanged
+	// OverwriteIfNewer replaces an entry only when the snapshot's mtime
+	// is newer than the entry's.
+	OverwriteIfNewer
+	// OverwriteAlways replaces every entry, and a file, symlink or
+	// special file where the snapshot has a directory.
+	OverwriteAlways
+)
+
+var overwriteNames = []string{"never", "if-changed", "if-newer", "always"}
+
+func (o Overwrite) String() string {
+	if int(o) < len(overwriteNames) {
+		return overwriteNames[o]
+	}
+	return fmt.Sprintf("Overwrite(%d)", int(o))
+}
+
+// ParseOverwrite parses "always", "if-changed", "if-newer" or "never".
+func ParseOverwrite(s string) (Overwrite, error) {
+	for i, n := range overwriteNames {
+		if s == n {
+			return Overwrite(i), nil
+		}
+	}
+	return 0, fmt.Errorf("unknown overwrite mode %q (always, if-changed, if-newer or never)", s)
+}
+
+// Action is what a restore does, or would do, with one entry.
+type Action int
+
+const (
+	Create    Action = iota // nothing was there
+	Replace                 // an existing entry is replaced
+	Unchanged               // an existing entry already matches the snapshot
+	Keep                    // an existing entry differs and is kept (Overwrite)
+	Delete                  // an entry the snapshot does not have is removed (Delete)
+)
+
+var actionNames = []string{"create", "replace", "unchanged", "keep", "delete"}
+
+func (a Action) String() string { return actionNames[a] }
+
+// Options tune a restore.
 type Options struct {
 	Concurrency int // blob runs fetched and written at once; default 2×CPUs
 	// Warn receives each entry that could not be restored.
 	Warn     func(path string, err error)
 	Progress *engine.Progress
+
+	// Overwrite says what to do with existing files and symlinks. A
+	// directory where the snapshot has a file or symlink is a conflict
+	// unless Overwrite is OverwriteAlways and Delete is set; a
+	// non-directory where the snapshot has a directory is one unless
+	// Overwrite is OverwriteAlways. A conflict fails that entry (and what
+	// it holds) and nothing of it is touched.
+	Overwrite Overwrite
+	// Delete removes, from each directory the restore writes, the
+	// entries the snapshot does not have there.
+	Delete bool
+	// DryRun writes nothing: Report and Stats say what would be done.
+	DryRun bool
+	// Report, if set, is told of each entry's Action (in the order the
+	// restore meets them, from one goroutine); path is the entry's path,
+	// for Delete the directory's path and "/" and the local name.
+	Report func(a Action, path string, detail string)
 }
 
-// RestoreStats report a finished restore.
+// ErrNeedsInspector says Options ask for what the destination cannot do.
+var ErrNeedsInspector = errors.New("overwrite modes other than always, delete and dry run need a destination that can be inspected (a folder)")
+
+// ConflictError says the target has a directory where the snapshot has
+// something else, or the other way round.
+type ConflictError struct {
+	Path     string
+	Existing string // kind of what is there
+	Snapshot string // kind of what the snapshot has
+	Remedy   string
+}
+
+func (e *ConflictError) Error() string {
+	return fmt.Sprintf("the target has a %s where the snapshot has a %s; nothing was changed there: %s",
+		e.Existing, e.Snapshot, e.Remedy)
+}
+
+// Stats report a finished restore.
 type Stats struct {
-	Files  uint64
+	Files  uint64 // files written (or, in a dry run, to be written)
 	Dirs   uint64
 	Bytes  uint64
 	Failed uint64
+
+	// Entries by Action (files, symlinks and directories; Deleted counts
+	// the top entries removed, not what they held).
+	Created, Replaced, Unchanged, Kept, Deleted uint64
 }
 
 // maxRun bounds one ranged read of adjacent blobs.
 const maxRun = 8 << 20
 
-// RestoreError says some entries could not be restored.
-type Error struct{ Failed uint64 }
+// Error says some entries could not be restored.
+type Error struct {
+	Failed uint64
+	DryRun bool
+}
 
 func (e *Error) Error() string {
+	if e.DryRun {
+		return fmt.Sprintf("restore: %d entries could not be restored (see the messages above); dry run: nothing was written", e.Failed)
+	}
 	return fmt.Sprintf("restore: %d entries could not be restored (see the messages above); the rest was restored", e.Failed)
 }
 
@@ -80,12 +177,29 @@ func Restore(ctx context.Context, r *engine.Repo, node *tree.Node, dst Destinati
 	if opt.Progress == nil {
 		opt.Progress = &engine.Progress{}
 	}
+	insp, _ := dst.(Inspector)
+	if insp == nil && (opt.Overwrite != OverwriteAlways || opt.Delete || opt.DryRun) {
+		return Stats{}, fmt.Errorf("restore to %s: %w", dst.URI(), ErrNeedsInspector)
+	}
 	if err := r.LoadIndex(ctx); err != nil {
 		return Stats{}, err
 	}
+	// fresh: the target does not exist yet, so nothing below it needs a
+	// look.
+	fresh := insp == nil
+	if insp != nil {
+		ex, err := insp.Lstat(ctx, "", true)
+		if err != nil {
+			return Stats{}, err
+		}
+		if ex != nil && ex.Type != tree.TypeDir {
+			return Stats{}, fmt.Errorf("restore: %s exists and is a %s, not a directory", dst.URI(), ex.Kind())
+		}
+		fresh = ex == nil
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	rs := &restorer{r: r, dst: dst, opt: opt, runs: make(chan *run, opt.Concurrency), cancel: cancel}
+	rs := &restorer{r: r, dst: dst, insp: insp, opt: opt, runs: make(chan *run, opt.Concurrency), cancel: cancel}
 	var wg sync.WaitGroup
 	for i := 0; i < opt.Concurrency; i++ {
 		wg.Add(1)
@@ -98,13 +212,20 @@ func Restore(ctx context.Context, r *engine.Repo, node *tree.Node, dst Destinati
 		}()
 	}
 	var err error
-	if node.Type == tree.TypeDir {
-		if err = dst.MkDir(ctx, "", node); err == nil {
-			err = rs.walk(ctx, node, "")
+	root := node
+	if node.Type != tree.TypeDir {
+		root = &tree.Node{Type: tree.TypeDir, Mode: 0o755}
+	}
+	if !opt.DryRun {
+		err = dst.MkDir(ctx, "", root)
+	}
+	if err == nil && node.Type == tree.TypeDir {
+		err = rs.walk(ctx, node, "", fresh)
+		if !opt.DryRun {
 			rs.dirs = append(rs.dirs, dirMeta{"", node})
 		}
-	} else if err = dst.MkDir(ctx, "", &tree.Node{Type: tree.TypeDir, Mode: 0o755}); err == nil {
-		err = rs.entry(ctx, "/"+node.Name, node)
+	} else if err == nil {
+		err = rs.entry(ctx, "/"+node.Name, node, fresh)
 	}
 	close(rs.runs)
 	wg.Wait()
@@ -123,7 +244,7 @@ func Restore(ctx context.Context, r *engine.Repo, node *tree.Node, dst Destinati
 	}
 	if n := rs.failed.Load(); n > 0 {
 		rs.stats.Failed = uint64(n)
-		return rs.stats, &Error{Failed: uint64(n)}
+		return rs.stats, &Error{Failed: uint64(n), DryRun: opt.DryRun}
 	}
 	return rs.stats, nil
 }
@@ -136,6 +257,7 @@ type dirMeta struct {
 type restorer struct {
 	r      *engine.Repo
 	dst    Destination
+	insp   Inspector // nil: the destination cannot be inspected
 	opt    Options
 	runs   chan *run
 	dirs   []dirMeta
@@ -168,7 +290,10 @@ func (rs *restorer) fail(path string, err error) {
 	rs.opt.Warn(path, err)
 }
 
-func (rs *restorer) walk(ctx context.Context, dir *tree.Node, path string) error {
+// walk restores the entries of directory dir at path; fresh says the
+// restore has just created it (or, in a dry run, would), so nothing in it
+// needs a look.
+func (rs *restorer) walk(ctx context.Context, dir *tree.Node, path string, fresh bool) error {
 	d, err := rs.r.LoadDir(ctx, dir.Subtree)
 	if err != nil {
 		rs.fail(path+"/", fmt.Errorf("directory unreadable: %w", err))
@@ -179,15 +304,17 @@ func (rs *restorer) walk(ctx context.Context, dir *tree.Node, path string) error
 	// everything between them starts with "x", so this finds a directory
 	// beside a file of the same name without a lookup.
 	var files []string
+	deleting := rs.opt.Delete && !fresh
+	var children []Child
 	it := rs.r.Iter(d)
 	for {
 		n, ok, err := it.Next(ctx)
 		if err != nil {
 			rs.fail(path+"/", fmt.Errorf("directory partly unreadable: %w", err))
-			return nil
+			return nil // and nothing deleted from it
 		}
 		if !ok {
-			return nil
+			break
 		}
 		key := n.SortKey()
 		for len(files) > 0 && !strings.HasPrefix(key, files[len(files)-1]) {
@@ -203,37 +330,168 @@ func (rs *restorer) walk(ctx context.Context, dir *tree.Node, path string) error
 		if n.Type != tree.TypeDir {
 			files = append(files, n.Name)
 		}
-		if err := rs.entry(ctx, p, &cp); err != nil {
+		if deleting {
+			children = append(children, Child{Name: n.Name, Dir: n.Type == tree.TypeDir})
+		}
+		if err := rs.entry(ctx, p, &cp, fresh); err != nil {
 			return err
 		}
+	}
+	if !deleting {
+		return nil
+	}
+	extras, err := rs.insp.Extras(ctx, path, children)
+	if err != nil {
+		rs.fail(path+"/", fmt.Errorf("cannot list what to delete: %w", err))
+		return nil
+	}
+	for _, x := range extras {
+		rs.report(Delete, path+"/"+x, "")
+		if !rs.opt.DryRun {
+			if err := rs.insp.RemoveExtra(ctx, path, x); err != nil {
+				rs.fail(path+"/"+x, err)
+				continue
+			}
+		}
+		rs.stats.Deleted++
+	}
+	return nil
+}
+
+func (rs *restorer) report(a Action, path, detail string) {
+	if rs.opt.Report != nil {
+		rs.opt.Report(a, path, detail)
 	}
 }
 
+// decide says what to do with ex, an existing non-directory where the
+// snapshot has n, a file or symlink.
+func (rs *restorer) decide(n *tree.Node, ex *Existing) (Action, string) {
+	var same bool
+	switch {
+	case ex.Type != n.Type:
+	case n.Type == tree.TypeSymlink:
+		same = ex.Target == n.Target
+	default:
+		same = ex.Size == n.Size && ex.MTime == n.MTime && ex.Mode&0o7777 == n.Mode&0o7777
+	}
+	switch {
+	case rs.opt.Overwrite == OverwriteAlways:
+		return Replace, ""
+	case same:
+		return Unchanged, ""
+	case rs.opt.Overwrite == OverwriteIfChanged:
+		return Replace, "differs from the snapshot"
+	case rs.opt.Overwrite == OverwriteIfNewer && n.MTime > ex.MTime:
+		return Replace, "older than the snapshot"
+	case rs.opt.Overwrite == OverwriteIfNewer:
+		return Keep, "differs from the snapshot and is not older than it"
+	}
+	return Keep, "differs from the snapshot"
+}
+
 // entry restores one node; it returns an error only for what stops the
-// whole restore (a cancelled context).
-func (rs *restorer) entry(ctx context.Context, p string, n *tree.Node) error {
+// whole restore (a cancelled context). fresh: its directory is new.
+func (rs *restorer) entry(ctx context.Context, p string, n *tree.Node, fresh bool) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	switch n.Type {
-	case tree.TypeDir:
-		if err := rs.dst.MkDir(ctx, p, n); err != nil {
+	var ex *Existing
+	if !fresh {
+		var err error
+		if ex, err = rs.insp.Lstat(ctx, p, n.Type == tree.TypeDir); err != nil {
 			rs.fail(p, err)
 			return nil
 		}
+	}
+	dry := rs.opt.DryRun
+	if n.Type == tree.TypeDir {
+		switch {
+		case ex == nil:
+			rs.report(Create, p, "")
+			rs.stats.Created++
+		case ex.Type != tree.TypeDir && rs.opt.Overwrite != OverwriteAlways:
+			rs.fail(p, &ConflictError{Path: p, Existing: ex.Kind(), Snapshot: "directory",
+				Remedy: "move it away, or restore with --overwrite always to replace it"})
+			return nil
+		case ex.Type != tree.TypeDir:
+			rs.report(Replace, p, "a "+ex.Kind()+" where the snapshot has a directory")
+			rs.stats.Replaced++
+			if !dry {
+				if err := rs.insp.Remove(ctx, p, true); err != nil {
+					rs.fail(p, err)
+					return nil
+				}
+			}
+		}
+		created := ex == nil || ex.Type != tree.TypeDir
+		if !dry {
+			if err := rs.dst.MkDir(ctx, p, n); err != nil {
+				rs.fail(p, err)
+				return nil
+			}
+		}
 		rs.stats.Dirs++
-		if err := rs.walk(ctx, n, p); err != nil {
+		if err := rs.walk(ctx, n, p, fresh || created); err != nil {
 			return err
 		}
-		rs.dirs = append(rs.dirs, dirMeta{p, n})
-	case tree.TypeSymlink:
-		if err := rs.dst.Symlink(ctx, p, n); err != nil {
-			rs.fail(p, err)
+		if !dry {
+			rs.dirs = append(rs.dirs, dirMeta{p, n})
+		}
+		return nil
+	}
+	if n.Type != tree.TypeFile && n.Type != tree.TypeSymlink {
+		return nil
+	}
+	what := kindName(n.Type)
+	switch {
+	case ex == nil:
+		rs.report(Create, p, "")
+		rs.stats.Created++
+	case ex.Type == tree.TypeDir && !(rs.opt.Overwrite == OverwriteAlways && rs.opt.Delete):
+		rs.fail(p, &ConflictError{Path: p, Existing: "directory", Snapshot: what,
+			Remedy: "move it away, or restore with --overwrite always --delete to remove the directory and all it holds"})
+		return nil
+	case ex.Type == tree.TypeDir:
+		rs.report(Replace, p, "a directory where the snapshot has a "+what+", removed with all it holds")
+		rs.stats.Replaced++
+		if !dry {
+			if err := rs.insp.Remove(ctx, p, false); err != nil {
+				rs.fail(p, err)
+				return nil
+			}
+		}
+	default:
+		a, why := rs.decide(n, ex)
+		if ex.Type != n.Type && why != "" {
+			why = "a " + ex.Kind() + " where the snapshot has a " + what
+		}
+		rs.report(a, p, why)
+		switch a {
+		case Unchanged:
+			rs.stats.Unchanged++
+			return nil
+		case Keep:
+			rs.stats.Kept++
+			return nil
+		}
+		rs.stats.Replaced++
+	}
+	if n.Type == tree.TypeSymlink {
+		if !dry {
+			if err := rs.dst.Symlink(ctx, p, n); err != nil {
+				rs.fail(p, err)
+			}
 		}
 		rs.opt.Progress.Files.Add(1)
-	case tree.TypeFile:
-		rs.file(ctx, p, n)
+		return nil
 	}
+	if dry {
+		rs.stats.Files++
+		rs.stats.Bytes += n.Size
+		return nil
+	}
+	rs.file(ctx, p, n)
 	return nil
 }
 
