@@ -1,6 +1,8 @@
 package restore
 
 import (
+	"syscall"
+
 	"github.com/coffer-backup/coffer/engine"
 	"github.com/coffer-backup/coffer/engine/crypto"
 	"github.com/coffer-backup/coffer/engine/format"
@@ -276,7 +278,10 @@ func (rs *restorer) fail(path string, err error) {
 	rs.warnMu.Lock()
 	defer rs.warnMu.Unlock()
 	var pe *store.PermanentError
-	if errors.As(err, &pe) {
+	// A permanent destination error, or a full disk or quota, fails every
+	// entry after it the same way: stop with one message instead of one
+	// line per remaining file.
+	if errors.As(err, &pe) || errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
 		if rs.fatal == nil {
 			rs.fatal = fmt.Errorf("restore stopped at %s: %w", path, err)
 			rs.cancel()
