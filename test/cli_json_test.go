@@ -51,8 +51,8 @@ func TestCLIJSONMatchesText(t *testing.T) {
 	}
 	rt := e.ok("backup", twin)
 	noProgress(t, rt)
-	want := fmt.Sprintf("%d files, %d dirs, %s; %d unchanged files reused unread, %s read",
-		bj.Stats.Files, bj.Stats.Dirs, humanize.IBytes(bj.Stats.Bytes), bj.Stats.Unchanged, humanize.IBytes(bj.Stats.ReadBytes))
+	want := fmt.Sprintf("%s, %s, %s; %s reused unread, %s read",
+		pl(bj.Stats.Files, "file"), pl(bj.Stats.Dirs, "dir"), humanize.IBytes(bj.Stats.Bytes), pl(bj.Stats.Unchanged, "unchanged file"), humanize.IBytes(bj.Stats.ReadBytes))
 	if bj.Stats.Files != 2 || bj.Stats.Dirs != 1 || !strings.Contains(rt.stdout, want) {
 		t.Fatalf("backup text vs JSON: want %q in\n%s\n(JSON %+v)", want, rt.stdout, bj)
 	}
@@ -94,7 +94,7 @@ func TestCLIJSONMatchesText(t *testing.T) {
 		t.Fatalf("restore --json: %v\n%s", err, r1.stdout)
 	}
 	r2 := e.ok("restore", "-to", filepath.Join(root, "r2"), bj.Short)
-	wantR := fmt.Sprintf("restored %d files, %d dirs, %s from snapshot %s", rj1.Files, rj1.Dirs, humanize.IBytes(rj1.Bytes), rj1.Short)
+	wantR := fmt.Sprintf("restored %s, %s, %s from snapshot %s", pl(rj1.Files, "file"), pl(rj1.Dirs, "dir"), humanize.IBytes(rj1.Bytes), rj1.Short)
 	if rj1.Files != 2 || rj1.Failed != 0 || rj1.To != filepath.Join(root, "r1") || !strings.Contains(r2.stdout, wantR) {
 		t.Fatalf("restore text vs JSON: want %q in %q (JSON %+v)", wantR, r2.stdout, rj1)
 	}

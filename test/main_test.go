@@ -135,3 +135,15 @@ func listing(t testing.TB, dir string) string {
 	})
 	return b.String()
 }
+
+// pl is how coffer counts in its messages: "1 file", "2 files",
+// "3 entries".
+func pl[N int | int64 | uint64](n N, noun string) string {
+	switch {
+	case n == 1:
+		return "1 " + noun
+	case strings.HasSuffix(noun, "y"):
+		return fmt.Sprintf("%d %sies", n, noun[:len(noun)-1])
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
+}

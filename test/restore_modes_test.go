@@ -48,7 +48,7 @@ func TestRestoreOverwriteCLI(t *testing.T) {
 	r := e.fail(1, []string{"cannot restore /docs", "where the snapshot has a directory", "move it away", "dry run"},
 		"restore", "-v", "--dry-run", "--delete", "-to", out, s.Short)
 	for _, w := range []string{"keep /notes.txt", "create /gone.txt", "delete /sub/extra",
-		"would restore 1 files", "create 1, replace 0, unchanged 2, keep 1, delete 1"} {
+		"would restore 1 file,", "create 1, replace 0, unchanged 2, keep 1, delete 1"} {
 		if !strings.Contains(r.stdout, w) {
 			t.Errorf("dry run lacks %q:\n%s", w, r)
 		}
@@ -75,7 +75,7 @@ func TestRestoreOverwriteCLI(t *testing.T) {
 	// it, without renaming anything.
 	for _, args := range [][]string{{}, {"--overwrite", "never"}} {
 		r = e.fail(1, []string{"cannot restore /docs: the target has a file where the snapshot has a directory",
-			"--overwrite always", "1 existing entries differ from the snapshot and were kept"},
+			"--overwrite always", "1 existing entry differs from the snapshot and was kept"},
 			append(append([]string{"restore"}, args...), "-to", out, s.Short)...)
 		if b, _ := os.ReadFile(filepath.Join(out, "notes.txt")); string(b) != "my local edit" {
 			t.Fatalf("restore %v replaced the edited file: %q", args, b)

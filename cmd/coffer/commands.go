@@ -221,15 +221,19 @@ func runBackup(c *cli.Context) error {
 		if err == nil && !c.Bool("json") && !quiet {
 			st := sn.Stats
 			fmt.Fprintf(c.App.Writer, "snapshot %s of %s saved\n", sn.ID.Short(), sn.Source)
-			fmt.Fprintf(c.App.Writer, "  %d files, %d dirs, %s; %d unchanged files reused unread, %s read\n",
-				st.Files, st.Dirs, humanize.IBytes(st.Bytes), st.Unchanged, humanize.IBytes(st.ReadBytes))
-			fmt.Fprintf(c.App.Writer, "  added %d blobs, %s of new data, %s stored, in %.1fs\n",
-				st.NewBlobs, humanize.IBytes(st.NewBytes), humanize.IBytes(st.StoredBytes), sn.Duration)
+			fmt.Fprintf(c.App.Writer, "  %s, %s, %s; %s reused unread, %s read\n",
+				plural(st.Files, "file"), plural(st.Dirs, "dir"), humanize.IBytes(st.Bytes), plural(st.Unchanged, "unchanged file"), humanize.IBytes(st.ReadBytes))
+			fmt.Fprintf(c.App.Writer, "  added %s, %s of new data, %s stored, in %.1fs\n",
+				plural(st.NewBlobs, "blob"), humanize.IBytes(st.NewBytes), humanize.IBytes(st.StoredBytes), sn.Duration)
 			if st.ExcludedFiles+st.ExcludedDirs > 0 {
-				fmt.Fprintf(c.App.Writer, "  excluded %d files, %d dirs\n", st.ExcludedFiles, st.ExcludedDirs)
+				fmt.Fprintf(c.App.Writer, "  excluded %s, %s\n", plural(st.ExcludedFiles, "file"), plural(st.ExcludedDirs, "dir"))
 			}
 			if sn.Partial {
-				fmt.Fprintf(c.App.Writer, "  partial: %d entries were skipped (listed above)\n", st.Skipped)
+				were := "were"
+				if st.Skipped == 1 {
+					were = "was"
+				}
+				fmt.Fprintf(c.App.Writer, "  partial: %s %s skipped (listed above)\n", plural(st.Skipped, "entry"), were)
 			}
 		}
 	}
@@ -711,20 +715,25 @@ func runRestore(c *cli.Context) error {
 		st.Created, st.Replaced, st.Unchanged, st.Kept, st.Deleted)
 	switch {
 	case dry && !quiet:
-		fmt.Fprintf(c.App.Writer, "dry run, nothing written: would restore %d files, %d dirs, %s from snapshot %s to %s (%s)\n",
-			st.Files, st.Dirs, humanize.IBytes(st.Bytes), sn.ID.Short(), dst.URI(),
+		fmt.Fprintf(c.App.Writer, "dry run, nothing written: would restore %s, %s, %s from snapshot %s to %s (%s)\n",
+			plural(st.Files, "file"), plural(st.Dirs, "dir"), humanize.IBytes(st.Bytes), sn.ID.Short(), dst.URI(),
 			strings.NewReplacer("created", "create", "replaced", "replace", "kept", "keep", "deleted", "delete").Replace(counts))
 	case err == nil && !quiet:
-		fmt.Fprintf(c.App.Writer, "restored %d files, %d dirs, %s from snapshot %s to %s in %.1fs (%s)\n",
-			st.Files, st.Dirs, humanize.IBytes(st.Bytes), sn.ID.Short(), dst.URI(), secs, counts)
+		fmt.Fprintf(c.App.Writer, "restored %s, %s, %s from snapshot %s to %s in %.1fs (%s)\n",
+			plural(st.Files, "file"), plural(st.Dirs, "dir"), humanize.IBytes(st.Bytes), sn.ID.Short(), dst.URI(), secs, counts)
 	}
 	if st.Kept > 0 {
 		verb := "were"
 		if dry {
 			verb = "would be"
 		}
-		fmt.Fprintf(c.App.ErrWriter, "coffer: note: %d existing entries differ from the snapshot and %s kept (--overwrite %s); -v names them, --overwrite if-changed or always replaces them\n",
-			st.Kept, verb, mode)
+		differ := "differ"
+		if st.Kept == 1 {
+			differ = "differs"
+			verb = strings.Replace(verb, "were", "was", 1)
+		}
+		fmt.Fprintf(c.App.ErrWriter, "coffer: note: %s %s from the snapshot and %s kept (--overwrite %s); -v names them, --overwrite if-changed or always replaces them\n",
+			plural(st.Kept, "existing entry"), differ, verb, mode)
 	}
 	return err
 }

@@ -129,6 +129,14 @@ type Stats struct {
 // maxRun bounds one ranged read of adjacent blobs.
 const maxRun = 8 << 20
 
+// entries is "1 entry could not be restored", "2 entries could not …".
+func (e *Error) entries() string {
+	if e.Failed == 1 {
+		return "1 entry could not be restored"
+	}
+	return fmt.Sprintf("%d entries could not be restored", e.Failed)
+}
+
 // Error says some entries could not be restored.
 type Error struct {
 	Failed uint64
@@ -137,9 +145,9 @@ type Error struct {
 
 func (e *Error) Error() string {
 	if e.DryRun {
-		return fmt.Sprintf("restore: %d entries could not be restored (see the messages above); dry run: nothing was written", e.Failed)
+		return fmt.Sprintf("restore: %s (see the messages above); dry run: nothing was written", e.entries())
 	}
-	return fmt.Sprintf("restore: %d entries could not be restored (see the messages above); the rest was restored", e.Failed)
+	return fmt.Sprintf("restore: %s (see the messages above); the rest was restored", e.entries())
 }
 
 type restoreFile struct {
