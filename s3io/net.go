@@ -221,18 +221,22 @@ func (n *netCheck) attempt(ctx context.Context, in middleware.FinalizeInput, nex
 	attempt, last := st.attempts, st.last
 	st.mu.Unlock()
 	if attempt > 1 && last != nil && n.log != nil {
-		n.log("retrying %s on %s after %s (attempt %d/%d)", awsmiddleware.GetOperationName(ctx), endpoint, brief(last), attempt, n.maxAttempts)
+		most := n.maxAttempts
+		var ne *NetError
+		if errors.As(last, &ne) && ne.retry {
+			most = timeoutAttempts
+		}
+		n.log("retrying %s on %s after %s (attempt %d/%d)", awsmiddleware.GetOperationName(ctx), endpoint, brief(last), attempt, most)
 	}
 	out, md, err := next.HandleFinalize(ctx, in)
 	st.mu.Lock()
 	defer st.mu.Unlock()
+	if err != nil && ctx.Err() == nil {
+		if ne := n.check(err, endpoint, st); ne != nil {
+			err = ne
+		}
+	}
 	st.last = err
-	if err == nil || ctx.Err() != nil {
-		return out, md, err
-	}
-	if ne := n.check(err, endpoint, st); ne != nil {
-		return out, md, ne
-	}
 	return out, md, err
 }
 

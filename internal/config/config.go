@@ -19,6 +19,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Kind is what an entry names.
@@ -201,6 +202,21 @@ func checkBool(v string) error {
 	return nil
 }
 
+func checkTimeout(v string) error {
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		n, nerr := strconv.ParseFloat(v, 64)
+		if nerr != nil {
+			return errors.New("want a duration like 30s or 2m")
+		}
+		d = time.Duration(n * float64(time.Second))
+	}
+	if d <= 0 {
+		return errors.New("want a duration above zero, like 30s")
+	}
+	return nil
+}
+
 func checkOneOf(valid []string, fold bool) func(string) error {
 	return func(v string) error {
 		if fold {
@@ -246,6 +262,7 @@ var keys = []key{
 	{name: "endpoint", s3Only: true, help: "S3 endpoint URL or host:port", check: checkEndpoint},
 	{name: "use_path_style", s3Only: true, help: "true or false", check: checkBool},
 	{name: "use_tls", s3Only: true, help: "true or false (false: http to the endpoint)", check: checkBool},
+	{name: "timeout", s3Only: true, help: "wait for an S3 answer, e.g. 30s (default)", check: checkTimeout},
 	{name: "storage_class", s3Only: true, kinds: []Kind{Store, Destination}, help: "S3 storage class of what is written", check: checkOneOf(StorageClasses, true)},
 	{name: "passphrase_cmd", kinds: []Kind{Store}, help: "a command whose standard output is the passphrase", check: checkNonEmpty},
 	{name: "passphrase_file", kinds: []Kind{Store}, help: "a file whose first line is the passphrase", check: checkNonEmpty},
