@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -208,6 +210,20 @@ func TestTLSMismatch(t *testing.T) {
 	c, logged := netClient(t, addr, "", func(o *Options) { o.UseTLS = new(true) })
 	err, took := get(c)
 	wantUnreachable(t, err, took, 2*time.Second, "https://"+addr+" does not speak TLS: add ?use_tls=false")
+	if lines := logged(); len(lines) != 0 {
+		t.Errorf("retried: %q", lines)
+	}
+}
+
+// A server whose certificate is not trusted fails at once and says so.
+func TestUntrustedCertificate(t *testing.T) {
+	srv := httptest.NewUnstartedServer(http.NotFoundHandler())
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0) // the handshake the client drops
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	c, logged := netClient(t, srv.URL, "")
+	err, took := get(c)
+	wantUnreachable(t, err, took, 2*time.Second, srv.URL+": its TLS certificate is not trusted", "AWS_CA_BUNDLE")
 	if lines := logged(); len(lines) != 0 {
 		t.Errorf("retried: %q", lines)
 	}
