@@ -277,6 +277,8 @@ func (n *netCheck) check(err error, endpoint string, st *opState) *NetError {
 			tried = fmt.Sprintf(" (%d tries)", st.timeouts)
 		}
 		switch {
+		case errors.As(err, &dns):
+			ne.Msg = fmt.Sprintf("cannot resolve %s: the name server did not answer%s: check the network", dns.Name, tried)
 		case errors.As(err, &op) && op.Op == "dial":
 			ne.Msg = fmt.Sprintf("%s did not accept a connection within %s%s: check the endpoint, the port and the firewall", endpoint, min(connectTimeout, n.timeout), tried)
 		case strings.Contains(err.Error(), "TLS handshake timeout"):

@@ -241,6 +241,11 @@ func TestUnresolvedHost(t *testing.T) {
 	if ne == nil || !strings.Contains(ne.Msg, "cannot resolve b.s3.garage.amazonaws.com: if the bucket lives on another server than AWS, give its endpoint with ?endpoint=… or AWS_ENDPOINT_URL") {
 		t.Errorf("no endpoint hint: %v", ne)
 	}
+	st := &opState{timeouts: timeoutAttempts - 1}
+	ne = n.check(&net.DNSError{Err: "i/o timeout", Name: "minio.lan", IsTimeout: true}, "https://minio.lan", st)
+	if ne == nil || ne.retry || !strings.Contains(ne.Msg, "cannot resolve minio.lan: the name server did not answer (2 tries)") {
+		t.Errorf("a DNS timeout: %v", ne)
+	}
 }
 
 // A bad timeout option is refused.
