@@ -9,7 +9,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/aws/ratelimit"
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
-	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -29,12 +28,19 @@ const maxAttempts = 10
 // NewClient builds the one S3 client every connector uses: the default
 // credential chain (environment, shared config and profile, web identity,
 // EC2/ECS role) unless keys are given; a custom endpoint with path-style
-// addressing; a standard retryer with jittered backoff for throttling,
+// addressing; connect, response-header and body-idle timeouts (timeout,
+// see net.go); a standard retryer with jittered backoff for throttling,
 // 5xx and broken connections, without the client-side retry quota (which
-// starves heavily concurrent clients after a burst of errors); checksums
+// starves heavily concurrent clients after a burst of errors), that gives
+// up at once on errors that do not heal (refused, unknown host, TLS
+// mismatch) and after two timeouts, and logs each retry; checksums
 // only where S3 requires them, which third-party servers accept; the
 // SDK's log to o.Log, not to stderr.
 func NewClient(ctx context.Context, o Options) (*Client, error) {
+	timeout, err := o.timeout()
+	if err != nil {
+		return nil, fmt.Errorf("s3io: %s: %w", o.URI(), err)
+	}
 	lo := []func(*config.LoadOptions) error{config.WithLogger(sdkLogger(o.Log))}
 	if o.Profile != "" {
 		lo = append(lo, config.WithSharedConfigProfile(o.Profile))
@@ -54,15 +60,9 @@ func NewClient(ctx context.Context, o Options) (*Client, error) {
 			so.MaxBackoff = 10 * time.Second
 			so.RateLimiter = ratelimit.None
 		})
-		return retry.AddWithMaxBackoffDelay(r, 10*time.Second)
+		return timeoutRetryer{retry.AddWithMaxBackoffDelay(r, 10*time.Second)}
 	}))
-	hc := awshttp.NewBuildableClient().WithTransportOptions(func(t *http.Transport) {
-		t.MaxIdleConns = 256
-		t.MaxIdleConnsPerHost = 128
-		t.IdleConnTimeout = 90 * time.Second
-		t.ResponseHeaderTimeout = 2 * time.Minute
-	})
-	lo = append(lo, config.WithHTTPClient(hc))
+	lo = append(lo, config.WithHTTPClient(httpClient(timeout)))
 	cfg, err := config.LoadDefaultConfig(ctx, lo...)
 	if err != nil {
 		return nil, fmt.Errorf("s3io: %s: loading AWS configuration: %w", o.URI(), err)
@@ -75,6 +75,7 @@ func NewClient(ctx context.Context, o Options) (*Client, error) {
 	if o.UsePathStyle != nil {
 		pathStyle = *o.UsePathStyle
 	}
+	check := &netCheck{log: o.Log, customEndpoint: endpoint != "", pathStyle: pathStyle, timeout: timeout, maxAttempts: maxAttempts}
 	cl := s3.NewFromConfig(cfg, func(so *s3.Options) {
 		if endpoint != "" {
 			so.BaseEndpoint = aws.String(endpoint)
@@ -83,6 +84,8 @@ func NewClient(ctx context.Context, o Options) (*Client, error) {
 		if endpoint == "" && o.UseTLS != nil && !*o.UseTLS {
 			so.EndpointOptions.DisableHTTPS = true
 		}
+		so.HTTPClient = idleBodies{so.HTTPClient, timeout}
+		so.APIOptions = append(so.APIOptions, check.addTo)
 		if o.WrapTransport != nil {
 			so.HTTPClient = &http.Client{Transport: o.WrapTransport(doerTransport{so.HTTPClient})}
 		}

@@ -56,6 +56,13 @@ func (e *Error) Error() string {
 		msg = fmt.Sprintf("%s is in an archive storage class and not restored (restore it with s3:RestoreObject first)", e.Resource)
 	case ErrChanged:
 		msg = fmt.Sprintf("%s changed while it was read", e.Resource)
+	case ErrUnreachable:
+		var ne *NetError
+		if errors.As(e.Err, &ne) {
+			msg = ne.Msg
+		} else {
+			msg = fmt.Sprintf("%s: %v", e.Resource, e.Err)
+		}
 	default:
 		return fmt.Sprintf("s3io: %s %s: %v", e.Op, e.Resource, e.Err)
 	}
@@ -93,6 +100,13 @@ var regionInMessage = regexp.MustCompile(`expecting '([a-z0-9-]+)'`)
 func classify(err error, op, action, bucket, key string) error {
 	if err == nil {
 		return nil
+	}
+	var ne *NetError
+	if errors.As(err, &ne) {
+		// Nothing answers: every other request would fail the same way.
+		// (Before the context's errors: an http timeout is also a
+		// context.DeadlineExceeded.)
+		return &store.PermanentError{Err: &Error{Op: op, Action: action, Resource: arn(bucket, key), Kind: ErrUnreachable, Err: err}}
 	}
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return err

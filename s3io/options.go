@@ -13,6 +13,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Options say how to reach a bucket and what to ask of it. They come from
@@ -31,6 +32,9 @@ type Options struct {
 	AccessKey    string // explicit credentials; else the default chain
 	SecretKey    string
 	SessionToken string
+	// Timeout bounds the wait for a response's headers and for each
+	// byte of its body; else COFFER_S3_TIMEOUT, else DefaultTimeout.
+	Timeout time.Duration
 
 	// Writes.
 	StorageClass string // data packs only (Storage); every object (Destination)
@@ -95,7 +99,7 @@ func ParseLocation(loc string) (Options, error) {
 
 // OptionNames lists the keys Set accepts, for help texts and docs.
 var OptionNames = []string{"endpoint", "region", "use_path_style", "use_tls", "profile", "access_key", "secret_access_key",
-	"session_token", "storage_class", "sse", "sse_kms_key_id", "versioning", "keep_storage_class", "concurrency", "part_size"}
+	"session_token", "storage_class", "sse", "sse_kms_key_id", "versioning", "keep_storage_class", "concurrency", "part_size", "timeout"}
 
 // DefaultConcurrency is how many requests at once suit S3: latency, not
 // CPU, bounds a GET or PUT, so commands that read or write a bucket run
@@ -167,6 +171,12 @@ func (o *Options) Set(key, value string) error {
 			return bad(fmt.Errorf("want a positive number"))
 		}
 		o.Concurrency = n
+	case "timeout":
+		d, err := parseTimeout(value)
+		if err != nil {
+			return bad(err)
+		}
+		o.Timeout = d
 	case "part_size":
 		n, err := strconv.ParseInt(value, 10, 64)
 		if err != nil || n < 5<<20 || n > 5<<30 {

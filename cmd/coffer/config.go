@@ -203,6 +203,11 @@ func s3EntryLocation(e config.Entry) (string, error) {
 	}
 	set("use_path_style", e["use_path_style"])
 	set("storage_class", e["storage_class"])
+	if e["timeout"] != "" && os.Getenv(s3io.TimeoutEnv) != "" {
+		verbosef("%s is set: the entry's timeout is not used", s3io.TimeoutEnv)
+	} else {
+		set("timeout", e["timeout"])
+	}
 	loc := base
 	if len(q) > 0 {
 		loc += "?" + q.Encode()
@@ -278,8 +283,8 @@ COFFER_CONFIG. It is written atomically, with mode 0600.
 Settings are applied in this order, the first that says something wins:
 command-line flags (and options in an s3:// location's query), then the
 environment (COFFER_PASSPHRASE; AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
-AWS_SESSION_TOKEN and AWS_PROFILE together; AWS_REGION; AWS_ENDPOINT_URL),
-then the entry.
+AWS_SESSION_TOKEN and AWS_PROFILE together; AWS_REGION; AWS_ENDPOINT_URL;
+COFFER_S3_TIMEOUT), then the entry.
 
 Examples:
    coffer config store create mystore location=s3://my-kloset/prod access_key=AKIA… secret_access_key=…

@@ -3,6 +3,7 @@ package main
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/coffer-backup/coffer/internal/config"
 	"github.com/coffer-backup/coffer/s3io"
@@ -20,7 +21,7 @@ func TestS3EntryLocation(t *testing.T) {
 	e := config.Entry{
 		"location": "s3://bucket/pre", "access_key": "AKIA1", "secret_access_key": "s3cret",
 		"region": "eu-west-1", "endpoint": "https://minio:9000", "use_tls": "false",
-		"use_path_style": "true", "storage_class": "STANDARD_IA",
+		"use_path_style": "true", "storage_class": "STANDARD_IA", "timeout": "5s",
 	}
 	parse := func() s3io.Options {
 		t.Helper()
@@ -36,10 +37,11 @@ func TestS3EntryLocation(t *testing.T) {
 	}
 
 	clearAWSEnv(t)
+	t.Setenv(s3io.TimeoutEnv, "")
 	o := parse()
 	if o.Bucket != "bucket" || o.Prefix != "pre/" || o.AccessKey != "AKIA1" || o.SecretKey != "s3cret" ||
 		o.Region != "eu-west-1" || o.Endpoint != "http://minio:9000" || o.UsePathStyle == nil || !*o.UsePathStyle ||
-		o.StorageClass != "STANDARD_IA" {
+		o.StorageClass != "STANDARD_IA" || o.Timeout != 5*time.Second {
 		t.Fatalf("options: %+v", o)
 	}
 	if o.URI() != "s3://bucket/pre/" {
@@ -49,8 +51,9 @@ func TestS3EntryLocation(t *testing.T) {
 	t.Setenv("AWS_PROFILE", "other")
 	t.Setenv("AWS_REGION", "us-west-2")
 	t.Setenv("AWS_ENDPOINT_URL", "http://elsewhere:1")
+	t.Setenv(s3io.TimeoutEnv, "9s")
 	o = parse()
-	if o.AccessKey != "" || o.SecretKey != "" || o.Profile != "" || o.Region != "" {
+	if o.AccessKey != "" || o.SecretKey != "" || o.Profile != "" || o.Region != "" || o.Timeout != 0 {
 		t.Fatalf("the environment did not override the entry: %+v", o)
 	}
 	if strings.Contains(o.Endpoint, "minio") {

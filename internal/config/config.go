@@ -20,6 +20,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/dustin/go-humanize"
 	"golang.org/x/sys/unix"
@@ -209,6 +210,21 @@ func checkBool(v string) error {
 	return nil
 }
 
+func checkTimeout(v string) error {
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		n, nerr := strconv.ParseFloat(v, 64)
+		if nerr != nil {
+			return errors.New("want a duration like 30s or 2m")
+		}
+		d = time.Duration(n * float64(time.Second))
+	}
+	if d <= 0 {
+		return errors.New("want a duration above zero, like 30s")
+	}
+	return nil
+}
+
 func checkOneOf(valid []string, fold bool) func(string) error {
 	return func(v string) error {
 		if fold {
@@ -302,6 +318,7 @@ var keys = []key{
 	{name: "endpoint", s3Only: true, help: "S3 endpoint URL or host:port", check: checkEndpoint},
 	{name: "use_path_style", s3Only: true, help: "true or false", check: checkBool},
 	{name: "use_tls", s3Only: true, help: "true or false (false: http to the endpoint)", check: checkBool},
+	{name: "timeout", s3Only: true, help: "wait for an S3 answer, e.g. 30s (default)", check: checkTimeout},
 	{name: "storage_class", s3Only: true, kinds: []Kind{Store, Destination}, help: "S3 storage class of what is written", check: checkOneOf(StorageClasses, true)},
 	{name: "exclude", kinds: []Kind{Source}, list: true, help: "a pattern of entries (or keys) to leave out (repeatable)", check: checkPatterns},
 	{name: "iexclude", kinds: []Kind{Source}, list: true, help: "as exclude, ignoring case (repeatable)", check: checkPatterns},
