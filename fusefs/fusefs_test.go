@@ -426,6 +426,22 @@ func TestS3AttrsAndOddNames(t *testing.T) {
 	if n, _ := unix.Listxattr(filepath.Join(base, "d"), buf); n != 0 {
 		t.Fatalf("a directory without attrs lists %q", buf[:n])
 	}
+
+	// Directories without an mtime (the root, the implicit prefixes, the
+	// folders of a long name's pieces' owner) show the snapshot's time,
+	// and so do the folders and links of the snapshot list; files keep
+	// their own.
+	for _, p := range []string{base, filepath.Join(base, "d"), filepath.Join(base, "a%~"), filepath.Join(base, "d", "%_"),
+		mnt, filepath.Join(mnt, "latest"), filepath.Join(mnt, "by-source"), filepath.Join(mnt, "by-source", SourceName(src.uri)),
+		filepath.Join(mnt, "by-source", SourceName(src.uri), "latest")} {
+		fi, err := os.Lstat(p)
+		if err != nil || !fi.ModTime().Equal(sn.Time) {
+			t.Errorf("%s: mtime %v, want the snapshot's %v (%v)", p, fi.ModTime(), sn.Time, err)
+		}
+	}
+	if fi, err := os.Lstat(filepath.Join(base, "plain.txt")); err != nil || fi.ModTime().Year() != 2025 {
+		t.Errorf("plain.txt: %v %v", fi.ModTime(), err)
+	}
 }
 
 func TestLazyLoads(t *testing.T) {

@@ -105,8 +105,10 @@ func (f *FS) SnapshotsRoot(snaps []*engine.Snapshot) fs.InodeEmbedder {
 	return root
 }
 
+// snapshotDir is the folder of snapshot sn: its root directory, which
+// shows the snapshot's time if the source's root has none (S3).
 func (f *FS) snapshotDir(sn *engine.Snapshot) *dirNode {
-	return &dirNode{entry: entry{fsys: f, n: *sn.RootNode()}}
+	return &dirNode{entry: entry{fsys: f, n: *sn.RootNode(), snap: sn.Time.UnixNano()}}
 }
 
 // SubtreeRoot returns the root of the view of one directory n of
@@ -116,7 +118,7 @@ func (f *FS) SubtreeRoot(sn *engine.Snapshot, n *tree.Node) (fs.InodeEmbedder, e
 		return nil, fmt.Errorf("%s is a %s, not a directory", n.Name, n.Type)
 	}
 	f.totals = totals{bytes: sn.Stats.Bytes, files: sn.Stats.Files + sn.Stats.Dirs}
-	return &dirNode{entry: entry{fsys: f, n: *n}}, nil
+	return &dirNode{entry: entry{fsys: f, n: *n, snap: sn.Time.UnixNano()}}, nil
 }
 
 // staticDir is a folder of the snapshot list: its children are fixed when
