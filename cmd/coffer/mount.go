@@ -35,6 +35,7 @@ Examples:
 			&cli.StringFlag{Name: "cache-size", Value: "256MiB", Usage: "memory for decrypted file content shared by all open files"},
 			&cli.StringFlag{Name: "read-ahead", Value: "32MiB", Usage: "how far ahead of a sequential reader to fetch, per open file"},
 			&cli.BoolFlag{Name: "no-disk-cache", Usage: "do not keep the store's metadata (sealed) in the user's cache folder"},
+			&cli.StringFlag{Name: "disk-cache-size", Value: "1GiB", Usage: "bound the metadata kept on disk; the least recently used goes first"},
 			&cli.BoolFlag{Name: "debug", Hidden: true, Usage: "log every FUSE request"},
 		},
 		Action: runMount,
@@ -57,6 +58,10 @@ func runMount(c *cli.Context) error {
 	if err != nil {
 		return usagef("mount: --read-ahead %q: want a size like 32MiB (0 turns it off)", c.String("read-ahead"))
 	}
+	diskSize, err := humanize.ParseBytes(c.String("disk-cache-size"))
+	if err != nil || diskSize < 1<<20 {
+		return usagef("mount: --disk-cache-size %q: want a size of at least 1MiB, like 1GiB (--no-disk-cache turns it off)", c.String("disk-cache-size"))
+	}
 	stderr := c.App.ErrWriter
 
 	// Everything that can fail is done before mounting: the store, the
@@ -64,6 +69,9 @@ func runMount(c *cli.Context) error {
 	r, layers, err := openRepo(c, repoOptions{diskCache: true})
 	if err != nil {
 		return err
+	}
+	if layers.disk != nil {
+		layers.disk.SetLimit(int64(diskSize))
 	}
 	ctx := c.Context
 	snaps, err := r.Snapshots(ctx)
