@@ -6,7 +6,9 @@ import (
 	"hash/fnv"
 	"sort"
 	"strings"
+	"sync"
 	"syscall"
+	"time"
 
 	"github.com/coffer-backup/coffer/engine/tree"
 
@@ -55,12 +57,31 @@ type totals struct{ bytes, files uint64 }
 
 func (f *FS) statfs(out *fuse.StatfsOut) {
 	const bs = 4096
+	t := f.totals.Load()
+	if t == nil {
+		t = &totals{}
+	}
 	*out = fuse.StatfsOut{}
 	out.Bsize, out.Frsize = bs, bs
-	out.Blocks = (f.totals.bytes + bs - 1) / bs
-	out.Files = f.totals.files
+	out.Blocks = (t.bytes + bs - 1) / bs
+	out.Files = t.files
 	out.NameLen = 255
 }
+
+// Lister is what the view of every snapshot reads the store again
+// through, to show the snapshots made since it was mounted;
+// *engine.Repo implements it. A repo without it shows the snapshots
+// SnapshotsRoot was given, forever.
+type Lister interface {
+	// Snapshots lists every snapshot, oldest first (cheaply: the repo
+	// keeps those it loaded).
+	Snapshots(ctx context.Context) ([]*engine.Snapshot, error)
+	// RefreshIndex reads the index files added since, so that the
+	// blobs of the new snapshots are found.
+	RefreshIndex(ctx context.Context) error
+}
+
+var _ Lister = (*engine.Repo)(nil)
 
 // SnapshotsRoot returns the root of the view of every snapshot in snaps
 // (oldest first, as engine.Repo.Snapshots returns them):
@@ -71,38 +92,114 @@ func (f *FS) statfs(out *fuse.StatfsOut) {
 //	by-source/<source>/latest -> …       the newest of that source
 //
 // Building it reads no tree: a snapshot's folder loads its root
-// directory when it is first looked into.
+// directory when it is first looked into. If the repo is a Lister, a
+// lookup, listing or stat of the root, by-source/ or a source's folder,
+// or of a "latest" link, lists the snapshots again when the list is older
+// than Options.Refresh: new snapshots appear, removed ones go, and the
+// folders that stay keep their inode numbers.
 func (f *FS) SnapshotsRoot(snaps []*engine.Snapshot) fs.InodeEmbedder {
-	var newest int64
-	f.totals = totals{}
+	f.list.mu.Lock()
+	f.list.view = f.newView(snaps)
+	f.list.at = time.Now()
+	f.list.mu.Unlock()
+	return &listDir{fsys: f, kind: listRoot}
+}
+
+// snapshotList is the snapshot list a view of every snapshot shows, and
+// when it was read.
+type snapshotList struct {
+	mu      sync.Mutex // held while the list is read again
+	view    *listView
+	at      time.Time
+	mounted int64 // the time of folders with no snapshot
+}
+
+// listView is one reading of the snapshot list. It does not change.
+type listView struct {
+	byName  map[string]*engine.Snapshot // by folder name
+	newest  string                      // folder name; "" if none
+	mtime   int64                       // the newest snapshot's time
+	sources map[string]*sourceView      // by SourceName
+	names   []string                    // folder names, oldest first
+	srcs    []string                    // source folder names, sorted
+}
+
+// sourceView is what by-source/<source>/ shows.
+type sourceView struct {
+	byName map[string]*engine.Snapshot
+	names  []string
+	newest string
+	mtime  int64
+}
+
+func (f *FS) newView(snaps []*engine.Snapshot) *listView {
+	v := &listView{byName: map[string]*engine.Snapshot{}, sources: map[string]*sourceView{}, mtime: f.list.mounted}
+	var t totals
+	first := true
 	for _, sn := range snaps {
-		newest = max(newest, sn.Time.UnixNano())
-		f.totals.bytes += sn.Stats.Bytes
-		f.totals.files += sn.Stats.Files + sn.Stats.Dirs
-	}
-	root := &staticDir{fsys: f, mtime: newest}
-	bySource := &staticDir{fsys: f}
-	sources := map[string]*staticDir{}
-	for _, sn := range snaps {
-		name := SnapshotName(sn)
-		root.add(name, f.snapshotDir(sn))
-		src := SourceName(sn.Source)
-		sd := sources[src]
-		if sd == nil {
-			sd = &staticDir{fsys: f}
-			sources[src] = sd
-			bySource.add(src, sd)
+		name, src := SnapshotName(sn), SourceName(sn.Source)
+		if v.byName[name] != nil {
+			continue // the same snapshot twice: cannot happen but once
 		}
-		sd.add(name, f.snapshotDir(sn))
-		sd.mtime = max(sd.mtime, sn.Time.UnixNano())
-		sd.setLink("latest", name)
-		bySource.mtime = max(bySource.mtime, sn.Time.UnixNano())
+		t.bytes += sn.Stats.Bytes
+		t.files += sn.Stats.Files + sn.Stats.Dirs
+		v.byName[name] = sn
+		v.names = append(v.names, name)
+		if tm := sn.Time.UnixNano(); first || tm >= v.mtime {
+			v.mtime, v.newest, first = tm, name, false
+		}
+		sv := v.sources[src]
+		if sv == nil {
+			sv = &sourceView{byName: map[string]*engine.Snapshot{}}
+			v.sources[src] = sv
+			v.srcs = append(v.srcs, src)
+		}
+		sv.byName[name] = sn
+		sv.names = append(sv.names, name)
+		if tm := sn.Time.UnixNano(); sv.newest == "" || tm >= sv.mtime {
+			sv.mtime, sv.newest = tm, name
+		}
 	}
-	root.add("by-source", bySource)
-	if len(snaps) > 0 {
-		root.setLink("latest", SnapshotName(snaps[len(snaps)-1]))
+	sort.Strings(v.srcs)
+	f.totals.Store(&t)
+	return v
+}
+
+// view returns the snapshot list, read again first if it is older than
+// Options.Refresh. A failure is logged, and the list kept until the next
+// refresh is due.
+func (f *FS) view(ctx context.Context) *listView {
+	l := &f.list
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	lister, ok := f.repo.(Lister)
+	if !ok || f.opt.Refresh < 0 || time.Since(l.at) < f.opt.Refresh {
+		return l.view
 	}
-	return root
+	// The snapshots first: a snapshot is written after its index files,
+	// so every snapshot listed finds its blobs in the index read next.
+	snaps, err := lister.Snapshots(ctx)
+	if err == nil {
+		err = lister.RefreshIndex(ctx)
+	}
+	if err != nil {
+		if ctx.Err() == nil {
+			f.errno("refresh", "the snapshot list", err)
+			l.at = time.Now()
+		}
+		return l.view
+	}
+	l.view, l.at = f.newView(snaps), time.Now()
+	return l.view
+}
+
+// listTimeout is how long the kernel may keep what the folders of the
+// snapshot list show: entries (and their absence) and attributes.
+func (f *FS) listTimeout() time.Duration {
+	if _, ok := f.repo.(Lister); ok && f.opt.Refresh >= 0 {
+		return min(f.opt.Refresh, Timeout)
+	}
+	return Timeout
 }
 
 // snapshotDir is the folder of snapshot sn: its root directory, which
@@ -117,96 +214,162 @@ func (f *FS) SubtreeRoot(sn *engine.Snapshot, n *tree.Node) (fs.InodeEmbedder, e
 	if n.Type != tree.TypeDir {
 		return nil, fmt.Errorf("%s is a %s, not a directory", n.Name, n.Type)
 	}
-	f.totals = totals{bytes: sn.Stats.Bytes, files: sn.Stats.Files + sn.Stats.Dirs}
+	f.totals.Store(&totals{bytes: sn.Stats.Bytes, files: sn.Stats.Files + sn.Stats.Dirs})
 	return &dirNode{entry: entry{fsys: f, n: *n, snap: sn.Time.UnixNano()}}, nil
 }
 
-// staticDir is a folder of the snapshot list: its children are fixed when
-// the tree is built.
-type staticDir struct {
-	fs.Inode
-	fsys     *FS
-	mtime    int64
-	children []staticChild
-}
+// listKind says which folder of the snapshot list a listDir is.
+type listKind int
 
-type staticChild struct {
-	name string
-	node fs.InodeEmbedder
-	mode uint32
+const (
+	listRoot     listKind = iota // the root
+	listBySource                 // by-source/
+	listSource                   // by-source/<source>/
+)
+
+// listDir is a folder of the snapshot list. It keeps nothing: every
+// lookup and listing reads the current list (FS.view), and gives each
+// name the same inode number every time.
+type listDir struct {
+	fs.Inode
+	fsys *FS
+	kind listKind
+	src  string // listSource: the source's folder name
 }
 
 var (
-	_ = (fs.NodeOnAdder)((*staticDir)(nil))
-	_ = (fs.NodeReaddirer)((*staticDir)(nil))
-	_ = (fs.NodeGetattrer)((*staticDir)(nil))
-	_ = (fs.NodeStatfser)((*staticDir)(nil))
+	_ = (fs.NodeLookuper)((*listDir)(nil))
+	_ = (fs.NodeReaddirer)((*listDir)(nil))
+	_ = (fs.NodeGetattrer)((*listDir)(nil))
+	_ = (fs.NodeStatfser)((*listDir)(nil))
 )
 
-func (d *staticDir) add(name string, node fs.InodeEmbedder) {
-	mode := uint32(syscall.S_IFDIR)
-	if _, ok := node.(*staticLink); ok {
-		mode = syscall.S_IFLNK
-	}
-	d.children = append(d.children, staticChild{name: name, node: node, mode: mode})
+// child is an entry of a listDir.
+type child struct {
+	name string
+	mode uint32
+	node func() fs.InodeEmbedder
 }
 
-func (d *staticDir) setLink(name, target string) {
-	for i := range d.children {
-		if d.children[i].name == name {
-			d.children[i].node = &staticLink{fsys: d.fsys, target: target, mtime: d.mtime}
-			return
+// children returns d's entries in v, sorted by name; ok is false if d is
+// gone (a source whose snapshots were all removed).
+func (d *listDir) children(v *listView) (cs []child, mtime int64, ok bool) {
+	f := d.fsys
+	dir := func(sn *engine.Snapshot) func() fs.InodeEmbedder {
+		return func() fs.InodeEmbedder { return f.snapshotDir(sn) }
+	}
+	link := func(src string) func() fs.InodeEmbedder {
+		return func() fs.InodeEmbedder { return &latestLink{fsys: f, src: src} }
+	}
+	switch d.kind {
+	case listRoot:
+		for _, name := range v.names {
+			cs = append(cs, child{name, syscall.S_IFDIR, dir(v.byName[name])})
 		}
+		cs = append(cs, child{"by-source", syscall.S_IFDIR, func() fs.InodeEmbedder { return &listDir{fsys: f, kind: listBySource} }})
+		if v.newest != "" {
+			cs = append(cs, child{"latest", syscall.S_IFLNK, link("")})
+		}
+		mtime = v.mtime
+	case listBySource:
+		for _, src := range v.srcs {
+			cs = append(cs, child{src, syscall.S_IFDIR, func() fs.InodeEmbedder { return &listDir{fsys: f, kind: listSource, src: src} }})
+		}
+		mtime = v.mtime
+	case listSource:
+		sv := v.sources[d.src]
+		if sv == nil {
+			return nil, v.mtime, false
+		}
+		for _, name := range sv.names {
+			cs = append(cs, child{name, syscall.S_IFDIR, dir(sv.byName[name])})
+		}
+		cs = append(cs, child{"latest", syscall.S_IFLNK, link(d.src)})
+		mtime = sv.mtime
 	}
-	d.add(name, &staticLink{fsys: d.fsys, target: target, mtime: d.mtime})
+	sort.Slice(cs, func(i, j int) bool { return cs[i].name < cs[j].name })
+	return cs, mtime, true
 }
 
-func (d *staticDir) OnAdd(ctx context.Context) {
-	sort.Slice(d.children, func(i, j int) bool { return d.children[i].name < d.children[j].name })
-	ino := d.StableAttr().Ino
-	for _, c := range d.children {
-		ch := d.NewPersistentInode(ctx, c.node, fs.StableAttr{Mode: c.mode, Ino: childIno(ino, c.name)})
-		d.AddChild(c.name, ch, false)
+func (d *listDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	timeout := d.fsys.listTimeout()
+	cs, _, _ := d.children(d.fsys.view(ctx))
+	i := sort.Search(len(cs), func(i int) bool { return cs[i].name >= name })
+	if i == len(cs) || cs[i].name != name {
+		out.SetEntryTimeout(timeout) // a snapshot may come by that name
+		return nil, syscall.ENOENT
 	}
+	c := cs[i]
+	node := c.node()
+	ch := d.NewInode(ctx, node, fs.StableAttr{Mode: c.mode, Ino: childIno(d.StableAttr().Ino, c.name)})
+	var ao fuse.AttrOut
+	if ga, ok := ch.Operations().(fs.NodeGetattrer); ok {
+		ga.Getattr(ctx, nil, &ao)
+	}
+	out.Attr = ao.Attr
+	out.Attr.Ino = ch.StableAttr().Ino
+	out.SetEntryTimeout(timeout) // the snapshot may be removed
+	out.SetAttrTimeout(timeout)
+	return ch, 0
 }
 
-func (d *staticDir) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
+func (d *listDir) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 	ino := d.StableAttr().Ino
+	cs, _, _ := d.children(d.fsys.view(ctx))
 	list := []fuse.DirEntry{{Name: ".", Mode: syscall.S_IFDIR, Ino: ino}, {Name: "..", Mode: syscall.S_IFDIR, Ino: 1}}
-	for _, c := range d.children {
+	for _, c := range cs {
 		list = append(list, fuse.DirEntry{Name: c.name, Mode: c.mode, Ino: childIno(ino, c.name)})
 	}
 	return fs.NewListDirStream(list), 0
 }
 
-func (d *staticDir) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	fillAttr(&tree.Node{Type: tree.TypeDir, Mode: 0o555, MTime: d.mtime}, d.StableAttr().Ino, &out.Attr)
+func (d *listDir) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	_, mtime, _ := d.children(d.fsys.view(ctx))
+	fillAttr(&tree.Node{Type: tree.TypeDir, Mode: 0o555, MTime: mtime}, d.StableAttr().Ino, &out.Attr)
+	out.SetTimeout(d.fsys.listTimeout())
 	return 0
 }
 
-func (d *staticDir) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
+func (d *listDir) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
 	d.fsys.statfs(out)
 	return 0
 }
 
-// staticLink is a "latest" link.
-type staticLink struct {
+// latestLink is a "latest" link: to the newest snapshot, or the newest
+// of source src.
+type latestLink struct {
 	fs.Inode
-	fsys   *FS
-	target string
-	mtime  int64
+	fsys *FS
+	src  string // "" for every source
 }
 
 var (
-	_ = (fs.NodeReadlinker)((*staticLink)(nil))
-	_ = (fs.NodeGetattrer)((*staticLink)(nil))
+	_ = (fs.NodeReadlinker)((*latestLink)(nil))
+	_ = (fs.NodeGetattrer)((*latestLink)(nil))
 )
 
-func (l *staticLink) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
-	return []byte(l.target), 0
+// target returns the link's target and the time of that snapshot.
+func (l *latestLink) target(v *listView) (string, int64) {
+	if l.src == "" {
+		return v.newest, v.mtime
+	}
+	if sv := v.sources[l.src]; sv != nil {
+		return sv.newest, sv.mtime
+	}
+	return "", v.mtime
 }
 
-func (l *staticLink) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	fillAttr(&tree.Node{Type: tree.TypeSymlink, Mode: 0o777, MTime: l.mtime, Target: l.target}, l.StableAttr().Ino, &out.Attr)
+func (l *latestLink) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
+	t, _ := l.target(l.fsys.view(ctx))
+	if t == "" {
+		return nil, syscall.ENOENT
+	}
+	return []byte(t), 0
+}
+
+func (l *latestLink) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	t, mtime := l.target(l.fsys.view(ctx))
+	fillAttr(&tree.Node{Type: tree.TypeSymlink, Mode: 0o777, MTime: mtime, Target: t}, l.StableAttr().Ino, &out.Attr)
+	out.SetTimeout(l.fsys.listTimeout())
 	return 0
 }
