@@ -818,4 +818,38 @@ func TestRefresh(t *testing.T) {
 	if err != nil || !fi.ModTime().Equal(s2.Time) {
 		t.Fatalf("root mtime %v, want the new snapshot's %v (%v)", fi.ModTime(), s2.Time, err)
 	}
+
+	// A removed snapshot goes, and its source with it.
+	if err := r.Storage().Delete(context.Background(), store.Handle{Kind: store.KindSnapshot, Name: s1.ID.String()}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(refresh + 200*time.Millisecond)
+	if got := strings.Join(testtree.Names(t, mnt), " "); got != n2+" by-source latest" {
+		t.Fatalf("root after a snapshot was removed: %q", got)
+	}
+	if got := strings.Join(testtree.Names(t, filepath.Join(mnt, "by-source")), " "); got != SourceName(src2) {
+		t.Fatalf("by-source after the first source's snapshot was removed: %q", got)
+	}
+	if _, err := os.Lstat(filepath.Join(mnt, n1)); !os.IsNotExist(err) {
+		t.Fatalf("the removed snapshot's folder: %v", err)
+	}
+}
+
+// An empty store shows an empty list, with the time of the mount rather
+// than 1970.
+func TestEmptyStore(t *testing.T) {
+	r := newRepo(t)
+	before := time.Now().Add(-time.Second)
+	mnt, _ := mountAll(t, r, Options{}, nil)
+	if got := strings.Join(testtree.Names(t, mnt), " "); got != "by-source" {
+		t.Fatalf("root: %q", got)
+	}
+	if got := testtree.Names(t, filepath.Join(mnt, "by-source")); len(got) != 0 {
+		t.Fatalf("by-source: %q", got)
+	}
+	for _, p := range []string{mnt, filepath.Join(mnt, "by-source")} {
+		if fi, err := os.Lstat(p); err != nil || fi.ModTime().Before(before) || time.Since(fi.ModTime()) > time.Minute {
+			t.Fatalf("%s: mtime %v %v", p, fi.ModTime(), err)
+		}
+	}
 }
