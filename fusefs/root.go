@@ -120,14 +120,14 @@ type listView struct {
 	newest  string                      // folder name; "" if none
 	mtime   int64                       // the newest snapshot's time
 	sources map[string]*sourceView      // by SourceName
-	names   []string                    // folder names, oldest first
+	sorted  []string                    // the root's entries, sorted
 	srcs    []string                    // source folder names, sorted
 }
 
 // sourceView is what by-source/<source>/ shows.
 type sourceView struct {
 	byName map[string]*engine.Snapshot
-	names  []string
+	sorted []string // entries, sorted
 	newest string
 	mtime  int64
 }
@@ -144,7 +144,7 @@ func (f *FS) newView(snaps []*engine.Snapshot) *listView {
 		t.bytes += sn.Stats.Bytes
 		t.files += sn.Stats.Files + sn.Stats.Dirs
 		v.byName[name] = sn
-		v.names = append(v.names, name)
+		v.sorted = append(v.sorted, name)
 		if tm := sn.Time.UnixNano(); first || tm >= v.mtime {
 			v.mtime, v.newest, first = tm, name, false
 		}
@@ -155,10 +155,19 @@ func (f *FS) newView(snaps []*engine.Snapshot) *listView {
 			v.srcs = append(v.srcs, src)
 		}
 		sv.byName[name] = sn
-		sv.names = append(sv.names, name)
+		sv.sorted = append(sv.sorted, name)
 		if tm := sn.Time.UnixNano(); sv.newest == "" || tm >= sv.mtime {
 			sv.mtime, sv.newest = tm, name
 		}
+	}
+	v.sorted = append(v.sorted, "by-source")
+	if v.newest != "" {
+		v.sorted = append(v.sorted, "latest")
+	}
+	sort.Strings(v.sorted)
+	for _, sv := range v.sources {
+		sv.sorted = append(sv.sorted, "latest")
+		sort.Strings(sv.sorted)
 	}
 	sort.Strings(v.srcs)
 	f.totals.Store(&t)
@@ -244,64 +253,63 @@ var (
 	_ = (fs.NodeStatfser)((*listDir)(nil))
 )
 
-// child is an entry of a listDir.
-type child struct {
-	name string
-	mode uint32
-	node func() fs.InodeEmbedder
-}
-
-// children returns d's entries in v, sorted by name; ok is false if d is
-// gone (a source whose snapshots were all removed).
-func (d *listDir) children(v *listView) (cs []child, mtime int64, ok bool) {
-	f := d.fsys
-	dir := func(sn *engine.Snapshot) func() fs.InodeEmbedder {
-		return func() fs.InodeEmbedder { return f.snapshotDir(sn) }
-	}
-	link := func(src string) func() fs.InodeEmbedder {
-		return func() fs.InodeEmbedder { return &latestLink{fsys: f, src: src} }
-	}
+// entries returns the names in d in v, sorted, and d's mtime; ok is
+// false if d is gone (a source whose snapshots were all removed).
+func (d *listDir) entries(v *listView) (names []string, mtime int64, ok bool) {
 	switch d.kind {
 	case listRoot:
-		for _, name := range v.names {
-			cs = append(cs, child{name, syscall.S_IFDIR, dir(v.byName[name])})
-		}
-		cs = append(cs, child{"by-source", syscall.S_IFDIR, func() fs.InodeEmbedder { return &listDir{fsys: f, kind: listBySource} }})
-		if v.newest != "" {
-			cs = append(cs, child{"latest", syscall.S_IFLNK, link("")})
-		}
-		mtime = v.mtime
+		return v.sorted, v.mtime, true
 	case listBySource:
-		for _, src := range v.srcs {
-			cs = append(cs, child{src, syscall.S_IFDIR, func() fs.InodeEmbedder { return &listDir{fsys: f, kind: listSource, src: src} }})
+		return v.srcs, v.mtime, true
+	}
+	sv := v.sources[d.src]
+	if sv == nil {
+		return nil, v.mtime, false
+	}
+	return sv.sorted, sv.mtime, true
+}
+
+// child returns the node of entry name of d in v, and its type.
+func (d *listDir) child(v *listView, name string) (fs.InodeEmbedder, uint32, bool) {
+	f := d.fsys
+	switch d.kind {
+	case listRoot:
+		if sn := v.byName[name]; sn != nil {
+			return f.snapshotDir(sn), syscall.S_IFDIR, true
 		}
-		mtime = v.mtime
+		switch {
+		case name == "by-source":
+			return &listDir{fsys: f, kind: listBySource}, syscall.S_IFDIR, true
+		case name == "latest" && v.newest != "":
+			return &latestLink{fsys: f}, syscall.S_IFLNK, true
+		}
+	case listBySource:
+		if v.sources[name] != nil {
+			return &listDir{fsys: f, kind: listSource, src: name}, syscall.S_IFDIR, true
+		}
 	case listSource:
 		sv := v.sources[d.src]
 		if sv == nil {
-			return nil, v.mtime, false
+			break
 		}
-		for _, name := range sv.names {
-			cs = append(cs, child{name, syscall.S_IFDIR, dir(sv.byName[name])})
+		if sn := sv.byName[name]; sn != nil {
+			return f.snapshotDir(sn), syscall.S_IFDIR, true
 		}
-		cs = append(cs, child{"latest", syscall.S_IFLNK, link(d.src)})
-		mtime = sv.mtime
+		if name == "latest" {
+			return &latestLink{fsys: f, src: d.src}, syscall.S_IFLNK, true
+		}
 	}
-	sort.Slice(cs, func(i, j int) bool { return cs[i].name < cs[j].name })
-	return cs, mtime, true
+	return nil, 0, false
 }
 
 func (d *listDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	timeout := d.fsys.listTimeout()
-	cs, _, _ := d.children(d.fsys.view(ctx))
-	i := sort.Search(len(cs), func(i int) bool { return cs[i].name >= name })
-	if i == len(cs) || cs[i].name != name {
+	node, mode, ok := d.child(d.fsys.view(ctx), name)
+	if !ok {
 		out.SetEntryTimeout(timeout) // a snapshot may come by that name
 		return nil, syscall.ENOENT
 	}
-	c := cs[i]
-	node := c.node()
-	ch := d.NewInode(ctx, node, fs.StableAttr{Mode: c.mode, Ino: childIno(d.StableAttr().Ino, c.name)})
+	ch := d.NewInode(ctx, node, fs.StableAttr{Mode: mode, Ino: childIno(d.StableAttr().Ino, name)})
 	var ao fuse.AttrOut
 	if ga, ok := ch.Operations().(fs.NodeGetattrer); ok {
 		ga.Getattr(ctx, nil, &ao)
@@ -315,16 +323,22 @@ func (d *listDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 
 func (d *listDir) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 	ino := d.StableAttr().Ino
-	cs, _, _ := d.children(d.fsys.view(ctx))
-	list := []fuse.DirEntry{{Name: ".", Mode: syscall.S_IFDIR, Ino: ino}, {Name: "..", Mode: syscall.S_IFDIR, Ino: 1}}
-	for _, c := range cs {
-		list = append(list, fuse.DirEntry{Name: c.name, Mode: c.mode, Ino: childIno(ino, c.name)})
+	v := d.fsys.view(ctx)
+	names, _, _ := d.entries(v)
+	list := make([]fuse.DirEntry, 0, 2+len(names))
+	list = append(list, fuse.DirEntry{Name: ".", Mode: syscall.S_IFDIR, Ino: ino}, fuse.DirEntry{Name: "..", Mode: syscall.S_IFDIR, Ino: 1})
+	for _, name := range names {
+		mode := uint32(syscall.S_IFDIR)
+		if name == "latest" && d.kind != listBySource {
+			mode = syscall.S_IFLNK
+		}
+		list = append(list, fuse.DirEntry{Name: name, Mode: mode, Ino: childIno(ino, name)})
 	}
 	return fs.NewListDirStream(list), 0
 }
 
 func (d *listDir) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	_, mtime, _ := d.children(d.fsys.view(ctx))
+	_, mtime, _ := d.entries(d.fsys.view(ctx))
 	fillAttr(&tree.Node{Type: tree.TypeDir, Mode: 0o555, MTime: mtime}, d.StableAttr().Ino, &out.Attr)
 	out.SetTimeout(d.fsys.listTimeout())
 	return 0

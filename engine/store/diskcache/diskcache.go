@@ -133,12 +133,22 @@ func (d *Storage) Enable(dir string) error {
 	}
 	var all []found
 	filepath.WalkDir(dir, func(p string, e fs.DirEntry, err error) error {
-		if err != nil || !e.Type().IsRegular() || strings.HasPrefix(e.Name(), ".tmp-") {
+		if err != nil || !e.Type().IsRegular() {
 			return nil
 		}
-		if fi, err := e.Info(); err == nil {
-			all = append(all, found{p, fi.Size(), fi.ModTime()})
+		fi, err := e.Info()
+		if err != nil {
+			return nil
 		}
+		if strings.HasPrefix(e.Name(), ".tmp-") {
+			// A write another process may still be making, or one a
+			// crash left behind.
+			if time.Since(fi.ModTime()) > time.Hour {
+				os.Remove(p)
+			}
+			return nil
+		}
+		all = append(all, found{p, fi.Size(), fi.ModTime()})
 		return nil
 	})
 	sort.Slice(all, func(i, j int) bool { return all[i].mtime.Before(all[j].mtime) })
