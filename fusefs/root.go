@@ -139,7 +139,7 @@ func (f *FS) newView(snaps []*engine.Snapshot) *listView {
 	for _, sn := range snaps {
 		name, src := SnapshotName(sn), SourceName(sn.Source)
 		if v.byName[name] != nil {
-			continue // the same snapshot twice: cannot happen but once
+			continue // one snapshot listed twice: shown once
 		}
 		t.bytes += sn.Stats.Bytes
 		t.files += sn.Stats.Files + sn.Stats.Dirs
