@@ -30,6 +30,7 @@ type Repo struct {
 
 	indexOnce sync.Once
 	indexErr  error
+	indexed   indexFiles // the index files read into Index
 }
 
 func newRepo(st store.Storage, p Params, master []byte) (*Repo, error) {

@@ -57,13 +57,23 @@ type Options struct {
 	// memory (an estimate; the engine loads them through this cache).
 	// An open file's chunk list stays with the file. Default 64 MiB.
 	MetaCacheSize int64
+	// Refresh is how old the snapshot list of SnapshotsRoot may get
+	// before a lookup or listing of its folders reads it again (and the
+	// index files added since), if the repo is a Lister. It also bounds
+	// how long the kernel keeps those folders' entries. Default 1
+	// minute; negative: never.
+	Refresh time.Duration
 	// Log receives the errors the mount turns into EIO. Default: discard.
 	Log *log.Logger
 }
 
 // Timeout is how long the kernel may cache entries, attributes and
-// failed lookups: snapshots never change.
+// failed lookups: snapshots never change. The folders of the snapshot
+// list, which do, use Options.Refresh.
 const Timeout = time.Hour
+
+// DefaultRefresh is how old the snapshot list may get by default.
+const DefaultRefresh = time.Minute
 
 // FS is the shared state of a mounted tree: the repo and the caches.
 type FS struct {
@@ -73,7 +83,8 @@ type FS struct {
 	chunks *cache.LRU[crypto.ID, []byte] // decrypted chunks by blob id
 	trees  *trees
 
-	totals totals // what statfs reports, set with the root
+	totals atomic.Pointer[totals] // what statfs reports, set with the root
+	list   snapshotList           // what SnapshotsRoot shows
 
 	logMu  sync.Mutex
 	logged map[string]bool
@@ -99,10 +110,14 @@ func New(repo Repo, opt Options) *FS {
 	if opt.MetaCacheSize <= 0 {
 		opt.MetaCacheSize = 64 << 20
 	}
+	if opt.Refresh == 0 {
+		opt.Refresh = DefaultRefresh
+	}
 	if opt.Log == nil {
 		opt.Log = log.New(io.Discard, "", 0)
 	}
 	f := &FS{repo: repo, opt: opt, logged: map[string]bool{}}
+	f.list.mounted = time.Now().UnixNano()
 	f.chunks = cache.NewBytes(opt.CacheSize, opt.Parallel, repo.LoadBlob)
 	f.trees = &trees{
 		dirs:  cache.New[crypto.ID, *tree.Dir](opt.MetaCacheSize/2, dirSize, opt.Parallel, nil),

@@ -426,6 +426,22 @@ func TestS3AttrsAndOddNames(t *testing.T) {
 	if n, _ := unix.Listxattr(filepath.Join(base, "d"), buf); n != 0 {
 		t.Fatalf("a directory without attrs lists %q", buf[:n])
 	}
+
+	// Directories without an mtime (the root, the implicit prefixes, the
+	// folders of a long name's pieces' owner) show the snapshot's time,
+	// and so do the folders and links of the snapshot list; files keep
+	// their own.
+	for _, p := range []string{base, filepath.Join(base, "d"), filepath.Join(base, "a%~"), filepath.Join(base, "d", "%_"),
+		mnt, filepath.Join(mnt, "latest"), filepath.Join(mnt, "by-source"), filepath.Join(mnt, "by-source", SourceName(src.uri)),
+		filepath.Join(mnt, "by-source", SourceName(src.uri), "latest")} {
+		fi, err := os.Lstat(p)
+		if err != nil || !fi.ModTime().Equal(sn.Time) {
+			t.Errorf("%s: mtime %v, want the snapshot's %v (%v)", p, fi.ModTime(), sn.Time, err)
+		}
+	}
+	if fi, err := os.Lstat(filepath.Join(base, "plain.txt")); err != nil || fi.ModTime().Year() != 2025 {
+		t.Errorf("plain.txt: %v %v", fi.ModTime(), err)
+	}
 }
 
 func TestLazyLoads(t *testing.T) {
@@ -724,5 +740,116 @@ func TestDirSeek(t *testing.T) {
 	}
 	if p := f2.Stats().Pages; p.Loads != 1 {
 		t.Fatalf("a seek to the last page loaded %d pages", p.Loads)
+	}
+}
+
+// A mount of the whole store shows the snapshots made since, by another
+// repo (another process), once its list is older than Options.Refresh:
+// new folders, latest links and sources appear, their files read (the
+// index was read again), and the folders already there keep their inode
+// numbers. Names looked up before they existed are not kept missing.
+func TestRefresh(t *testing.T) {
+	r := newRepo(t)
+	src1 := filepath.Join(t.TempDir(), "src1")
+	if err := testtree.Make(src1, testSizes); err != nil {
+		t.Fatal(err)
+	}
+	s1 := backupDir(t, r, src1)
+	mr := reopen(t, r)
+	snaps, err := mr.Snapshots(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	const refresh = time.Second
+	mnt, _ := mountAll(t, mr, Options{Refresh: refresh}, snaps)
+	n1 := SnapshotName(s1)
+	if got := strings.Join(testtree.Names(t, mnt), " "); got != n1+" by-source latest" {
+		t.Fatalf("root: %q", got)
+	}
+	var st syscall.Stat_t
+	if err := syscall.Lstat(filepath.Join(mnt, n1), &st); err != nil {
+		t.Fatal(err)
+	}
+	ino1 := st.Ino
+	src2 := filepath.Join(t.TempDir(), "src2")
+	if err := testtree.Make(src2, testSizes); err != nil {
+		t.Fatal(err)
+	}
+	testtree.WriteFile(filepath.Join(src2, "only-in-2"), []byte("new\n"))
+	testtree.SetTimes(src2)
+	bySrc2 := filepath.Join(mnt, "by-source", SourceName(src2))
+	if _, err := os.Lstat(bySrc2); !os.IsNotExist(err) {
+		t.Fatalf("by-source of a source not backed up yet: %v", err)
+	}
+
+	s2 := backupDir(t, r, src2) // through the other repo: new packs, index, snapshot
+	n2 := SnapshotName(s2)
+	if got := strings.Join(testtree.Names(t, mnt), " "); got != n1+" by-source latest" {
+		t.Fatalf("the list was read again before %v: %q", refresh, got)
+	}
+	time.Sleep(refresh + 200*time.Millisecond)
+	want := []string{n1, n2, "by-source", "latest"}
+	sort.Strings(want)
+	if got := testtree.Names(t, mnt); strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Fatalf("root after %v: %q, want %q", refresh, got, want)
+	}
+	if l, _ := os.Readlink(filepath.Join(mnt, "latest")); l != n2 {
+		t.Fatalf("latest -> %q, want %q", l, n2)
+	}
+	if err := testtree.Compare(src2, filepath.Join(mnt, n2)); err != nil {
+		t.Fatalf("the new snapshot: %v", err)
+	}
+	if got := strings.Join(testtree.Names(t, bySrc2), " "); got != n2+" latest" {
+		t.Fatalf("by-source of the new source: %q", got)
+	}
+	if l, _ := os.Readlink(filepath.Join(bySrc2, "latest")); l != n2 {
+		t.Fatalf("by-source latest of the new source -> %q", l)
+	}
+	if b, err := os.ReadFile(filepath.Join(bySrc2, "latest", "only-in-2")); err != nil || string(b) != "new\n" {
+		t.Fatalf("through the new source's latest: %q %v", b, err)
+	}
+	if l, _ := os.Readlink(filepath.Join(mnt, "by-source", SourceName(src1), "latest")); l != n1 {
+		t.Fatalf("by-source latest of the first source -> %q", l)
+	}
+	if err := syscall.Lstat(filepath.Join(mnt, n1), &st); err != nil || st.Ino != ino1 {
+		t.Fatalf("the old snapshot's inode: %d, was %d (%v)", st.Ino, ino1, err)
+	}
+	fi, err := os.Lstat(mnt)
+	if err != nil || !fi.ModTime().Equal(s2.Time) {
+		t.Fatalf("root mtime %v, want the new snapshot's %v (%v)", fi.ModTime(), s2.Time, err)
+	}
+
+	// A removed snapshot goes, and its source with it.
+	if err := r.Storage().Delete(context.Background(), store.Handle{Kind: store.KindSnapshot, Name: s1.ID.String()}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(refresh + 200*time.Millisecond)
+	if got := strings.Join(testtree.Names(t, mnt), " "); got != n2+" by-source latest" {
+		t.Fatalf("root after a snapshot was removed: %q", got)
+	}
+	if got := strings.Join(testtree.Names(t, filepath.Join(mnt, "by-source")), " "); got != SourceName(src2) {
+		t.Fatalf("by-source after the first source's snapshot was removed: %q", got)
+	}
+	if _, err := os.Lstat(filepath.Join(mnt, n1)); !os.IsNotExist(err) {
+		t.Fatalf("the removed snapshot's folder: %v", err)
+	}
+}
+
+// An empty store shows an empty list, with the time of the mount rather
+// than 1970.
+func TestEmptyStore(t *testing.T) {
+	r := newRepo(t)
+	before := time.Now().Add(-time.Second)
+	mnt, _ := mountAll(t, r, Options{}, nil)
+	if got := strings.Join(testtree.Names(t, mnt), " "); got != "by-source" {
+		t.Fatalf("root: %q", got)
+	}
+	if got := testtree.Names(t, filepath.Join(mnt, "by-source")); len(got) != 0 {
+		t.Fatalf("by-source: %q", got)
+	}
+	for _, p := range []string{mnt, filepath.Join(mnt, "by-source")} {
+		if fi, err := os.Lstat(p); err != nil || fi.ModTime().Before(before) || time.Since(fi.ModTime()) > time.Minute {
+			t.Fatalf("%s: mtime %v %v", p, fi.ModTime(), err)
+		}
 	}
 }

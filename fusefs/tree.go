@@ -66,15 +66,28 @@ func stableMode(t tree.NodeType) uint32 {
 }
 
 // entry is what every node of a snapshot tree has: the shared state, the
-// snapshot's entry for it, and statfs.
+// snapshot's entry for it, the snapshot's time, and statfs.
 type entry struct {
 	fs.Inode
 	fsys *FS
 	n    tree.Node
+	snap int64 // the snapshot's time (Unix ns), for directories without one
+}
+
+// withSnapTime returns n, or a copy of n with the snapshot's time snap if
+// n is a directory without an mtime: S3 prefixes are implicit
+// directories, and 1970 would say nothing.
+func withSnapTime(n *tree.Node, snap int64) *tree.Node {
+	if n.Type != tree.TypeDir || n.MTime != 0 {
+		return n
+	}
+	c := *n
+	c.MTime = snap
+	return &c
 }
 
 func (e *entry) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	fillAttr(&e.n, e.StableAttr().Ino, &out.Attr)
+	fillAttr(withSnapTime(&e.n, e.snap), e.StableAttr().Ino, &out.Attr)
 	return 0
 }
 
@@ -120,15 +133,15 @@ func (e *entry) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Err
 	return uint32(copy(dest, b)), 0
 }
 
-// newNode returns the node for snapshot entry n, a child of parent.
-func (f *FS) newNode(n *tree.Node) fs.InodeEmbedder {
+// newNode returns the node for entry n of the snapshot of time snap.
+func (f *FS) newNode(n *tree.Node, snap int64) fs.InodeEmbedder {
 	switch n.Type {
 	case tree.TypeDir:
-		return &dirNode{entry: entry{fsys: f, n: *n}}
+		return &dirNode{entry: entry{fsys: f, n: *n, snap: snap}}
 	case tree.TypeSymlink:
-		return &linkNode{entry: entry{fsys: f, n: *n}}
+		return &linkNode{entry: entry{fsys: f, n: *n, snap: snap}}
 	}
-	return &fileNode{entry: entry{fsys: f, n: *n}}
+	return &fileNode{entry: entry{fsys: f, n: *n, snap: snap}}
 }
 
 // --- directories ---
@@ -211,8 +224,8 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 // of d's piece folders), and fills out.
 func (d *dirNode) child(ctx context.Context, parent *fs.Inode, n *tree.Node, out *fuse.EntryOut) *fs.Inode {
 	ino := childIno(d.StableAttr().Ino, n.SortKey())
-	fillAttr(n, ino, &out.Attr)
-	return parent.NewInode(ctx, d.fsys.newNode(n), fs.StableAttr{Mode: stableMode(n.Type), Ino: ino})
+	fillAttr(withSnapTime(n, d.snap), ino, &out.Attr)
+	return parent.NewInode(ctx, d.fsys.newNode(n, d.snap), fs.StableAttr{Mode: stableMode(n.Type), Ino: ino})
 }
 
 func (d *dirNode) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
@@ -457,7 +470,7 @@ func (d *dirNode) lookupPiece(ctx context.Context, parent *fs.Inode, prefix, nam
 // pieceAttr is what the folders of pieces in d show: d's owner, mode and
 // time.
 func (d *dirNode) pieceAttr() *tree.Node {
-	return &tree.Node{Type: tree.TypeDir, Mode: d.n.Mode, MTime: d.n.MTime, UID: d.n.UID, GID: d.n.GID}
+	return withSnapTime(&tree.Node{Type: tree.TypeDir, Mode: d.n.Mode, MTime: d.n.MTime, UID: d.n.UID, GID: d.n.GID}, d.snap)
 }
 
 func (p *pieceDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {

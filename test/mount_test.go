@@ -414,6 +414,54 @@ func TestMountOnePath(t *testing.T) {
 	}
 }
 
+// TestMountRefresh: a backup made by another process while the store is
+// mounted shows in the mount after --refresh, files and all; the disk
+// cache stays within --disk-cache-size.
+func TestMountRefresh(t *testing.T) {
+	needFUSE(t)
+	e := newEnv(t)
+	src1, src2 := filepath.Join(t.TempDir(), "one"), filepath.Join(t.TempDir(), "two")
+	testtree.WriteFile(filepath.Join(src1, "a.txt"), []byte("a\n"))
+	testtree.WriteFile(filepath.Join(src2, "docs", "b.txt"), []byte("b\n"))
+	testtree.SetTimes(src1)
+	testtree.SetTimes(src2)
+	s1 := e.backup(src1)
+	cacheHome := t.TempDir()
+	m := e.mount([]string{"XDG_CACHE_HOME=" + cacheHome}, []string{"--refresh", "1s", "--disk-cache-size", "1MiB"})
+	if got := testtree.Names(t, m.dir); len(got) != 3 || !strings.HasSuffix(got[0], "_"+s1.Short) {
+		t.Fatalf("root: %q", got)
+	}
+	s2 := e.backup(src2)
+	time.Sleep(1300 * time.Millisecond)
+	got, name2 := testtree.Names(t, m.dir), ""
+	for _, n := range got {
+		if strings.HasSuffix(n, "_"+s2.Short) {
+			name2 = n
+		}
+	}
+	if len(got) != 4 || name2 == "" {
+		t.Fatalf("root %v after the list's refresh: %q", time.Second, got)
+	}
+	if err := testtree.Compare(src2, filepath.Join(m.dir, name2)); err != nil {
+		t.Fatal(err)
+	}
+	if err := testtree.Compare(src2, filepath.Join(m.dir, "by-source", fusefs.SourceName(src2), name2)); err != nil {
+		t.Fatal(err)
+	}
+	var total int64
+	filepath.WalkDir(cacheHome, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			fi, _ := d.Info()
+			total += fi.Size()
+		}
+		return nil
+	})
+	if total == 0 || total > 1<<20 {
+		t.Fatalf("disk cache holds %d bytes, limit 1MiB", total)
+	}
+	m.stop(os.Interrupt)
+}
+
 // TestMountFailsBeforeMounting: a wrong passphrase, a missing store, a
 // missing folder or snapshot fail with a message and mount nothing.
 func TestMountFailsBeforeMounting(t *testing.T) {
@@ -425,6 +473,8 @@ func TestMountFailsBeforeMounting(t *testing.T) {
 	dir := t.TempDir()
 	e.fail(2, []string{"not a folder"}, "mount", filepath.Join(dir, "nope"))
 	e.fail(2, []string{"mount takes"}, "mount")
+	e.fail(2, []string{"--disk-cache-size"}, "mount", "--disk-cache-size", "1KiB", dir)
+	e.fail(2, []string{"--refresh"}, "mount", "--refresh", "-1s", dir)
 	e.fail(1, []string{"no such snapshot"}, "mount", dir, "deadbeef")
 	e.fail(1, []string{"no such file or directory"}, "mount", dir, "latest:/nope")
 	e.fail(2, []string{"not a directory"}, "mount", dir, "latest:/a")

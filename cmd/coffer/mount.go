@@ -23,8 +23,9 @@ Without ID, DIR holds one folder per snapshot, named by its UTC time and
 short id (2026-11-25T01-02-03Z_3fa2b1c0), a 'latest' link to the newest,
 and by-source/SOURCE/ with the snapshots of each source and their own
 'latest' (SOURCE is the source's URI with '/' written as %2F and '%' as
-%25). Nothing is read from a snapshot until it is opened. S3 metadata
-shows as extended attributes: getfattr -d -m user.s3 FILE.
+%25). Snapshots made since show within --refresh, without a remount.
+Nothing is read from a snapshot until it is opened. S3 metadata shows as
+extended attributes: getfattr -d -m user.s3 FILE.
 
 Examples:
    coffer at /backups mount /mnt/backups
@@ -34,7 +35,9 @@ Examples:
 			&cli.BoolFlag{Name: "allow-other", Usage: "let other users read the mount (the snapshot's modes and owners still apply)"},
 			&cli.StringFlag{Name: "cache-size", Value: "256MiB", Usage: "memory for decrypted file content shared by all open files"},
 			&cli.StringFlag{Name: "read-ahead", Value: "32MiB", Usage: "how far ahead of a sequential reader to fetch, per open file"},
+			&cli.DurationFlag{Name: "refresh", Value: fusefs.DefaultRefresh, Usage: "list the snapshots again, when looked at, once the list is this old (0: never)"},
 			&cli.BoolFlag{Name: "no-disk-cache", Usage: "do not keep the store's metadata (sealed) in the user's cache folder"},
+			&cli.StringFlag{Name: "disk-cache-size", Value: "1GiB", Usage: "bound the metadata kept on disk; the least recently used goes first"},
 			&cli.BoolFlag{Name: "debug", Hidden: true, Usage: "log every FUSE request"},
 		},
 		Action: runMount,
@@ -60,6 +63,10 @@ func runMount(c *cli.Context) error {
 	if err != nil {
 		return usagef("mount: --read-ahead %q: want a size like 32MiB (0 turns it off)", c.String("read-ahead"))
 	}
+	diskSize, err := humanize.ParseBytes(c.String("disk-cache-size"))
+	if err != nil || diskSize < 1<<20 {
+		return usagef("mount: --disk-cache-size %q: want a size of at least 1MiB, like 1GiB (--no-disk-cache turns it off)", c.String("disk-cache-size"))
+	}
 	stderr := c.App.ErrWriter
 
 	// Everything that can fail is done before mounting: the store, the
@@ -67,6 +74,9 @@ func runMount(c *cli.Context) error {
 	r, layers, err := openRepo(c, repoOptions{diskCache: true})
 	if err != nil {
 		return err
+	}
+	if layers.disk != nil {
+		layers.disk.SetLimit(int64(diskSize))
 	}
 	ctx := c.Context
 	snaps, err := r.Snapshots(ctx)
@@ -76,13 +86,20 @@ func runMount(c *cli.Context) error {
 	if err := r.LoadIndex(ctx); err != nil {
 		return err
 	}
+	refresh := c.Duration("refresh")
+	if refresh < 0 {
+		return usagef("mount: --refresh %v: want a duration like 1m or 30s (0 never lists again)", refresh)
+	}
+	if refresh == 0 {
+		refresh = -1
+	}
 	ra := int64(readAhead)
 	if ra == 0 {
 		ra = -1
 	}
 	fsys := fusefs.New(r, fusefs.Options{
 		CacheSize: int64(cacheSize), ReadAhead: min(ra, int64(cacheSize)/4),
-		Log: log.New(stderr, "coffer: mount: ", 0),
+		Refresh: refresh, Log: log.New(stderr, "coffer: mount: ", 0),
 	})
 	defer fsys.Close()
 	var root fusefs.Root
