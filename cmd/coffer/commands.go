@@ -1,7 +1,9 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -259,6 +261,41 @@ func runBackup(c *cli.Context) error {
 }
 
 // backupOne backs up one source into a snapshot.
+// scanLimit bounds the entries the scan ahead of a first backup counts.
+const scanLimit = 20_000_000
+
+// scanAhead walks a folder source as the backup will (same filter),
+// counting entries and bytes, and gives the total to the progress view
+// once the walk is done; it gives up quietly on an error or past
+// scanLimit entries.
+func scanAhead(ctx context.Context, loc string, filter *backup.Filter, view *progressView) {
+	src, err := sourceFor(loc)
+	if err != nil {
+		return
+	}
+	if filter != nil {
+		// The same choices, but counters of its own: the backup's walk
+		// counts what it excludes in filter.
+		setFilter(src, &backup.Filter{Exclude: filter.Exclude, Include: filter.Include, IfPresent: filter.IfPresent,
+			LargerThan: filter.LargerThan, OneFileSystem: filter.OneFileSystem})
+	}
+	var g progressGoal
+	errStop := errors.New("stop")
+	err = src.Walk(ctx, func(it *backup.Item) error {
+		g.Objects++
+		if it.Node.Type == tree.TypeFile {
+			g.Bytes += int64(it.Node.Size)
+		}
+		if g.Objects > scanLimit {
+			return errStop
+		}
+		return nil
+	}, func(string, error) {})
+	if err == nil && ctx.Err() == nil {
+		view.setGoal(g)
+	}
+}
+
 func backupOne(c *cli.Context, r *engine.Repo, given, loc string, filter *backup.Filter) (*engine.Snapshot, error) {
 	src, err := sourceFor(loc)
 	if err != nil {
@@ -279,6 +316,13 @@ func backupOne(c *cli.Context, r *engine.Repo, given, loc string, filter *backup
 		}
 	}
 	view := startProgress("backup", pr, goal)
+	if view.p != nil && goal.Objects == 0 && !isS3(loc) {
+		// No earlier snapshot to estimate from: count ahead, as restic's
+		// scanner does, so the line gets a total and a time left.
+		scanCtx, stopScan := context.WithCancel(c.Context)
+		defer stopScan()
+		go scanAhead(scanCtx, loc, filter, view)
+	}
 	warnTo := view.Writer(c.App.ErrWriter)
 	res, err := backup.Run(c.Context, r, src, backup.Options{
 		Concurrency: concurrencyFor(c, loc), Tags: c.StringSlice("tag"), NoParent: c.Bool("force"), Progress: pr,

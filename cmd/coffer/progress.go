@@ -156,9 +156,10 @@ func (v *progressView) sample() {
 		v.samples = v.samples[1:]
 	}
 	v.mu.Unlock()
-	cur, total := s.bytes, v.goal.Bytes
+	g := v.getGoal()
+	cur, total := s.bytes, g.Bytes
 	if total == 0 {
-		cur, total = s.objects, v.goal.Objects
+		cur, total = s.objects, g.Objects
 	}
 	if total > 0 && cur >= total {
 		// The goal was an estimate (the parent snapshot's size): keep the
@@ -166,6 +167,28 @@ func (v *progressView) sample() {
 		v.bar.SetTotal(cur+1, false)
 	}
 	v.bar.SetCurrent(cur)
+}
+
+// getGoal returns the goal, which setGoal may change while drawing.
+func (v *progressView) getGoal() progressGoal {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.goal
+}
+
+// setGoal gives the view a total found while it draws (a first backup's
+// scan of its source), for the bar, the counts and the time left.
+func (v *progressView) setGoal(g progressGoal) {
+	v.mu.Lock()
+	v.goal = g
+	v.mu.Unlock()
+	if v.bar != nil {
+		total := g.Bytes
+		if total == 0 {
+			total = g.Objects
+		}
+		v.bar.SetTotal(total, false)
+	}
 }
 
 // window returns the newest sample and the rates over the window.
@@ -184,14 +207,15 @@ func (v *progressView) window() (last progressSample, objRate, byteRate float64)
 }
 
 func (v *progressView) counts() string {
+	g := v.getGoal()
 	last, _, _ := v.window()
 	s := humanize.Comma(last.objects) + " objects"
-	if v.goal.Objects > 0 && v.goal.Bytes == 0 {
-		s += " of ~" + humanize.Comma(v.goal.Objects)
+	if g.Objects > 0 && g.Bytes == 0 {
+		s += " of ~" + humanize.Comma(g.Objects)
 	}
 	s += ", " + humanize.IBytes(uint64(last.bytes))
-	if v.goal.Bytes > 0 {
-		s += " / " + humanize.IBytes(uint64(v.goal.Bytes))
+	if g.Bytes > 0 {
+		s += " / " + humanize.IBytes(uint64(g.Bytes))
 	}
 	return s
 }
@@ -199,20 +223,21 @@ func (v *progressView) counts() string {
 // compact is counts, rate and ETA in as few columns as they fit in
 // ("74,070 obj 18 GiB/100 GiB 27 GB/s ETA 3s"), for narrow terminals.
 func (v *progressView) compact() string {
+	g := v.getGoal()
 	last, objRate, byteRate := v.window()
 	s := humanize.Comma(last.objects) + " obj " + humanize.IBytes(uint64(last.bytes))
-	if v.goal.Bytes > 0 {
-		s += "/" + humanize.IBytes(uint64(v.goal.Bytes))
-	} else if v.goal.Objects > 0 {
-		s += " of ~" + humanize.Comma(v.goal.Objects) + " obj"
+	if g.Bytes > 0 {
+		s += "/" + humanize.IBytes(uint64(g.Bytes))
+	} else if g.Objects > 0 {
+		s += " of ~" + humanize.Comma(g.Objects) + " obj"
 	}
 	s += " " + humanize.Bytes(uint64(byteRate)) + "/s"
 	var left float64
 	switch {
-	case v.goal.Bytes > 0 && byteRate > 0:
-		left = float64(v.goal.Bytes-last.bytes) / byteRate
-	case v.goal.Bytes == 0 && v.goal.Objects > 0 && objRate > 0:
-		left = float64(v.goal.Objects-last.objects) / objRate
+	case g.Bytes > 0 && byteRate > 0:
+		left = float64(g.Bytes-last.bytes) / byteRate
+	case g.Bytes == 0 && g.Objects > 0 && objRate > 0:
+		left = float64(g.Objects-last.objects) / objRate
 	default:
 		return s
 	}
@@ -220,14 +245,15 @@ func (v *progressView) compact() string {
 }
 
 func (v *progressView) rateAndETA() string {
+	g := v.getGoal()
 	last, objRate, byteRate := v.window()
 	s := fmt.Sprintf("%.1f MB/s", byteRate/1e6)
 	var left float64
 	switch {
-	case v.goal.Bytes > 0 && byteRate > 0:
-		left = float64(v.goal.Bytes-last.bytes) / byteRate
-	case v.goal.Bytes == 0 && v.goal.Objects > 0 && objRate > 0:
-		left = float64(v.goal.Objects-last.objects) / objRate
+	case g.Bytes > 0 && byteRate > 0:
+		left = float64(g.Bytes-last.bytes) / byteRate
+	case g.Bytes == 0 && g.Objects > 0 && objRate > 0:
+		left = float64(g.Objects-last.objects) / objRate
 	default:
 		return s
 	}

@@ -2,7 +2,11 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -11,6 +15,7 @@ import (
 	"github.com/creack/pty"
 
 	"github.com/coffer-backup/coffer/engine"
+	"github.com/coffer-backup/coffer/engine/backup"
 )
 
 // On a terminal the view draws objects, bytes, MB/s, a bar and an ETA,
@@ -108,5 +113,35 @@ func TestProgressViewNarrow(t *testing.T) {
 	}
 	if drawn == 0 || !strings.Contains(out.String(), "ETA") {
 		t.Fatalf("no progress with an ETA on a 50-column terminal: %q", out.String())
+	}
+}
+
+// A first backup counts its source ahead: the view gets the number of
+// entries and bytes the walk will see, with the backup's exclusions.
+func TestScanAhead(t *testing.T) {
+	dir := t.TempDir()
+	for i, n := range []int{10, 200, 3000} {
+		if err := os.WriteFile(filepath.Join(dir, fmt.Sprint("f", i)), make([]byte, n), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	os.Mkdir(filepath.Join(dir, "sub"), 0o755)
+	os.WriteFile(filepath.Join(dir, "sub", "skip.tmp"), make([]byte, 5000), 0o644)
+	v := &progressView{}
+	scanAhead(context.Background(), dir, nil, v)
+	if g := v.getGoal(); g.Objects != 6 || g.Bytes != 8210 {
+		t.Fatalf("scan found %+v, want 6 entries (root, 4 files, 1 dir) and 8210 bytes", g)
+	}
+	f := &backup.Filter{}
+	if err := f.Exclude.Add("*.tmp", false); err != nil {
+		t.Fatal(err)
+	}
+	v = &progressView{}
+	scanAhead(context.Background(), dir, f, v)
+	if g := v.getGoal(); g.Objects != 5 || g.Bytes != 3210 {
+		t.Fatalf("scan with --exclude '*.tmp' found %+v, want 5 entries and 3210 bytes", g)
+	}
+	if n := f.Counts(); n.Files != 0 {
+		t.Fatalf("the scan counted into the backup's filter: %+v", n)
 	}
 }
