@@ -2,7 +2,9 @@ package test
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -66,4 +68,53 @@ func TestSnapshotSelection(t *testing.T) {
 	e.fail(1, []string{"no snapshot matches --tag keep"}, "ls", "--tag", "keep", "latest:/")
 	e.fail(2, []string{"say what to change"}, "tag", "latest")
 	e.fail(2, []string{"name the snapshots"}, "tag", "--add", "x")
+}
+
+// TestCompleteSnapshotRefs: bash completes snapshot ids, latest, and
+// paths inside a snapshot (latest:/d<TAB>) when the passphrase needs no
+// one; it never asks for one.
+func TestCompleteSnapshotRefs(t *testing.T) {
+	if _, err := exec.LookPath("bash"); err != nil {
+		t.Skip("no bash")
+	}
+	e := newEnv(t)
+	src := t.TempDir()
+	os.MkdirAll(filepath.Join(src, "docs", "sub"), 0o755)
+	os.WriteFile(filepath.Join(src, "docs", "a.txt"), []byte("a"), 0o644)
+	os.WriteFile(filepath.Join(src, "data"), []byte("b"), 0o644)
+	sn := e.backup(src)
+	script := filepath.Join(t.TempDir(), "coffer.bash")
+	os.WriteFile(script, []byte(e.ok("completion", "bash").stdout), 0o644)
+	complete := func(line string, pass bool) string {
+		t.Helper()
+		prog := fmt.Sprintf(`source %q; COMP_LINE=%q; COMP_POINT=${#COMP_LINE}; _coffer_complete; printf '%%s\n' "${COMPREPLY[@]}"`, script, line)
+		cmd := exec.Command("bash", "-c", prog)
+		cmd.Env = append(cleanEnv(), "PATH="+filepath.Dir(coffer)+":"+os.Getenv("PATH"), "XDG_CACHE_HOME="+t.TempDir())
+		if pass {
+			cmd.Env = append(cmd.Env, "COFFER_PASSPHRASE="+e.pass)
+		}
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("bash completion of %q: %v\n%s", line, err, out)
+		}
+		return string(out)
+	}
+	at := "coffer at " + e.store + " "
+	for _, tc := range []struct {
+		line      string
+		pass      bool
+		want, not string
+	}{
+		{at + "ls ", true, sn.Short, ""},
+		{at + "cat la", true, "latest", sn.Short},
+		{at + "cat latest:/do", true, "/docs/", "/data"}, // bash replaces what follows the ":"
+		{at + "cat latest:/docs/", true, "/docs/a.txt", "/data"},
+		{at + "restore " + sn.Short + ":/docs/s", true, "/docs/sub/", "a.txt"},
+		{at + "ls ", false, "latest", sn.Short}, // no passphrase: only latest, and no prompt
+	} {
+		got := complete(tc.line, tc.pass)
+		if !strings.Contains(got, tc.want) || (tc.not != "" && strings.Contains(got, tc.not)) {
+			t.Errorf("completing %q: %q, want %q and not %q", tc.line, got, tc.want, tc.not)
+		}
+	}
 }

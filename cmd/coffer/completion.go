@@ -8,6 +8,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/coffer-backup/coffer/engine/tree"
 	"github.com/coffer-backup/coffer/internal/config"
 )
 
@@ -35,7 +36,7 @@ _coffer_complete() {
     [[ $cur == -* ]] && args+=("$cur")
     local IFS=$'\n'
     local out
-    out=$("${words[0]}" "${args[@]}" --generate-bash-completion 2>/dev/null)
+    out=$(COFFER_COMPLETE_WORD="$cur" "${words[0]}" "${args[@]}" --generate-bash-completion 2>/dev/null)
     COMPREPLY=($(compgen -W "$out" -- "$cur"))
     # Bash replaces only what follows the last character of the word that
     # is in COMP_WORDBREAKS (usually '@', ':' and '=', but setups differ:
@@ -64,7 +65,7 @@ _coffer() {
     args=("${(@)words[2,CURRENT-1]}")
     [[ $cur == -* ]] && args+=("$cur")
     local -a opts
-    opts=("${(@f)$(${words[1]} "${(@)args}" --generate-bash-completion 2>/dev/null)}")
+    opts=("${(@f)$(COFFER_COMPLETE_WORD="$cur" ${words[1]} "${(@)args}" --generate-bash-completion 2>/dev/null)}")
     opts=(${opts:#})
     if (( ${#opts} )); then
         compadd -a opts && return 0
@@ -191,5 +192,73 @@ func completeConfigNames(kind config.Kind) cli.BashCompleteFunc {
 			k, _, _ = strings.Cut(k, " ")
 			fmt.Fprintln(c.App.Writer, k)
 		}
+	}
+}
+
+// completeRefs is the BashComplete of commands that take snapshot
+// references (ID[:/PATH]): flags after a "-"; else, from the store, when
+// its passphrase needs no one (COFFER_PASSPHRASE, --passphrase-file, a
+// named store's passphrase_file), "latest" and the snapshots' short ids,
+// or, for a word with a ":", the entries of the folder it names
+// ("latest:/d" → "latest:/docs/"). Metadata comes through the disk cache,
+// so a completion after the first costs no download.
+func completeRefs(c *cli.Context) {
+	prev := ""
+	if len(os.Args) > 2 {
+		prev = os.Args[len(os.Args)-2]
+	}
+	if strings.HasPrefix(prev, "-") {
+		completeNames("")(c)
+		return
+	}
+	word := os.Getenv("COFFER_COMPLETE_WORD")
+	completing, quiet = true, true
+	r, _, err := openRepo(c, repoOptions{diskCache: true})
+	if err != nil {
+		fmt.Fprintln(c.App.Writer, "latest")
+		return
+	}
+	ref, p, hasPath := strings.Cut(word, ":")
+	if !hasPath {
+		fmt.Fprintln(c.App.Writer, "latest")
+		snaps, err := r.Snapshots(c.Context)
+		if err != nil {
+			return
+		}
+		for _, sn := range snaps {
+			fmt.Fprintln(c.App.Writer, sn.ID.Short())
+		}
+		return
+	}
+	dir := "/"
+	if i := strings.LastIndex(p, "/"); i > 0 {
+		dir = p[:i+1]
+	}
+	sn, err := r.FindSnapshot(c.Context, ref)
+	if err != nil || r.LoadIndex(c.Context) != nil {
+		return
+	}
+	n, err := r.ResolvePath(c.Context, sn, strings.TrimSuffix(dir, "/"), false)
+	if dir == "/" {
+		n, err = r.ResolvePath(c.Context, sn, "/", false)
+	}
+	if err != nil || n.Type != tree.TypeDir {
+		return
+	}
+	d, err := r.LoadDir(c.Context, n.Subtree)
+	if err != nil {
+		return
+	}
+	it := r.Iter(d)
+	for {
+		e, ok, err := it.Next(c.Context)
+		if err != nil || !ok {
+			return
+		}
+		name := ref + ":" + dir + e.Name
+		if e.Type == tree.TypeDir {
+			name += "/"
+		}
+		fmt.Fprintln(c.App.Writer, name)
 	}
 }

@@ -45,7 +45,7 @@ func passphrase(c *cli.Context, confirm bool) ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		if cmd := e["passphrase_cmd"]; cmd != "" {
+		if cmd := e["passphrase_cmd"]; cmd != "" && !completing {
 			verbosef("passphrase from the passphrase_cmd of %s", store)
 			return runPassphraseCmd(c.Context, store, cmd)
 		}
@@ -53,6 +53,10 @@ func passphrase(c *cli.Context, confirm bool) ([]byte, error) {
 			verbosef("passphrase from the passphrase_file of %s", store)
 			return readPassphraseFile(f, "passphrase_file of "+store)
 		}
+	}
+	if completing {
+		// Completion never asks, nor runs a command that might.
+		return nil, errNoTerminal
 	}
 	p, err := promptPassphrase("passphrase: ", confirm)
 	if errors.Is(err, errNoTerminal) {
@@ -62,6 +66,11 @@ func passphrase(c *cli.Context, confirm bool) ([]byte, error) {
 }
 
 var errNoTerminal = errors.New("stdin is not a terminal")
+
+// completing is set while coffer answers the shell's completion: the
+// passphrase then comes only from places that need no one (a file, the
+// environment).
+var completing bool
 
 // promptPassphrase asks on the terminal without echo, twice when confirm.
 func promptPassphrase(prompt string, confirm bool) ([]byte, error) {

@@ -22,11 +22,15 @@ func selectFlags() []cli.Flag {
 	}
 }
 
-// addSelectFlags gives the selecting commands the filter flags.
+// addSelectFlags gives the selecting commands the filter flags, and
+// those that take references their completion.
 func addSelectFlags(cmds []*cli.Command) {
 	for _, cmd := range cmds {
 		if selectingCommands[cmd.Name] {
 			cmd.Flags = append(cmd.Flags, selectFlags()...)
+			if cmd.Name != "mount" { // its first argument is a folder
+				cmd.BashComplete = completeRefs
+			}
 		}
 	}
 }
