@@ -176,7 +176,7 @@ func TestBadInput(t *testing.T) {
 	e.fail(1, []string{"already exists"}, "create")
 	e.fail(1, []string{"no snapshots yet"}, "ls", "latest")
 	e.fail(1, []string{"no such snapshot"}, "ls", "deadbeef")
-	e.fail(1, []string{"not a snapshot id"}, "cat", "xyz:/a")
+	e.fail(2, []string{"not a snapshot id"}, "cat", "xyz:/a") // a bad argument, like a missing one
 	e.fail(2, []string{"backup takes one or more sources"}, "backup")
 	e.fail(2, []string{"flag provided but not defined"}, "ls", "--bogus")
 	e.fail(1, []string{"no such file or directory"}, "backup", missing)
