@@ -251,7 +251,7 @@ Example:
 					kdf.Time, kdf.Memory = uint32(c.Uint("kdf-time")), uint32(c.Uint("kdf-memory"))
 					slot, err := r.AddKeySlot(c.Context, np, kdf)
 					if err != nil {
-						return fmt.Errorf("store %s: adding a passphrase: %w", c.String("store"), err)
+						return fmt.Errorf("store %s: adding a passphrase: %w", shownStore(c), err)
 					}
 					if !quiet {
 						fmt.Fprintf(c.App.Writer, "added key slot %s\n", slot.ID)
@@ -274,7 +274,7 @@ Example:
 					}
 					id := c.Args().First()
 					if err := r.RemoveKeySlot(c.Context, id); err != nil {
-						return fmt.Errorf("store %s: %w", c.String("store"), err)
+						return fmt.Errorf("store %s: %w", shownStore(c), err)
 					}
 					if !quiet {
 						fmt.Fprintf(c.App.Writer, "removed key slot %s\n", id)

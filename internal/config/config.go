@@ -19,6 +19,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/coffer-backup/coffer/s3io"
 )
 
 // Kind is what an entry names.
@@ -407,14 +409,14 @@ func (e Entry) Validate(kind Kind) error {
 	isS3 := strings.HasPrefix(loc, "s3://")
 	switch {
 	case e.Type() == "s3" && !isS3:
-		return keyErrorf("type s3 needs a location s3://BUCKET/PREFIX (got %s)", loc)
+		return keyErrorf("type s3 needs a location s3://BUCKET/PREFIX (got %s)", s3io.Redact(loc))
 	case e.Type() == "fs" && strings.Contains(loc, "://"):
-		return keyErrorf("type fs needs a folder path as location (got %s)", loc)
+		return keyErrorf("type fs needs a folder path as location (got %s)", s3io.Redact(loc))
 	}
 	if isS3 {
 		bucket, _, _ := strings.Cut(strings.TrimPrefix(loc, "s3://"), "/")
 		if bucket == "" {
-			return keyErrorf("location %s: no bucket (s3://BUCKET/PREFIX)", loc)
+			return keyErrorf("location %s: no bucket (s3://BUCKET/PREFIX)", s3io.Redact(loc))
 		}
 	}
 	for name := range e {
@@ -436,7 +438,8 @@ func (e Entry) Validate(kind Kind) error {
 }
 
 // Masked returns a copy of the entry fit to show: secrets replaced by
-// asterisks, and the access key id cut to its first four characters.
+// asterisks, the access key id cut to its first four characters, and
+// the secrets in a location's query masked (s3io.Redact).
 func (e Entry) Masked() Entry {
 	out := Entry{}
 	for k, v := range e {
@@ -445,6 +448,8 @@ func (e Entry) Masked() Entry {
 			v = "********"
 		case k == "access_key" && len(v) > 4:
 			v = v[:4] + "****"
+		case k == "location":
+			v = s3io.Redact(v)
 		}
 		out[k] = v
 	}
