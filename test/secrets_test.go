@@ -1,6 +1,7 @@
 package test
 
 import (
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -307,5 +308,48 @@ func TestSecretsNotShownOnSuccess(t *testing.T) {
 			args := append(append([]string{}, way.at...), cmd...)
 			noMarker(t, args, c.must(way.envs, args...))
 		}
+	}
+}
+
+// On a real S3 server, credentials given in the locations of a store, a
+// source and a destination show in no output, and the snapshot of a
+// bucket records its source as s3://BUCKET/PREFIX/ alone: the store keeps
+// no secret either.
+func TestSecretsS3Success(t *testing.T) {
+	m := needMinio(t)
+	c := newCLIEnv(t)
+	bucket := bucketName("secrets")
+	creds := "endpoint=" + m.endpoint + "&access_key=" + m.user + "&secret_access_key=" + m.pass
+	storeLoc := "s3://" + bucket + "/store?" + creds
+	srcLoc := "s3://" + bucket + "/restored?" + creds
+	envs := append([]string{"COFFER_PASSPHRASE=" + c.pass}, secretsEnv...)
+	data := t.TempDir()
+	os.WriteFile(filepath.Join(data, "f"), []byte("some data\n"), 0o644)
+	var snaps []struct {
+		Source string `json:"source"`
+	}
+	for _, args := range [][]string{
+		{"-v", "at", storeLoc, "create", "--kdf-memory", "1024", "--kdf-time", "1"},
+		{"-v", "at", storeLoc, "backup", "--json", data},
+		{"-v", "at", storeLoc, "restore", "--json", "-to", srcLoc, "latest"},
+		{"-v", "at", storeLoc, "backup", "--json", srcLoc},
+		{"at", storeLoc, "backup", srcLoc},
+		{"-v", "at", storeLoc, "ls"},
+		{"-v", "at", storeLoc, "info", "--json"},
+		{"-v", "at", storeLoc, "check", "--json"},
+		{"-v", "at", storeLoc, "ls", "--json"},
+	} {
+		r := c.must(envs, args...)
+		if strings.Contains(r.stdout+r.stderr, m.pass) {
+			t.Errorf("coffer %s: the secret is in the output:\n%s", strings.Join(args, " "), r)
+		}
+		if args[len(args)-1] == "--json" && args[len(args)-2] == "ls" {
+			if err := json.Unmarshal([]byte(r.stdout), &snaps); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if len(snaps) != 3 || snaps[1].Source != "s3://"+bucket+"/restored/" {
+		t.Fatalf("snapshots' sources: %+v", snaps)
 	}
 }
