@@ -353,3 +353,19 @@ func TestSecretsS3Success(t *testing.T) {
 		t.Fatalf("snapshots' sources: %+v", snaps)
 	}
 }
+
+// Mistakes in 'coffer config' that put a secret where a key or a
+// location goes do not echo it.
+func TestSecretsConfigMistakes(t *testing.T) {
+	c := newCLIEnv(t)
+	for _, args := range [][]string{
+		{"config", "store", "create", "s", "location=s3://b/p", "access_key=AKIAEXAMPLE", "secret_access_key=", secretMarker},
+		{"config", "store", "create", "s", "location=s3://b/p?access_key=AKIAEXAMPLE&secret_access_key=" + secretMarker, "type=fs"},
+		{"config", "store", "create", "s", "location=s3://?secret_access_key=" + secretMarker},
+		{"config", "store", "create", "s", "location=s3://b/p?secret_access_key=" + secretMarker + "&use_tls=maybe"},
+		{"config", "source", "create", "s", "location=s3://AKIAEXAMPLE:" + secretMarker + "@b/p"},
+	} {
+		r := c.mustFail(2, nil, secretsEnv, args...)
+		noMarker(t, args, r)
+	}
+}

@@ -467,6 +467,18 @@ func CheckName(name string) error {
 	return nil
 }
 
+var keyShapeRE = regexp.MustCompile(`^[a-z][a-z0-9_]{0,31}$`)
+
+// shownWord quotes a word taken for a key, unless it does not look like
+// one: then it is likely a value cut from its key ("secret_access_key=
+// VALUE"), perhaps a secret, and is not shown.
+func shownWord(w string) string {
+	if keyShapeRE.MatchString(w) {
+		return strconv.Quote(w)
+	}
+	return "(a word that is no key name, not shown: a value follows its key, as KEY VALUE or KEY=VALUE)"
+}
+
 // ParseAssignments reads "key value" pairs and "key=value" words, in any
 // mix: a word with '=' whose left side is a key is an assignment; any
 // other word is a key whose value is the next word.
@@ -482,7 +494,7 @@ func ParseAssignments(kind Kind, args []string) ([][2]string, error) {
 			continue
 		}
 		if lookup(kind, a) == nil {
-			return nil, keyErrorf("unknown key %q for a %s; valid keys: %s", a, kind, strings.Join(Keys(kind), ", "))
+			return nil, keyErrorf("unknown key %s for a %s; valid keys: %s", shownWord(a), kind, strings.Join(Keys(kind), ", "))
 		}
 		if i+1 >= len(args) {
 			return nil, keyErrorf("key %s has no value (write '%s VALUE' or '%s=VALUE')", a, a, a)
