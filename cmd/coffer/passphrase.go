@@ -70,8 +70,10 @@ func promptPassphrase(prompt string, confirm bool) ([]byte, error) {
 		return nil, errNoTerminal
 	}
 	ask := func(prompt string) ([]byte, error) {
+		restore := echoOff(fd) // before the prompt, which invites typing
 		fmt.Fprint(os.Stderr, prompt)
 		p, err := term.ReadPassword(fd)
+		restore()
 		fmt.Fprintln(os.Stderr)
 		return p, err
 	}
