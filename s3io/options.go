@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -70,12 +71,17 @@ func ParseLocation(loc string) (Options, error) {
 	var o Options
 	rest, ok := strings.CutPrefix(loc, "s3://")
 	if !ok {
-		return o, fmt.Errorf("%s: not an s3:// location", loc)
+		return o, fmt.Errorf("%s: not an s3:// location", Redact(loc))
 	}
 	rest, query, _ := strings.Cut(rest, "?")
 	bucket, prefix, _ := strings.Cut(rest, "/")
 	if bucket == "" {
-		return o, fmt.Errorf("%s: no bucket (s3://BUCKET/PREFIX)", loc)
+		return o, fmt.Errorf("%s: no bucket (s3://BUCKET/PREFIX)", Redact(loc))
+	}
+	if strings.Contains(bucket, "@") {
+		// s3://KEY:SECRET@bucket: a bucket name holds no '@', and the
+		// bucket is in every message, so refuse it rather than carry it.
+		return o, fmt.Errorf("%s: credentials before the bucket are not read: use the access_key and secret_access_key options, the environment or a named entry", Redact(loc))
 	}
 	o.Bucket = bucket
 	if p, err := url.PathUnescape(prefix); err == nil {
@@ -87,11 +93,12 @@ func ParseLocation(loc string) (Options, error) {
 	o.Prefix = prefix
 	q, err := url.ParseQuery(query)
 	if err != nil {
-		return o, fmt.Errorf("%s: options: %w", loc, err)
+		// url's message quotes the bad part, which may be a secret.
+		return o, fmt.Errorf("%s: options: malformed query (want KEY=VALUE&KEY=VALUE, values percent-encoded)", Redact(loc))
 	}
 	for k, vs := range q {
 		if err := o.Set(k, vs[len(vs)-1]); err != nil {
-			return o, fmt.Errorf("%s: %w", loc, err)
+			return o, fmt.Errorf("%s: %w", Redact(loc), err)
 		}
 	}
 	return o, nil
@@ -109,7 +116,12 @@ const DefaultConcurrency = 16
 // Set sets one option by its name, as in a location query or a config
 // entry.
 func (o *Options) Set(key, value string) error {
-	bad := func(err error) error { return fmt.Errorf("option %s=%q: %w", key, value, err) }
+	bad := func(err error) error {
+		if !publicOptions[key] {
+			return fmt.Errorf("option %s: %w", key, err)
+		}
+		return fmt.Errorf("option %s=%q: %w", key, value, err)
+	}
 	switch key {
 	case "endpoint":
 		o.Endpoint = value
@@ -190,6 +202,94 @@ func (o *Options) Set(key, value string) error {
 		o.SSE = "aws:kms"
 	}
 	return nil
+}
+
+// publicOptions are the options whose values may be shown. Redact masks
+// the others: the credentials, and any key it does not know (a misspelt
+// secret_access_key is still a secret).
+var publicOptions = map[string]bool{
+	"endpoint": true, "region": true, "use_path_style": true, "use_tls": true, "tls": true, "profile": true,
+	"storage_class": true, "sse": true, "sse_kms_key_id": true, "versioning": true, "keep_storage_class": true,
+	"concurrency": true, "part_size": true, "timeout": true,
+}
+
+// Masked is what Redact shows in place of a secret.
+const Masked = "***"
+
+// Redact returns a location fit for a message, a log line or JSON: in a
+// URL-like location (SCHEME://…), credentials before the host
+// (user:secret@) and the value of every query option but those known to
+// be harmless (publicOptions) are masked; an access key id keeps its
+// first four characters, as 'config show' shows it. Anything else (a
+// folder path, @name) is returned unchanged. Every message that quotes a
+// location as the user gave it goes through here; Options.URI, which
+// holds no options at all, needs not.
+func Redact(loc string) string {
+	scheme, rest, ok := strings.Cut(loc, "://")
+	if !ok || strings.ContainsAny(scheme, "/?&") {
+		return loc
+	}
+	base, query, hasQuery := strings.Cut(rest, "?")
+	out := scheme + "://" + maskUserinfo(base)
+	if !hasQuery {
+		return out
+	}
+	var b strings.Builder
+	start := 0
+	for i := 0; i <= len(query); i++ {
+		if i < len(query) && query[i] != '&' && query[i] != ';' {
+			continue
+		}
+		b.WriteString(redactOption(query[start:i]))
+		if i < len(query) {
+			b.WriteByte(query[i])
+		}
+		start = i + 1
+	}
+	return out + "?" + b.String()
+}
+
+// redactOption masks the value of one KEY=VALUE of a location's query.
+func redactOption(kv string) string {
+	k, v, hasValue := strings.Cut(kv, "=")
+	key, err := url.QueryUnescape(k)
+	if err != nil {
+		key = k
+	}
+	switch {
+	case kv == "":
+		return kv
+	case !hasValue && (publicOptions[key] || slices.Contains(OptionNames, key)):
+		return kv
+	case !hasValue:
+		return Masked // a bare word: perhaps a secret cut from its key
+	case publicOptions[key]:
+		if u, err := url.QueryUnescape(v); err == nil && maskUserinfo(u) != u {
+			return k + "=" + url.QueryEscape(maskUserinfo(u))
+		}
+		return kv
+	case key == "access_key" || key == "access_key_id":
+		if u, err := url.QueryUnescape(v); err == nil && len(u) > 8 {
+			return k + "=" + url.QueryEscape(u[:4]) + Masked
+		}
+	}
+	return k + "=" + Masked
+}
+
+// maskUserinfo masks the user part of "[scheme://]user:secret@host/…".
+func maskUserinfo(s string) string {
+	pre, rest := "", s
+	if p, r, ok := strings.Cut(s, "://"); ok {
+		pre, rest = p+"://", r
+	}
+	host, path := rest, ""
+	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
+		host, path = rest[:i], rest[i:]
+	}
+	if i := strings.LastIndex(host, "@"); i >= 0 {
+		return pre + Masked + host[i:] + path
+	}
+	return s
 }
 
 // URI names the location without options or secrets: s3://bucket/prefix.

@@ -28,6 +28,7 @@ import (
 	"github.com/coffer-backup/coffer/engine"
 	"github.com/coffer-backup/coffer/engine/store"
 	"github.com/coffer-backup/coffer/internal/config"
+	"github.com/coffer-backup/coffer/s3io"
 )
 
 func concurrencyFlag() cli.Flag {
@@ -85,7 +86,7 @@ Examples:
 				return err
 			}
 			if _, err := st.Stat(c.Context, store.ConfigHandle); err == nil {
-				return fmt.Errorf("store %s: %w; nothing was changed", loc, engine.ErrStoreExists)
+				return fmt.Errorf("store %s: %w; nothing was changed", shownStore(c), engine.ErrStoreExists)
 			}
 			pass, err := passphrase(c, true)
 			if err != nil {
@@ -102,7 +103,7 @@ Examples:
 			kdf.Time, kdf.Memory = uint32(c.Uint("kdf-time")), uint32(c.Uint("kdf-memory"))
 			r, err := engine.Create(c.Context, st, pass, engine.CreateOptions{KDF: kdf})
 			if err != nil {
-				return fmt.Errorf("store %s: %w", loc, err)
+				return fmt.Errorf("store %s: %w", shownStore(c), err)
 			}
 			if !quiet {
 				fmt.Fprintf(c.App.Writer, "created store %s at %s\n", r.Params.StoreID[:8], st.Location())
@@ -164,7 +165,7 @@ Excluded entries are counted in the summary, not listed.`,
 // error that kept it from being written.
 type backupOut struct {
 	*snapshotOut
-	Given string `json:"given"` // the source as given: a path, a URI or @name
+	Given string `json:"given"` // the source as given (a path, a URI or @name), secrets masked
 	Error string `json:"error,omitempty"`
 }
 
@@ -196,7 +197,7 @@ func runBackup(c *cli.Context) error {
 	for i, given := range c.Args().Slice() {
 		sn, err := backupOne(c, r, given, locs[i], filters[i])
 		if c.Bool("json") {
-			out := backupOut{Given: given}
+			out := backupOut{Given: s3io.Redact(given)}
 			if sn != nil {
 				o := snapshotJSON(sn)
 				out.snapshotOut = &o
@@ -299,7 +300,7 @@ func scanAhead(ctx context.Context, loc string, filter *backup.Filter, view *pro
 func backupOne(c *cli.Context, r *engine.Repo, given, loc string, filter *backup.Filter) (*engine.Snapshot, error) {
 	src, err := sourceFor(loc)
 	if err != nil {
-		return nil, fmt.Errorf("backup of %s: %w", given, err)
+		return nil, fmt.Errorf("backup of %s: %w", s3io.Redact(given), err)
 	}
 	setFilter(src, filter)
 	pr := &engine.Progress{}

@@ -490,7 +490,7 @@ Examples:
 					tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
 					for _, n := range f.Names(kind) {
 						e, _ := f.Get(kind, n)
-						fmt.Fprintf(tw, "@%s\t%s\t%s\n", n, e.Type(), e["location"])
+						fmt.Fprintf(tw, "@%s\t%s\t%s\n", n, e.Type(), s3io.Redact(e["location"]))
 					}
 					return tw.Flush()
 				},

@@ -79,8 +79,10 @@ func promptPassphrase(prompt string, confirm bool) ([]byte, error) {
 		return nil, errNoTerminal
 	}
 	ask := func(prompt string) ([]byte, error) {
+		restore := echoOff(fd) // before the prompt, which invites typing
 		fmt.Fprint(os.Stderr, prompt)
 		p, err := term.ReadPassword(fd)
+		restore()
 		fmt.Fprintln(os.Stderr)
 		return p, err
 	}
@@ -253,7 +255,7 @@ Example:
 					kdf.Time, kdf.Memory = uint32(c.Uint("kdf-time")), uint32(c.Uint("kdf-memory"))
 					slot, err := r.AddKeySlot(c.Context, np, kdf)
 					if err != nil {
-						return fmt.Errorf("store %s: adding a passphrase: %w", c.String("store"), err)
+						return fmt.Errorf("store %s: adding a passphrase: %w", shownStore(c), err)
 					}
 					if !quiet {
 						fmt.Fprintf(c.App.Writer, "added key slot %s\n", slot.ID)
@@ -276,7 +278,7 @@ Example:
 					}
 					id := c.Args().First()
 					if err := r.RemoveKeySlot(c.Context, id); err != nil {
-						return fmt.Errorf("store %s: %w", c.String("store"), err)
+						return fmt.Errorf("store %s: %w", shownStore(c), err)
 					}
 					if !quiet {
 						fmt.Fprintf(c.App.Writer, "removed key slot %s\n", id)

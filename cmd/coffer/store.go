@@ -11,6 +11,7 @@ import (
 	"github.com/coffer-backup/coffer/engine/store"
 	"github.com/coffer-backup/coffer/engine/store/diskcache"
 	"github.com/coffer-backup/coffer/internal/config"
+	"github.com/coffer-backup/coffer/s3io"
 )
 
 // storageFor turns a store location (a folder, s3://BUCKET/PREFIX or
@@ -27,10 +28,14 @@ func storageFor(loc string) (store.Storage, error) {
 		return s3Storage(loc)
 	}
 	if strings.Contains(loc, "://") {
-		return nil, usagef("store %s: unknown scheme; a store is a folder path or s3://BUCKET/PREFIX", loc)
+		return nil, usagef("store %s: unknown scheme; a store is a folder path or s3://BUCKET/PREFIX", s3io.Redact(loc))
 	}
 	return store.NewFolder(loc)
 }
+
+// shownStore is the store as the user named it, fit for messages: a
+// location's secrets masked (s3io.Redact).
+func shownStore(c *cli.Context) string { return s3io.Redact(c.String("store")) }
 
 // repoOptions say which decorators a command wants around its storage.
 type repoOptions struct {
@@ -63,7 +68,7 @@ func composeStorage(c *cli.Context, opt repoOptions) (store.Storage, *layers, er
 // openRepo opens the store named by the global flags, through the
 // decorators opt asks for.
 func openRepo(c *cli.Context, opt repoOptions) (*engine.Repo, *layers, error) {
-	loc := c.String("store")
+	loc := shownStore(c)
 	st, l, err := composeStorage(c, opt)
 	if err != nil {
 		return nil, nil, err

@@ -24,6 +24,8 @@ import (
 
 	"github.com/dustin/go-humanize"
 	"golang.org/x/sys/unix"
+
+	"github.com/coffer-backup/coffer/s3io"
 )
 
 // Kind is what an entry names.
@@ -529,14 +531,14 @@ func (e Entry) Validate(kind Kind) error {
 	isS3 := strings.HasPrefix(loc, "s3://")
 	switch {
 	case e.Type() == "s3" && !isS3:
-		return keyErrorf("type s3 needs a location s3://BUCKET/PREFIX (got %s)", loc)
+		return keyErrorf("type s3 needs a location s3://BUCKET/PREFIX (got %s)", s3io.Redact(loc))
 	case e.Type() == "fs" && strings.Contains(loc, "://"):
-		return keyErrorf("type fs needs a folder path as location (got %s)", loc)
+		return keyErrorf("type fs needs a folder path as location (got %s)", s3io.Redact(loc))
 	}
 	if isS3 {
 		bucket, _, _ := strings.Cut(strings.TrimPrefix(loc, "s3://"), "/")
 		if bucket == "" {
-			return keyErrorf("location %s: no bucket (s3://BUCKET/PREFIX)", loc)
+			return keyErrorf("location %s: no bucket (s3://BUCKET/PREFIX)", s3io.Redact(loc))
 		}
 	}
 	for name := range e {
@@ -561,7 +563,8 @@ func (e Entry) Validate(kind Kind) error {
 }
 
 // Masked returns a copy of the entry fit to show: secrets replaced by
-// asterisks, and the access key id cut to its first four characters.
+// asterisks, the access key id cut to its first four characters, and
+// the secrets in a location's query masked (s3io.Redact).
 func (e Entry) Masked() Entry {
 	out := Entry{}
 	for k, v := range e {
@@ -570,6 +573,8 @@ func (e Entry) Masked() Entry {
 			v = "********"
 		case k == "access_key" && len(v) > 4:
 			v = v[:4] + "****"
+		case k == "location":
+			v = s3io.Redact(v)
 		}
 		out[k] = v
 	}
@@ -587,6 +592,18 @@ func CheckName(name string) error {
 	return nil
 }
 
+var keyShapeRE = regexp.MustCompile(`^[a-z][a-z0-9_]{0,31}$`)
+
+// shownWord quotes a word taken for a key, unless it does not look like
+// one: then it is likely a value cut from its key ("secret_access_key=
+// VALUE"), perhaps a secret, and is not shown.
+func shownWord(w string) string {
+	if keyShapeRE.MatchString(w) {
+		return strconv.Quote(w)
+	}
+	return "(a word that is no key name, not shown: a value follows its key, as KEY VALUE or KEY=VALUE)"
+}
+
 // ParseAssignments reads "key value" pairs and "key=value" words, in any
 // mix: a word with '=' whose left side is a key is an assignment; any
 // other word is a key whose value is the next word.
@@ -602,7 +619,7 @@ func ParseAssignments(kind Kind, args []string) ([][2]string, error) {
 			continue
 		}
 		if lookup(kind, a) == nil {
-			return nil, keyErrorf("unknown key %q for a %s; valid keys: %s", a, kind, strings.Join(Keys(kind), ", "))
+			return nil, keyErrorf("unknown key %s for a %s; valid keys: %s", shownWord(a), kind, strings.Join(Keys(kind), ", "))
 		}
 		if i+1 >= len(args) {
 			return nil, keyErrorf("key %s has no value (write '%s VALUE' or '%s=VALUE')", a, a, a)

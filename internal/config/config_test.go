@@ -204,3 +204,16 @@ func TestExcludeKeys(t *testing.T) {
 		t.Error("a store accepted exclude")
 	}
 }
+
+// A value cut from its key is taken for a key; the error does not show it,
+// since it may be a secret.
+func TestParseAssignmentsHidesStrayValues(t *testing.T) {
+	_, err := ParseAssignments(Store, []string{"location=s3://b/p", "secret_access_key=", "S3CR3T/xYz+9"})
+	if err == nil || strings.Contains(err.Error(), "S3CR3T") {
+		t.Fatalf("got %v", err)
+	}
+	_, err = ParseAssignments(Store, []string{"regoin", "x"})
+	if err == nil || !strings.Contains(err.Error(), `"regoin"`) {
+		t.Fatalf("a misspelt key is named: %v", err)
+	}
+}
