@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/coffer-backup/coffer/engine/store"
+	"github.com/coffer-backup/coffer/internal/testnet"
 )
 
 // netClient is a client of bucket b at endpoint with a timeout, whose log
@@ -58,37 +59,6 @@ func netClient(t *testing.T, endpoint, timeout string, set ...func(*Options)) (*
 	}
 }
 
-// hangingListener accepts connections and never answers.
-func hangingListener(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	var conns []net.Conn
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range conns {
-			c.Close()
-		}
-	})
-	return ln.Addr().String()
-}
-
 // closedPort is an address where nothing listens.
 func closedPort(t *testing.T) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -130,7 +100,7 @@ func wantUnreachable(t *testing.T, err error, took, limit time.Duration, msg ...
 // timeout, tried twice, with a message that names it; the retry is a log
 // line.
 func TestHangingEndpoint(t *testing.T) {
-	addr := hangingListener(t)
+	addr := testnet.NeverAnswers(t)
 	c, logged := netClient(t, "http://"+addr, "500ms")
 	err, took := get(c)
 	wantUnreachable(t, err, took, 3*time.Second, "http://"+addr+" did not answer within 500ms (2 tries)", "timeout=")
@@ -146,7 +116,7 @@ func TestHangingEndpoint(t *testing.T) {
 
 // COFFER_S3_TIMEOUT sets the timeout when the location does not.
 func TestTimeoutFromEnvironment(t *testing.T) {
-	addr := hangingListener(t)
+	addr := testnet.NeverAnswers(t)
 	t.Setenv(TimeoutEnv, "300ms")
 	c, _ := netClient(t, "http://"+addr, "")
 	err, took := get(c)

@@ -2,33 +2,21 @@ package test
 
 import (
 	"bytes"
-	"net"
 	"os"
 	"os/exec"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/coffer-backup/coffer/internal/testnet"
 )
 
 // TestInterruptExits130: Ctrl-C stops a command with "interrupted" and
 // exit code 130 (like restic), never "context canceled". The command is
 // kept busy by an S3 endpoint that accepts connections and never answers.
 func TestInterruptExits130(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			defer c.Close() // hold it open, say nothing
-		}
-	}()
-	loc := "s3://bucket/prefix?endpoint=" + ln.Addr().String() + "&use_tls=false"
+	addr := testnet.NeverAnswers(t)
+	loc := "s3://bucket/prefix?endpoint=" + addr + "&use_tls=false"
 	cmd := exec.Command(coffer, "at", loc, "ls")
 	cmd.Env = append(cleanEnv(), "COFFER_PASSPHRASE=x", "AWS_ACCESS_KEY_ID=AKIDTEST", "AWS_SECRET_ACCESS_KEY=test", "AWS_REGION=us-east-1")
 	var out, errb bytes.Buffer
@@ -40,6 +28,7 @@ func TestInterruptExits130(t *testing.T) {
 	cmd.Process.Signal(os.Interrupt)
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
+	var err error
 	select {
 	case err = <-done:
 	case <-time.After(20 * time.Second):

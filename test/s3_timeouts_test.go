@@ -3,49 +3,18 @@ package test
 import (
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
-)
 
-// neverAnswers is the address of a listener that accepts connections
-// and never answers.
-func neverAnswers(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	var conns []net.Conn
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range conns {
-			c.Close()
-		}
-	})
-	return ln.Addr().String()
-}
+	"github.com/coffer-backup/coffer/internal/testnet"
+)
 
 // An S3 server that never answers, or where nothing listens, fails the
 // command in bounded time (the timeout, from the location or
 // COFFER_S3_TIMEOUT, tried twice; refused at once) with exit 1 and a
 // message that names the endpoint; -v shows the retry.
 func TestS3Unreachable(t *testing.T) {
-	hang := neverAnswers(t)
+	hang := testnet.NeverAnswers(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

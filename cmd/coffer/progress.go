@@ -224,30 +224,30 @@ func (v *progressView) counts() string {
 // ("74,070 obj 18 GiB/100 GiB 27 GB/s ETA 3s"), for narrow terminals.
 func (v *progressView) compact() string {
 	g := v.getGoal()
-	last, objRate, byteRate := v.window()
+	last, _, byteRate := v.window()
 	s := humanize.Comma(last.objects) + " obj " + humanize.IBytes(uint64(last.bytes))
 	if g.Bytes > 0 {
 		s += "/" + humanize.IBytes(uint64(g.Bytes))
 	} else if g.Objects > 0 {
 		s += " of ~" + humanize.Comma(g.Objects) + " obj"
 	}
-	s += " " + humanize.Bytes(uint64(byteRate)) + "/s"
-	var left float64
-	switch {
-	case g.Bytes > 0 && byteRate > 0:
-		left = float64(g.Bytes-last.bytes) / byteRate
-	case g.Bytes == 0 && g.Objects > 0 && objRate > 0:
-		left = float64(g.Objects-last.objects) / objRate
-	default:
-		return s
-	}
-	return s + " ETA " + (time.Duration(max(left, 0)) * time.Second).Round(time.Second).String()
+	return s + " " + humanize.Bytes(uint64(byteRate)) + "/s" + v.eta()
 }
 
 func (v *progressView) rateAndETA() string {
+	_, _, byteRate := v.window()
+	s := fmt.Sprintf("%.1f MB/s", byteRate/1e6)
+	if eta := v.eta(); eta != "" {
+		s += " " + eta
+	}
+	return s
+}
+
+// eta is " ETA 1m2s" towards the goal at the recent rate, or "" with no
+// goal or no rate yet.
+func (v *progressView) eta() string {
 	g := v.getGoal()
 	last, objRate, byteRate := v.window()
-	s := fmt.Sprintf("%.1f MB/s", byteRate/1e6)
 	var left float64
 	switch {
 	case g.Bytes > 0 && byteRate > 0:
@@ -255,12 +255,9 @@ func (v *progressView) rateAndETA() string {
 	case g.Bytes == 0 && g.Objects > 0 && objRate > 0:
 		left = float64(g.Objects-last.objects) / objRate
 	default:
-		return s
+		return ""
 	}
-	if left < 0 {
-		left = 0
-	}
-	return s + "  ETA " + (time.Duration(left) * time.Second).Round(time.Second).String()
+	return " ETA " + (time.Duration(max(left, 0)) * time.Second).Round(time.Second).String()
 }
 
 // done stops drawing: the line is cleared either way, so the summary or

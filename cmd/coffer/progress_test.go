@@ -21,14 +21,17 @@ import (
 // On a terminal the view draws objects, bytes, MB/s, a bar and an ETA,
 // and clears its line when done; with -q or off a terminal it draws
 // nothing.
-func TestProgressView(t *testing.T) {
+// onTerminal runs draw with progress going to a pseudo-terminal of cols
+// columns and returns what was drawn.
+func onTerminal(t *testing.T, cols uint16, draw func()) string {
+	t.Helper()
 	ptmx, tty, err := pty.Open()
 	if err != nil {
 		t.Skip("no pty:", err)
 	}
 	defer ptmx.Close()
 	defer tty.Close()
-	pty.Setsize(ptmx, &pty.Winsize{Rows: 24, Cols: 160})
+	pty.Setsize(ptmx, &pty.Winsize{Rows: 24, Cols: cols})
 	saved := progressOut
 	defer func() { progressOut, stderrTerminal, quiet = saved, false, false }()
 	progressOut, stderrTerminal, quiet = tty, true, false
@@ -36,21 +39,30 @@ func TestProgressView(t *testing.T) {
 	var out bytes.Buffer
 	read := make(chan struct{})
 	go func() { io.Copy(&out, ptmx); close(read) }()
-
-	pr := &engine.Progress{}
-	v := startProgress("restore", pr, progressGoal{Objects: 10, Bytes: 100 << 20})
-	for i := 1; i <= 8; i++ {
-		pr.Files.Add(1)
-		pr.Bytes.Add(10 << 20)
-		time.Sleep(100 * time.Millisecond)
-	}
-	v.done()
+	draw()
 	tty.Close()
 	select {
 	case <-read:
 	case <-time.After(2 * time.Second):
 	}
-	s := out.String()
+	return out.String()
+}
+
+// drawSteps starts a view towards goal and adds objects and bytes steps
+// times, 100 ms apart.
+func drawSteps(verb string, goal progressGoal, steps int, objects, bytes int64) {
+	pr := &engine.Progress{}
+	v := startProgress(verb, pr, goal)
+	for i := 1; i <= steps; i++ {
+		pr.Files.Add(objects)
+		pr.Bytes.Add(bytes)
+		time.Sleep(100 * time.Millisecond)
+	}
+	v.done()
+}
+
+func TestProgressView(t *testing.T) {
+	s := onTerminal(t, 160, func() { drawSteps("restore", progressGoal{Objects: 10, Bytes: 100 << 20}, 8, 1, 10<<20) })
 	for _, want := range []string{"restore", "objects", "MiB / 100 MiB", "MB/s", "ETA", "["} {
 		if !strings.Contains(s, want) {
 			t.Fatalf("progress lacks %q:\n%q", want, s)
@@ -58,6 +70,8 @@ func TestProgressView(t *testing.T) {
 	}
 
 	// Off a terminal, or with -q: nothing.
+	pr := &engine.Progress{}
+	defer func() { stderrTerminal, quiet = false, false }()
 	stderrTerminal = false
 	if v := startProgress("backup", pr, progressGoal{}); v.p != nil {
 		t.Fatal("a view draws off a terminal")
@@ -71,36 +85,10 @@ func TestProgressView(t *testing.T) {
 // On a narrow terminal (50 columns) no drawn line is wider than the
 // terminal, so none wraps and garbles the screen.
 func TestProgressViewNarrow(t *testing.T) {
-	ptmx, tty, err := pty.Open()
-	if err != nil {
-		t.Skip("no pty:", err)
-	}
-	defer ptmx.Close()
-	defer tty.Close()
-	pty.Setsize(ptmx, &pty.Winsize{Rows: 24, Cols: 50})
-	saved := progressOut
-	defer func() { progressOut, stderrTerminal, quiet = saved, false, false }()
-	progressOut, stderrTerminal, quiet = tty, true, false
-
-	var out bytes.Buffer
-	read := make(chan struct{})
-	go func() { io.Copy(&out, ptmx); close(read) }()
-	pr := &engine.Progress{}
-	v := startProgress("backup", pr, progressGoal{Objects: 123456, Bytes: 100 << 30})
-	for i := 1; i <= 6; i++ {
-		pr.Files.Add(12345)
-		pr.Bytes.Add(3 << 30)
-		time.Sleep(100 * time.Millisecond)
-	}
-	v.done()
-	tty.Close()
-	select {
-	case <-read:
-	case <-time.After(2 * time.Second):
-	}
+	out := onTerminal(t, 50, func() { drawSteps("backup", progressGoal{Objects: 123456, Bytes: 100 << 30}, 6, 12345, 3<<30) })
 	ansi := regexp.MustCompile(`\x1b\[[0-9;?]*[A-Za-z]`)
 	drawn := 0
-	for _, line := range strings.FieldsFunc(ansi.ReplaceAllString(out.String(), "\n"), func(r rune) bool { return r == '\n' || r == '\r' }) {
+	for _, line := range strings.FieldsFunc(ansi.ReplaceAllString(out, "\n"), func(r rune) bool { return r == '\n' || r == '\r' }) {
 		if n := len([]rune(line)); n > 50 {
 			t.Fatalf("a %d-column progress line on a 50-column terminal: %q", n, line)
 		}
@@ -111,8 +99,8 @@ func TestProgressViewNarrow(t *testing.T) {
 			}
 		}
 	}
-	if drawn == 0 || !strings.Contains(out.String(), "ETA") {
-		t.Fatalf("no progress with an ETA on a 50-column terminal: %q", out.String())
+	if drawn == 0 || !strings.Contains(out, "ETA") {
+		t.Fatalf("no progress with an ETA on a 50-column terminal: %q", out)
 	}
 }
 
