@@ -232,8 +232,12 @@ func (d *Folder) Extras(ctx context.Context, path string, children []Child) ([]s
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	var extras []string
+	ours := tempPrefix()
 	for _, e := range ents {
-		if !keep[e.Name()] && !d.temps[filepath.Join(dlp, e.Name())] {
+		// This restore's own replacements are never extras: one being
+		// written is in d.temps; one renamed into place since ReadDir
+		// listed it is gone from d.temps but was listed all the same.
+		if !keep[e.Name()] && !d.temps[filepath.Join(dlp, e.Name())] && !strings.HasPrefix(e.Name(), ours) {
 			extras = append(extras, e.Name())
 		}
 	}
@@ -255,6 +259,9 @@ func (d *Folder) RemoveExtra(ctx context.Context, path, local string) error {
 	return nil
 }
 
+// tempPrefix starts the names of this process's replacements.
+func tempPrefix() string { return fmt.Sprintf(".coffer-restore-%d-", os.Getpid()) }
+
 // tempBeside returns an unused name in lp's folder, for a replacement
 // written beside lp and renamed over it, and marks it in use.
 func (d *Folder) tempBeside(lp string) string {
@@ -264,7 +271,7 @@ func (d *Folder) tempBeside(lp string) string {
 		d.temps = map[string]bool{}
 	}
 	for i := 0; ; i++ {
-		t := filepath.Join(filepath.Dir(lp), fmt.Sprintf(".coffer-restore-%d-%d", os.Getpid(), len(d.temps)+i))
+		t := filepath.Join(filepath.Dir(lp), fmt.Sprintf("%s%d", tempPrefix(), len(d.temps)+i))
 		if _, err := os.Lstat(t); errors.Is(err, fs.ErrNotExist) && !d.temps[t] {
 			d.temps[t] = true
 			return t
