@@ -15,12 +15,13 @@ demo:
 	scripts/demo
 
 # Everything CI runs: vet, unit and fuzz-seed tests, the race detector on
-# the engine, and the end-to-end tests against the built binary.
+# the engine, the cache, the mount, the pipeline and s3io, and the
+# end-to-end tests against the built binary.
 test: deps
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
 	$(GO) test -count=1 -timeout 20m ./...
-	$(GO) test -count=1 -race -short -timeout 20m ./engine/... ./cache/ ./fusefs/
+	$(GO) test -count=1 -race -short -timeout 20m ./engine/... ./cache/ ./fusefs/ ./internal/pipeline/ ./s3io/
 
 deps:
 	scripts/deps
