@@ -7,6 +7,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/coffer-backup/coffer/cache/cachetest"
 )
 
 // blobID stands for the engine's blob ids, which the cache does not know.
@@ -18,51 +20,12 @@ func idOf(i int) blobID {
 	return id
 }
 
-// fakeStore serves blobs by id and counts loads per id.
-type fakeStore struct {
-	mu    sync.Mutex
-	blobs map[blobID][]byte
-	loads map[blobID]int
-	delay time.Duration
-	total atomic.Int64
-}
-
-func newFakeStore() *fakeStore {
-	return &fakeStore{blobs: map[blobID][]byte{}, loads: map[blobID]int{}}
-}
-
-func (s *fakeStore) load(ctx context.Context, id blobID) ([]byte, error) {
-	s.total.Add(1)
-	s.mu.Lock()
-	s.loads[id]++
-	b, ok := s.blobs[id]
-	d := s.delay
-	s.mu.Unlock()
-	if d > 0 {
-		select {
-		case <-time.After(d):
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
-	}
-	if !ok {
-		return nil, errNotFound
-	}
-	return b, nil
-}
-
-func (s *fakeStore) count(id blobID) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.loads[id]
-}
-
 func TestLRUByteBound(t *testing.T) {
-	st := newFakeStore()
+	st := cachetest.NewStore[blobID]()
 	for i := 0; i < 100; i++ {
-		st.blobs[idOf(i)] = make([]byte, 1000+i)
+		st.Blobs[idOf(i)] = make([]byte, 1000+i)
 	}
-	c := NewBytes(10_000, 4, st.load)
+	c := NewBytes(10_000, 4, st.Load)
 	defer c.Close()
 	ctx := context.Background()
 	for round := 0; round < 3; round++ {
@@ -85,7 +48,7 @@ func TestLRUByteBound(t *testing.T) {
 		t.Fatal("eviction is not least-recently-used")
 	}
 	// Something larger than the whole budget is served, not kept.
-	st.blobs[idOf(1000)] = make([]byte, 20_000)
+	st.Blobs[idOf(1000)] = make([]byte, 20_000)
 	if b, err := c.Get(ctx, idOf(1000)); err != nil || len(b) != 20_000 || c.Contains(idOf(1000)) {
 		t.Fatalf("oversized blob: %d bytes, %v, kept %v", len(b), err, c.Contains(idOf(1000)))
 	}
@@ -95,11 +58,11 @@ func TestLRUByteBound(t *testing.T) {
 }
 
 func TestLRUMergesConcurrentLoads(t *testing.T) {
-	st := newFakeStore()
-	st.delay = 50 * time.Millisecond
-	st.blobs[idOf(1)] = []byte("one")
-	st.blobs[idOf(2)] = []byte("two")
-	c := NewBytes(1<<20, 4, st.load)
+	st := cachetest.NewStore[blobID]()
+	st.Delay = 50 * time.Millisecond
+	st.Blobs[idOf(1)] = []byte("one")
+	st.Blobs[idOf(2)] = []byte("two")
+	c := NewBytes(1<<20, 4, st.Load)
 	defer c.Close()
 	var wg sync.WaitGroup
 	for i := 0; i < 50; i++ {
@@ -114,15 +77,15 @@ func TestLRUMergesConcurrentLoads(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	if n1, n2 := st.count(idOf(1)), st.count(idOf(2)); n1 != 1 || n2 != 1 {
+	if n1, n2 := st.Count(idOf(1)), st.Count(idOf(2)); n1 != 1 || n2 != 1 {
 		t.Fatalf("loader calls: %d and %d, want 1 each", n1, n2)
 	}
 	// A failed load is not cached: the next Get tries again.
-	if _, err := c.Get(context.Background(), idOf(3)); !errors.Is(err, errNotFound) {
+	if _, err := c.Get(context.Background(), idOf(3)); !errors.Is(err, cachetest.ErrNotFound) {
 		t.Fatalf("missing blob: %v", err)
 	}
 	c.Get(context.Background(), idOf(3))
-	if n := st.count(idOf(3)); n != 2 {
+	if n := st.Count(idOf(3)); n != 2 {
 		t.Fatalf("a failed load was cached: %d calls", n)
 	}
 }
@@ -131,13 +94,13 @@ func TestLRUMergesConcurrentLoads(t *testing.T) {
 // its callers hand over (as engine.TreeCache does), merges concurrent
 // loads of one id, keeps the result, and does not keep a failure.
 func TestLRUGetWith(t *testing.T) {
-	st := newFakeStore()
-	st.delay = 50 * time.Millisecond
-	st.blobs[idOf(1)] = []byte("one")
+	st := cachetest.NewStore[blobID]()
+	st.Delay = 50 * time.Millisecond
+	st.Blobs[idOf(1)] = []byte("one")
 	c := New[blobID](1<<20, func(b []byte) int64 { return int64(len(b)) }, 4, nil)
 	defer c.Close()
 	get := func(id blobID) ([]byte, error) {
-		return c.GetWith(context.Background(), id, func(ctx context.Context) ([]byte, error) { return st.load(ctx, id) })
+		return c.GetWith(context.Background(), id, func(ctx context.Context) ([]byte, error) { return st.Load(ctx, id) })
 	}
 	var wg sync.WaitGroup
 	for i := 0; i < 20; i++ {
@@ -150,23 +113,23 @@ func TestLRUGetWith(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	if b, err := get(idOf(1)); err != nil || string(b) != "one" || st.count(idOf(1)) != 1 {
-		t.Fatalf("after the merged load: %q %v, %d loads", b, err, st.count(idOf(1)))
+	if b, err := get(idOf(1)); err != nil || string(b) != "one" || st.Count(idOf(1)) != 1 {
+		t.Fatalf("after the merged load: %q %v, %d loads", b, err, st.Count(idOf(1)))
 	}
 	if s := c.Stats(); s.Loads != 1 || s.Hits != 1 || s.Misses != 20 {
 		t.Fatalf("stats %+v", s)
 	}
 	get(idOf(2))
-	if _, err := get(idOf(2)); !errors.Is(err, errNotFound) || st.count(idOf(2)) != 2 {
-		t.Fatalf("a failed load: %v, %d loads", err, st.count(idOf(2)))
+	if _, err := get(idOf(2)); !errors.Is(err, cachetest.ErrNotFound) || st.Count(idOf(2)) != 2 {
+		t.Fatalf("a failed load: %v, %d loads", err, st.Count(idOf(2)))
 	}
 }
 
 func TestLRUWaiterGivesUp(t *testing.T) {
-	st := newFakeStore()
-	st.delay = 200 * time.Millisecond
-	st.blobs[idOf(1)] = []byte("x")
-	c := NewBytes(1<<20, 4, st.load)
+	st := cachetest.NewStore[blobID]()
+	st.Delay = 200 * time.Millisecond
+	st.Blobs[idOf(1)] = []byte("x")
+	c := NewBytes(1<<20, 4, st.Load)
 	defer c.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
 	defer cancel()
@@ -174,12 +137,10 @@ func TestLRUWaiterGivesUp(t *testing.T) {
 		t.Fatalf("cancelled get: %v", err)
 	}
 	// The load went on and another caller gets its result.
-	if b, err := c.Get(context.Background(), idOf(1)); err != nil || string(b) != "x" || st.count(idOf(1)) != 1 {
-		t.Fatalf("after a waiter gave up: %q %v, %d loads", b, err, st.count(idOf(1)))
+	if b, err := c.Get(context.Background(), idOf(1)); err != nil || string(b) != "x" || st.Count(idOf(1)) != 1 {
+		t.Fatalf("after a waiter gave up: %q %v, %d loads", b, err, st.Count(idOf(1)))
 	}
 }
-
-var errNotFound = errors.New("not found")
 
 // TestLRUPrefetch: Prefetch queues what is neither cached nor coming,
 // runs at most the parallel bound of loads at once, and checks a queued

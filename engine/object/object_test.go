@@ -1,16 +1,13 @@
 package object
 
 import (
-	"context"
 	"encoding/hex"
-	"errors"
 	"math/rand/v2"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/coffer-backup/coffer/cache"
+	"github.com/coffer-backup/coffer/cache/cachetest"
 )
 
 // key stands for a blob id: the tests need nothing of the engine.
@@ -24,50 +21,9 @@ func keyOf(i int) key {
 	return k
 }
 
-var errNotFound = errors.New("not found")
-
-// fakeStore serves pieces by key and counts loads per key.
-type fakeStore struct {
-	mu    sync.Mutex
-	blobs map[key][]byte
-	loads map[key]int
-	delay time.Duration
-	total atomic.Int64
-}
-
-func newFakeStore() *fakeStore {
-	return &fakeStore{blobs: map[key][]byte{}, loads: map[key]int{}}
-}
-
-func (s *fakeStore) load(ctx context.Context, k key) ([]byte, error) {
-	s.total.Add(1)
-	s.mu.Lock()
-	s.loads[k]++
-	b, ok := s.blobs[k]
-	d := s.delay
-	s.mu.Unlock()
-	if d > 0 {
-		select {
-		case <-time.After(d):
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
-	}
-	if !ok {
-		return nil, errNotFound
-	}
-	return b, nil
-}
-
-func (s *fakeStore) count(k key) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.loads[k]
-}
-
 // makeFile returns the layout of a file of n pieces of random sizes
 // (1 to maxPiece bytes) stored in st, and its content.
-func makeFile(st *fakeStore, seed uint64, n, maxPiece int) (*Layout[key], []byte) {
+func makeFile(st *cachetest.Store[key], seed uint64, n, maxPiece int) (*Layout[key], []byte) {
 	r := rand.New(rand.NewPCG(seed, 7))
 	var all []byte
 	var pieces []Piece[key]
@@ -77,15 +33,15 @@ func makeFile(st *fakeStore, seed uint64, n, maxPiece int) (*Layout[key], []byte
 			b[j] = byte(r.Uint32())
 		}
 		k := keyOf(int(seed)*1000 + i)
-		st.blobs[k] = b
+		st.Blobs[k] = b
 		pieces = append(pieces, Piece[key]{Key: k, Size: int64(len(b))})
 		all = append(all, b...)
 	}
 	return NewLayout(pieces), all
 }
 
-func newLRU(st *fakeStore, maxBytes int64) *cache.LRU[key, []byte] {
-	return cache.NewBytes(maxBytes, 4, st.load)
+func newLRU(st *cachetest.Store[key], maxBytes int64) *cache.LRU[key, []byte] {
+	return cache.NewBytes(maxBytes, 4, st.Load)
 }
 
 // waitIdle waits until no load is queued or running.

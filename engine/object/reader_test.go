@@ -7,10 +7,12 @@ import (
 	"math/rand/v2"
 	"strings"
 	"testing"
+
+	"github.com/coffer-backup/coffer/cache/cachetest"
 )
 
 func TestReaderRandomReads(t *testing.T) {
-	st := newFakeStore()
+	st := cachetest.NewStore[key]()
 	l, want := makeFile(st, 1, 40, 3000)
 	c := newLRU(st, 20_000) // smaller than the file
 	defer c.Close()
@@ -39,9 +41,9 @@ func TestReaderRandomReads(t *testing.T) {
 // TestReaderPieceSize: a piece whose loaded length is not the size the
 // layout gives it fails the read instead of shifting the bytes after it.
 func TestReaderPieceSize(t *testing.T) {
-	st := newFakeStore()
+	st := cachetest.NewStore[key]()
 	l, _ := makeFile(st, 4, 5, 3000)
-	st.blobs[l.Piece(2).Key] = st.blobs[l.Piece(2).Key][1:]
+	st.Blobs[l.Piece(2).Key] = st.Blobs[l.Piece(2).Key][1:]
 	c := newLRU(st, 1<<20)
 	defer c.Close()
 	rd := NewReader(c, l, 0)
@@ -54,16 +56,16 @@ func TestReaderPieceSize(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A failed load is the read's error.
-	delete(st.blobs, l.Piece(4).Key)
+	delete(st.Blobs, l.Piece(4).Key)
 	c2 := newLRU(st, 1<<20)
 	defer c2.Close()
-	if _, err := NewReader(c2, l, 0).ReadAt(context.Background(), p[:1], l.Start(4)); err != errNotFound {
+	if _, err := NewReader(c2, l, 0).ReadAt(context.Background(), p[:1], l.Start(4)); err != cachetest.ErrNotFound {
 		t.Fatalf("read of a missing piece: %v", err)
 	}
 }
 
 func TestReadAheadSkipsCached(t *testing.T) {
-	st := newFakeStore()
+	st := cachetest.NewStore[key]()
 	l, want := makeFile(st, 2, 30, 3000)
 	c := newLRU(st, 1<<20)
 	defer c.Close()
@@ -76,8 +78,8 @@ func TestReadAheadSkipsCached(t *testing.T) {
 	if _, err := mid.ReadAt(ctx, p, midStart); err != nil || !bytes.Equal(p, want[midStart:midEnd]) {
 		t.Fatal("middle read", err)
 	}
-	if st.total.Load() != int64(third) {
-		t.Fatalf("reading %d pieces without read-ahead made %d loads", third, st.total.Load())
+	if st.Total.Load() != int64(third) {
+		t.Fatalf("reading %d pieces without read-ahead made %d loads", third, st.Total.Load())
 	}
 	// A sequential reader of the whole file with a large window must load
 	// every other piece exactly once and never one of the cached ones.
@@ -100,7 +102,7 @@ func TestReadAheadSkipsCached(t *testing.T) {
 	}
 	waitIdle(t, c)
 	for i := 0; i < l.Len(); i++ {
-		if n := st.count(l.Piece(i).Key); n != 1 {
+		if n := st.Count(l.Piece(i).Key); n != 1 {
 			t.Fatalf("piece %d loaded %d times", i, n)
 		}
 	}
@@ -110,7 +112,7 @@ func TestReadAheadSkipsCached(t *testing.T) {
 }
 
 func TestReadAheadBoundedAndResetBySeek(t *testing.T) {
-	st := newFakeStore()
+	st := cachetest.NewStore[key]()
 	l, _ := makeFile(st, 3, 200, 3000)
 	c := newLRU(st, 1<<30)
 	defer c.Close()
@@ -127,7 +129,7 @@ func TestReadAheadBoundedAndResetBySeek(t *testing.T) {
 	// piece the window's end falls in).
 	var loaded int64
 	for i := 0; i < l.Len(); i++ {
-		if st.count(l.Piece(i).Key) > 0 {
+		if st.Count(l.Piece(i).Key) > 0 {
 			loaded += l.Piece(i).Size
 		}
 	}
@@ -153,11 +155,11 @@ func TestReadAheadBoundedAndResetBySeek(t *testing.T) {
 // loads included).
 func BenchmarkReaderSequential(b *testing.B) {
 	const piece, n, readSize, ahead = 1 << 20, 64, 128 << 10, 32 << 20
-	st := newFakeStore()
+	st := cachetest.NewStore[key]()
 	var pieces []Piece[key]
 	for i := 0; i < n; i++ {
 		k := keyOf(i)
-		st.blobs[k] = bytes.Repeat([]byte{byte(i)}, piece)
+		st.Blobs[k] = bytes.Repeat([]byte{byte(i)}, piece)
 		pieces = append(pieces, Piece[key]{Key: k, Size: piece})
 	}
 	l := NewLayout(pieces)

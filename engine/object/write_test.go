@@ -10,12 +10,14 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/coffer-backup/coffer/cache/cachetest"
 )
 
 // slowLoads loads from st after a random delay of up to maxDelay, and
 // records how many loads ran at once at most.
 type slowLoads struct {
-	st       *fakeStore
+	st       *cachetest.Store[key]
 	maxDelay time.Duration
 
 	mu      sync.Mutex
@@ -37,11 +39,11 @@ func (s *slowLoads) load(ctx context.Context, k key) ([]byte, error) {
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
-	return s.st.load(ctx, k)
+	return s.st.Load(ctx, k)
 }
 
 func TestWriteToKeepsOrder(t *testing.T) {
-	st := newFakeStore()
+	st := cachetest.NewStore[key]()
 	l, want := makeFile(st, 5, 60, 3000)
 	for _, ahead := range []int{-1, 0, 1, 3, 16} {
 		sl := &slowLoads{st: st, maxDelay: 3 * time.Millisecond, r: rand.New(rand.NewPCG(uint64(ahead+2), 1))}
@@ -63,7 +65,7 @@ func TestWriteToKeepsOrder(t *testing.T) {
 		}
 	}
 	var buf bytes.Buffer
-	if err := WriteTo(t.Context(), &buf, NewLayout[key](nil), st.load, 0); err != nil || buf.Len() != 0 {
+	if err := WriteTo(t.Context(), &buf, NewLayout[key](nil), st.Load, 0); err != nil || buf.Len() != 0 {
 		t.Fatalf("empty file: %d bytes, %v", buf.Len(), err)
 	}
 }
@@ -71,34 +73,34 @@ func TestWriteToKeepsOrder(t *testing.T) {
 // TestWriteToStopsOnError: the first failing piece in file order stops
 // the stream after the pieces before it, and its error is returned.
 func TestWriteToStopsOnError(t *testing.T) {
-	st := newFakeStore()
+	st := cachetest.NewStore[key]()
 	l, want := makeFile(st, 6, 200, 3000)
 	const bad = 7
-	delete(st.blobs, l.Piece(bad).Key)
+	delete(st.Blobs, l.Piece(bad).Key)
 	sl := &slowLoads{st: st, maxDelay: time.Millisecond, r: rand.New(rand.NewPCG(3, 3))}
 	var buf bytes.Buffer
-	if err := WriteTo(t.Context(), &buf, l, sl.load, 4); !errors.Is(err, errNotFound) {
+	if err := WriteTo(t.Context(), &buf, l, sl.load, 4); !errors.Is(err, cachetest.ErrNotFound) {
 		t.Fatalf("missing piece: %v", err)
 	}
 	if !bytes.Equal(buf.Bytes(), want[:l.Start(bad)]) {
 		t.Fatalf("wrote %d bytes, want the %d before the missing piece", buf.Len(), l.Start(bad))
 	}
-	if n := st.total.Load(); n > bad+1+4+1 {
+	if n := st.Total.Load(); n > bad+1+4+1 {
 		t.Fatalf("%d pieces loaded after piece %d failed", n-bad-1, bad)
 	}
 
 	// A piece of the wrong length is an error, not a shifted file.
-	st2 := newFakeStore()
+	st2 := cachetest.NewStore[key]()
 	l2, _ := makeFile(st2, 7, 10, 3000)
-	st2.blobs[l2.Piece(3).Key] = append(st2.blobs[l2.Piece(3).Key], 0)
+	st2.Blobs[l2.Piece(3).Key] = append(st2.Blobs[l2.Piece(3).Key], 0)
 	buf.Reset()
-	if err := WriteTo(t.Context(), &buf, l2, st2.load, 2); err == nil || !strings.Contains(err.Error(), "piece 3") || int64(buf.Len()) != l2.Start(3) {
+	if err := WriteTo(t.Context(), &buf, l2, st2.Load, 2); err == nil || !strings.Contains(err.Error(), "piece 3") || int64(buf.Len()) != l2.Start(3) {
 		t.Fatalf("long piece: %v after %d bytes", err, buf.Len())
 	}
 
 	// The writer's error stops it too.
 	ew := &failWriter{after: 2}
-	if err := WriteTo(t.Context(), ew, l2, st2.load, 2); !errors.Is(err, errWrite) || ew.writes != 3 {
+	if err := WriteTo(t.Context(), ew, l2, st2.Load, 2); !errors.Is(err, errWrite) || ew.writes != 3 {
 		t.Fatalf("failing writer: %v after %d writes", err, ew.writes)
 	}
 }
@@ -118,7 +120,7 @@ func (w *failWriter) Write(p []byte) (int, error) {
 // TestWriteToCancel: a cancelled context stops the stream, the loads in
 // flight are cancelled, and the context's error is returned.
 func TestWriteToCancel(t *testing.T) {
-	st := newFakeStore()
+	st := cachetest.NewStore[key]()
 	l, want := makeFile(st, 8, 100, 3000)
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
@@ -130,11 +132,11 @@ func TestWriteToCancel(t *testing.T) {
 	}
 	load := func(ctx context.Context, k key) ([]byte, error) {
 		if index[k] >= 5 {
-			st.load(ctx, k) // counted
+			st.Load(ctx, k) // counted
 			<-ctx.Done()
 			return nil, ctx.Err()
 		}
-		return st.load(ctx, k)
+		return st.Load(ctx, k)
 	}
 	w := &cancelWriter{after: 3, cancel: cancel}
 	done := make(chan error, 1)
@@ -150,14 +152,14 @@ func TestWriteToCancel(t *testing.T) {
 	if !bytes.Equal(w.buf.Bytes(), want[:w.buf.Len()]) || w.buf.Len() > int(l.Start(5)) {
 		t.Fatalf("wrote %d bytes before stopping", w.buf.Len())
 	}
-	if n := st.total.Load(); n > 5+4+1 {
+	if n := st.Total.Load(); n > 5+4+1 {
 		t.Fatalf("%d loads after a cancel", n)
 	}
 
 	// A context cancelled before the start stops it at once (a piece or
 	// two may have been started and written: this loader ignores ctx).
 	var buf bytes.Buffer
-	if err := WriteTo(ctx, &buf, l, st.load, 4); !errors.Is(err, context.Canceled) || buf.Len() >= len(want)/2 {
+	if err := WriteTo(ctx, &buf, l, st.Load, 4); !errors.Is(err, context.Canceled) || buf.Len() >= len(want)/2 {
 		t.Fatalf("cancelled before: %v, %d bytes", err, buf.Len())
 	}
 }
