@@ -64,6 +64,15 @@ func TestSnapshotSelection(t *testing.T) {
 	if n := strings.Count(e.ok("ls").stdout, "\n"); n != 3 { // header and two snapshots: the old one is gone
 		t.Fatalf("after tag, ls has %d lines:\n%s", n, e.ok("ls").stdout)
 	}
+	// latest and its own id name one snapshot: it is changed once.
+	var newest []struct {
+		ID string `json:"id"`
+	}
+	json.Unmarshal([]byte(e.ok("ls", "--json").stdout), &newest)
+	e.ok("tag", "--add", "twice", "latest", newest[len(newest)-1].ID[:8])
+	if n := strings.Count(e.ok("ls").stdout, "\n"); n != 3 {
+		t.Fatalf("tagging one snapshot named twice left %d ls lines:\n%s", n, e.ok("ls").stdout)
+	}
 	e.ok("tag", "--remove", "keep", "--tag", "keep")
 	e.fail(1, []string{"no snapshot matches --tag keep"}, "ls", "--tag", "keep", "latest:/")
 	e.fail(2, []string{"say what to change"}, "tag", "latest")

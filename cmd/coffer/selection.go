@@ -2,7 +2,6 @@ package main
 
 import (
 	"path/filepath"
-	"strings"
 
 	"github.com/urfave/cli/v2"
 
@@ -45,7 +44,13 @@ func snapshotFilter(c *cli.Context) (engine.Filter, error) {
 			return f, err
 		}
 		if isS3(loc) {
-			loc, _, _ = strings.Cut(loc, "?") // options are not part of the source
+			// As the S3 source records itself: options left out, the
+			// prefix unescaped and ending in "/".
+			o, err := s3Options(loc, nil)
+			if err != nil {
+				return f, err
+			}
+			loc = o.URI()
 		} else if loc, err = filepath.Abs(loc); err != nil {
 			return f, err
 		}

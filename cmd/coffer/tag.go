@@ -8,6 +8,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/coffer-backup/coffer/engine"
+	"github.com/coffer-backup/coffer/engine/crypto"
 )
 
 func tagCmd() *cli.Command {
@@ -75,12 +76,17 @@ func runTag(c *cli.Context) error {
 			return fmt.Errorf("tag: %w %s", engine.ErrNoMatch, f)
 		}
 	}
+	seen := map[crypto.ID]bool{}
 	for _, ref := range c.Args().Slice() {
 		sn, err := r.FindSnapshotIn(c.Context, ref, f)
 		if err != nil {
 			return err
 		}
-		snaps = append(snaps, sn)
+		// Two references to one snapshot (latest and its id) change it once.
+		if !seen[sn.ID] {
+			seen[sn.ID] = true
+			snaps = append(snaps, sn)
+		}
 	}
 	var outs []tagOut
 	for _, sn := range snaps {
