@@ -93,15 +93,17 @@ func (r *Repo) loadObject(ctx context.Context, name store.Handle, aad []byte) ([
 	if err != nil {
 		return nil, err
 	}
-	base := name.Name
-	if store.Caches(r.st) && crypto.Hash(data).String() != base {
+	got := crypto.Hash(data).String()
+	if got != name.Name && store.Caches(r.st) {
+		// Perhaps only a cached copy is damaged: drop it, read again.
 		store.Invalidate(r.st, name, 0, -1)
 		if data, err = r.st.Get(ctx, name, 0, -1); err != nil {
 			return nil, err
 		}
+		got = crypto.Hash(data).String()
 	}
-	if want := crypto.Hash(data).String(); base != want {
-		return nil, fmt.Errorf("%s: %w: content hash is %s", name, crypto.ErrAuth, want[:16])
+	if got != name.Name {
+		return nil, fmt.Errorf("%s: %w: content hash is %s", name, crypto.ErrAuth, got[:16])
 	}
 	p, err := r.openObject(data, aad)
 	if err != nil {
@@ -156,7 +158,7 @@ func (r *Repo) LoadBlob(ctx context.Context, id crypto.ID) ([]byte, error) {
 	// Decrypt in place: a raw blob's plaintext is then the fetched buffer
 	// itself, with no second allocation or copy.
 	plain, _, err := r.OpenBlobInPlace(sealed, loc, pack, nil)
-	if store.Caches(r.st) && errors.Is(err, crypto.ErrAuth) {
+	if errors.Is(err, crypto.ErrAuth) && store.Caches(r.st) {
 		// Perhaps only a cached copy is damaged: drop it, read again.
 		store.Invalidate(r.st, name, off, n)
 		if sealed, err = r.st.Get(ctx, name, off, n); err != nil {

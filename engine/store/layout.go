@@ -1,7 +1,6 @@
 package store
 
 import (
-	"encoding/hex"
 	"fmt"
 	"strings"
 )
@@ -159,10 +158,16 @@ func ParseObjectName(name string) (h Handle, ok bool) {
 	return Handle{}, false
 }
 
+// isHexID reports whether s is 64 lower-case hex digits (it runs on every
+// Get and Put: no allocation).
 func isHexID(s string) bool {
 	if len(s) != 64 {
 		return false
 	}
-	_, err := hex.DecodeString(s)
-	return err == nil && strings.ToLower(s) == s
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
 }

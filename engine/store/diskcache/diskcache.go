@@ -140,7 +140,7 @@ func (d *Storage) Enable(dir string) error {
 		if err != nil {
 			return nil
 		}
-		if strings.HasPrefix(e.Name(), ".tmp-") {
+		if strings.HasPrefix(e.Name(), store.TempPrefix) {
 			// A write another process may still be making, or one a
 			// crash left behind.
 			if time.Since(fi.ModTime()) > time.Hour {
@@ -262,21 +262,21 @@ func (d *Storage) objectPath(h store.Handle) string {
 // cachePath returns where a Get of h at off/length is kept, and whether
 // the whole object is; "" when it is not cached.
 func (d *Storage) cachePath(h store.Handle, off, length int64) (string, bool) {
-	name := d.objectPath(h)
-	if name == "" {
+	// Decide by kind first: data packs, the busiest reads, pass through
+	// without a lock or a path.
+	whole := (h.Kind == store.KindIndex || h.Kind == store.KindSnapshot) && off == 0 && length < 0
+	rng := h.Kind == store.KindTreePack && off >= 0 && length > 0
+	if !whole && !rng {
 		return "", false
 	}
-	switch h.Kind {
-	case store.KindIndex, store.KindSnapshot:
-		if off == 0 && length < 0 {
-			return name, true
-		}
-	case store.KindTreePack:
-		if off >= 0 && length > 0 {
-			return fmt.Sprintf("%s.%d.%d", name, off, length), false
-		}
+	name := d.objectPath(h)
+	switch {
+	case name == "":
+		return "", false
+	case rng:
+		return fmt.Sprintf("%s.%d.%d", name, off, length), false
 	}
-	return "", false
+	return name, true
 }
 
 func (d *Storage) Location() string         { return d.inner.Location() }
@@ -377,7 +377,7 @@ func writeAtomic(p string, data []byte) error {
 	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(filepath.Dir(p), ".tmp-*")
+	f, err := os.CreateTemp(filepath.Dir(p), store.TempPrefix+"*")
 	if err != nil {
 		return err
 	}
