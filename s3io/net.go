@@ -45,8 +45,8 @@ const timeoutAttempts = 2
 // over it.
 const TimeoutEnv = "COFFER_S3_TIMEOUT"
 
-// parseTimeout reads a timeout: a Go duration ("30s", "2m") or seconds.
-func parseTimeout(v string) (time.Duration, error) {
+// ParseTimeout reads a timeout: a Go duration ("30s", "2m") or seconds.
+func ParseTimeout(v string) (time.Duration, error) {
 	d, err := time.ParseDuration(v)
 	if err != nil {
 		n, nerr := strconv.ParseFloat(v, 64)
@@ -67,7 +67,7 @@ func (o *Options) timeout() (time.Duration, error) {
 		return o.Timeout, nil
 	}
 	if v := os.Getenv(TimeoutEnv); v != "" {
-		d, err := parseTimeout(v)
+		d, err := ParseTimeout(v)
 		if err != nil {
 			return 0, fmt.Errorf("%s=%q: %w", TimeoutEnv, v, err)
 		}

@@ -184,7 +184,7 @@ func (o *Options) Set(key, value string) error {
 		}
 		o.Concurrency = n
 	case "timeout":
-		d, err := parseTimeout(value)
+		d, err := ParseTimeout(value)
 		if err != nil {
 			return bad(err)
 		}

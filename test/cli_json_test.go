@@ -117,13 +117,7 @@ func TestCLIJSONMatchesText(t *testing.T) {
 		t.Fatalf("check --json: %v\n%s", err, cj.stdout)
 	}
 	ct := e.ok("check").stdout
-	n := func(k int, noun string) string { // "1 pack", "2 packs"
-		if k == 1 {
-			return "1 " + noun
-		}
-		return fmt.Sprintf("%d %ss", k, noun)
-	}
-	wantC := fmt.Sprintf("no problems found: %s, %s, %s, %s read", n(ck.Snapshots, "snapshot"), n(ck.Packs, "pack"), n(ck.Blobs, "blob"), humanize.IBytes(uint64(ck.Bytes)))
+	wantC := fmt.Sprintf("no problems found: %s, %s, %s, %s read", pl(ck.Snapshots, "snapshot"), pl(ck.Packs, "pack"), pl(ck.Blobs, "blob"), humanize.IBytes(uint64(ck.Bytes)))
 	if !ck.OK || ck.Snapshots != 2 || ck.Problems == nil || ck.Warnings == nil || !strings.Contains(ct, wantC) {
 		t.Fatalf("check text vs JSON: want %q in %q (JSON %s)", wantC, ct, cj.stdout)
 	}

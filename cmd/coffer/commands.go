@@ -277,8 +277,7 @@ func scanAhead(ctx context.Context, loc string, filter *backup.Filter, view *pro
 	if filter != nil {
 		// The same choices, but counters of its own: the backup's walk
 		// counts what it excludes in filter.
-		setFilter(src, &backup.Filter{Exclude: filter.Exclude, Include: filter.Include, IfPresent: filter.IfPresent,
-			LargerThan: filter.LargerThan, OneFileSystem: filter.OneFileSystem})
+		setFilter(src, filter.Clone())
 	}
 	var g progressGoal
 	errStop := errors.New("stop")

@@ -238,10 +238,7 @@ func completeRefs(c *cli.Context) {
 	if err != nil || r.LoadIndex(c.Context) != nil {
 		return
 	}
-	n, err := r.ResolvePath(c.Context, sn, strings.TrimSuffix(dir, "/"), false)
-	if dir == "/" {
-		n, err = r.ResolvePath(c.Context, sn, "/", false)
-	}
+	n, err := r.ResolvePath(c.Context, sn, strings.TrimSuffix(dir, "/"), false) // "" is the root
 	if err != nil || n.Type != tree.TypeDir {
 		return
 	}

@@ -233,6 +233,13 @@ type Filter struct {
 	files, dirs atomic.Uint64
 }
 
+// Clone returns a filter with f's choices and counters of its own (a
+// scan ahead of the backup must not count into the backup's).
+func (f *Filter) Clone() *Filter {
+	return &Filter{Exclude: f.Exclude, Include: f.Include, IfPresent: f.IfPresent,
+		LargerThan: f.LargerThan, OneFileSystem: f.OneFileSystem}
+}
+
 // Excluded counts what a filter left out.
 type Excluded struct {
 	Files, Dirs uint64

@@ -20,7 +20,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/dustin/go-humanize"
 	"golang.org/x/sys/unix"
@@ -213,18 +212,8 @@ func checkBool(v string) error {
 }
 
 func checkTimeout(v string) error {
-	d, err := time.ParseDuration(v)
-	if err != nil {
-		n, nerr := strconv.ParseFloat(v, 64)
-		if nerr != nil {
-			return errors.New("want a duration like 30s or 2m")
-		}
-		d = time.Duration(n * float64(time.Second))
-	}
-	if d <= 0 {
-		return errors.New("want a duration above zero, like 30s")
-	}
-	return nil
+	_, err := s3io.ParseTimeout(v)
+	return err
 }
 
 func checkOneOf(valid []string, fold bool) func(string) error {
