@@ -89,9 +89,6 @@ func NewBytes[K comparable](maxBytes int64, parallel int, load Loader[K, []byte]
 // Close cancels the loads in flight; later loads fail.
 func (c *LRU[K, V]) Close() { c.cancel() }
 
-// Max returns the byte budget.
-func (c *LRU[K, V]) Max() int64 { return c.max }
-
 // Get returns the value of key from memory, or loads it (merged with any
 // load of key already running) and keeps it. If ctx ends first, Get
 // returns ctx's error; the load goes on for the others waiting on it.
@@ -120,14 +117,6 @@ func (c *LRU[K, V]) GetWith(ctx context.Context, key K, fn func(context.Context)
 		var zero V
 		return zero, ctx.Err()
 	}
-}
-
-// Peek returns the value of key if it is in memory, without loading it or
-// changing its recency.
-func (c *LRU[K, V]) Peek(key K) (V, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.lru.Peek(key)
 }
 
 // Contains reports whether key is in memory.

@@ -12,13 +12,12 @@ import (
 // unsigned and zig-zag varints, length-prefixed byte strings, raw ids.
 type Encoder struct{ B []byte }
 
-func (e *Encoder) Byte(v byte)       { e.B = append(e.B, v) }
-func (e *Encoder) Uvarint(v uint64)  { e.B = binary.AppendUvarint(e.B, v) }
-func (e *Encoder) Varint(v int64)    { e.B = binary.AppendVarint(e.B, v) }
-func (e *Encoder) ID(id crypto.ID)   { e.B = append(e.B, id[:]...) }
-func (e *Encoder) Bytes(v []byte)    { e.Uvarint(uint64(len(v))); e.B = append(e.B, v...) }
-func (e *Encoder) Str(v string)      { e.Uvarint(uint64(len(v))); e.B = append(e.B, v...) }
-func (e *Encoder) Uint32LE(v uint32) { e.B = binary.LittleEndian.AppendUint32(e.B, v) }
+func (e *Encoder) Byte(v byte)      { e.B = append(e.B, v) }
+func (e *Encoder) Uvarint(v uint64) { e.B = binary.AppendUvarint(e.B, v) }
+func (e *Encoder) Varint(v int64)   { e.B = binary.AppendVarint(e.B, v) }
+func (e *Encoder) ID(id crypto.ID)  { e.B = append(e.B, id[:]...) }
+func (e *Encoder) Bytes(v []byte)   { e.Uvarint(uint64(len(v))); e.B = append(e.B, v...) }
+func (e *Encoder) Str(v string)     { e.Uvarint(uint64(len(v))); e.B = append(e.B, v...) }
 
 // errCorrupt is wrapped by every decoder error.
 var ErrCorrupt = errors.New("corrupt encoding")

@@ -41,10 +41,6 @@ func (k Kind) String() string {
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }
 
-// IsMetadata reports whether objects of kind k describe the store rather
-// than hold file content: everything but data packs.
-func (k Kind) IsMetadata() bool { return k != KindDataPack }
-
 // Handle names one stored object: its kind, and its name within the
 // kind (the hex of a content hash for packs, index files and snapshots;
 // empty for the config).
