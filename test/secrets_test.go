@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -234,7 +235,14 @@ func TestSecretsNeverShown(t *testing.T) {
 				runs = sc.sourceCommands()
 			}
 			for _, args := range runs {
-				noMarker(t, args, c.coffer(sc.envs, fill(args)...))
+				r := c.coffer(sc.envs, fill(args)...)
+				noMarker(t, args, r)
+				// Every run but config's listings and the create of an
+				// absent store is a failure path: one that succeeded never
+				// met the refusal it was meant to.
+				if r.code == 0 && args[0] != "config" && !slices.Contains(args, "create") {
+					t.Errorf("coffer %s: exit 0, want the failure this case sets up:\n%s", strings.Join(args, " "), r)
+				}
 			}
 		})
 	}
