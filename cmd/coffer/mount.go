@@ -9,6 +9,7 @@ import (
 	"github.com/dustin/go-humanize"
 	"github.com/urfave/cli/v2"
 
+	"github.com/coffer-backup/coffer/engine"
 	"github.com/coffer-backup/coffer/fusefs"
 )
 
@@ -67,6 +68,17 @@ func runMount(c *cli.Context) error {
 	if err != nil || diskSize < 1<<20 {
 		return usagef("mount: --disk-cache-size %q: want a size of at least 1MiB, like 1GiB (--no-disk-cache turns it off)", c.String("disk-cache-size"))
 	}
+	refresh := c.Duration("refresh")
+	if refresh < 0 {
+		return usagef("mount: --refresh %v: want a duration like 1m or 30s (0 never lists again)", refresh)
+	}
+	if refresh == 0 {
+		refresh = -1
+	}
+	f, err := snapshotFilter(c)
+	if err != nil {
+		return err
+	}
 	stderr := c.App.ErrWriter
 
 	// Everything that can fail is done before mounting: the store, the
@@ -79,19 +91,16 @@ func runMount(c *cli.Context) error {
 		layers.disk.SetLimit(int64(diskSize))
 	}
 	ctx := c.Context
-	snaps, err := r.Snapshots(ctx)
-	if err != nil {
-		return err
+	var snaps []*engine.Snapshot
+	if c.NArg() == 1 {
+		// Only the whole-store mount needs them all; listed before the
+		// index is read, since a snapshot is written after its index.
+		if snaps, err = r.Snapshots(ctx); err != nil {
+			return err
+		}
 	}
 	if err := r.LoadIndex(ctx); err != nil {
 		return err
-	}
-	refresh := c.Duration("refresh")
-	if refresh < 0 {
-		return usagef("mount: --refresh %v: want a duration like 1m or 30s (0 never lists again)", refresh)
-	}
-	if refresh == 0 {
-		refresh = -1
 	}
 	ra := int64(readAhead)
 	if ra == 0 {
@@ -103,13 +112,9 @@ func runMount(c *cli.Context) error {
 	})
 	defer fsys.Close()
 	var root fusefs.Root
-	what := fmt.Sprintf("%d snapshots", len(snaps))
+	var what string
 	if c.NArg() == 2 {
 		id, p := splitRef(c.Args().Get(1))
-		f, err := snapshotFilter(c)
-		if err != nil {
-			return err
-		}
 		sn, err := r.FindSnapshotIn(ctx, id, f)
 		if err != nil {
 			return err
@@ -124,6 +129,7 @@ func runMount(c *cli.Context) error {
 		what = fmt.Sprintf("snapshot %s:%s", sn.ID.Short(), p)
 	} else {
 		root = fsys.SnapshotsRoot(snaps)
+		what = fmt.Sprintf("%d snapshots", len(snaps))
 	}
 
 	srv, err := fusefs.Mount(dir, root, fusefs.MountOptions{
