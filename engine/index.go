@@ -49,6 +49,30 @@ func (r *Repo) loadIndex(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if r.indexDir != "" {
+		r.openIndexCache()
+	}
+	// An index kept from an earlier run (UseIndexCache) holds the blobs of
+	// the index files it covers. It is used only if the store still has
+	// every one of them: else it may answer for packs that are gone.
+	if covered := r.Index.Covered(); len(covered) > 0 {
+		have := make(map[string]bool, len(names))
+		for _, n := range names {
+			have[n.Name] = true
+		}
+		all := true
+		for _, c := range covered {
+			all = all && have[c]
+		}
+		if !all {
+			r.Index.Reset()
+		} else {
+			for _, c := range covered {
+				r.indexed.add(c)
+			}
+			r.Index.SetFiles(len(covered))
+		}
+	}
 	return r.readIndexFiles(ctx, names)
 }
 
@@ -68,7 +92,9 @@ func (r *Repo) readIndexFiles(ctx context.Context, names []store.Handle) error {
 			if err != nil {
 				return err
 			}
-			r.Index.Add(packs)
+			if err := r.Index.AddFile(name.Name, packs); err != nil {
+				return err
+			}
 			n := r.indexed.add(name.Name)
 			mu.Lock()
 			files = max(files, n)
@@ -80,7 +106,17 @@ func (r *Repo) readIndexFiles(ctx context.Context, names []store.Handle) error {
 	if files > 0 {
 		r.Index.SetFiles(files)
 	}
-	return err
+	if err != nil {
+		return err
+	}
+	if files > 0 {
+		// Write the memtable out, merge, and keep the index for the next
+		// run when there is a cache folder.
+		if err := r.Index.Save(); err != nil {
+			return fmt.Errorf("index: %w", err)
+		}
+	}
+	return nil
 }
 
 // RefreshIndex reads into r.Index the index files added to the store

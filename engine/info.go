@@ -49,7 +49,7 @@ func (r *Repo) Info(ctx context.Context) (*StoreInfo, error) {
 			in.TreePacks++
 		}
 	}
-	r.Index.Each(func(b format.BlobLoc, _ crypto.ID) {
+	if err := r.Index.Each(func(b format.BlobLoc, _ crypto.ID) {
 		if b.Kind == format.BlobData {
 			in.DataBlobs++
 			in.UniqueBytes += uint64(b.RawLen)
@@ -57,7 +57,9 @@ func (r *Repo) Info(ctx context.Context) (*StoreInfo, error) {
 		} else {
 			in.TreeBlobs++
 		}
-	})
+	}); err != nil {
+		return nil, err
+	}
 	in.IndexFiles = r.Index.Files()
 	for _, k := range store.Kinds {
 		if err := r.st.List(ctx, k, func(o store.ObjectInfo) error {

@@ -31,6 +31,8 @@ type Repo struct {
 	indexOnce sync.Once
 	indexErr  error
 	indexed   indexFiles // the index files read into Index
+	indexDir  string     // where the index is kept between runs ("" nowhere)
+	indexNote string     // why the kept index was not used
 }
 
 func newRepo(st store.Storage, p Params, master []byte) (*Repo, error) {
@@ -39,6 +41,34 @@ func newRepo(st store.Storage, p Params, master []byte) (*Repo, error) {
 		return nil, err
 	}
 	return &Repo{st: st, Params: p, keys: k, Index: index.New(), master: master}, nil
+}
+
+// UseIndexCache makes r keep its index in dir between runs (see
+// index.CacheDir): LoadIndex then reads only the index files the kept
+// index does not cover. Call it before LoadIndex. A kept index that is
+// unreadable, damaged or another store's is dropped and rebuilt, and a
+// folder that cannot be used leaves the index in temporary files
+// (IndexCacheNote says why in both cases).
+func (r *Repo) UseIndexCache(dir string) { r.indexDir = dir }
+
+// IndexCacheNote says why LoadIndex did not use the index kept between
+// runs, or "" if it did (or none was asked for).
+func (r *Repo) IndexCacheNote() string { return r.indexNote }
+
+// openIndexCache replaces the empty r.Index by the one kept in r.indexDir.
+func (r *Repo) openIndexCache() {
+	if len(r.Index.Packs()) > 0 {
+		return // something was added already: keep it
+	}
+	x, err := index.Open(index.Options{Dir: r.indexDir, Keys: r.keys, StoreID: r.Params.StoreID})
+	if err != nil {
+		r.indexNote = err.Error()
+		return
+	}
+	r.indexNote = x.Note()
+	old := r.Index
+	r.Index = x
+	old.Close()
 }
 
 // Storage returns the storage the store lives in.
@@ -148,6 +178,9 @@ var ErrMissingBlob = fmt.Errorf("not in any index: %w", store.ErrNotFound)
 func (r *Repo) LoadBlob(ctx context.Context, id crypto.ID) ([]byte, error) {
 	loc, pack, ok := r.Index.Lookup(id)
 	if !ok {
+		if err := r.Index.Err(); err != nil {
+			return nil, &BlobError{ID: id, Err: err}
+		}
 		return nil, &BlobError{ID: id, Err: ErrMissingBlob}
 	}
 	name, off, n := packHandle(loc.Kind, pack), int64(loc.Offset), int64(loc.Length)

@@ -294,7 +294,9 @@ func (s *Saver) upload(p *openPack) error {
 	s.StoredBytes.Add(int64(p.size))
 	s.PacksWritten.Add(1)
 	ip := format.IndexPack{ID: id, Kind: p.kind, Blobs: p.blobs}
-	s.r.Index.Add([]format.IndexPack{ip})
+	if err := s.r.Index.Add([]format.IndexPack{ip}); err != nil {
+		return err
+	}
 	// The index answers for these now; keep claimed to blobs in flight.
 	s.mu.Lock()
 	for _, b := range p.blobs {

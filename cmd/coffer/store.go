@@ -8,6 +8,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/coffer-backup/coffer/engine"
+	"github.com/coffer-backup/coffer/engine/index"
 	"github.com/coffer-backup/coffer/engine/store"
 	"github.com/coffer-backup/coffer/engine/store/diskcache"
 	"github.com/coffer-backup/coffer/internal/config"
@@ -90,6 +91,13 @@ func openRepo(c *cli.Context, opt repoOptions) (*engine.Repo, *layers, error) {
 	// The KDF's buffer is garbage now; collect it before it sets the
 	// GC's goal for the rest of the run (it would double peak memory).
 	debug.FreeOSMemory()
+	// The index is kept between runs in the user's cache folder (sealed),
+	// unless the command has --no-disk-cache.
+	if !c.Bool("no-disk-cache") {
+		if dir, err := index.CacheDir(r.Params.StoreID); err == nil {
+			r.UseIndexCache(dir)
+		}
+	}
 	if l.disk != nil {
 		dir, err := diskcache.DefaultDir(r.Params.StoreID)
 		if err == nil {

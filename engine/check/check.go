@@ -238,8 +238,7 @@ func loadIndexTolerant(ctx context.Context, r *engine.Repo, idx *index.Master, p
 			if err != nil {
 				return err
 			}
-			idx.Add(packs)
-			return nil
+			return idx.Add(packs)
 		})
 	}
 	return g.Wait()

@@ -1,94 +1,344 @@
 // Package index maps every blob id of a store to the pack that holds it,
-// its place there and its kind: the in-memory index a repository loads
-// from the index files and grows as a backup uploads packs.
+// its place there and its kind: the index a repository loads from the
+// index files and grows as a backup uploads packs.
+//
+// It is compact: the locations live in sorted runs of sealed fixed-size
+// records on disk (run.go), and RAM holds only an 8-byte id prefix per
+// blob, the table of pack ids, and a bounded memtable of recent Adds that
+// is written out as a new run when full. Runs are merged (k-way, one block
+// per run in memory) so that there are few of them. A lookup searches the
+// prefixes in RAM and compares the full id in the record it reads from
+// disk: a prefix match alone never answers.
+//
+// With a cache folder (Open), the runs and the pack table are kept
+// between processes, listed in a sealed manifest with the index files
+// they cover (cache.go); without one (New), the runs are unlinked
+// temporary files sealed under a key that lives only in this process.
 package index
 
 import (
+	"bytes"
+	"container/heap"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"sort"
 	"sync"
 
 	"github.com/coffer-backup/coffer/engine/crypto"
 	"github.com/coffer-backup/coffer/engine/format"
 )
 
-// location is a blob's place, as kept in memory.
-type location struct {
-	pack   uint32 // position in MasterIndex.packs
-	offset uint32
-	length uint32
-	rawLen uint32
-	kind   format.BlobKind
-	comp   format.Compression
+// DefaultMemtable is how many recent blobs are kept in RAM (about 80
+// bytes each) before they are written out as a run.
+const DefaultMemtable = 1 << 17
+
+// fanout is how many runs of one size class are merged into one.
+const fanout = 8
+
+// Options configure a Master.
+type Options struct {
+	// Dir keeps the index between processes (a folder of the user's cache,
+	// see CacheDir); "" keeps nothing and writes unlinked temporary files.
+	Dir string
+	// Keys seal the files in Dir; required with Dir. StoreID binds them
+	// to one store.
+	Keys    *crypto.Keys
+	StoreID string
+	// Memtable bounds the blobs kept in RAM before a run is written
+	// (DefaultMemtable when 0).
+	Memtable int
 }
 
-// MasterIndex maps every blob id of the store to its pack. It is loaded
-// from all index files and grows as a backup uploads packs.
+// Master maps every blob id of the store to its pack. It is loaded from
+// all index files and grows as a backup uploads packs. Answers are those
+// of a map filled by the same Adds: a blob added twice keeps its first
+// location.
 type Master struct {
-	mu    sync.RWMutex
-	packs []crypto.ID
-	kinds []format.BlobKind
-	pos   map[crypto.ID]uint32
-	blobs map[crypto.ID]location
-	files int // index files loaded
+	mu  sync.RWMutex
+	opt Options
+
+	packs      []crypto.ID
+	kinds      []format.BlobKind
+	packSorted []uint32             // positions in packs, by pack id
+	packNew    map[crypto.ID]uint32 // packs not yet in packSorted
+
+	mem  map[crypto.ID]location // recent Adds, newer than every run
+	runs []*run                 // oldest first
+
+	files   int
+	covered []string // index files whose blobs all were added (AddFile)
+	dirty   bool     // blobs were added that no index file covers: never saved
+	err     error    // first failure to read a run
+
+	saved    []string // run files the manifest on disk lists
+	obsolete []string // run files of the manifest merged away since
+	note     string   // why a cache was not used, for tests and messages
 }
 
+// New returns an empty index that keeps nothing between processes.
 func New() *Master {
-	return &Master{pos: map[crypto.ID]uint32{}, blobs: map[crypto.ID]location{}}
+	x, err := Open(Options{})
+	if err != nil { // cannot happen without a folder
+		panic(err)
+	}
+	return x
 }
 
-// Add records the blobs of packs.
-func (x *Master) Add(packs []format.IndexPack) {
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	for _, p := range packs {
-		pi, ok := x.pos[p.ID]
-		if !ok {
-			pi = uint32(len(x.packs))
-			x.packs = append(x.packs, p.ID)
-			x.kinds = append(x.kinds, p.Kind)
-			x.pos[p.ID] = pi
+// Open returns the index kept in opt.Dir, or an empty one when there is
+// none, or when it is unreadable, foreign (another store or key) or
+// damaged: such a cache is removed and rebuilt, never trusted (Note says
+// why). It fails only when the folder cannot be used.
+func Open(opt Options) (*Master, error) {
+	if opt.Memtable <= 0 {
+		opt.Memtable = DefaultMemtable
+	}
+	if opt.Dir == "" {
+		// A key that dies with the process seals the temporary runs.
+		var k [32]byte
+		rand.Read(k[:])
+		keys, err := crypto.DeriveKeys(k[:])
+		if err != nil {
+			return nil, err
 		}
-		for _, b := range p.Blobs {
-			if _, dup := x.blobs[b.ID]; dup {
-				continue // the same blob in two packs: either copy will do
-			}
-			x.blobs[b.ID] = location{pack: pi, offset: b.Offset, length: b.Length, rawLen: b.RawLen, kind: b.Kind, comp: b.Comp}
+		opt.Keys = keys
+	} else {
+		if opt.Keys == nil {
+			return nil, errors.New("index cache: no keys")
+		}
+		if err := os.MkdirAll(opt.Dir, 0o700); err != nil {
+			return nil, fmt.Errorf("index cache: %w", err)
 		}
 	}
+	x := &Master{opt: opt}
+	x.resetLocked()
+	if opt.Dir != "" {
+		if err := x.loadCache(); err != nil {
+			x.note = err.Error()
+			x.resetLocked()
+			os.Remove(x.manifestPath())
+		}
+	}
+	return x, nil
 }
 
-// Has reports whether the store holds blob id.
-func (x *Master) Has(id crypto.ID) bool {
+// resetLocked empties the index (closing its runs).
+func (x *Master) resetLocked() {
+	for _, r := range x.runs {
+		x.release(r)
+	}
+	x.packs, x.kinds, x.packSorted = nil, nil, nil
+	x.packNew = map[crypto.ID]uint32{}
+	x.mem = map[crypto.ID]location{}
+	x.runs, x.covered, x.files, x.dirty, x.err = nil, nil, 0, false, nil
+}
+
+// Reset empties the index: the caller found that a cached index covers
+// index files the store no longer has.
+func (x *Master) Reset() {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	x.resetLocked()
+}
+
+// Note says why a cache in the folder was not used ("" if it was, or
+// there was none).
+func (x *Master) Note() string {
 	x.mu.RLock()
-	_, ok := x.blobs[id]
-	x.mu.RUnlock()
+	defer x.mu.RUnlock()
+	return x.note
+}
+
+// Covered returns the index files whose blobs the index holds (read by
+// AddFile, here or in an earlier process).
+func (x *Master) Covered() []string {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	return slices.Clone(x.covered)
+}
+
+// Err returns the first failure to read the index's files. A lookup that
+// fails answers "absent" (a backup then stores the blob again); callers
+// that must tell "absent" from "unreadable" ask Err.
+func (x *Master) Err() error {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	return x.err
+}
+
+func (x *Master) fail(err error) {
+	x.mu.Lock()
+	if x.err == nil {
+		x.err = err
+	}
+	x.mu.Unlock()
+}
+
+// packIndexLocked returns the position of pack id, adding it if new.
+func (x *Master) packIndexLocked(id crypto.ID, k format.BlobKind) uint32 {
+	if pi, ok := x.packNew[id]; ok {
+		return pi
+	}
+	if i, ok := x.searchPack(id); ok {
+		return x.packSorted[i]
+	}
+	pi := uint32(len(x.packs))
+	x.packs = append(x.packs, id)
+	x.kinds = append(x.kinds, k)
+	x.packNew[id] = pi
+	if len(x.packNew) > max(4096, len(x.packSorted)/4) {
+		x.sortPacksLocked()
+	}
+	return pi
+}
+
+func (x *Master) searchPack(id crypto.ID) (int, bool) {
+	i := sort.Search(len(x.packSorted), func(i int) bool {
+		return bytes.Compare(x.packs[x.packSorted[i]][:], id[:]) >= 0
+	})
+	return i, i < len(x.packSorted) && x.packs[x.packSorted[i]] == id
+}
+
+// sortPacksLocked moves packNew into packSorted.
+func (x *Master) sortPacksLocked() {
+	if len(x.packNew) == 0 {
+		return
+	}
+	s := slices.Grow(x.packSorted, len(x.packNew))
+	for _, pi := range x.packNew {
+		s = append(s, pi)
+	}
+	slices.SortFunc(s, func(a, b uint32) int { return bytes.Compare(x.packs[a][:], x.packs[b][:]) })
+	x.packSorted = s
+	x.packNew = map[crypto.ID]uint32{}
+}
+
+// Add records the blobs of packs that no index file lists yet (a backup's
+// new packs). It fails if a full memtable cannot be written out.
+func (x *Master) Add(packs []format.IndexPack) error {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	x.dirty = true
+	return x.addLocked(packs)
+}
+
+// AddFile records the blobs of index file name.
+func (x *Master) AddFile(name string, packs []format.IndexPack) error {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if err := x.addLocked(packs); err != nil {
+		return err
+	}
+	x.covered = append(x.covered, name)
+	return nil
+}
+
+func (x *Master) addLocked(packs []format.IndexPack) error {
+	for _, p := range packs {
+		pi := x.packIndexLocked(p.ID, p.Kind)
+		for _, b := range p.Blobs {
+			if _, dup := x.mem[b.ID]; dup {
+				continue // the same blob in two packs: the first stays
+			}
+			x.mem[b.ID] = location{pack: pi, offset: b.Offset, length: b.Length, rawLen: b.RawLen, kind: b.Kind, comp: b.Comp}
+			if len(x.mem) >= x.opt.Memtable {
+				if err := x.flushLocked(); err != nil {
+					return err
+				}
+				if err := x.mergeTiersLocked(); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// Has reports whether the store holds blob id. An unreadable index file
+// answers false (and sets Err): the blob is then stored again.
+func (x *Master) Has(id crypto.ID) bool {
+	_, ok := x.find(id, false)
 	return ok
 }
 
-// Lookup returns where blob id lives and the id of its pack.
+// Lookup returns where blob id lives and the id of its pack. An unreadable
+// index file answers false and sets Err.
 func (x *Master) Lookup(id crypto.ID) (format.BlobLoc, crypto.ID, bool) {
 	x.mu.RLock()
-	defer x.mu.RUnlock()
-	l, ok := x.blobs[id]
+	l, ok, err := x.findLocked(&id, true)
+	var pack crypto.ID
+	if ok {
+		pack = x.packs[l.pack]
+	}
+	x.mu.RUnlock()
+	if err != nil {
+		x.fail(err)
+		return format.BlobLoc{}, crypto.ID{}, false
+	}
 	if !ok {
 		return format.BlobLoc{}, crypto.ID{}, false
 	}
-	return format.BlobLoc{ID: id, Kind: l.kind, Comp: l.comp, Offset: l.offset, Length: l.length, RawLen: l.rawLen}, x.packs[l.pack], true
+	return format.BlobLoc{ID: id, Kind: l.kind, Comp: l.comp, Offset: l.offset, Length: l.length, RawLen: l.rawLen}, pack, true
 }
 
-// Len returns the number of blobs.
-func (x *Master) Len() int {
+func (x *Master) find(id crypto.ID, first bool) (location, bool) {
 	x.mu.RLock()
-	defer x.mu.RUnlock()
-	return len(x.blobs)
-}
-
-// Each calls fn for every blob with its pack id.
-func (x *Master) Each(fn func(b format.BlobLoc, pack crypto.ID)) {
-	x.mu.RLock()
-	defer x.mu.RUnlock()
-	for id, l := range x.blobs {
-		fn(format.BlobLoc{ID: id, Kind: l.kind, Comp: l.comp, Offset: l.offset, Length: l.length, RawLen: l.rawLen}, x.packs[l.pack])
+	l, ok, err := x.findLocked(&id, first)
+	x.mu.RUnlock()
+	if err != nil {
+		x.fail(err)
+		return location{}, false
 	}
+	return l, ok
+}
+
+// findLocked searches the runs from the oldest, then the memtable: the
+// first location added wins, as in a map that keeps the first. With
+// first unset (Has), the memtable is searched first.
+func (x *Master) findLocked(id *crypto.ID, first bool) (location, bool, error) {
+	if !first {
+		if l, ok := x.mem[*id]; ok {
+			return l, true, nil
+		}
+	}
+	for _, r := range x.runs {
+		l, ok, err := r.find(id)
+		if err == nil && ok && int(l.pack) >= len(x.packs) {
+			err = fmt.Errorf("%w: %s: pack %d of %d", errCache, r.label(), l.pack, len(x.packs))
+		}
+		if err != nil || ok {
+			return l, ok, err
+		}
+	}
+	l, ok := x.mem[*id]
+	return l, ok, nil
+}
+
+// Len returns the number of blobs. It reads every run.
+func (x *Master) Len() int {
+	n := 0
+	x.Each(func(format.BlobLoc, crypto.ID) { n++ })
+	return n
+}
+
+// Each calls fn for every blob with its pack id, in id order. fn must not
+// call x. It reads every run; a read failure stops it and is returned.
+func (x *Master) Each(fn func(b format.BlobLoc, pack crypto.ID)) error {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if err := x.flushLocked(); err != nil {
+		return err
+	}
+	return x.mergeRuns(x.runs, func(id *crypto.ID, l *location) error {
+		if int(l.pack) >= len(x.packs) {
+			return fmt.Errorf("%w: pack %d of %d", errCache, l.pack, len(x.packs))
+		}
+		fn(format.BlobLoc{ID: *id, Kind: l.kind, Comp: l.comp, Offset: l.offset, Length: l.length, RawLen: l.rawLen}, x.packs[l.pack])
+		return nil
+	})
 }
 
 // Packs returns every indexed pack with its kind.
@@ -114,4 +364,266 @@ func (x *Master) SetFiles(n int) {
 	x.mu.Lock()
 	x.files = n
 	x.mu.Unlock()
+}
+
+// Close releases the runs; x must not be used after.
+func (x *Master) Close() error {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	x.resetLocked()
+	return nil
+}
+
+// newRun creates an empty run file for nmax records: a named file in the
+// cache folder if the index may be saved, else an unlinked one.
+func (x *Master) newRun(nmax int) (*run, *runWriter, error) {
+	r := &run{nmax: nmax, sealer: x.opt.Keys, storeID: x.opt.StoreID}
+	rand.Read(r.fileID[:])
+	var err error
+	if x.opt.Dir != "" && !x.dirty {
+		r.name = fmt.Sprintf("run-%x", r.fileID)
+		r.f, err = os.OpenFile(x.path(r.name), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	} else {
+		dir := x.opt.Dir // on disk, where the cache is; else TMPDIR
+		r.f, err = os.CreateTemp(dir, "coffer-index-*")
+		if err == nil {
+			os.Remove(r.f.Name())
+		}
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("index: creating a run file: %w", err)
+	}
+	if _, err := r.f.WriteAt(runMagic[:], 0); err != nil {
+		x.release(r)
+		return nil, nil, fmt.Errorf("index: writing a run file: %w", err)
+	}
+	w := &runWriter{r: r, recs: newBlockWriter(r, regionRecords, recSize), pfxs: newBlockWriter(r, regionPrefixes, 8)}
+	return r, w, nil
+}
+
+// release closes a run and removes its file unless a manifest lists it.
+func (x *Master) release(r *run) {
+	r.drop()
+	r.prefix = nil
+	if r.name != "" && !r.persisted {
+		os.Remove(x.path(r.name))
+	}
+}
+
+// flushLocked writes the memtable out as the newest run.
+func (x *Master) flushLocked() error {
+	if len(x.mem) == 0 {
+		return nil
+	}
+	ids := make([]crypto.ID, 0, len(x.mem))
+	for id := range x.mem {
+		ids = append(ids, id)
+	}
+	slices.SortFunc(ids, func(a, b crypto.ID) int { return bytes.Compare(a[:], b[:]) })
+	r, w, err := x.newRun(len(ids))
+	if err != nil {
+		return err
+	}
+	pf := make([]uint64, 0, len(ids))
+	for i := range ids {
+		l := x.mem[ids[i]]
+		if err := w.add(&ids[i], &l); err != nil {
+			x.release(r)
+			return err
+		}
+		pf = append(pf, prefixOf(&ids[i]))
+	}
+	if err := w.close(); err != nil {
+		x.release(r)
+		return err
+	}
+	r.prefix = pf
+	x.runs = append(x.runs, r)
+	x.mem = map[crypto.ID]location{}
+	return nil
+}
+
+// level is a run's size class: runs of one class are merged fanout at a
+// time, so a blob is rewritten about log_fanout(N/memtable) times.
+func (x *Master) level(n int) int {
+	l := 0
+	for c := x.opt.Memtable; n > c; c *= fanout {
+		l++
+	}
+	return l
+}
+
+// mergeTiersLocked merges the newest runs while fanout of them share a
+// size class.
+func (x *Master) mergeTiersLocked() error {
+	for {
+		n := len(x.runs)
+		if n < fanout {
+			return nil
+		}
+		l := x.level(x.runs[n-1].n)
+		j := n - 1
+		for j > 0 && x.level(x.runs[j-1].n) == l {
+			j--
+		}
+		if n-j < fanout {
+			return nil
+		}
+		if err := x.mergeLocked(j, n); err != nil {
+			return err
+		}
+	}
+}
+
+// settleLocked leaves at most two runs: a big old one, and the rest merged
+// into one unless they are large enough to be merged into it too.
+func (x *Master) settleLocked() error {
+	if len(x.runs) < 2 {
+		return nil
+	}
+	tail := 0
+	for _, r := range x.runs[1:] {
+		tail += r.n
+	}
+	if tail*fanout >= x.runs[0].n {
+		return x.mergeLocked(0, len(x.runs))
+	}
+	if len(x.runs) > 2 {
+		return x.mergeLocked(1, len(x.runs))
+	}
+	return nil
+}
+
+// mergeLocked replaces runs[a:b] by one run.
+func (x *Master) mergeLocked(a, b int) error {
+	in := x.runs[a:b]
+	nmax := 0
+	for _, r := range in {
+		nmax += r.n
+	}
+	out, w, err := x.newRun(nmax)
+	if err != nil {
+		return err
+	}
+	if err := x.mergeRuns(in, w.add); err != nil {
+		x.release(out)
+		return err
+	}
+	if err := w.close(); err != nil {
+		x.release(out)
+		return err
+	}
+	// Drop the old prefixes before reading the new ones: RAM never holds
+	// both.
+	for _, r := range in {
+		r.prefix = nil
+	}
+	if err := out.loadPrefixes(); err != nil {
+		// The old runs lost their prefixes: they answer "absent" from
+		// now on, which a backup survives (it stores blobs again); Err
+		// tells the others.
+		x.release(out)
+		if x.err == nil {
+			x.err = err
+		}
+		return err
+	}
+	for _, r := range in {
+		if r.persisted {
+			x.obsolete = append(x.obsolete, r.name)
+		}
+		x.release(r)
+	}
+	x.runs = slices.Replace(x.runs, a, b, out)
+	return nil
+}
+
+// cursor is one run's place in a merge.
+type cursor struct {
+	br  *blockReader
+	age int // position among the merged runs: lower is older
+	id  crypto.ID
+	l   location
+}
+
+type cursorHeap []*cursor
+
+func (h cursorHeap) Len() int { return len(h) }
+func (h cursorHeap) Less(i, j int) bool {
+	if c := bytes.Compare(h[i].id[:], h[j].id[:]); c != 0 {
+		return c < 0
+	}
+	return h[i].age < h[j].age
+}
+func (h cursorHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
+func (h *cursorHeap) Push(v any)   { *h = append(*h, v.(*cursor)) }
+func (h *cursorHeap) Pop() any {
+	old := *h
+	c := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return c
+}
+
+func (c *cursor) advance() error {
+	it, err := c.br.item()
+	if err != nil {
+		return err
+	}
+	c.id, c.l = getRecord(it)
+	return nil
+}
+
+// mergeRuns calls fn for every id of runs in order, once, with the
+// location of the oldest run holding it.
+func (x *Master) mergeRuns(runs []*run, fn func(*crypto.ID, *location) error) error {
+	h := make(cursorHeap, 0, len(runs))
+	for i, r := range runs {
+		c := &cursor{br: newBlockReader(r, regionRecords, recSize, r.n), age: i}
+		if err := c.advance(); err == io.EOF {
+			continue
+		} else if err != nil {
+			return err
+		}
+		h = append(h, c)
+	}
+	heap.Init(&h)
+	var last crypto.ID
+	started := false
+	for len(h) > 0 {
+		c := h[0]
+		if !started || c.id != last {
+			if err := fn(&c.id, &c.l); err != nil {
+				return err
+			}
+			last, started = c.id, true
+		}
+		if err := c.advance(); err == io.EOF {
+			heap.Pop(&h)
+		} else if err != nil {
+			return err
+		} else {
+			heap.Fix(&h, 0)
+		}
+	}
+	return nil
+}
+
+// Save writes the memtable out, merges runs down to at most two, and,
+// with a cache folder and only index files added (AddFile), records them
+// in the folder for the next process. Callers save after reading index
+// files.
+func (x *Master) Save() error {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if err := x.flushLocked(); err != nil {
+		return err
+	}
+	if err := x.settleLocked(); err != nil {
+		return err
+	}
+	x.sortPacksLocked()
+	if x.opt.Dir == "" || x.dirty {
+		return nil
+	}
+	return x.saveCache()
 }

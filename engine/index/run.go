@@ -1,0 +1,354 @@
+package index
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+
+	"github.com/coffer-backup/coffer/engine/crypto"
+	"github.com/coffer-backup/coffer/engine/format"
+)
+
+// A run is a sorted, duplicate-free list of blob records in a file: the
+// records in sealed blocks, then their 8-byte id prefixes in sealed
+// blocks. RAM holds only the prefixes (8 bytes a blob); record i is in
+// block i/recsPerBlock, so a prefix hit costs one block read.
+//
+// File layout (docs/FORMAT.md, appendix "Local index cache"):
+//
+//	runMagic (16 bytes) || record blocks || prefix blocks
+//
+// Every block is blockSize bytes: nonce || XChaCha20-Poly1305(payload) ||
+// tag, with associated data aadDomain || storeID || fileID || region ||
+// block number, so a block cannot be moved within a file, between files,
+// between stores or between the two regions unnoticed.
+const (
+	recSize      = 50 // id 32, pack 4, offset 4, length 4, rawLen 4, kind 1, comp 1
+	blockSize    = 1024
+	blockPayload = blockSize - crypto.SealOverhead // 984
+	recsPerBlock = blockPayload / recSize          // 19
+	pfxPerBlock  = blockPayload / 8                // 123
+	headerSize   = 16
+
+	regionRecords  = 'r'
+	regionPrefixes = 'p'
+
+	// ioBlocks blocks are read or written at once when streaming.
+	ioBlocks = 64
+)
+
+var runMagic = [headerSize]byte{'c', 'o', 'f', 'f', 'e', 'r', '-', 'i', 'd', 'x', '-', 'r', 'u', 'n', '1', '\n'}
+
+const aadDomain = "coffer index cache v1\x00"
+
+// location is a blob's place, as kept in the memtable and in records.
+type location struct {
+	pack   uint32 // position in Master.packs
+	offset uint32
+	length uint32
+	rawLen uint32
+	kind   format.BlobKind
+	comp   format.Compression
+}
+
+func putRecord(b []byte, id *crypto.ID, l *location) {
+	copy(b, id[:])
+	binary.LittleEndian.PutUint32(b[32:], l.pack)
+	binary.LittleEndian.PutUint32(b[36:], l.offset)
+	binary.LittleEndian.PutUint32(b[40:], l.length)
+	binary.LittleEndian.PutUint32(b[44:], l.rawLen)
+	b[48] = byte(l.kind)
+	b[49] = byte(l.comp)
+}
+
+func getRecord(b []byte) (id crypto.ID, l location) {
+	copy(id[:], b[:32])
+	l.pack = binary.LittleEndian.Uint32(b[32:])
+	l.offset = binary.LittleEndian.Uint32(b[36:])
+	l.length = binary.LittleEndian.Uint32(b[40:])
+	l.rawLen = binary.LittleEndian.Uint32(b[44:])
+	l.kind = format.BlobKind(b[48])
+	l.comp = format.Compression(b[49])
+	return id, l
+}
+
+// prefixOf orders like the id itself: big-endian first 8 bytes.
+func prefixOf(id *crypto.ID) uint64 { return binary.BigEndian.Uint64(id[:8]) }
+
+func ceilDiv(a, b int) int { return (a + b - 1) / b }
+
+// run is one sorted run file.
+type run struct {
+	f      *os.File
+	name   string // base name in the cache folder; "" for an unlinked temp file
+	fileID [16]byte
+	n      int // records
+	nmax   int // records the file has room for (the prefix region follows)
+	prefix []uint64
+
+	sealer    *crypto.Keys
+	storeID   string
+	persisted bool // referenced by the manifest on disk: never removed by merges
+}
+
+func (r *run) size() int64 {
+	return headerSize + int64(ceilDiv(r.nmax, recsPerBlock)+ceilDiv(r.nmax, pfxPerBlock))*blockSize
+}
+
+func (r *run) blockOff(region byte, i int) int64 {
+	off := int64(headerSize) + int64(i)*blockSize
+	if region == regionPrefixes {
+		off += int64(ceilDiv(r.nmax, recsPerBlock)) * blockSize
+	}
+	return off
+}
+
+func (r *run) aad(buf []byte, region byte, i int) []byte {
+	buf = append(buf[:0], aadDomain...)
+	buf = binary.AppendUvarint(buf, uint64(len(r.storeID)))
+	buf = append(buf, r.storeID...)
+	buf = append(buf, r.fileID[:]...)
+	buf = append(buf, region)
+	return binary.BigEndian.AppendUint64(buf, uint64(i))
+}
+
+// errCache wraps every failure to read a cache or run file: the file is
+// damaged, truncated, foreign or gone.
+var errCache = errors.New("index cache unreadable")
+
+// blockBufs holds a sealed block and its plaintext.
+var blockBufs = sync.Pool{New: func() any { b := make([]byte, 2*blockSize+128); return &b }}
+
+// record reads record i.
+func (r *run) record(i int) (crypto.ID, location, error) {
+	bp := blockBufs.Get().(*[]byte)
+	defer blockBufs.Put(bp)
+	buf := *bp
+	sealed, plainBuf, aadBuf := buf[:blockSize], buf[blockSize:blockSize], buf[2*blockSize:2*blockSize]
+	b := i / recsPerBlock
+	if _, err := r.f.ReadAt(sealed, r.blockOff(regionRecords, b)); err != nil {
+		return crypto.ID{}, location{}, fmt.Errorf("%w: %s block %d: %v", errCache, r.label(), b, err)
+	}
+	plain, err := r.sealer.Open(plainBuf, sealed, r.aad(aadBuf, regionRecords, b))
+	if err != nil {
+		return crypto.ID{}, location{}, fmt.Errorf("%w: %s block %d: %v", errCache, r.label(), b, err)
+	}
+	s := (i % recsPerBlock) * recSize
+	id, l := getRecord(plain[s : s+recSize])
+	return id, l, nil
+}
+
+func (r *run) label() string {
+	if r.name == "" {
+		return "temporary index run"
+	}
+	return "index run " + r.name
+}
+
+// find returns the record of id, if the run holds it: a search of the
+// prefixes, then the full id compared on every prefix match.
+func (r *run) find(id *crypto.ID) (location, bool, error) {
+	p := prefixOf(id)
+	pf := r.prefix
+	lo, hi := 0, len(pf)
+	for lo < hi {
+		m := int(uint(lo+hi) >> 1)
+		if pf[m] < p {
+			lo = m + 1
+		} else {
+			hi = m
+		}
+	}
+	for i := lo; i < len(pf) && pf[i] == p; i++ {
+		got, l, err := r.record(i)
+		if err != nil {
+			return location{}, false, err
+		}
+		if got == *id {
+			return l, true, nil
+		}
+	}
+	return location{}, false, nil
+}
+
+// blockWriter seals items into the blocks of one region of a run file.
+type blockWriter struct {
+	r        *run
+	region   byte
+	itemSize int
+	perBlock int
+	next     int    // next block number
+	plain    []byte // the block being filled
+	items    int
+	out      []byte // sealed blocks not yet written
+	outBlock int    // block number of out[0]
+	aadBuf   []byte
+}
+
+func newBlockWriter(r *run, region byte, itemSize int) *blockWriter {
+	return &blockWriter{r: r, region: region, itemSize: itemSize, perBlock: blockPayload / itemSize,
+		plain: make([]byte, 0, blockPayload), out: make([]byte, 0, ioBlocks*blockSize)}
+}
+
+func (w *blockWriter) add(item []byte) error {
+	w.plain = append(w.plain, item...)
+	w.items++
+	if w.items == w.perBlock {
+		return w.seal()
+	}
+	return nil
+}
+
+func (w *blockWriter) seal() error {
+	for len(w.plain) < blockPayload {
+		w.plain = append(w.plain, 0)
+	}
+	w.aadBuf = w.r.aad(w.aadBuf, w.region, w.next)
+	w.out = w.r.sealer.Seal(w.out, w.plain, w.aadBuf)
+	w.next++
+	w.plain, w.items = w.plain[:0], 0
+	if len(w.out) == cap(w.out) {
+		return w.flush()
+	}
+	return nil
+}
+
+func (w *blockWriter) flush() error {
+	if len(w.out) == 0 {
+		return nil
+	}
+	if _, err := w.r.f.WriteAt(w.out, w.r.blockOff(w.region, w.outBlock)); err != nil {
+		return fmt.Errorf("writing %s: %w", w.r.label(), err)
+	}
+	w.outBlock += len(w.out) / blockSize
+	w.out = w.out[:0]
+	return nil
+}
+
+func (w *blockWriter) close() error {
+	if w.items > 0 {
+		if err := w.seal(); err != nil {
+			return err
+		}
+	}
+	return w.flush()
+}
+
+// blockReader streams the items of one region of a run file.
+type blockReader struct {
+	r        *run
+	region   byte
+	itemSize int
+	perBlock int
+	left     int // items not yet returned
+	next     int // next block to read
+	sealed   []byte
+	plain    []byte // items of the current block not yet returned
+	aadBuf   []byte
+	pbuf     []byte
+}
+
+func newBlockReader(r *run, region byte, itemSize, items int) *blockReader {
+	return &blockReader{r: r, region: region, itemSize: itemSize, perBlock: blockPayload / itemSize, left: items,
+		pbuf: make([]byte, 0, blockPayload)}
+}
+
+// item returns the next item, or io.EOF after the last.
+func (br *blockReader) item() ([]byte, error) {
+	if br.left == 0 {
+		return nil, io.EOF
+	}
+	if len(br.plain) == 0 {
+		if len(br.sealed) == 0 {
+			nb := min(ioBlocks, ceilDiv(br.left, br.perBlock))
+			if cap(br.sealed) < nb*blockSize {
+				br.sealed = make([]byte, nb*blockSize)
+			}
+			br.sealed = br.sealed[:nb*blockSize]
+			if _, err := br.r.f.ReadAt(br.sealed, br.r.blockOff(br.region, br.next)); err != nil {
+				return nil, fmt.Errorf("%w: %s block %d: %v", errCache, br.r.label(), br.next, err)
+			}
+		}
+		p, err := br.r.sealer.Open(br.pbuf[:0], br.sealed[:blockSize], br.r.aad(br.aadBuf, br.region, br.next))
+		if err != nil {
+			return nil, fmt.Errorf("%w: %s block %d: %v", errCache, br.r.label(), br.next, err)
+		}
+		br.sealed = br.sealed[blockSize:]
+		br.next++
+		br.plain = p[:min(br.perBlock, br.left)*br.itemSize]
+	}
+	it := br.plain[:br.itemSize]
+	br.plain = br.plain[br.itemSize:]
+	br.left--
+	return it, nil
+}
+
+// loadPrefixes reads the prefix region into r.prefix.
+func (r *run) loadPrefixes() error {
+	pf := make([]uint64, r.n)
+	br := newBlockReader(r, regionPrefixes, 8, r.n)
+	for i := range pf {
+		it, err := br.item()
+		if err != nil {
+			return err
+		}
+		pf[i] = binary.BigEndian.Uint64(it)
+		if i > 0 && pf[i] < pf[i-1] {
+			return fmt.Errorf("%w: %s: prefixes out of order", errCache, r.label())
+		}
+	}
+	r.prefix = pf
+	return nil
+}
+
+// runWriter writes a new run: records in id order, then the prefixes,
+// which it keeps on disk (not in RAM) until the run is complete.
+type runWriter struct {
+	r    *run
+	recs *blockWriter
+	pfxs *blockWriter
+	last crypto.ID
+	rec  [recSize]byte
+}
+
+func (w *runWriter) add(id *crypto.ID, l *location) error {
+	if w.r.n > 0 && bytes.Compare(id[:], w.last[:]) <= 0 {
+		return fmt.Errorf("index run: records out of order") // a bug, never data
+	}
+	if w.r.n == w.r.nmax {
+		return fmt.Errorf("index run: more records than announced")
+	}
+	w.last = *id
+	putRecord(w.rec[:], id, l)
+	if err := w.recs.add(w.rec[:]); err != nil {
+		return err
+	}
+	var p [8]byte
+	binary.BigEndian.PutUint64(p[:], prefixOf(id))
+	w.r.n++
+	return w.pfxs.add(p[:])
+}
+
+func (w *runWriter) close() error {
+	if err := w.recs.close(); err != nil {
+		return err
+	}
+	if err := w.pfxs.close(); err != nil {
+		return err
+	}
+	if err := w.r.f.Truncate(w.r.size()); err != nil { // a last sparse block
+		return fmt.Errorf("writing %s: %w", w.r.label(), err)
+	}
+	return nil
+}
+
+// abort drops a run that could not be written.
+func (r *run) drop() {
+	if r.f != nil {
+		r.f.Close()
+	}
+}
