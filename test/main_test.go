@@ -31,6 +31,9 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "building coffer:", err)
 		os.Exit(1)
 	}
+	// Every store's index is kept in the cache folder between runs: keep
+	// the tests' in this temporary folder, not the user's.
+	os.Setenv("XDG_CACHE_HOME", filepath.Join(dir, "cache"))
 	code := m.Run()
 	stopS3() // the MinIO the S3 tests started, if any
 	os.RemoveAll(dir)
