@@ -10,6 +10,8 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/coffer-backup/coffer/engine/crypto"
@@ -466,15 +468,25 @@ func TestCacheForeign(t *testing.T) {
 	}
 }
 
-// synth makes n blobs in packs of perPack, from a counter: no id is kept
-// in RAM by the caller.
-func synth(seed uint64, n, perPack int, fn func([]format.IndexPack)) {
+// synthID is the i-th id of a synthetic store: splitmix64 of a
+// counter, uniform like keyed hashes and cheap to make again.
+func synthID(seed, i uint64) crypto.ID {
 	var id crypto.ID
-	mk := func(i uint64) crypto.ID {
-		binary.LittleEndian.PutUint64(id[:], i*0x9E3779B97F4A7C15+seed)
-		binary.LittleEndian.PutUint64(id[8:], i)
-		return crypto.Hash(id[:])
+	x := seed*0x9E3779B97F4A7C15 + i*4
+	for w := range 4 {
+		x += 0x9E3779B97F4A7C15
+		z := x
+		z = (z ^ z>>30) * 0xBF58476D1CE4E5B9
+		z = (z ^ z>>27) * 0x94D049BB133111EB
+		binary.LittleEndian.PutUint64(id[w*8:], z^z>>31)
 	}
+	return id
+}
+
+// synth makes n blobs (ids synthID(seed, 2i)) in packs of perPack (ids
+// synthID(seed, odd)), 64 packs a call of fn: no id is kept in RAM by
+// the caller.
+func synth(seed uint64, n, perPack int, fn func([]format.IndexPack)) {
 	batch := make([]format.IndexPack, 0, 64)
 	blobs := make([]format.BlobLoc, 0, 64*perPack)
 	for i := 0; i < n; {
@@ -485,10 +497,10 @@ func synth(seed uint64, n, perPack int, fn func([]format.IndexPack)) {
 				if i == n {
 					break
 				}
-				blobs = append(blobs, format.BlobLoc{ID: mk(uint64(i) << 1), Kind: format.BlobData, Length: 1 << 20, RawLen: 1 << 20})
+				blobs = append(blobs, format.BlobLoc{ID: synthID(seed, uint64(i)<<1), Kind: format.BlobData, Length: 1 << 20, RawLen: 1 << 20})
 				i++
 			}
-			batch = append(batch, format.IndexPack{ID: mk(uint64(i)<<1 | 1), Kind: format.BlobData, Blobs: blobs[start:]})
+			batch = append(batch, format.IndexPack{ID: synthID(seed, uint64(i)<<1|1), Kind: format.BlobData, Blobs: blobs[start:]})
 		}
 		fn(batch)
 	}
@@ -539,5 +551,57 @@ func TestRAMPerBlob(t *testing.T) {
 	}
 	if x.Len() != n {
 		t.Fatalf("Len %d, want %d", x.Len(), n)
+	}
+}
+
+// TestConcurrent adds and looks up from several goroutines while runs
+// are flushed and merged (run it with -race).
+func TestConcurrent(t *testing.T) {
+	x, _ := Open(Options{Memtable: 50})
+	defer x.Close()
+	done := make(chan struct{})
+	var added atomic.Int64
+	go func() {
+		defer close(done)
+		for i := range 300 {
+			p := format.IndexPack{ID: synthID(9, uint64(i)<<1|1), Kind: format.BlobData}
+			for j := range 10 {
+				p.Blobs = append(p.Blobs, format.BlobLoc{ID: synthID(9, uint64(i*10+j)<<1), Offset: uint32(j)})
+			}
+			if err := x.Add([]format.IndexPack{p}); err != nil {
+				t.Error(err)
+				return
+			}
+			added.Store(int64(i+1) * 10)
+		}
+	}()
+	var wg sync.WaitGroup
+	for range 3 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				n := added.Load()
+				for i := int64(0); i < n; i += 7 {
+					if l, _, ok := x.Lookup(synthID(9, uint64(i)<<1)); !ok || l.Offset != uint32(i%10) {
+						t.Errorf("blob %d: %v %d", i, ok, l.Offset)
+						return
+					}
+				}
+				if x.Has(synthID(10, uint64(n))) {
+					t.Error("absent blob found")
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if x.Len() != 3000 || x.Err() != nil {
+		t.Fatal(x.Len(), x.Err())
 	}
 }
