@@ -87,7 +87,7 @@ func (x *Master) saveCache() error {
 	var sfx [8]byte
 	rand.Read(sfx[:])
 	tmp := x.path("manifest.tmp-" + hex.EncodeToString(sfx[:]))
-	if err := os.WriteFile(tmp, sealed, 0o600); err != nil {
+	if err := writeSync(tmp, sealed); err != nil {
 		os.Remove(tmp)
 		return fmt.Errorf("index cache: %w", err)
 	}
@@ -153,7 +153,7 @@ func (x *Master) loadCache() error {
 	nr := d.Count(19)
 	runs := make([]*run, nr)
 	for i := range runs {
-		r := &run{sealer: x.opt.Keys, storeID: x.opt.StoreID, persisted: true}
+		r := &run{sealer: x.opt.Keys, storeID: x.opt.StoreID, persisted: true, dir: x.opt.Dir}
 		r.name = d.Str()
 		if len(d.B) >= 16 {
 			copy(r.fileID[:], d.B)
@@ -204,4 +204,20 @@ func (x *Master) loadCache() error {
 	}
 	x.covered = covered
 	return nil
+}
+
+// writeSync writes a new file and makes it durable.
+func writeSync(path string, data []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }

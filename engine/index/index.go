@@ -377,7 +377,7 @@ func (x *Master) Close() error {
 // newRun creates an empty run file for nmax records: a named file in the
 // cache folder if the index may be saved, else an unlinked one.
 func (x *Master) newRun(nmax int) (*run, *runWriter, error) {
-	r := &run{nmax: nmax, sealer: x.opt.Keys, storeID: x.opt.StoreID}
+	r := &run{nmax: nmax, sealer: x.opt.Keys, storeID: x.opt.StoreID, dir: x.opt.Dir}
 	rand.Read(r.fileID[:])
 	var err error
 	if x.opt.Dir != "" && !x.dirty {

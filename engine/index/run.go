@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"sync"
 
 	"github.com/coffer-backup/coffer/engine/crypto"
@@ -85,6 +86,7 @@ func ceilDiv(a, b int) int { return (a + b - 1) / b }
 type run struct {
 	f      *os.File
 	name   string // base name in the cache folder; "" for an unlinked temp file
+	dir    string // the cache folder, for messages
 	fileID [16]byte
 	n      int // records
 	nmax   int // records the file has room for (the prefix region follows)
@@ -118,7 +120,7 @@ func (r *run) aad(buf []byte, region byte, i int) []byte {
 
 // errCache wraps every failure to read a cache or run file: the file is
 // damaged, truncated, foreign or gone.
-var errCache = errors.New("index cache unreadable")
+var errCache = errors.New("index cache unreadable (removing its folder makes coffer rebuild it)")
 
 // blockBufs holds a sealed block and its plaintext.
 var blockBufs = sync.Pool{New: func() any { b := make([]byte, 2*blockSize+128); return &b }}
@@ -146,7 +148,7 @@ func (r *run) label() string {
 	if r.name == "" {
 		return "temporary index run"
 	}
-	return "index run " + r.name
+	return "index run " + filepath.Join(r.dir, r.name)
 }
 
 // find returns the record of id, if the run holds it: a search of the
@@ -342,6 +344,12 @@ func (w *runWriter) close() error {
 	}
 	if err := w.r.f.Truncate(w.r.size()); err != nil { // a last sparse block
 		return fmt.Errorf("writing %s: %w", w.r.label(), err)
+	}
+	if w.r.name != "" {
+		// Durable before a manifest can list it.
+		if err := w.r.f.Sync(); err != nil {
+			return fmt.Errorf("writing %s: %w", w.r.label(), err)
+		}
 	}
 	return nil
 }
