@@ -12,6 +12,8 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+
+	"github.com/zeebo/blake3"
 )
 
 // Repo is an open, unlocked store.
@@ -55,12 +57,18 @@ func (r *Repo) UseIndexCache(dir string) { r.indexDir = dir }
 // runs, or "" if it did (or none was asked for).
 func (r *Repo) IndexCacheNote() string { return r.indexNote }
 
+// ctxIndexCache derives the key of the local index cache from the master
+// key (BLAKE3 derive_key, like the working keys in engine/crypto).
+const ctxIndexCache = "coffer 2026-11 local index cache"
+
 // openIndexCache replaces the empty r.Index by the one kept in r.indexDir.
 func (r *Repo) openIndexCache() {
 	if len(r.Index.Packs()) > 0 {
 		return // something was added already: keep it
 	}
-	x, err := index.Open(index.Options{Dir: r.indexDir, Keys: r.keys, StoreID: r.Params.StoreID})
+	var key [32]byte
+	blake3.DeriveKey(ctxIndexCache, r.master, key[:])
+	x, err := index.Open(index.Options{Dir: r.indexDir, Key: key[:], StoreID: r.Params.StoreID})
 	if err != nil {
 		r.indexNote = err.Error()
 		return

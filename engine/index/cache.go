@@ -18,10 +18,11 @@ import (
 // the pack table and the run files. It is one sealed object (docs/FORMAT.md,
 // appendix "Local index cache"):
 //
-//	manifestMagic (16 bytes) || nonce || seal(payload) || tag
+//	manifestMagic (16 bytes) || salt (16) || AES-256-GCM(payload) || tag
 //
-// with associated data aadDomain || "manifest" || storeID, so a manifest
-// of another store or under another key fails to open.
+// under fileAEAD(key, storeID, "manifest", salt) with a zero nonce (the
+// salt is random, so each key seals once): a manifest of another store or
+// under another key fails to open.
 const manifestName = "manifest"
 
 var manifestMagic = [16]byte{'c', 'o', 'f', 'f', 'e', 'r', '-', 'i', 'd', 'x', '-', 'm', 'a', 'n', '1', '\n'}
@@ -51,9 +52,7 @@ func CacheDir(storeID string) (string, error) {
 func (x *Master) path(name string) string { return filepath.Join(x.opt.Dir, name) }
 func (x *Master) manifestPath() string    { return x.path(manifestName) }
 
-func (x *Master) manifestAAD() []byte {
-	return append([]byte(aadDomain+"manifest\x00"), x.opt.StoreID...)
-}
+var zeroNonce [12]byte
 
 // saveCache writes the manifest of the current runs (all named files in
 // the folder) and removes the run files no manifest needs.
@@ -83,7 +82,10 @@ func (x *Master) saveCache() error {
 		e.Uvarint(uint64(r.nmax))
 		names = append(names, r.name)
 	}
-	sealed := x.opt.Keys.Seal(slices.Clone(manifestMagic[:]), e.B, x.manifestAAD())
+	var salt [16]byte
+	rand.Read(salt[:])
+	sealed := append(slices.Clone(manifestMagic[:]), salt[:]...)
+	sealed = fileAEAD(x.opt.Key, x.opt.StoreID, "manifest", salt[:]).Seal(sealed, zeroNonce[:], e.B, nil)
 	var sfx [8]byte
 	rand.Read(sfx[:])
 	tmp := x.path("manifest.tmp-" + hex.EncodeToString(sfx[:]))
@@ -127,10 +129,11 @@ func (x *Master) loadCache() error {
 	if err != nil {
 		return fmt.Errorf("%w: %v", errCache, err)
 	}
-	if len(data) < len(manifestMagic) || string(data[:len(manifestMagic)]) != string(manifestMagic[:]) {
+	if len(data) < len(manifestMagic)+16 || string(data[:len(manifestMagic)]) != string(manifestMagic[:]) {
 		return fmt.Errorf("%w: %s is not an index manifest", errCache, x.manifestPath())
 	}
-	plain, err := x.opt.Keys.Open(nil, data[len(manifestMagic):], x.manifestAAD())
+	salt := data[len(manifestMagic) : len(manifestMagic)+16]
+	plain, err := fileAEAD(x.opt.Key, x.opt.StoreID, "manifest", salt).Open(nil, zeroNonce[:], data[len(manifestMagic)+16:], nil)
 	if err != nil {
 		return fmt.Errorf("%w: %s: %v (another store's or key's, or damaged)", errCache, x.manifestPath(), err)
 	}
@@ -153,7 +156,7 @@ func (x *Master) loadCache() error {
 	nr := d.Count(19)
 	runs := make([]*run, nr)
 	for i := range runs {
-		r := &run{sealer: x.opt.Keys, storeID: x.opt.StoreID, persisted: true, dir: x.opt.Dir}
+		r := &run{persisted: true, dir: x.opt.Dir}
 		r.name = d.Str()
 		if len(d.B) >= 16 {
 			copy(r.fileID[:], d.B)
@@ -161,6 +164,7 @@ func (x *Master) loadCache() error {
 		} else {
 			d.Fail("file id")
 		}
+		r.aead = fileAEAD(x.opt.Key, x.opt.StoreID, "run", r.fileID[:])
 		r.n, r.nmax = int(d.Uvarint()), int(d.Uvarint())
 		runs[i] = r
 	}

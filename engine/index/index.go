@@ -44,9 +44,9 @@ type Options struct {
 	// Dir keeps the index between processes (a folder of the user's cache,
 	// see CacheDir); "" keeps nothing and writes unlinked temporary files.
 	Dir string
-	// Keys seal the files in Dir; required with Dir. StoreID binds them
-	// to one store.
-	Keys    *crypto.Keys
+	// Key (32 bytes, derived from the store's master key) seals the
+	// files in Dir; required with Dir. StoreID binds them to one store.
+	Key     []byte
 	StoreID string
 	// Memtable bounds the blobs kept in RAM before a run is written
 	// (DefaultMemtable when 0).
@@ -98,16 +98,11 @@ func Open(opt Options) (*Master, error) {
 	}
 	if opt.Dir == "" {
 		// A key that dies with the process seals the temporary runs.
-		var k [32]byte
-		rand.Read(k[:])
-		keys, err := crypto.DeriveKeys(k[:])
-		if err != nil {
-			return nil, err
-		}
-		opt.Keys = keys
+		opt.Key = make([]byte, 32)
+		rand.Read(opt.Key)
 	} else {
-		if opt.Keys == nil {
-			return nil, errors.New("index cache: no keys")
+		if len(opt.Key) != 32 {
+			return nil, errors.New("index cache: the key must be 32 bytes")
 		}
 		if err := os.MkdirAll(opt.Dir, 0o700); err != nil {
 			return nil, fmt.Errorf("index cache: %w", err)
@@ -377,8 +372,9 @@ func (x *Master) Close() error {
 // newRun creates an empty run file for nmax records: a named file in the
 // cache folder if the index may be saved, else an unlinked one.
 func (x *Master) newRun(nmax int) (*run, *runWriter, error) {
-	r := &run{nmax: nmax, sealer: x.opt.Keys, storeID: x.opt.StoreID, dir: x.opt.Dir}
+	r := &run{nmax: nmax, dir: x.opt.Dir}
 	rand.Read(r.fileID[:])
+	r.aead = fileAEAD(x.opt.Key, x.opt.StoreID, "run", r.fileID[:])
 	var err error
 	if x.opt.Dir != "" && !x.dirty {
 		r.name = fmt.Sprintf("run-%x", r.fileID)

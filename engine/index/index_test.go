@@ -43,13 +43,7 @@ func (m *model) add(packs []format.IndexPack) {
 	}
 }
 
-func testKeys(t testing.TB) *crypto.Keys {
-	k, err := crypto.DeriveKeys(bytes.Repeat([]byte{7}, 32))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
+func testKey(testing.TB) []byte { return bytes.Repeat([]byte{7}, 32) }
 
 // gen makes ids that collide on purpose: many share their first 8 bytes
 // with an earlier one, some repeat an earlier id (a blob in two packs).
@@ -220,7 +214,7 @@ func TestMergeKeepsFirst(t *testing.T) {
 }
 
 func cacheOpts(t testing.TB, dir string) Options {
-	return Options{Dir: dir, Keys: testKeys(t), StoreID: "0123abcd", Memtable: 16}
+	return Options{Dir: dir, Key: testKey(t), StoreID: "0123abcd", Memtable: 16}
 }
 
 // TestCacheReopen: what one process saved, the next finds, with the
@@ -449,9 +443,8 @@ func TestCacheForeign(t *testing.T) {
 	g := &gen{rng: rand.New(rand.NewPCG(6, 6))}
 	other := cacheOpts(t, dir)
 	other.StoreID = "ffff0000"
-	k2, _ := crypto.DeriveKeys(bytes.Repeat([]byte{8}, 32))
 	otherKey := cacheOpts(t, dir)
-	otherKey.Keys = k2
+	otherKey.Key = bytes.Repeat([]byte{8}, 32)
 	for _, o := range []Options{other, otherKey} {
 		x, _ := Open(cacheOpts(t, dir))
 		x.AddFile("a", g.packs(3, 10))

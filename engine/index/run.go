@@ -2,6 +2,7 @@ package index
 
 import (
 	"bytes"
+	"crypto/cipher"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -23,16 +24,18 @@ import (
 //
 //	runMagic (16 bytes) || record blocks || prefix blocks
 //
-// Every block is blockSize bytes: nonce || XChaCha20-Poly1305(payload) ||
-// tag, with associated data aadDomain || storeID || fileID || region ||
-// block number, so a block cannot be moved within a file, between files,
-// between stores or between the two regions unnoticed.
+// Every block is blockSize bytes: AES-256-GCM(payload) || tag, under a key
+// of its own file (fileAEAD: the cache key, the store id, the file id),
+// with the region and block number as nonce. Each block of a file is
+// sealed once, so a nonce never repeats under a key, and a block cannot
+// be moved within a file, between files, between stores or between the
+// two regions unnoticed.
 const (
 	recSize      = 50 // id 32, pack 4, offset 4, length 4, rawLen 4, kind 1, comp 1
 	blockSize    = 1024
-	blockPayload = blockSize - crypto.SealOverhead // 984
-	recsPerBlock = blockPayload / recSize          // 19
-	pfxPerBlock  = blockPayload / 8                // 123
+	blockPayload = blockSize - gcmTag     // 1008
+	recsPerBlock = blockPayload / recSize // 20
+	pfxPerBlock  = blockPayload / 8       // 126
 	headerSize   = 16
 
 	regionRecords  = 'r'
@@ -43,8 +46,6 @@ const (
 )
 
 var runMagic = [headerSize]byte{'c', 'o', 'f', 'f', 'e', 'r', '-', 'i', 'd', 'x', '-', 'r', 'u', 'n', '1', '\n'}
-
-const aadDomain = "coffer index cache v1\x00"
 
 // location is a blob's place, as kept in the memtable and in records.
 type location struct {
@@ -92,9 +93,8 @@ type run struct {
 	nmax   int // records the file has room for (the prefix region follows)
 	prefix []uint64
 
-	sealer    *crypto.Keys
-	storeID   string
-	persisted bool // referenced by the manifest on disk: never removed by merges
+	aead      cipher.AEAD // of this file (fileAEAD)
+	persisted bool        // referenced by the manifest on disk: never removed by merges
 }
 
 func (r *run) size() int64 {
@@ -109,33 +109,25 @@ func (r *run) blockOff(region byte, i int) int64 {
 	return off
 }
 
-func (r *run) aad(buf []byte, region byte, i int) []byte {
-	buf = append(buf[:0], aadDomain...)
-	buf = binary.AppendUvarint(buf, uint64(len(r.storeID)))
-	buf = append(buf, r.storeID...)
-	buf = append(buf, r.fileID[:]...)
-	buf = append(buf, region)
-	return binary.BigEndian.AppendUint64(buf, uint64(i))
-}
-
 // errCache wraps every failure to read a cache or run file: the file is
 // damaged, truncated, foreign or gone.
 var errCache = errors.New("index cache unreadable (removing its folder makes coffer rebuild it)")
 
 // blockBufs holds a sealed block and its plaintext.
-var blockBufs = sync.Pool{New: func() any { b := make([]byte, 2*blockSize+128); return &b }}
+var blockBufs = sync.Pool{New: func() any { b := make([]byte, 2*blockSize); return &b }}
 
 // record reads record i.
 func (r *run) record(i int) (crypto.ID, location, error) {
 	bp := blockBufs.Get().(*[]byte)
 	defer blockBufs.Put(bp)
 	buf := *bp
-	sealed, plainBuf, aadBuf := buf[:blockSize], buf[blockSize:blockSize], buf[2*blockSize:2*blockSize]
+	sealed, plainBuf := buf[:blockSize], buf[blockSize:blockSize]
 	b := i / recsPerBlock
 	if _, err := r.f.ReadAt(sealed, r.blockOff(regionRecords, b)); err != nil {
 		return crypto.ID{}, location{}, fmt.Errorf("%w: %s block %d: %v", errCache, r.label(), b, err)
 	}
-	plain, err := r.sealer.Open(plainBuf, sealed, r.aad(aadBuf, regionRecords, b))
+	nonce := blockNonce(regionRecords, b)
+	plain, err := r.aead.Open(plainBuf, nonce[:], sealed, nil)
 	if err != nil {
 		return crypto.ID{}, location{}, fmt.Errorf("%w: %s block %d: %v", errCache, r.label(), b, err)
 	}
@@ -188,7 +180,6 @@ type blockWriter struct {
 	items    int
 	out      []byte // sealed blocks not yet written
 	outBlock int    // block number of out[0]
-	aadBuf   []byte
 }
 
 func newBlockWriter(r *run, region byte, itemSize int) *blockWriter {
@@ -209,8 +200,8 @@ func (w *blockWriter) seal() error {
 	for len(w.plain) < blockPayload {
 		w.plain = append(w.plain, 0)
 	}
-	w.aadBuf = w.r.aad(w.aadBuf, w.region, w.next)
-	w.out = w.r.sealer.Seal(w.out, w.plain, w.aadBuf)
+	nonce := blockNonce(w.region, w.next)
+	w.out = w.r.aead.Seal(w.out, nonce[:], w.plain, nil)
 	w.next++
 	w.plain, w.items = w.plain[:0], 0
 	if len(w.out) == cap(w.out) {
@@ -250,7 +241,6 @@ type blockReader struct {
 	next     int // next block to read
 	sealed   []byte
 	plain    []byte // items of the current block not yet returned
-	aadBuf   []byte
 	pbuf     []byte
 }
 
@@ -275,7 +265,8 @@ func (br *blockReader) item() ([]byte, error) {
 				return nil, fmt.Errorf("%w: %s block %d: %v", errCache, br.r.label(), br.next, err)
 			}
 		}
-		p, err := br.r.sealer.Open(br.pbuf[:0], br.sealed[:blockSize], br.r.aad(br.aadBuf, br.region, br.next))
+		nonce := blockNonce(br.region, br.next)
+		p, err := br.r.aead.Open(br.pbuf[:0], nonce[:], br.sealed[:blockSize], nil)
 		if err != nil {
 			return nil, fmt.Errorf("%w: %s block %d: %v", errCache, br.r.label(), br.next, err)
 		}
