@@ -34,7 +34,7 @@ import (
 
 // DefaultMemtable is how many recent blobs are kept in RAM (about 80
 // bytes each) before they are written out as a run.
-const DefaultMemtable = 1 << 17
+const DefaultMemtable = 1 << 16
 
 // fanout is how many runs of one size class are merged into one.
 const fanout = 8
