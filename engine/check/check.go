@@ -85,6 +85,7 @@ func Run(ctx context.Context, r *engine.Repo, opt Options) (*Result, error) {
 	// r.Index is shared with whatever else uses r (a mount, a restore),
 	// and check must not change what they see. cr finds blobs through it.
 	idx := index.New()
+	defer idx.Close()
 	if err := loadIndexTolerant(ctx, r, idx, problem); err != nil {
 		return nil, err
 	}
