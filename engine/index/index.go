@@ -415,7 +415,7 @@ func (x *Master) flushLocked() error {
 	for id := range x.mem {
 		ids = append(ids, id)
 	}
-	slices.SortFunc(ids, func(a, b crypto.ID) int { return bytes.Compare(a[:], b[:]) })
+	slices.SortFunc(ids, compareIDs)
 	r, w, err := x.newRun(len(ids))
 	if err != nil {
 		return err
@@ -546,10 +546,22 @@ type cursorHeap []*cursor
 
 func (h cursorHeap) Len() int { return len(h) }
 func (h cursorHeap) Less(i, j int) bool {
-	if c := bytes.Compare(h[i].id[:], h[j].id[:]); c != 0 {
+	if c := compareIDs(h[i].id, h[j].id); c != 0 {
 		return c < 0
 	}
 	return h[i].age < h[j].age
+}
+
+// compareIDs orders ids as bytes.Compare does, comparing the first 8
+// bytes as one number first.
+func compareIDs(a, b crypto.ID) int {
+	if pa, pb := prefixOf(&a), prefixOf(&b); pa != pb {
+		if pa < pb {
+			return -1
+		}
+		return 1
+	}
+	return bytes.Compare(a[8:], b[8:])
 }
 func (h cursorHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
 func (h *cursorHeap) Push(v any)   { *h = append(*h, v.(*cursor)) }
