@@ -100,7 +100,6 @@ func (x *Master) saveCache() error {
 	for _, r := range x.runs {
 		r.persisted = true
 	}
-	x.saved = names
 	for _, o := range x.obsolete {
 		os.Remove(x.path(o))
 	}
@@ -202,9 +201,6 @@ func (x *Master) loadCache() error {
 	x.sortPacksLocked()
 	if len(x.packSorted) != len(x.packs) {
 		return fmt.Errorf("%w: a pack is listed twice", errCache)
-	}
-	for _, r := range runs {
-		x.saved = append(x.saved, r.name)
 	}
 	x.covered = covered
 	return nil

@@ -74,8 +74,7 @@ type Master struct {
 	dirty   bool     // blobs were added that no index file covers: never saved
 	err     error    // first failure to read a run
 
-	saved    []string // run files the manifest on disk lists
-	obsolete []string // run files of the manifest merged away since
+	obsolete []string // run files of the manifest merged away or dropped since
 	note     string   // why a cache was not used, for tests and messages
 }
 
@@ -136,6 +135,11 @@ func (x *Master) resetLocked() {
 func (x *Master) Reset() {
 	x.mu.Lock()
 	defer x.mu.Unlock()
+	for _, r := range x.runs {
+		if r.persisted {
+			x.obsolete = append(x.obsolete, r.name) // removed at the next save
+		}
+	}
 	x.resetLocked()
 }
 
