@@ -61,6 +61,13 @@ func (x *Master) saveCache() error {
 		if r.name == "" {
 			return nil // cannot happen while !dirty; never list a temp file
 		}
+		// Durable before a manifest lists it (only the runs that survive
+		// the load's merges are synced).
+		if !r.persisted {
+			if err := r.f.Sync(); err != nil {
+				return fmt.Errorf("index cache: %s: %w", r.label(), err)
+			}
+		}
 	}
 	e := format.Encoder{}
 	e.Uvarint(manifestVersion)

@@ -36,8 +36,14 @@ import (
 // bytes each) before they are written out as a run.
 const DefaultMemtable = 1 << 16
 
-// fanout is how many runs of one size class are merged into one.
-const fanout = 8
+// fanout is how many runs of one size class are merged into one while a
+// backup adds blobs (lookups search every run); loadFanout while index
+// files are read (nothing looks up until Save, which merges what is left:
+// fewer passes over the data).
+const (
+	fanout     = 8
+	loadFanout = 32
+)
 
 // Options configure a Master.
 type Options struct {
@@ -221,21 +227,21 @@ func (x *Master) Add(packs []format.IndexPack) error {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	x.dirty = true
-	return x.addLocked(packs)
+	return x.addLocked(packs, fanout)
 }
 
 // AddFile records the blobs of index file name.
 func (x *Master) AddFile(name string, packs []format.IndexPack) error {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	if err := x.addLocked(packs); err != nil {
+	if err := x.addLocked(packs, loadFanout); err != nil {
 		return err
 	}
 	x.covered = append(x.covered, name)
 	return nil
 }
 
-func (x *Master) addLocked(packs []format.IndexPack) error {
+func (x *Master) addLocked(packs []format.IndexPack, fan int) error {
 	for _, p := range packs {
 		pi := x.packIndexLocked(p.ID, p.Kind)
 		for _, b := range p.Blobs {
@@ -247,7 +253,7 @@ func (x *Master) addLocked(packs []format.IndexPack) error {
 				if err := x.flushLocked(); err != nil {
 					return err
 				}
-				if err := x.mergeTiersLocked(); err != nil {
+				if err := x.mergeTiersLocked(fan); err != nil {
 					return err
 				}
 			}
@@ -443,30 +449,30 @@ func (x *Master) flushLocked() error {
 	return nil
 }
 
-// level is a run's size class: runs of one class are merged fanout at a
-// time, so a blob is rewritten about log_fanout(N/memtable) times.
-func (x *Master) level(n int) int {
+// level is a run's size class: runs of one class are merged fan at a
+// time, so a blob is rewritten about log_fan(N/memtable) times.
+func (x *Master) level(n, fan int) int {
 	l := 0
-	for c := x.opt.Memtable; n > c; c *= fanout {
+	for c := x.opt.Memtable; n > c; c *= fan {
 		l++
 	}
 	return l
 }
 
-// mergeTiersLocked merges the newest runs while fanout of them share a
-// size class.
-func (x *Master) mergeTiersLocked() error {
+// mergeTiersLocked merges the newest runs while fan of them share a size
+// class.
+func (x *Master) mergeTiersLocked(fan int) error {
 	for {
 		n := len(x.runs)
-		if n < fanout {
+		if n < fan {
 			return nil
 		}
-		l := x.level(x.runs[n-1].n)
+		l := x.level(x.runs[n-1].n, fan)
 		j := n - 1
-		for j > 0 && x.level(x.runs[j-1].n) == l {
+		for j > 0 && x.level(x.runs[j-1].n, fan) == l {
 			j--
 		}
-		if n-j < fanout {
+		if n-j < fan {
 			return nil
 		}
 		if err := x.mergeLocked(j, n); err != nil {

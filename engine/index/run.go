@@ -336,12 +336,6 @@ func (w *runWriter) close() error {
 	if err := w.r.f.Truncate(w.r.size()); err != nil { // a last sparse block
 		return fmt.Errorf("writing %s: %w", w.r.label(), err)
 	}
-	if w.r.name != "" {
-		// Durable before a manifest can list it.
-		if err := w.r.f.Sync(); err != nil {
-			return fmt.Errorf("writing %s: %w", w.r.label(), err)
-		}
-	}
 	return nil
 }
 
