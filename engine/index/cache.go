@@ -35,9 +35,10 @@ const manifestVersion = 1
 const staleAfter = 10 * time.Minute
 
 // CacheDir is where the index of the store with id storeID is kept
-// between runs: beside the store's disk cache (diskcache.DefaultDir), in
-// the user's cache folder, as coffer/<id>.index. Not inside it: the disk
-// cache counts and evicts every file of its folder.
+// between runs: in the user's cache folder, as coffer-index/<id>. Not in
+// the store's disk cache (diskcache.DefaultDir, coffer/<id>), which
+// counts and evicts every file of its folder, nor beside it, where the
+// disk cache's folders are one per store.
 func CacheDir(storeID string) (string, error) {
 	if storeID == "" || strings.ContainsAny(storeID, `/\.`) {
 		return "", fmt.Errorf("index cache: invalid store id %q", storeID)
@@ -46,7 +47,7 @@ func CacheDir(storeID string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("index cache: %w", err)
 	}
-	return filepath.Join(base, "coffer", storeID+".index"), nil
+	return filepath.Join(base, "coffer-index", storeID), nil
 }
 
 func (x *Master) path(name string) string { return filepath.Join(x.opt.Dir, name) }
