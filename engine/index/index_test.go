@@ -598,3 +598,35 @@ func TestConcurrent(t *testing.T) {
 		t.Fatal(x.Len(), x.Err())
 	}
 }
+
+// TestCacheReset: after Reset (the store lost an index file the cache
+// covers), the next save lists only what was added since and removes
+// the old run files.
+func TestCacheReset(t *testing.T) {
+	dir := t.TempDir()
+	g := &gen{rng: rand.New(rand.NewPCG(7, 7))}
+	x, _ := Open(cacheOpts(t, dir))
+	x.AddFile("old", g.packs(3, 20))
+	x.Save()
+	x.Close()
+	before, _ := filepath.Glob(filepath.Join(dir, "run-*"))
+	y, _ := Open(cacheOpts(t, dir))
+	y.Reset()
+	ps := g.packs(2, 10)
+	y.AddFile("new", ps)
+	y.Save()
+	y.Close()
+	for _, p := range before {
+		if _, err := os.Stat(p); err == nil {
+			t.Fatalf("%s left after a reset and a save", p)
+		}
+	}
+	z, _ := Open(cacheOpts(t, dir))
+	defer z.Close()
+	if !slices.Equal(z.Covered(), []string{"new"}) {
+		t.Fatalf("covered %v", z.Covered())
+	}
+	m := newModel()
+	m.add(ps)
+	same(t, z, m, g)
+}
