@@ -431,8 +431,8 @@ func qaTreeOwners(t testing.TB, r *engine.Repo, sn *engine.Snapshot) map[crypto.
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, p := range d.Pages {
-			m[p.ID] = path
+		if err := r.PageIDs(ctx, d, func(id crypto.ID) { m[id] = path }); err != nil {
+			t.Fatal(err)
 		}
 		it := r.Iter(d)
 		for {
