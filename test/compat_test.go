@@ -2,6 +2,7 @@ package test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -17,6 +18,7 @@ import (
 	"github.com/coffer-backup/coffer/engine"
 	"github.com/coffer-backup/coffer/engine/store"
 	"github.com/coffer-backup/coffer/internal/testtree"
+	"golang.org/x/sys/unix"
 )
 
 // TestStoreFormatV1Fixture reads test/testdata/store-v1, a store that
@@ -89,7 +91,8 @@ func testStoreFixture(t *testing.T, version int) {
 	}
 
 	if ix, ok := fixtureIndexed[version]; ok {
-		checkIndexedDir(t, e, storeDir, ix.dir, ix.height, want[2])
+		names := checkIndexedDir(t, e, storeDir, ix.dir, ix.height, want[2])
+		checkIndexedDirMount(t, e, snaps[1].ID+":"+ix.dir, names)
 	}
 
 	// cat: a file that differs between the snapshots, from the first
@@ -184,8 +187,9 @@ func compareManifest(t *testing.T, what string, got []string, want map[string]st
 
 // checkIndexedDir checks that dir in the fixture's latest snapshot has
 // index pages (at least height levels), then lists it and cats entries
-// of it through coffer: ls walks every page, cat looks one entry up.
-func checkIndexedDir(t *testing.T, e *env, storeDir, dir string, height int, want map[string]string) {
+// of it through coffer: ls walks every page, cat looks one entry up. It
+// returns the names in dir in sort-key order (docs/FORMAT.md §7).
+func checkIndexedDir(t *testing.T, e *env, storeDir, dir string, height int, want map[string]string) []string {
 	t.Helper()
 	ctx := context.Background()
 	st, err := store.NewFolder(storeDir)
@@ -249,6 +253,14 @@ func checkIndexedDir(t *testing.T, e *env, storeDir, dir string, height int, wan
 	if checked == 0 {
 		t.Fatalf("no non-empty file in %s to cat", dir)
 	}
+	sortKey := func(name string) string {
+		if strings.Split(want[dir+"/"+name], "\t")[1] == "dir" {
+			return name + "/"
+		}
+		return name
+	}
+	sort.Slice(entries, func(i, j int) bool { return sortKey(entries[i]) < sortKey(entries[j]) })
+	return entries
 }
 
 // checkFixtureWrites backs a new folder up into the (copied) fixture
@@ -289,6 +301,86 @@ func checkFixtureWrites(t *testing.T, e *env, storeDir string, version int) {
 		got, err := os.ReadFile(filepath.Join(out, "dir", fmt.Sprintf("f%03d", i)))
 		if err != nil || string(got) != fmt.Sprintf("file %d\n", i) {
 			t.Fatalf("restored f%03d: %q, %v", i, got, err)
+		}
+	}
+}
+
+// checkIndexedDirMount mounts path (a directory with index pages, holding
+// names in this order) and lists it through the kernel: from offsets
+// (seekdir), which the mount serves by descending the index pages by entry
+// counts, and on a fresh mount from the start.
+func checkIndexedDirMount(t *testing.T, e *env, path string, names []string) {
+	t.Helper()
+	needFUSE(t)
+	// Offsets are positions: after "." and "..", entry i is followed by
+	// offset i+3 (fusefs/tree.go).
+	seeks := []int64{3 + 200, 3 + 5, 3 + 399, 3 + 1000}
+	m := e.mount(nil, nil, path)
+	fd, err := unix.Open(m.dir, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	after := map[int64][]string{}
+	for _, off := range seeks {
+		if _, err := unix.Seek(fd, off, 0); err != nil {
+			t.Fatal(err)
+		}
+		after[off] = getdents(t, fd)
+	}
+	unix.Close(fd)
+	m.stop(os.Interrupt)
+
+	m = e.mount(nil, nil, path)
+	defer m.stop(os.Interrupt)
+	fd, err = unix.Open(m.dir, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	all := getdents(t, fd)
+	unix.Close(fd)
+	if want := append([]string{".", ".."}, names...); strings.Join(all, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("the mount lists %d entries of %s from %q, want %d from %q", len(all), path, all[:min(len(all), 5)], len(want), want[:min(len(want), 5)])
+	}
+	for _, off := range seeks {
+		var want []string
+		if int(off) < len(all) {
+			want = all[off:]
+		}
+		if got := after[off]; strings.Join(got, "\n") != strings.Join(want, "\n") {
+			t.Errorf("after seekdir(%d): %d entries from %q, want %d from %q", off, len(got), first(got), len(want), first(want))
+		}
+	}
+}
+
+func first(s []string) string {
+	if len(s) == 0 {
+		return ""
+	}
+	return s[0]
+}
+
+// getdents reads the directory fd from its offset to the end and returns
+// the names.
+func getdents(t *testing.T, fd int) []string {
+	t.Helper()
+	var names []string
+	buf := make([]byte, 4096) // a few dozen entries per call
+	for {
+		n, err := unix.Getdents(fd, buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			return names
+		}
+		for b := buf[:n]; len(b) > 0; {
+			reclen := int(b[16]) | int(b[17])<<8
+			name := b[19:reclen]
+			if i := bytes.IndexByte(name, 0); i >= 0 {
+				name = name[:i]
+			}
+			names = append(names, string(name))
+			b = b[reclen:]
 		}
 	}
 }
