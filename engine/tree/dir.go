@@ -26,7 +26,7 @@ const indexPageTag = 2
 // fewer references than the one below, so real trees stay far below it.
 const MaxHeight = 16
 
-// Cuts are the content-defined cut rules of pages and index pages (and the
+// cuts are the content-defined cut rules of pages and index pages (and the
 // bound of a directory blob); docs/FORMAT.md §7 fixes their values. Tests
 // lower them so that multi-level directories happen with a few thousand
 // entries.
