@@ -16,9 +16,16 @@ import (
 	"github.com/zeebo/blake3"
 )
 
-// FormatVersion is the store format this build writes and the newest it
-// reads. Bump it on any change a previous build would misread.
-const FormatVersion = 1
+// FormatVersion is the store format this build writes into new stores
+// and the newest it reads. Bump it on any change a previous build would
+// misread. Version 2 added index pages above the pages of large
+// directories (docs/FORMAT.md §7). A store keeps the version it was
+// created with: coffer writes into it only what that version allows, so
+// the coffers that created it keep reading it.
+const FormatVersion = 2
+
+// MinFormatVersion is the oldest store format this build reads and writes.
+const MinFormatVersion = 1
 
 // Params are a store's fixed parameters. They are authenticated: every key
 // slot wraps the master key with the exact bytes of Params as associated
@@ -85,6 +92,10 @@ type CreateOptions struct {
 	KDF      crypto.KDFParams
 	Chunker  ChunkerParams
 	PackSize int
+	// Version is the store's format version, FormatVersion if 0; an older
+	// one (at least MinFormatVersion) makes a store that older coffers
+	// open.
+	Version int
 }
 
 func wrapMaster(master, passphrase, paramsBytes []byte, kdf crypto.KDFParams) (KeySlot, error) {
@@ -132,10 +143,13 @@ func Create(ctx context.Context, st store.Storage, passphrase []byte, opt Create
 	if opt.PackSize == 0 {
 		opt.PackSize = DefaultPackSize
 	}
+	if opt.Version == 0 {
+		opt.Version = FormatVersion
+	}
 	sid := make([]byte, 16)
 	rand.Read(sid)
 	p := Params{
-		Version: FormatVersion, StoreID: hex.EncodeToString(sid), Created: time.Now().UTC(),
+		Version: opt.Version, StoreID: hex.EncodeToString(sid), Created: time.Now().UTC(),
 		Chunker: opt.Chunker, Hash: "blake3-keyed-256", Cipher: "xchacha20-poly1305",
 		Compression: "zstd", PackSize: opt.PackSize,
 	}
@@ -273,7 +287,7 @@ func (r *Repo) RemoveKeySlot(ctx context.Context, id string) error {
 }
 
 func (p Params) validate() error {
-	if p.Version < 1 {
+	if p.Version < MinFormatVersion {
 		return fmt.Errorf("config: invalid format version %d", p.Version)
 	}
 	if p.Version > FormatVersion {

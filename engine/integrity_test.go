@@ -210,14 +210,14 @@ func TestGarbageConfigRefused(t *testing.T) {
 		"object":          []byte("{}"),
 		"params string":   []byte(`{"params":"v1","keys":[]}`),
 		"version string":  []byte(`{"params":{"version":"1"},"keys":[]}`),
-		"version zero":    bytes.Replace(good, []byte(`"version": 1`), []byte(`"version": 0`), 1),
+		"version zero":    bytes.Replace(good, []byte(fmt.Sprintf(`"version": %d`, engine.FormatVersion)), []byte(`"version": 0`), 1),
 		"no key slots":    []byte(`{"params":` + string(cf.Params) + `,"keys":[]}`),
 		"keys not a list": []byte(`{"params":` + string(cf.Params) + `,"keys":{}}`),
 		"huge number":     []byte(`{"params":{"version":1e999},"keys":[]}`),
 		"deep nesting":    []byte(strings.Repeat("[", 100000) + strings.Repeat("]", 100000)),
 	}
 	if bytes.Equal(garbage["version zero"], good) {
-		t.Fatal("test setup: the config has no `\"version\": 1` to replace")
+		t.Fatalf("test setup: the config has no `\"version\": %d` to replace", engine.FormatVersion)
 	}
 	for name, data := range garbage {
 		t.Run(name, func(t *testing.T) {
@@ -431,8 +431,8 @@ func qaTreeOwners(t testing.TB, r *engine.Repo, sn *engine.Snapshot) map[crypto.
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, p := range d.Pages {
-			m[p.ID] = path
+		if err := r.PageIDs(ctx, d, func(id crypto.ID) { m[id] = path }); err != nil {
+			t.Fatal(err)
 		}
 		it := r.Iter(d)
 		for {

@@ -17,10 +17,16 @@ func (r *Repo) SetTreeCache(c tree.Cache) { r.trees = c }
 
 // LoadDir reads a directory blob.
 func (r *Repo) LoadDir(ctx context.Context, id crypto.ID) (*tree.Dir, error) {
-	if r.trees != nil {
-		return r.trees.Dir(ctx, id, func(ctx context.Context) (*tree.Dir, error) { return r.loadDir(ctx, id) })
+	if r.trees == nil {
+		return r.loadDir(ctx, id)
 	}
-	return r.loadDir(ctx, id)
+	d, err := r.trees.Dir(ctx, id, func(ctx context.Context) (*tree.Dir, error) { return r.loadDir(ctx, id) })
+	if err == nil && d.IndexLevel != 0 {
+		// The cache holds this blob as an index page: a directory entry
+		// points at one.
+		return nil, &BlobError{ID: id, Err: fmt.Errorf("%w: an index page where a directory was expected", format.ErrCorrupt)}
+	}
+	return d, err
 }
 
 func (r *Repo) loadDir(ctx context.Context, id crypto.ID) (*tree.Dir, error) {
@@ -34,6 +40,39 @@ func (r *Repo) loadDir(ctx context.Context, id crypto.ID) (*tree.Dir, error) {
 	}
 	d.ID = id
 	return d, nil
+}
+
+// LoadIndexPage reads one index page of a large directory (format 2),
+// through the tree cache's directories.
+func (r *Repo) LoadIndexPage(ctx context.Context, id crypto.ID) (*tree.Dir, error) {
+	load := func(ctx context.Context) (*tree.Dir, error) {
+		p, err := r.LoadBlob(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		d, err := tree.DecodeIndexPage(p)
+		if err != nil {
+			return nil, &BlobError{ID: id, Err: err}
+		}
+		d.ID = id
+		return d, nil
+	}
+	if r.trees != nil {
+		return r.trees.Dir(ctx, id, load)
+	}
+	return load(ctx)
+}
+
+// NewTreeBuilder returns a directory builder that stores blobs with save
+// in the layouts this store's format version allows.
+func (r *Repo) NewTreeBuilder(save func([]byte) (crypto.ID, error)) *tree.Builder {
+	return tree.NewBuilder(save, r.Params.Version)
+}
+
+// PageIDs calls fn with the id of every page and index page of d,
+// loading its index pages (not its pages).
+func (r *Repo) PageIDs(ctx context.Context, d *tree.Dir, fn func(crypto.ID)) error {
+	return tree.PageIDs(ctx, r, d, fn)
 }
 
 // LoadPage reads one page of a paged directory.

@@ -239,8 +239,8 @@ func (d *dirNode) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandl
 // dirHandle lists a directory with the engine's iterator, which loads
 // pages as it reaches them. Offsets are positions: 1 and 2 are "." and
 // "..", 2+i+1 follows entry i. A seek starts a new iterator at the page
-// holding its entry (found by the pages' entry counts) without loading
-// the pages before it.
+// holding its entry (found by the entry counts of the references)
+// without loading the pages before it.
 type dirHandle struct {
 	d   *dirNode
 	dir *tree.Dir
@@ -278,30 +278,12 @@ func (h *dirHandle) entry(ctx context.Context, i uint64) (*tree.Node, bool, erro
 
 // seek sets a new iterator before entry i.
 func (h *dirHandle) seek(ctx context.Context, i uint64) error {
-	h.it, h.next = h.d.fsys.repo.Iter(h.dir), 0
-	p, start := 0, uint64(0)
-	for p+1 < len(h.dir.Pages) && start+h.dir.Pages[p].Entries <= i {
-		start += h.dir.Pages[p].Entries
-		p++
+	h.it = h.d.fsys.repo.Iter(h.dir)
+	if err := h.it.SeekPos(ctx, i); err != nil {
+		h.it = nil
+		return err
 	}
-	if p > 0 {
-		if _, _, err := h.it.Seek(ctx, h.dir.Pages[p].First); err != nil {
-			h.it = nil
-			return err
-		}
-		h.next = start
-	}
-	for h.next < i {
-		_, ok, err := h.it.Next(ctx)
-		if err != nil {
-			h.it = nil
-			return err
-		}
-		if !ok {
-			break
-		}
-		h.next++
-	}
+	h.next = min(i, h.dir.Stats.Entries)
 	return nil
 }
 

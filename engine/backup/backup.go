@@ -371,7 +371,7 @@ type assembler struct {
 }
 
 func (b *backup) newAssembler() *assembler {
-	return &assembler{b: b, stack: []*openDir{{node: tree.Node{Type: tree.TypeDir, Mode: 0o755}, builder: tree.NewBuilder(b.saveTree)}}}
+	return &assembler{b: b, stack: []*openDir{{node: tree.Node{Type: tree.TypeDir, Mode: 0o755}, builder: b.r.NewTreeBuilder(b.saveTree)}}}
 }
 
 // pop finishes the innermost open directory and adds it to its parent.
@@ -415,7 +415,7 @@ func (a *assembler) add(_ context.Context, j *fileJob, workErr error) error {
 	}
 	// Open implicit directories (S3 prefixes).
 	for _, s := range parent[common:] {
-		a.stack = append(a.stack, &openDir{name: s, node: tree.Node{Name: s, Type: tree.TypeDir, Mode: 0o755}, builder: tree.NewBuilder(b.saveTree)})
+		a.stack = append(a.stack, &openDir{name: s, node: tree.Node{Name: s, Type: tree.TypeDir, Mode: 0o755}, builder: b.r.NewTreeBuilder(b.saveTree)})
 	}
 	if workErr != nil {
 		if errors.Is(workErr, context.Canceled) || b.saver.Err() != nil {
@@ -430,7 +430,7 @@ func (a *assembler) add(_ context.Context, j *fileJob, workErr error) error {
 	n.Name = segs[len(segs)-1]
 	switch n.Type {
 	case tree.TypeDir:
-		a.stack = append(a.stack, &openDir{name: n.Name, node: n, builder: tree.NewBuilder(b.saveTree)})
+		a.stack = append(a.stack, &openDir{name: n.Name, node: n, builder: b.r.NewTreeBuilder(b.saveTree)})
 		return nil
 	case tree.TypeFile:
 		n.Chunks, n.ChunkList = j.chunks, j.list

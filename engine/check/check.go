@@ -315,8 +315,8 @@ func walkBlobs(ctx context.Context, r *engine.Repo, sn *engine.Snapshot, blob fu
 		if err != nil {
 			return fail(path+"/", fmt.Errorf("directory unreadable, its contents are lost: %v", err))
 		}
-		for _, p := range d.Pages {
-			blob(p.ID)
+		if err := r.PageIDs(ctx, d, blob); err != nil {
+			return fail(path+"/", fmt.Errorf("directory partly unreadable: %v", err))
 		}
 		it := r.Iter(d)
 		for {

@@ -9,9 +9,11 @@
 // It builds coffer from the current tree, writes a deterministic source
 // folder (files of several sizes, one spanning several chunks, one
 // compressible, a duplicate, nested and empty folders, symlinks, odd
-// names, distinct modes, fixed nanosecond mtimes), backs it up, changes
-// one file and adds one, and backs it up again: two snapshots, the second
-// the child of the first, and two index files. It restores both and
+// names, distinct modes, fixed nanosecond mtimes; from format 2 on, a
+// folder of 400 entries that the tree builder, its cut rules lowered at
+// link time, stores with two levels of index pages), backs it up, changes
+// one file and adds one (two from format 2 on), and backs it up again:
+// two snapshots, the second the child of the first, and two index files. It restores both and
 // compares them with the manifest before writing anything into -out.
 //
 // Usage, from the repository root:
@@ -25,6 +27,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -37,6 +40,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/coffer-backup/coffer/engine"
+	"github.com/coffer-backup/coffer/engine/store"
 	"github.com/coffer-backup/coffer/internal/testtree"
 	"golang.org/x/sys/unix"
 )
@@ -77,6 +82,41 @@ func random(seed byte, n int) []byte {
 	return b
 }
 
+// manyDir is a folder big enough, under the fixture's cut rules
+// (fixtureCuts), for a directory of several levels of index pages
+// (format 2, docs/FORMAT.md §7).
+const (
+	manyDir     = "/many"
+	manyEntries = 400
+	// fixtureCuts lowers the cut rules of the tree builder (engine/tree's
+	// link-time testCuts: page min, modulus, max; index page min,
+	// modulus, max; directory reference bytes) so that manyDir has index
+	// pages with a few hundred entries instead of a few hundred thousand.
+	// The coffer that writes the fixture is otherwise the real one.
+	fixtureCuts = "2,4,16,2,4,8,256"
+	minHeight   = 2 // the levels of index pages manyDir must have
+)
+
+// many returns manyDir's entries: mostly empty files (no data blobs), some
+// small ones, folders and symlinks, with names of varied lengths.
+func many() []entry {
+	es := []entry{{path: manyDir, dir: true, mode: 0o755, mtime: at(30)}}
+	for i := range manyEntries {
+		p := fmt.Sprintf("%s/obj-%04d%s", manyDir, i, strings.Repeat("x", i%7))
+		e := entry{path: p, data: []byte{}, mode: 0o644, mtime: at(31 + i)}
+		switch {
+		case i%50 == 7:
+			e = entry{path: p, dir: true, mode: 0o755, mtime: at(31 + i)}
+		case i%50 == 13:
+			e = entry{path: p, target: fmt.Sprintf("obj-%04d", i-1), mtime: at(31 + i)}
+		case i%10 == 3:
+			e.data = []byte(fmt.Sprintf("object %d\n", i))
+		}
+		es = append(es, e)
+	}
+	return es
+}
+
 // tree1 is the source of the first snapshot.
 func tree1() []entry {
 	big := random(1, bigSize)
@@ -108,13 +148,20 @@ func tree1() []entry {
 }
 
 // changes turn the first snapshot's source into the second's: one file
-// rewritten, one added, and their folder's mtime moved.
-func changes() []entry {
-	return []entry{
+// rewritten, one added, and their folder's mtime moved; from format 2 on,
+// one more added into manyDir.
+func changes(version int) []entry {
+	es := []entry{
 		{path: "/docs", dir: true, mode: 0o755, mtime: at(101)},
 		{path: "/docs/readme.txt", data: testtree.Text(20, 3*kib+123), mode: 0o644, mtime: at(102)},
 		{path: "/docs/added in v2.txt", data: testtree.Text(21, 1500), mode: 0o644, mtime: at(103)},
 	}
+	if version >= 2 {
+		es = append(es,
+			entry{path: manyDir, dir: true, mode: 0o755, mtime: at(104)},
+			entry{path: manyDir + "/obj-0200-added", data: []byte("added in snapshot 2\n"), mode: 0o644, mtime: at(105)})
+	}
+	return es
 }
 
 // apply replaces the entries of es that changes names, and adds the rest.
@@ -302,6 +349,36 @@ func firstSnapshot(c coffer, src string, es []entry, version int) (snapshot, err
 	}
 }
 
+// height returns the levels of index pages of directory dir in snapshot
+// snap, reading the store with the engine.
+func height(c coffer, snap, dir string) (int, error) {
+	ctx := context.Background()
+	st, err := store.NewFolder(c.store)
+	if err != nil {
+		return 0, err
+	}
+	r, err := engine.Open(ctx, st, []byte(c.pass))
+	if err != nil {
+		return 0, err
+	}
+	if err := r.LoadIndex(ctx); err != nil {
+		return 0, err
+	}
+	sn, err := r.FindSnapshot(ctx, snap)
+	if err != nil {
+		return 0, err
+	}
+	n, err := r.ResolvePath(ctx, sn, dir, false)
+	if err != nil {
+		return 0, err
+	}
+	d, err := r.LoadDir(ctx, n.Subtree)
+	if err != nil {
+		return 0, err
+	}
+	return d.Height, nil
+}
+
 // verify restores every snapshot and compares it with its manifest.
 func verify(c coffer, work string, snaps []snapshot, manifests [][]string) error {
 	for i, s := range snaps {
@@ -351,7 +428,11 @@ func run(version int, out string) error {
 	defer os.RemoveAll(work)
 
 	c := coffer{bin: filepath.Join(work, "coffer"), store: filepath.Join(work, name), pass: fmt.Sprintf("fixture-v%d", version)}
-	build := exec.Command("go", "build", "-o", c.bin, "./cmd/coffer")
+	args := []string{"build", "-o", c.bin}
+	if version >= 2 {
+		args = append(args, "-ldflags", "-X github.com/coffer-backup/coffer/engine/tree.testCuts="+fixtureCuts)
+	}
+	build := exec.Command("go", append(args, "./cmd/coffer")...)
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		return fmt.Errorf("building coffer: %v", err)
@@ -359,9 +440,12 @@ func run(version int, out string) error {
 
 	src := filepath.Join(work, "src")
 	t1 := tree1()
+	if version >= 2 {
+		t1 = append(t1, many()...)
+	}
 	var manifests [][]string
 	var snaps []snapshot
-	for i, step := range [][]entry{t1, changes()} {
+	for i, step := range [][]entry{t1, changes(version)} {
 		if err := write(src, step); err != nil {
 			return err
 		}
@@ -401,6 +485,17 @@ func run(version int, out string) error {
 	}
 	if err := verify(c, work, snaps, manifests); err != nil {
 		return err
+	}
+	if version >= 2 {
+		for _, s := range snaps {
+			h, err := height(c, s.ID, manyDir)
+			if err != nil {
+				return err
+			}
+			if h < minHeight {
+				return fmt.Errorf("%s in snapshot %s has %d levels of index pages, want %d: change fixtureCuts", manyDir, s.ID[:8], h, minHeight)
+			}
+		}
 	}
 
 	var man bytes.Buffer
