@@ -236,3 +236,27 @@ func TestRestoreSharedReadFailsEachFile(t *testing.T) {
 		t.Fatalf("%d files named, %d empty ones restored, of %d", len(warned), empty, n)
 	}
 }
+
+// TestRestoreIdenticalSmallFiles: files with the same content share their
+// blob, and so bytes of one read; each is opened from its own copy.
+func TestRestoreIdenticalSmallFiles(t *testing.T) {
+	r, _ := newTestRepo(t, engine.CreateOptions{Chunker: testChunker})
+	src := t.TempDir()
+	same := randBytes(3000)
+	for i := 0; i < 120; i++ {
+		data := same
+		if i%3 == 1 {
+			data = randBytes(100 + i)
+		}
+		writeFile(t, filepath.Join(src, fmt.Sprintf("d%d", i%2), fmt.Sprintf("f%03d", i)), data)
+	}
+	if err := testtree.SetTimes(src); err != nil {
+		t.Fatal(err)
+	}
+	sn := backupDir(t, r, src, backup.Options{})
+	out := filepath.Join(t.TempDir(), "out")
+	if err := restoreAll(t, r, sn, out); err != nil {
+		t.Fatal(err)
+	}
+	compareTrees(t, src, out)
+}

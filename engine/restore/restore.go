@@ -15,6 +15,7 @@ import (
 
 	"fmt"
 	"runtime"
+	"sort"
 	"sync"
 	"sync/atomic"
 )
@@ -725,15 +726,31 @@ func (rs *restorer) doFetch(ctx context.Context, fe *fetch, scratch []byte) []by
 			data, err = rs.r.LoadPackRange(ctx, fe.kind, fe.pack, int64(fe.start), int64(fe.end-fe.start))
 		}
 	}
+	// Blobs are opened in place: runs that share bytes (files with the
+	// same content) each open a copy of theirs, taken before any is
+	// opened.
+	var copies map[*run][]byte
+	if err == nil && data != nil {
+		for _, ru := range overlapping(fe.runs) {
+			if copies == nil {
+				copies = map[*run][]byte{}
+			}
+			copies[ru] = append([]byte(nil), data[ru.start-fe.start:ru.end-fe.start]...)
+		}
+	}
 	for _, ru := range fe.runs {
 		f := ru.file
+		sealed, ok := copies[ru]
+		if !ok && data != nil && len(ru.blobs) > 0 {
+			sealed = data[ru.start-fe.start : ru.end-fe.start]
+		}
 		switch {
 		case f.failed.Load() || len(ru.blobs) == 0:
 		case err != nil:
 			rs.failFile(f, &engine.BlobError{ID: ru.blobs[0].ID, Pack: fe.pack, Err: err})
 		default:
 			var werr error
-			scratch, werr = rs.writeRun(ru, fe.pack, data[ru.start-fe.start:ru.end-fe.start], scratch)
+			scratch, werr = rs.writeRun(ru, fe.pack, sealed, scratch)
 			if werr != nil {
 				rs.failFile(f, werr)
 			}
@@ -743,6 +760,40 @@ func (rs *restorer) doFetch(ctx context.Context, fe *fetch, scratch []byte) []by
 		}
 	}
 	return scratch
+}
+
+// overlapping returns the runs that share a byte with another run.
+func overlapping(runs []*run) []*run {
+	if len(runs) < 2 {
+		return nil
+	}
+	byStart := make([]*run, 0, len(runs))
+	for _, ru := range runs {
+		if len(ru.blobs) > 0 {
+			byStart = append(byStart, ru)
+		}
+	}
+	sort.Slice(byStart, func(i, j int) bool { return byStart[i].start < byStart[j].start })
+	var out []*run
+	// reach is the furthest end of the runs before i, owner the run
+	// that reaches it.
+	var reach uint32
+	var owner *run
+	added := map[*run]bool{}
+	for _, ru := range byStart {
+		if owner != nil && ru.start < reach {
+			for _, x := range []*run{owner, ru} {
+				if !added[x] {
+					added[x] = true
+					out = append(out, x)
+				}
+			}
+		}
+		if ru.end > reach {
+			reach, owner = ru.end, ru
+		}
+	}
+	return out
 }
 
 // writeRun opens the blobs of ru, whose sealed bytes are data, and writes
