@@ -171,6 +171,8 @@ type restoreFile struct {
 // run is a slice of one file's chunks stored back to back in one pack.
 type run struct {
 	file   *restoreFile
+	pack   crypto.ID
+	kind   format.BlobKind
 	start  uint32 // offset in the pack
 	end    uint32
 	blobs  []format.BlobLoc
@@ -199,7 +201,7 @@ const maxGap = 256 << 10
 // files open at once.
 const (
 	maxFetchFiles  = 128
-	maxOpenFetches = 8
+	maxOpenFetches = 4
 )
 
 // Restore writes node (a directory's contents, or a single entry) from sn
@@ -573,8 +575,6 @@ func (rs *restorer) file(ctx context.Context, p string, n *tree.Node) {
 	// before anything is written.
 	f := &restoreFile{path: p, node: n}
 	var runs []*run
-	var packs []crypto.ID
-	var kinds []format.BlobKind
 	for i := 0; i < l.Len(); i++ {
 		c := l.Piece(i)
 		loc, pack, ok := rs.r.Index.Lookup(c.Key)
@@ -587,12 +587,10 @@ func (rs *restorer) file(ctx context.Context, p string, n *tree.Node) {
 			return
 		}
 		last := len(runs) - 1
-		if last >= 0 && packs[last] == pack && runs[last].end == loc.Offset && loc.Offset+loc.Length-runs[last].start <= maxRun {
+		if last >= 0 && runs[last].pack == pack && runs[last].end == loc.Offset && loc.Offset+loc.Length-runs[last].start <= maxRun {
 			runs[last].end += loc.Length
 		} else {
-			runs = append(runs, &run{file: f, start: loc.Offset, end: loc.Offset + loc.Length})
-			packs = append(packs, pack)
-			kinds = append(kinds, loc.Kind)
+			runs = append(runs, &run{file: f, pack: pack, kind: loc.Kind, start: loc.Offset, end: loc.Offset + loc.Length})
 			last++
 		}
 		runs[last].blobs = append(runs[last].blobs, loc)
@@ -605,26 +603,25 @@ func (rs *restorer) file(ctx context.Context, p string, n *tree.Node) {
 		rs.creates <- f // the creator always drains creates
 	}
 	if len(runs) == 0 {
-		// An empty file: just created, with whatever fetch is next.
+		// An empty file: just created, with the last fetch planned.
 		f.pending.Store(1)
-		rs.plan(&run{file: f}, crypto.ID{}, 0)
+		rs.plan(&run{file: f})
 		return
 	}
 	f.pending.Store(int64(len(runs)))
-	for i, ru := range runs {
-		rs.plan(ru, packs[i], kinds[i])
+	for _, ru := range runs {
+		rs.plan(ru)
 	}
 }
 
-// plan adds ru, a run of blobs of kind in pack, to the fetch being
-// planned for that pack if it lies within maxGap of it (before, after or
-// inside: the blob workers of a backup pack nearby files in any order)
-// and the fetch stays within maxRun and maxFetchFiles; otherwise it hands
-// that fetch on and starts a new one. Files are planned in tree order,
-// and a backup packs them in about that order, so the small files of a
-// folder mostly come out of a few reads. An empty file (no blobs) joins the
-// last fetch.
-func (rs *restorer) plan(ru *run, pack crypto.ID, kind format.BlobKind) {
+// plan adds ru to the fetch being planned for its pack if it lies within
+// maxGap of it (before, after or inside: the blob workers of a backup
+// pack nearby files in any order) and the fetch stays within maxRun and
+// maxFetchFiles; otherwise it hands that fetch on and starts a new one.
+// Files are planned in tree order, and a backup packs them in about that
+// order, so the small files of a folder mostly come out of a few reads.
+// An empty file (no blobs) joins the last fetch.
+func (rs *restorer) plan(ru *run) {
 	if len(ru.blobs) == 0 {
 		if c := rs.last; c != nil && len(c.runs) < maxFetchFiles {
 			c.runs = append(c.runs, ru)
@@ -634,7 +631,7 @@ func (rs *restorer) plan(ru *run, pack crypto.ID, kind format.BlobKind) {
 		return
 	}
 	for i, c := range rs.open {
-		if c.pack != pack || c.kind != kind {
+		if c.pack != ru.pack || c.kind != ru.kind {
 			continue
 		}
 		start, end := min(c.start, ru.start), max(c.end, ru.end)
@@ -653,7 +650,7 @@ func (rs *restorer) plan(ru *run, pack crypto.ID, kind format.BlobKind) {
 		rs.open = rs.open[1:]
 		rs.send(c)
 	}
-	c := &fetch{pack: pack, kind: kind, ranged: true, start: ru.start, end: ru.end, runs: []*run{ru}}
+	c := &fetch{pack: ru.pack, kind: ru.kind, ranged: true, start: ru.start, end: ru.end, runs: []*run{ru}}
 	rs.open = append(rs.open, c)
 	rs.last = c
 }
