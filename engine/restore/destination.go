@@ -32,6 +32,18 @@ type FileWriter interface {
 	Close(abort bool) error
 }
 
+// SerialCreator is implemented by destinations whose files are best
+// created one at a time, in tree order, ahead of the workers that write
+// them (SerialCreate returns true): a local folder. There, creators in one
+// directory queue on its lock, and on ext4 without a journal each new
+// inode scans the inodes freed in the last minute while holding it, so
+// parallel creators spin instead of working, and those that race for
+// the same free inode scan again (see docs/PERFORMANCE.md). Other
+// destinations have each file created by the first worker that needs it.
+type SerialCreator interface {
+	SerialCreate() bool
+}
+
 // BesideFiler is implemented by destinations that must know, before
 // MkDir, that a directory shares its name with a file in the same
 // directory (S3 keys "a" and "a/b" restored into a folder).

@@ -51,6 +51,10 @@ func NewFolder(dir string) (*Folder, error) {
 
 func (d *Folder) URI() string { return d.root }
 
+// SerialCreate implements SerialCreator: files are created one at a time,
+// in tree order.
+func (d *Folder) SerialCreate() bool { return true }
+
 // localPath maps item path p below the target. With KeyMapping each
 // segment goes through LocalName (keymap.go), so that every S3 key has a
 // place in a folder and no segment can escape it; last is then the local
@@ -359,7 +363,11 @@ func (d *Folder) Symlink(ctx context.Context, path string, n *tree.Node) error {
 }
 
 type fsFile struct {
-	d    *Folder
+	d *Folder
+	// mu makes the workers writing parts of one large file take turns
+	// here, where a waiting one sleeps and its core decrypts for another,
+	// instead of spinning on the inode lock in the kernel.
+	mu   sync.Mutex
 	f    *os.File
 	lp   string
 	temp string // a replacement: written here, renamed over lp at Close
@@ -393,7 +401,11 @@ func (d *Folder) CreateFile(ctx context.Context, path string, n *tree.Node) (Fil
 	return &fsFile{d: d, f: f, lp: lp, temp: temp, n: n}, nil
 }
 
-func (w *fsFile) WriteAt(p []byte, off int64) (int, error) { return w.f.WriteAt(p, off) }
+func (w *fsFile) WriteAt(p []byte, off int64) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.f.WriteAt(p, off)
+}
 
 func (w *fsFile) Close(abort bool) error {
 	at := w.lp

@@ -15,6 +15,7 @@ import (
 
 	"fmt"
 	"runtime"
+	"sort"
 	"sync"
 	"sync/atomic"
 )
@@ -153,18 +154,21 @@ func (e *Error) Error() string {
 type restoreFile struct {
 	path    string
 	node    *tree.Node
-	pending atomic.Int64
+	pending atomic.Int64 // runs not yet written
 	failed  atomic.Bool
 	errOnce sync.Once
 
-	// The file is created by the first worker to need it, so creating
-	// thousands of small files runs on every core, not in the walker.
+	// A SerialCreator destination's files are created by one creator, in
+	// tree order, ahead of the workers, which wait for created. Other
+	// destinations' are created by the first worker to need them, so
+	// creating thousands of small objects runs on every core, not in the
+	// walker.
 	createOnce sync.Once
+	created    chan struct{} // SerialCreator only: closed once created (or failed)
 	w          FileWriter
-	createErr  error
 }
 
-// run is a slice of a file's chunks stored back to back in one pack.
+// run is a slice of one file's chunks stored back to back in one pack.
 type run struct {
 	file   *restoreFile
 	pack   crypto.ID
@@ -174,6 +178,31 @@ type run struct {
 	blobs  []format.BlobLoc
 	fileAt []int64 // where each blob goes in the file
 }
+
+// fetch is one ranged read of a pack and the runs it feeds: the runs of
+// many small files stored side by side share one, so that one read
+// restores them all.
+type fetch struct {
+	pack   crypto.ID
+	kind   format.BlobKind
+	ranged bool // false: only empty files, nothing to read
+	start  uint32
+	end    uint32
+	runs   []*run
+}
+
+// maxGap is the most bytes of other blobs a fetch reads and skips to
+// join a run to it: cheaper than a request of its own.
+const maxGap = 256 << 10
+
+// maxFetchFiles bounds the files one fetch feeds, and maxOpenFetches the
+// fetches being planned at once (one per pack the last files came
+// from: a backup fills a few packs at once); together they bound the
+// files open at once.
+const (
+	maxFetchFiles  = 128
+	maxOpenFetches = 4
+)
 
 // Restore writes node (a directory's contents, or a single entry) from sn
 // into dst.
@@ -209,15 +238,29 @@ func Restore(ctx context.Context, r *engine.Repo, node *tree.Node, dst Destinati
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	rs := &restorer{r: r, dst: dst, insp: insp, opt: opt, runs: make(chan *run, opt.Concurrency), cancel: cancel}
-	var wg sync.WaitGroup
+	rs := &restorer{r: r, dst: dst, insp: insp, opt: opt, fetches: make(chan *fetch, opt.Concurrency), cancel: cancel}
+	// The walker plans fetches; workers read, open and write them. For a
+	// SerialCreator, one creator creates the files in the order the
+	// walker meets them.
+	var cwg, wg sync.WaitGroup
+	if sc, ok := dst.(SerialCreator); ok && sc.SerialCreate() {
+		rs.creates = make(chan *restoreFile, 4*maxFetchFiles)
+		cwg.Add(1)
+		go func() {
+			defer cwg.Done()
+			for f := range rs.creates {
+				rs.create(ctx, f)
+				close(f.created)
+			}
+		}()
+	}
 	for i := 0; i < opt.Concurrency; i++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			var plain []byte // reused for decompressed blobs
-			for ru := range rs.runs {
-				plain = rs.doRun(ctx, ru, plain)
+			var scratch []byte // reused for decompressed blobs
+			for fe := range rs.fetches {
+				scratch = rs.doFetch(ctx, fe, scratch)
 			}
 		}()
 	}
@@ -237,7 +280,12 @@ func Restore(ctx context.Context, r *engine.Repo, node *tree.Node, dst Destinati
 	} else if err == nil {
 		err = rs.entry(ctx, "/"+node.Name, node, fresh)
 	}
-	close(rs.runs)
+	rs.flushAll()
+	if rs.creates != nil {
+		close(rs.creates)
+	}
+	close(rs.fetches)
+	cwg.Wait()
 	wg.Wait()
 	if rs.fatal != nil {
 		return rs.stats, rs.fatal
@@ -265,15 +313,22 @@ type dirMeta struct {
 }
 
 type restorer struct {
-	r      *engine.Repo
-	dst    Destination
-	insp   Inspector // nil: the destination cannot be inspected
-	opt    Options
-	runs   chan *run
-	dirs   []dirMeta
-	stats  Stats
-	failed atomic.Int64
-	warnMu sync.Mutex
+	r    *engine.Repo
+	dst  Destination
+	insp Inspector // nil: the destination cannot be inspected
+	opt  Options
+	// fetches carries the walker's plan to the workers; creates its
+	// files, in order, to the creator (SerialCreator only). open holds
+	// the fetches being planned, oldest first, and last the one the last
+	// run joined (walker only).
+	fetches chan *fetch
+	creates chan *restoreFile
+	open    []*fetch
+	last    *fetch
+	dirs    []dirMeta
+	stats   Stats
+	failed  atomic.Int64
+	warnMu  sync.Mutex
 
 	// A permanent error (access denied, bad credentials, a missing
 	// bucket) would fail every other entry the same way: it stops the
@@ -518,6 +573,7 @@ func (rs *restorer) file(ctx context.Context, p string, n *tree.Node) {
 	}
 	// Plan the runs before creating the file, so a missing blob fails
 	// before anything is written.
+	f := &restoreFile{path: p, node: n}
 	var runs []*run
 	for i := 0; i < l.Len(); i++ {
 		c := l.Piece(i)
@@ -534,7 +590,7 @@ func (rs *restorer) file(ctx context.Context, p string, n *tree.Node) {
 		if last >= 0 && runs[last].pack == pack && runs[last].end == loc.Offset && loc.Offset+loc.Length-runs[last].start <= maxRun {
 			runs[last].end += loc.Length
 		} else {
-			runs = append(runs, &run{pack: pack, kind: loc.Kind, start: loc.Offset, end: loc.Offset + loc.Length})
+			runs = append(runs, &run{file: f, pack: pack, kind: loc.Kind, start: loc.Offset, end: loc.Offset + loc.Length})
 			last++
 		}
 		runs[last].blobs = append(runs[last].blobs, loc)
@@ -542,50 +598,209 @@ func (rs *restorer) file(ctx context.Context, p string, n *tree.Node) {
 	}
 	rs.stats.Files++
 	rs.stats.Bytes += n.Size
-	f := &restoreFile{path: p, node: n}
+	if rs.creates != nil {
+		f.created = make(chan struct{})
+		rs.creates <- f // the creator always drains creates
+	}
 	if len(runs) == 0 {
-		runs = append(runs, &run{}) // an empty file: just create it
+		// An empty file: just created, with the last fetch planned.
+		f.pending.Store(1)
+		rs.plan(&run{file: f})
+		return
 	}
 	f.pending.Store(int64(len(runs)))
 	for _, ru := range runs {
-		ru.file = f
-		select {
-		case rs.runs <- ru:
-		case <-ctx.Done():
+		rs.plan(ru)
+	}
+}
+
+// plan adds ru to the fetch being planned for its pack if it lies within
+// maxGap of it (before, after or inside: the blob workers of a backup
+// pack nearby files in any order) and the fetch stays within maxRun and
+// maxFetchFiles; otherwise it hands that fetch on and starts a new one.
+// Files are planned in tree order, and a backup packs them in about that
+// order, so the small files of a folder mostly come out of a few reads.
+// An empty file (no blobs) joins the last fetch.
+func (rs *restorer) plan(ru *run) {
+	if len(ru.blobs) == 0 {
+		if c := rs.last; c != nil && len(c.runs) < maxFetchFiles {
+			c.runs = append(c.runs, ru)
 			return
 		}
+		rs.send(&fetch{runs: []*run{ru}})
+		return
 	}
+	for i, c := range rs.open {
+		if c.pack != ru.pack || c.kind != ru.kind {
+			continue
+		}
+		start, end := min(c.start, ru.start), max(c.end, ru.end)
+		if ru.start <= c.end+maxGap && ru.end+maxGap >= c.start && end-start <= maxRun && len(c.runs) < maxFetchFiles {
+			c.start, c.end = start, end
+			c.runs = append(c.runs, ru)
+			rs.last = c
+			return
+		}
+		rs.open = append(rs.open[:i], rs.open[i+1:]...)
+		rs.send(c)
+		break
+	}
+	if len(rs.open) == maxOpenFetches {
+		c := rs.open[0]
+		rs.open = rs.open[1:]
+		rs.send(c)
+	}
+	c := &fetch{pack: ru.pack, kind: ru.kind, ranged: true, start: ru.start, end: ru.end, runs: []*run{ru}}
+	rs.open = append(rs.open, c)
+	rs.last = c
 }
 
-func (rs *restorer) doRun(ctx context.Context, ru *run, plain []byte) []byte {
-	f := ru.file
-	f.createOnce.Do(func() { f.w, f.createErr = rs.dst.CreateFile(ctx, f.path, f.node) })
-	if f.createErr != nil {
-		f.failed.Store(true)
-		f.errOnce.Do(func() { rs.fail(f.path, f.createErr) })
+// send hands fe on to the workers. It blocks until one takes it, even if
+// the restore is cancelled: every planned run must reach a worker, which
+// fails it, so that each file created is closed (and, if incomplete,
+// removed).
+func (rs *restorer) send(fe *fetch) {
+	if fe == rs.last {
+		rs.last = nil
 	}
-	if !f.failed.Load() && len(ru.blobs) > 0 {
+	rs.fetches <- fe
+}
+
+// flushAll hands on every fetch being planned.
+func (rs *restorer) flushAll() {
+	for _, c := range rs.open {
+		rs.send(c)
+	}
+	rs.open = nil
+}
+
+// create creates f once; a failure fails f.
+func (rs *restorer) create(ctx context.Context, f *restoreFile) {
+	f.createOnce.Do(func() {
 		var err error
-		if plain, err = rs.fetchRun(ctx, ru, plain); err != nil {
-			f.failed.Store(true)
-			f.errOnce.Do(func() { rs.fail(f.path, err) })
+		if err = ctx.Err(); err == nil {
+			f.w, err = rs.dst.CreateFile(ctx, f.path, f.node)
+		}
+		if err != nil {
+			rs.failFile(f, err)
+		}
+	})
+}
+
+// created returns once f is created (or failed): it creates f unless a
+// creator does.
+func (rs *restorer) created(ctx context.Context, f *restoreFile) {
+	if f.created != nil {
+		<-f.created
+		return
+	}
+	rs.create(ctx, f)
+}
+
+func (rs *restorer) failFile(f *restoreFile, err error) {
+	f.failed.Store(true)
+	f.errOnce.Do(func() { rs.fail(f.path, err) })
+}
+
+// doFetch reads fe's range once and writes each of its runs to its file,
+// finishing every file whose last run this was.
+func (rs *restorer) doFetch(ctx context.Context, fe *fetch, scratch []byte) []byte {
+	var data []byte
+	var err error
+	for _, ru := range fe.runs {
+		rs.created(ctx, ru.file)
+	}
+	if fe.ranged {
+		need := false
+		for _, ru := range fe.runs {
+			need = need || (len(ru.blobs) > 0 && !ru.file.failed.Load())
+		}
+		switch {
+		case !need:
+		case ctx.Err() != nil:
+			err = ctx.Err()
+		default:
+			data, err = rs.r.LoadPackRange(ctx, fe.kind, fe.pack, int64(fe.start), int64(fe.end-fe.start))
 		}
 	}
-	if f.pending.Add(-1) == 0 {
-		rs.finish(f)
+	// Blobs are opened in place: runs that share bytes (files with the
+	// same content) each open a copy of theirs, taken before any is
+	// opened.
+	var copies map[*run][]byte
+	if err == nil && data != nil {
+		for _, ru := range overlapping(fe.runs) {
+			if copies == nil {
+				copies = map[*run][]byte{}
+			}
+			copies[ru] = append([]byte(nil), data[ru.start-fe.start:ru.end-fe.start]...)
+		}
 	}
-	return plain
+	for _, ru := range fe.runs {
+		f := ru.file
+		sealed, ok := copies[ru]
+		if !ok && data != nil && len(ru.blobs) > 0 {
+			sealed = data[ru.start-fe.start : ru.end-fe.start]
+		}
+		switch {
+		case f.failed.Load() || len(ru.blobs) == 0:
+		case err != nil:
+			rs.failFile(f, &engine.BlobError{ID: ru.blobs[0].ID, Pack: fe.pack, Err: err})
+		default:
+			var werr error
+			scratch, werr = rs.writeRun(ru, fe.pack, sealed, scratch)
+			if werr != nil {
+				rs.failFile(f, werr)
+			}
+		}
+		if f.pending.Add(-1) == 0 {
+			rs.finish(f)
+		}
+	}
+	return scratch
 }
 
-func (rs *restorer) fetchRun(ctx context.Context, ru *run, scratch []byte) ([]byte, error) {
-	data, err := rs.r.LoadPackRange(ctx, ru.kind, ru.pack, int64(ru.start), int64(ru.end-ru.start))
-	if err != nil {
-		return scratch, &engine.BlobError{ID: ru.blobs[0].ID, Pack: ru.pack, Err: err}
+// overlapping returns the runs that share a byte with another run.
+func overlapping(runs []*run) []*run {
+	if len(runs) < 2 {
+		return nil
 	}
+	byStart := make([]*run, 0, len(runs))
+	for _, ru := range runs {
+		if len(ru.blobs) > 0 {
+			byStart = append(byStart, ru)
+		}
+	}
+	sort.Slice(byStart, func(i, j int) bool { return byStart[i].start < byStart[j].start })
+	var out []*run
+	// reach is the furthest end of the runs before i, owner the run
+	// that reaches it.
+	var reach uint32
+	var owner *run
+	added := map[*run]bool{}
+	for _, ru := range byStart {
+		if owner != nil && ru.start < reach {
+			for _, x := range []*run{owner, ru} {
+				if !added[x] {
+					added[x] = true
+					out = append(out, x)
+				}
+			}
+		}
+		if ru.end > reach {
+			reach, owner = ru.end, ru
+		}
+	}
+	return out
+}
+
+// writeRun opens the blobs of ru, whose sealed bytes are data, and writes
+// them to its file.
+func (rs *restorer) writeRun(ru *run, pack crypto.ID, data, scratch []byte) ([]byte, error) {
 	for i, loc := range ru.blobs {
 		off := loc.Offset - ru.start
 		var plain []byte
-		plain, scratch, err = rs.r.OpenBlobInPlace(data[off:off+loc.Length], loc, ru.pack, scratch)
+		var err error
+		plain, scratch, err = rs.r.OpenBlobInPlace(data[off:off+loc.Length], loc, pack, scratch)
 		if err != nil {
 			return scratch, err
 		}

@@ -1,0 +1,262 @@
+package engine_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/coffer-backup/coffer/engine"
+	"github.com/coffer-backup/coffer/engine/backup"
+	"github.com/coffer-backup/coffer/engine/restore"
+	"github.com/coffer-backup/coffer/engine/store"
+	"github.com/coffer-backup/coffer/engine/store/faults"
+	"github.com/coffer-backup/coffer/engine/tree"
+	"github.com/coffer-backup/coffer/internal/testtree"
+)
+
+// countingStore counts the reads of data packs.
+type countingStore struct {
+	store.Storage
+	packGets atomic.Int64
+}
+
+func (s *countingStore) Get(ctx context.Context, h store.Handle, off, n int64) ([]byte, error) {
+	if h.Kind == store.KindDataPack {
+		s.packGets.Add(1)
+	}
+	return s.Storage.Get(ctx, h, off, n)
+}
+
+func (s *countingStore) Unwrap() store.Storage { return s.Storage }
+
+// smallFiles writes n small files (0 to 4 KiB, some empty) over a few
+// folders of src, with set mtimes.
+func smallFiles(t *testing.T, src string, n int) {
+	t.Helper()
+	for i := 0; i < n; i++ {
+		size := (i * 997) % 4097
+		if i%50 == 7 {
+			size = 0
+		}
+		writeFile(t, filepath.Join(src, fmt.Sprintf("d%d", i%5), fmt.Sprintf("f%04d", i)), randBytes(size))
+	}
+	if err := testtree.SetTimes(src); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestRestoreSmallFilesShareReads: the small files a backup packed side by
+// side come back from a few ranged reads, not one read per file, and
+// byte-exact with their modes and mtimes.
+func TestRestoreSmallFilesShareReads(t *testing.T) {
+	r, path := newTestRepo(t, engine.CreateOptions{Chunker: testChunker})
+	src := t.TempDir()
+	const n = 600
+	smallFiles(t, src, n)
+	backupDir(t, r, src, backup.Options{})
+
+	inner, _ := store.NewFolder(path)
+	cs := &countingStore{Storage: inner}
+	r2, err := engine.Open(t.Context(), cs, []byte("test passphrase"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sn, err := r2.FindSnapshot(t.Context(), "latest")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "out")
+	dst, _ := restore.NewFolder(out)
+	st, err := restore.Restore(t.Context(), r2, sn.RootNode(), dst, restore.Options{Concurrency: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Files != n {
+		t.Fatalf("restored %d files, want %d", st.Files, n)
+	}
+	compareTrees(t, src, out)
+	// 600 files of 2 KiB on average: 1.2 MB, in runs of up to 128
+	// files: 5 reads (and one more per folder where a run may break).
+	if got := cs.packGets.Load(); got > 15 {
+		t.Fatalf("%d reads of data packs for %d small files, want a few", got, n)
+	}
+}
+
+// orderDest records the order files are created in and how many
+// creations overlap.
+type orderDest struct {
+	*restore.Folder
+	mu      sync.Mutex
+	order   []string
+	active  atomic.Int64
+	overlap atomic.Int64
+}
+
+func (d *orderDest) CreateFile(ctx context.Context, path string, n *tree.Node) (restore.FileWriter, error) {
+	if d.active.Add(1) > 1 {
+		d.overlap.Add(1)
+	}
+	defer d.active.Add(-1)
+	d.mu.Lock()
+	d.order = append(d.order, path)
+	d.mu.Unlock()
+	return d.Folder.CreateFile(ctx, path, n)
+}
+
+// TestRestoreCreatesInTreeOrder: a folder's files are created one at a
+// time, in the order of the tree (the order Report names them in),
+// while several workers write them.
+func TestRestoreCreatesInTreeOrder(t *testing.T) {
+	r, _ := newTestRepo(t, engine.CreateOptions{Chunker: testChunker})
+	src := t.TempDir()
+	smallFiles(t, src, 400)
+	writeFile(t, filepath.Join(src, "d2", "big"), randBytes(3<<20))
+	sn := backupDir(t, r, src, backup.Options{})
+	out := filepath.Join(t.TempDir(), "out")
+	fd, _ := restore.NewFolder(out)
+	dst := &orderDest{Folder: fd}
+	var walked []string
+	_, err := restore.Restore(t.Context(), r, sn.RootNode(), dst, restore.Options{Concurrency: 8,
+		Report: func(a restore.Action, p, _ string) {
+			if !strings.HasPrefix(filepath.Base(p), "d") { // files, not the folders
+				walked = append(walked, p)
+			}
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	compareTrees(t, src, out)
+	if o := dst.overlap.Load(); o != 0 {
+		t.Fatalf("%d file creations overlapped another", o)
+	}
+	if len(dst.order) != len(walked) {
+		t.Fatalf("%d files created, %d walked", len(dst.order), len(walked))
+	}
+	for i := range walked {
+		if dst.order[i] != walked[i] {
+			t.Fatalf("file %d created: %s, in tree order: %s", i, dst.order[i], walked[i])
+		}
+	}
+}
+
+// TestRestoreBigFileManyWorkers: a file of several runs, written by
+// several workers taking turns, comes back byte-exact, beside small files.
+func TestRestoreBigFileManyWorkers(t *testing.T) {
+	r, _ := newTestRepo(t, engine.CreateOptions{Chunker: testChunker})
+	src := t.TempDir()
+	big := append(randBytes(9<<20), textBytes(3, 9<<20)...) // 3+ runs of up to 8 MiB
+	writeFile(t, filepath.Join(src, "a", "big"), big)
+	writeFile(t, filepath.Join(src, "a", "small"), []byte("small"))
+	writeFile(t, filepath.Join(src, "b", "big2"), randBytes(17<<20+3))
+	writeFile(t, filepath.Join(src, "b", "empty"), nil)
+	if err := testtree.SetTimes(src); err != nil {
+		t.Fatal(err)
+	}
+	sn := backupDir(t, r, src, backup.Options{})
+	for _, c := range []int{1, 8} {
+		out := filepath.Join(t.TempDir(), "out")
+		dst, _ := restore.NewFolder(out)
+		if _, err := restore.Restore(t.Context(), r, sn.RootNode(), dst, restore.Options{Concurrency: c}); err != nil {
+			t.Fatal(err)
+		}
+		compareTrees(t, src, out)
+		got, _ := os.ReadFile(filepath.Join(out, "a", "big"))
+		if !bytes.Equal(got, big) {
+			t.Fatalf("concurrency %d: big file differs", c)
+		}
+	}
+}
+
+// TestRestoreSharedReadFailsEachFile: when a read that feeds several
+// small files fails, each of them is named, and none is left behind.
+func TestRestoreSharedReadFailsEachFile(t *testing.T) {
+	r, path := newTestRepo(t, engine.CreateOptions{Chunker: testChunker})
+	src := t.TempDir()
+	const n = 50
+	smallFiles(t, src, n)
+	backupDir(t, r, src, backup.Options{})
+
+	inner, _ := store.NewFolder(path)
+	fs := faults.New(inner, faults.Config{})
+	r2, err := engine.Open(t.Context(), fs, []byte("test passphrase"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sn, err := r2.FindSnapshot(t.Context(), "latest")
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := sn.RootNode()
+	if err := r2.LoadIndex(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	// Trees are loaded before; only data packs fail from here on.
+	fs.SetConfig(faults.Config{Get: 1, Kinds: []store.Kind{store.KindDataPack}})
+	out := filepath.Join(t.TempDir(), "out")
+	dst, _ := restore.NewFolder(out)
+	var mu sync.Mutex
+	warned := map[string]bool{}
+	_, err = restore.Restore(t.Context(), r2, root, dst, restore.Options{Concurrency: 4,
+		Warn: func(p string, err error) {
+			mu.Lock()
+			defer mu.Unlock()
+			if !errors.Is(err, faults.ErrInjected) {
+				t.Errorf("%s: %v, want the injected fault", p, err)
+			}
+			warned[p] = true
+		}})
+	var re *restore.Error
+	if !errors.As(err, &re) {
+		t.Fatalf("restore: %v, want a restore.Error", err)
+	}
+	if fs.Counts().Get == 0 {
+		t.Fatal("no fault injected")
+	}
+	empty := 0
+	for i := 0; i < n; i++ {
+		p := fmt.Sprintf("/d%d/f%04d", i%5, i)
+		info, err := os.Stat(filepath.Join(out, filepath.FromSlash(p)))
+		switch {
+		case warned[p] && err == nil:
+			t.Errorf("%s failed but was left behind", p)
+		case !warned[p] && (err != nil || info.Size() != 0):
+			t.Errorf("%s: not named as failed, and not restored as an empty file", p)
+		case !warned[p]:
+			empty++
+		}
+	}
+	if len(warned)+empty != n || len(warned) < n-3 {
+		t.Fatalf("%d files named, %d empty ones restored, of %d", len(warned), empty, n)
+	}
+}
+
+// TestRestoreIdenticalSmallFiles: files with the same content share their
+// blob, and so bytes of one read; each is opened from its own copy.
+func TestRestoreIdenticalSmallFiles(t *testing.T) {
+	r, _ := newTestRepo(t, engine.CreateOptions{Chunker: testChunker})
+	src := t.TempDir()
+	same := randBytes(3000)
+	for i := 0; i < 120; i++ {
+		data := same
+		if i%3 == 1 {
+			data = randBytes(100 + i)
+		}
+		writeFile(t, filepath.Join(src, fmt.Sprintf("d%d", i%2), fmt.Sprintf("f%03d", i)), data)
+	}
+	if err := testtree.SetTimes(src); err != nil {
+		t.Fatal(err)
+	}
+	sn := backupDir(t, r, src, backup.Options{})
+	out := filepath.Join(t.TempDir(), "out")
+	if err := restoreAll(t, r, sn, out); err != nil {
+		t.Fatal(err)
+	}
+	compareTrees(t, src, out)
+}
