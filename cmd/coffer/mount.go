@@ -5,6 +5,7 @@ import (
 	"log"
 	"os"
 	"os/exec"
+	"runtime/debug"
 
 	"github.com/dustin/go-humanize"
 	"github.com/urfave/cli/v2"
@@ -111,6 +112,12 @@ func runMount(c *cli.Context) error {
 		Refresh: refresh, Log: log.New(stderr, "coffer: mount: ", 0),
 	})
 	defer fsys.Close()
+	// The mount is this process's only job: hold the heap to the caches'
+	// budgets (the garbage collector frees the buffers loads leave behind
+	// before the heap grows past them), unless GOMEMLIMIT says otherwise.
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(fsys.MemoryLimit())
+	}
 	var root fusefs.Root
 	var what string
 	if c.NArg() == 2 {
