@@ -13,6 +13,7 @@ package fusefs
 import (
 	"context"
 	"errors"
+	"fmt"
 	"hash/fnv"
 	"io"
 	"log"
@@ -152,6 +153,7 @@ func New(repo Repo, opt Options) *FS {
 	f.chunks = cache.NewBytes(opt.CacheSize-winBytes-slack, opt.Parallel, f.loadChunk)
 	f.packs = cache.New[packRef, int64](4096, func(int64) int64 { return 1 }, 1, nil)
 	f.trees = &trees{
+		fsys:  f,
 		dirs:  cache.New[crypto.ID, *tree.Dir](opt.MetaCacheSize/2, dirSize, opt.Parallel, nil),
 		pages: cache.New[crypto.ID, []tree.Node](opt.MetaCacheSize/2, nodesSize, opt.Parallel, nil),
 	}
@@ -175,6 +177,7 @@ func (f *FS) Close() {
 // directories and pages, in which concurrent loads of one blob are
 // merged.
 type trees struct {
+	fsys   *FS
 	dirs   *cache.LRU[crypto.ID, *tree.Dir]
 	pages  *cache.LRU[crypto.ID, []tree.Node]
 	closed atomic.Bool
@@ -182,18 +185,43 @@ type trees struct {
 
 var _ tree.Cache = (*trees)(nil)
 
+// Dir and Page read the blob the way the mount reads small blobs, from
+// a window of its tree pack (a folder's subfolders and pages were
+// written beside it), and decode it with the tree package, as the
+// engine's own load does; the engine's load is for a closed mount.
 func (t *trees) Dir(ctx context.Context, id crypto.ID, load func(context.Context) (*tree.Dir, error)) (*tree.Dir, error) {
 	if t.closed.Load() {
 		return load(ctx)
 	}
-	return t.dirs.GetWith(ctx, id, load)
+	return t.dirs.GetWith(ctx, id, func(ctx context.Context) (*tree.Dir, error) {
+		p, err := t.fsys.loadBlob(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		d, err := tree.DecodeDir(p)
+		if err != nil {
+			return nil, fmt.Errorf("directory %s: %w", id.Short(), err)
+		}
+		d.ID = id
+		return d, nil
+	})
 }
 
 func (t *trees) Page(ctx context.Context, id crypto.ID, load func(context.Context) ([]tree.Node, error)) ([]tree.Node, error) {
 	if t.closed.Load() {
 		return load(ctx)
 	}
-	return t.pages.GetWith(ctx, id, load)
+	return t.pages.GetWith(ctx, id, func(ctx context.Context) ([]tree.Node, error) {
+		p, err := t.fsys.loadBlob(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		nodes, err := tree.DecodePage(p)
+		if err != nil {
+			return nil, fmt.Errorf("directory page %s: %w", id.Short(), err)
+		}
+		return nodes, nil
+	})
 }
 
 // Stats describe what the caches did.

@@ -131,8 +131,8 @@ func TestSmallFilesFewGets(t *testing.T) {
 				t.Fatalf("read %d files of %d", read, len(files))
 			}
 			gets := cs.dataGets.Load()
-			t.Logf("%d small files read with %d ranged reads of data packs, %d stats; windows %+v",
-				read, gets, cs.stats.Load(), f.Stats().Windows)
+			t.Logf("%d small files read with %d ranged reads of data packs, %d directories with %d of tree packs, %d stats; windows %+v",
+				read, gets, dirs+1, cs.treeGets.Load(), cs.stats.Load(), f.Stats().Windows)
 			if damaged {
 				// Every blob failed to open from its window and was read
 				// alone, byte-exact all the same.
@@ -143,6 +143,11 @@ func TestSmallFilesFewGets(t *testing.T) {
 			}
 			if gets == 0 || gets > int64(read)/20 {
 				t.Fatalf("%d small files read with %d ranged reads of data packs, want at most %d", read, gets, read/20)
+			}
+			// The directories were written beside each other in a tree
+			// pack: fewer reads than directories.
+			if tg := cs.treeGets.Load(); tg >= dirs+1 {
+				t.Fatalf("%d directories listed with %d reads of tree packs", dirs+1, tg)
 			}
 			if s := cs.stats.Load(); s > 4 {
 				t.Fatalf("%d stats of packs for %d files", s, read)
