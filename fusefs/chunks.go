@@ -79,13 +79,16 @@ func (f *FS) packSize(ctx context.Context, p packRef) (int64, error) {
 }
 
 // listPrefetch is how many windows a directory listing fetches ahead for
-// the small files it lists.
-const listPrefetch = 2
+// the small files it lists: one, so that a reader of the folder's files
+// (grep -r, cp -r) finds the first of them there and then reads the
+// next windows ahead itself, while a listing that reads no file (ls -lR,
+// find) costs one ranged read per folder of small files.
+const listPrefetch = 1
 
-// smallFiles collects, while a directory is listed, the windows of the
-// first small files listed, and fetches them in the background once the
-// listing ends: a program that lists a folder and then reads its files
-// (grep -r, cp -r, tar) finds them there.
+// smallFiles collects, while a directory is listed, the first small
+// files listed, and fetches the window of the first one not cached in
+// the background once the listing ends: a program that lists a folder
+// and then reads its files (grep -r, cp -r, tar) finds it there.
 type smallFiles struct {
 	ids []crypto.ID
 }
