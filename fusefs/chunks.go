@@ -87,8 +87,10 @@ const listPrefetch = 1
 
 // smallFiles collects, while a directory is listed, the first small
 // files listed, and fetches the window of the first one not cached in
-// the background once the listing ends: a program that lists a folder
-// and then reads its files (grep -r, cp -r, tar) finds it there.
+// the background once the listing ends, if small files were read since
+// the listing before: a program that lists folders and reads their
+// files (grep -r, cp -r, tar) finds it there, and one that only lists
+// them (ls -lR, find) fetches nothing.
 type smallFiles struct {
 	ids []crypto.ID
 }
@@ -106,7 +108,10 @@ func (s *smallFiles) add(f *FS, n *tree.Node) {
 func (s *smallFiles) fetch(f *FS) {
 	ids := s.ids
 	s.ids = nil
-	if len(ids) == 0 {
+	// Only while files are being read: a listing that reads none (ls
+	// -lR, find) fetches no content.
+	reads := f.smallReads.Load()
+	if f.listReads.Swap(reads) == reads || len(ids) == 0 {
 		return
 	}
 	go func() {

@@ -97,7 +97,10 @@ type FS struct {
 	windows *object.Windows[packRef]      // sealed windows of packs, for small blobs
 	packs   *cache.LRU[packRef, int64]    // pack sizes
 	small   int64                         // a blob up to this sealed size is read from a window
-	trees   *trees
+
+	smallReads atomic.Int64 // reads of small files so far
+	listReads  atomic.Int64 // smallReads when the last listing ended
+	trees      *trees
 
 	baseCtx context.Context // background fetches; cancelled by Close
 	cancel  context.CancelFunc

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/coffer-backup/coffer/engine"
 	"github.com/coffer-backup/coffer/engine/store"
@@ -116,6 +117,13 @@ func TestSmallFilesFewGets(t *testing.T) {
 			}
 			cs.reset()
 			base := filepath.Join(mnt, SnapshotName(sn))
+			// Listings that read no file (ls -lR, find) fetch no content.
+			for d := 0; d < dirs; d++ {
+				testtree.Names(t, filepath.Join(base, fmt.Sprintf("d%d", d)))
+			}
+			if g := cs.dataGets.Load(); g != 0 {
+				t.Fatalf("listing %d folders read data packs %d times", dirs, g)
+			}
 			read := 0
 			for d := 0; d < dirs; d++ {
 				dir := fmt.Sprintf("d%d", d)
@@ -141,6 +149,9 @@ func TestSmallFilesFewGets(t *testing.T) {
 				}
 				return
 			}
+			if !needOpen && !damaged {
+				checkListingPrefetch(t, cs, ctx, sn, files)
+			}
 			if gets == 0 || gets > int64(read)/20 {
 				t.Fatalf("%d small files read with %d ranged reads of data packs, want at most %d", read, gets, read/20)
 			}
@@ -153,5 +164,51 @@ func TestSmallFilesFewGets(t *testing.T) {
 				t.Fatalf("%d stats of packs for %d files", s, read)
 			}
 		})
+	}
+}
+
+// checkListingPrefetch: on a fresh mount, once a small file was read, a
+// listing of another folder fetches the window of its first small file
+// before any of them is read.
+func checkListingPrefetch(t *testing.T, cs *countingStore, ctx context.Context, sn *engine.Snapshot, files map[string][]byte) {
+	r, err := engine.Open(ctx, cs, []byte("pass"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.LoadIndex(ctx)
+	f := New(r, Options{CacheSize: 4 << 20}) // windows of 64 KiB: a folder spans several
+	defer f.Close()
+	mnt := t.TempDir()
+	srv, err := Mount(mnt, f.SnapshotsRoot([]*engine.Snapshot{sn}), MountOptions{FsName: "coffer-test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { Unmount(srv); srv.Wait() }()
+	base := filepath.Join(mnt, SnapshotName(sn))
+	if _, err := os.ReadFile(filepath.Join(base, "d0", "f001")); err != nil {
+		t.Fatal(err)
+	}
+	before := f.Stats().Windows
+	names := testtree.Names(t, filepath.Join(base, "d2"))
+	for i := 0; i < 500 && f.Stats().Windows.Prefetches == before.Prefetches; i++ {
+		time.Sleep(2 * time.Millisecond)
+	}
+	after := f.Stats().Windows
+	if after.Prefetches != before.Prefetches+1 {
+		t.Fatalf("listing d2 after a read prefetched %d windows, want 1", after.Prefetches-before.Prefetches)
+	}
+	// Its first non-empty file is then read from that window.
+	for _, name := range names {
+		if len(files["d2/"+name]) == 0 {
+			continue
+		}
+		got, err := os.ReadFile(filepath.Join(base, "d2", name))
+		if err != nil || !bytes.Equal(got, files["d2/"+name]) {
+			t.Fatalf("d2/%s: %v", name, err)
+		}
+		break
+	}
+	if w := f.Stats().Windows; w.Loads != after.Loads || w.Hits <= after.Hits {
+		t.Fatalf("the first file of d2 was not read from the prefetched window: %+v, then %+v", after, w)
 	}
 }

@@ -606,6 +606,9 @@ func (f *fileNode) Flush(ctx context.Context, fh fs.FileHandle) syscall.Errno {
 }
 
 func (f *fileNode) read(ctx context.Context, r *object.Reader[crypto.ID], dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	if off == 0 && r.Size() <= f.fsys.small {
+		f.fsys.smallReads.Add(1)
+	}
 	n, err := r.ReadAt(ctx, dest, off)
 	if err != nil && n == 0 && off < r.Size() {
 		return nil, f.fsys.errno("read", f.Path(nil), err)
