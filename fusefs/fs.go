@@ -1,13 +1,17 @@
 // Package fusefs shows snapshots as read-only go-fuse node trees: every
 // snapshot of a store under one root (by time, and by source, with
 // "latest" links), or one snapshot or subtree. It reads only through the
-// engine's API (directories, pages, chunk lists, blobs), reads file
-// content with engine/object through a cache.LRU of chunks, and decrypts
-// and decodes nothing itself.
+// engine's API (directories, pages, chunk lists, blobs, ranges of packs
+// that the engine opens), reads file content with engine/object through
+// a cache.LRU of chunks, and decrypts nothing itself; directories are
+// decoded by engine/tree.
 //
 // Everything is lazy: a snapshot's tree is read when its folder is first
 // looked into, a paged directory loads only the pages a lookup or a
-// listing reaches, and opening a file reads no content.
+// listing reaches, and opening a file reads no content. Small blobs
+// (small files, directories) are read from windows of their pack, so
+// that the ones stored beside them come in the same ranged read
+// (chunks.go).
 package fusefs
 
 import (
