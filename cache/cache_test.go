@@ -224,3 +224,81 @@ func waitFor(t *testing.T, cond func() bool) {
 	}
 	t.Fatal("timed out")
 }
+
+// TestLRUReserve: bytes reserved for loads in flight are inside the
+// budget: reserving evicts, what is held and reserved never exceeds it,
+// and a release gives the room back once however often it is called.
+func TestLRUReserve(t *testing.T) {
+	st := cachetest.NewStore[blobID]()
+	for i := 0; i < 20; i++ {
+		st.Blobs[idOf(i)] = make([]byte, 1000)
+	}
+	c := NewBytes(10_000, 4, st.Load)
+	defer c.Close()
+	ctx := context.Background()
+	for i := 0; i < 10; i++ {
+		if _, err := c.Get(ctx, idOf(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if s := c.Stats(); s.Bytes != 10_000 {
+		t.Fatalf("holds %d bytes, want a full 10000", s.Bytes)
+	}
+	release := c.Reserve(3_500)
+	if s := c.Stats(); s.Bytes+s.Reserved > 10_000 || s.Reserved != 3_500 || s.Entries != 6 {
+		t.Fatalf("after reserving 3500: %+v", s)
+	}
+	if c.Contains(idOf(0)) || !c.Contains(idOf(9)) {
+		t.Fatal("reserving did not evict the least recently used")
+	}
+	// A load that arrives while room is reserved evicts to stay inside.
+	if _, err := c.Get(ctx, idOf(10)); err != nil {
+		t.Fatal(err)
+	}
+	if s := c.Stats(); s.Bytes+s.Reserved > 10_000 {
+		t.Fatalf("holds %d and reserves %d over a 10000 budget", s.Bytes, s.Reserved)
+	}
+	release()
+	release()
+	if s := c.Stats(); s.Reserved != 0 {
+		t.Fatalf("%d bytes still reserved after release", s.Reserved)
+	}
+	for i := 11; i < 15; i++ {
+		c.Get(ctx, idOf(i))
+	}
+	if s := c.Stats(); s.Bytes != 10_000 {
+		t.Fatalf("the room did not come back: holds %d", s.Bytes)
+	}
+	// A reservation larger than the budget empties the cache.
+	release = c.Reserve(50_000)
+	if s := c.Stats(); s.Entries != 0 || s.Bytes != 0 {
+		t.Fatalf("an oversized reservation left %+v", s)
+	}
+	release()
+	if c.Reserve(0) == nil || c.Reserve(-1) == nil {
+		t.Fatal("an empty reservation has no release")
+	}
+}
+
+func TestLRURemoveAndCapacity(t *testing.T) {
+	st := cachetest.NewStore[blobID]()
+	// A slice counts by its capacity, the memory it keeps.
+	st.Blobs[idOf(1)] = make([]byte, 10, 4000)
+	st.Blobs[idOf(2)] = make([]byte, 100)
+	c := NewBytes(10_000, 1, st.Load)
+	defer c.Close()
+	ctx := context.Background()
+	c.Get(ctx, idOf(1))
+	c.Get(ctx, idOf(2))
+	if s := c.Stats(); s.Bytes != 4100 {
+		t.Fatalf("holds %d bytes, want 4100 (by capacity)", s.Bytes)
+	}
+	c.Remove(idOf(1))
+	c.Remove(idOf(7)) // not there: nothing happens
+	if s := c.Stats(); s.Bytes != 100 || s.Entries != 1 || c.Contains(idOf(1)) {
+		t.Fatalf("after a remove: %+v", s)
+	}
+	if _, err := c.Get(ctx, idOf(1)); err != nil || st.Count(idOf(1)) != 2 {
+		t.Fatalf("a removed value is not loaded again: %d loads, %v", st.Count(idOf(1)), err)
+	}
+}

@@ -34,6 +34,7 @@ type LRU[K comparable, V any] struct {
 	mu       sync.Mutex
 	lru      *simplelru.LRU[K, V]
 	bytes    int64
+	reserved int64 // bytes of loads in flight (Reserve), inside max
 	inflight map[K]*call[V]
 	queued   map[K]bool // waiting for a background slot
 
@@ -59,6 +60,7 @@ type Stats struct {
 	Loads      int64 // calls of the loader
 	Prefetches int64 // loads run for Prefetch
 	Bytes      int64 // bytes held now
+	Reserved   int64 // bytes reserved for loads in flight now
 	Entries    int
 	Pending    int // loads running or queued now
 }
@@ -81,9 +83,10 @@ func New[K comparable, V any](maxBytes int64, size func(V) int64, parallel int, 
 
 // NewBytes returns an LRU of byte slices (decrypted chunks, ranges of an
 // object) that holds at most maxBytes of them, loaded with load, running
-// at most parallel background loads at once.
+// at most parallel background loads at once. A slice counts by its
+// capacity: that is the memory it keeps.
 func NewBytes[K comparable](maxBytes int64, parallel int, load Loader[K, []byte]) *LRU[K, []byte] {
-	return New(maxBytes, func(b []byte) int64 { return int64(len(b)) }, parallel, load)
+	return New(maxBytes, func(b []byte) int64 { return int64(cap(b)) }, parallel, load)
 }
 
 // Close cancels the loads in flight; later loads fail.
@@ -194,6 +197,41 @@ func (c *LRU[K, V]) run(cl *call[V], fn load[V], key K) {
 	close(cl.done)
 }
 
+// Reserve counts n bytes against the budget until release is called,
+// evicting the least recently used values to make room: a loader calls
+// it with what its load will hold (the fetched and the decoded bytes)
+// once it knows, and releases before it returns, so that loads in flight
+// and read-ahead are inside maxBytes instead of on top of it. A
+// reservation larger than the budget empties the cache and is kept
+// whole; release may be called more than once.
+func (c *LRU[K, V]) Reserve(n int64) (release func()) {
+	if n <= 0 {
+		return func() {}
+	}
+	c.mu.Lock()
+	c.reserved += n
+	c.evictLocked()
+	c.mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			c.mu.Lock()
+			c.reserved -= n
+			c.mu.Unlock()
+		})
+	}
+}
+
+// Remove drops key from memory (a value found to be bad), if it is there.
+func (c *LRU[K, V]) Remove(key K) {
+	c.mu.Lock()
+	if v, ok := c.lru.Peek(key); ok {
+		c.lru.Remove(key)
+		c.bytes -= c.size(v)
+	}
+	c.mu.Unlock()
+}
+
 // Add puts a value into the cache, as if it had been loaded.
 func (c *LRU[K, V]) Add(key K, v V) {
 	c.mu.Lock()
@@ -208,7 +246,13 @@ func (c *LRU[K, V]) addLocked(key K, v V) {
 	}
 	c.lru.Add(key, v)
 	c.bytes += n
-	for c.bytes > c.max {
+	c.evictLocked()
+}
+
+// evictLocked removes the least recently used values until what is held
+// and reserved fits the budget (or nothing is left). c.mu must be held.
+func (c *LRU[K, V]) evictLocked() {
+	for c.bytes+c.reserved > c.max {
 		_, old, ok := c.lru.RemoveOldest()
 		if !ok {
 			break
@@ -220,8 +264,8 @@ func (c *LRU[K, V]) addLocked(key K, v V) {
 // Stats returns the counters and the bytes held.
 func (c *LRU[K, V]) Stats() Stats {
 	c.mu.Lock()
-	b, n, p := c.bytes, c.lru.Len(), len(c.inflight)+len(c.queued)
+	b, r, n, p := c.bytes, c.reserved, c.lru.Len(), len(c.inflight)+len(c.queued)
 	c.mu.Unlock()
 	return Stats{Hits: c.hits.Load(), Misses: c.misses.Load(), Loads: c.loads.Load(),
-		Prefetches: c.prefetches.Load(), Bytes: b, Entries: n, Pending: p}
+		Prefetches: c.prefetches.Load(), Bytes: b, Reserved: r, Entries: n, Pending: p}
 }

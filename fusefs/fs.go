@@ -1,18 +1,23 @@
 // Package fusefs shows snapshots as read-only go-fuse node trees: every
 // snapshot of a store under one root (by time, and by source, with
 // "latest" links), or one snapshot or subtree. It reads only through the
-// engine's API (directories, pages, chunk lists, blobs), reads file
-// content with engine/object through a cache.LRU of chunks, and decrypts
-// and decodes nothing itself.
+// engine's API (directories, pages, chunk lists, blobs, ranges of packs
+// that the engine opens), reads file content with engine/object through
+// a cache.LRU of chunks, and decrypts nothing itself; directories are
+// decoded by engine/tree.
 //
 // Everything is lazy: a snapshot's tree is read when its folder is first
 // looked into, a paged directory loads only the pages a lookup or a
-// listing reaches, and opening a file reads no content.
+// listing reaches, and opening a file reads no content. Small blobs
+// (small files, directories) are read from windows of their pack, so
+// that the ones stored beside them come in the same ranged read
+// (chunks.go).
 package fusefs
 
 import (
 	"context"
 	"errors"
+	"fmt"
 	"hash/fnv"
 	"io"
 	"log"
@@ -24,15 +29,23 @@ import (
 	"github.com/coffer-backup/coffer/cache"
 	"github.com/coffer-backup/coffer/engine"
 	"github.com/coffer-backup/coffer/engine/crypto"
+	"github.com/coffer-backup/coffer/engine/format"
 	"github.com/coffer-backup/coffer/engine/object"
 	"github.com/coffer-backup/coffer/engine/tree"
 )
 
 // Repo is what the mount reads through; *engine.Repo implements it. The
 // mount walks directories with the engine's own Lookup and Iter, and
-// keeps what they decode in its tree cache (SetTreeCache).
+// keeps what they decode in its tree cache (SetTreeCache). It reads a
+// large blob with LoadBlob, and a small one from a window of its pack
+// (Locate, PackSize, LoadPackRange) that the engine opens
+// (OpenBlobInPlace), so that its neighbours come with it.
 type Repo interface {
 	LoadBlob(ctx context.Context, id crypto.ID) ([]byte, error)
+	Locate(id crypto.ID) (loc format.BlobLoc, pack crypto.ID, ok bool)
+	PackSize(ctx context.Context, k format.BlobKind, pack crypto.ID) (int64, error)
+	LoadPackRange(ctx context.Context, k format.BlobKind, pack crypto.ID, off, n int64) ([]byte, error)
+	OpenBlobInPlace(sealed []byte, loc format.BlobLoc, pack crypto.ID, scratch []byte) (plain, _ []byte, err error)
 	LoadDir(ctx context.Context, id crypto.ID) (*tree.Dir, error)
 	Lookup(ctx context.Context, d *tree.Dir, key string) (n *tree.Node, ok bool, err error)
 	Iter(d *tree.Dir) *tree.Iter
@@ -44,8 +57,12 @@ var _ Repo = (*engine.Repo)(nil)
 
 // Options tune a mounted tree.
 type Options struct {
-	// CacheSize bounds the decrypted chunks kept in memory, shared by
-	// every open file. Default 256 MiB.
+	// CacheSize bounds the memory of file content, shared by every open
+	// file: the windows of packs that small blobs are read from (a
+	// sixteenth of it, at most 16 MiB), the garbage that loads leave
+	// until it is collected (an eighth, at most 32 MiB), and decrypted
+	// chunks, held or being loaded and read ahead (the rest). Default
+	// 256 MiB.
 	CacheSize int64
 	// ReadAhead bounds how far ahead of a sequential reader chunks are
 	// fetched, per open file. Default min(32 MiB, CacheSize/4); negative
@@ -55,7 +72,7 @@ type Options struct {
 	Parallel int
 	// MetaCacheSize bounds the decoded directories and pages kept in
 	// memory (an estimate; the engine loads them through this cache).
-	// An open file's chunk list stays with the file. Default 64 MiB.
+	// An open file's chunk list stays with the file. Default 16 MiB.
 	MetaCacheSize int64
 	// Refresh is how old the snapshot list of SnapshotsRoot may get
 	// before a lookup or listing of its folders reads it again (and the
@@ -80,8 +97,21 @@ type FS struct {
 	repo Repo
 	opt  Options
 
-	chunks *cache.LRU[crypto.ID, []byte] // decrypted chunks by blob id
-	trees  *trees
+	chunks  *cache.LRU[crypto.ID, []byte] // decrypted chunks by blob id
+	windows *object.Windows[packRef]      // sealed windows of packs, for small blobs
+	packs   *cache.LRU[packRef, int64]    // pack sizes
+	small   int64                         // a blob up to this sealed size is read from a window
+
+	smallReads atomic.Int64 // reads of small files so far
+	listReads  atomic.Int64 // smallReads when the last listing ended
+	trees      *trees
+
+	baseCtx context.Context // background fetches; cancelled by Close
+	cancel  context.CancelFunc
+
+	// noOpen: the kernel reads files without opening them here (Open
+	// answers ENOSYS once; see fileNode.Open). Set by Mount.
+	noOpen atomic.Bool
 
 	totals atomic.Pointer[totals] // what statfs reports, set with the root
 	list   snapshotList           // what SnapshotsRoot shows
@@ -108,7 +138,7 @@ func New(repo Repo, opt Options) *FS {
 		opt.Parallel = 4
 	}
 	if opt.MetaCacheSize <= 0 {
-		opt.MetaCacheSize = 64 << 20
+		opt.MetaCacheSize = 16 << 20
 	}
 	if opt.Refresh == 0 {
 		opt.Refresh = DefaultRefresh
@@ -118,8 +148,19 @@ func New(repo Repo, opt Options) *FS {
 	}
 	f := &FS{repo: repo, opt: opt, logged: map[string]bool{}}
 	f.list.mounted = time.Now().UnixNano()
-	f.chunks = cache.NewBytes(opt.CacheSize, opt.Parallel, repo.LoadBlob)
+	f.baseCtx, f.cancel = context.WithCancel(context.Background())
+	// CacheSize is split: windows of packs, room for the garbage
+	// that loads leave (the sealed bytes of a decompressed blob) until
+	// the collector frees it, and the chunks.
+	win := min(max(opt.CacheSize/64, 64<<10), 1<<20)
+	winBytes := max(2*win, min(opt.CacheSize/16, 16<<20))
+	slack := min(opt.CacheSize/8, 32<<20)
+	f.small = win / 8
+	f.windows = object.NewWindows(winBytes, win, opt.Parallel, f.loadWindow)
+	f.chunks = cache.NewBytes(opt.CacheSize-winBytes-slack, opt.Parallel, f.loadChunk)
+	f.packs = cache.New[packRef, int64](4096, func(int64) int64 { return 1 }, 1, nil)
 	f.trees = &trees{
+		fsys:  f,
 		dirs:  cache.New[crypto.ID, *tree.Dir](opt.MetaCacheSize/2, dirSize, opt.Parallel, nil),
 		pages: cache.New[crypto.ID, []tree.Node](opt.MetaCacheSize/2, nodesSize, opt.Parallel, nil),
 	}
@@ -131,7 +172,10 @@ func New(repo Repo, opt Options) *FS {
 // without keeping anything.
 func (f *FS) Close() {
 	f.trees.closed.Store(true)
+	f.cancel()
 	f.chunks.Close()
+	f.windows.Close()
+	f.packs.Close()
 	f.trees.dirs.Close()
 	f.trees.pages.Close()
 }
@@ -140,6 +184,7 @@ func (f *FS) Close() {
 // directories and pages, in which concurrent loads of one blob are
 // merged.
 type trees struct {
+	fsys   *FS
 	dirs   *cache.LRU[crypto.ID, *tree.Dir]
 	pages  *cache.LRU[crypto.ID, []tree.Node]
 	closed atomic.Bool
@@ -147,28 +192,66 @@ type trees struct {
 
 var _ tree.Cache = (*trees)(nil)
 
+// Dir and Page read the blob the way the mount reads small blobs, from
+// a window of its tree pack (a folder's subfolders and pages were
+// written beside it), and decode it with the tree package, as the
+// engine's own load does; the engine's load is for a closed mount.
 func (t *trees) Dir(ctx context.Context, id crypto.ID, load func(context.Context) (*tree.Dir, error)) (*tree.Dir, error) {
 	if t.closed.Load() {
 		return load(ctx)
 	}
-	return t.dirs.GetWith(ctx, id, load)
+	return t.dirs.GetWith(ctx, id, func(ctx context.Context) (*tree.Dir, error) {
+		p, err := t.fsys.loadBlob(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		d, err := tree.DecodeDir(p)
+		if err != nil {
+			return nil, fmt.Errorf("directory %s: %w", id.Short(), err)
+		}
+		d.ID = id
+		return d, nil
+	})
 }
 
 func (t *trees) Page(ctx context.Context, id crypto.ID, load func(context.Context) ([]tree.Node, error)) ([]tree.Node, error) {
 	if t.closed.Load() {
 		return load(ctx)
 	}
-	return t.pages.GetWith(ctx, id, load)
+	return t.pages.GetWith(ctx, id, func(ctx context.Context) ([]tree.Node, error) {
+		p, err := t.fsys.loadBlob(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		nodes, err := tree.DecodePage(p)
+		if err != nil {
+			return nil, fmt.Errorf("directory page %s: %w", id.Short(), err)
+		}
+		return nodes, nil
+	})
 }
 
 // Stats describe what the caches did.
 type Stats struct {
-	Chunks, Dirs, Pages cache.Stats
+	Chunks, Windows, Dirs, Pages cache.Stats
 }
 
 // Stats returns the caches' counters.
 func (f *FS) Stats() Stats {
-	return Stats{Chunks: f.chunks.Stats(), Dirs: f.trees.dirs.Stats(), Pages: f.trees.pages.Stats()}
+	return Stats{Chunks: f.chunks.Stats(), Windows: f.windows.Stats(), Dirs: f.trees.dirs.Stats(), Pages: f.trees.pages.Stats()}
+}
+
+// memoryAllowance is what a mount needs besides its caches: the runtime,
+// the index, the inodes the kernel holds, go-fuse's buffers.
+const memoryAllowance = 32 << 20
+
+// MemoryLimit is the memory a process that only serves this mount should
+// keep to (runtime/debug.SetMemoryLimit): the caches' budgets plus a
+// fixed allowance. With it, the garbage collector frees the buffers that
+// loads leave behind before the heap grows past the caches, instead of
+// letting it double.
+func (f *FS) MemoryLimit() int64 {
+	return f.opt.CacheSize + f.opt.MetaCacheSize + memoryAllowance
 }
 
 // nodeSize estimates the memory of a decoded node.

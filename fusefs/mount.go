@@ -18,6 +18,10 @@ type MountOptions struct {
 	FsName string
 	// Debug logs every FUSE request.
 	Debug bool
+	// NeedOpen makes every open of a file reach the mount (with a
+	// handle of its own), as a test of the handle path does; by
+	// default the kernel opens files by itself when it can.
+	NeedOpen bool
 }
 
 // Root is the root node of a tree to mount: what SnapshotsRoot and
@@ -55,6 +59,11 @@ func Mount(dir string, root fs.InodeEmbedder, mo MountOptions) (*fuse.Server, er
 	srv, err := fs.Mount(dir, root, opts)
 	if err != nil {
 		return nil, fmt.Errorf("mount %s: %w", dir, err)
+	}
+	if o, ok := root.(interface{ owner() *FS }); ok && !mo.NeedOpen {
+		// The kernel may open files without asking (fileNode.Open).
+		ks := srv.KernelSettings()
+		o.owner().noOpen.Store(ks != nil && ks.Flags64()&fuse.CAP_NO_OPEN_SUPPORT != 0)
 	}
 	return srv, nil
 }

@@ -227,6 +227,8 @@ func (f *FS) SubtreeRoot(sn *engine.Snapshot, n *tree.Node) (fs.InodeEmbedder, e
 	return &dirNode{entry: entry{fsys: f, n: *n, snap: sn.Time.UnixNano()}}, nil
 }
 
+func (l *listDir) owner() *FS { return l.fsys }
+
 // listKind says which folder of the snapshot list a listDir is.
 type listKind int
 

@@ -74,6 +74,8 @@ type entry struct {
 	snap int64 // the snapshot's time (Unix ns), for directories without one
 }
 
+func (e *entry) owner() *FS { return e.fsys }
+
 // withSnapTime returns n, or a copy of n with the snapshot's time snap if
 // n is a directory without an mtime: S3 prefixes are implicit
 // directories, and 1970 would say nothing.
@@ -245,10 +247,11 @@ type dirHandle struct {
 	d   *dirNode
 	dir *tree.Dir
 
-	pos  uint64     // entries produced (including "." and "..")
-	it   *tree.Iter // nil until the first entry, and after an error
-	next uint64     // the index of the entry it returns next
-	last *tree.Node // the entry last produced
+	pos   uint64     // entries produced (including "." and "..")
+	it    *tree.Iter // nil until the first entry, and after an error
+	next  uint64     // the index of the entry it returns next
+	last  *tree.Node // the entry last produced
+	small smallFiles // small files listed, fetched ahead at the end
 }
 
 var (
@@ -304,8 +307,10 @@ func (h *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Err
 		}
 		if !ok {
 			h.pos--
+			h.small.fetch(h.d.fsys)
 			return nil, 0
 		}
+		h.small.add(h.d.fsys, n)
 		name, err := h.d.fsys.localName(ctx, h.dir, n)
 		if err != nil {
 			h.pos--
@@ -500,37 +505,97 @@ func (p *pieceDir) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errn
 // --- files ---
 
 // fileNode is a file of a snapshot. Its chunk list is read on the first
-// open and kept with the node; its content is read only when read.
+// open (or read) and kept with the node; its content is read only when
+// read.
+//
+// When the kernel can (FUSE's no-open support; Mount finds out), Open
+// answers ENOSYS once and the kernel then opens every file without
+// asking, and sends neither FLUSH (Flush answers ENOSYS too) nor
+// RELEASE: reading a small file costs one request instead of four. Reads
+// then come without a handle, and go through one reader per node, whose
+// read-ahead follows the node's reads.
 type fileNode struct {
 	entry
 
 	mu   sync.Mutex
 	file *object.Layout[crypto.ID]
+	r    *object.Reader[crypto.ID] // reads without a handle
 }
 
 var (
 	_ = (fs.NodeOpener)((*fileNode)(nil))
+	_ = (fs.NodeReader)((*fileNode)(nil))
+	_ = (fs.NodeFlusher)((*fileNode)(nil))
 	_ = (fs.NodeGetattrer)((*fileNode)(nil))
 	_ = (fs.NodeGetxattrer)((*fileNode)(nil))
 	_ = (fs.NodeListxattrer)((*fileNode)(nil))
 	_ = (fs.NodeStatfser)((*fileNode)(nil))
 )
 
+// layout returns the file's chunks, reading its chunk list once. f.mu
+// must be held.
+func (f *fileNode) layoutLocked(ctx context.Context) (*object.Layout[crypto.ID], error) {
+	if f.file == nil {
+		l, err := f.fsys.repo.FileLayout(ctx, &f.n)
+		if err != nil {
+			return nil, err
+		}
+		f.file = l
+	}
+	return f.file, nil
+}
+
 func (f *fileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
 	if flags&(syscall.O_WRONLY|syscall.O_RDWR|syscall.O_TRUNC|syscall.O_APPEND) != 0 {
 		return nil, 0, syscall.EROFS
 	}
+	if f.fsys.noOpen.Load() {
+		return nil, 0, syscall.ENOSYS // the kernel opens files itself from now on
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.file == nil {
-		l, err := f.fsys.repo.FileLayout(ctx, &f.n)
-		if err != nil {
-			return nil, 0, f.fsys.errno("open", f.Path(nil), err)
-		}
-		f.file = l
+	l, err := f.layoutLocked(ctx)
+	if err != nil {
+		return nil, 0, f.fsys.errno("open", f.Path(nil), err)
 	}
-	h := &fileHandle{f: f, r: object.NewReader(f.fsys.chunks, f.file, f.fsys.opt.ReadAhead)}
+	h := &fileHandle{f: f, r: object.NewReader(f.fsys.chunks, l, f.fsys.opt.ReadAhead)}
 	return h, fuse.FOPEN_KEEP_CACHE, 0
+}
+
+// Read reads through the handle Open made, or, for a file the kernel
+// opened itself, through the node's reader.
+func (f *fileNode) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	if h, ok := fh.(*fileHandle); ok {
+		return h.Read(ctx, dest, off)
+	}
+	f.mu.Lock()
+	l, err := f.layoutLocked(ctx)
+	if err == nil && f.r == nil {
+		f.r = object.NewReader(f.fsys.chunks, l, f.fsys.opt.ReadAhead)
+	}
+	r := f.r
+	f.mu.Unlock()
+	if err != nil {
+		return nil, f.fsys.errno("open", f.Path(nil), err)
+	}
+	return f.read(ctx, r, dest, off)
+}
+
+// Flush answers ENOSYS: there is nothing to flush, and the kernel then
+// stops sending FLUSH on every close.
+func (f *fileNode) Flush(ctx context.Context, fh fs.FileHandle) syscall.Errno {
+	return syscall.ENOSYS
+}
+
+func (f *fileNode) read(ctx context.Context, r *object.Reader[crypto.ID], dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	if off == 0 && r.Size() <= f.fsys.small {
+		f.fsys.smallReads.Add(1)
+	}
+	n, err := r.ReadAt(ctx, dest, off)
+	if err != nil && n == 0 && off < r.Size() {
+		return nil, f.fsys.errno("read", f.Path(nil), err)
+	}
+	return fuse.ReadResultData(dest[:n]), 0
 }
 
 // fileHandle is one open file with its own read-ahead state.
@@ -539,14 +604,8 @@ type fileHandle struct {
 	r *object.Reader[crypto.ID]
 }
 
-var _ = (fs.FileReader)((*fileHandle)(nil))
-
 func (h *fileHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
-	n, err := h.r.ReadAt(ctx, dest, off)
-	if err != nil && n == 0 && off < h.f.file.Size() {
-		return nil, h.f.fsys.errno("read", h.f.Path(nil), err)
-	}
-	return fuse.ReadResultData(dest[:n]), 0
+	return h.f.read(ctx, h.r, dest, off)
 }
 
 // --- symlinks ---

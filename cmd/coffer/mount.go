@@ -5,6 +5,7 @@ import (
 	"log"
 	"os"
 	"os/exec"
+	"runtime/debug"
 
 	"github.com/dustin/go-humanize"
 	"github.com/urfave/cli/v2"
@@ -34,7 +35,7 @@ Examples:
    grep -r invoice /mnt/backups/*/docs/`,
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "allow-other", Usage: "let other users read the mount (the snapshot's modes and owners still apply)"},
-			&cli.StringFlag{Name: "cache-size", Value: "256MiB", Usage: "memory for decrypted file content shared by all open files"},
+			&cli.StringFlag{Name: "cache-size", Value: "256MiB", Usage: "memory for file content shared by all open files; the whole mount stays within about this plus 64MiB"},
 			&cli.StringFlag{Name: "read-ahead", Value: "32MiB", Usage: "how far ahead of a sequential reader to fetch, per open file"},
 			&cli.DurationFlag{Name: "refresh", Value: fusefs.DefaultRefresh, Usage: "list the snapshots again, when looked at, once the list is this old (0: never)"},
 			&cli.BoolFlag{Name: "no-disk-cache", Usage: "do not keep the store's metadata (sealed) in the user's cache folder"},
@@ -111,6 +112,12 @@ func runMount(c *cli.Context) error {
 		Refresh: refresh, Log: log.New(stderr, "coffer: mount: ", 0),
 	})
 	defer fsys.Close()
+	// The mount is this process's only job: hold the heap to the caches'
+	// budgets (the garbage collector frees the buffers loads leave behind
+	// before the heap grows past them), unless GOMEMLIMIT says otherwise.
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(fsys.MemoryLimit())
+	}
 	var root fusefs.Root
 	var what string
 	if c.NArg() == 2 {

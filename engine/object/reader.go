@@ -44,6 +44,9 @@ func NewReader[K comparable](c *cache.LRU[K, []byte], l *Layout[K], maxAhead int
 	return &Reader[K]{c: c, l: l, maxAhead: maxAhead, slack: seqSlack}
 }
 
+// Size is the file's length.
+func (r *Reader[K]) Size() int64 { return r.l.Size() }
+
 // ReadAt reads len(p) bytes at off, fewer only at the end of the file
 // (then with io.EOF). A piece whose length is not the size the layout
 // gives it is an error.
