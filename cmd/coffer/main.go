@@ -102,7 +102,9 @@ func run(ctx context.Context, args []string, stdout, stderr *os.File) int {
 		return exitUsage
 	}
 	app := newApp(stdout, stderr)
+	s3Memory = nil
 	err = app.RunContext(ctx, args)
+	reportMemory()
 	if err == nil {
 		return exitOK
 	}

@@ -66,6 +66,18 @@ func setMemory(c *cli.Context) error {
 	return nil
 }
 
+// reportMemory says, under -v, how much of the S3 budget the command
+// used (test/ checks the high-water mark against the budget).
+func reportMemory() {
+	if s3Memory == nil {
+		return
+	}
+	if st := s3Memory.Stats(); st.Gets > 0 {
+		verbosef("S3 buffers: high-water %d of a %d byte budget (--memory), %d bytes in %d buffers taken",
+			st.High, st.Budget, st.Total, st.Gets)
+	}
+}
+
 // endpointSource says, for -v, where the endpoint of o comes from.
 func endpointSource(o s3io.Options) string {
 	switch {
