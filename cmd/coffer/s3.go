@@ -44,7 +44,7 @@ func s3Client(ctx context.Context, loc string) (*s3io.Client, error) {
 var s3Memory *s3io.Memory
 
 func memoryFlag() cli.Flag {
-	return &cli.StringFlag{Name: "memory", EnvVars: []string{"COFFER_MEMORY"}, Value: humanize.IBytes(s3io.DefaultMemory),
+	return &cli.StringFlag{Name: "memory", EnvVars: []string{"COFFER_MEMORY"}, Value: fmt.Sprintf("%dMiB", s3io.DefaultMemory>>20),
 		Usage: "the `SIZE` (128MiB, 1GiB) of the buffers S3 transfers hold at once: large objects' parts and small objects' bodies; concurrency adapts to it"}
 }
 
@@ -52,7 +52,7 @@ func memoryFlag() cli.Flag {
 func setMemory(c *cli.Context) error {
 	v := c.String("memory")
 	if v == "" {
-		v = humanize.IBytes(s3io.DefaultMemory)
+		v = fmt.Sprintf("%dMiB", s3io.DefaultMemory>>20)
 	}
 	n, err := humanize.ParseBytes(v)
 	if err != nil {
