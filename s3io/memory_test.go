@@ -171,7 +171,7 @@ func restoreFixture(t *testing.T) (*engine.Repo, *tree.Node, map[string][]byte) 
 
 // TestDestinationUnderBudget restores objects bigger than the budget and
 // many small ones into a bucket (gofakes3) through restore.Restore, the
-// real driver, with 16 workers: the bytes come back exact, the part and
+// real driver, with 2, 16 and 64 workers: the bytes come back exact, the part and
 // body buffers never exceed the budget (nor are taken around it: every
 // restored byte went through the budget), all come back, and nothing
 // deadlocks, also when part_size is larger than the budget (it is
@@ -182,8 +182,12 @@ func TestDestinationUnderBudget(t *testing.T) {
 	for _, b := range files {
 		total += int64(len(b))
 	}
-	for _, partSize := range []int64{0, 16 << 20} {
-		t.Run(fmt.Sprintf("part_size=%d", partSize), func(t *testing.T) {
+	for _, tc := range []struct {
+		partSize int64
+		workers  int
+	}{{0, 16}, {16 << 20, 16}, {0, 64}, {0, 2}} {
+		partSize := tc.partSize
+		t.Run(fmt.Sprintf("part_size=%d,workers=%d", partSize, tc.workers), func(t *testing.T) {
 			be := s3mem.New()
 			if err := be.CreateBucket("b"); err != nil {
 				t.Fatal(err)
@@ -194,7 +198,7 @@ func TestDestinationUnderBudget(t *testing.T) {
 			defer cancel()
 			done := make(chan error, 1)
 			go func() {
-				_, err := restore.Restore(ctx, repo, root, NewDestination(c), restore.Options{Concurrency: 16, Overwrite: restore.OverwriteAlways})
+				_, err := restore.Restore(ctx, repo, root, NewDestination(c), restore.Options{Concurrency: tc.workers, Overwrite: restore.OverwriteAlways})
 				done <- err
 			}()
 			select {
