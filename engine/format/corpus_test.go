@@ -5,6 +5,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"sync"
 	"testing"
@@ -225,6 +226,42 @@ func TestPrecheckKeepsRatio(t *testing.T) {
 			if l == DefaultLevel && ratio < minRatio[cc.class] {
 				t.Errorf("%s at %s: ratio %.3f, want at least %.2f", cc.class, l, ratio, minRatio[cc.class])
 			}
+		}
+	}
+}
+
+// BenchmarkEncoderMemory: the heap an encoder of each level holds once n
+// blobs of 1 MiB were compressed at once (n = 2, this machine's cores,
+// and 16), reported as MiB per encoder state.
+//
+//	go test ./engine/format -run '^$' -bench EncoderMemory -benchtime 1x
+func BenchmarkEncoderMemory(b *testing.B) {
+	blob := corpus.Seq(200000)[:1<<20]
+	for _, l := range []Level{LevelFastest, LevelBalanced, LevelBetter} {
+		for _, n := range []int{2, 16} {
+			b.Run(fmt.Sprintf("%s/n%d", l, n), func(b *testing.B) {
+				for b.Loop() {
+					runtime.GC()
+					var before, after runtime.MemStats
+					runtime.ReadMemStats(&before)
+					e, _ := zstd.NewWriter(nil, zstd.WithEncoderLevel(l.zstd()), zstd.WithEncoderConcurrency(n),
+						zstd.WithEncoderCRC(false), zstd.WithZeroFrames(true), zstd.WithWindowSize(encoderWindow))
+					var wg sync.WaitGroup
+					for range n {
+						wg.Add(1)
+						go func() {
+							defer wg.Done()
+							e.EncodeAll(blob, make([]byte, 0, len(blob)))
+						}()
+					}
+					wg.Wait()
+					runtime.GC()
+					runtime.ReadMemStats(&after)
+					b.ReportMetric(float64(after.HeapInuse-before.HeapInuse)/float64(n)/(1<<20), "MiB/encoder")
+					runtime.KeepAlive(e)
+					e.Close()
+				}
+			})
 		}
 	}
 }

@@ -326,7 +326,7 @@ var keys = []key{
 	{name: "one_file_system", kinds: []Kind{Source}, fsOnly: true, help: "true: do not cross into other file systems", check: checkBool},
 	{name: "passphrase_cmd", kinds: []Kind{Store}, help: "a command whose standard output is the passphrase", check: checkNonEmpty},
 	{name: "passphrase_file", kinds: []Kind{Store}, help: "a file whose first line is the passphrase", check: checkNonEmpty},
-	{name: "compression", kinds: []Kind{Store}, help: "how hard backups compress: " + strings.Join(format.LevelNames, ", ") + " (default: " + format.DefaultLevel.String() + ")", check: checkCompression},
+	{name: "compression", kinds: []Kind{Store}, help: "how hard backups compress: " + strings.Join(format.LevelNames, ", ") + " (zstd's levels; default when unset)", check: checkCompression},
 }
 
 // FilterKeys are a source's keys that choose what to back up, not how

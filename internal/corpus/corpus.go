@@ -71,7 +71,7 @@ func Generate(c Class, seed uint64, size int) ([]File, error) {
 	case JSONLogs:
 		return g.files(size, 256<<10, 8<<20, "app-%03d.log", g.jsonLogs), nil
 	case CSV:
-		fs := []File{{Name: "seq.txt", Data: seq(100000)}}
+		fs := []File{{Name: "seq.txt", Data: Seq(100000)}}
 		return append(fs, g.files(size-len(fs[0].Data), 128<<10, 8<<20, "table-%03d.csv", g.csv)...), nil
 	case Source:
 		return goSource(size)
@@ -98,8 +98,8 @@ func hash(s string) uint64 {
 	return h
 }
 
-// seq is the output of `seq 1 n`.
-func seq(n int) []byte {
+// Seq is the output of `seq 1 n`.
+func Seq(n int) []byte {
 	var b []byte
 	for i := 1; i <= n; i++ {
 		b = strconv.AppendInt(b, int64(i), 10)
