@@ -85,9 +85,7 @@ func TestLevelsRoundTrip(t *testing.T) {
 			if !bytes.Equal(out, raw) {
 				t.Fatalf("%s at %s: round trip differs", name, l)
 			}
-			// SpeedFastest does not shrink runs of digits (why it is not
-			// the default any more); zeros it does.
-			compressible := name == "zeros" || (l != LevelFastest && (name == "seq" || name == "mixed"))
+			compressible := name == "zeros" || name == "seq" || name == "mixed"
 			if l != LevelOff && compressible && c != CompZstd {
 				t.Errorf("%s at %s: a compressible blob stored raw", name, l)
 			}
