@@ -23,6 +23,11 @@ type Repo struct {
 	keys   *crypto.Keys
 	Index  *index.Master
 
+	// Compression is how hard new blobs and metadata objects are
+	// compressed (a writer's setting: readers decode any level). The
+	// zero value is format.LevelDefault.
+	Compression format.Level
+
 	master []byte // for adding key slots
 	slotID string // the key slot that opened the store
 	trees  tree.Cache
@@ -91,7 +96,7 @@ const maxObjectSize = 1 << 30
 // sealObject frames payload as a metadata object (index file, snapshot):
 // nonce || seal(comp || rawLen || stored payload).
 func (r *Repo) sealObject(payload, aad []byte) []byte {
-	stored, comp, _ := format.Compress(nil, payload)
+	stored, comp, _ := format.CompressLevel(nil, payload, r.Compression)
 	body := format.Encoder{B: make([]byte, 0, len(stored)+16)}
 	body.Byte(byte(comp))
 	body.Uvarint(uint64(len(payload)))

@@ -8,6 +8,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/coffer-backup/coffer/engine"
+	"github.com/coffer-backup/coffer/engine/format"
 	"github.com/coffer-backup/coffer/engine/index"
 	"github.com/coffer-backup/coffer/engine/store"
 	"github.com/coffer-backup/coffer/engine/store/diskcache"
@@ -88,6 +89,9 @@ func openRepo(c *cli.Context, opt repoOptions) (*engine.Repo, *layers, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("store %s: %w", loc, err)
 	}
+	if err := setCompression(c, r); err != nil {
+		return nil, nil, err
+	}
 	// The KDF's buffer is garbage now; collect it before it sets the
 	// GC's goal for the rest of the run (it would double peak memory).
 	debug.FreeOSMemory()
@@ -109,4 +113,24 @@ func openRepo(c *cli.Context, opt repoOptions) (*engine.Repo, *layers, error) {
 		}
 	}
 	return r, l, nil
+}
+
+// setCompression gives r the compression of the store entry, when the
+// store is @name with a compression key (format.DefaultLevel otherwise).
+// It is a writer's setting: any level reads any store.
+func setCompression(c *cli.Context, r *engine.Repo) error {
+	if !isName(c.String("store")) {
+		return nil
+	}
+	_, e, err := resolveLocation(config.Store, c.String("store"))
+	if err != nil || e["compression"] == "" {
+		return err
+	}
+	l, err := format.ParseLevel(e["compression"])
+	if err != nil {
+		return usagef("store %s: %v", c.String("store"), err)
+	}
+	r.Compression = l
+	verbosef("compression %s", l)
+	return nil
 }

@@ -2,7 +2,9 @@ package format
 
 import (
 	"fmt"
+	"math"
 	"runtime"
+	"strings"
 	"sync"
 
 	"github.com/klauspost/compress/zstd"
@@ -16,48 +18,206 @@ const (
 	CompZstd Compression = 1 // zstd frame
 )
 
-var (
-	zstdOnce sync.Once
-	zstdEnc  *zstd.Encoder
-	zstdDec  *zstd.Decoder
+// Level is how hard a writer compresses. It is a writer's setting, not
+// part of the format: every level writes a plain zstd frame (or the raw
+// bytes), and readers decode them all alike.
+type Level uint8
+
+const (
+	// LevelDefault is the level a store uses unless told otherwise:
+	// LevelBalanced (see DefaultLevel and docs/PERFORMANCE.md).
+	LevelDefault  Level = iota
+	LevelOff            // store every blob raw
+	LevelFastest        // zstd SpeedFastest
+	LevelBalanced       // zstd SpeedDefault: the option value "default"
+	LevelBetter         // zstd SpeedBetterCompression
 )
 
-func zstdInit() {
-	zstdOnce.Do(func() {
+// DefaultLevel is what LevelDefault means: the level chosen by measurement
+// on the corpus of internal/corpus (docs/PERFORMANCE.md, "Issue 10:
+// compression").
+const DefaultLevel = LevelBalanced
+
+// LevelNames are the values ParseLevel accepts, in order of effort.
+var LevelNames = []string{"off", "fastest", "default", "better"}
+
+// ParseLevel reads a compression option value: off, fastest, default or
+// better (case does not matter).
+func ParseLevel(s string) (Level, error) {
+	switch strings.ToLower(s) {
+	case "off":
+		return LevelOff, nil
+	case "fastest":
+		return LevelFastest, nil
+	case "default":
+		return LevelDefault, nil
+	case "better":
+		return LevelBetter, nil
+	}
+	return 0, fmt.Errorf("compression %q: want one of %s", s, strings.Join(LevelNames, ", "))
+}
+
+// String returns the option value of a level.
+func (l Level) String() string {
+	switch l {
+	case LevelDefault, LevelBalanced:
+		return "default"
+	case LevelOff:
+		return "off"
+	case LevelFastest:
+		return "fastest"
+	case LevelBetter:
+		return "better"
+	}
+	return fmt.Sprintf("level(%d)", uint8(l))
+}
+
+func (l Level) resolve() Level {
+	if l == LevelDefault {
+		return DefaultLevel
+	}
+	return l
+}
+
+func (l Level) zstd() zstd.EncoderLevel {
+	switch l.resolve() {
+	case LevelFastest:
+		return zstd.SpeedFastest
+	case LevelBetter:
+		return zstd.SpeedBetterCompression
+	}
+	return zstd.SpeedDefault
+}
+
+// encoderWindow is the zstd window of every level: 1 MiB (the average
+// chunk) instead of 8 MiB. Each concurrent encoder keeps a window of
+// history, and chunks rarely repeat themselves further apart; a larger
+// window gained under 0.5% on the corpus (docs/PERFORMANCE.md).
+const encoderWindow = 1 << 20
+
+// encoderOptions are the zstd settings of a level. Literals are always
+// entropy-coded: klauspost skips that at its faster levels when a block
+// finds no matches, to fail fast on random data, which the entropy
+// pre-check (Incompressible) already keeps away. Without it, fastest
+// stored `seq 1 100000` raw and default left 1.7% on parquet-like zstd
+// pages that restic saves (docs/PERFORMANCE.md).
+func encoderOptions(l Level, concurrency, window int) []zstd.EOption {
+	return []zstd.EOption{zstd.WithEncoderLevel(l.zstd()), zstd.WithEncoderConcurrency(concurrency),
+		zstd.WithEncoderCRC(false), zstd.WithZeroFrames(true), zstd.WithWindowSize(window),
+		zstd.WithAllLitEntropyCompression(true)}
+}
+
+var (
+	zstdEncOnce [LevelBetter + 1]sync.Once
+	zstdEnc     [LevelBetter + 1]*zstd.Encoder
+	zstdDecOnce sync.Once
+	zstdDec     *zstd.Decoder
+)
+
+func encoder(l Level) *zstd.Encoder {
+	l = l.resolve()
+	zstdEncOnce[l].Do(func() {
 		var err error
-		n := runtime.GOMAXPROCS(0)
-		// A 1 MiB window (the average chunk) instead of 8 MiB: each
-		// encoder keeps one window of history, and chunks rarely repeat
-		// themselves further apart (see docs/PERFORMANCE.md).
-		zstdEnc, err = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest),
-			zstd.WithEncoderConcurrency(n), zstd.WithEncoderCRC(false), zstd.WithZeroFrames(true),
-			zstd.WithWindowSize(1<<20))
-		if err != nil {
-			panic(err)
-		}
-		zstdDec, err = zstd.NewReader(nil, zstd.WithDecoderConcurrency(n), zstd.WithDecoderMaxMemory(1<<30))
+		// One encoder state per core: EncodeAll waits for a free one, so
+		// memory is cores × (tables of the level + window), whatever the
+		// number of blob workers.
+		zstdEnc[l], err = zstd.NewWriter(nil, encoderOptions(l, runtime.GOMAXPROCS(0), encoderWindow)...)
 		if err != nil {
 			panic(err)
 		}
 	})
+	return zstdEnc[l]
 }
 
-// compress returns the stored form of raw and says which it is: a zstd
-// frame (appended to dst) when that saves at least 1/32 of the size, raw
-// itself otherwise. dst, possibly grown, is returned for reuse.
+func decoder() *zstd.Decoder {
+	zstdDecOnce.Do(func() {
+		var err error
+		zstdDec, err = zstd.NewReader(nil, zstd.WithDecoderConcurrency(runtime.GOMAXPROCS(0)), zstd.WithDecoderMaxMemory(1<<30))
+		if err != nil {
+			panic(err)
+		}
+	})
+	return zstdDec
+}
+
+// Compress is CompressLevel at LevelDefault.
 func Compress(dst, raw []byte) (stored []byte, c Compression, scratch []byte) {
-	if len(raw) < 64 {
+	return CompressLevel(dst, raw, LevelDefault)
+}
+
+// CompressLevel returns the stored form of raw and says which it is: a
+// zstd frame (appended to dst) when that saves at least 1/256 of the size
+// (minSaving), raw itself otherwise. A blob whose bytes look random (Incompressible) is
+// stored raw without trying. dst, possibly grown, is returned for reuse.
+func CompressLevel(dst, raw []byte, l Level) (stored []byte, c Compression, scratch []byte) {
+	if len(raw) < 64 || l == LevelOff || Incompressible(raw) {
 		return raw, CompNone, dst
 	}
-	zstdInit()
-	out := zstdEnc.EncodeAll(raw, dst[:0])
-	if len(out) < len(raw)-len(raw)/32 {
+	out := encoder(l).EncodeAll(raw, dst[:0])
+	if len(out) < len(raw)-len(raw)/minSaving {
 		return out, CompZstd, out
 	}
 	return raw, CompNone, out
 }
 
-// decompress appends the plaintext of a stored blob to dst; rawLen is the
+// minSaving: a zstd frame is stored when it is at least 1/minSaving
+// smaller than the raw blob. Already-compressed columnar files (parquet's
+// zstd pages) shrink by 0.5-3% a blob: 1/32 stored many raw where restic
+// saves that much; decoding a frame costs little next to fetching it.
+const minSaving = 256
+
+// Entropy pre-check. Already-compressed content (JPEG, gzip, zstd pages,
+// encrypted files) is most of the bytes of many buckets, and zstd's
+// SpeedDefault spends real time failing on it. Its bytes are close to
+// uniform: the order-0 entropy of a sample shows it for a fraction of the
+// cost of compressing. Only large blobs are sampled; the threshold is set
+// between the compressible classes of the corpus (at most 5.6 bits per
+// byte) and the JPEG and gzip ones (7.86 and more); parquet-like zstd
+// pages (7.4-7.85) are still compressed, as they shrink by 2%. See
+// TestPrecheckKeepsRatio.
+const (
+	precheckMin     = 16 << 10 // smaller blobs are just compressed
+	precheckSamples = 8        // spread over the blob
+	precheckSample  = 2 << 10  // bytes each
+	// precheckBits: above this many bits per byte a sample counts as
+	// random. 16 KiB of uniform bytes measure about 7.99, gzip 7.98,
+	// JPEG 7.88-7.95; text 4.1, JSON logs 5, source code 4.8-5.6, CSV
+	// 3.4-4.5, x86 code 6-6.5.
+	precheckBits = 7.85
+)
+
+// Incompressible reports whether raw looks like random bytes: it is at
+// least 16 KiB and the order-0 entropy of 8 samples of 2 KiB, spread over
+// it, is above 7.85 bits per byte. A blob that repeats itself at long
+// distances with random content in between can be misjudged; that costs
+// ratio, never correctness.
+func Incompressible(raw []byte) bool {
+	if len(raw) < precheckMin {
+		return false
+	}
+	var hist [256]uint32
+	step := (len(raw) - precheckSample) / (precheckSamples - 1)
+	for i := range precheckSamples {
+		for _, b := range raw[i*step : i*step+precheckSample] {
+			hist[b]++
+		}
+	}
+	return entropy(&hist, precheckSamples*precheckSample) > precheckBits
+}
+
+func entropy(hist *[256]uint32, n int) float64 {
+	var h float64
+	inv := 1 / float64(n)
+	for _, c := range hist {
+		if c != 0 {
+			p := float64(c) * inv
+			h -= p * math.Log2(p)
+		}
+	}
+	return h
+}
+
+// Decompress appends the plaintext of a stored blob to dst; rawLen is the
 // plaintext length the index promises, and any other length is an error.
 func Decompress(dst, stored []byte, c Compression, rawLen int) ([]byte, error) {
 	switch c {
@@ -67,7 +227,6 @@ func Decompress(dst, stored []byte, c Compression, rawLen int) ([]byte, error) {
 		}
 		return append(dst, stored...), nil
 	case CompZstd:
-		zstdInit()
 		// Preallocate what the header promises, but no more than the input
 		// could plausibly expand to: a forged length must not make us
 		// allocate a gigabyte before the output proves it.
@@ -78,7 +237,7 @@ func Decompress(dst, stored []byte, c Compression, rawLen int) ([]byte, error) {
 			dst = nd
 		}
 		start := len(dst)
-		out, err := zstdDec.DecodeAll(stored, dst)
+		out, err := decoder().DecodeAll(stored, dst)
 		if err != nil {
 			return nil, fmt.Errorf("%w: zstd: %v", ErrCorrupt, err)
 		}

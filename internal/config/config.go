@@ -24,6 +24,7 @@ import (
 	"github.com/dustin/go-humanize"
 	"golang.org/x/sys/unix"
 
+	"github.com/coffer-backup/coffer/engine/format"
 	"github.com/coffer-backup/coffer/s3io"
 )
 
@@ -228,6 +229,11 @@ func checkOneOf(valid []string, fold bool) func(string) error {
 	}
 }
 
+func checkCompression(v string) error {
+	_, err := format.ParseLevel(v)
+	return err
+}
+
 func checkNonEmpty(v string) error {
 	if v == "" {
 		return errors.New("want a value")
@@ -320,6 +326,7 @@ var keys = []key{
 	{name: "one_file_system", kinds: []Kind{Source}, fsOnly: true, help: "true: do not cross into other file systems", check: checkBool},
 	{name: "passphrase_cmd", kinds: []Kind{Store}, help: "a command whose standard output is the passphrase", check: checkNonEmpty},
 	{name: "passphrase_file", kinds: []Kind{Store}, help: "a file whose first line is the passphrase", check: checkNonEmpty},
+	{name: "compression", kinds: []Kind{Store}, help: "how hard backups compress: " + strings.Join(format.LevelNames, ", ") + " (zstd's levels; default when unset)", check: checkCompression},
 }
 
 // FilterKeys are a source's keys that choose what to back up, not how
@@ -443,6 +450,8 @@ func (e Entry) Set(kind Kind, name, value string) error {
 		value = strconv.FormatBool(b)
 	case "storage_class":
 		value = strings.ToUpper(value)
+	case "compression":
+		value = strings.ToLower(value)
 	case "use_path_style", "use_tls":
 		b, _ := strconv.ParseBool(value)
 		value = strconv.FormatBool(b)

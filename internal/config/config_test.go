@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -215,5 +216,30 @@ func TestParseAssignmentsHidesStrayValues(t *testing.T) {
 	_, err = ParseAssignments(Store, []string{"regoin", "x"})
 	if err == nil || !strings.Contains(err.Error(), `"regoin"`) {
 		t.Fatalf("a misspelt key is named: %v", err)
+	}
+}
+
+// compression is a store key: its values are format's levels, stored in
+// lower case; a bad value names itself and the valid ones.
+func TestCompressionKey(t *testing.T) {
+	e := Entry{}
+	for _, v := range []string{"off", "fastest", "Default", "BETTER"} {
+		if err := e.Set(Store, "compression", v); err != nil {
+			t.Fatalf("compression=%s: %v", v, err)
+		}
+		if e["compression"] != strings.ToLower(v) {
+			t.Errorf("compression=%s stored as %q", v, e["compression"])
+		}
+	}
+	err := e.Set(Store, "compression", "max")
+	var ke *KeyError
+	if !errors.As(err, &ke) || !strings.Contains(err.Error(), `"max"`) || !strings.Contains(err.Error(), "off, fastest, default, better") {
+		t.Errorf("compression=max: %v, want a KeyError naming the value and the valid ones", err)
+	}
+	if err := (Entry{}).Set(Source, "compression", "off"); err == nil || !strings.Contains(err.Error(), "unknown key") {
+		t.Errorf("compression on a source: %v, want unknown key", err)
+	}
+	if !strings.Contains(KeyHelp(Store), "compression") {
+		t.Errorf("store key help lacks compression:\n%s", KeyHelp(Store))
 	}
 }
