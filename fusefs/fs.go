@@ -205,7 +205,8 @@ func (t *trees) Dir(ctx context.Context, id crypto.ID, load func(context.Context
 		if err != nil {
 			return nil, err
 		}
-		d, err := tree.DecodeDir(p)
+		// Dir holds index pages of large directories too (format 2).
+		d, err := tree.DecodeDirOrIndexPage(p)
 		if err != nil {
 			return nil, fmt.Errorf("directory %s: %w", id.Short(), err)
 		}
