@@ -666,7 +666,7 @@ func TestTreeCache(t *testing.T) {
 	writeFile(t, filepath.Join(src, "a", "b", "c"), []byte("c"))
 	sn := backupDir(t, r, src, backup.Options{})
 	m := &mapTrees{dirs: map[crypto.ID]*tree.Dir{}, pages: map[crypto.ID][]tree.Node{}}
-	r.SetTreeCache(m)
+	r.SetTreeCache(m, nil)
 	paths := []string{"/a/b/c", "/big/f0123", "/big/f0599"}
 	for round := 0; round < 2; round++ {
 		before := m.loads

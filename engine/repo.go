@@ -31,6 +31,8 @@ type Repo struct {
 	master []byte // for adding key slots
 	slotID string // the key slot that opened the store
 	trees  tree.Cache
+	// treeBlobs reads the blobs of trees (SetTreeCache); nil: LoadBlob.
+	treeBlobs func(ctx context.Context, id crypto.ID) ([]byte, error)
 
 	snapMu sync.Mutex
 	snaps  map[crypto.ID]*Snapshot // loaded snapshot objects, by id

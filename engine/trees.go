@@ -10,10 +10,23 @@ import (
 	"github.com/coffer-backup/coffer/engine/format"
 )
 
-// SetTreeCache makes LoadDir and LoadPage (and so Lookup, Iter and
-// ResolvePath) go through c. Call it before the repo is shared between
-// goroutines: it is a plain field write.
-func (r *Repo) SetTreeCache(c tree.Cache) { r.trees = c }
+// SetTreeCache makes LoadDir, LoadIndexPage and LoadPage (and so
+// Lookup, Iter and ResolvePath) go through c, and read the blobs they
+// decode with load (nil: LoadBlob), say from a cache of pack ranges.
+// Call it before the repo is shared between goroutines: it is a plain
+// field write.
+func (r *Repo) SetTreeCache(c tree.Cache, load func(ctx context.Context, id crypto.ID) ([]byte, error)) {
+	r.trees, r.treeBlobs = c, load
+}
+
+// loadTreeBlob reads a directory, index page or page blob, with the
+// loader SetTreeCache was given.
+func (r *Repo) loadTreeBlob(ctx context.Context, id crypto.ID) ([]byte, error) {
+	if r.treeBlobs != nil {
+		return r.treeBlobs(ctx, id)
+	}
+	return r.LoadBlob(ctx, id)
+}
 
 // LoadDir reads a directory blob.
 func (r *Repo) LoadDir(ctx context.Context, id crypto.ID) (*tree.Dir, error) {
@@ -30,7 +43,7 @@ func (r *Repo) LoadDir(ctx context.Context, id crypto.ID) (*tree.Dir, error) {
 }
 
 func (r *Repo) loadDir(ctx context.Context, id crypto.ID) (*tree.Dir, error) {
-	p, err := r.LoadBlob(ctx, id)
+	p, err := r.loadTreeBlob(ctx, id)
 	if err != nil {
 		return nil, err
 	}
@@ -46,7 +59,7 @@ func (r *Repo) loadDir(ctx context.Context, id crypto.ID) (*tree.Dir, error) {
 // through the tree cache's directories.
 func (r *Repo) LoadIndexPage(ctx context.Context, id crypto.ID) (*tree.Dir, error) {
 	load := func(ctx context.Context) (*tree.Dir, error) {
-		p, err := r.LoadBlob(ctx, id)
+		p, err := r.loadTreeBlob(ctx, id)
 		if err != nil {
 			return nil, err
 		}
@@ -84,7 +97,7 @@ func (r *Repo) LoadPage(ctx context.Context, id crypto.ID) ([]tree.Node, error) 
 }
 
 func (r *Repo) loadPage(ctx context.Context, id crypto.ID) ([]tree.Node, error) {
-	p, err := r.LoadBlob(ctx, id)
+	p, err := r.loadTreeBlob(ctx, id)
 	if err != nil {
 		return nil, err
 	}

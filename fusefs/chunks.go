@@ -24,7 +24,7 @@ func (p packRef) String() string { return "pack " + p.id.Short() }
 // bytes it holds while loading are reserved in the chunk cache, so loads
 // and read-ahead in flight are inside the cache's budget.
 func (f *FS) loadChunk(ctx context.Context, id crypto.ID) ([]byte, error) {
-	loc, _, ok := f.repo.Locate(id)
+	loc, pack, ok := f.repo.Locate(id)
 	if !ok {
 		return f.repo.LoadBlob(ctx, id) // says what is missing
 	}
@@ -34,14 +34,22 @@ func (f *FS) loadChunk(ctx context.Context, id crypto.ID) ([]byte, error) {
 	}
 	release := f.chunks.Reserve(hold)
 	defer release()
-	return f.loadBlob(ctx, id)
+	return f.readBlob(ctx, id, loc, pack)
 }
 
 // loadBlob reads blob id: cut from a window of its pack if it is small,
 // alone otherwise.
 func (f *FS) loadBlob(ctx context.Context, id crypto.ID) ([]byte, error) {
 	loc, pack, ok := f.repo.Locate(id)
-	if !ok || int64(loc.Length) > f.small {
+	if !ok {
+		return f.repo.LoadBlob(ctx, id) // says what is missing
+	}
+	return f.readBlob(ctx, id, loc, pack)
+}
+
+// readBlob reads blob id, stored at loc in pack.
+func (f *FS) readBlob(ctx context.Context, id crypto.ID, loc format.BlobLoc, pack crypto.ID) ([]byte, error) {
+	if int64(loc.Length) > f.small {
 		return f.repo.LoadBlob(ctx, id)
 	}
 	p := packRef{kind: loc.Kind, id: pack}

@@ -3,8 +3,7 @@
 // "latest" links), or one snapshot or subtree. It reads only through the
 // engine's API (directories, pages, chunk lists, blobs, ranges of packs
 // that the engine opens), reads file content with engine/object through
-// a cache.LRU of chunks, and decrypts nothing itself; directories are
-// decoded by engine/tree.
+// a cache.LRU of chunks, and decrypts and decodes nothing itself.
 //
 // Everything is lazy: a snapshot's tree is read when its folder is first
 // looked into, a paged directory loads only the pages a lookup or a
@@ -17,7 +16,6 @@ package fusefs
 import (
 	"context"
 	"errors"
-	"fmt"
 	"hash/fnv"
 	"io"
 	"log"
@@ -36,7 +34,8 @@ import (
 
 // Repo is what the mount reads through; *engine.Repo implements it. The
 // mount walks directories with the engine's own Lookup and Iter, and
-// keeps what they decode in its tree cache (SetTreeCache). It reads a
+// keeps what they decode in its tree cache (SetTreeCache, with the
+// mount's loader of their blobs). It reads a
 // large blob with LoadBlob, and a small one from a window of its pack
 // (Locate, PackSize, LoadPackRange) that the engine opens
 // (OpenBlobInPlace), so that its neighbours come with it.
@@ -50,7 +49,7 @@ type Repo interface {
 	Lookup(ctx context.Context, d *tree.Dir, key string) (n *tree.Node, ok bool, err error)
 	Iter(d *tree.Dir) *tree.Iter
 	FileLayout(ctx context.Context, n *tree.Node) (*object.Layout[crypto.ID], error)
-	SetTreeCache(c tree.Cache)
+	SetTreeCache(c tree.Cache, load func(ctx context.Context, id crypto.ID) ([]byte, error))
 }
 
 var _ Repo = (*engine.Repo)(nil)
@@ -164,14 +163,13 @@ func New(repo Repo, opt Options) *FS {
 		dirs:  cache.New[crypto.ID, *tree.Dir](opt.MetaCacheSize/2, dirSize, opt.Parallel, nil),
 		pages: cache.New[crypto.ID, []tree.Node](opt.MetaCacheSize/2, nodesSize, opt.Parallel, nil),
 	}
-	repo.SetTreeCache(f.trees)
+	repo.SetTreeCache(f.trees, f.treeBlob)
 	return f
 }
 
 // Close stops the loads in flight. The repo's tree cache then loads
 // without keeping anything.
 func (f *FS) Close() {
-	f.trees.closed.Store(true)
 	f.cancel()
 	f.chunks.Close()
 	f.windows.Close()
@@ -184,52 +182,38 @@ func (f *FS) Close() {
 // directories and pages, in which concurrent loads of one blob are
 // merged.
 type trees struct {
-	fsys   *FS
-	dirs   *cache.LRU[crypto.ID, *tree.Dir]
-	pages  *cache.LRU[crypto.ID, []tree.Node]
-	closed atomic.Bool
+	fsys  *FS
+	dirs  *cache.LRU[crypto.ID, *tree.Dir]
+	pages *cache.LRU[crypto.ID, []tree.Node]
 }
 
 var _ tree.Cache = (*trees)(nil)
 
-// Dir and Page read the blob the way the mount reads small blobs, from
-// a window of its tree pack (a folder's subfolders and pages were
-// written beside it), and decode it with the tree package, as the
-// engine's own load does; the engine's load is for a closed mount.
+// Dir and Page keep what the engine's load decodes; the engine reads
+// the blob with treeBlob.
 func (t *trees) Dir(ctx context.Context, id crypto.ID, load func(context.Context) (*tree.Dir, error)) (*tree.Dir, error) {
-	if t.closed.Load() {
-		return load(ctx)
+	if t.fsys.baseCtx.Err() != nil {
+		return load(ctx) // closed
 	}
-	return t.dirs.GetWith(ctx, id, func(ctx context.Context) (*tree.Dir, error) {
-		p, err := t.fsys.loadBlob(ctx, id)
-		if err != nil {
-			return nil, err
-		}
-		// Dir holds index pages of large directories too (format 2).
-		d, err := tree.DecodeDirOrIndexPage(p)
-		if err != nil {
-			return nil, fmt.Errorf("directory %s: %w", id.Short(), err)
-		}
-		d.ID = id
-		return d, nil
-	})
+	return t.dirs.GetWith(ctx, id, load)
 }
 
 func (t *trees) Page(ctx context.Context, id crypto.ID, load func(context.Context) ([]tree.Node, error)) ([]tree.Node, error) {
-	if t.closed.Load() {
-		return load(ctx)
+	if t.fsys.baseCtx.Err() != nil {
+		return load(ctx) // closed
 	}
-	return t.pages.GetWith(ctx, id, func(ctx context.Context) ([]tree.Node, error) {
-		p, err := t.fsys.loadBlob(ctx, id)
-		if err != nil {
-			return nil, err
-		}
-		nodes, err := tree.DecodePage(p)
-		if err != nil {
-			return nil, fmt.Errorf("directory page %s: %w", id.Short(), err)
-		}
-		return nodes, nil
-	})
+	return t.pages.GetWith(ctx, id, load)
+}
+
+// treeBlob is the engine's loader of the blobs of trees: the way the
+// mount reads small blobs, from a window of their tree pack (a folder's
+// subfolders and pages were written beside it), or alone once the mount
+// is closed.
+func (f *FS) treeBlob(ctx context.Context, id crypto.ID) ([]byte, error) {
+	if f.baseCtx.Err() != nil {
+		return f.repo.LoadBlob(ctx, id)
+	}
+	return f.loadBlob(ctx, id)
 }
 
 // Stats describe what the caches did.

@@ -558,7 +558,7 @@ func (f *fileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint3
 	if err != nil {
 		return nil, 0, f.fsys.errno("open", f.Path(nil), err)
 	}
-	h := &fileHandle{f: f, r: object.NewReader(f.fsys.chunks, l, f.fsys.opt.ReadAhead)}
+	h := &fileHandle{r: object.NewReader(f.fsys.chunks, l, f.fsys.opt.ReadAhead)}
 	return h, fuse.FOPEN_KEEP_CACHE, 0
 }
 
@@ -566,7 +566,7 @@ func (f *fileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint3
 // opened itself, through the node's reader.
 func (f *fileNode) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	if h, ok := fh.(*fileHandle); ok {
-		return h.Read(ctx, dest, off)
+		return f.read(ctx, h.r, dest, off)
 	}
 	f.mu.Lock()
 	l, err := f.layoutLocked(ctx)
@@ -598,14 +598,10 @@ func (f *fileNode) read(ctx context.Context, r *object.Reader[crypto.ID], dest [
 	return fuse.ReadResultData(dest[:n]), 0
 }
 
-// fileHandle is one open file with its own read-ahead state.
+// fileHandle is one open file with its own read-ahead state; fileNode.Read
+// reads through it.
 type fileHandle struct {
-	f *fileNode
 	r *object.Reader[crypto.ID]
-}
-
-func (h *fileHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
-	return h.f.read(ctx, h.r, dest, off)
 }
 
 // --- symlinks ---

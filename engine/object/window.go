@@ -40,9 +40,6 @@ func NewWindows[O comparable](maxBytes, size int64, parallel int, fetch func(ctx
 	return &Windows[O]{c: cache.NewBytes(maxBytes, parallel, load), size: size}
 }
 
-// Size is the windows' size.
-func (w *Windows[O]) Size() int64 { return w.size }
-
 // window returns window i of an object of objSize bytes.
 func (w *Windows[O]) window(obj O, objSize, i int64) Window[O] {
 	off := i * w.size

@@ -93,7 +93,7 @@ func TestWindowsNeighbours(t *testing.T) {
 		off += n
 		time.Sleep(100 * time.Microsecond) // a reader with work to do: the fetch ahead wins
 	}
-	waitWindows(t, w)
+	waitIdle(t, w)
 	windows := int64((size + win - 1) / win)
 	if f := o.fetches.Load(); f != windows || o.bytes.Load() != size {
 		t.Fatalf("%d reads made %d fetches of %d bytes, want %d of %d", reads, f, o.bytes.Load(), windows, size)
@@ -148,19 +148,8 @@ func TestWindowsConcurrent(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	waitWindows(t, w)
+	waitIdle(t, w)
 	if f := o.fetches.Load(); f != size/win {
 		t.Fatalf("%d fetches of %d windows", f, size/win)
 	}
-}
-
-func waitWindows[O comparable](t testing.TB, w *Windows[O]) {
-	t.Helper()
-	for i := 0; i < 1000; i++ {
-		if w.Stats().Pending == 0 {
-			return
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-	t.Fatal("window fetches still running")
 }

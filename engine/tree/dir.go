@@ -338,14 +338,3 @@ func DecodeChunkList(p []byte) ([]Chunk, error) {
 	}
 	return cs, nil
 }
-
-// DecodeDirOrIndexPage decodes a blob that tree.Cache.Dir may hold: a
-// directory or an index page, told apart by the first byte (readers then
-// check IndexLevel for which they got). A cache that decodes blobs itself
-// must use it, or a large directory's index pages fail as directories.
-func DecodeDirOrIndexPage(p []byte) (*Dir, error) {
-	if len(p) > 0 && p[0] == indexPageTag {
-		return DecodeIndexPage(p)
-	}
-	return DecodeDir(p)
-}
