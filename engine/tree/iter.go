@@ -59,7 +59,10 @@ func loadIndex(ctx context.Context, l PageLoader, ref *PageRef, level int) ([]Pa
 	if err != nil {
 		return nil, err
 	}
-	if p.IndexLevel != level || p.Stats.Entries != ref.Entries || p.Pages[0].First != ref.First {
+	if p.IndexLevel != level {
+		return nil, fmt.Errorf("index page %s: %w: level %d; its reference says level %d", ref.ID.Short(), format.ErrCorrupt, p.IndexLevel, level)
+	}
+	if p.Stats.Entries != ref.Entries || p.Pages[0].First != ref.First {
 		return nil, fmt.Errorf("index page %s: %w: level %d, %d entries from %q; its reference says level %d, %d entries from %q",
 			ref.ID.Short(), format.ErrCorrupt, p.IndexLevel, p.Stats.Entries, p.Pages[0].First, level, ref.Entries, ref.First)
 	}
