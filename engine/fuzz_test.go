@@ -417,10 +417,8 @@ func FuzzDecodeDir(f *testing.F) {
 				t.Fatalf("%d inline entries, stats say %d", len(d.Inline), d.Stats.Entries)
 			}
 		}
-		for i := 1; i < len(d.Pages); i++ {
-			if d.Pages[i-1].First >= d.Pages[i].First {
-				t.Fatalf("page refs %d, %d out of order", i-1, i)
-			}
+		if sum := qaCheckRefs(t, d.Pages); d.Pages != nil && sum != d.Stats.Entries {
+			t.Fatalf("entries %d, page refs add up to %d", d.Stats.Entries, sum)
 		}
 		re := qaEncodeDir(d)
 		again, err := tree.DecodeDir(re)
@@ -431,6 +429,20 @@ func FuzzDecodeDir(f *testing.F) {
 			t.Fatalf("directory re-encoding changed it:\n%+v\n%+v", d, again)
 		}
 	})
+}
+
+// qaCheckRefs fails t unless the first keys of refs strictly increase,
+// and returns the entries they add up to.
+func qaCheckRefs(t testing.TB, refs []tree.PageRef) uint64 {
+	t.Helper()
+	var sum uint64
+	for i := range refs {
+		sum += refs[i].Entries
+		if i > 0 && refs[i-1].First >= refs[i].First {
+			t.Fatalf("refs %d, %d out of order", i-1, i)
+		}
+	}
+	return sum
 }
 
 // FuzzDecodeIndexPage fuzzes the index page decoder (format 2).
@@ -452,6 +464,12 @@ func FuzzDecodeIndexPage(f *testing.F) {
 	if _, err := tree.DecodeIndexPage(paged[len(paged)-1]); err == nil {
 		f.Fatal("a directory decodes as an index page")
 	}
+	if ip, err := tree.DecodeDirOrIndexPage(e.B); err != nil || ip.IndexLevel != 1 {
+		f.Fatalf("DecodeDirOrIndexPage of an index page: %+v, %v", ip, err)
+	}
+	if d, err := tree.DecodeDirOrIndexPage(paged[len(paged)-1]); err != nil || d.IndexLevel != 0 {
+		f.Fatalf("DecodeDirOrIndexPage of a directory: %+v, %v", d, err)
+	}
 	f.Add(e.B)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var ip *tree.Dir
@@ -463,14 +481,7 @@ func FuzzDecodeIndexPage(f *testing.F) {
 		if ip.IndexLevel < 1 || ip.Height != ip.IndexLevel-1 || len(ip.Pages) == 0 || ip.Inline != nil {
 			t.Fatalf("decoded index page %+v", ip)
 		}
-		var sum uint64
-		for i := range ip.Pages {
-			sum += ip.Pages[i].Entries
-			if i > 0 && ip.Pages[i-1].First >= ip.Pages[i].First {
-				t.Fatalf("refs %d, %d out of order", i-1, i)
-			}
-		}
-		if sum != ip.Stats.Entries {
+		if sum := qaCheckRefs(t, ip.Pages); sum != ip.Stats.Entries {
 			t.Fatalf("entries %d, refs add up to %d", ip.Stats.Entries, sum)
 		}
 		var e format.Encoder

@@ -929,3 +929,93 @@ func qaConfigPath(root string) string {
 func qaPackPath(root string, kind format.BlobKind, id crypto.ID) string {
 	return filepath.Join(root, filepath.FromSlash(store.ObjectName(engine.PackHandle(kind, id))))
 }
+
+// TestCheckWalksAheadOfBadIndexPage damages, in a copy of the format-2
+// fixture (test/testdata/store-v2), the last index page of /many and the
+// data of a file listed before it: check names the directory as partly
+// unreadable and still names the damaged file, which it reaches before
+// the bad index page.
+func TestCheckWalksAheadOfBadIndexPage(t *testing.T) {
+	ctx := context.Background()
+	fixture := filepath.Join("..", "test", "testdata", "store-v2")
+	pass, err := os.ReadFile(fixture + ".passphrase")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), "store")
+	qaCopyDir(t, fixture, dir)
+	open := func() *engine.Repo {
+		st, err := store.NewFolder(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := engine.Open(ctx, st, bytes.TrimSpace(pass))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := r.LoadIndex(ctx); err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	r := open()
+	sn, err := r.FindSnapshot(ctx, "latest")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := r.ResolvePath(ctx, sn, "/many", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := r.LoadDir(ctx, n.Subtree)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Height < 1 || len(d.Pages) < 2 {
+		t.Fatalf("/many: height %d, %d references; the fixture should give it index pages", d.Height, len(d.Pages))
+	}
+	badIndex := d.Pages[len(d.Pages)-1]
+	var file *tree.Node
+	it := r.Iter(d)
+	for file == nil {
+		nd, ok, err := it.Next(ctx)
+		if err != nil || !ok || nd.SortKey() >= badIndex.First {
+			t.Fatalf("no non-empty file ahead of the last index page of /many (%v)", err)
+		}
+		if nd.Type == tree.TypeFile && nd.Size > 0 && nd.ChunkList.IsZero() {
+			file = nd
+		}
+	}
+	damage := func(id crypto.ID) {
+		t.Helper()
+		loc, pack, ok := r.Index.Lookup(id)
+		if !ok {
+			t.Fatalf("blob %s is not indexed", id.Short())
+		}
+		pp := qaPackPath(dir, loc.Kind, pack)
+		data, err := os.ReadFile(pp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		data[loc.Offset+loc.Length/2] ^= 0xff
+		if err := os.WriteFile(pp, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	damage(badIndex.ID)
+	damage(file.Chunks[0].ID)
+
+	res, err := check.Run(ctx, open(), check.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dirNamed, fileNamed bool
+	for _, p := range res.Problems {
+		t.Logf("problem: %+v", p)
+		dirNamed = dirNamed || (p.Path == "/many/" && strings.Contains(p.Message, "partly unreadable"))
+		fileNamed = fileNamed || p.Path == "/many/"+file.Name
+	}
+	if !dirNamed || !fileNamed {
+		t.Errorf("check names /many/ partly unreadable: %v, and /many/%s (damaged, ahead of the bad index page): %v", dirNamed, file.Name, fileNamed)
+	}
+}

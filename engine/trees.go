@@ -30,40 +30,34 @@ func (r *Repo) loadTreeBlob(ctx context.Context, id crypto.ID) ([]byte, error) {
 
 // LoadDir reads a directory blob.
 func (r *Repo) LoadDir(ctx context.Context, id crypto.ID) (*tree.Dir, error) {
-	if r.trees == nil {
-		return r.loadDir(ctx, id)
-	}
-	d, err := r.trees.Dir(ctx, id, func(ctx context.Context) (*tree.Dir, error) { return r.loadDir(ctx, id) })
+	d, err := r.loadRefBlob(ctx, id)
 	if err == nil && d.IndexLevel != 0 {
-		// The cache holds this blob as an index page: a directory entry
-		// points at one.
+		// A directory entry points at an index page.
 		return nil, &BlobError{ID: id, Err: fmt.Errorf("%w: an index page where a directory was expected", format.ErrCorrupt)}
 	}
 	return d, err
 }
 
-func (r *Repo) loadDir(ctx context.Context, id crypto.ID) (*tree.Dir, error) {
-	p, err := r.loadTreeBlob(ctx, id)
-	if err != nil {
-		return nil, err
+// LoadIndexPage reads one index page of a large directory (format 2).
+func (r *Repo) LoadIndexPage(ctx context.Context, id crypto.ID) (*tree.Dir, error) {
+	d, err := r.loadRefBlob(ctx, id)
+	if err == nil && d.IndexLevel == 0 {
+		// A directory's reference points at a directory blob.
+		return nil, &BlobError{ID: id, Err: fmt.Errorf("%w: a directory where an index page was expected", format.ErrCorrupt)}
 	}
-	d, err := tree.DecodeDir(p)
-	if err != nil {
-		return nil, &BlobError{ID: id, Err: err}
-	}
-	d.ID = id
-	return d, nil
+	return d, err
 }
 
-// LoadIndexPage reads one index page of a large directory (format 2),
-// through the tree cache's directories.
-func (r *Repo) LoadIndexPage(ctx context.Context, id crypto.ID) (*tree.Dir, error) {
+// loadRefBlob reads a directory blob or an index page, through the tree
+// cache's directories: the cache keeps both, and the blob's first byte
+// says which it is (tree.DecodeDirOrIndexPage). Callers check IndexLevel.
+func (r *Repo) loadRefBlob(ctx context.Context, id crypto.ID) (*tree.Dir, error) {
 	load := func(ctx context.Context) (*tree.Dir, error) {
 		p, err := r.loadTreeBlob(ctx, id)
 		if err != nil {
 			return nil, err
 		}
-		d, err := tree.DecodeIndexPage(p)
+		d, err := tree.DecodeDirOrIndexPage(p)
 		if err != nil {
 			return nil, &BlobError{ID: id, Err: err}
 		}

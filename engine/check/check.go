@@ -315,12 +315,16 @@ func walkBlobs(ctx context.Context, r *engine.Repo, sn *engine.Snapshot, blob fu
 		if err != nil {
 			return fail(path+"/", fmt.Errorf("directory unreadable, its contents are lost: %v", err))
 		}
-		if err := r.PageIDs(ctx, d, blob); err != nil {
-			return fail(path+"/", fmt.Errorf("directory partly unreadable: %v", err))
-		}
+		// An unreadable index page stops the listing below where it is
+		// reached, not before: the entries ahead of it are still walked,
+		// and the error is reported once, by whichever meets it.
+		pagesErr := r.PageIDs(ctx, d, blob)
 		it := r.Iter(d)
 		for {
 			n, ok, err := it.Next(ctx)
+			if !ok && err == nil {
+				err = pagesErr
+			}
 			if err != nil {
 				return fail(path+"/", fmt.Errorf("directory partly unreadable: %v", err))
 			}

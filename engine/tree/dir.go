@@ -338,3 +338,13 @@ func DecodeChunkList(p []byte) ([]Chunk, error) {
 	}
 	return cs, nil
 }
+
+// DecodeDirOrIndexPage decodes a blob that tree.Cache.Dir may hold: a
+// directory or an index page, told apart by the first byte. Callers
+// check IndexLevel for which they got.
+func DecodeDirOrIndexPage(p []byte) (*Dir, error) {
+	if len(p) > 0 && p[0] == indexPageTag {
+		return DecodeIndexPage(p)
+	}
+	return DecodeDir(p)
+}

@@ -59,7 +59,10 @@ func loadIndex(ctx context.Context, l PageLoader, ref *PageRef, level int) ([]Pa
 	if err != nil {
 		return nil, err
 	}
-	if p.IndexLevel != level || p.Stats.Entries != ref.Entries || p.Pages[0].First != ref.First {
+	if p.IndexLevel != level {
+		return nil, fmt.Errorf("index page %s: %w: level %d; its reference says level %d", ref.ID.Short(), format.ErrCorrupt, p.IndexLevel, level)
+	}
+	if p.Stats.Entries != ref.Entries || p.Pages[0].First != ref.First {
 		return nil, fmt.Errorf("index page %s: %w: level %d, %d entries from %q; its reference says level %d, %d entries from %q",
 			ref.ID.Short(), format.ErrCorrupt, p.IndexLevel, p.Stats.Entries, p.Pages[0].First, level, ref.Entries, ref.First)
 	}
@@ -84,13 +87,13 @@ func loadLeaf(ctx context.Context, l PageLoader, ref *PageRef) ([]Node, error) {
 }
 
 // descend completes the path below its last frame and loads the page
-// under it, choosing at each level the last reference whose first key is
-// at most key (the first reference if key is nil).
-func (it *Iter) descend(ctx context.Context, key *string) error {
+// under it, letting pick move each frame to the reference to go down
+// (nil: the one it is at).
+func (it *Iter) descend(ctx context.Context, pick func(f *frame)) error {
 	for {
 		f := &it.path[len(it.path)-1]
-		if key != nil {
-			f.i = lastAtMost(f.refs, f.i, *key)
+		if pick != nil {
+			pick(f)
 		}
 		ref := &f.refs[f.i]
 		if len(it.path) > it.dir.Height {
@@ -181,7 +184,9 @@ func (it *Iter) Seek(ctx context.Context, key string) (n *Node, ok bool, err err
 			}
 		}
 		if !it.loaded {
-			if err := it.descend(ctx, &key); err != nil {
+			// At each level, the last reference whose first key is at
+			// most key.
+			if err := it.descend(ctx, func(f *frame) { f.i = lastAtMost(f.refs, f.i, key) }); err != nil {
 				return nil, false, err
 			}
 		}
@@ -213,27 +218,18 @@ func (it *Iter) SeekPos(ctx context.Context, pos uint64) error {
 		it.path = nil
 		return nil
 	}
-	for {
-		f := &it.path[len(it.path)-1]
+	// At each level, the reference pos falls under, by entry counts.
+	err := it.descend(ctx, func(f *frame) {
 		for f.i+1 < len(f.refs) && pos >= f.refs[f.i].Entries {
 			pos -= f.refs[f.i].Entries
 			f.i++
 		}
-		ref := &f.refs[f.i]
-		if len(it.path) > it.dir.Height {
-			nodes, err := loadLeaf(ctx, it.l, ref)
-			if err != nil {
-				return err
-			}
-			it.nodes, it.i, it.loaded = nodes, int(min(pos, uint64(len(nodes)))), true
-			return nil
-		}
-		refs, err := loadIndex(ctx, it.l, ref, it.dir.Height+1-len(it.path))
-		if err != nil {
-			return err
-		}
-		it.path = append(it.path, frame{refs: refs})
+	})
+	if err != nil {
+		return err
 	}
+	it.i = int(min(pos, uint64(len(it.nodes))))
+	return nil
 }
 
 // Lookup finds the entry with sort key key in d, loading one page per

@@ -3,6 +3,7 @@ package tree
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"sort"
@@ -371,5 +372,36 @@ func TestInsertRewritesPerLevel(t *testing.T) {
 				t.Fatalf("one insert stores %.2f new blobs on average (worst %d) at height %d", avg, worst, height)
 			}
 		})
+	}
+}
+
+// directoryLoader answers every index page load with a directory, as a
+// cache holding both kinds (Cache.Dir) may for a forged reference.
+type directoryLoader struct{}
+
+func (directoryLoader) LoadPage(context.Context, crypto.ID) ([]Node, error) {
+	return nil, fmt.Errorf("no page should be loaded")
+}
+
+func (directoryLoader) LoadIndexPage(context.Context, crypto.ID) (*Dir, error) {
+	return &Dir{Inline: []Node{}}, nil
+}
+
+// TestIndexPageOfWrongKind: a reference to an index page that loads as a
+// directory (no references) is corrupt, for every reader.
+func TestIndexPageOfWrongKind(t *testing.T) {
+	ctx := context.Background()
+	d := &Dir{Stats: DirStats{Entries: 1}, Height: 1, Pages: []PageRef{{First: "a", Entries: 1, ID: crypto.Hash([]byte("x"))}}}
+	if _, _, err := Lookup(ctx, directoryLoader{}, d, "a"); !errors.Is(err, format.ErrCorrupt) {
+		t.Errorf("Lookup: %v, want ErrCorrupt", err)
+	}
+	if _, _, err := NewIter(directoryLoader{}, d).Next(ctx); !errors.Is(err, format.ErrCorrupt) {
+		t.Errorf("Next: %v, want ErrCorrupt", err)
+	}
+	if err := NewIter(directoryLoader{}, d).SeekPos(ctx, 0); !errors.Is(err, format.ErrCorrupt) {
+		t.Errorf("SeekPos: %v, want ErrCorrupt", err)
+	}
+	if err := PageIDs(ctx, directoryLoader{}, d, func(crypto.ID) {}); !errors.Is(err, format.ErrCorrupt) {
+		t.Errorf("PageIDs: %v, want ErrCorrupt", err)
 	}
 }
