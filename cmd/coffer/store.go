@@ -116,7 +116,7 @@ func openRepo(c *cli.Context, opt repoOptions) (*engine.Repo, *layers, error) {
 }
 
 // setCompression gives r the compression of the store entry, when the
-// store is @name with a compression key (format.DefaultLevel otherwise).
+// store is @name with a compression key (format.LevelDefault otherwise).
 // It is a writer's setting: any level reads any store.
 func setCompression(c *cli.Context, r *engine.Repo) error {
 	if !isName(c.String("store")) {

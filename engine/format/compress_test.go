@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/klauspost/compress/zstd"
 )
 
 func TestParseLevel(t *testing.T) {
@@ -20,7 +22,7 @@ func TestParseLevel(t *testing.T) {
 		if err != nil || got != tc.want {
 			t.Errorf("ParseLevel(%q) = %v, %v; want %v", tc.in, got, err, tc.want)
 		}
-		if back, err := ParseLevel(got.String()); err != nil || back.resolve() != got.resolve() {
+		if back, err := ParseLevel(got.String()); err != nil || back != got {
 			t.Errorf("%q: String %q does not parse back: %v, %v", tc.in, got.String(), back, err)
 		}
 	}
@@ -35,8 +37,10 @@ func TestParseLevel(t *testing.T) {
 			t.Errorf("ParseLevel(%q): %q does not name the value and the valid ones", bad, msg)
 		}
 	}
-	if LevelDefault.resolve() != DefaultLevel || DefaultLevel == LevelDefault {
-		t.Errorf("LevelDefault resolves to %v, DefaultLevel is %v", LevelDefault.resolve(), DefaultLevel)
+	// The zero value is the default, and the default is zstd's.
+	var zero Level
+	if zero != LevelDefault || LevelDefault.zstd() != zstd.SpeedDefault {
+		t.Errorf("the zero Level is %v, the default level is zstd's %v", zero, LevelDefault.zstd())
 	}
 }
 
@@ -63,10 +67,10 @@ func TestLevelsRoundTrip(t *testing.T) {
 		"seq": seq(100000), "random": random, "empty": nil, "tiny": []byte("hello"), "mixed": mixed,
 		"zeros": make([]byte, 3<<20), "random-16k": random[:16<<10], "text-63": bytes.Repeat([]byte("a"), 63),
 	}
-	for _, l := range []Level{LevelDefault, LevelOff, LevelFastest, LevelBalanced, LevelBetter} {
+	for _, l := range []Level{LevelDefault, LevelOff, LevelFastest, LevelBetter} {
 		var dst, out []byte
 		for name, raw := range blobs {
-			stored, c, scratch := CompressLevel(dst, raw, l)
+			stored, c, scratch := Compress(dst, raw, l)
 			dst = scratch
 			if l == LevelOff && c != CompNone {
 				t.Errorf("%s at off: stored as %d", name, c)
@@ -98,7 +102,7 @@ func TestLevelsRoundTrip(t *testing.T) {
 // must shrink it at least 8× (measured: 12.4×; restic 12.3×).
 func TestSeqCompresses(t *testing.T) {
 	raw := seq(100000)
-	stored, c, _ := Compress(nil, raw)
+	stored, c, _ := Compress(nil, raw, LevelDefault)
 	ratio := float64(len(raw)) / float64(len(stored))
 	t.Logf("seq 1 100000: %d bytes stored as %d (%.1f×), compression %d", len(raw), len(stored), ratio, c)
 	if c != CompZstd || ratio < 8 {
@@ -112,8 +116,8 @@ func TestSeqCompresses(t *testing.T) {
 func TestLevelsShareTheDecoder(t *testing.T) {
 	raw := seq(50000)
 	var frames [][]byte
-	for _, l := range []Level{LevelFastest, LevelBalanced, LevelBetter} {
-		stored, c, _ := CompressLevel(nil, raw, l)
+	for _, l := range []Level{LevelFastest, LevelDefault, LevelBetter} {
+		stored, c, _ := Compress(nil, raw, l)
 		if c == CompZstd {
 			frames = append(frames, append([]byte(nil), stored...))
 		}

@@ -92,7 +92,7 @@ func readClass(dir string) ([][]byte, error) {
 	return out, err
 }
 
-// storedSize is what CompressLevel stores for the blobs, without the
+// storedSize is what Compress stores for the blobs, without the
 // entropy pre-check when noCheck, storing a frame that saves 1/saving.
 func storedSize(blobs [][]byte, enc *zstd.Encoder, noCheck bool, saving int) (stored int64, skipped int) {
 	var dst []byte
@@ -139,8 +139,8 @@ func BenchmarkCorpus(b *testing.B) {
 		{LevelFastest, true, true},
 		{LevelFastest, true, false},
 		{LevelFastest, false, false},
-		{LevelBalanced, true, false},
-		{LevelBalanced, false, false},
+		{LevelDefault, true, false},
+		{LevelDefault, false, false},
 		{LevelBetter, true, false},
 		{LevelBetter, false, false},
 	}
@@ -207,7 +207,7 @@ func TestPrecheckKeepsRatio(t *testing.T) {
 	}
 	classes := testCorpus(t, 4<<20)
 	for _, cc := range classes {
-		for _, l := range []Level{LevelFastest, LevelBalanced, LevelBetter} {
+		for _, l := range []Level{LevelFastest, LevelDefault, LevelBetter} {
 			enc := newEncoder(t, l, encoderWindow)
 			with, skipped := storedSize(cc.blobs, enc, false, minSaving)
 			without, _ := storedSize(cc.blobs, enc, true, minSaving)
@@ -231,7 +231,7 @@ func TestPrecheckKeepsRatio(t *testing.T) {
 			}
 			ratio := float64(cc.bytes) / float64(with)
 			t.Logf("%-9s %-8s ratio %.3f, %d of %d blobs skipped", cc.class, l, ratio, skipped, len(cc.blobs))
-			if l == DefaultLevel && ratio < minRatio[cc.class] {
+			if l == LevelDefault && ratio < minRatio[cc.class] {
 				t.Errorf("%s at %s: ratio %.3f, want at least %.2f", cc.class, l, ratio, minRatio[cc.class])
 			}
 		}
@@ -245,7 +245,7 @@ func TestPrecheckKeepsRatio(t *testing.T) {
 //	go test ./engine/format -run '^$' -bench EncoderMemory -benchtime 1x
 func BenchmarkEncoderMemory(b *testing.B) {
 	blob := corpus.Seq(200000)[:1<<20]
-	for _, l := range []Level{LevelFastest, LevelBalanced, LevelBetter} {
+	for _, l := range []Level{LevelFastest, LevelDefault, LevelBetter} {
 		for _, n := range []int{2, 16} {
 			b.Run(fmt.Sprintf("%s/n%d", l, n), func(b *testing.B) {
 				for b.Loop() {
