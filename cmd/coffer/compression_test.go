@@ -5,8 +5,9 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strconv"
 	"testing"
+
+	"github.com/coffer-backup/coffer/internal/corpus"
 )
 
 // A store entry's compression reaches the backup: the same digits stored
@@ -20,11 +21,7 @@ func TestStoreCompressionOption(t *testing.T) {
 	t.Setenv("COFFER_STORE", "")
 	t.Setenv("COFFER_PASSPHRASE", "x")
 	src := filepath.Join(dir, "src")
-	var digits []byte
-	for i := 1; i <= 100000; i++ {
-		digits = strconv.AppendInt(digits, int64(i), 10)
-		digits = append(digits, '\n')
-	}
+	digits := corpus.Seq(100000)
 	if err := os.MkdirAll(src, 0o755); err != nil {
 		t.Fatal(err)
 	}

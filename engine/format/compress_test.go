@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/coffer-backup/coffer/internal/corpus"
 )
 
 func TestParseLevel(t *testing.T) {
@@ -44,15 +46,6 @@ func TestParseLevel(t *testing.T) {
 	}
 }
 
-func seq(n int) []byte {
-	var b []byte
-	for i := 1; i <= n; i++ {
-		b = strconv.AppendInt(b, int64(i), 10)
-		b = append(b, '\n')
-	}
-	return b
-}
-
 // TestLevelsRoundTrip: every level stores what Decompress gives back byte
 // for byte, reusing dst, on compressible, random, tiny and mixed blobs;
 // off stores everything raw; random bytes are stored raw at every level.
@@ -62,9 +55,9 @@ func TestLevelsRoundTrip(t *testing.T) {
 	for i := range random {
 		random[i] = byte(r.Uint32())
 	}
-	mixed := append(append(append([]byte(nil), seq(20000)...), random[:300<<10]...), seq(20000)...)
+	mixed := append(append(append([]byte(nil), corpus.Seq(20000)...), random[:300<<10]...), corpus.Seq(20000)...)
 	blobs := map[string][]byte{
-		"seq": seq(100000), "random": random, "empty": nil, "tiny": []byte("hello"), "mixed": mixed,
+		"seq": corpus.Seq(100000), "random": random, "empty": nil, "tiny": []byte("hello"), "mixed": mixed,
 		"zeros": make([]byte, 3<<20), "random-16k": random[:16<<10], "text-63": bytes.Repeat([]byte("a"), 63),
 	}
 	for _, l := range []Level{LevelDefault, LevelOff, LevelFastest, LevelBetter} {
@@ -101,7 +94,7 @@ func TestLevelsRoundTrip(t *testing.T) {
 // of logs and CSV) was stored raw at SpeedFastest. The default level
 // must shrink it at least 8× (measured: 12.4×; restic 12.3×).
 func TestSeqCompresses(t *testing.T) {
-	raw := seq(100000)
+	raw := corpus.Seq(100000)
 	stored, c, _ := Compress(nil, raw, LevelDefault)
 	ratio := float64(len(raw)) / float64(len(stored))
 	t.Logf("seq 1 100000: %d bytes stored as %d (%.1f×), compression %d", len(raw), len(stored), ratio, c)
@@ -114,7 +107,7 @@ func TestSeqCompresses(t *testing.T) {
 // with the same decoder as any other (and as the frames of stores written
 // before levels existed: TestStoreFormatV1Fixture in engine).
 func TestLevelsShareTheDecoder(t *testing.T) {
-	raw := seq(50000)
+	raw := corpus.Seq(50000)
 	var frames [][]byte
 	for _, l := range []Level{LevelFastest, LevelDefault, LevelBetter} {
 		stored, c, _ := Compress(nil, raw, l)
@@ -130,5 +123,14 @@ func TestLevelsShareTheDecoder(t *testing.T) {
 		if err != nil || !bytes.Equal(out, raw) {
 			t.Errorf("frame %d: %v", i, err)
 		}
+	}
+}
+
+// The entropy pre-check runs on every blob of 16 KiB or more: it must
+// not allocate.
+func TestIncompressibleAllocatesNothing(t *testing.T) {
+	blob := corpus.Seq(200000)
+	if n := testing.AllocsPerRun(10, func() { Incompressible(blob) }); n != 0 {
+		t.Errorf("Incompressible: %v allocations a blob", n)
 	}
 }
