@@ -305,7 +305,7 @@ func (r *Repo) OpenTrailer(sealed []byte, start int64) ([]format.BlobLoc, error)
 // WithIndex returns a view of r that finds blobs through idx (already
 // loaded) and reads trees without r's tree cache, leaving r untouched.
 func (r *Repo) WithIndex(idx *index.Master) *Repo {
-	v := &Repo{st: r.st, Params: r.Params, keys: r.keys, Index: idx, master: r.master, slotID: r.slotID}
+	v := &Repo{st: r.st, Params: r.Params, keys: r.keys, Index: idx, Compression: r.Compression, master: r.master, slotID: r.slotID}
 	v.indexOnce.Do(func() {}) // LoadIndex on v must not read into idx again
 	return v
 }
