@@ -136,16 +136,26 @@ func decoder() *zstd.Decoder {
 	return zstdDec
 }
 
-// Compress returns the stored form of raw and says which it is: a
-// zstd frame (appended to dst) when that saves at least 1/256 of the size
-// (minSaving), raw itself otherwise. A blob whose bytes look random (Incompressible) is
-// stored raw without trying. dst, possibly grown, is returned for reuse.
+// Compress returns the stored form of raw and says which it is: a zstd
+// frame (appended to dst) when that saves at least 1/256 of the size
+// (minSaving), raw itself otherwise. A blob whose bytes look random
+// (Incompressible) is stored raw without trying. dst, possibly grown, is
+// returned for reuse.
 func Compress(dst, raw []byte, l Level) (stored []byte, c Compression, scratch []byte) {
-	if len(raw) < 64 || l == LevelOff || Incompressible(raw) {
+	if l == LevelOff {
 		return raw, CompNone, dst
 	}
-	out := encoder(l).EncodeAll(raw, dst[:0])
-	if len(out) < len(raw)-len(raw)/minSaving {
+	return compress(encoder(l), dst, raw, true, minSaving)
+}
+
+// compress is Compress with the encoder, the pre-check and the saving
+// (1/saving) as parameters, which the corpus measurements vary.
+func compress(enc *zstd.Encoder, dst, raw []byte, precheck bool, saving int) (stored []byte, c Compression, scratch []byte) {
+	if len(raw) < 64 || precheck && Incompressible(raw) {
+		return raw, CompNone, dst
+	}
+	out := enc.EncodeAll(raw, dst[:0])
+	if len(out) < len(raw)-len(raw)/saving {
 		return out, CompZstd, out
 	}
 	return raw, CompNone, out
