@@ -132,7 +132,7 @@ func BenchmarkCompress(b *testing.B) {
 			var comp format.Compression
 			b.SetBytes(int64(len(data)))
 			for b.Loop() {
-				out, comp, dst = format.Compress(dst, data)
+				out, comp, dst = format.Compress(dst, data, format.LevelDefault)
 			}
 			if (kind == "text") != (comp == format.CompZstd) {
 				b.Fatalf("%s compressed as %d", kind, comp)
@@ -147,7 +147,7 @@ func BenchmarkCompress(b *testing.B) {
 func BenchmarkDecompress(b *testing.B) {
 	for _, kind := range qaBenchKinds {
 		data := qaBenchInput(kind)
-		stored, comp, _ := format.Compress(nil, data)
+		stored, comp, _ := format.Compress(nil, data, format.LevelDefault)
 		b.Run(kind, func(b *testing.B) {
 			dst := make([]byte, 0, len(data))
 			b.SetBytes(int64(len(data)))

@@ -98,7 +98,7 @@ const maxObjectSize = 1 << 30
 // sealObject frames payload as a metadata object (index file, snapshot):
 // nonce || seal(comp || rawLen || stored payload).
 func (r *Repo) sealObject(payload, aad []byte) []byte {
-	stored, comp, _ := format.CompressLevel(nil, payload, r.Compression)
+	stored, comp, _ := format.Compress(nil, payload, r.Compression)
 	body := format.Encoder{B: make([]byte, 0, len(stored)+16)}
 	body.Byte(byte(comp))
 	body.Uvarint(uint64(len(payload)))
@@ -307,7 +307,7 @@ func (r *Repo) OpenTrailer(sealed []byte, start int64) ([]format.BlobLoc, error)
 // WithIndex returns a view of r that finds blobs through idx (already
 // loaded) and reads trees without r's tree cache, leaving r untouched.
 func (r *Repo) WithIndex(idx *index.Master) *Repo {
-	v := &Repo{st: r.st, Params: r.Params, keys: r.keys, Index: idx, master: r.master, slotID: r.slotID}
+	v := &Repo{st: r.st, Params: r.Params, keys: r.keys, Index: idx, Compression: r.Compression, master: r.master, slotID: r.slotID}
 	v.indexOnce.Do(func() {}) // LoadIndex on v must not read into idx again
 	return v
 }

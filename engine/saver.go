@@ -155,7 +155,7 @@ func (s *Saver) Save(kind format.BlobKind, id crypto.ID, plaintext []byte) (bool
 	s.mu.Unlock()
 
 	cp := sealPool.Get().(*[]byte)
-	stored, comp, scratch := format.CompressLevel(*cp, plaintext, s.r.Compression)
+	stored, comp, scratch := format.Compress(*cp, plaintext, s.r.Compression)
 	sp := sealPool.Get().(*[]byte)
 	sealed := s.r.keys.Seal((*sp)[:0], stored, id[:])
 

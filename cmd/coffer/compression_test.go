@@ -5,14 +5,16 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strconv"
 	"testing"
+
+	"github.com/coffer-backup/coffer/internal/corpus"
 )
 
 // A store entry's compression reaches the backup: the same digits stored
 // raw with compression=off, at least 8× smaller by default; every store
 // restores byte-exact whatever level wrote it; a bad value in the file
-// fails as a usage error naming the value and the valid ones.
+// fails, before the passphrase, as a usage error naming the value, the
+// valid ones and the command that fixes it.
 func TestStoreCompressionOption(t *testing.T) {
 	dir := t.TempDir()
 	t.Setenv("XDG_CONFIG_HOME", dir)
@@ -20,11 +22,7 @@ func TestStoreCompressionOption(t *testing.T) {
 	t.Setenv("COFFER_STORE", "")
 	t.Setenv("COFFER_PASSPHRASE", "x")
 	src := filepath.Join(dir, "src")
-	var digits []byte
-	for i := 1; i <= 100000; i++ {
-		digits = strconv.AppendInt(digits, int64(i), 10)
-		digits = append(digits, '\n')
-	}
+	digits := corpus.Seq(100000)
 	if err := os.MkdirAll(src, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -77,9 +75,13 @@ func TestStoreCompressionOption(t *testing.T) {
 	if err := os.WriteFile(cfg, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
+	// Without a passphrase at hand: the bad value is found before one is
+	// asked for (t.Setenv above restores it).
+	os.Unsetenv("COFFER_PASSPHRASE")
 	code, msg := runCoffer(t, "at", "@s-better", "backup", src)
-	if code != exitUsage || !bytes.Contains([]byte(msg), []byte(`"max"`)) || !bytes.Contains([]byte(msg), []byte("off, fastest, default, better")) {
-		t.Errorf("compression=max: exit %d, %q; want a usage error naming the value and the valid ones", code, msg)
+	if code != exitUsage || !bytes.Contains([]byte(msg), []byte(`"max"`)) || !bytes.Contains([]byte(msg), []byte("off, fastest, default, better")) ||
+		!bytes.Contains([]byte(msg), []byte("coffer config store set s-better compression=")) {
+		t.Errorf("compression=max: exit %d, %q; want a usage error, before the passphrase, naming the value, the valid ones and the fix", code, msg)
 	}
 }
 

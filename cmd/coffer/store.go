@@ -71,6 +71,11 @@ func composeStorage(c *cli.Context, opt repoOptions) (store.Storage, *layers, er
 // decorators opt asks for.
 func openRepo(c *cli.Context, opt repoOptions) (*engine.Repo, *layers, error) {
 	loc := shownStore(c)
+	// A bad compression in the entry fails before the passphrase.
+	level, err := storeCompression(c)
+	if err != nil {
+		return nil, nil, err
+	}
 	st, l, err := composeStorage(c, opt)
 	if err != nil {
 		return nil, nil, err
@@ -89,9 +94,7 @@ func openRepo(c *cli.Context, opt repoOptions) (*engine.Repo, *layers, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("store %s: %w", loc, err)
 	}
-	if err := setCompression(c, r); err != nil {
-		return nil, nil, err
-	}
+	r.Compression = level
 	// The KDF's buffer is garbage now; collect it before it sets the
 	// GC's goal for the rest of the run (it would double peak memory).
 	debug.FreeOSMemory()
@@ -115,22 +118,22 @@ func openRepo(c *cli.Context, opt repoOptions) (*engine.Repo, *layers, error) {
 	return r, l, nil
 }
 
-// setCompression gives r the compression of the store entry, when the
-// store is @name with a compression key (format.DefaultLevel otherwise).
+// storeCompression is the compression of the store entry, when the
+// store is @name with a compression key (format.LevelDefault otherwise).
 // It is a writer's setting: any level reads any store.
-func setCompression(c *cli.Context, r *engine.Repo) error {
-	if !isName(c.String("store")) {
-		return nil
+func storeCompression(c *cli.Context) (format.Level, error) {
+	name := c.String("store")
+	if !isName(name) {
+		return format.LevelDefault, nil
 	}
-	_, e, err := resolveLocation(config.Store, c.String("store"))
+	_, e, err := resolveLocation(config.Store, name)
 	if err != nil || e["compression"] == "" {
-		return err
+		return format.LevelDefault, err
 	}
 	l, err := format.ParseLevel(e["compression"])
 	if err != nil {
-		return usagef("store %s: %v", c.String("store"), err)
+		return 0, usagef("store %s: %v (fix it with 'coffer config store set %s compression=default')", name, err, name[1:])
 	}
-	r.Compression = l
 	verbosef("compression %s", l)
-	return nil
+	return l, nil
 }

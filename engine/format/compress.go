@@ -20,71 +20,68 @@ const (
 
 // Level is how hard a writer compresses. It is a writer's setting, not
 // part of the format: every level writes a plain zstd frame (or the raw
-// bytes), and readers decode them all alike.
+// bytes), and readers decode them all alike. The zero value is
+// LevelDefault.
 type Level uint8
 
 const (
-	// LevelDefault is the level a store uses unless told otherwise:
-	// LevelBalanced (see DefaultLevel and docs/PERFORMANCE.md).
-	LevelDefault  Level = iota
-	LevelOff            // store every blob raw
-	LevelFastest        // zstd SpeedFastest
-	LevelBalanced       // zstd SpeedDefault: the option value "default"
-	LevelBetter         // zstd SpeedBetterCompression
+	// LevelDefault is zstd's default level, the one chosen by measurement
+	// on the corpus of internal/corpus (docs/PERFORMANCE.md, "Issue 10:
+	// compression"), and what a store uses unless told otherwise.
+	LevelDefault Level = iota
+	LevelOff           // store every blob raw
+	LevelFastest       // zstd SpeedFastest
+	LevelBetter        // zstd SpeedBetterCompression
 )
 
-// DefaultLevel is what LevelDefault means: the level chosen by measurement
-// on the corpus of internal/corpus (docs/PERFORMANCE.md, "Issue 10:
-// compression").
-const DefaultLevel = LevelBalanced
+// levels are the option values of the levels, in order of effort: the
+// one table ParseLevel, String, LevelNames and the encoders read.
+var levels = [...]struct {
+	name  string
+	level Level
+	zstd  zstd.EncoderLevel
+}{
+	{"off", LevelOff, 0},
+	{"fastest", LevelFastest, zstd.SpeedFastest},
+	{"default", LevelDefault, zstd.SpeedDefault},
+	{"better", LevelBetter, zstd.SpeedBetterCompression},
+}
 
 // LevelNames are the values ParseLevel accepts, in order of effort.
-var LevelNames = []string{"off", "fastest", "default", "better"}
+var LevelNames = func() []string {
+	var names []string
+	for _, x := range levels {
+		names = append(names, x.name)
+	}
+	return names
+}()
 
 // ParseLevel reads a compression option value: off, fastest, default or
 // better (case does not matter).
 func ParseLevel(s string) (Level, error) {
-	switch strings.ToLower(s) {
-	case "off":
-		return LevelOff, nil
-	case "fastest":
-		return LevelFastest, nil
-	case "default":
-		return LevelDefault, nil
-	case "better":
-		return LevelBetter, nil
+	for _, x := range levels {
+		if strings.EqualFold(s, x.name) {
+			return x.level, nil
+		}
 	}
 	return 0, fmt.Errorf("compression %q: want one of %s", s, strings.Join(LevelNames, ", "))
 }
 
 // String returns the option value of a level.
 func (l Level) String() string {
-	switch l {
-	case LevelDefault, LevelBalanced:
-		return "default"
-	case LevelOff:
-		return "off"
-	case LevelFastest:
-		return "fastest"
-	case LevelBetter:
-		return "better"
+	for _, x := range levels {
+		if x.level == l {
+			return x.name
+		}
 	}
 	return fmt.Sprintf("level(%d)", uint8(l))
 }
 
-func (l Level) resolve() Level {
-	if l == LevelDefault {
-		return DefaultLevel
-	}
-	return l
-}
-
 func (l Level) zstd() zstd.EncoderLevel {
-	switch l.resolve() {
-	case LevelFastest:
-		return zstd.SpeedFastest
-	case LevelBetter:
-		return zstd.SpeedBetterCompression
+	for _, x := range levels {
+		if x.level == l {
+			return x.zstd
+		}
 	}
 	return zstd.SpeedDefault
 }
@@ -108,14 +105,13 @@ func encoderOptions(l Level, concurrency, window int) []zstd.EOption {
 }
 
 var (
-	zstdEncOnce [LevelBetter + 1]sync.Once
-	zstdEnc     [LevelBetter + 1]*zstd.Encoder
+	zstdEncOnce [len(levels)]sync.Once // by Level
+	zstdEnc     [len(levels)]*zstd.Encoder
 	zstdDecOnce sync.Once
 	zstdDec     *zstd.Decoder
 )
 
 func encoder(l Level) *zstd.Encoder {
-	l = l.resolve()
 	zstdEncOnce[l].Do(func() {
 		var err error
 		// One encoder state per core: EncodeAll waits for a free one, so
@@ -140,21 +136,26 @@ func decoder() *zstd.Decoder {
 	return zstdDec
 }
 
-// Compress is CompressLevel at LevelDefault.
-func Compress(dst, raw []byte) (stored []byte, c Compression, scratch []byte) {
-	return CompressLevel(dst, raw, LevelDefault)
-}
-
-// CompressLevel returns the stored form of raw and says which it is: a
-// zstd frame (appended to dst) when that saves at least 1/256 of the size
-// (minSaving), raw itself otherwise. A blob whose bytes look random (Incompressible) is
-// stored raw without trying. dst, possibly grown, is returned for reuse.
-func CompressLevel(dst, raw []byte, l Level) (stored []byte, c Compression, scratch []byte) {
-	if len(raw) < 64 || l == LevelOff || Incompressible(raw) {
+// Compress returns the stored form of raw and says which it is: a zstd
+// frame (appended to dst) when that saves at least 1/256 of the size
+// (minSaving), raw itself otherwise. A blob whose bytes look random
+// (Incompressible) is stored raw without trying. dst, possibly grown, is
+// returned for reuse.
+func Compress(dst, raw []byte, l Level) (stored []byte, c Compression, scratch []byte) {
+	if l == LevelOff {
 		return raw, CompNone, dst
 	}
-	out := encoder(l).EncodeAll(raw, dst[:0])
-	if len(out) < len(raw)-len(raw)/minSaving {
+	return compress(encoder(l), dst, raw, true, minSaving)
+}
+
+// compress is Compress with the encoder, the pre-check and the saving
+// (1/saving) as parameters, which the corpus measurements vary.
+func compress(enc *zstd.Encoder, dst, raw []byte, precheck bool, saving int) (stored []byte, c Compression, scratch []byte) {
+	if len(raw) < 64 || precheck && Incompressible(raw) {
+		return raw, CompNone, dst
+	}
+	out := enc.EncodeAll(raw, dst[:0])
+	if len(out) < len(raw)-len(raw)/saving {
 		return out, CompZstd, out
 	}
 	return raw, CompNone, out

@@ -6,6 +6,10 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/coffer-backup/coffer/internal/corpus"
 )
 
 func TestParseLevel(t *testing.T) {
@@ -20,7 +24,7 @@ func TestParseLevel(t *testing.T) {
 		if err != nil || got != tc.want {
 			t.Errorf("ParseLevel(%q) = %v, %v; want %v", tc.in, got, err, tc.want)
 		}
-		if back, err := ParseLevel(got.String()); err != nil || back.resolve() != got.resolve() {
+		if back, err := ParseLevel(got.String()); err != nil || back != got {
 			t.Errorf("%q: String %q does not parse back: %v, %v", tc.in, got.String(), back, err)
 		}
 	}
@@ -35,18 +39,11 @@ func TestParseLevel(t *testing.T) {
 			t.Errorf("ParseLevel(%q): %q does not name the value and the valid ones", bad, msg)
 		}
 	}
-	if LevelDefault.resolve() != DefaultLevel || DefaultLevel == LevelDefault {
-		t.Errorf("LevelDefault resolves to %v, DefaultLevel is %v", LevelDefault.resolve(), DefaultLevel)
+	// The zero value is the default, and the default is zstd's.
+	var zero Level
+	if zero != LevelDefault || LevelDefault.zstd() != zstd.SpeedDefault {
+		t.Errorf("the zero Level is %v, the default level is zstd's %v", zero, LevelDefault.zstd())
 	}
-}
-
-func seq(n int) []byte {
-	var b []byte
-	for i := 1; i <= n; i++ {
-		b = strconv.AppendInt(b, int64(i), 10)
-		b = append(b, '\n')
-	}
-	return b
 }
 
 // TestLevelsRoundTrip: every level stores what Decompress gives back byte
@@ -58,15 +55,15 @@ func TestLevelsRoundTrip(t *testing.T) {
 	for i := range random {
 		random[i] = byte(r.Uint32())
 	}
-	mixed := append(append(append([]byte(nil), seq(20000)...), random[:300<<10]...), seq(20000)...)
+	mixed := append(append(append([]byte(nil), corpus.Seq(20000)...), random[:300<<10]...), corpus.Seq(20000)...)
 	blobs := map[string][]byte{
-		"seq": seq(100000), "random": random, "empty": nil, "tiny": []byte("hello"), "mixed": mixed,
+		"seq": corpus.Seq(100000), "random": random, "empty": nil, "tiny": []byte("hello"), "mixed": mixed,
 		"zeros": make([]byte, 3<<20), "random-16k": random[:16<<10], "text-63": bytes.Repeat([]byte("a"), 63),
 	}
-	for _, l := range []Level{LevelDefault, LevelOff, LevelFastest, LevelBalanced, LevelBetter} {
+	for _, l := range []Level{LevelDefault, LevelOff, LevelFastest, LevelBetter} {
 		var dst, out []byte
 		for name, raw := range blobs {
-			stored, c, scratch := CompressLevel(dst, raw, l)
+			stored, c, scratch := Compress(dst, raw, l)
 			dst = scratch
 			if l == LevelOff && c != CompNone {
 				t.Errorf("%s at off: stored as %d", name, c)
@@ -97,8 +94,8 @@ func TestLevelsRoundTrip(t *testing.T) {
 // of logs and CSV) was stored raw at SpeedFastest. The default level
 // must shrink it at least 8× (measured: 12.4×; restic 12.3×).
 func TestSeqCompresses(t *testing.T) {
-	raw := seq(100000)
-	stored, c, _ := Compress(nil, raw)
+	raw := corpus.Seq(100000)
+	stored, c, _ := Compress(nil, raw, LevelDefault)
 	ratio := float64(len(raw)) / float64(len(stored))
 	t.Logf("seq 1 100000: %d bytes stored as %d (%.1f×), compression %d", len(raw), len(stored), ratio, c)
 	if c != CompZstd || ratio < 8 {
@@ -110,10 +107,10 @@ func TestSeqCompresses(t *testing.T) {
 // with the same decoder as any other (and as the frames of stores written
 // before levels existed: TestStoreFormatV1Fixture in engine).
 func TestLevelsShareTheDecoder(t *testing.T) {
-	raw := seq(50000)
+	raw := corpus.Seq(50000)
 	var frames [][]byte
-	for _, l := range []Level{LevelFastest, LevelBalanced, LevelBetter} {
-		stored, c, _ := CompressLevel(nil, raw, l)
+	for _, l := range []Level{LevelFastest, LevelDefault, LevelBetter} {
+		stored, c, _ := Compress(nil, raw, l)
 		if c == CompZstd {
 			frames = append(frames, append([]byte(nil), stored...))
 		}
@@ -126,5 +123,14 @@ func TestLevelsShareTheDecoder(t *testing.T) {
 		if err != nil || !bytes.Equal(out, raw) {
 			t.Errorf("frame %d: %v", i, err)
 		}
+	}
+}
+
+// The entropy pre-check runs on every blob of 16 KiB or more: it must
+// not allocate.
+func TestIncompressibleAllocatesNothing(t *testing.T) {
+	blob := corpus.Seq(200000)
+	if n := testing.AllocsPerRun(10, func() { Incompressible(blob) }); n != 0 {
+		t.Errorf("Incompressible: %v allocations a blob", n)
 	}
 }

@@ -219,19 +219,11 @@ func checkTimeout(v string) error {
 
 func checkOneOf(valid []string, fold bool) func(string) error {
 	return func(v string) error {
-		if fold {
-			v = strings.ToUpper(v)
-		}
-		if !slices.Contains(valid, v) {
+		if !slices.ContainsFunc(valid, func(s string) bool { return s == v || fold && strings.EqualFold(s, v) }) {
 			return fmt.Errorf("want one of %s", strings.Join(valid, ", "))
 		}
 		return nil
 	}
-}
-
-func checkCompression(v string) error {
-	_, err := format.ParseLevel(v)
-	return err
 }
 
 func checkNonEmpty(v string) error {
@@ -326,7 +318,7 @@ var keys = []key{
 	{name: "one_file_system", kinds: []Kind{Source}, fsOnly: true, help: "true: do not cross into other file systems", check: checkBool},
 	{name: "passphrase_cmd", kinds: []Kind{Store}, help: "a command whose standard output is the passphrase", check: checkNonEmpty},
 	{name: "passphrase_file", kinds: []Kind{Store}, help: "a file whose first line is the passphrase", check: checkNonEmpty},
-	{name: "compression", kinds: []Kind{Store}, help: "how hard backups compress: " + strings.Join(format.LevelNames, ", ") + " (zstd's levels; default when unset)", check: checkCompression},
+	{name: "compression", kinds: []Kind{Store}, help: "how hard backups compress: " + strings.Join(format.LevelNames, ", ") + " (zstd's levels; default when unset)", check: checkOneOf(format.LevelNames, true)},
 }
 
 // FilterKeys are a source's keys that choose what to back up, not how

@@ -15,6 +15,7 @@ import (
 	"compress/gzip"
 	"encoding/binary"
 	"fmt"
+	"hash/fnv"
 	"image"
 	"image/jpeg"
 	"io/fs"
@@ -66,7 +67,7 @@ type File struct {
 // Generate returns about size bytes of class c (at least one file; the
 // last file may overshoot). Source needs Go's tree (GOROOT/src).
 func Generate(c Class, seed uint64, size int) ([]File, error) {
-	g := &gen{seed: seed, r: rand.New(rand.NewPCG(seed, uint64(len(c))*0x9E3779B97F4A7C15+hash(string(c))))}
+	g := &gen{r: rand.New(rand.NewPCG(seed, uint64(len(c))*0x9E3779B97F4A7C15+hash(string(c))))}
 	switch c {
 	case JSONLogs:
 		return g.files(size, 256<<10, 8<<20, "app-%03d.log", g.jsonLogs), nil
@@ -87,15 +88,10 @@ func Generate(c Class, seed uint64, size int) ([]File, error) {
 	return nil, fmt.Errorf("corpus: unknown class %q", c)
 }
 
-// FixedTime is the modification time scripts/corpus gives every file.
-var FixedTime = time.Date(2024, 1, 2, 3, 4, 5, 0, time.UTC)
-
 func hash(s string) uint64 {
-	h := uint64(14695981039346656037)
-	for i := 0; i < len(s); i++ {
-		h = (h ^ uint64(s[i])) * 1099511628211
-	}
-	return h
+	h := fnv.New64a()
+	h.Write([]byte(s))
+	return h.Sum64()
 }
 
 // Seq is the output of `seq 1 n`.
@@ -109,8 +105,7 @@ func Seq(n int) []byte {
 }
 
 type gen struct {
-	seed uint64
-	r    *rand.Rand
+	r *rand.Rand
 }
 
 // files calls make with a target size between lo and hi (log-uniform)

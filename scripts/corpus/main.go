@@ -22,6 +22,9 @@ import (
 	"github.com/coffer-backup/coffer/internal/corpus"
 )
 
+// fixedTime is the modification time of every file written.
+var fixedTime = time.Date(2024, 1, 2, 3, 4, 5, 0, time.UTC)
+
 func main() {
 	out := flag.String("out", "", "output directory (created; must be empty or absent)")
 	seed := flag.Uint64("seed", 1, "random seed")
@@ -57,7 +60,7 @@ func main() {
 			if err := os.WriteFile(p, f.Data, 0o644); err != nil {
 				fatal(err)
 			}
-			if err := os.Chtimes(p, corpus.FixedTime, corpus.FixedTime); err != nil {
+			if err := os.Chtimes(p, fixedTime, fixedTime); err != nil {
 				fatal(err)
 			}
 			n += len(f.Data)
