@@ -181,14 +181,13 @@ type run struct {
 
 // fetch is one ranged read of a pack and the runs it feeds: the runs of
 // many small files stored side by side share one, so that one read
-// restores them all.
+// restores them all. A fetch of empty files only reads nothing.
 type fetch struct {
-	pack   crypto.ID
-	kind   format.BlobKind
-	ranged bool // false: only empty files, nothing to read
-	start  uint32
-	end    uint32
-	runs   []*run
+	pack  crypto.ID
+	kind  format.BlobKind
+	start uint32
+	end   uint32
+	runs  []*run
 }
 
 // maxGap is the most bytes of other blobs a fetch reads and skips to
@@ -650,7 +649,7 @@ func (rs *restorer) plan(ru *run) {
 		rs.open = rs.open[1:]
 		rs.send(c)
 	}
-	c := &fetch{pack: ru.pack, kind: ru.kind, ranged: true, start: ru.start, end: ru.end, runs: []*run{ru}}
+	c := &fetch{pack: ru.pack, kind: ru.kind, start: ru.start, end: ru.end, runs: []*run{ru}}
 	rs.open = append(rs.open, c)
 	rs.last = c
 }
@@ -710,18 +709,17 @@ func (rs *restorer) doFetch(ctx context.Context, fe *fetch, scratch []byte) []by
 	for _, ru := range fe.runs {
 		rs.created(ctx, ru.file)
 	}
-	if fe.ranged {
-		need := false
-		for _, ru := range fe.runs {
-			need = need || (len(ru.blobs) > 0 && !ru.file.failed.Load())
-		}
-		switch {
-		case !need:
-		case ctx.Err() != nil:
-			err = ctx.Err()
-		default:
-			data, err = rs.r.LoadPackRange(ctx, fe.kind, fe.pack, int64(fe.start), int64(fe.end-fe.start))
-		}
+	// Nothing to read if every file fed failed, or all are empty.
+	need := false
+	for _, ru := range fe.runs {
+		need = need || (len(ru.blobs) > 0 && !ru.file.failed.Load())
+	}
+	switch {
+	case !need:
+	case ctx.Err() != nil:
+		err = ctx.Err()
+	default:
+		data, err = rs.r.LoadPackRange(ctx, fe.kind, fe.pack, int64(fe.start), int64(fe.end-fe.start))
 	}
 	if err != nil {
 		for _, ru := range fe.runs {
