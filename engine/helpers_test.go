@@ -9,6 +9,7 @@ import (
 
 	"context"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 
 	"github.com/coffer-backup/coffer/internal/testtree"
@@ -39,13 +40,46 @@ func newTestRepo(t testing.TB, opt engine.CreateOptions) (*engine.Repo, string) 
 
 func reopen(t testing.TB, path string) *engine.Repo {
 	t.Helper()
-	st, _ := store.NewFolder(path)
+	return openRepo(t, folderStore(t, path))
+}
+
+// folderStore is the store folder at path, to open through a wrapper
+// (gets, faults.New) with openRepo.
+func folderStore(t testing.TB, path string) store.Storage {
+	t.Helper()
+	st, err := store.NewFolder(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// openRepo opens the repository of newTestRepo in st.
+func openRepo(t testing.TB, st store.Storage) *engine.Repo {
+	t.Helper()
 	r, err := engine.Open(context.Background(), st, []byte("test passphrase"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	return r
 }
+
+// gets passes a Storage through, counting the Gets of objects of one
+// kind.
+type gets struct {
+	store.Storage
+	kind store.Kind
+	n    atomic.Int64
+}
+
+func (s *gets) Get(ctx context.Context, h store.Handle, off, n int64) ([]byte, error) {
+	if h.Kind == s.kind {
+		s.n.Add(1)
+	}
+	return s.Storage.Get(ctx, h, off, n)
+}
+
+func (s *gets) Unwrap() store.Storage { return s.Storage }
 
 func writeFile(t testing.TB, p string, data []byte) {
 	t.Helper()

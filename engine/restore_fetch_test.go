@@ -21,21 +21,6 @@ import (
 	"github.com/coffer-backup/coffer/internal/testtree"
 )
 
-// countingStore counts the reads of data packs.
-type countingStore struct {
-	store.Storage
-	packGets atomic.Int64
-}
-
-func (s *countingStore) Get(ctx context.Context, h store.Handle, off, n int64) ([]byte, error) {
-	if h.Kind == store.KindDataPack {
-		s.packGets.Add(1)
-	}
-	return s.Storage.Get(ctx, h, off, n)
-}
-
-func (s *countingStore) Unwrap() store.Storage { return s.Storage }
-
 // smallFiles writes n small files (0 to 4 KiB, some empty) over a few
 // folders of src, with set mtimes.
 func smallFiles(t *testing.T, src string, n int) {
@@ -60,18 +45,10 @@ func TestRestoreSmallFilesShareReads(t *testing.T) {
 	src := t.TempDir()
 	const n = 600
 	smallFiles(t, src, n)
-	backupDir(t, r, src, backup.Options{})
+	sn := backupDir(t, r, src, backup.Options{})
 
-	inner, _ := store.NewFolder(path)
-	cs := &countingStore{Storage: inner}
-	r2, err := engine.Open(t.Context(), cs, []byte("test passphrase"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	sn, err := r2.FindSnapshot(t.Context(), "latest")
-	if err != nil {
-		t.Fatal(err)
-	}
+	cs := &gets{Storage: folderStore(t, path), kind: store.KindDataPack}
+	r2 := openRepo(t, cs)
 	out := filepath.Join(t.TempDir(), "out")
 	dst, _ := restore.NewFolder(out)
 	st, err := restore.Restore(t.Context(), r2, sn.RootNode(), dst, restore.Options{Concurrency: 4})
@@ -84,7 +61,7 @@ func TestRestoreSmallFilesShareReads(t *testing.T) {
 	compareTrees(t, src, out)
 	// 600 files of 2 KiB on average: 1.2 MB, in runs of up to 128
 	// files: 5 reads (and one more per folder where a run may break).
-	if got := cs.packGets.Load(); got > 15 {
+	if got := cs.n.Load(); got > 15 {
 		t.Fatalf("%d reads of data packs for %d small files, want a few", got, n)
 	}
 }
@@ -181,19 +158,10 @@ func TestRestoreSharedReadFailsEachFile(t *testing.T) {
 	src := t.TempDir()
 	const n = 50
 	smallFiles(t, src, n)
-	backupDir(t, r, src, backup.Options{})
+	sn := backupDir(t, r, src, backup.Options{})
 
-	inner, _ := store.NewFolder(path)
-	fs := faults.New(inner, faults.Config{})
-	r2, err := engine.Open(t.Context(), fs, []byte("test passphrase"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	sn, err := r2.FindSnapshot(t.Context(), "latest")
-	if err != nil {
-		t.Fatal(err)
-	}
-	root := sn.RootNode()
+	fs := faults.New(folderStore(t, path), faults.Config{})
+	r2 := openRepo(t, fs)
 	if err := r2.LoadIndex(t.Context()); err != nil {
 		t.Fatal(err)
 	}
@@ -203,7 +171,7 @@ func TestRestoreSharedReadFailsEachFile(t *testing.T) {
 	dst, _ := restore.NewFolder(out)
 	var mu sync.Mutex
 	warned := map[string]bool{}
-	_, err = restore.Restore(t.Context(), r2, root, dst, restore.Options{Concurrency: 4,
+	_, err := restore.Restore(t.Context(), r2, sn.RootNode(), dst, restore.Options{Concurrency: 4,
 		Warn: func(p string, err error) {
 			mu.Lock()
 			defer mu.Unlock()

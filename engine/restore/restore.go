@@ -181,14 +181,13 @@ type run struct {
 
 // fetch is one ranged read of a pack and the runs it feeds: the runs of
 // many small files stored side by side share one, so that one read
-// restores them all.
+// restores them all. A fetch of empty files only reads nothing.
 type fetch struct {
-	pack   crypto.ID
-	kind   format.BlobKind
-	ranged bool // false: only empty files, nothing to read
-	start  uint32
-	end    uint32
-	runs   []*run
+	pack  crypto.ID
+	kind  format.BlobKind
+	start uint32
+	end   uint32
+	runs  []*run
 }
 
 // maxGap is the most bytes of other blobs a fetch reads and skips to
@@ -650,7 +649,7 @@ func (rs *restorer) plan(ru *run) {
 		rs.open = rs.open[1:]
 		rs.send(c)
 	}
-	c := &fetch{pack: ru.pack, kind: ru.kind, ranged: true, start: ru.start, end: ru.end, runs: []*run{ru}}
+	c := &fetch{pack: ru.pack, kind: ru.kind, start: ru.start, end: ru.end, runs: []*run{ru}}
 	rs.open = append(rs.open, c)
 	rs.last = c
 }
@@ -702,7 +701,7 @@ func (rs *restorer) failFile(f *restoreFile, err error) {
 	f.errOnce.Do(func() { rs.fail(f.path, err) })
 }
 
-// doFetch reads fe's range once and writes each of its runs to its file,
+// doFetch reads fe's range once and writes its runs to their files,
 // finishing every file whose last run this was.
 func (rs *restorer) doFetch(ctx context.Context, fe *fetch, scratch []byte) []byte {
 	var data []byte
@@ -710,106 +709,87 @@ func (rs *restorer) doFetch(ctx context.Context, fe *fetch, scratch []byte) []by
 	for _, ru := range fe.runs {
 		rs.created(ctx, ru.file)
 	}
-	if fe.ranged {
-		need := false
-		for _, ru := range fe.runs {
-			need = need || (len(ru.blobs) > 0 && !ru.file.failed.Load())
-		}
-		switch {
-		case !need:
-		case ctx.Err() != nil:
-			err = ctx.Err()
-		default:
-			data, err = rs.r.LoadPackRange(ctx, fe.kind, fe.pack, int64(fe.start), int64(fe.end-fe.start))
-		}
+	// Nothing to read if every file fed failed, or all are empty.
+	need := false
+	for _, ru := range fe.runs {
+		need = need || (len(ru.blobs) > 0 && !ru.file.failed.Load())
 	}
-	// Blobs are opened in place: runs that share bytes (files with the
-	// same content) each open a copy of theirs, taken before any is
-	// opened.
-	var copies map[*run][]byte
-	if err == nil && data != nil {
-		for _, ru := range overlapping(fe.runs) {
-			if copies == nil {
-				copies = map[*run][]byte{}
+	switch {
+	case !need:
+	case ctx.Err() != nil:
+		err = ctx.Err()
+	default:
+		data, err = rs.r.LoadPackRange(ctx, fe.kind, fe.pack, int64(fe.start), int64(fe.end-fe.start))
+	}
+	if err != nil {
+		for _, ru := range fe.runs {
+			if len(ru.blobs) > 0 && !ru.file.failed.Load() {
+				rs.failFile(ru.file, &engine.BlobError{ID: ru.blobs[0].ID, Pack: fe.pack, Err: err})
 			}
-			copies[ru] = append([]byte(nil), data[ru.start-fe.start:ru.end-fe.start]...)
 		}
+	} else if data != nil {
+		scratch = rs.writeFetch(fe, data, scratch)
 	}
 	for _, ru := range fe.runs {
-		f := ru.file
-		sealed, ok := copies[ru]
-		if !ok && data != nil && len(ru.blobs) > 0 {
-			sealed = data[ru.start-fe.start : ru.end-fe.start]
-		}
-		switch {
-		case f.failed.Load() || len(ru.blobs) == 0:
-		case err != nil:
-			rs.failFile(f, &engine.BlobError{ID: ru.blobs[0].ID, Pack: fe.pack, Err: err})
-		default:
-			var werr error
-			scratch, werr = rs.writeRun(ru, fe.pack, sealed, scratch)
-			if werr != nil {
-				rs.failFile(f, werr)
-			}
-		}
-		if f.pending.Add(-1) == 0 {
+		if f := ru.file; f.pending.Add(-1) == 0 {
 			rs.finish(f)
 		}
 	}
 	return scratch
 }
 
-// overlapping returns the runs that share a byte with another run.
-func overlapping(runs []*run) []*run {
-	if len(runs) < 2 {
-		return nil
-	}
-	byStart := make([]*run, 0, len(runs))
-	for _, ru := range runs {
-		if len(ru.blobs) > 0 {
-			byStart = append(byStart, ru)
-		}
-	}
-	sort.Slice(byStart, func(i, j int) bool { return byStart[i].start < byStart[j].start })
-	var out []*run
-	// reach is the furthest end of the runs before i, owner the run
-	// that reaches it.
-	var reach uint32
-	var owner *run
-	added := map[*run]bool{}
-	for _, ru := range byStart {
-		if owner != nil && ru.start < reach {
-			for _, x := range []*run{owner, ru} {
-				if !added[x] {
-					added[x] = true
-					out = append(out, x)
-				}
-			}
-		}
-		if ru.end > reach {
-			reach, owner = ru.end, ru
-		}
-	}
-	return out
+// target is one place a blob of a fetch goes: blob i of run ru.
+type target struct {
+	ru *run
+	i  int
 }
 
-// writeRun opens the blobs of ru, whose sealed bytes are data, and writes
-// them to its file.
-func (rs *restorer) writeRun(ru *run, pack crypto.ID, data, scratch []byte) ([]byte, error) {
-	for i, loc := range ru.blobs {
-		off := loc.Offset - ru.start
-		var plain []byte
-		var err error
-		plain, scratch, err = rs.r.OpenBlobInPlace(data[off:off+loc.Length], loc, pack, scratch)
-		if err != nil {
-			return scratch, err
+// writeFetch opens each blob of fe, whose sealed bytes are data, once, in
+// place, and writes it to every file that holds it: files with the same
+// content share their blobs, and so the bytes of one read.
+func (rs *restorer) writeFetch(fe *fetch, data, scratch []byte) []byte {
+	var ts []target
+	for _, ru := range fe.runs {
+		for i := range ru.blobs {
+			ts = append(ts, target{ru, i})
 		}
-		if _, err := ru.file.w.WriteAt(plain, ru.fileAt[i]); err != nil {
-			return scratch, fmt.Errorf("write: %w", err)
-		}
-		rs.opt.Progress.Bytes.Add(int64(len(plain)))
 	}
-	return scratch, nil
+	sort.SliceStable(ts, func(a, b int) bool { return ts[a].ru.blobs[ts[a].i].Offset < ts[b].ru.blobs[ts[b].i].Offset })
+	for len(ts) > 0 {
+		loc := ts[0].ru.blobs[ts[0].i]
+		n := 1
+		for n < len(ts) && ts[n].ru.blobs[ts[n].i].Offset == loc.Offset {
+			n++
+		}
+		same := ts[:n]
+		ts = ts[n:]
+		need := false
+		for _, t := range same {
+			need = need || !t.ru.file.failed.Load()
+		}
+		if !need {
+			continue
+		}
+		off := loc.Offset - fe.start
+		plain, s, err := rs.r.OpenBlobInPlace(data[off:off+loc.Length], loc, fe.pack, scratch)
+		scratch = s
+		for _, t := range same {
+			f := t.ru.file
+			if f.failed.Load() {
+				continue
+			}
+			if err != nil {
+				rs.failFile(f, err)
+				continue
+			}
+			if _, werr := f.w.WriteAt(plain, t.ru.fileAt[t.i]); werr != nil {
+				rs.failFile(f, fmt.Errorf("write: %w", werr))
+				continue
+			}
+			rs.opt.Progress.Bytes.Add(int64(len(plain)))
+		}
+	}
+	return scratch
 }
 
 func (rs *restorer) finish(f *restoreFile) {
