@@ -47,8 +47,8 @@ const (
 
 // Options configure a Master.
 type Options struct {
-	// Dir keeps the index between processes (a folder of the user's cache,
-	// see CacheDir); "" keeps nothing and writes unlinked temporary files.
+	// Dir keeps the index between processes (cmd/coffer uses
+	// coffer-index/<store id> in the user's cache folder); "" keeps nothing and writes unlinked temporary files.
 	Dir string
 	// Key (32 bytes, derived from the store's master key) seals the
 	// files in Dir; required with Dir. StoreID binds them to one store.
