@@ -176,10 +176,15 @@ func (x *Master) Err() error {
 
 func (x *Master) fail(err error) {
 	x.mu.Lock()
+	x.failLocked(err)
+	x.mu.Unlock()
+}
+
+// failLocked records err for Err unless a failure was recorded already.
+func (x *Master) failLocked(err error) {
 	if x.err == nil {
 		x.err = err
 	}
-	x.mu.Unlock()
 }
 
 // packIndexLocked returns the position of pack id, adding it if new.
@@ -529,9 +534,7 @@ func (x *Master) mergeLocked(a, b int) error {
 		// now on, which a backup survives (it stores blobs again); Err
 		// tells the others.
 		x.release(out)
-		if x.err == nil {
-			x.err = err
-		}
+		x.failLocked(err)
 		return err
 	}
 	for _, r := range in {
