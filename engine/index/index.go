@@ -75,7 +75,6 @@ type Master struct {
 	mem  map[crypto.ID]location // recent Adds, newer than every run
 	runs []*run                 // oldest first
 
-	files   int
 	covered []string // index files whose blobs all were added (AddFile)
 	dirty   bool     // blobs were added that no index file covers: never saved
 	err     error    // first failure to read a run
@@ -133,7 +132,7 @@ func (x *Master) resetLocked() {
 	x.packs, x.kinds, x.packSorted = nil, nil, nil
 	x.packNew = map[crypto.ID]uint32{}
 	x.mem = map[crypto.ID]location{}
-	x.runs, x.covered, x.files, x.dirty, x.err = nil, nil, 0, false, nil
+	x.runs, x.covered, x.dirty, x.err = nil, nil, false, nil
 }
 
 // Reset empties the index: the caller found that a cached index covers
@@ -362,18 +361,12 @@ func (x *Master) Packs() map[crypto.ID]format.BlobKind {
 	return m
 }
 
-// Files returns the number of index files the index was loaded from.
+// Files returns the number of index files the index holds (read by
+// AddFile, here or in an earlier process): len(Covered()).
 func (x *Master) Files() int {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
-	return x.files
-}
-
-// SetFiles records the number of index files the index was loaded from.
-func (x *Master) SetFiles(n int) {
-	x.mu.Lock()
-	x.files = n
-	x.mu.Unlock()
+	return len(x.covered)
 }
 
 // Close releases the runs; x must not be used after.
