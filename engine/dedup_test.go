@@ -73,19 +73,6 @@ func (r *qaCountingReader) Read(p []byte) (int, error) {
 
 func (r *qaCountingReader) Close() error { return r.rc.Close() }
 
-// qaCountingStorage passes a Storage through, counting reads of tree packs.
-type qaCountingStorage struct {
-	store.Storage
-	treeGets atomic.Int64
-}
-
-func (s *qaCountingStorage) Get(ctx context.Context, name store.Handle, offset, length int64) ([]byte, error) {
-	if name.Kind == store.KindTreePack {
-		s.treeGets.Add(1)
-	}
-	return s.Storage.Get(ctx, name, offset, length)
-}
-
 func qaBackup(t testing.TB, r *engine.Repo, src backup.Source) *engine.Snapshot {
 	t.Helper()
 	res, err := backup.Run(context.Background(), r, src, backup.Options{})
@@ -388,16 +375,7 @@ func TestLargeDirectoryPaging(t *testing.T) {
 		}
 		nfiles++
 	}
-	cs := &qaCountingStorage{}
-	ls, err := store.NewFolder(storeDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cs.Storage = ls
-	r, err := engine.Open(ctx, cs, []byte("test passphrase"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	r, cs := reopenCounting(t, storeDir, store.KindTreePack)
 	sn1 := qaBackup(t, r, qaCount(t, src))
 	root, err := r.LoadDir(ctx, sn1.Root)
 	if err != nil {
@@ -430,12 +408,12 @@ func TestLargeDirectoryPaging(t *testing.T) {
 		if isDir(i) {
 			key += "/"
 		}
-		before := cs.treeGets.Load()
+		before := cs.n.Load()
 		nd, ok, err := r.Lookup(ctx, root, key)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := cs.treeGets.Load() - before; got != 1 {
+		if got := cs.n.Load() - before; got != 1 {
 			t.Errorf("Lookup(%q) read %d tree blobs, want 1 page", key, got)
 		}
 		if !ok || nd.Name != name(i) || (nd.Type == tree.TypeDir) != isDir(i) {
@@ -460,13 +438,13 @@ func TestLargeDirectoryPaging(t *testing.T) {
 
 	// Seek: straight to the last page reads only that page.
 	lastKey := root.Pages[len(root.Pages)-1].First
-	before := cs.treeGets.Load()
+	before := cs.n.Load()
 	it := r.Iter(root)
 	nd, ok, err := it.Seek(ctx, lastKey)
 	if err != nil || !ok || nd.SortKey() != lastKey {
 		t.Fatalf("Seek(%q) = %+v, %v", lastKey, nd, err)
 	}
-	if got := cs.treeGets.Load() - before; got != 1 {
+	if got := cs.n.Load() - before; got != 1 {
 		t.Errorf("Seek to the last page read %d pages, want 1", got)
 	}
 	// Seek through increasing keys, present and absent, across pages.

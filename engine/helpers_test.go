@@ -9,6 +9,7 @@ import (
 
 	"context"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 
 	"github.com/coffer-backup/coffer/internal/testtree"
@@ -45,6 +46,37 @@ func reopen(t testing.TB, path string) *engine.Repo {
 		t.Fatal(err)
 	}
 	return r
+}
+
+// kindGets passes a Storage through, counting the Gets of objects of one
+// kind.
+type kindGets struct {
+	store.Storage
+	kind store.Kind
+	n    atomic.Int64
+}
+
+func (s *kindGets) Get(ctx context.Context, h store.Handle, off, n int64) ([]byte, error) {
+	if h.Kind == s.kind {
+		s.n.Add(1)
+	}
+	return s.Storage.Get(ctx, h, off, n)
+}
+
+// reopenCounting opens the store at path again, through a kindGets that
+// counts the Gets of objects of kind k.
+func reopenCounting(t testing.TB, path string, k store.Kind) (*engine.Repo, *kindGets) {
+	t.Helper()
+	st, err := store.NewFolder(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &kindGets{Storage: st, kind: k}
+	r, err := engine.Open(context.Background(), c, []byte("test passphrase"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r, c
 }
 
 func writeFile(t testing.TB, p string, data []byte) {

@@ -8,34 +8,14 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
-	"sync/atomic"
 	"testing"
 )
 
-// indexGets counts the index files read from a store.
-type indexGets struct {
-	store.Storage
-	n atomic.Int64
-}
-
-func (s *indexGets) Get(ctx context.Context, h store.Handle, off, n int64) ([]byte, error) {
-	if h.Kind == store.KindIndex {
-		s.n.Add(1)
-	}
-	return s.Storage.Get(ctx, h, off, n)
-}
-
-func openCached(t *testing.T, path, cache string) (*engine.Repo, *indexGets) {
+// openCached opens the store at path again, keeping its index in cache,
+// and counts the index files it reads.
+func openCached(t *testing.T, path, cache string) (*engine.Repo, *kindGets) {
 	t.Helper()
-	st, err := store.NewFolder(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &indexGets{Storage: st}
-	r, err := engine.Open(context.Background(), c, []byte("test passphrase"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	r, c := reopenCounting(t, path, store.KindIndex)
 	r.UseIndexCache(cache)
 	return r, c
 }

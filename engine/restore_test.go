@@ -88,30 +88,13 @@ func TestSnapshotsLoadedOnce(t *testing.T) {
 	writeFile(t, filepath.Join(src, "f"), []byte("f"))
 	backupDir(t, r, src, backup.Options{})
 	backupDir(t, r, src, backup.Options{})
-	st, _ := store.NewFolder(path)
-	cs := &getCounter{Storage: st}
-	r2, err := engine.Open(t.Context(), cs, []byte("test passphrase"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	r2, cs := reopenCounting(t, path, store.KindSnapshot)
 	for i := 0; i < 3; i++ {
 		if _, err := r2.FindSnapshot(t.Context(), "latest"); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if n := cs.snapGets.Load(); n != 2 {
+	if n := cs.n.Load(); n != 2 {
 		t.Fatalf("%d snapshot GETs for three listings of 2 snapshots, want 2", n)
 	}
-}
-
-type getCounter struct {
-	store.Storage
-	snapGets atomic.Int64
-}
-
-func (c *getCounter) Get(ctx context.Context, name store.Handle, off, n int64) ([]byte, error) {
-	if name.Kind == store.KindSnapshot {
-		c.snapGets.Add(1)
-	}
-	return c.Storage.Get(ctx, name, off, n)
 }
