@@ -61,7 +61,9 @@ func TestIndexCacheAcrossRuns(t *testing.T) {
 		}
 	}
 	out := t.TempDir()
-	restoreAll(t, r, sn2, out)
+	if err := restoreAll(t, r, sn2, out); err != nil {
+		t.Fatal(err)
+	}
 	compareTrees(t, src, out)
 
 	// Nothing new: nothing read.
