@@ -269,39 +269,35 @@ func (x *Master) addLocked(packs []format.IndexPack, fan int) error {
 // Has reports whether the store holds blob id. An unreadable index file
 // answers false (and sets Err): the blob is then stored again.
 func (x *Master) Has(id crypto.ID) bool {
-	_, ok := x.find(id, false)
+	_, _, ok := x.find(id, false)
 	return ok
 }
 
 // Lookup returns where blob id lives and the id of its pack. An unreadable
 // index file answers false and sets Err.
 func (x *Master) Lookup(id crypto.ID) (format.BlobLoc, crypto.ID, bool) {
-	x.mu.RLock()
-	l, ok, err := x.findLocked(&id, true)
-	var pack crypto.ID
-	if ok {
-		pack = x.packs[l.pack]
-	}
-	x.mu.RUnlock()
-	if err != nil {
-		x.fail(err)
-		return format.BlobLoc{}, crypto.ID{}, false
-	}
+	l, pack, ok := x.find(id, true)
 	if !ok {
 		return format.BlobLoc{}, crypto.ID{}, false
 	}
 	return format.BlobLoc{ID: id, Kind: l.kind, Comp: l.comp, Offset: l.offset, Length: l.length, RawLen: l.rawLen}, pack, true
 }
 
-func (x *Master) find(id crypto.ID, first bool) (location, bool) {
+// find returns the location of id and its pack's id. A failure answers
+// false and is kept for Err.
+func (x *Master) find(id crypto.ID, first bool) (location, crypto.ID, bool) {
 	x.mu.RLock()
 	l, ok, err := x.findLocked(&id, first)
+	var pack crypto.ID
+	if ok && err == nil {
+		pack = x.packs[l.pack]
+	}
 	x.mu.RUnlock()
 	if err != nil {
 		x.fail(err)
-		return location{}, false
+		return location{}, crypto.ID{}, false
 	}
-	return l, ok
+	return l, pack, ok
 }
 
 // findLocked searches the runs from the oldest, then the memtable: the
