@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sync/errgroup"
 )
@@ -25,15 +26,14 @@ func (f *indexFiles) has(name string) bool {
 	return f.names[name]
 }
 
-// add records that name was read, and returns how many were.
-func (f *indexFiles) add(name string) int {
+// add records that name was read.
+func (f *indexFiles) add(name string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.names == nil {
 		f.names = map[string]bool{}
 	}
 	f.names[name] = true
-	return len(f.names)
 }
 
 // LoadIndex reads every index file of the store into r.Index. It is done
@@ -70,7 +70,6 @@ func (r *Repo) loadIndex(ctx context.Context) error {
 			for _, c := range covered {
 				r.indexed.add(c)
 			}
-			r.Index.SetFiles(len(covered))
 		}
 	}
 	return r.readIndexFiles(ctx, names)
@@ -79,8 +78,7 @@ func (r *Repo) loadIndex(ctx context.Context) error {
 // readIndexFiles reads the index files of names not read yet into
 // r.Index.
 func (r *Repo) readIndexFiles(ctx context.Context, names []store.Handle) error {
-	var files int
-	var mu sync.Mutex
+	var read atomic.Bool // some index file was read into r.Index
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(8)
 	for _, name := range names {
@@ -95,21 +93,15 @@ func (r *Repo) readIndexFiles(ctx context.Context, names []store.Handle) error {
 			if err := r.Index.AddFile(name.Name, packs); err != nil {
 				return err
 			}
-			n := r.indexed.add(name.Name)
-			mu.Lock()
-			files = max(files, n)
-			mu.Unlock()
+			r.indexed.add(name.Name)
+			read.Store(true)
 			return nil
 		})
 	}
-	err := g.Wait()
-	if files > 0 {
-		r.Index.SetFiles(files)
-	}
-	if err != nil {
+	if err := g.Wait(); err != nil {
 		return err
 	}
-	if files > 0 {
+	if read.Load() {
 		// Write the memtable out, merge, and keep the index for the next
 		// run when there is a cache folder.
 		if err := r.Index.Save(); err != nil {

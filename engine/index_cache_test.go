@@ -8,34 +8,15 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
-	"sync/atomic"
 	"testing"
 )
 
-// indexGets counts the index files read from a store.
-type indexGets struct {
-	store.Storage
-	n atomic.Int64
-}
-
-func (s *indexGets) Get(ctx context.Context, h store.Handle, off, n int64) ([]byte, error) {
-	if h.Kind == store.KindIndex {
-		s.n.Add(1)
-	}
-	return s.Storage.Get(ctx, h, off, n)
-}
-
-func openCached(t *testing.T, path, cache string) (*engine.Repo, *indexGets) {
+// openCached opens the store at path again, keeping its index in cache,
+// and counts the index files it reads.
+func openCached(t *testing.T, path, cache string) (*engine.Repo, *gets) {
 	t.Helper()
-	st, err := store.NewFolder(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &indexGets{Storage: st}
-	r, err := engine.Open(context.Background(), c, []byte("test passphrase"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := &gets{Storage: folderStore(t, path), kind: store.KindIndex}
+	r := openRepo(t, c)
 	r.UseIndexCache(cache)
 	return r, c
 }
@@ -81,7 +62,9 @@ func TestIndexCacheAcrossRuns(t *testing.T) {
 		}
 	}
 	out := t.TempDir()
-	restoreAll(t, r, sn2, out)
+	if err := restoreAll(t, r, sn2, out); err != nil {
+		t.Fatal(err)
+	}
 	compareTrees(t, src, out)
 
 	// Nothing new: nothing read.

@@ -52,8 +52,8 @@ func newRepo(st store.Storage, p Params, master []byte) (*Repo, error) {
 	return &Repo{st: st, Params: p, keys: k, Index: index.New(), master: master}, nil
 }
 
-// UseIndexCache makes r keep its index in dir between runs (see
-// index.CacheDir): LoadIndex then reads only the index files the kept
+// UseIndexCache makes r keep its index in dir between runs (a folder of
+// its own: see index.Options.Dir): LoadIndex then reads only the index files the kept
 // index does not cover. Call it before LoadIndex. A kept index that is
 // unreadable, damaged or another store's is dropped and rebuilt, and a
 // folder that cannot be used leaves the index in temporary files

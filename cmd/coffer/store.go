@@ -2,6 +2,8 @@ package main
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"runtime/debug"
 	"strings"
 
@@ -9,7 +11,6 @@ import (
 
 	"github.com/coffer-backup/coffer/engine"
 	"github.com/coffer-backup/coffer/engine/format"
-	"github.com/coffer-backup/coffer/engine/index"
 	"github.com/coffer-backup/coffer/engine/store"
 	"github.com/coffer-backup/coffer/engine/store/diskcache"
 	"github.com/coffer-backup/coffer/internal/config"
@@ -101,12 +102,12 @@ func openRepo(c *cli.Context, opt repoOptions) (*engine.Repo, *layers, error) {
 	// The index is kept between runs in the user's cache folder (sealed),
 	// unless the command has --no-disk-cache.
 	if !c.Bool("no-disk-cache") {
-		if dir, err := index.CacheDir(r.Params.StoreID); err == nil {
+		if dir, err := storeCacheDir("coffer-index", r.Params.StoreID); err == nil {
 			r.UseIndexCache(dir)
 		}
 	}
 	if l.disk != nil {
-		dir, err := diskcache.DefaultDir(r.Params.StoreID)
+		dir, err := storeCacheDir("coffer", r.Params.StoreID)
 		if err == nil {
 			err = l.disk.Enable(dir)
 		}
@@ -116,6 +117,21 @@ func openRepo(c *cli.Context, opt repoOptions) (*engine.Repo, *layers, error) {
 		}
 	}
 	return r, l, nil
+}
+
+// storeCacheDir is the folder sub/<store id> of the user's cache folder
+// (XDG_CACHE_HOME, else ~/.cache): sub "coffer" holds the store's disk
+// cache, "coffer-index" its index. They are kept apart because the disk
+// cache counts and evicts every file of its folder.
+func storeCacheDir(sub, storeID string) (string, error) {
+	if storeID == "" || strings.ContainsAny(storeID, `/\.`) {
+		return "", fmt.Errorf("invalid store id %q", storeID)
+	}
+	base, err := os.UserCacheDir()
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(base, sub, storeID), nil
 }
 
 // storeCompression is the compression of the store entry, when the

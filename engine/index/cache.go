@@ -34,22 +34,6 @@ const manifestVersion = 1
 // them.
 const staleAfter = 10 * time.Minute
 
-// CacheDir is where the index of the store with id storeID is kept
-// between runs: in the user's cache folder, as coffer-index/<id>. Not in
-// the store's disk cache (diskcache.DefaultDir, coffer/<id>), which
-// counts and evicts every file of its folder, nor beside it, where the
-// disk cache's folders are one per store.
-func CacheDir(storeID string) (string, error) {
-	if storeID == "" || strings.ContainsAny(storeID, `/\.`) {
-		return "", fmt.Errorf("index cache: invalid store id %q", storeID)
-	}
-	base, err := os.UserCacheDir()
-	if err != nil {
-		return "", fmt.Errorf("index cache: %w", err)
-	}
-	return filepath.Join(base, "coffer-index", storeID), nil
-}
-
 func (x *Master) path(name string) string { return filepath.Join(x.opt.Dir, name) }
 func (x *Master) manifestPath() string    { return x.path(manifestName) }
 

@@ -47,8 +47,8 @@ const (
 
 // Options configure a Master.
 type Options struct {
-	// Dir keeps the index between processes (a folder of the user's cache,
-	// see CacheDir); "" keeps nothing and writes unlinked temporary files.
+	// Dir keeps the index between processes (cmd/coffer uses
+	// coffer-index/<store id> in the user's cache folder); "" keeps nothing and writes unlinked temporary files.
 	Dir string
 	// Key (32 bytes, derived from the store's master key) seals the
 	// files in Dir; required with Dir. StoreID binds them to one store.
@@ -75,7 +75,6 @@ type Master struct {
 	mem  map[crypto.ID]location // recent Adds, newer than every run
 	runs []*run                 // oldest first
 
-	files   int
 	covered []string // index files whose blobs all were added (AddFile)
 	dirty   bool     // blobs were added that no index file covers: never saved
 	err     error    // first failure to read a run
@@ -133,7 +132,7 @@ func (x *Master) resetLocked() {
 	x.packs, x.kinds, x.packSorted = nil, nil, nil
 	x.packNew = map[crypto.ID]uint32{}
 	x.mem = map[crypto.ID]location{}
-	x.runs, x.covered, x.files, x.dirty, x.err = nil, nil, 0, false, nil
+	x.runs, x.covered, x.dirty, x.err = nil, nil, false, nil
 }
 
 // Reset empties the index: the caller found that a cached index covers
@@ -176,10 +175,15 @@ func (x *Master) Err() error {
 
 func (x *Master) fail(err error) {
 	x.mu.Lock()
+	x.failLocked(err)
+	x.mu.Unlock()
+}
+
+// failLocked records err for Err unless a failure was recorded already.
+func (x *Master) failLocked(err error) {
 	if x.err == nil {
 		x.err = err
 	}
-	x.mu.Unlock()
 }
 
 // packIndexLocked returns the position of pack id, adding it if new.
@@ -265,39 +269,35 @@ func (x *Master) addLocked(packs []format.IndexPack, fan int) error {
 // Has reports whether the store holds blob id. An unreadable index file
 // answers false (and sets Err): the blob is then stored again.
 func (x *Master) Has(id crypto.ID) bool {
-	_, ok := x.find(id, false)
+	_, _, ok := x.find(id, false)
 	return ok
 }
 
 // Lookup returns where blob id lives and the id of its pack. An unreadable
 // index file answers false and sets Err.
 func (x *Master) Lookup(id crypto.ID) (format.BlobLoc, crypto.ID, bool) {
-	x.mu.RLock()
-	l, ok, err := x.findLocked(&id, true)
-	var pack crypto.ID
-	if ok {
-		pack = x.packs[l.pack]
-	}
-	x.mu.RUnlock()
-	if err != nil {
-		x.fail(err)
-		return format.BlobLoc{}, crypto.ID{}, false
-	}
+	l, pack, ok := x.find(id, true)
 	if !ok {
 		return format.BlobLoc{}, crypto.ID{}, false
 	}
 	return format.BlobLoc{ID: id, Kind: l.kind, Comp: l.comp, Offset: l.offset, Length: l.length, RawLen: l.rawLen}, pack, true
 }
 
-func (x *Master) find(id crypto.ID, first bool) (location, bool) {
+// find returns the location of id and its pack's id. A failure answers
+// false and is kept for Err.
+func (x *Master) find(id crypto.ID, first bool) (location, crypto.ID, bool) {
 	x.mu.RLock()
 	l, ok, err := x.findLocked(&id, first)
+	var pack crypto.ID
+	if ok && err == nil {
+		pack = x.packs[l.pack]
+	}
 	x.mu.RUnlock()
 	if err != nil {
 		x.fail(err)
-		return location{}, false
+		return location{}, crypto.ID{}, false
 	}
-	return l, ok
+	return l, pack, ok
 }
 
 // findLocked searches the runs from the oldest, then the memtable: the
@@ -357,18 +357,12 @@ func (x *Master) Packs() map[crypto.ID]format.BlobKind {
 	return m
 }
 
-// Files returns the number of index files the index was loaded from.
+// Files returns the number of index files the index holds (read by
+// AddFile, here or in an earlier process): len(Covered()).
 func (x *Master) Files() int {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
-	return x.files
-}
-
-// SetFiles records the number of index files the index was loaded from.
-func (x *Master) SetFiles(n int) {
-	x.mu.Lock()
-	x.files = n
-	x.mu.Unlock()
+	return len(x.covered)
 }
 
 // Close releases the runs; x must not be used after.
@@ -529,9 +523,7 @@ func (x *Master) mergeLocked(a, b int) error {
 		// now on, which a backup survives (it stores blobs again); Err
 		// tells the others.
 		x.release(out)
-		if x.err == nil {
-			x.err = err
-		}
+		x.failLocked(err)
 		return err
 	}
 	for _, r := range in {

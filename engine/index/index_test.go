@@ -3,6 +3,7 @@ package index
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -357,7 +358,7 @@ var damages = []damage{
 	}, true},
 	{"runs swapped", func(t *testing.T, dir string, runs []*run) {
 		if len(runs) < 2 {
-			t.Skip("one run")
+			t.Fatal("the setup left one run: nothing to swap")
 		}
 		a, b := filepath.Join(dir, runs[0].name), filepath.Join(dir, runs[1].name)
 		os.Rename(a, a+"x")
@@ -629,4 +630,36 @@ func TestCacheReset(t *testing.T) {
 	m := newModel()
 	m.add(ps)
 	same(t, z, m, g)
+}
+
+// TestRecordPackOutOfRange: a record that names a pack beyond the pack
+// table (a cache that does not hang together) makes Has and Lookup answer
+// "absent" and Err report it, never panic.
+func TestRecordPackOutOfRange(t *testing.T) {
+	g := &gen{rng: rand.New(rand.NewPCG(9, 9))}
+	x, err := Open(Options{Memtable: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer x.Close()
+	ps := g.packs(2, 10)
+	if err := x.AddFile("f", ps); err != nil {
+		t.Fatal(err)
+	}
+	if err := x.Save(); err != nil {
+		t.Fatal(err)
+	}
+	x.mu.Lock()
+	x.packs, x.kinds = x.packs[:0], x.kinds[:0] // the records outlive the table
+	x.mu.Unlock()
+	id := ps[0].Blobs[0].ID
+	if x.Has(id) {
+		t.Fatal("Has answered from a record with no pack")
+	}
+	if _, _, ok := x.Lookup(id); ok {
+		t.Fatal("Lookup answered from a record with no pack")
+	}
+	if !errors.Is(x.Err(), errCache) {
+		t.Fatalf("Err %v, want the cache reported unreadable", x.Err())
+	}
 }

@@ -339,7 +339,7 @@ func (w *runWriter) close() error {
 	return nil
 }
 
-// abort drops a run that could not be written.
+// drop closes the run's file (release also removes it).
 func (r *run) drop() {
 	if r.f != nil {
 		r.f.Close()

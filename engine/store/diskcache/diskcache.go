@@ -104,19 +104,6 @@ func (d *Storage) Size() int64 {
 	return d.total
 }
 
-// DefaultDir is where the metadata of the store with id storeID is cached:
-// the user's cache folder (XDG_CACHE_HOME, else ~/.cache), coffer, the id.
-func DefaultDir(storeID string) (string, error) {
-	if storeID == "" || strings.ContainsAny(storeID, `/\.`) {
-		return "", fmt.Errorf("disk cache: invalid store id %q", storeID)
-	}
-	base, err := os.UserCacheDir()
-	if err != nil {
-		return "", fmt.Errorf("disk cache: %w", err)
-	}
-	return filepath.Join(base, "coffer", storeID), nil
-}
-
 // Enable starts caching under dir, creating it with mode 0700.
 func (d *Storage) Enable(dir string) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
