@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -71,7 +70,7 @@ func TestRestoreSmallFilesShareReads(t *testing.T) {
 type orderDest struct {
 	*restore.Folder
 	mu      sync.Mutex
-	order   []string
+	order   []string // "d /path" for a folder made, "f /path" for a file
 	active  atomic.Int64
 	overlap atomic.Int64
 }
@@ -81,44 +80,82 @@ func (d *orderDest) CreateFile(ctx context.Context, path string, n *tree.Node) (
 		d.overlap.Add(1)
 	}
 	defer d.active.Add(-1)
-	d.mu.Lock()
-	d.order = append(d.order, path)
-	d.mu.Unlock()
+	d.note("f " + path)
 	return d.Folder.CreateFile(ctx, path, n)
 }
 
-// TestRestoreCreatesInTreeOrder: a folder's files are created one at a
-// time, in the order of the tree (the order Report names them in),
-// while several workers write them.
-func TestRestoreCreatesInTreeOrder(t *testing.T) {
+func (d *orderDest) MkDirAhead(ctx context.Context, path string) error {
+	d.note("d " + path)
+	return d.Folder.MkDirAhead(ctx, path)
+}
+
+func (d *orderDest) note(s string) {
+	d.mu.Lock()
+	d.order = append(d.order, s)
+	d.mu.Unlock()
+}
+
+// TestRestoreCreatesFoldersFirst: into a new (or empty) folder, every
+// folder is made before any file, and the files are created one at a
+// time, each once, while several workers write them; the result is
+// byte-exact.
+func TestRestoreCreatesFoldersFirst(t *testing.T) {
 	r, _ := newTestRepo(t, engine.CreateOptions{Chunker: testChunker})
 	src := t.TempDir()
 	smallFiles(t, src, 400)
 	writeFile(t, filepath.Join(src, "d2", "big"), randBytes(3<<20))
-	sn := backupDir(t, r, src, backup.Options{})
-	out := filepath.Join(t.TempDir(), "out")
-	fd, _ := restore.NewFolder(out)
-	dst := &orderDest{Folder: fd}
-	var walked []string
-	_, err := restore.Restore(t.Context(), r, sn.RootNode(), dst, restore.Options{Concurrency: 8,
-		Report: func(a restore.Action, p, _ string) {
-			if !strings.HasPrefix(filepath.Base(p), "d") { // files, not the folders
-				walked = append(walked, p)
-			}
-		}})
-	if err != nil {
+	for _, p := range []string{"d1/e/f/g/x", "d1/e/y", "d3/z/w", "e/only"} {
+		writeFile(t, filepath.Join(src, filepath.FromSlash(p)), []byte(p))
+	}
+	if err := testtree.SetTimes(src); err != nil {
 		t.Fatal(err)
 	}
-	compareTrees(t, src, out)
-	if o := dst.overlap.Load(); o != 0 {
-		t.Fatalf("%d file creations overlapped another", o)
-	}
-	if len(dst.order) != len(walked) {
-		t.Fatalf("%d files created, %d walked", len(dst.order), len(walked))
-	}
-	for i := range walked {
-		if dst.order[i] != walked[i] {
-			t.Fatalf("file %d created: %s, in tree order: %s", i, dst.order[i], walked[i])
+	sn := backupDir(t, r, src, backup.Options{})
+	for _, empty := range []bool{false, true} {
+		out := filepath.Join(t.TempDir(), "out")
+		if empty {
+			if err := os.Mkdir(out, 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+		fd, _ := restore.NewFolder(out)
+		dst := &orderDest{Folder: fd}
+		walked := map[string]bool{}
+		st, err := restore.Restore(t.Context(), r, sn.RootNode(), dst, restore.Options{Concurrency: 8,
+			Report: func(a restore.Action, p, _ string) {
+				if a != restore.Create {
+					t.Errorf("%s: %v, want create", p, a)
+				}
+				walked[p] = true
+			}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		compareTrees(t, src, out)
+		if o := dst.overlap.Load(); o != 0 {
+			t.Fatalf("%d file creations overlapped another", o)
+		}
+		var dirs, files int
+		for i, e := range dst.order {
+			p := e[2:]
+			if !walked[p] {
+				t.Fatalf("%s made, but not in the snapshot", e)
+			}
+			delete(walked, p)
+			if e[0] == 'f' {
+				files++
+				continue
+			}
+			dirs++
+			if files > 0 {
+				t.Fatalf("folder %s made after %d files (entry %d)", p, files, i)
+			}
+		}
+		if dirs != 10 || uint64(files) != st.Files || files != 405 {
+			t.Fatalf("made %d folders and %d files, restored %d files; want 10 and 405", dirs, files, st.Files)
+		}
+		if len(walked) != 0 {
+			t.Fatalf("walked but never made: %v", walked)
 		}
 	}
 }

@@ -191,6 +191,15 @@ func testOddKeys(t *testing.T, oddKeys []string) {
 			t.Errorf("restore did not report mapping %q:\n%s", k, r.stderr)
 		}
 	}
+	// Each mapping is reported once (folders are made ahead of the walk
+	// that reports them).
+	seen := map[string]bool{}
+	for _, l := range strings.Split(r.stderr, "\n") {
+		if strings.Contains(l, " restored as ") && seen[l] {
+			t.Errorf("reported twice: %s", l)
+		}
+		seen[l] = true
+	}
 	// A plain name is not reported.
 	if strings.Contains(r.stderr, `"/a-c" restored as`) {
 		t.Errorf("restore reported a plain name:\n%s", r.stderr)

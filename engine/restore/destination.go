@@ -32,16 +32,23 @@ type FileWriter interface {
 	Close(abort bool) error
 }
 
-// SerialCreator is implemented by destinations whose files are best
-// created one at a time, in tree order, ahead of the workers that write
-// them (SerialCreate returns true): a local folder. There, creators in one
-// directory queue on its lock, and on ext4 without a journal each new
-// inode scans the inodes freed in the last minute while holding it, so
-// parallel creators spin instead of working, and those that race for
-// the same free inode scan again (see docs/PERFORMANCE.md). Other
+// SerialCreator is implemented by destinations on a local file system
+// (a folder), whose files are best created by one creator ahead of the
+// workers that write them, and whose directories, in a fresh restore, are
+// best all created before any file. There, creators in one directory
+// queue on its lock, and on ext4 without a journal each new inode scans
+// the inodes of its group freed in the last minute: after "rm -rf" of a
+// tree, a restore that puts thousands of files into the groups the
+// deleted tree used scans thousands of inodes per file. Directories made
+// first land together near their parent, and files created round-robin
+// over their folders spread over many groups instead of filling the
+// freed ones (see docs/PERFORMANCE.md, "Restore on a busy disk"). Other
 // destinations have each file created by the first worker that needs it.
 type SerialCreator interface {
-	SerialCreate() bool
+	// MkDirAhead creates the directory at path (its parent exists)
+	// before the walk reaches it, reporting nothing; the walk's MkDir
+	// then finds it there. An error is ignored: MkDir reports it.
+	MkDirAhead(ctx context.Context, path string) error
 }
 
 // BesideFiler is implemented by destinations that must know, before
@@ -88,6 +95,9 @@ type Inspector interface {
 	// Lstat returns what is at path, nil if nothing, without following a
 	// symlink. dir says the snapshot has a directory there.
 	Lstat(ctx context.Context, path string, dir bool) (*Existing, error)
+	// Empty says whether the directory at path holds nothing, so that a
+	// restore into it need not look before each entry.
+	Empty(ctx context.Context, path string) (bool, error)
 	// Remove removes what is at path: a directory with all it holds.
 	// dir is as for Lstat.
 	Remove(ctx context.Context, path string, dir bool) error

@@ -51,9 +51,37 @@ func NewFolder(dir string) (*Folder, error) {
 
 func (d *Folder) URI() string { return d.root }
 
-// SerialCreate implements SerialCreator: files are created one at a time,
-// in tree order.
-func (d *Folder) SerialCreate() bool { return true }
+// MkDirAhead implements SerialCreator: the directory is made as MkDir
+// makes it, with no report of a mapped name (MkDir reports it when the
+// walk gets there).
+func (d *Folder) MkDirAhead(ctx context.Context, path string) error {
+	lp, err := d.place(path, true, false)
+	if err != nil {
+		return err
+	}
+	return os.Mkdir(lp, 0o700)
+}
+
+// Empty implements Inspector.
+func (d *Folder) Empty(ctx context.Context, path string) (bool, error) {
+	lp, _, _, err := d.localPath(path, true)
+	if err != nil {
+		return false, err
+	}
+	f, err := os.Open(lp)
+	if err != nil {
+		return false, fmt.Errorf("restore: %w", err)
+	}
+	defer f.Close()
+	names, err := f.Readdirnames(1)
+	if errors.Is(err, io.EOF) {
+		return true, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("restore: %w", err)
+	}
+	return len(names) == 0, nil
+}
 
 // localPath maps item path p below the target. With KeyMapping each
 // segment goes through LocalName (keymap.go), so that every S3 key has a
@@ -96,14 +124,15 @@ func (d *Folder) localPath(p string, dir bool) (lp, last string, mapped bool, er
 	return b.String(), last, mapped, nil
 }
 
-// place returns the local path of p, reports a mapped name, and makes the
-// folders that the pieces of a name over NameMax are nested in.
-func (d *Folder) place(p string, isDir bool) (string, error) {
+// place returns the local path of p, reports a mapped name (if report),
+// and makes the folders that the pieces of a name over NameMax are nested
+// in.
+func (d *Folder) place(p string, isDir, report bool) (string, error) {
 	lp, last, mapped, err := d.localPath(p, isDir)
 	if err != nil || !mapped {
 		return lp, err
 	}
-	if d.Mapped != nil {
+	if d.Mapped != nil && report {
 		rel, _ := filepath.Rel(d.root, lp)
 		d.Mapped(p, rel)
 	}
@@ -128,7 +157,7 @@ func (d *Folder) place(p string, isDir bool) (string, error) {
 }
 
 func (d *Folder) MkDir(ctx context.Context, path string, n *tree.Node) error {
-	lp, err := d.place(path, true)
+	lp, err := d.place(path, true, true)
 	if err != nil {
 		return err
 	}
@@ -332,7 +361,7 @@ func (d *Folder) FinishDir(ctx context.Context, path string, n *tree.Node) error
 // Symlink creates the link; one replacing an existing entry that is not a
 // directory is made beside it and renamed over it.
 func (d *Folder) Symlink(ctx context.Context, path string, n *tree.Node) error {
-	lp, err := d.place(path, false)
+	lp, err := d.place(path, false, true)
 	if err != nil {
 		return err
 	}
@@ -378,7 +407,7 @@ type fsFile struct {
 // a symlink, which is never followed) is written beside it and renamed
 // over it only when complete, so a failed replacement leaves the old one.
 func (d *Folder) CreateFile(ctx context.Context, path string, n *tree.Node) (FileWriter, error) {
-	lp, err := d.place(path, false)
+	lp, err := d.place(path, false, true)
 	if err != nil {
 		return nil, err
 	}

@@ -11,7 +11,6 @@ import (
 
 	"context"
 	"errors"
-	"strings"
 
 	"fmt"
 	"runtime"
@@ -158,8 +157,8 @@ type restoreFile struct {
 	failed  atomic.Bool
 	errOnce sync.Once
 
-	// A SerialCreator destination's files are created by one creator, in
-	// tree order, ahead of the workers, which wait for created. Other
+	// A SerialCreator destination's files are created by one creator,
+	// ahead of the workers, which wait for created. Other
 	// destinations' are created by the first worker to need them, so
 	// creating thousands of small objects runs on every core, not in the
 	// walker.
@@ -234,23 +233,27 @@ func Restore(ctx context.Context, r *engine.Repo, node *tree.Node, dst Destinati
 			return Stats{}, fmt.Errorf("restore: %s exists and is a %s, not a directory", dst.URI(), ex.Kind())
 		}
 		fresh = ex == nil
+		if ex != nil {
+			// An empty folder is as good as none: nothing to look at
+			// before each entry.
+			if fresh, err = insp.Empty(ctx, ""); err != nil {
+				return Stats{}, err
+			}
+		}
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	rs := &restorer{r: r, dst: dst, insp: insp, opt: opt, fetches: make(chan *fetch, opt.Concurrency), cancel: cancel}
 	// The walker plans fetches; workers read, open and write them. For a
-	// SerialCreator, one creator creates the files in the order the
-	// walker meets them.
+	// SerialCreator, one creator creates the files the walker meets.
 	var cwg, wg sync.WaitGroup
-	if sc, ok := dst.(SerialCreator); ok && sc.SerialCreate() {
+	sc, _ := dst.(SerialCreator)
+	if sc != nil {
 		rs.creates = make(chan *restoreFile, 4*maxFetchFiles)
 		cwg.Add(1)
 		go func() {
 			defer cwg.Done()
-			for f := range rs.creates {
-				rs.create(ctx, f)
-				close(f.created)
-			}
+			rs.creator(ctx)
 		}()
 	}
 	for i := 0; i < opt.Concurrency; i++ {
@@ -272,6 +275,9 @@ func Restore(ctx context.Context, r *engine.Repo, node *tree.Node, dst Destinati
 		err = dst.MkDir(ctx, "", root)
 	}
 	if err == nil && node.Type == tree.TypeDir {
+		if sc != nil && fresh && !opt.DryRun {
+			rs.mkDirsAhead(ctx, sc, node, "")
+		}
 		err = rs.walk(ctx, node, "", fresh)
 		if !opt.DryRun {
 			rs.dirs = append(rs.dirs, dirMeta{"", node})
@@ -366,11 +372,7 @@ func (rs *restorer) walk(ctx context.Context, dir *tree.Node, path string, fresh
 		rs.fail(path+"/", fmt.Errorf("directory unreadable: %w", err))
 		return nil
 	}
-	// files holds names of non-directories that are prefixes of the
-	// current sort key: a file "x" sorts before the directory "x/" and
-	// everything between them starts with "x", so this finds a directory
-	// beside a file of the same name without a lookup.
-	var files []string
+	var b besides
 	deleting := rs.opt.Delete && !fresh
 	var children []Child
 	it := rs.r.Iter(d)
@@ -383,19 +385,12 @@ func (rs *restorer) walk(ctx context.Context, dir *tree.Node, path string, fresh
 		if !ok {
 			break
 		}
-		key := n.SortKey()
-		for len(files) > 0 && !strings.HasPrefix(key, files[len(files)-1]) {
-			files = files[:len(files)-1]
-		}
 		p := path + "/" + n.Name
 		cp := *n
-		if n.Type == tree.TypeDir && len(files) > 0 && files[len(files)-1] == n.Name {
+		if b.next(n) {
 			if bf, ok := rs.dst.(BesideFiler); ok {
 				bf.BesideFile(p)
 			}
-		}
-		if n.Type != tree.TypeDir {
-			files = append(files, n.Name)
 		}
 		if deleting {
 			children = append(children, Child{Name: n.Name, Dir: n.Type == tree.TypeDir})
