@@ -208,7 +208,9 @@ func checkListingPrefetch(t *testing.T, cs *countingStore, ctx context.Context, 
 		}
 		break
 	}
-	if w := f.Stats().Windows; w.Loads != after.Loads || w.Hits <= after.Hits {
+	// (Or pushed into the kernel's cache from it, push.go: either way
+	// without another ranged read.)
+	if w := f.Stats().Windows; w.Loads != after.Loads || w.Hits <= after.Hits && f.Stats().Pushed == 0 {
 		t.Fatalf("the first file of d2 was not read from the prefetched window: %+v, then %+v", after, w)
 	}
 }
