@@ -88,7 +88,7 @@ func (d *dirNode) pushListed() {
 // d.push.mu must be held.
 func (d *dirNode) startLocked() bool {
 	p := &d.push
-	if p.running || p.next >= p.want || d.fsys.baseCtx.Err() != nil {
+	if p.running || p.next >= p.want || d.fsys.noPush || d.fsys.baseCtx.Err() != nil {
 		return false
 	}
 	p.running = true

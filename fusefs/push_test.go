@@ -139,7 +139,9 @@ func TestPushSmallFiles(t *testing.T) {
 
 			// d1 out of order pushes nothing; all of it read in any
 			// order is byte-exact.
+			idle() // d0's pushes
 			d1 := listOrder(t, filepath.Join(base, "d1"))
+			idle() // the listing's, if d0's last reads went through FUSE
 			pushed = f.pushed.Load()
 			reads("d1", []string{d1[40], d1[12], d1[100], d1[70]})
 			idle()
