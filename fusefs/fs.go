@@ -105,7 +105,7 @@ type FS struct {
 	listReads  atomic.Int64 // smallReads when the last listing ended
 	pushed     atomic.Int64 // small files pushed into the kernel's cache (push.go)
 	pushing    atomic.Int32 // folders being pushed now
-	noPush     bool         // push nothing (tests of the rest)
+	noPush     atomic.Bool  // push nothing: the kernel cannot take it (or a test of the rest)
 	trees      *trees
 
 	baseCtx context.Context // background fetches; cancelled by Close

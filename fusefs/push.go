@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"sync"
+	"syscall"
 
 	"github.com/coffer-backup/coffer/engine/keymap"
 	"github.com/coffer-backup/coffer/engine/tree"
@@ -88,7 +89,7 @@ func (d *dirNode) pushListed() {
 // d.push.mu must be held.
 func (d *dirNode) startLocked() bool {
 	p := &d.push
-	if p.running || p.next >= p.want || d.fsys.noPush || d.fsys.baseCtx.Err() != nil {
+	if p.running || p.next >= p.want || d.fsys.noPush.Load() || d.fsys.baseCtx.Err() != nil {
 		return false
 	}
 	p.running = true
@@ -178,8 +179,11 @@ func (d *dirNode) pushFile(ctx context.Context, n *tree.Node) {
 	if err != nil || uint64(len(data)) != fn.n.Size {
 		return // a read will say why
 	}
-	if in.WriteCache(0, data) == 0 {
+	switch in.WriteCache(0, data) {
+	case 0:
 		fn.pushed.Store(true)
 		f.pushed.Add(1)
+	case syscall.ENOSYS:
+		f.noPush.Store(true) // a kernel without NOTIFY_STORE
 	}
 }
