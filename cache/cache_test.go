@@ -3,6 +3,8 @@ package cache
 import (
 	"context"
 	"errors"
+	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -300,5 +302,54 @@ func TestLRURemoveAndCapacity(t *testing.T) {
 	}
 	if _, err := c.Get(ctx, idOf(1)); err != nil || st.Count(idOf(1)) != 2 {
 		t.Fatalf("a removed value is not loaded again: %d loads, %v", st.Count(idOf(1)), err)
+	}
+}
+
+// TestLRUGetHere: GetHere loads in the caller's goroutine, merges with
+// Gets of the same key running meanwhile (one load), keeps the value, and
+// does not keep a failure.
+func TestLRUGetHere(t *testing.T) {
+	st := cachetest.NewStore[blobID]()
+	st.Delay = 50 * time.Millisecond
+	st.Blobs[idOf(1)] = []byte("one")
+	st.Blobs[idOf(2)] = []byte("two")
+	var inline atomic.Bool
+	c := NewBytes(1<<20, 4, func(ctx context.Context, id blobID) ([]byte, error) {
+		buf := make([]byte, 16<<10)
+		if strings.Contains(string(buf[:runtime.Stack(buf, false)]), "TestLRUGetHere(") {
+			inline.Store(true)
+		}
+		return st.Load(ctx, id)
+	})
+	defer c.Close()
+	if b, err := c.GetHere(idOf(1)); err != nil || string(b) != "one" || !inline.Load() || !c.Contains(idOf(1)) {
+		t.Fatalf("GetHere: %q %v, in the caller's goroutine %v, kept %v", b, err, inline.Load(), c.Contains(idOf(1)))
+	}
+	if b, err := c.GetHere(idOf(1)); err != nil || string(b) != "one" || st.Count(idOf(1)) != 1 {
+		t.Fatalf("GetHere of a kept value: %q %v, %d loads", b, err, st.Count(idOf(1)))
+	}
+	var wg sync.WaitGroup
+	for i := 0; i < 20; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var b []byte
+			var err error
+			if i%2 == 0 {
+				b, err = c.GetHere(idOf(2))
+			} else {
+				b, err = c.Get(context.Background(), idOf(2))
+			}
+			if err != nil || string(b) != "two" {
+				t.Errorf("get: %q %v", b, err)
+			}
+		}()
+	}
+	wg.Wait()
+	if n := st.Count(idOf(2)); n != 1 {
+		t.Fatalf("%d loads of one key by concurrent GetHere and Get", n)
+	}
+	if _, err := c.GetHere(idOf(3)); !errors.Is(err, cachetest.ErrNotFound) || c.Contains(idOf(3)) {
+		t.Fatalf("missing blob: %v", err)
 	}
 }

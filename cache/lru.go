@@ -122,6 +122,30 @@ func (c *LRU[K, V]) GetWith(ctx context.Context, key K, fn func(context.Context)
 	}
 }
 
+// GetHere is Get for a caller that would only wait: the load, if key is
+// neither in memory nor coming, runs in the caller's goroutine (merged
+// with Gets of key meanwhile, and kept), which saves a goroutine and its
+// stack per load. It waits until the load ends or the LRU is closed.
+func (c *LRU[K, V]) GetHere(key K) (V, error) {
+	c.mu.Lock()
+	if v, ok := c.lru.Get(key); ok {
+		c.mu.Unlock()
+		c.hits.Add(1)
+		return v, nil
+	}
+	c.misses.Add(1)
+	if cl := c.inflight[key]; cl != nil {
+		c.mu.Unlock()
+		<-cl.done
+		return cl.val, cl.err
+	}
+	cl := &call[V]{done: make(chan struct{})}
+	c.inflight[key] = cl
+	c.mu.Unlock()
+	c.run(cl, func(ctx context.Context) (V, error) { return c.load(ctx, key) }, key)
+	return cl.val, cl.err
+}
+
 // Contains reports whether key is in memory.
 func (c *LRU[K, V]) Contains(key K) bool {
 	c.mu.Lock()

@@ -112,15 +112,16 @@ func (s *smallFiles) add(f *FS, n *tree.Node) {
 }
 
 // fetch queues the windows of the files noted, at most listPrefetch of
-// them, and forgets the files.
-func (s *smallFiles) fetch(f *FS) {
+// them, and forgets the files. It returns whether it did: small files
+// are being read and the folder has some.
+func (s *smallFiles) fetch(f *FS) bool {
 	ids := s.ids
 	s.ids = nil
 	// Only while files are being read: a listing that reads none (ls
 	// -lR, find) fetches no content.
 	reads := f.smallReads.Load()
 	if f.listReads.Swap(reads) == reads || len(ids) == 0 {
-		return
+		return false
 	}
 	go func() {
 		queued := 0
@@ -140,4 +141,5 @@ func (s *smallFiles) fetch(f *FS) {
 			queued += f.windows.Prefetch(p, size, int64(loc.Offset), int64(loc.Length))
 		}
 	}()
+	return true
 }

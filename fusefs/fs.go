@@ -103,6 +103,9 @@ type FS struct {
 
 	smallReads atomic.Int64 // reads of small files so far
 	listReads  atomic.Int64 // smallReads when the last listing ended
+	pushed     atomic.Int64 // small files pushed into the kernel's cache (push.go)
+	pushing    atomic.Int32 // folders being pushed now
+	noPush     atomic.Bool  // push nothing: the kernel cannot take it (or a test of the rest)
 	trees      *trees
 
 	baseCtx context.Context // background fetches; cancelled by Close
@@ -219,11 +222,15 @@ func (f *FS) treeBlob(ctx context.Context, id crypto.ID) ([]byte, error) {
 // Stats describe what the caches did.
 type Stats struct {
 	Chunks, Windows, Dirs, Pages cache.Stats
+	// Pushed counts the small files pushed into the kernel's cache
+	// ahead of a reader.
+	Pushed int64
 }
 
 // Stats returns the caches' counters.
 func (f *FS) Stats() Stats {
-	return Stats{Chunks: f.chunks.Stats(), Windows: f.windows.Stats(), Dirs: f.trees.dirs.Stats(), Pages: f.trees.pages.Stats()}
+	return Stats{Chunks: f.chunks.Stats(), Windows: f.windows.Stats(), Dirs: f.trees.dirs.Stats(), Pages: f.trees.pages.Stats(),
+		Pushed: f.pushed.Load()}
 }
 
 // memoryAllowance is what a mount needs besides its caches: the runtime,

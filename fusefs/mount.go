@@ -2,6 +2,7 @@ package fusefs
 
 import (
 	"fmt"
+	"log"
 	"time"
 
 	"github.com/hanwen/go-fuse/v2/fs"
@@ -18,6 +19,8 @@ type MountOptions struct {
 	FsName string
 	// Debug logs every FUSE request.
 	Debug bool
+	// debugLog, if set, receives what Debug logs (tests count requests).
+	debugLog *log.Logger
 	// NeedOpen makes every open of a file reach the mount (with a
 	// handle of its own), as a test of the handle path does; by
 	// default the kernel opens files by itself when it can.
@@ -50,7 +53,12 @@ func Mount(dir string, root fs.InodeEmbedder, mo MountOptions) (*fuse.Server, er
 			Name:         "coffer",
 			MaxReadAhead: 128 << 10,
 			MaxWrite:     1 << 20, // also the largest read request
-			Debug:        mo.Debug,
+			// Replies come from memory: splicing them costs a pipe and
+			// three system calls where one writev does (go-fuse tries
+			// a splice for every read reply, and gives up on bytes).
+			DisableSplice: true,
+			Debug:         mo.Debug || mo.debugLog != nil,
+			Logger:        mo.debugLog,
 		},
 	}
 	if opts.FsName == "" {

@@ -243,6 +243,7 @@ const (
 // name the same inode number every time.
 type listDir struct {
 	fs.Inode
+	noXattrs
 	fsys *FS
 	kind listKind
 	src  string // listSource: the source's folder name
@@ -253,6 +254,7 @@ var (
 	_ = (fs.NodeReaddirer)((*listDir)(nil))
 	_ = (fs.NodeGetattrer)((*listDir)(nil))
 	_ = (fs.NodeStatfser)((*listDir)(nil))
+	_ = (fs.NodeGetxattrer)((*listDir)(nil))
 )
 
 // entries returns the names in d in v, sorted, and d's mtime; ok is
@@ -355,6 +357,7 @@ func (d *listDir) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno
 // of source src.
 type latestLink struct {
 	fs.Inode
+	noXattrs
 	fsys *FS
 	src  string // "" for every source
 }
@@ -362,6 +365,7 @@ type latestLink struct {
 var (
 	_ = (fs.NodeReadlinker)((*latestLink)(nil))
 	_ = (fs.NodeGetattrer)((*latestLink)(nil))
+	_ = (fs.NodeGetxattrer)((*latestLink)(nil))
 )
 
 // target returns the link's target and the time of that snapshot.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/coffer-backup/coffer/engine/keymap"
@@ -98,11 +99,38 @@ func (e *entry) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
 	return 0
 }
 
+// xattrUnsupported is the errno for the attributes of name's namespace
+// when a node has none of it: EOPNOTSUPP for the namespaces a snapshot
+// never holds (security.*, system.* such as POSIX ACLs, trusted.*),
+// ENODATA for user.*.
+//
+// EOPNOTSUPP is what a file system without those attributes answers, and
+// tools take it so: ls -l asks for security.selinux and
+// system.posix_acl_access of every entry, each a FUSE round trip that
+// the kernel does not cache, but stops asking for the rest of the file
+// system (coreutils caches "unsupported" by device) after the first
+// EOPNOTSUPP. With ENODATA it asked 40,666 times for an ls -lR of 20k
+// entries, nearly all of the requests.
+func xattrUnsupported(name string) syscall.Errno {
+	if strings.HasPrefix(name, "user.") {
+		return syscall.ENODATA
+	}
+	return syscall.EOPNOTSUPP
+}
+
+// noXattrs answers for a node without attributes: the folders of the
+// snapshot list and of pieces, and the latest links.
+type noXattrs struct{}
+
+func (noXattrs) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	return 0, xattrUnsupported(attr)
+}
+
 // Getxattr returns attribute user.s3.<key>.
 func (e *entry) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
 	key, ok := strings.CutPrefix(attr, xattrPrefix)
 	if !ok {
-		return 0, syscall.ENODATA
+		return 0, xattrUnsupported(attr)
 	}
 	v, ok := e.n.Attr(key)
 	if !ok {
@@ -152,6 +180,7 @@ func (f *FS) newNode(n *tree.Node, snap int64) fs.InodeEmbedder {
 // tree cache) when it is first looked into.
 type dirNode struct {
 	entry
+	push pusher // small files pushed into the kernel's cache (push.go)
 }
 
 var (
@@ -219,15 +248,21 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 	if !ok {
 		return nil, syscall.ENOENT
 	}
-	return d.child(ctx, &d.Inode, n, out), 0
+	return d.child(ctx, &d.Inode, n, out, 0), 0
 }
 
 // child returns the inode of entry n of d, a child of parent (d, or one
-// of d's piece folders), and fills out.
-func (d *dirNode) child(ctx context.Context, parent *fs.Inode, n *tree.Node, out *fuse.EntryOut) *fs.Inode {
+// of d's piece folders), and fills out. pos is n's position in d
+// counting from 1, if known (0 if not).
+func (d *dirNode) child(ctx context.Context, parent *fs.Inode, n *tree.Node, out *fuse.EntryOut, pos uint64) *fs.Inode {
 	ino := childIno(d.StableAttr().Ino, n.SortKey())
 	fillAttr(withSnapTime(n, d.snap), ino, &out.Attr)
-	return parent.NewInode(ctx, d.fsys.newNode(n, d.snap), fs.StableAttr{Mode: stableMode(n.Type), Ino: ino})
+	node := d.fsys.newNode(n, d.snap)
+	if fn, ok := node.(*fileNode); ok && parent == &d.Inode {
+		fn.dir = d
+		fn.pos.Store(pos)
+	}
+	return parent.NewInode(ctx, node, fs.StableAttr{Mode: stableMode(n.Type), Ino: ino})
 }
 
 func (d *dirNode) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
@@ -307,7 +342,9 @@ func (h *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Err
 		}
 		if !ok {
 			h.pos--
-			h.small.fetch(h.d.fsys)
+			if h.small.fetch(h.d.fsys) {
+				h.d.pushListed()
+			}
 			return nil, 0
 		}
 		h.small.add(h.d.fsys, n)
@@ -348,7 +385,14 @@ func (h *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
 func (h *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	if n := h.last; n != nil {
 		if ln, err := h.d.fsys.localName(ctx, h.dir, n); err == nil && ln == name {
-			return h.d.child(ctx, &h.d.Inode, n, out), 0
+			pos := h.pos - 2 // entry h.pos-3, counting from 1
+			if old := h.d.GetChild(name); old != nil {
+				// go-fuse keeps the node it has: it learns where it is.
+				if fn, ok := old.Operations().(*fileNode); ok {
+					fn.pos.CompareAndSwap(0, pos)
+				}
+			}
+			return h.d.child(ctx, &h.d.Inode, n, out, pos), 0
 		}
 	}
 	return h.d.Lookup(ctx, name, out)
@@ -371,6 +415,7 @@ const pieceSuffix = "%+"
 // directory's and the prefix, its attributes from the directory's.
 type pieceDir struct {
 	fs.Inode
+	noXattrs
 	owner  *dirNode
 	prefix string
 }
@@ -380,6 +425,7 @@ var (
 	_ = (fs.NodeReaddirer)((*pieceDir)(nil))
 	_ = (fs.NodeGetattrer)((*pieceDir)(nil))
 	_ = (fs.NodeStatfser)((*pieceDir)(nil))
+	_ = (fs.NodeGetxattrer)((*pieceDir)(nil))
 )
 
 // withPrefix calls fn with each entry of d whose local name starts with
@@ -451,7 +497,7 @@ func (d *dirNode) lookupPiece(ctx context.Context, parent *fs.Inode, prefix, nam
 	if n == nil {
 		return nil, syscall.ENOENT
 	}
-	return d.child(ctx, parent, n, out), 0
+	return d.child(ctx, parent, n, out, 0), 0
 }
 
 // pieceAttr is what the folders of pieces in d show: d's owner, mode and
@@ -516,6 +562,9 @@ func (p *pieceDir) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errn
 // read-ahead follows the node's reads.
 type fileNode struct {
 	entry
+	dir    *dirNode      // the directory it is listed in, if not in a piece folder
+	pos    atomic.Uint64 // its position in dir counting from 1, once listed
+	pushed atomic.Bool   // its content was pushed into the kernel's cache
 
 	mu   sync.Mutex
 	file *object.Layout[crypto.ID]
@@ -590,6 +639,9 @@ func (f *fileNode) Flush(ctx context.Context, fh fs.FileHandle) syscall.Errno {
 func (f *fileNode) read(ctx context.Context, r *object.Reader[crypto.ID], dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	if off == 0 && r.Size() <= f.fsys.small {
 		f.fsys.smallReads.Add(1)
+		if pos := f.pos.Load(); f.dir != nil && pos != 0 {
+			f.dir.smallRead(pos)
+		}
 	}
 	n, err := r.ReadAt(ctx, dest, off)
 	if err != nil && n == 0 && off < r.Size() {
@@ -613,6 +665,7 @@ type linkNode struct {
 var (
 	_ = (fs.NodeReadlinker)((*linkNode)(nil))
 	_ = (fs.NodeGetattrer)((*linkNode)(nil))
+	_ = (fs.NodeGetxattrer)((*linkNode)(nil))
 )
 
 func (l *linkNode) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
