@@ -18,6 +18,7 @@ import (
 	"github.com/coffer-backup/coffer/engine/store/faults"
 	"github.com/coffer-backup/coffer/engine/tree"
 	"github.com/coffer-backup/coffer/internal/testtree"
+	"golang.org/x/sys/unix"
 )
 
 // smallFiles writes n small files (0 to 4 KiB, some empty) over a few
@@ -263,5 +264,36 @@ func TestRestoreIdenticalSmallFiles(t *testing.T) {
 	if err := restoreAll(t, r, sn, out); err != nil {
 		t.Fatal(err)
 	}
+	compareTrees(t, src, out)
+}
+
+// TestRestoreWithinOpenFileLimit: with a low limit on open files (1024 is
+// common; this uses 200), a restore of thousands of small files by many
+// workers keeps the files it holds open below it, instead of failing
+// files with "too many open files".
+func TestRestoreWithinOpenFileLimit(t *testing.T) {
+	r, _ := newTestRepo(t, engine.CreateOptions{Chunker: testChunker})
+	src := t.TempDir()
+	smallFiles(t, src, 3000)
+	sn := backupDir(t, r, src, backup.Options{})
+	var old unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &old); err != nil {
+		t.Fatal(err)
+	}
+	low := old
+	low.Cur = 200
+	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &low); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Setrlimit(unix.RLIMIT_NOFILE, &old)
+	out := filepath.Join(t.TempDir(), "out")
+	dst, _ := restore.NewFolder(out)
+	var warned []string
+	_, err := restore.Restore(t.Context(), r, sn.RootNode(), dst, restore.Options{Concurrency: 16,
+		Warn: func(p string, err error) { warned = append(warned, p+": "+err.Error()) }})
+	if err != nil {
+		t.Fatalf("%v; %d warnings, first: %v", err, len(warned), warned[:min(len(warned), 1)])
+	}
+	unix.Setrlimit(unix.RLIMIT_NOFILE, &old)
 	compareTrees(t, src, out)
 }

@@ -60,3 +60,23 @@ func TestBesides(t *testing.T) {
 		}
 	}
 }
+
+// TestSizeFetches: the files a restore may hold open (those of the fetches
+// planned, queued and being written) stay within the limit on open files.
+func TestSizeFetches(t *testing.T) {
+	if f, w := sizeFetches(0, 16); f != maxFetchFiles || w != 16 {
+		t.Fatalf("no limit: %d files per fetch, %d workers", f, w)
+	}
+	for _, limit := range []int{100, 200, 1024, 4096, 20000, 1 << 20} {
+		for _, workers := range []int{1, 4, 16, 64} {
+			f, w := sizeFetches(limit, workers)
+			open := f*(2*w+maxOpenFetches+1) + 1
+			if f < 1 || w < 1 || w > workers || f > maxFetchFiles || open+w+openReserve > max(limit, 2*openReserve) {
+				t.Errorf("limit %d, %d workers: %d files per fetch, %d workers: up to %d open", limit, workers, f, w, open)
+			}
+		}
+	}
+	if f, w := sizeFetches(20000, 16); f != maxFetchFiles || w != 16 {
+		t.Errorf("limit 20000: %d files per fetch, %d workers; want no change", f, w)
+	}
+}

@@ -49,6 +49,10 @@ type SerialCreator interface {
 	// before the walk reaches it, reporting nothing; the walk's MkDir
 	// then finds it there. An error is ignored: MkDir reports it.
 	MkDirAhead(ctx context.Context, path string) error
+	// MaxOpen says how many files the process may hold open at once (0:
+	// no limit known). The restore keeps the files it has created and
+	// not finished well below it.
+	MaxOpen() int
 }
 
 // BesideFiler is implemented by destinations that must know, before

@@ -62,6 +62,16 @@ func (d *Folder) MkDirAhead(ctx context.Context, path string) error {
 	return os.Mkdir(lp, 0o700)
 }
 
+// MaxOpen implements SerialCreator: the limit on open files (Go raises
+// the soft limit to the hard one when it starts).
+func (d *Folder) MaxOpen() int {
+	var rl unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &rl); err != nil || rl.Cur > 1<<30 {
+		return 0
+	}
+	return int(rl.Cur)
+}
+
 // Empty implements Inspector.
 func (d *Folder) Empty(ctx context.Context, path string) (bool, error) {
 	lp, _, _, err := d.localPath(path, true)

@@ -196,11 +196,35 @@ const maxGap = 256 << 10
 // maxFetchFiles bounds the files one fetch feeds, and maxOpenFetches the
 // fetches being planned at once (one per pack the last files came
 // from: a backup fills a few packs at once); together they bound the
-// files open at once.
+// files open at once: a file is created after the walker has met it and
+// finished by the worker of its last fetch, so the files open are at
+// most those of the fetches being planned, queued for the workers
+// (Concurrency) and being written (Concurrency), plus one.
 const (
 	maxFetchFiles  = 128
 	maxOpenFetches = 4
 )
+
+// openReserve is what a restore leaves of the open-file limit for
+// reading the store and everything else.
+const openReserve = 64
+
+// sizeFetches returns the files a fetch may feed, and the workers, so
+// that the files open at once stay within limit (0: none known).
+func sizeFetches(limit, workers int) (files, w int) {
+	files = maxFetchFiles
+	if limit <= 0 {
+		return files, workers
+	}
+	avail := max(limit-openReserve-workers, 8)
+	for {
+		files = min(maxFetchFiles, avail/(2*workers+maxOpenFetches+1))
+		if files >= 1 || workers == 1 {
+			return max(files, 1), workers
+		}
+		workers = max(1, workers/2)
+	}
+}
 
 // Restore writes node (a directory's contents, or a single entry) from sn
 // into dst.
@@ -243,11 +267,15 @@ func Restore(ctx context.Context, r *engine.Repo, node *tree.Node, dst Destinati
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	rs := &restorer{r: r, dst: dst, insp: insp, opt: opt, fetches: make(chan *fetch, opt.Concurrency), cancel: cancel}
+	sc, _ := dst.(SerialCreator)
+	perFetch := maxFetchFiles
+	if sc != nil {
+		perFetch, opt.Concurrency = sizeFetches(sc.MaxOpen(), opt.Concurrency)
+	}
+	rs := &restorer{r: r, dst: dst, insp: insp, opt: opt, fetches: make(chan *fetch, opt.Concurrency), fetchFiles: perFetch, cancel: cancel}
 	// The walker plans fetches; workers read, open and write them. For a
 	// SerialCreator, one creator creates the files the walker meets.
 	var cwg, wg sync.WaitGroup
-	sc, _ := dst.(SerialCreator)
 	if sc != nil {
 		rs.creates = make(chan *restoreFile, 4*maxFetchFiles)
 		cwg.Add(1)
@@ -326,14 +354,15 @@ type restorer struct {
 	// files, in order, to the creator (SerialCreator only). open holds
 	// the fetches being planned, oldest first, and last the one the last
 	// run joined (walker only).
-	fetches chan *fetch
-	creates chan *restoreFile
-	open    []*fetch
-	last    *fetch
-	dirs    []dirMeta
-	stats   Stats
-	failed  atomic.Int64
-	warnMu  sync.Mutex
+	fetches    chan *fetch
+	fetchFiles int // the most files a fetch feeds
+	creates    chan *restoreFile
+	open       []*fetch
+	last       *fetch
+	dirs       []dirMeta
+	stats      Stats
+	failed     atomic.Int64
+	warnMu     sync.Mutex
 
 	// A permanent error (access denied, bad credentials, a missing
 	// bucket) would fail every other entry the same way: it stops the
@@ -611,13 +640,13 @@ func (rs *restorer) file(ctx context.Context, p string, n *tree.Node) {
 // plan adds ru to the fetch being planned for its pack if it lies within
 // maxGap of it (before, after or inside: the blob workers of a backup
 // pack nearby files in any order) and the fetch stays within maxRun and
-// maxFetchFiles; otherwise it hands that fetch on and starts a new one.
+// fetchFiles; otherwise it hands that fetch on and starts a new one.
 // Files are planned in tree order, and a backup packs them in about that
 // order, so the small files of a folder mostly come out of a few reads.
 // An empty file (no blobs) joins the last fetch.
 func (rs *restorer) plan(ru *run) {
 	if len(ru.blobs) == 0 {
-		if c := rs.last; c != nil && len(c.runs) < maxFetchFiles {
+		if c := rs.last; c != nil && len(c.runs) < rs.fetchFiles {
 			c.runs = append(c.runs, ru)
 			return
 		}
@@ -629,7 +658,7 @@ func (rs *restorer) plan(ru *run) {
 			continue
 		}
 		start, end := min(c.start, ru.start), max(c.end, ru.end)
-		if ru.start <= c.end+maxGap && ru.end+maxGap >= c.start && end-start <= maxRun && len(c.runs) < maxFetchFiles {
+		if ru.start <= c.end+maxGap && ru.end+maxGap >= c.start && end-start <= maxRun && len(c.runs) < rs.fetchFiles {
 			c.start, c.end = start, end
 			c.runs = append(c.runs, ru)
 			rs.last = c
