@@ -129,14 +129,23 @@ type s3File struct {
 	h    headers
 	size int64
 
-	buf []byte // small objects: the whole content, PUT at Close
+	mu sync.Mutex
 
-	part  int64 // large objects: multipart in parts of this size
-	mp    *multipart
-	mu    sync.Mutex
-	parts map[int64]*partBuf
-	done  int64 // parts uploaded
-	err   error
+	buf []byte // small objects: the whole content, PUT at Close
+	got int64  // bytes written into buf
+
+	part int64 // large objects: multipart in parts of this size
+	mp   *multipart
+	// Part buffers are taken from the budget in part order (nextPart
+	// is the next to take; allocating says a writer is waiting for
+	// it): a writer never waits for a later part while an earlier one,
+	// which writers already hold bytes for, has no buffer.
+	parts      map[int64]*partBuf
+	nextPart   int64
+	allocating bool
+	allocated  *sync.Cond
+	done       int64 // parts uploaded
+	err        error
 }
 
 type partBuf struct {
@@ -144,15 +153,31 @@ type partBuf struct {
 	got  int64
 }
 
+// CreateFile starts an object. A small one (up to the part size) takes
+// its whole body from the memory budget now, waiting for room; a large
+// one goes up in parts, each taken from the budget when its first byte
+// comes. The part size is the source's, when the recorded ETag tells it
+// and it fits the budget (the copy then gets the same ETag), else the
+// part_size option's, clamped so that two parts fit the budget.
 func (d *Destination) CreateFile(ctx context.Context, path string, n *tree.Node) (restore.FileWriter, error) {
 	f := &s3File{d: d, ctx: ctx, key: d.c.opt.Prefix + path[1:], n: n, h: d.headers(n), size: int64(n.Size)}
-	part := d.c.opt.partSize()
+	mem := d.c.opt.Memory
+	part := fitPart(d.c.opt.partSize(), mem.Budget())
 	sourcePart := int64(0)
 	if d.c.opt.PartSize == 0 {
 		sourcePart = sourcePartSize(f.size, etagParts(attrValue(n.Attrs, AttrETag)))
+		if int64(sizeClass(int(min(sourcePart, 1<<40)))) > mem.Budget() {
+			sourcePart = 0 // cannot be held: cut at our part size (the ETag will differ)
+		}
 	}
 	if sourcePart == 0 && f.size <= part {
-		f.buf = make([]byte, f.size)
+		if f.size > 0 {
+			buf, err := mem.Get(ctx, int(f.size))
+			if err != nil {
+				return nil, fmt.Errorf("s3io: restore %s: %w", f.key, err)
+			}
+			f.buf = buf
+		}
 		return f, nil
 	}
 	if sourcePart > 0 {
@@ -161,9 +186,13 @@ func (d *Destination) CreateFile(ctx context.Context, path string, n *tree.Node)
 	// S3 allows 10,000 parts: grow the part for objects over 160 GiB.
 	if need := (f.size + 9999) / 10000; need > part {
 		part = (need + 1<<20 - 1) &^ (1<<20 - 1)
+		if int64(sizeClass(int(part))) > mem.Budget() {
+			return nil, fmt.Errorf("s3io: restore %s: %w", f.key, &ErrOverBudget{Size: part, Budget: mem.Budget()})
+		}
 	}
 	f.part = part
 	f.parts = map[int64]*partBuf{}
+	f.allocated = sync.NewCond(&f.mu)
 	in := &s3.CreateMultipartUploadInput{Bucket: &d.c.opt.Bucket, Key: &f.key,
 		ContentType: f.h.contentType, ContentEncoding: f.h.contentEncoding, ContentLanguage: f.h.contentLanguage,
 		CacheControl: f.h.cacheControl, ContentDisposition: f.h.contentDisposition, WebsiteRedirectLocation: f.h.redirect,
@@ -178,32 +207,33 @@ func (d *Destination) CreateFile(ctx context.Context, path string, n *tree.Node)
 }
 
 // WriteAt may be called concurrently for disjoint ranges. A large
-// object's part goes up as soon as all its bytes are there, so memory
-// holds only the parts still being filled.
+// object's part goes up as soon as all its bytes are there, and its
+// buffer goes back to the budget, so memory holds only the parts still
+// being filled. A write waits for the budget when its part has no
+// buffer yet; that cannot deadlock as long as each caller writes its
+// ranges in ascending order and a file's ranges are handed to callers in
+// ascending order (what engine/restore does): whoever holds bytes of a
+// part with a buffer is never the one waiting.
 func (f *s3File) WriteAt(p []byte, off int64) (int, error) {
 	if off < 0 || off+int64(len(p)) > f.size {
 		return 0, fmt.Errorf("s3io: write %s: range %d+%d beyond the object's %d bytes", f.key, off, len(p), f.size)
 	}
-	if f.buf != nil || f.size == 0 {
-		return copy(f.buf[off:], p), nil
+	if f.mp == nil {
+		n := copy(f.buf[off:], p)
+		f.mu.Lock()
+		f.got += int64(n)
+		f.mu.Unlock()
+		return n, nil
 	}
 	written := 0
 	for len(p) > 0 {
 		idx := off / f.part
 		start := idx * f.part
 		plen := min(f.part, f.size-start)
-		f.mu.Lock()
-		if f.err != nil {
-			err := f.err
-			f.mu.Unlock()
+		pb, err := f.partBuf(idx, plen)
+		if err != nil {
 			return written, err
 		}
-		pb := f.parts[idx]
-		if pb == nil {
-			pb = &partBuf{data: make([]byte, plen)}
-			f.parts[idx] = pb
-		}
-		f.mu.Unlock()
 		n := copy(pb.data[off-start:], p)
 		f.mu.Lock()
 		pb.got += int64(n)
@@ -213,15 +243,19 @@ func (f *s3File) WriteAt(p []byte, off int64) (int, error) {
 		}
 		f.mu.Unlock()
 		if full {
-			if err := f.mp.upload(f.ctx, int32(idx+1), pb.data); err != nil {
-				f.mu.Lock()
+			err := f.mp.upload(f.ctx, int32(idx+1), pb.data)
+			f.d.c.opt.Memory.Put(pb.data)
+			f.mu.Lock()
+			if err != nil && f.err == nil {
 				f.err = err
-				f.mu.Unlock()
+			}
+			if err == nil {
+				f.done++
+			}
+			f.mu.Unlock()
+			if err != nil {
 				return written + n, err
 			}
-			f.mu.Lock()
-			f.done++
-			f.mu.Unlock()
 		}
 		written += n
 		p = p[n:]
@@ -230,7 +264,60 @@ func (f *s3File) WriteAt(p []byte, off int64) (int, error) {
 	return written, nil
 }
 
+// partBuf returns the buffer of part idx (plen bytes), taking the
+// buffers of parts up to idx from the budget, in order, when they have
+// none yet.
+func (f *s3File) partBuf(idx, plen int64) (*partBuf, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for {
+		if f.err != nil {
+			return nil, f.err
+		}
+		if pb := f.parts[idx]; pb != nil {
+			return pb, nil
+		}
+		if idx < f.nextPart {
+			return nil, fmt.Errorf("s3io: write %s: part %d written again after it was uploaded", f.key, idx+1)
+		}
+		if f.allocating {
+			f.allocated.Wait()
+			continue
+		}
+		k := f.nextPart
+		klen := min(f.part, f.size-k*f.part)
+		f.allocating = true
+		f.mu.Unlock()
+		data, err := f.d.c.opt.Memory.Get(f.ctx, int(klen))
+		f.mu.Lock()
+		f.allocating = false
+		f.allocated.Broadcast()
+		if err != nil {
+			if f.err == nil {
+				f.err = fmt.Errorf("s3io: restore %s: %w", f.key, err)
+			}
+			continue
+		}
+		f.parts[k] = &partBuf{data: data}
+		f.nextPart = k + 1
+	}
+}
+
+// release gives the buffers still held back to the budget.
+func (f *s3File) release() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	mem := f.d.c.opt.Memory
+	mem.Put(f.buf)
+	f.buf = nil
+	for k, pb := range f.parts {
+		mem.Put(pb.data)
+		delete(f.parts, k)
+	}
+}
+
 func (f *s3File) Close(abort bool) error {
+	defer f.release()
 	if f.mp != nil {
 		if abort {
 			f.mp.abort()
@@ -249,6 +336,9 @@ func (f *s3File) Close(abort bool) error {
 	if abort {
 		return nil
 	}
+	if f.got != f.size {
+		return fmt.Errorf("s3io: restore %s: %d of %d bytes written", f.key, f.got, f.size)
+	}
 	in := &s3.PutObjectInput{Bucket: &f.d.c.opt.Bucket, Key: &f.key, Body: bytes.NewReader(f.buf),
 		ContentLength: aws.Int64(f.size),
 		ContentType:   f.h.contentType, ContentEncoding: f.h.contentEncoding, ContentLanguage: f.h.contentLanguage,
@@ -256,7 +346,6 @@ func (f *s3File) Close(abort bool) error {
 		Metadata: f.h.metadata, Tagging: f.h.tagging, StorageClass: f.h.class}
 	in.ServerSideEncryption, in.SSEKMSKeyId = f.d.c.sse()
 	_, err := f.d.c.s3.PutObject(f.ctx, in, expiresOption(f.h.expires))
-	f.buf = nil
 	return classify(err, "restore", "s3:PutObject", f.d.c.opt.Bucket, f.key)
 }
 

@@ -12,6 +12,7 @@ import (
 
 	"github.com/coffer-backup/coffer/engine/restore"
 
+	"github.com/dustin/go-humanize"
 	"github.com/urfave/cli/v2"
 
 	"github.com/coffer-backup/coffer/engine/store"
@@ -31,10 +32,50 @@ func s3Client(ctx context.Context, loc string) (*s3io.Client, error) {
 		return nil, err
 	}
 	o.Log = verbosef
+	o.Memory = s3Memory
 	if verbose {
 		verbosef("s3://%s: %s; %s", o.Bucket, endpointSource(o), credentialSource(o))
 	}
 	return s3io.NewClient(ctx, o)
+}
+
+// s3Memory is the byte budget (--memory) shared by every S3 client of a
+// command: the parts and bodies a bucket source or destination holds.
+var s3Memory *s3io.Memory
+
+func memoryFlag() cli.Flag {
+	return &cli.StringFlag{Name: "memory", EnvVars: []string{"COFFER_MEMORY"}, Value: fmt.Sprintf("%dMiB", s3io.DefaultMemory>>20),
+		Usage: "the `SIZE` (128MiB, 1GiB) of the buffers S3 transfers hold at once: large objects' parts and small objects' bodies; concurrency adapts to it"}
+}
+
+// setMemory reads --memory (the command's, else the global one).
+func setMemory(c *cli.Context) error {
+	v := c.String("memory")
+	if v == "" {
+		v = fmt.Sprintf("%dMiB", s3io.DefaultMemory>>20)
+	}
+	n, err := humanize.ParseBytes(v)
+	if err != nil {
+		return usagef("--memory %s: want a size such as 128MiB or 1GiB", v)
+	}
+	m, err := s3io.NewMemory(int64(n))
+	if err != nil {
+		return usagef("--memory %s: at least %s", v, humanize.IBytes(s3io.MinMemory))
+	}
+	s3Memory = m
+	return nil
+}
+
+// reportMemory says, under -v, how much of the S3 budget the command
+// used (test/ checks the high-water mark against the budget).
+func reportMemory() {
+	if s3Memory == nil {
+		return
+	}
+	if st := s3Memory.Stats(); st.Gets > 0 {
+		verbosef("S3 buffers: high-water %d of a %d byte budget (--memory), %d bytes in %d buffers taken",
+			st.High, st.Budget, st.Total, st.Gets)
+	}
 }
 
 // endpointSource says, for -v, where the endpoint of o comes from.
