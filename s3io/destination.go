@@ -25,6 +25,10 @@ import (
 // small object holding its target, with user metadata coffer-type=symlink.
 type Destination struct {
 	c *Client
+
+	bufMu           sync.Mutex
+	bufNow, bufHigh int64            // bytes of object buffers (Buffers)
+	onAlloc         func(held int64) // tests: called after each allocation
 }
 
 var _ restore.Destination = (*Destination)(nil)
@@ -134,18 +138,11 @@ type s3File struct {
 	buf []byte // small objects: the whole content, PUT at Close
 	got int64  // bytes written into buf
 
-	part int64 // large objects: multipart in parts of this size
-	mp   *multipart
-	// Part buffers are taken from the budget in part order (nextPart
-	// is the next to take; allocating says a writer is waiting for
-	// it): a writer never waits for a later part while an earlier one,
-	// which writers already hold bytes for, has no buffer.
-	parts      map[int64]*partBuf
-	nextPart   int64
-	allocating bool
-	allocated  *sync.Cond
-	done       int64 // parts uploaded
-	err        error
+	part  int64 // large objects: multipart in parts of this size
+	mp    *multipart
+	parts map[int64]*partBuf // parts being filled
+	done  int64              // parts uploaded
+	err   error
 }
 
 type partBuf struct {
@@ -153,46 +150,91 @@ type partBuf struct {
 	got  int64
 }
 
-// CreateFile starts an object. A small one (up to the part size) takes
-// its whole body from the memory budget now, waiting for room; a large
-// one goes up in parts, each taken from the budget when its first byte
-// comes. The part size is the source's, when the recorded ETag tells it
-// and it fits the budget (the copy then gets the same ETag), else the
-// part_size option's, clamped so that two parts fit the budget.
-func (d *Destination) CreateFile(ctx context.Context, path string, n *tree.Node) (restore.FileWriter, error) {
-	f := &s3File{d: d, ctx: ctx, key: d.c.opt.Prefix + path[1:], n: n, h: d.headers(n), size: int64(n.Size)}
-	mem := d.c.opt.Memory
-	part := fitPart(d.c.opt.partSize(), mem.Budget())
+// layout returns the part size of n's object, 0 for a single PUT: the
+// source's part size, when the recorded ETag tells it and it fits the
+// memory budget (the copy then gets the same ETag), else the part_size
+// option's, clamped so that two parts fit the budget, grown for objects
+// that would need more than S3's 10,000 parts.
+func (d *Destination) layout(n *tree.Node) int64 {
+	size := int64(n.Size)
+	budget := d.c.opt.Memory.Budget()
+	part := fitPart(d.c.opt.partSize(), budget)
 	sourcePart := int64(0)
 	if d.c.opt.PartSize == 0 {
-		sourcePart = sourcePartSize(f.size, etagParts(attrValue(n.Attrs, AttrETag)))
-		if int64(sizeClass(int(min(sourcePart, 1<<40)))) > mem.Budget() {
+		sourcePart = sourcePartSize(size, etagParts(attrValue(n.Attrs, AttrETag)))
+		if sourcePart > budget {
 			sourcePart = 0 // cannot be held: cut at our part size (the ETag will differ)
 		}
 	}
-	if sourcePart == 0 && f.size <= part {
-		if f.size > 0 {
-			buf, err := mem.Get(ctx, int(f.size))
-			if err != nil {
-				return nil, fmt.Errorf("s3io: restore %s: %w", f.key, err)
-			}
-			f.buf = buf
-		}
-		return f, nil
+	if sourcePart == 0 && size <= part {
+		return 0
 	}
 	if sourcePart > 0 {
 		part = sourcePart
 	}
-	// S3 allows 10,000 parts: grow the part for objects over 160 GiB.
-	if need := (f.size + 9999) / 10000; need > part {
+	if need := (size + 9999) / 10000; need > part {
 		part = (need + 1<<20 - 1) &^ (1<<20 - 1)
-		if int64(sizeClass(int(part))) > mem.Budget() {
-			return nil, fmt.Errorf("s3io: restore %s: %w", f.key, &ErrOverBudget{Size: part, Budget: mem.Budget()})
+	}
+	return part
+}
+
+// FileBuffer is the most memory the writer of n holds while its bytes
+// come in ascending order (restore.Buffered): the whole body of an
+// object sent in one PUT, one part of one sent in parts (a part goes up,
+// and its buffer is dropped, as soon as it is full). engine/restore
+// reserves it from the budget before the job that writes the object, so
+// the writer itself never waits for memory.
+func (d *Destination) FileBuffer(n *tree.Node) int64 {
+	if part := d.layout(n); part > 0 {
+		return min(part, int64(n.Size))
+	}
+	return int64(n.Size)
+}
+
+// Buffers reports the bytes of object buffers allocated and not yet
+// dropped, and the most there ever were at once (for tests).
+func (d *Destination) Buffers() (now, high int64) {
+	d.bufMu.Lock()
+	defer d.bufMu.Unlock()
+	return d.bufNow, d.bufHigh
+}
+
+func (d *Destination) alloc(n int64) []byte {
+	d.bufMu.Lock()
+	d.bufNow += n
+	d.bufHigh = max(d.bufHigh, d.bufNow)
+	held := d.bufNow
+	d.bufMu.Unlock()
+	if d.onAlloc != nil {
+		d.onAlloc(held)
+	}
+	return make([]byte, n)
+}
+
+func (d *Destination) free(b []byte) {
+	if b == nil {
+		return
+	}
+	d.bufMu.Lock()
+	d.bufNow -= int64(len(b))
+	d.bufMu.Unlock()
+}
+
+// CreateFile starts an object: a small one (up to the part size) is
+// held whole and PUT at Close; a large one goes up in parts as they
+// fill (see layout). The buffers are allocated as the bytes come, in
+// the room engine/restore reserved for FileBuffer.
+func (d *Destination) CreateFile(ctx context.Context, path string, n *tree.Node) (restore.FileWriter, error) {
+	f := &s3File{d: d, ctx: ctx, key: d.c.opt.Prefix + path[1:], n: n, h: d.headers(n), size: int64(n.Size)}
+	part := d.layout(n)
+	if part == 0 {
+		if f.size > 0 {
+			f.buf = d.alloc(f.size)
 		}
+		return f, nil
 	}
 	f.part = part
 	f.parts = map[int64]*partBuf{}
-	f.allocated = sync.NewCond(&f.mu)
 	in := &s3.CreateMultipartUploadInput{Bucket: &d.c.opt.Bucket, Key: &f.key,
 		ContentType: f.h.contentType, ContentEncoding: f.h.contentEncoding, ContentLanguage: f.h.contentLanguage,
 		CacheControl: f.h.cacheControl, ContentDisposition: f.h.contentDisposition, WebsiteRedirectLocation: f.h.redirect,
@@ -200,20 +242,18 @@ func (d *Destination) CreateFile(ctx context.Context, path string, n *tree.Node)
 	in.ServerSideEncryption, in.SSEKMSKeyId = d.c.sse()
 	mp, err := d.c.startMultipartWith(ctx, in, expiresOption(f.h.expires))
 	if err != nil {
+		d.free(f.buf)
 		return nil, err
 	}
 	f.mp = mp
 	return f, nil
 }
 
-// WriteAt may be called concurrently for disjoint ranges. A large
-// object's part goes up as soon as all its bytes are there, and its
-// buffer goes back to the budget, so memory holds only the parts still
-// being filled. A write waits for the budget when its part has no
-// buffer yet; that cannot deadlock as long as each caller writes its
-// ranges in ascending order and a file's ranges are handed to callers in
-// ascending order (what engine/restore does): whoever holds bytes of a
-// part with a buffer is never the one waiting.
+// WriteAt may be called concurrently for disjoint ranges, in any order.
+// A large object's part goes up as soon as all its bytes are there and
+// its buffer is dropped, so memory holds only the parts still being
+// filled: one when the bytes come in ascending order, as
+// engine/restore writes them when it reserves memory (FileBuffer).
 func (f *s3File) WriteAt(p []byte, off int64) (int, error) {
 	if off < 0 || off+int64(len(p)) > f.size {
 		return 0, fmt.Errorf("s3io: write %s: range %d+%d beyond the object's %d bytes", f.key, off, len(p), f.size)
@@ -230,10 +270,18 @@ func (f *s3File) WriteAt(p []byte, off int64) (int, error) {
 		idx := off / f.part
 		start := idx * f.part
 		plen := min(f.part, f.size-start)
-		pb, err := f.partBuf(idx, plen)
-		if err != nil {
+		f.mu.Lock()
+		if f.err != nil {
+			err := f.err
+			f.mu.Unlock()
 			return written, err
 		}
+		pb := f.parts[idx]
+		if pb == nil {
+			pb = &partBuf{data: f.d.alloc(plen)}
+			f.parts[idx] = pb
+		}
+		f.mu.Unlock()
 		n := copy(pb.data[off-start:], p)
 		f.mu.Lock()
 		pb.got += int64(n)
@@ -244,7 +292,7 @@ func (f *s3File) WriteAt(p []byte, off int64) (int, error) {
 		f.mu.Unlock()
 		if full {
 			err := f.mp.upload(f.ctx, int32(idx+1), pb.data)
-			f.d.c.opt.Memory.Put(pb.data)
+			f.d.free(pb.data)
 			f.mu.Lock()
 			if err != nil && f.err == nil {
 				f.err = err
@@ -264,54 +312,14 @@ func (f *s3File) WriteAt(p []byte, off int64) (int, error) {
 	return written, nil
 }
 
-// partBuf returns the buffer of part idx (plen bytes), taking the
-// buffers of parts up to idx from the budget, in order, when they have
-// none yet.
-func (f *s3File) partBuf(idx, plen int64) (*partBuf, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	for {
-		if f.err != nil {
-			return nil, f.err
-		}
-		if pb := f.parts[idx]; pb != nil {
-			return pb, nil
-		}
-		if idx < f.nextPart {
-			return nil, fmt.Errorf("s3io: write %s: part %d written again after it was uploaded", f.key, idx+1)
-		}
-		if f.allocating {
-			f.allocated.Wait()
-			continue
-		}
-		k := f.nextPart
-		klen := min(f.part, f.size-k*f.part)
-		f.allocating = true
-		f.mu.Unlock()
-		data, err := f.d.c.opt.Memory.Get(f.ctx, int(klen))
-		f.mu.Lock()
-		f.allocating = false
-		f.allocated.Broadcast()
-		if err != nil {
-			if f.err == nil {
-				f.err = fmt.Errorf("s3io: restore %s: %w", f.key, err)
-			}
-			continue
-		}
-		f.parts[k] = &partBuf{data: data}
-		f.nextPart = k + 1
-	}
-}
-
-// release gives the buffers still held back to the budget.
+// release drops the buffers still held.
 func (f *s3File) release() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	mem := f.d.c.opt.Memory
-	mem.Put(f.buf)
+	f.d.free(f.buf)
 	f.buf = nil
 	for k, pb := range f.parts {
-		mem.Put(pb.data)
+		f.d.free(pb.data)
 		delete(f.parts, k)
 	}
 }

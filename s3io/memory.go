@@ -34,6 +34,7 @@ type Memory struct {
 
 type memWaiter struct {
 	size  int
+	bare  bool        // Acquire: bytes only, no buffer
 	ready chan []byte // the buffer (nil: allocate) once granted
 }
 
@@ -55,6 +56,66 @@ func NewMemory(budget int64) (*Memory, error) {
 
 // Budget returns the budget in bytes.
 func (m *Memory) Budget() int64 { return m.budget }
+
+// Size is Budget, for engine/restore's Budget interface.
+func (m *Memory) Size() int64 { return m.budget }
+
+// Acquire takes n bytes of the budget without a buffer, waiting (in the
+// same first-come, first-served queue as Get) until they fit or ctx
+// ends: a restore reserves what a whole job will hold (its pack range,
+// the buffers of the objects it writes) before starting it, and the
+// job's buffers are then allocated within that reservation. n is
+// clamped to the budget. A caller must not hold bytes of the budget
+// while it waits: that is what keeps waiting deadlock-free.
+func (m *Memory) Acquire(ctx context.Context, n int64) error {
+	n = min(n, m.budget)
+	if n <= 0 {
+		return nil
+	}
+	m.mu.Lock()
+	if len(m.queue) == 0 && m.used+n <= m.budget {
+		m.account(int(n))
+		m.trimIdle()
+		m.mu.Unlock()
+		return nil
+	}
+	w := &memWaiter{size: int(n), bare: true, ready: make(chan []byte, 1)}
+	m.queue = append(m.queue, w)
+	m.mu.Unlock()
+	select {
+	case <-w.ready:
+		return nil
+	case <-ctx.Done():
+		m.mu.Lock()
+		for i, q := range m.queue {
+			if q == w {
+				m.queue = append(m.queue[:i], m.queue[i+1:]...)
+				m.wake()
+				m.mu.Unlock()
+				return ctx.Err()
+			}
+		}
+		m.mu.Unlock()
+		m.Release(n) // granted meanwhile
+		return ctx.Err()
+	}
+}
+
+// Release gives back n bytes taken by Acquire (clamped as Acquire
+// clamps them).
+func (m *Memory) Release(n int64) {
+	n = min(n, m.budget)
+	if n <= 0 {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.used -= n
+	if m.used < 0 {
+		panic("s3io: Memory.Release of bytes not acquired")
+	}
+	m.wake()
+}
 
 // MemoryStats describe a Memory's use, for tests and -v.
 type MemoryStats struct {
@@ -140,10 +201,7 @@ func (m *Memory) fill(b []byte, c, n int) []byte {
 // or nil (the caller allocates), dropping other idle buffers to make
 // room. m.mu is held.
 func (m *Memory) grant(c int) []byte {
-	m.used += int64(c)
-	m.high = max(m.high, m.used)
-	m.total += int64(c)
-	m.gets++
+	m.account(c)
 	if l := m.idle[c]; len(l) > 0 {
 		b := l[len(l)-1]
 		l[len(l)-1] = nil
@@ -151,6 +209,22 @@ func (m *Memory) grant(c int) []byte {
 		m.idleLen -= int64(c)
 		return b
 	}
+	m.trimIdle()
+	return nil
+}
+
+// account counts c bytes as used. m.mu is held.
+// Idle buffers are trimmed by the caller (grant, after reusing one).
+func (m *Memory) account(c int) {
+	m.used += int64(c)
+	m.high = max(m.high, m.used)
+	m.total += int64(c)
+	m.gets++
+}
+
+// trimIdle drops idle buffers until used and idle bytes fit the budget.
+// m.mu is held.
+func (m *Memory) trimIdle() {
 	for k, l := range m.idle {
 		if m.used+m.idleLen <= m.budget {
 			break
@@ -162,7 +236,6 @@ func (m *Memory) grant(c int) []byte {
 		}
 		m.idle[k] = l
 	}
-	return nil
 }
 
 // Put gives back a buffer from Get. Put(nil) does nothing.
@@ -187,6 +260,12 @@ func (m *Memory) wake() {
 	for len(m.queue) > 0 && m.used+int64(m.queue[0].size) <= m.budget {
 		w := m.queue[0]
 		m.queue = m.queue[1:]
+		if w.bare {
+			m.account(w.size)
+			m.trimIdle()
+			w.ready <- nil
+			continue
+		}
 		w.ready <- m.grant(w.size)
 	}
 }

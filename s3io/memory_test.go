@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -171,21 +173,19 @@ func restoreFixture(t *testing.T) (*engine.Repo, *tree.Node, map[string][]byte) 
 
 // TestDestinationUnderBudget restores objects bigger than the budget and
 // many small ones into a bucket (gofakes3) through restore.Restore, the
-// real driver, with 2, 16 and 64 workers: the bytes come back exact, the part and
-// body buffers never exceed the budget (nor are taken around it: every
-// restored byte went through the budget), all come back, and nothing
-// deadlocks, also when part_size is larger than the budget (it is
-// clamped to 5 MiB).
+// real driver, with 1, 2, 16 and 64 workers under the smallest budget:
+// the bytes come back exact, the object buffers the destination holds
+// are never more than the restore has reserved from the budget at that
+// moment (so a writer that allocated around the budget, or a job that
+// did not reserve its files, fails), all is given back, and nothing
+// deadlocks (a restore that has not finished in a minute fails the
+// test), also when part_size is larger than the budget (clamped).
 func TestDestinationUnderBudget(t *testing.T) {
 	repo, root, files := restoreFixture(t)
-	var total int64
-	for _, b := range files {
-		total += int64(len(b))
-	}
 	for _, tc := range []struct {
 		partSize int64
 		workers  int
-	}{{0, 16}, {16 << 20, 16}, {0, 64}, {0, 2}} {
+	}{{0, 1}, {0, 2}, {0, 16}, {0, 64}, {16 << 20, 16}} {
 		partSize := tc.partSize
 		t.Run(fmt.Sprintf("part_size=%d,workers=%d", partSize, tc.workers), func(t *testing.T) {
 			be := s3mem.New()
@@ -194,11 +194,18 @@ func TestDestinationUnderBudget(t *testing.T) {
 			}
 			mem := newMemory(t, MinMemory)
 			c := testClient(t, gofakes3.New(be).Server(), func(o *Options) { o.Memory = mem; o.PartSize = partSize })
-			ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+			dst := NewDestination(c)
+			var over atomic.Int64
+			dst.onAlloc = func(held int64) {
+				if st := mem.Stats(); held > st.InUse {
+					over.Store(held - st.InUse)
+				}
+			}
+			ctx, cancel := context.WithCancel(t.Context())
 			defer cancel()
 			done := make(chan error, 1)
 			go func() {
-				_, err := restore.Restore(ctx, repo, root, NewDestination(c), restore.Options{Concurrency: tc.workers, Overwrite: restore.OverwriteAlways})
+				_, err := restore.Restore(ctx, repo, root, dst, restore.Options{Concurrency: tc.workers, Overwrite: restore.OverwriteAlways, Memory: mem})
 				done <- err
 			}()
 			select {
@@ -206,8 +213,8 @@ func TestDestinationUnderBudget(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-			case <-ctx.Done():
-				t.Fatalf("restore under an 8 MiB budget did not finish: deadlock? %+v", mem.Stats())
+			case <-time.After(time.Minute):
+				t.Fatalf("restore under an 8 MiB budget did not finish in a minute: deadlock? %+v", mem.Stats())
 			}
 			for name, want := range files {
 				got := getObject(t, c, "p/"+name)
@@ -216,15 +223,62 @@ func TestDestinationUnderBudget(t *testing.T) {
 				}
 			}
 			st := mem.Stats()
-			if st.High > st.Budget || st.InUse != 0 {
-				t.Fatalf("budget exceeded or not given back: %+v", st)
+			now, high := dst.Buffers()
+			if st.High > st.Budget || st.InUse != 0 || now != 0 {
+				t.Fatalf("budget exceeded or not given back: %+v, %d bytes of buffers left", st, now)
 			}
-			if st.Total < total || st.High < 5<<20 {
-				t.Fatalf("the budget was bypassed: %d bytes taken from it for %d restored, high %d: %+v", st.Total, total, st.High, st)
+			if n := over.Load(); n > 0 {
+				t.Fatalf("the destination held %d bytes more than the restore had reserved", n)
+			}
+			if high < 5<<20 {
+				t.Fatalf("the destination never held a part: high %d", high)
 			}
 		})
 	}
 }
+
+// TestSmallObjectPutsInParallel: a restore of many small objects into a
+// bucket has many PUTs in flight at once, even with few workers (the
+// shared reads feed up to 128 files each, closed in parallel), and the
+// objects come back exact.
+func TestSmallObjectPutsInParallel(t *testing.T) {
+	repo, root, files := restoreFixture(t)
+	be := s3mem.New()
+	if err := be.CreateBucket("b"); err != nil {
+		t.Fatal(err)
+	}
+	var inFlight, most atomic.Int64
+	slow := func(next http.RoundTripper) http.RoundTripper {
+		return roundTripFunc(func(r *http.Request) (*http.Response, error) {
+			if r.Method != http.MethodPut || r.URL.Query().Has("partNumber") {
+				return next.RoundTrip(r)
+			}
+			n := inFlight.Add(1)
+			for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+			}
+			time.Sleep(20 * time.Millisecond) // a server's latency
+			defer inFlight.Add(-1)
+			return next.RoundTrip(r)
+		})
+	}
+	mem := newMemory(t, 64<<20)
+	c := testClient(t, gofakes3.New(be).Server(), func(o *Options) { o.Memory = mem; o.WrapTransport = slow })
+	if _, err := restore.Restore(t.Context(), repo, root, NewDestination(c), restore.Options{Concurrency: 2, Overwrite: restore.OverwriteAlways, Memory: mem}); err != nil {
+		t.Fatal(err)
+	}
+	if m := most.Load(); m < 16 {
+		t.Fatalf("at most %d PUTs of small objects in flight with 2 workers; want at least 16", m)
+	}
+	for name, want := range files {
+		if got := getObject(t, c, "p/"+name); !bytes.Equal(got, want) {
+			t.Fatalf("%s: %d bytes back, want %d", name, len(got), len(want))
+		}
+	}
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
 func getObject(t *testing.T, c *Client, key string) []byte {
 	t.Helper()

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/debug"
 	"sort"
 	"strings"
 
@@ -64,6 +65,39 @@ func setMemory(c *cli.Context) error {
 	}
 	s3Memory = m
 	return nil
+}
+
+// s3Budget returns the --memory budget when one of locs is in S3 (the
+// same one the command's S3 clients share), nil otherwise: a restore
+// from and to folders is not bounded by it. It also sets the Go
+// runtime's soft memory limit to the budget plus room for the rest of
+// the command (the index, trees, the runtime), so that the garbage
+// collector returns dropped buffers before the heap grows far past what
+// is live.
+func s3Budget(locs ...string) *s3io.Memory {
+	for _, l := range locs {
+		if isS3(l) && s3Memory != nil {
+			if os.Getenv("GOMEMLIMIT") == "" {
+				debug.SetMemoryLimit(s3Memory.Budget() + memoryHeadroom)
+			}
+			return s3Memory
+		}
+	}
+	return nil
+}
+
+// memoryHeadroom is what a command holds beside its --memory buffers,
+// for the soft memory limit.
+const memoryHeadroom = 64 << 20
+
+// backupWindows is the chunker windows of window bytes a backup bounded
+// by m may hold at once: a quarter of the budget, at least one (0: no
+// bound).
+func backupWindows(m *s3io.Memory, window int) int {
+	if m == nil || window <= 0 {
+		return 0
+	}
+	return max(1, int(m.Budget()/4/int64(window)))
 }
 
 // reportMemory says, under -v, how much of the S3 budget the command
