@@ -324,17 +324,18 @@ func backupOne(c *cli.Context, r *engine.Repo, given, loc string, filter *backup
 		go scanAhead(scanCtx, loc, filter, view)
 	}
 	warnTo := view.Writer(c.App.ErrWriter)
-	// Under --memory, the chunker windows take a quarter of the budget
-	// for the whole backup; a bucket source's parts share the rest.
-	windows := backupWindows(s3Budget(loc, storeLocation(c)), r.Params.Chunker.Max)
-	if windows > 0 {
-		if err := s3Memory.Acquire(c.Context, int64(windows*r.Params.Chunker.Max)); err != nil {
+	// Under --memory, the chunker windows and the pack buffers are taken
+	// from the budget for the whole backup; a bucket source's parts
+	// share the rest.
+	windows, uploaders, held := backupShare(s3Budget(loc, storeLocation(c)), r.Params.Chunker.Max, r.Params.PackSize)
+	if held > 0 {
+		if err := s3Memory.Acquire(c.Context, held); err != nil {
 			return nil, err
 		}
-		defer s3Memory.Release(int64(windows * r.Params.Chunker.Max))
+		defer s3Memory.Release(held)
 	}
 	res, err := backup.Run(c.Context, r, src, backup.Options{
-		Concurrency: concurrencyFor(c, loc), Windows: windows, Tags: c.StringSlice("tag"), NoParent: c.Bool("force"), Progress: pr,
+		Concurrency: concurrencyFor(c, loc), Windows: windows, Uploaders: uploaders, Tags: c.StringSlice("tag"), NoParent: c.Bool("force"), Progress: pr,
 		Warn: func(p string, err error) {
 			fmt.Fprintf(warnTo, "coffer: skipped %s: %v\n", p, err)
 		},

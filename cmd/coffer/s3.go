@@ -90,14 +90,33 @@ func s3Budget(locs ...string) *s3io.Memory {
 // for the soft memory limit.
 const memoryHeadroom = 64 << 20
 
-// backupWindows is the chunker windows of window bytes a backup bounded
-// by m may hold at once: a quarter of the budget, at least one (0: no
-// bound).
-func backupWindows(m *s3io.Memory, window int) int {
-	if m == nil || window <= 0 {
-		return 0
+// backupShare splits a backup's budget m: chunker windows of window
+// bytes (a quarter of it, at least one) and pack uploads at once (a
+// quarter of it in pack buffers of pack bytes, each upload holding one
+// beside the pack being filled, at least one), and the bytes they hold,
+// which the backup takes from m; a bucket source's parts share the
+// rest. Zeros without a budget: the engine's defaults.
+//
+// Deadlock-free: the backup takes its share once, before any part is
+// asked for; a reader's parts are then asked in order (see
+// s3io.partReader), and a file worker waits for a window holding
+// nothing.
+func backupShare(m *s3io.Memory, window, pack int) (windows, uploaders int, held int64) {
+	if m == nil || window <= 0 || pack <= 0 {
+		return 0, 0, 0
 	}
-	return max(1, int(m.Budget()/4/int64(window)))
+	q := m.Budget() / 4
+	windows = max(1, int(q/int64(window)))
+	uploaders = max(1, int(q/int64(pack))-1)
+	held = int64(windows)*int64(window) + int64(uploaders+1)*int64(pack)
+	// Under a small budget they take 3/8 of it at most, none under
+	// 16 MiB (and hold more than they count): a source's part (at most
+	// half the budget, 5 MiB at least, rounded up by an eighth) must
+	// always find room.
+	if m.Budget() < 16<<20 {
+		return windows, uploaders, 0
+	}
+	return windows, uploaders, min(held, 3*m.Budget()/8)
 }
 
 // reportMemory says, under -v, how much of the S3 budget the command
