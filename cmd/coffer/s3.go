@@ -46,7 +46,7 @@ var s3Memory *s3io.Memory
 
 func memoryFlag() cli.Flag {
 	return &cli.StringFlag{Name: "memory", EnvVars: []string{"COFFER_MEMORY"}, Value: fmt.Sprintf("%dMiB", s3io.DefaultMemory>>20),
-		Usage: "the `SIZE` (128MiB, 1GiB) of the buffers S3 transfers hold at once: large objects' parts and small objects' bodies; concurrency adapts to it"}
+		Usage: "the `SIZE` (128MiB, 1GiB) of the buffers a backup or restore that touches a bucket holds at once: pack reads, object bodies and parts, chunker windows, pack buffers; concurrency adapts to it"}
 }
 
 // setMemory reads --memory (the command's, else the global one).

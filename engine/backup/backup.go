@@ -32,7 +32,7 @@ type Options struct {
 	// by default) in use at once: a file worker takes one before it
 	// reads a file, holding nothing else, and gives it back after.
 	// Default: one per file worker. Files of at most Chunker.Min bytes
-	// need none: they are one chunk, read into a buffer of their size.
+	// need none: they are one chunk, read into a recycled buffer of Chunker.Min+1 bytes.
 	Windows int
 	Tags    []string
 	Host    string
@@ -237,6 +237,9 @@ func (b *backup) run() (crypto.ID, tree.Node, tree.DirStats, error) {
 	// Windows at once.
 	scanBufs := sync.Pool{New: func() any { buf := make([]byte, b.r.Params.Chunker.Max); return &buf }}
 	windows := semaphore.NewWeighted(int64(b.opt.Windows))
+	// Small files' buffers (Chunker.Min + 1 bytes, 512 KiB by default),
+	// one per file worker reading one: recycled, not allocated per file.
+	smallBufs := sync.Pool{New: func() any { buf := make([]byte, b.r.Params.Chunker.Min+1); return &buf }}
 	asm := b.newAssembler()
 	err := pipeline.Ordered(ctx, pipeline.Options{Workers: b.opt.Concurrency, Window: walkAhead},
 		func(ctx context.Context, emit func(*fileJob, bool) error) error {
@@ -262,7 +265,9 @@ func (b *backup) run() (crypto.ID, tree.Node, tree.DirStats, error) {
 		},
 		func(ctx context.Context, j *fileJob) error {
 			if j.item.Node.Size <= uint64(b.r.Params.Chunker.Min) {
-				return b.saveSmall(ctx, j)
+				buf := smallBufs.Get().(*[]byte)
+				defer smallBufs.Put(buf)
+				return b.saveSmall(ctx, j, *buf)
 			}
 			if err := windows.Acquire(ctx, 1); err != nil {
 				return err
@@ -341,18 +346,17 @@ func (b *backup) saveFile(ctx context.Context, j *fileJob, buf []byte) error {
 }
 
 // saveSmall saves a file of at most Chunker.Min bytes, which the chunker
-// would return whole as one chunk, from a buffer of its size (no
-// chunker window). A file that grew past its scanned size fails as in
-// saveFile.
-func (b *backup) saveSmall(ctx context.Context, j *fileJob) error {
+// would return whole as one chunk, read into buf (Chunker.Min+1 bytes,
+// no chunker window). A file that grew past its scanned size fails as
+// in saveFile.
+func (b *backup) saveSmall(ctx context.Context, j *fileJob, buf []byte) error {
 	f, err := b.src.Open(ctx, j.item)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
 	size := j.item.Node.Size
-	buf := make([]byte, size+1)
-	n, err := io.ReadFull(f, buf)
+	n, err := io.ReadFull(f, buf[:size+1])
 	if err != nil && err != io.ErrUnexpectedEOF && err != io.EOF {
 		return err
 	}

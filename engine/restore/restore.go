@@ -118,8 +118,8 @@ type Options struct {
 type Budget interface {
 	// Size is the budget in bytes.
 	Size() int64
-	// Acquire waits until n bytes (at most Size) fit, first come first
-	// served, or ctx ends.
+	// Acquire waits until n bytes fit, first come first served, or ctx
+	// ends (the restore never asks more than Size).
 	Acquire(ctx context.Context, n int64) error
 	// Release gives back n bytes taken by Acquire.
 	Release(n int64)
@@ -801,7 +801,7 @@ func (rs *restorer) job(ctx context.Context, fe *fetch, scratch []byte) []byte {
 	if rs.opt.Memory == nil {
 		return rs.doFetch(ctx, fe, scratch)
 	}
-	n := rs.need(fe)
+	n := min(rs.need(fe), rs.opt.Memory.Size())
 	if err := rs.opt.Memory.Acquire(ctx, n); err != nil {
 		// Cancelled: doFetch fails the runs without reading.
 		return rs.doFetch(ctx, fe, scratch)
