@@ -92,6 +92,9 @@ func NewClient(ctx context.Context, o Options) (*Client, error) {
 		so.RequestChecksumCalculation = aws.RequestChecksumCalculationWhenRequired
 		so.ResponseChecksumValidation = aws.ResponseChecksumValidationWhenRequired
 	})
+	if o.Memory == nil {
+		o.Memory, _ = NewMemory(DefaultMemory)
+	}
 	return &Client{s3: cl, opt: o, region: cfg.Region}, nil
 }
 

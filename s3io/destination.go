@@ -25,6 +25,10 @@ import (
 // small object holding its target, with user metadata coffer-type=symlink.
 type Destination struct {
 	c *Client
+
+	bufMu           sync.Mutex
+	bufNow, bufHigh int64            // bytes of object buffers (Buffers)
+	onAlloc         func(held int64) // tests: called after each allocation
 }
 
 var _ restore.Destination = (*Destination)(nil)
@@ -129,13 +133,15 @@ type s3File struct {
 	h    headers
 	size int64
 
+	mu sync.Mutex
+
 	buf []byte // small objects: the whole content, PUT at Close
+	got int64  // bytes written into buf
 
 	part  int64 // large objects: multipart in parts of this size
 	mp    *multipart
-	mu    sync.Mutex
-	parts map[int64]*partBuf
-	done  int64 // parts uploaded
+	parts map[int64]*partBuf // parts being filled
+	done  int64              // parts uploaded
 	err   error
 }
 
@@ -144,23 +150,88 @@ type partBuf struct {
 	got  int64
 }
 
-func (d *Destination) CreateFile(ctx context.Context, path string, n *tree.Node) (restore.FileWriter, error) {
-	f := &s3File{d: d, ctx: ctx, key: d.c.opt.Prefix + path[1:], n: n, h: d.headers(n), size: int64(n.Size)}
-	part := d.c.opt.partSize()
+// layout returns the part size of n's object, 0 for a single PUT: the
+// source's part size, when the recorded ETag tells it and it fits the
+// memory budget (the copy then gets the same ETag), else the part_size
+// option's, clamped so that two parts fit the budget, grown for objects
+// that would need more than S3's 10,000 parts.
+func (d *Destination) layout(n *tree.Node) int64 {
+	size := int64(n.Size)
+	budget := d.c.opt.Memory.Budget()
+	part := fitPart(d.c.opt.partSize(), budget)
 	sourcePart := int64(0)
 	if d.c.opt.PartSize == 0 {
-		sourcePart = sourcePartSize(f.size, etagParts(attrValue(n.Attrs, AttrETag)))
+		sourcePart = sourcePartSize(size, etagParts(attrValue(n.Attrs, AttrETag)))
+		if sourcePart > budget {
+			sourcePart = 0 // cannot be held: cut at our part size (the ETag will differ)
+		}
 	}
-	if sourcePart == 0 && f.size <= part {
-		f.buf = make([]byte, f.size)
-		return f, nil
+	if sourcePart == 0 && size <= part {
+		return 0
 	}
 	if sourcePart > 0 {
 		part = sourcePart
 	}
-	// S3 allows 10,000 parts: grow the part for objects over 160 GiB.
-	if need := (f.size + 9999) / 10000; need > part {
+	if need := (size + 9999) / 10000; need > part {
 		part = (need + 1<<20 - 1) &^ (1<<20 - 1)
+	}
+	return part
+}
+
+// FileBuffer is the most memory the writer of n holds while its bytes
+// come in ascending order (restore.Buffered): the whole body of an
+// object sent in one PUT, one part of one sent in parts (a part goes up,
+// and its buffer is dropped, as soon as it is full). engine/restore
+// reserves it from the budget before the job that writes the object, so
+// the writer itself never waits for memory.
+func (d *Destination) FileBuffer(n *tree.Node) int64 {
+	if part := d.layout(n); part > 0 {
+		return min(part, int64(n.Size))
+	}
+	return int64(n.Size)
+}
+
+// Buffers reports the bytes of object buffers allocated and not yet
+// dropped, and the most there ever were at once (for tests).
+func (d *Destination) Buffers() (now, high int64) {
+	d.bufMu.Lock()
+	defer d.bufMu.Unlock()
+	return d.bufNow, d.bufHigh
+}
+
+func (d *Destination) alloc(n int64) []byte {
+	d.bufMu.Lock()
+	d.bufNow += n
+	d.bufHigh = max(d.bufHigh, d.bufNow)
+	held := d.bufNow
+	d.bufMu.Unlock()
+	if d.onAlloc != nil {
+		d.onAlloc(held)
+	}
+	return make([]byte, n)
+}
+
+func (d *Destination) free(b []byte) {
+	if b == nil {
+		return
+	}
+	d.bufMu.Lock()
+	d.bufNow -= int64(len(b))
+	d.bufMu.Unlock()
+}
+
+// CreateFile starts an object: a small one (up to the part size) is
+// held whole and PUT at Close; a large one goes up in parts as they
+// fill (see layout). The buffers are allocated as the bytes come, in
+// the room engine/restore reserved for FileBuffer.
+func (d *Destination) CreateFile(ctx context.Context, path string, n *tree.Node) (restore.FileWriter, error) {
+	f := &s3File{d: d, ctx: ctx, key: d.c.opt.Prefix + path[1:], n: n, h: d.headers(n), size: int64(n.Size)}
+	part := d.layout(n)
+	if part == 0 {
+		if f.size > 0 {
+			f.buf = d.alloc(f.size)
+		}
+		return f, nil
 	}
 	f.part = part
 	f.parts = map[int64]*partBuf{}
@@ -171,21 +242,28 @@ func (d *Destination) CreateFile(ctx context.Context, path string, n *tree.Node)
 	in.ServerSideEncryption, in.SSEKMSKeyId = d.c.sse()
 	mp, err := d.c.startMultipartWith(ctx, in, expiresOption(f.h.expires))
 	if err != nil {
+		d.free(f.buf)
 		return nil, err
 	}
 	f.mp = mp
 	return f, nil
 }
 
-// WriteAt may be called concurrently for disjoint ranges. A large
-// object's part goes up as soon as all its bytes are there, so memory
-// holds only the parts still being filled.
+// WriteAt may be called concurrently for disjoint ranges, in any order.
+// A large object's part goes up as soon as all its bytes are there and
+// its buffer is dropped, so memory holds only the parts still being
+// filled: one when the bytes come in ascending order, as
+// engine/restore writes them when it reserves memory (FileBuffer).
 func (f *s3File) WriteAt(p []byte, off int64) (int, error) {
 	if off < 0 || off+int64(len(p)) > f.size {
 		return 0, fmt.Errorf("s3io: write %s: range %d+%d beyond the object's %d bytes", f.key, off, len(p), f.size)
 	}
-	if f.buf != nil || f.size == 0 {
-		return copy(f.buf[off:], p), nil
+	if f.mp == nil {
+		n := copy(f.buf[off:], p)
+		f.mu.Lock()
+		f.got += int64(n)
+		f.mu.Unlock()
+		return n, nil
 	}
 	written := 0
 	for len(p) > 0 {
@@ -200,7 +278,7 @@ func (f *s3File) WriteAt(p []byte, off int64) (int, error) {
 		}
 		pb := f.parts[idx]
 		if pb == nil {
-			pb = &partBuf{data: make([]byte, plen)}
+			pb = &partBuf{data: f.d.alloc(plen)}
 			f.parts[idx] = pb
 		}
 		f.mu.Unlock()
@@ -213,15 +291,19 @@ func (f *s3File) WriteAt(p []byte, off int64) (int, error) {
 		}
 		f.mu.Unlock()
 		if full {
-			if err := f.mp.upload(f.ctx, int32(idx+1), pb.data); err != nil {
-				f.mu.Lock()
+			err := f.mp.upload(f.ctx, int32(idx+1), pb.data)
+			f.d.free(pb.data)
+			f.mu.Lock()
+			if err != nil && f.err == nil {
 				f.err = err
-				f.mu.Unlock()
+			}
+			if err == nil {
+				f.done++
+			}
+			f.mu.Unlock()
+			if err != nil {
 				return written + n, err
 			}
-			f.mu.Lock()
-			f.done++
-			f.mu.Unlock()
 		}
 		written += n
 		p = p[n:]
@@ -230,7 +312,20 @@ func (f *s3File) WriteAt(p []byte, off int64) (int, error) {
 	return written, nil
 }
 
+// release drops the buffers still held.
+func (f *s3File) release() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.d.free(f.buf)
+	f.buf = nil
+	for k, pb := range f.parts {
+		f.d.free(pb.data)
+		delete(f.parts, k)
+	}
+}
+
 func (f *s3File) Close(abort bool) error {
+	defer f.release()
 	if f.mp != nil {
 		if abort {
 			f.mp.abort()
@@ -249,6 +344,9 @@ func (f *s3File) Close(abort bool) error {
 	if abort {
 		return nil
 	}
+	if f.got != f.size {
+		return fmt.Errorf("s3io: restore %s: %d of %d bytes written", f.key, f.got, f.size)
+	}
 	in := &s3.PutObjectInput{Bucket: &f.d.c.opt.Bucket, Key: &f.key, Body: bytes.NewReader(f.buf),
 		ContentLength: aws.Int64(f.size),
 		ContentType:   f.h.contentType, ContentEncoding: f.h.contentEncoding, ContentLanguage: f.h.contentLanguage,
@@ -256,7 +354,6 @@ func (f *s3File) Close(abort bool) error {
 		Metadata: f.h.metadata, Tagging: f.h.tagging, StorageClass: f.h.class}
 	in.ServerSideEncryption, in.SSEKMSKeyId = f.d.c.sse()
 	_, err := f.d.c.s3.PutObject(f.ctx, in, expiresOption(f.h.expires))
-	f.buf = nil
 	return classify(err, "restore", "s3:PutObject", f.d.c.opt.Bucket, f.key)
 }
 

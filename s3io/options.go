@@ -53,6 +53,10 @@ type Options struct {
 	// PartSize is the part size of multipart uploads and parallel ranged
 	// reads; default 16 MiB.
 	PartSize int64
+	// Memory is the byte budget of the part and object buffers the
+	// client's Source and Destination hold (one Memory may be shared by
+	// several clients); nil: a budget of DefaultMemory of its own.
+	Memory *Memory
 
 	// WrapTransport, if set, wraps the HTTP transport (tests count and
 	// break requests with it).
@@ -336,4 +340,17 @@ func (o *Options) partSize() int64 {
 		return o.PartSize
 	}
 	return 16 << 20
+}
+
+// minPart is S3's smallest part but the last.
+const minPart = 5 << 20
+
+// fitPart clamps part so that at least two parts fit budget (one when
+// budget is under two minimum parts), in whole MiB and never below
+// minPart: a part never has to wait for more than the budget.
+func fitPart(part, budget int64) int64 {
+	if part <= budget/2 {
+		return part
+	}
+	return max(minPart, (budget/2)&^(1<<20-1))
 }

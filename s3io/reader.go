@@ -95,7 +95,12 @@ func (r *objectReader) Close() error {
 }
 
 // partReader reads a large object as ranged GETs of part bytes, several
-// in flight ahead of the reader, delivered in order.
+// in flight ahead of the reader, delivered in order. Each part's buffer
+// comes from the client's Memory before its GET starts and goes back
+// once read, so the parts ahead are as many as the budget allows (up to
+// the window). Parts are asked of the budget in order, and the budget
+// serves in order, so the part the reader waits for is never behind one
+// it has yet to read.
 type partReader struct {
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -109,9 +114,12 @@ type partReader struct {
 	pending  []chan partResult // launched, not yet consumed, in order
 	launched int
 	nparts   int
-	cur      []byte
+	buf      []byte // the part being read, to give back
+	cur      []byte // what is left of it
 	err      error
 	peeked   *partResult
+	// asked orders the launched parts' requests to the budget.
+	asked chan struct{}
 }
 
 type partResult struct {
@@ -124,6 +132,8 @@ func newPartReader(ctx context.Context, c *Client, key, etag string, size, part 
 	ctx, cancel := context.WithCancel(ctx)
 	r := &partReader{ctx: ctx, cancel: cancel, c: c, key: key, etag: etag, size: size, part: part,
 		window: min(4, c.opt.concurrency()), nparts: int((size + part - 1) / part)}
+	r.asked = make(chan struct{}, 1)
+	r.asked <- struct{}{}
 	for r.launched < r.nparts && len(r.pending) < r.window {
 		r.launch()
 	}
@@ -137,22 +147,41 @@ func (r *partReader) launch() {
 	r.pending = append(r.pending, ch)
 	off := int64(i) * r.part
 	length := min(r.part, r.size-off)
-	go func() { ch <- r.fetch(off, length) }()
+	// Each goroutine asks the budget after the previous one has asked
+	// (turn passes the token on), so the parts are served in order.
+	turn := make(chan struct{}, 1)
+	prev := r.asked
+	r.asked = turn
+	go func() {
+		<-prev
+		buf, err := r.c.opt.Memory.Get(r.ctx, int(length))
+		turn <- struct{}{}
+		if err != nil {
+			ch <- partResult{err: err}
+			return
+		}
+		res := r.fetch(buf, off, length)
+		if res.err != nil {
+			r.c.opt.Memory.Put(buf)
+		}
+		ch <- res
+	}()
 }
 
-func (r *partReader) fetch(off, length int64) partResult {
+func (r *partReader) fetch(buf []byte, off, length int64) partResult {
 	var last error
 	for attempt := 0; attempt < bodyAttempts; attempt++ {
 		out, err := r.c.getRange(r.ctx, r.key, r.etag, off, length)
 		if err != nil {
 			return partResult{err: err}
 		}
-		data, err := readBody(out.Body, length)
-		if err == nil && int64(len(data)) != length {
+		n, err := io.ReadFull(out.Body, buf)
+		out.Body.Close()
+		if err == nil && int64(n) != length {
 			err = io.ErrUnexpectedEOF
 		}
 		if err == nil {
-			return partResult{data: data, meta: getMeta(out)}
+			return partResult{data: buf, meta: getMeta(out)}
 		}
 		if r.ctx.Err() != nil {
 			return partResult{err: r.ctx.Err()}
@@ -175,6 +204,7 @@ func (r *partReader) next() partResult {
 	select {
 	case res = <-ch:
 	case <-r.ctx.Done():
+		r.drain(ch)
 		res = partResult{err: r.ctx.Err()}
 	}
 	if r.launched < r.nparts {
@@ -192,6 +222,8 @@ func (r *partReader) first() (objMeta, error) {
 
 func (r *partReader) Read(p []byte) (int, error) {
 	for len(r.cur) == 0 {
+		r.c.opt.Memory.Put(r.buf)
+		r.buf = nil
 		if r.err != nil {
 			return 0, r.err
 		}
@@ -203,14 +235,30 @@ func (r *partReader) Read(p []byte) (int, error) {
 			r.err = res.err
 			return 0, res.err
 		}
-		r.cur = res.data
+		r.buf, r.cur = res.data, res.data
 	}
 	n := copy(p, r.cur)
 	r.cur = r.cur[n:]
 	return n, nil
 }
 
+// drain gives the buffer of a part still coming back to the budget once
+// its goroutine ends (they end soon after the context is cancelled).
+func (r *partReader) drain(ch chan partResult) {
+	go func() { r.c.opt.Memory.Put((<-ch).data) }()
+}
+
 func (r *partReader) Close() error {
 	r.cancel()
+	r.c.opt.Memory.Put(r.buf)
+	r.buf, r.cur = nil, nil
+	if r.peeked != nil {
+		r.c.opt.Memory.Put(r.peeked.data)
+		r.peeked = nil
+	}
+	for _, ch := range r.pending {
+		r.drain(ch)
+	}
+	r.pending = nil
 	return nil
 }

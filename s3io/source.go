@@ -215,8 +215,9 @@ func archived(n *tree.Node) bool {
 	return false
 }
 
-// Open reads an object: one GET for small objects, parallel ranged GETs
-// for large ones, each pinned to the walked ETag (If-Match) so a changed
+// Open reads an object: one streamed GET for small objects (no buffer:
+// the engine reads the body), parallel ranged GETs into buffers of the
+// memory budget for large ones, each pinned to the walked ETag (If-Match) so a changed
 // object fails instead of mixing versions. With deferred attributes the
 // first GET's headers complete it.Node.Attrs.
 func (s *Source) Open(ctx context.Context, it *backup.Item) (io.ReadCloser, error) {
@@ -226,7 +227,9 @@ func (s *Source) Open(ctx context.Context, it *backup.Item) (io.ReadCloser, erro
 	}
 	etag := attrValue(it.Node.Attrs, AttrETag)
 	r := &objectReader{c: s.c, ctx: ctx, key: key, etag: etag, size: int64(it.Node.Size)}
-	part := s.c.opt.partSize()
+	// Large objects are read in parts held in the memory budget: at
+	// least two fit it.
+	part := fitPart(s.c.opt.partSize(), s.c.opt.Memory.Budget())
 	if r.size <= 2*part {
 		if err := r.get(0); err != nil {
 			return nil, err

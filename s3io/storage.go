@@ -39,9 +39,15 @@ func (s *Storage) Location() string { return s.c.URI() }
 
 // Features: conditional writes (If-None-Match / If-Match on PutObject);
 // no temp objects (a pack's name is its hash, and S3 cannot rename);
-// the default number of uploads at once (store.DefaultUploads).
+// uploads at once sized to the memory budget, since each holds a whole
+// pack in the engine: one per 32 MiB of budget, between 1 and
+// store.DefaultUploads.
 func (s *Storage) Features() store.Features {
-	return store.Features{Conditional: true}
+	return store.Features{Conditional: true, Uploads: storeUploads(s.c.opt.Memory.Budget())}
+}
+
+func storeUploads(budget int64) int {
+	return min(store.DefaultUploads, max(1, int(budget/(32<<20))))
 }
 
 // storageClass is the storage_class option for data packs only;

@@ -324,8 +324,18 @@ func backupOne(c *cli.Context, r *engine.Repo, given, loc string, filter *backup
 		go scanAhead(scanCtx, loc, filter, view)
 	}
 	warnTo := view.Writer(c.App.ErrWriter)
+	// Under --memory, the chunker windows and the pack buffers are taken
+	// from the budget for the whole backup; a bucket source's parts
+	// share the rest.
+	windows, uploaders, held := backupShare(s3Budget(loc, storeLocation(c)), r.Params.Chunker.Max, r.Params.PackSize)
+	if held > 0 {
+		if err := s3Memory.Acquire(c.Context, held); err != nil {
+			return nil, err
+		}
+		defer s3Memory.Release(held)
+	}
 	res, err := backup.Run(c.Context, r, src, backup.Options{
-		Concurrency: concurrencyFor(c, loc), Tags: c.StringSlice("tag"), NoParent: c.Bool("force"), Progress: pr,
+		Concurrency: concurrencyFor(c, loc), Windows: windows, Uploaders: uploaders, Tags: c.StringSlice("tag"), NoParent: c.Bool("force"), Progress: pr,
 		Warn: func(p string, err error) {
 			fmt.Fprintf(warnTo, "coffer: skipped %s: %v\n", p, err)
 		},
@@ -717,7 +727,7 @@ func runRestore(c *cli.Context) error {
 	var entries []restoreAction
 	lineTo := view.Writer(c.App.Writer)
 	start := time.Now()
-	st, err := restore.Restore(c.Context, r, n, dst, restore.Options{
+	opt := restore.Options{
 		Concurrency: 2 * concurrencyFor(c, to, storeLocation(c)), Progress: pr,
 		Overwrite: mode, Delete: del, DryRun: dry,
 		Warn: func(p string, err error) {
@@ -736,7 +746,11 @@ func runRestore(c *cli.Context) error {
 				fmt.Fprintf(lineTo, "%s %s%s\n", a, p, why)
 			}
 		},
-	})
+	}
+	if m := s3Budget(to, storeLocation(c)); m != nil {
+		opt.Memory = m // a nil *s3io.Memory must stay a nil Budget
+	}
+	st, err := restore.Restore(c.Context, r, n, dst, opt)
 	view.done()
 	secs := time.Since(start).Seconds()
 	if asJSON {

@@ -102,7 +102,9 @@ func run(ctx context.Context, args []string, stdout, stderr *os.File) int {
 		return exitUsage
 	}
 	app := newApp(stdout, stderr)
+	s3Memory = nil
 	err = app.RunContext(ctx, args)
+	reportMemory()
 	if err == nil {
 		return exitOK
 	}
@@ -126,7 +128,7 @@ func run(ctx context.Context, args []string, stdout, stderr *os.File) int {
 }
 
 // valueFlags are the global flags that take a value, for rewriteAt.
-var valueFlags = map[string]bool{"store": true, "passphrase-file": true, "config": true}
+var valueFlags = map[string]bool{"store": true, "passphrase-file": true, "config": true, "memory": true}
 
 // rewriteAt turns the Plakar-style "coffer [flags] at STORE CMD …" into
 // "coffer [flags] --store STORE CMD …".
@@ -209,7 +211,7 @@ Examples:
 			&cli.StringFlag{Name: "store", EnvVars: []string{"COFFER_STORE"}, Usage: "the store: a folder, s3://BUCKET/PREFIX or @NAME", TakesFile: true},
 			&cli.StringFlag{Name: "passphrase-file", Usage: "read the passphrase from the first line of `FILE`", TakesFile: true},
 			&cli.StringFlag{Name: "config", EnvVars: []string{"COFFER_CONFIG"}, Usage: "the configuration `FILE` (default: $XDG_CONFIG_HOME/coffer/config.json)", TakesFile: true},
-			quietFlag(), verboseFlag(),
+			quietFlag(), verboseFlag(), memoryFlag(),
 		},
 		Before: func(c *cli.Context) error {
 			configFlag = c.String("config")
@@ -251,9 +253,15 @@ func addCommonFlags(cmd *cli.Command) {
 		return
 	}
 	cmd.Flags = append(cmd.Flags, quietFlag(), verboseFlag())
+	if cmd.Name == "backup" || cmd.Name == "restore" {
+		cmd.Flags = append(cmd.Flags, memoryFlag())
+	}
 	before := cmd.Before
 	cmd.Before = func(c *cli.Context) error {
 		if err := setVerbosity(c); err != nil {
+			return err
+		}
+		if err := setMemory(c); err != nil {
 			return err
 		}
 		if before != nil {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/debug"
 	"sort"
 	"strings"
 
@@ -12,6 +13,7 @@ import (
 
 	"github.com/coffer-backup/coffer/engine/restore"
 
+	"github.com/dustin/go-humanize"
 	"github.com/urfave/cli/v2"
 
 	"github.com/coffer-backup/coffer/engine/store"
@@ -31,10 +33,102 @@ func s3Client(ctx context.Context, loc string) (*s3io.Client, error) {
 		return nil, err
 	}
 	o.Log = verbosef
+	o.Memory = s3Memory
 	if verbose {
 		verbosef("s3://%s: %s; %s", o.Bucket, endpointSource(o), credentialSource(o))
 	}
 	return s3io.NewClient(ctx, o)
+}
+
+// s3Memory is the byte budget (--memory) shared by every S3 client of a
+// command: the parts and bodies a bucket source or destination holds.
+var s3Memory *s3io.Memory
+
+func memoryFlag() cli.Flag {
+	return &cli.StringFlag{Name: "memory", EnvVars: []string{"COFFER_MEMORY"}, Value: fmt.Sprintf("%dMiB", s3io.DefaultMemory>>20),
+		Usage: "the `SIZE` (128MiB, 1GiB) of the buffers a backup or restore that touches a bucket holds at once: pack reads, object bodies and parts, chunker windows, pack buffers; concurrency adapts to it"}
+}
+
+// setMemory reads --memory (the command's, else the global one).
+func setMemory(c *cli.Context) error {
+	v := c.String("memory")
+	if v == "" {
+		v = fmt.Sprintf("%dMiB", s3io.DefaultMemory>>20)
+	}
+	n, err := humanize.ParseBytes(v)
+	if err != nil {
+		return usagef("--memory %s: want a size such as 128MiB or 1GiB", v)
+	}
+	m, err := s3io.NewMemory(int64(n))
+	if err != nil {
+		return usagef("--memory %s: at least %s", v, humanize.IBytes(s3io.MinMemory))
+	}
+	s3Memory = m
+	return nil
+}
+
+// s3Budget returns the --memory budget when one of locs is in S3 (the
+// same one the command's S3 clients share), nil otherwise: a restore
+// from and to folders is not bounded by it. It also sets the Go
+// runtime's soft memory limit to the budget plus room for the rest of
+// the command (the index, trees, the runtime), so that the garbage
+// collector returns dropped buffers before the heap grows far past what
+// is live.
+func s3Budget(locs ...string) *s3io.Memory {
+	for _, l := range locs {
+		if isS3(l) && s3Memory != nil {
+			if os.Getenv("GOMEMLIMIT") == "" {
+				debug.SetMemoryLimit(s3Memory.Budget() + memoryHeadroom)
+			}
+			return s3Memory
+		}
+	}
+	return nil
+}
+
+// memoryHeadroom is what a command holds beside its --memory buffers,
+// for the soft memory limit.
+const memoryHeadroom = 64 << 20
+
+// backupShare splits a backup's budget m: chunker windows of window
+// bytes (a quarter of it, at least one) and pack uploads at once (a
+// quarter of it in pack buffers of pack bytes, each upload holding one
+// beside the pack being filled, at least one), and the bytes they hold,
+// which the backup takes from m; a bucket source's parts share the
+// rest. Zeros without a budget: the engine's defaults.
+//
+// Deadlock-free: the backup takes its share once, before any part is
+// asked for; a reader's parts are then asked in order (see
+// s3io.partReader), and a file worker waits for a window holding
+// nothing.
+func backupShare(m *s3io.Memory, window, pack int) (windows, uploaders int, held int64) {
+	if m == nil || window <= 0 || pack <= 0 {
+		return 0, 0, 0
+	}
+	q := m.Budget() / 4
+	windows = max(1, int(q/int64(window)))
+	uploaders = max(1, int(q/int64(pack))-1)
+	held = int64(windows)*int64(window) + int64(uploaders+1)*int64(pack)
+	// Under a small budget they take 3/8 of it at most, none under
+	// 16 MiB (and hold more than they count): a source's part (at most
+	// half the budget, 5 MiB at least, rounded up by an eighth) must
+	// always find room.
+	if m.Budget() < 16<<20 {
+		return windows, uploaders, 0
+	}
+	return windows, uploaders, min(held, 3*m.Budget()/8)
+}
+
+// reportMemory says, under -v, how much of the S3 budget the command
+// used (test/ checks the high-water mark against the budget).
+func reportMemory() {
+	if s3Memory == nil {
+		return
+	}
+	if st := s3Memory.Stats(); st.Gets > 0 {
+		verbosef("S3 buffers: high-water %d of a %d byte budget (--memory), %d bytes in %d buffers taken",
+			st.High, st.Budget, st.Total, st.Gets)
+	}
 }
 
 // endpointSource says, for -v, where the endpoint of o comes from.

@@ -28,8 +28,14 @@ import (
 type Options struct {
 	Concurrency int // files read at once; default: the CPU count
 	Uploaders   int // packs uploaded at once; default: what the storage asks for
-	Tags        []string
-	Host        string
+	// Windows bounds the chunker windows (Chunker.Max bytes each, 8 MiB
+	// by default) in use at once: a file worker takes one before it
+	// reads a file, holding nothing else, and gives it back after.
+	// Default: one per file worker. Files of at most Chunker.Min bytes
+	// need none: they are one chunk, read into a recycled buffer of Chunker.Min+1 bytes.
+	Windows int
+	Tags    []string
+	Host    string
 	// Parent overrides the automatic choice of the newest snapshot of the
 	// same source; NoParent reads every file.
 	Parent   *crypto.ID
@@ -60,6 +66,9 @@ func Run(ctx context.Context, r *engine.Repo, src Source, opt Options) (*Result,
 	start := time.Now()
 	if opt.Concurrency < 1 {
 		opt.Concurrency = runtime.NumCPU()
+	}
+	if opt.Windows < 1 || opt.Windows > opt.Concurrency {
+		opt.Windows = opt.Concurrency
 	}
 	if opt.Uploaders < 1 {
 		opt.Uploaders = store.Uploads(r.Storage())
@@ -224,8 +233,13 @@ func (b *backup) run() (crypto.ID, tree.Node, tree.DirStats, error) {
 	if ar != nil {
 		ar.DeferAttrs()
 	}
-	// The chunker's scan buffer, one per file being read.
+	// The chunker's scan buffer, one per large file being read, at most
+	// Windows at once.
 	scanBufs := sync.Pool{New: func() any { buf := make([]byte, b.r.Params.Chunker.Max); return &buf }}
+	windows := semaphore.NewWeighted(int64(b.opt.Windows))
+	// Small files' buffers (Chunker.Min + 1 bytes, 512 KiB by default),
+	// one per file worker reading one: recycled, not allocated per file.
+	smallBufs := sync.Pool{New: func() any { buf := make([]byte, b.r.Params.Chunker.Min+1); return &buf }}
 	asm := b.newAssembler()
 	err := pipeline.Ordered(ctx, pipeline.Options{Workers: b.opt.Concurrency, Window: walkAhead},
 		func(ctx context.Context, emit func(*fileJob, bool) error) error {
@@ -250,6 +264,15 @@ func (b *backup) run() (crypto.ID, tree.Node, tree.DirStats, error) {
 			}, b.skip)
 		},
 		func(ctx context.Context, j *fileJob) error {
+			if j.item.Node.Size <= uint64(b.r.Params.Chunker.Min) {
+				buf := smallBufs.Get().(*[]byte)
+				defer smallBufs.Put(buf)
+				return b.saveSmall(ctx, j, *buf)
+			}
+			if err := windows.Acquire(ctx, 1); err != nil {
+				return err
+			}
+			defer windows.Release(1)
 			buf := scanBufs.Get().(*[]byte)
 			defer scanBufs.Put(buf) // the chunker's slices alias it; saveFile copies first
 			return b.saveFile(ctx, j, *buf)
@@ -307,26 +330,10 @@ func (b *backup) saveFile(ctx context.Context, j *fileJob, buf []byte) error {
 			return err
 		}
 		if len(data) > 0 {
-			id := b.r.Keys().BlobID(data)
-			if serr := b.saver.Err(); serr != nil {
-				return serr
+			if err := b.addChunk(ctx, j, data); err != nil {
+				return err
 			}
-			if !b.saver.Has(id) {
-				if err := b.inflight.Acquire(ctx, int64(len(data))); err != nil {
-					return err
-				}
-				buf := chunkBufs.Get().(*[]byte)
-				*buf = append((*buf)[:0], data...)
-				select {
-				case b.blobs <- blobTask{id: id, buf: buf}:
-				case <-ctx.Done():
-					return ctx.Err()
-				}
-			}
-			j.chunks = append(j.chunks, tree.Chunk{ID: id, Size: uint32(len(data))})
 			total += uint64(len(data))
-			b.readBytes.Add(int64(len(data)))
-			b.opt.Progress.Bytes.Add(int64(len(data)))
 		}
 		if err == io.EOF {
 			break
@@ -335,6 +342,60 @@ func (b *backup) saveFile(ctx context.Context, j *fileJob, buf []byte) error {
 			return cerr
 		}
 	}
+	return b.endFile(j, total)
+}
+
+// saveSmall saves a file of at most Chunker.Min bytes, which the chunker
+// would return whole as one chunk, read into buf (Chunker.Min+1 bytes,
+// no chunker window). A file that grew past its scanned size fails as
+// in saveFile.
+func (b *backup) saveSmall(ctx context.Context, j *fileJob, buf []byte) error {
+	f, err := b.src.Open(ctx, j.item)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	size := j.item.Node.Size
+	n, err := io.ReadFull(f, buf[:size+1])
+	if err != nil && err != io.ErrUnexpectedEOF && err != io.EOF {
+		return err
+	}
+	if n > 0 && uint64(n) == size {
+		if err := b.addChunk(ctx, j, buf[:n]); err != nil {
+			return err
+		}
+	}
+	return b.endFile(j, uint64(n))
+}
+
+// addChunk dedups one chunk of j's file, handing it to the blob workers
+// (copied) unless it is stored already.
+func (b *backup) addChunk(ctx context.Context, j *fileJob, data []byte) error {
+	id := b.r.Keys().BlobID(data)
+	if serr := b.saver.Err(); serr != nil {
+		return serr
+	}
+	if !b.saver.Has(id) {
+		if err := b.inflight.Acquire(ctx, int64(len(data))); err != nil {
+			return err
+		}
+		buf := chunkBufs.Get().(*[]byte)
+		*buf = append((*buf)[:0], data...)
+		select {
+		case b.blobs <- blobTask{id: id, buf: buf}:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	j.chunks = append(j.chunks, tree.Chunk{ID: id, Size: uint32(len(data))})
+	b.readBytes.Add(int64(len(data)))
+	b.opt.Progress.Bytes.Add(int64(len(data)))
+	return nil
+}
+
+// endFile checks that total bytes were read of j's file and stores its
+// chunk list, when long, as a blob of its own.
+func (b *backup) endFile(j *fileJob, total uint64) error {
 	if total != j.item.Node.Size {
 		return fmt.Errorf("%w (%d bytes at scan, %d read)", errChanged, j.item.Node.Size, total)
 	}

@@ -95,7 +95,46 @@ type Options struct {
 	// restore meets them, from one goroutine); path is the entry's path,
 	// for Delete the directory's path and "/" and the local name.
 	Report func(a Action, path string, detail string)
+
+	// Memory, if set, bounds the bytes the restore holds: before a
+	// worker starts a job it reserves everything the job will hold (the
+	// pack range it reads, a decompression buffer, and what the
+	// destination's writers of its files hold, Buffered), and gives it
+	// back when the job is done. A worker never waits for memory while
+	// it holds some, so the reservations cannot deadlock; the workers
+	// at work are as many as the budget allows. A file whose blobs come
+	// from more than one read is then one job, read and written in
+	// order by one worker, so that its writer holds one part at a time.
+	Memory Budget
+	// Closes bounds the files whose Close (an S3 PUT) runs at once, on
+	// destinations that are not a SerialCreator: a worker finishing a
+	// read of many small files closes them in parallel, up to this many
+	// across the restore. Default DefaultCloses.
+	Closes int
 }
+
+// Budget is a byte budget shared by the jobs of a restore (s3io.Memory).
+type Budget interface {
+	// Size is the budget in bytes.
+	Size() int64
+	// Acquire waits until n bytes fit, first come first served, or ctx
+	// ends (the restore never asks more than Size).
+	Acquire(ctx context.Context, n int64) error
+	// Release gives back n bytes taken by Acquire.
+	Release(n int64)
+}
+
+// Buffered is implemented by destinations whose writers hold a file's
+// bytes in memory (a bucket: the body of a small object, a part of a
+// large one). FileBuffer is the most a writer of n holds when its bytes
+// come in ascending order.
+type Buffered interface {
+	FileBuffer(n *tree.Node) int64
+}
+
+// DefaultCloses is Options.Closes when unset: enough PUTs at once to keep
+// an S3 server busy with small objects (docs/PERFORMANCE.md, issue 10).
+const DefaultCloses = 64
 
 // ErrNeedsInspector says Options ask for what the destination cannot do.
 var ErrNeedsInspector = errors.New("overwrite modes other than always, delete and dry run need a destination that can be inspected (a folder)")
@@ -187,6 +226,10 @@ type fetch struct {
 	start uint32
 	end   uint32
 	runs  []*run
+	// serial: the runs are all of one file, in file order, each read on
+	// its own (Options.Memory only); ahead: the next run is read while
+	// one is written (when the budget holds both).
+	serial, ahead bool
 }
 
 // maxGap is the most bytes of other blobs a fetch reads and skips to
@@ -273,6 +316,13 @@ func Restore(ctx context.Context, r *engine.Repo, node *tree.Node, dst Destinati
 		perFetch, opt.Concurrency = sizeFetches(sc.MaxOpen(), opt.Concurrency)
 	}
 	rs := &restorer{r: r, dst: dst, insp: insp, opt: opt, fetches: make(chan *fetch, opt.Concurrency), fetchFiles: perFetch, cancel: cancel}
+	rs.buffered, _ = dst.(Buffered)
+	if sc == nil {
+		if opt.Closes < 1 {
+			opt.Closes = DefaultCloses
+		}
+		rs.closes = make(chan struct{}, opt.Closes)
+	}
 	// The walker plans fetches; workers read, open and write them. For a
 	// SerialCreator, one creator creates the files the walker meets.
 	var cwg, wg sync.WaitGroup
@@ -290,7 +340,7 @@ func Restore(ctx context.Context, r *engine.Repo, node *tree.Node, dst Destinati
 			defer wg.Done()
 			var scratch []byte // reused for decompressed blobs
 			for fe := range rs.fetches {
-				scratch = rs.doFetch(ctx, fe, scratch)
+				scratch = rs.job(ctx, fe, scratch)
 			}
 		}()
 	}
@@ -369,6 +419,9 @@ type restorer struct {
 	// restore instead of being reported once per object.
 	cancel func()
 	fatal  error
+
+	buffered Buffered      // nil: the destination's writers hold nothing
+	closes   chan struct{} // nil: files are closed by their worker, in turn
 }
 
 func (rs *restorer) fail(path string, err error) {
@@ -631,6 +684,13 @@ func (rs *restorer) file(ctx context.Context, p string, n *tree.Node) {
 		rs.plan(&run{file: f})
 		return
 	}
+	if rs.opt.Memory != nil && len(runs) > 1 {
+		// One job, in order: its writer holds one part at a time, and
+		// no worker holding memory waits for another's job.
+		f.pending.Store(1)
+		rs.send(&fetch{runs: runs, serial: true})
+		return
+	}
 	f.pending.Store(int64(len(runs)))
 	for _, ru := range runs {
 		rs.plan(ru)
@@ -725,9 +785,63 @@ func (rs *restorer) failFile(f *restoreFile, err error) {
 	f.errOnce.Do(func() { rs.fail(f.path, err) })
 }
 
-// doFetch reads fe's range once and writes its runs to their files,
-// finishing every file whose last run this was.
+// need is what job fe holds at most: the bytes it reads at once, a
+// decompression buffer for its largest compressed blob, and what the
+// writers of its files hold. A serial job reads ahead when the budget
+// holds two reads. (A job larger than the whole budget, which only a
+// budget under a blob and a part can meet, takes all of it and so runs
+// alone.)
+func (rs *restorer) need(fe *fetch) int64 {
+	var n, read, raw int64
+	seen := map[*restoreFile]bool{}
+	for _, ru := range fe.runs {
+		if fe.serial {
+			read = max(read, int64(ru.end-ru.start))
+		}
+		for _, b := range ru.blobs {
+			if b.Comp != format.CompNone {
+				raw = max(raw, int64(b.RawLen))
+			}
+		}
+		if rs.buffered != nil && !seen[ru.file] {
+			seen[ru.file] = true
+			n += rs.buffered.FileBuffer(ru.file.node)
+		}
+	}
+	if !fe.serial {
+		read = int64(fe.end - fe.start)
+	}
+	if fe.serial && n+2*read+raw <= rs.opt.Memory.Size() {
+		fe.ahead = true
+		read *= 2
+	}
+	return n + read + raw
+}
+
+// job runs fe within the memory budget, if there is one: it reserves
+// what fe holds before starting it (holding nothing while it waits) and
+// gives it back after.
+func (rs *restorer) job(ctx context.Context, fe *fetch, scratch []byte) []byte {
+	if rs.opt.Memory == nil {
+		return rs.doFetch(ctx, fe, scratch)
+	}
+	n := min(rs.need(fe), rs.opt.Memory.Size())
+	if err := rs.opt.Memory.Acquire(ctx, n); err != nil {
+		// Cancelled: doFetch fails the runs without reading.
+		return rs.doFetch(ctx, fe, scratch)
+	}
+	rs.doFetch(ctx, fe, scratch)
+	rs.opt.Memory.Release(n)
+	return nil // the next job reserves its own decompression buffer
+}
+
+// doFetch reads fe's range once (a serial fe: each run in turn) and
+// writes its runs to their files, finishing every file whose last run
+// this was.
 func (rs *restorer) doFetch(ctx context.Context, fe *fetch, scratch []byte) []byte {
+	if fe.serial {
+		return rs.doSerial(ctx, fe, scratch)
+	}
 	var data []byte
 	var err error
 	for _, ru := range fe.runs {
@@ -754,12 +868,90 @@ func (rs *restorer) doFetch(ctx context.Context, fe *fetch, scratch []byte) []by
 	} else if data != nil {
 		scratch = rs.writeFetch(fe, data, scratch)
 	}
+	data = nil
+	var done []*restoreFile
 	for _, ru := range fe.runs {
 		if f := ru.file; f.pending.Add(-1) == 0 {
-			rs.finish(f)
+			done = append(done, f)
 		}
 	}
+	rs.finishAll(done)
 	return scratch
+}
+
+// doSerial reads and writes the runs of one file in order, reading the
+// next run while it writes one when fe.ahead (need counts two reads).
+func (rs *restorer) doSerial(ctx context.Context, fe *fetch, scratch []byte) []byte {
+	f := fe.runs[0].file
+	rs.created(ctx, f)
+	type read struct {
+		data []byte
+		err  error
+	}
+	load := func(ru *run) chan read {
+		ch := make(chan read, 1)
+		if f.failed.Load() {
+			ch <- read{err: errSkipped}
+			return ch
+		}
+		go func() {
+			err := ctx.Err()
+			var data []byte
+			if err == nil {
+				data, err = rs.r.LoadPackRange(ctx, ru.kind, ru.pack, int64(ru.start), int64(ru.end-ru.start))
+			}
+			ch <- read{data, err}
+		}()
+		return ch
+	}
+	var next chan read
+	for i, ru := range fe.runs {
+		if next == nil {
+			next = load(ru)
+		}
+		rd := <-next
+		next = nil
+		if fe.ahead && i+1 < len(fe.runs) {
+			next = load(fe.runs[i+1])
+		}
+		if f.failed.Load() {
+			continue // drain the read ahead
+		}
+		if rd.err != nil {
+			rs.failFile(f, &engine.BlobError{ID: ru.blobs[0].ID, Pack: ru.pack, Err: rd.err})
+			continue
+		}
+		one := &fetch{pack: ru.pack, kind: ru.kind, start: ru.start, end: ru.end, runs: []*run{ru}}
+		scratch = rs.writeFetch(one, rd.data, scratch)
+	}
+	if f.pending.Add(-1) == 0 {
+		rs.finish(f)
+	}
+	return scratch
+}
+
+// errSkipped stands for a read not made because its file already failed.
+var errSkipped = errors.New("skipped")
+
+// finishAll finishes fs: in turn, or, when closes is set, up to its
+// capacity at once across the workers (small objects' PUTs).
+func (rs *restorer) finishAll(fs []*restoreFile) {
+	if rs.closes == nil || len(fs) < 2 {
+		for _, f := range fs {
+			rs.finish(f)
+		}
+		return
+	}
+	var wg sync.WaitGroup
+	for _, f := range fs {
+		rs.closes <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-rs.closes; wg.Done() }()
+			rs.finish(f)
+		}()
+	}
+	wg.Wait()
 }
 
 // target is one place a blob of a fetch goes: blob i of run ru.
