@@ -4,8 +4,10 @@
 //
 // It is compact: the locations live in sorted runs of sealed fixed-size
 // records on disk (run.go), and RAM holds only an 8-byte id prefix per
-// blob, the table of pack ids, and a bounded memtable of recent Adds that
-// is written out as a new run when full. Runs are merged (k-way, one block
+// blob (with a radix table over them, 0.25 bytes a blob), the table of
+// pack ids, a bounded memtable of recent Adds that is written out as a new
+// run when full, and a fixed cache of the ids last found in runs
+// (hits.go). Runs are merged (k-way, one block
 // per run in memory) so that there are few of them. A lookup searches the
 // prefixes in RAM and compares the full id in the record it reads from
 // disk: a prefix match alone never answers.
