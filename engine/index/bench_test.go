@@ -139,6 +139,16 @@ func BenchmarkHas(b *testing.B) {
 			}
 		}
 	})
+	// hit-repeat asks again and again for the same 1,000 present ids (a
+	// blob shared by many files, a file read again through a mount).
+	b.Run("hit-repeat", func(b *testing.B) {
+		defer cpuPerOp(b)()
+		for i := range b.N {
+			if !x.Has(synthID(1, uint64(i%1000)<<1)) {
+				b.Fatal("miss")
+			}
+		}
+	})
 	b.Run("hit-parallel", func(b *testing.B) {
 		b.RunParallel(func(pb *testing.PB) {
 			i := 0

@@ -4,8 +4,10 @@
 //
 // It is compact: the locations live in sorted runs of sealed fixed-size
 // records on disk (run.go), and RAM holds only an 8-byte id prefix per
-// blob, the table of pack ids, and a bounded memtable of recent Adds that
-// is written out as a new run when full. Runs are merged (k-way, one block
+// blob (with a radix table over them, 0.25 bytes a blob), the table of
+// pack ids, a bounded memtable of recent Adds that is written out as a new
+// run when full, and a fixed cache of the ids last found in runs
+// (hits.go). Runs are merged (k-way, one block
 // per run in memory) so that there are few of them. A lookup searches the
 // prefixes in RAM and compares the full id in the record it reads from
 // disk: a prefix match alone never answers.
@@ -74,6 +76,7 @@ type Master struct {
 
 	mem  map[crypto.ID]location // recent Adds, newer than every run
 	runs []*run                 // oldest first
+	hits hitCache               // ids recently found in runs
 
 	covered []string // index files whose blobs all were added (AddFile)
 	dirty   bool     // blobs were added that no index file covers: never saved
@@ -133,6 +136,7 @@ func (x *Master) resetLocked() {
 	x.packNew = map[crypto.ID]uint32{}
 	x.mem = map[crypto.ID]location{}
 	x.runs, x.covered, x.dirty, x.err = nil, nil, false, nil
+	x.hits.clear()
 }
 
 // Reset empties the index: the caller found that a cached index covers
@@ -184,6 +188,7 @@ func (x *Master) failLocked(err error) {
 	if x.err == nil {
 		x.err = err
 	}
+	x.hits.clear() // a run may have lost its prefixes: answer as the runs do
 }
 
 // packIndexLocked returns the position of pack id, adding it if new.
@@ -287,7 +292,15 @@ func (x *Master) Lookup(id crypto.ID) (format.BlobLoc, crypto.ID, bool) {
 // false and is kept for Err.
 func (x *Master) find(id crypto.ID, first bool) (location, crypto.ID, bool) {
 	x.mu.RLock()
-	l, ok, err := x.findLocked(&id, first)
+	l, ok := x.hits.get(&id)
+	var err error
+	if !ok {
+		var inRun bool
+		l, ok, inRun, err = x.findLocked(&id, first)
+		if ok && inRun && err == nil {
+			x.hits.put(&id, l)
+		}
+	}
 	var pack crypto.ID
 	if ok && err == nil {
 		pack = x.packs[l.pack]
@@ -302,11 +315,12 @@ func (x *Master) find(id crypto.ID, first bool) (location, crypto.ID, bool) {
 
 // findLocked searches the runs from the oldest, then the memtable: the
 // first location added wins, as in a map that keeps the first. With
-// first unset (Has), the memtable is searched first.
-func (x *Master) findLocked(id *crypto.ID, first bool) (location, bool, error) {
+// first unset (Has), the memtable is searched first. inRun says the
+// answer came from a run.
+func (x *Master) findLocked(id *crypto.ID, first bool) (l location, ok, inRun bool, err error) {
 	if !first {
 		if l, ok := x.mem[*id]; ok {
-			return l, true, nil
+			return l, true, false, nil
 		}
 	}
 	for _, r := range x.runs {
@@ -315,11 +329,11 @@ func (x *Master) findLocked(id *crypto.ID, first bool) (location, bool, error) {
 			err = fmt.Errorf("%w: %s: pack %d of %d", errCache, r.label(), l.pack, len(x.packs))
 		}
 		if err != nil || ok {
-			return l, ok, err
+			return l, ok, ok, err
 		}
 	}
-	l, ok := x.mem[*id]
-	return l, ok, nil
+	l, ok = x.mem[*id]
+	return l, ok, false, nil
 }
 
 // Len returns the number of blobs. It reads every run.
@@ -404,7 +418,7 @@ func (x *Master) newRun(nmax int) (*run, *runWriter, error) {
 // release closes a run and removes its file unless a manifest lists it.
 func (x *Master) release(r *run) {
 	r.drop()
-	r.prefix = nil
+	r.setPrefix(nil)
 	if r.name != "" && !r.persisted {
 		os.Remove(x.path(r.name))
 	}
@@ -437,7 +451,7 @@ func (x *Master) flushLocked() error {
 		x.release(r)
 		return err
 	}
-	r.prefix = pf
+	r.setPrefix(pf)
 	x.runs = append(x.runs, r)
 	x.mem = map[crypto.ID]location{}
 	return nil
@@ -516,7 +530,7 @@ func (x *Master) mergeLocked(a, b int) error {
 	// Drop the old prefixes before reading the new ones: RAM never holds
 	// both.
 	for _, r := range in {
-		r.prefix = nil
+		r.setPrefix(nil)
 	}
 	if err := out.loadPrefixes(); err != nil {
 		// The old runs lost their prefixes: they answer "absent" from

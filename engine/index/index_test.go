@@ -663,3 +663,38 @@ func TestRecordPackOutOfRange(t *testing.T) {
 		t.Fatalf("Err %v, want the cache reported unreadable", x.Err())
 	}
 }
+
+// TestHitCacheForgets: ids answered from the hit cache are forgotten with
+// the index (Reset) and never answer for another id in their slot.
+func TestHitCacheForgets(t *testing.T) {
+	g := &gen{rng: rand.New(rand.NewPCG(11, 11))}
+	x, _ := Open(Options{Memtable: 8})
+	defer x.Close()
+	old := g.packs(4, 20)
+	x.Add(old)
+	x.Save()
+	m := newModel()
+	m.add(old)
+	same(t, x, m, g) // fills the cache
+	same(t, x, m, g) // answers from it
+	// An id in the slot of a cached one, differing only there.
+	for id := range m.blobs {
+		other := id
+		other[0] ^= 0x80
+		if _, ok := m.blobs[other]; !ok && x.Has(other) {
+			t.Fatalf("Has(%x) answered for %x", other[:8], id[:8])
+		}
+	}
+	x.Reset()
+	for id := range m.blobs {
+		if x.Has(id) {
+			t.Fatalf("Has(%x) after Reset", id[:8])
+		}
+	}
+	ps := g.packs(2, 10)
+	x.Add(ps)
+	x.Save()
+	m = newModel()
+	m.add(ps)
+	same(t, x, m, g)
+}

@@ -92,6 +92,11 @@ type run struct {
 	n      int // records
 	nmax   int // records the file has room for (the prefix region follows)
 	prefix []uint64
+	// starts[b] is the first position of prefix whose top bits (prefix
+	// >> shift) are b or more: a lookup searches only starts[b] to
+	// starts[b+1], about radixSpan prefixes. nil for small runs.
+	starts []uint32
+	shift  uint
 
 	aead      cipher.AEAD // of this file (fileAEAD)
 	persisted bool        // referenced by the manifest on disk: never removed by merges
@@ -143,12 +148,44 @@ func (r *run) label() string {
 	return "index run " + filepath.Join(r.dir, r.name)
 }
 
+// radixSpan is about how many prefixes share one entry of run.starts:
+// the table costs 4/radixSpan bytes a blob (0.25) and leaves a lookup a
+// binary search of about radixSpan prefixes (two cache lines) instead of
+// one over the whole run (20 scattered reads for a million blobs).
+const radixSpan = 16
+
+// setPrefix makes pf the run's prefixes (nil: none) and builds starts.
+func (r *run) setPrefix(pf []uint64) {
+	r.prefix, r.starts = pf, nil
+	if len(pf) < 4*radixSpan {
+		return
+	}
+	bits := uint(0)
+	for (len(pf)/radixSpan)>>(bits+1) > 0 && bits < 24 {
+		bits++
+	}
+	r.shift = 64 - bits
+	st := make([]uint32, 1<<bits+1)
+	i := 0
+	for b := range st {
+		for i < len(pf) && pf[i]>>r.shift < uint64(b) {
+			i++
+		}
+		st[b] = uint32(i)
+	}
+	r.starts = st
+}
+
 // find returns the record of id, if the run holds it: a search of the
 // prefixes, then the full id compared on every prefix match.
 func (r *run) find(id *crypto.ID) (location, bool, error) {
 	p := prefixOf(id)
 	pf := r.prefix
 	lo, hi := 0, len(pf)
+	if r.starts != nil {
+		b := p >> r.shift
+		lo, hi = int(r.starts[b]), int(r.starts[b+1])
+	}
 	for lo < hi {
 		m := int(uint(lo+hi) >> 1)
 		if pf[m] < p {
@@ -294,7 +331,7 @@ func (r *run) loadPrefixes() error {
 			return fmt.Errorf("%w: %s: prefixes out of order", errCache, r.label())
 		}
 	}
-	r.prefix = pf
+	r.setPrefix(pf)
 	return nil
 }
 
