@@ -104,13 +104,9 @@ func (c *LRU[K, V]) Get(ctx context.Context, key K) (V, error) {
 // one by the engine with each request). A load of key already running is
 // waited for instead.
 func (c *LRU[K, V]) GetWith(ctx context.Context, key K, fn func(context.Context) (V, error)) (V, error) {
-	c.mu.Lock()
-	if v, ok := c.lru.Get(key); ok {
-		c.mu.Unlock()
-		c.hits.Add(1)
+	if v, ok := c.lockedMiss(key); ok {
 		return v, nil
 	}
-	c.misses.Add(1)
 	cl := c.startLocked(key, fn)
 	c.mu.Unlock()
 	select {
@@ -122,18 +118,27 @@ func (c *LRU[K, V]) GetWith(ctx context.Context, key K, fn func(context.Context)
 	}
 }
 
+// lockedMiss returns key's value if it is in memory, counting a hit;
+// otherwise it counts a miss and returns with c.mu held.
+func (c *LRU[K, V]) lockedMiss(key K) (V, bool) {
+	c.mu.Lock()
+	if v, ok := c.lru.Get(key); ok {
+		c.mu.Unlock()
+		c.hits.Add(1)
+		return v, true
+	}
+	c.misses.Add(1)
+	return *new(V), false
+}
+
 // GetHere is Get for a caller that would only wait: the load, if key is
 // neither in memory nor coming, runs in the caller's goroutine (merged
 // with Gets of key meanwhile, and kept), which saves a goroutine and its
 // stack per load. It waits until the load ends or the LRU is closed.
 func (c *LRU[K, V]) GetHere(key K) (V, error) {
-	c.mu.Lock()
-	if v, ok := c.lru.Get(key); ok {
-		c.mu.Unlock()
-		c.hits.Add(1)
+	if v, ok := c.lockedMiss(key); ok {
 		return v, nil
 	}
-	c.misses.Add(1)
 	if cl := c.inflight[key]; cl != nil {
 		c.mu.Unlock()
 		<-cl.done
