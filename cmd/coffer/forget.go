@@ -3,11 +3,13 @@ package main
 import (
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"text/tabwriter"
 	"time"
 	_ "time/tzdata" // --time-zone and time_zone work on a machine without zoneinfo
 
 	"github.com/urfave/cli/v2"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/coffer-backup/coffer/engine"
 	"github.com/coffer-backup/coffer/engine/crypto"
@@ -411,14 +413,28 @@ func runForget(c *cli.Context) error {
 	return nil
 }
 
-// removeSnapshots removes each snapshot's object in turn; on a failure it
-// says how far it got.
+// removeParallel is how many snapshot objects are removed at once: a
+// first forget of a long history removes thousands, one request each.
+const removeParallel = 8
+
+// removeSnapshots removes the snapshots' objects; on a failure it stops
+// and says how far it got.
 func removeSnapshots(c *cli.Context, r *engine.Repo, snaps []*engine.Snapshot) error {
-	for i, sn := range snaps {
-		if err := r.DeleteSnapshot(c.Context, sn.ID); err != nil {
-			return fmt.Errorf("removed %d of %s, then: %w (the others are still there; run the command again to finish)", i, plural(len(snaps), "snapshot"), err)
-		}
-		verbosef("removed snapshot %s", sn.ID.Short())
+	var removed atomic.Int64
+	g, ctx := errgroup.WithContext(c.Context)
+	g.SetLimit(removeParallel)
+	for _, sn := range snaps {
+		g.Go(func() error {
+			if err := r.DeleteSnapshot(ctx, sn.ID); err != nil {
+				return err
+			}
+			removed.Add(1)
+			verbosef("removed snapshot %s", sn.ID.Short())
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return fmt.Errorf("removed %d of %s, then: %w (the others are still there; run the command again to finish)", removed.Load(), plural(len(snaps), "snapshot"), err)
 	}
 	return nil
 }
