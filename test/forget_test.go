@@ -282,3 +282,65 @@ func TestForgetS3(t *testing.T) {
 	}
 	e.ok("check")
 }
+
+// TestForgetPolicyKeys: a store entry's policy keys are checked when set
+// (a bad one changes nothing), kept in a normal form, and an S3 store
+// entry takes them as well (they are not S3 settings).
+func TestForgetPolicyKeys(t *testing.T) {
+	c := newCLIEnv(t)
+	c.must(nil, "config", "store", "create", "s", "location=s3://b/p", "keep_daily=7")
+	c.must(nil, "config", "store", "set", "s", "keep_weekly=UNLIMITED", "keep_within=2w", "group_by=host, source",
+		"time_zone=Europe/Berlin", "keep_tag=a,b", "keep_tag=c")
+	var shown map[string]string
+	if err := json.Unmarshal([]byte(c.must(nil, "config", "store", "show", "--json", "s").stdout), &shown); err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range map[string]string{"keep_daily": "7", "keep_weekly": "unlimited", "keep_within": "14d",
+		"group_by": "source,host", "time_zone": "Europe/Berlin", "keep_tag": "a,b\nc"} {
+		if shown[k] != v {
+			t.Errorf("%s = %q, want %q (entry %v)", k, shown[k], v, shown)
+		}
+	}
+	before, _ := os.ReadFile(c.configFile())
+	for _, tc := range []struct{ kv, want string }{
+		{"keep_daily=-1", "number of at least 0, or unlimited"},
+		{"keep_last=many", "number of at least 0, or unlimited"},
+		{"keep_within=5", "1y2m3d4h"},
+		{"keep_within=3min", "the smallest unit is the hour"},
+		{"keep_within=2x", "unknown unit"},
+		{"group_by=paths", "source, host and tags"},
+		{"time_zone=Mars/Olympus", "Europe/Berlin"},
+	} {
+		c.mustFail(2, []string{tc.want}, nil, "config", "store", "set", "s", tc.kv)
+	}
+	if after, _ := os.ReadFile(c.configFile()); string(after) != string(before) {
+		t.Fatalf("a rejected policy key altered the file:\n%s\nvs\n%s", before, after)
+	}
+	c.mustFail(2, []string{`unknown key "keep_daily" for a source`}, nil, "config", "source", "create", "f", "location=/x", "keep_daily=1")
+}
+
+// TestForgetKeepUntaggedAndOneGroup: --keep-tag ” keeps the snapshots
+// with no tag, and --group-by ” applies the policy across sources.
+func TestForgetKeepUntaggedAndOneGroup(t *testing.T) {
+	e := newEnv(t)
+	a, b := t.TempDir(), t.TempDir()
+	os.WriteFile(filepath.Join(a, "f"), []byte("a"), 0o644)
+	os.WriteFile(filepath.Join(b, "f"), []byte("b"), 0o644)
+	sa := e.backup(a, "--time", "2026-01-01T00:00:00Z", "--tag", "x")
+	sb := e.backup(b, "--time", "2026-01-02T00:00:00Z")
+	sa2 := e.backup(a, "--time", "2026-01-03T00:00:00Z")
+	snaps := []*dated{{name: "a1", id: sa.ID}, {name: "b1", id: sb.ID}, {name: "a2", id: sa2.ID}}
+	f := parseForget(t, e.ok("forget", "--dry-run", "--json", "--keep-tag", ""))
+	if got := f.verdict(snaps); !slices.Equal(got, []string{"a1 -", "a2 tag (no tag)", "b1 tag (no tag)"}) {
+		t.Fatalf("--keep-tag '': %q", got)
+	}
+	f = parseForget(t, e.ok("forget", "--dry-run", "--json", "--keep-last", "1", "--group-by", ""))
+	if got := f.verdict(snaps); len(f.Groups) != 1 || !slices.Equal(got, []string{"a1 -", "a2 last", "b1 -"}) {
+		t.Fatalf("--group-by '' --keep-last 1: %d groups, %q", len(f.Groups), got)
+	}
+	f = parseForget(t, e.ok("forget", "--dry-run", "--json", "--keep-last", "1", "--source", a))
+	if got := f.verdict(snaps); !slices.Equal(got, []string{"a1 -", "a2 last"}) {
+		t.Fatalf("--source A --keep-last 1: %q", got)
+	}
+	e.fail(2, []string{"forget takes no snapshot ids", "rm ID"}, "forget", "--keep-last", "1", sa.Short)
+}

@@ -49,6 +49,9 @@ func ParseDuration(s string) (Duration, error) {
 	if s == "" {
 		return d, fmt.Errorf("empty duration: want numbers with units, like 1y2m3d4h (years, months, days, hours) or 2w")
 	}
+	if strings.Contains(s, "min") || strings.HasSuffix(s, "s") {
+		return d, fmt.Errorf("duration %q: the smallest unit is the hour (h); m is months", s)
+	}
 	seen := map[byte]bool{}
 	rest := s
 	for rest != "" {

@@ -235,6 +235,7 @@ func TestParseDuration(t *testing.T) {
 		{"1x", "", true},
 		{"1d1d", "", true},
 		{"30min", "", true},
+		{"90s", "", true},
 		{"-1d", "", true},
 	} {
 		d, err := ParseDuration(tc.in)
