@@ -319,7 +319,7 @@ func TestForgetPolicyKeys(t *testing.T) {
 	c.mustFail(2, []string{`unknown key "keep_daily" for a source`}, nil, "config", "source", "create", "f", "location=/x", "keep_daily=1")
 }
 
-// TestForgetKeepUntaggedAndOneGroup: --keep-tag ” keeps the snapshots
+// TestForgetKeepUntaggedAndOneGroup: an empty --keep-tag keeps the snapshots
 // with no tag, and --group-by ” applies the policy across sources.
 func TestForgetKeepUntaggedAndOneGroup(t *testing.T) {
 	e := newEnv(t)
