@@ -320,7 +320,7 @@ func TestForgetPolicyKeys(t *testing.T) {
 }
 
 // TestForgetKeepUntaggedAndOneGroup: an empty --keep-tag keeps the snapshots
-// with no tag, and --group-by ” applies the policy across sources.
+// with no tag, and an empty --group-by applies the policy across sources.
 func TestForgetKeepUntaggedAndOneGroup(t *testing.T) {
 	e := newEnv(t)
 	a, b := t.TempDir(), t.TempDir()
