@@ -109,11 +109,22 @@ func (r *Repo) ReplaceSnapshot(ctx context.Context, old crypto.ID, sn *Snapshot)
 	if err != nil {
 		return crypto.ID{}, err
 	}
-	if err := r.st.Delete(ctx, store.Handle{Kind: store.KindSnapshot, Name: old.String()}); err != nil {
+	if err := r.DeleteSnapshot(ctx, old); err != nil {
 		return id, fmt.Errorf("snapshot %s replaced by %s, but removing the old one failed: %w", old.Short(), id.Short(), err)
 	}
-	r.snapMu.Lock()
-	delete(r.snaps, old)
-	r.snapMu.Unlock()
 	return id, nil
+}
+
+// DeleteSnapshot removes the object of snapshot id, durably, and
+// nothing else: the packs and index entries it referenced stay (only a
+// prune may remove those). Removing a snapshot already gone is not an
+// error.
+func (r *Repo) DeleteSnapshot(ctx context.Context, id crypto.ID) error {
+	if err := r.st.Delete(ctx, store.Handle{Kind: store.KindSnapshot, Name: id.String()}); err != nil {
+		return fmt.Errorf("snapshot %s: remove: %w", id.Short(), err)
+	}
+	r.snapMu.Lock()
+	delete(r.snaps, id)
+	r.snapMu.Unlock()
+	return nil
 }

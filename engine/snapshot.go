@@ -11,6 +11,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -142,7 +143,8 @@ func (r *Repo) SnapshotIDs(ctx context.Context) ([]crypto.ID, error) {
 	return ids, err
 }
 
-// Snapshots loads every snapshot, oldest first.
+// Snapshots loads every snapshot, oldest first. A snapshot listed but
+// gone when loaded (a forget or rm ran in between) is left out.
 func (r *Repo) Snapshots(ctx context.Context) ([]*Snapshot, error) {
 	ids, err := r.SnapshotIDs(ctx)
 	if err != nil {
@@ -154,6 +156,9 @@ func (r *Repo) Snapshots(ctx context.Context) ([]*Snapshot, error) {
 	for i, id := range ids {
 		g.Go(func() error {
 			sn, err := r.LoadSnapshot(gctx, id)
+			if store.IsNotFound(err) && gctx.Err() == nil {
+				return nil
+			}
 			out[i] = sn
 			return err
 		})
@@ -161,6 +166,7 @@ func (r *Repo) Snapshots(ctx context.Context) ([]*Snapshot, error) {
 	if err := g.Wait(); err != nil {
 		return nil, err
 	}
+	out = slices.DeleteFunc(out, func(sn *Snapshot) bool { return sn == nil })
 	sort.Slice(out, func(i, j int) bool {
 		if !out[i].Time.Equal(out[j].Time) {
 			return out[i].Time.Before(out[j].Time)

@@ -155,6 +155,9 @@ Excluded entries are counted in the summary, not listed.`,
 			concurrencyFlag(), jsonFlag(),
 			&cli.StringSliceFlag{Name: "tag", Usage: "tag the snapshot (repeatable)"},
 			&cli.BoolFlag{Name: "force", Usage: "read every file, ignoring the parent snapshot"},
+			// For tests of retention policies (and importing old backups):
+			// the snapshot's time instead of now.
+			&cli.StringFlag{Name: "time", Hidden: true, Usage: "date the snapshot `TIME` (RFC 3339, or 2006-01-02 15:04:05 in the local zone)"},
 		}, excludeFlags()...),
 		Action:       runBackup,
 		BashComplete: completeNames(config.Source),
@@ -172,6 +175,10 @@ type backupOut struct {
 func runBackup(c *cli.Context) error {
 	if c.NArg() < 1 {
 		return usagef("backup takes one or more sources: folders, s3://BUCKET/PREFIX or @NAME")
+	}
+	snapTime, err := parseSnapshotTime(c.String("time"))
+	if err != nil {
+		return err
 	}
 	// Resolve every name before anything is read or written, so a typo
 	// in the last of them does not leave the others half done.
@@ -195,7 +202,7 @@ func runBackup(c *cli.Context) error {
 	var failed, partial int
 	var firstErr error
 	for i, given := range c.Args().Slice() {
-		sn, err := backupOne(c, r, given, locs[i], filters[i])
+		sn, err := backupOne(c, r, given, locs[i], filters[i], snapTime)
 		if c.Bool("json") {
 			out := backupOut{Given: s3io.Redact(given)}
 			if sn != nil {
@@ -261,6 +268,23 @@ func runBackup(c *cli.Context) error {
 	return nil
 }
 
+// parseSnapshotTime reads backup's hidden --time: RFC 3339, or a date
+// and time in the local zone; "" is the zero time (now).
+func parseSnapshotTime(v string) (time.Time, error) {
+	if v == "" {
+		return time.Time{}, nil
+	}
+	if t, err := time.Parse(time.RFC3339, v); err == nil {
+		return t, nil
+	}
+	for _, layout := range []string{"2006-01-02 15:04:05", "2006-01-02 15:04", "2006-01-02"} {
+		if t, err := time.ParseInLocation(layout, v, time.Local); err == nil {
+			return t, nil
+		}
+	}
+	return time.Time{}, usagef("--time %q: want RFC 3339 (2026-11-28T10:00:00Z) or 2026-11-28 10:00:00 (local time)", v)
+}
+
 // backupOne backs up one source into a snapshot.
 // scanLimit bounds the entries the scan ahead of a first backup counts.
 const scanLimit = 20_000_000
@@ -296,7 +320,7 @@ func scanAhead(ctx context.Context, loc string, filter *backup.Filter, view *pro
 	}
 }
 
-func backupOne(c *cli.Context, r *engine.Repo, given, loc string, filter *backup.Filter) (*engine.Snapshot, error) {
+func backupOne(c *cli.Context, r *engine.Repo, given, loc string, filter *backup.Filter, snapTime time.Time) (*engine.Snapshot, error) {
 	src, err := sourceFor(loc)
 	if err != nil {
 		return nil, fmt.Errorf("backup of %s: %w", s3io.Redact(given), err)
@@ -335,7 +359,7 @@ func backupOne(c *cli.Context, r *engine.Repo, given, loc string, filter *backup
 		defer s3Memory.Release(held)
 	}
 	res, err := backup.Run(c.Context, r, src, backup.Options{
-		Concurrency: concurrencyFor(c, loc), Windows: windows, Uploaders: uploaders, Tags: c.StringSlice("tag"), NoParent: c.Bool("force"), Progress: pr,
+		Concurrency: concurrencyFor(c, loc), Windows: windows, Uploaders: uploaders, Tags: c.StringSlice("tag"), NoParent: c.Bool("force"), Progress: pr, Time: snapTime,
 		Warn: func(p string, err error) {
 			fmt.Fprintf(warnTo, "coffer: skipped %s: %v\n", p, err)
 		},

@@ -23,6 +23,8 @@ var jsonOutputs = []struct {
 	{"check", "one object", reflect.TypeOf(checkOut{})},
 	{"info", "one object", reflect.TypeOf(engine.StoreInfo{})},
 	{"tag", "an array of the snapshots changed", reflect.TypeOf(tagOut{})},
+	{"forget", "one object: the policy, and for each group the snapshots kept (with the rules that keep them) and removed", reflect.TypeOf(forgetOut{})},
+	{"rm", "one object", reflect.TypeOf(rmOut{})},
 	{"passphrase ls", "an array of key slots", reflect.TypeOf(slotOut{})},
 	{"config KIND show NAME", "one object: the entry's settings, secrets masked", reflect.TypeOf(config.Entry{})},
 	{"config KIND ls", "an object: name → the entry's settings, secrets masked", reflect.TypeOf(map[string]config.Entry{})},

@@ -11,7 +11,7 @@ import (
 
 // selectingCommands take the snapshot filters; "latest" is then the
 // newest snapshot that matches them.
-var selectingCommands = map[string]bool{"ls": true, "cat": true, "restore": true, "check": true, "mount": true, "tag": true}
+var selectingCommands = map[string]bool{"ls": true, "cat": true, "restore": true, "check": true, "mount": true, "tag": true, "forget": true, "rm": true}
 
 func selectFlags() []cli.Flag {
 	return []cli.Flag{
@@ -27,7 +27,7 @@ func addSelectFlags(cmds []*cli.Command) {
 	for _, cmd := range cmds {
 		if selectingCommands[cmd.Name] {
 			cmd.Flags = append(cmd.Flags, selectFlags()...)
-			if cmd.Name != "mount" { // its first argument is a folder
+			if cmd.Name != "mount" && cmd.Name != "forget" { // a folder; no argument
 				cmd.BashComplete = completeRefs
 			}
 		}

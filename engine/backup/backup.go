@@ -36,6 +36,9 @@ type Options struct {
 	Windows int
 	Tags    []string
 	Host    string
+	// Time, if set, is the snapshot's time instead of the backup's start
+	// (to import old backups, or to test retention policies).
+	Time time.Time
 	// Parent overrides the automatic choice of the newest snapshot of the
 	// same source; NoParent reads every file.
 	Parent   *crypto.ID
@@ -121,8 +124,12 @@ func Run(ctx context.Context, r *engine.Repo, src Source, opt Options) (*Result,
 	if err := b.saver.Finish(); err != nil {
 		return nil, err
 	}
+	snapTime := start
+	if !opt.Time.IsZero() {
+		snapTime = opt.Time
+	}
 	sn := &engine.Snapshot{
-		Time: start.UTC(), Source: src.URI(), Host: opt.Host, Tags: opt.Tags, Root: root,
+		Time: snapTime.UTC(), Source: src.URI(), Host: opt.Host, Tags: opt.Tags, Root: root,
 		RootMeta: engine.RootMeta{Mode: rootNode.Mode, MTime: rootNode.MTime, UID: rootNode.UID, GID: rootNode.GID},
 		Stats: engine.SnapshotStats{
 			Files: stats.Files, Dirs: stats.Dirs, Bytes: stats.Bytes,

@@ -315,8 +315,16 @@ func (s *Folder) Delete(ctx context.Context, h Handle) error {
 	if err != nil {
 		return err
 	}
-	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err := os.Remove(p); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
 		return fmt.Errorf("folder store: delete %s: %w", h, err)
+	}
+	// The removal is durable once the directory is: a crash after Delete
+	// returns must not bring the object back (a forgotten snapshot).
+	if err := syncDir(filepath.Dir(p)); err != nil {
+		return fmt.Errorf("folder store: delete %s: sync its folder: %w", h, err)
 	}
 	return nil
 }

@@ -20,11 +20,13 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/dustin/go-humanize"
 	"golang.org/x/sys/unix"
 
 	"github.com/coffer-backup/coffer/engine/format"
+	"github.com/coffer-backup/coffer/engine/retention"
 	"github.com/coffer-backup/coffer/s3io"
 )
 
@@ -319,6 +321,45 @@ var keys = []key{
 	{name: "passphrase_cmd", kinds: []Kind{Store}, help: "a command whose standard output is the passphrase", check: checkNonEmpty},
 	{name: "passphrase_file", kinds: []Kind{Store}, help: "a file whose first line is the passphrase", check: checkNonEmpty},
 	{name: "compression", kinds: []Kind{Store}, help: "how hard backups compress: " + strings.Join(format.LevelNames, ", ") + " (zstd's levels; default when unset)", check: checkOneOf(format.LevelNames, true)},
+	{name: "keep_last", kinds: []Kind{Store}, help: "forget's policy: keep the newest N snapshots (N or unlimited)", check: checkCount},
+	{name: "keep_hourly", kinds: []Kind{Store}, help: "forget's policy: keep the newest snapshot of each of the last N hours that have one", check: checkCount},
+	{name: "keep_daily", kinds: []Kind{Store}, help: "forget's policy: the same for the last N days", check: checkCount},
+	{name: "keep_weekly", kinds: []Kind{Store}, help: "forget's policy: the same for the last N weeks", check: checkCount},
+	{name: "keep_monthly", kinds: []Kind{Store}, help: "forget's policy: the same for the last N months", check: checkCount},
+	{name: "keep_yearly", kinds: []Kind{Store}, help: "forget's policy: the same for the last N years", check: checkCount},
+	{name: "keep_within", kinds: []Kind{Store}, help: "forget's policy: keep every snapshot within this span of the newest (e.g. 1y2m3d4h)", check: checkWithin},
+	{name: "keep_tag", kinds: []Kind{Store}, list: true, help: "forget's policy: keep every snapshot with these tags (T or T1,T2; repeatable)", check: checkNonEmptyLines},
+	{name: "group_by", kinds: []Kind{Store}, help: "forget's groups: a list of source, host and tags, or none (default source,host)", check: checkGroupBy},
+	{name: "time_zone", kinds: []Kind{Store}, help: "forget's hours, days, weeks...: in this zone (e.g. Europe/Berlin, UTC; default the local zone)", check: checkZone},
+}
+
+// PolicyKeys are a store's keys that set forget's policy, not how to
+// reach the store.
+var PolicyKeys = []string{"keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly", "keep_within", "keep_tag", "group_by", "time_zone"}
+
+func checkCount(v string) error {
+	_, err := retention.ParseCount(v)
+	return err
+}
+
+func checkWithin(v string) error {
+	_, err := retention.ParseDuration(v)
+	return err
+}
+
+func checkGroupBy(v string) error {
+	_, err := retention.ParseGroupBy(v)
+	return err
+}
+
+func checkZone(v string) error {
+	if v == "" || v == "Local" {
+		return errors.New("want a zone name such as Europe/Berlin or UTC")
+	}
+	if _, err := time.LoadLocation(v); err != nil {
+		return errors.New("unknown time zone: want a name such as Europe/Berlin, America/New_York or UTC")
+	}
+	return nil
 }
 
 // FilterKeys are a source's keys that choose what to back up, not how
@@ -444,6 +485,15 @@ func (e Entry) Set(kind Kind, name, value string) error {
 		value = strings.ToUpper(value)
 	case "compression":
 		value = strings.ToLower(value)
+	case "keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly":
+		n, _ := retention.ParseCount(value)
+		value = retention.FormatCount(n)
+	case "keep_within":
+		d, _ := retention.ParseDuration(value)
+		value = d.String()
+	case "group_by":
+		g, _ := retention.ParseGroupBy(value)
+		value = g.String()
 	case "use_path_style", "use_tls":
 		b, _ := strconv.ParseBool(value)
 		value = strconv.FormatBool(b)

@@ -85,6 +85,7 @@ var engineLayers = map[string]struct {
 	"engine/store":           {layerBase, nil},
 	"engine/crypto":          {layerBase, nil},
 	"engine/keymap":          {layerBase, nil},
+	"engine/retention":       {layerBase, nil},
 	"engine/format":          {layerCodec, []string{"engine/crypto"}},
 	"engine/object":          {layerCodec, []string{"cache"}},
 	"engine/store/diskcache": {layerCodec, []string{"engine/store"}},
