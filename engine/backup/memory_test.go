@@ -225,8 +225,8 @@ func useSmallMemtable(t *testing.T, r *engine.Repo) {
 // unchanged, nSmall and nLarge generated objects of the same total size
 // (one tiny blob each) and compares the peak live heap above the baseline.
 //
-// What may grow per object is the compact index's RAM: an 8-byte id prefix
-// per blob plus the pack table, about 10.5 bytes per blob by design
+// What may grow per object is the compact index's RAM: a table of id
+// prefixes (2.25 bytes a blob) plus the pack table, about 4.7 bytes per blob
 // (engine/index, TestRAMPerBlob). Everything else a backup holds (the walk
 // window, the open directories, the packs being filled and their blob
 // lists, the index memtable, the locations of packs not yet in an index
@@ -234,7 +234,7 @@ func useSmallMemtable(t *testing.T, r *engine.Repo) {
 // nSmall is past the largest of those bounds (an index file every 50,000
 // blobs; index files read within a 4 MiB budget; the memtable is made
 // small here; packs of 1 MiB), so between the two sizes mostly the index
-// should grow: ~10 bytes an object. Measured: first backup -7 to 11 bytes
+// should grow: ~5 bytes an object. Measured: first backup -7 to 11 bytes
 // an object, re-backup 26-28 (of which the peak's timing against the GC's
 // marks, an index file of 50,000 blobs being read or not, is most). The
 // bound, 48 bytes an object, leaves room for that and still fails a backup
@@ -266,5 +266,45 @@ func TestBackupMemoryPerObject(t *testing.T) {
 	}
 	if p := per(a1, a2); p > bound {
 		t.Errorf("unchanged re-backup: the heap grows by %.1f bytes per object (bound %.0f)", p, bound)
+	}
+}
+
+// BenchmarkBackupObjects backs up 512 MiB of generated objects, as 100,000
+// and as 1,000,000 objects, into a new folder store with the defaults of
+// cmd/coffer (GOGC 50, the default memtable and pack size), and reports
+// the peak live heap above the baseline: how far a first backup's memory
+// moves with the number of objects (docs/PERFORMANCE.md, "flat memory").
+//
+//	go test ./engine/backup -run '^$' -bench BackupObjects -benchtime 1x
+func BenchmarkBackupObjects(b *testing.B) {
+	const total = 512 << 20
+	for _, n := range []int{100_000, 1_000_000} {
+		b.Run(fmt.Sprint("n=", n), func(b *testing.B) {
+			old := debug.SetGCPercent(50)
+			defer debug.SetGCPercent(old)
+			b.SetBytes(total)
+			var peak uint64
+			for range b.N {
+				ctx := context.Background()
+				st, err := store.NewFolder(b.TempDir())
+				if err != nil {
+					b.Fatal(err)
+				}
+				r, err := engine.Create(ctx, st, []byte("bench"), engine.CreateOptions{KDF: crypto.KDFParams{Time: 1, Memory: 64, Threads: 1}})
+				if err != nil {
+					b.Fatal(err)
+				}
+				b0 := baseline()
+				stop := peakHeap()
+				_, err = backup.Run(ctx, r, &genSource{n: n, size: total / n}, backup.Options{Host: "bench"})
+				p := stop()
+				if err != nil {
+					b.Fatal(err)
+				}
+				r.Index.Close()
+				peak = max(peak, p-min(p, b0))
+			}
+			b.ReportMetric(float64(peak)/(1<<20), "peak-live-MiB")
+		})
 	}
 }

@@ -3,14 +3,15 @@
 // index files and grows as a backup uploads packs.
 //
 // It is compact: the locations live in sorted runs of sealed fixed-size
-// records on disk (run.go), and RAM holds only an 8-byte id prefix per
-// blob (with a radix table over them, 0.25 bytes a blob), the table of
+// records on disk (run.go), and RAM holds only a table built from the
+// records' id prefixes (a radix table and 16 more bits a blob: 2.25
+// bytes a blob), the table of
 // pack ids, a bounded memtable of recent Adds that is written out as a new
 // run when full, and a fixed cache of the ids last found in runs
 // (hits.go). Runs are merged (k-way, one block
 // per run in memory) so that there are few of them. A lookup searches the
 // prefixes in RAM and compares the full id in the record it reads from
-// disk: a prefix match alone never answers.
+// disk: a match in the table alone never answers.
 //
 // With a cache folder (Open), the runs and the pack table are kept
 // between processes, listed in a sealed manifest with the index files
@@ -418,7 +419,7 @@ func (x *Master) newRun(nmax int) (*run, *runWriter, error) {
 // release closes a run and removes its file unless a manifest lists it.
 func (x *Master) release(r *run) {
 	r.drop()
-	r.setPrefix(nil)
+	r.dropPrefixes()
 	if r.name != "" && !r.persisted {
 		os.Remove(x.path(r.name))
 	}
@@ -438,20 +439,19 @@ func (x *Master) flushLocked() error {
 	if err != nil {
 		return err
 	}
-	pf := make([]uint64, 0, len(ids))
 	for i := range ids {
 		l := x.mem[ids[i]]
 		if err := w.add(&ids[i], &l); err != nil {
 			x.release(r)
 			return err
 		}
-		pf = append(pf, prefixOf(&ids[i]))
 	}
 	if err := w.close(); err != nil {
 		x.release(r)
 		return err
 	}
-	r.setPrefix(pf)
+	i := 0
+	r.setPrefixes(len(ids), func() (uint64, error) { i++; return prefixOf(&ids[i-1]), nil }) // in order: cannot fail
 	x.runs = append(x.runs, r)
 	x.mem = map[crypto.ID]location{}
 	return nil
@@ -530,7 +530,7 @@ func (x *Master) mergeLocked(a, b int) error {
 	// Drop the old prefixes before reading the new ones: RAM never holds
 	// both.
 	for _, r := range in {
-		r.setPrefix(nil)
+		r.dropPrefixes()
 	}
 	if err := out.loadPrefixes(); err != nil {
 		// The old runs lost their prefixes: they answer "absent" from

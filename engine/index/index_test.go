@@ -531,7 +531,10 @@ func bytesPerBlob(t testing.TB, o Options, n int) (*Master, float64) {
 	return x, float64(int64(after)-int64(before)) / float64(n)
 }
 
-// TestRAMPerBlob fails if the index holds 16 bytes or more of heap a blob.
+// TestRAMPerBlob fails if the index holds 8 bytes or more of heap a blob
+// (the budget is 16; the design takes ~4.7: a table of 2.25 bytes
+// a blob built from the prefixes, and the pack table; keeping the 8-byte
+// prefixes themselves, as before, measured 10.5).
 func TestRAMPerBlob(t *testing.T) {
 	n := 1 << 20
 	if testing.Short() {
@@ -540,8 +543,8 @@ func TestRAMPerBlob(t *testing.T) {
 	x, per := bytesPerBlob(t, Options{}, n)
 	defer x.Close()
 	t.Logf("%d blobs: %.2f bytes of heap a blob, %d runs", n, per, len(x.runs))
-	if per >= 16 {
-		t.Fatalf("%.2f bytes a blob, budget 16", per)
+	if per >= 8 {
+		t.Fatalf("%.2f bytes a blob, bound 8", per)
 	}
 	if x.Len() != n {
 		t.Fatalf("Len %d, want %d", x.Len(), n)
