@@ -61,10 +61,10 @@ type Result struct {
 	Bytes int64 `json:"bytes_read"`
 	// PacksTotal and BytesTotal count the packs the check covers (the
 	// store's, or the chosen snapshots'), of which Subset chose Packs.
-	PacksTotal int    `json:"packs_total"`
-	BytesTotal int64  `json:"bytes_total"`
-	Subset     string `json:"subset"`
-	Problems  []Problem `json:"problems"`
+	PacksTotal int       `json:"packs_total"`
+	BytesTotal int64     `json:"bytes_total"`
+	Subset     string    `json:"subset"`
+	Problems   []Problem `json:"problems"`
 	// Warnings do not fail a check: packs no index names (left by an
 	// interrupted backup), which later maintenance may remove.
 	Warnings []string `json:"warnings"`
