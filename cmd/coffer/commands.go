@@ -972,13 +972,19 @@ func runCheck(c *cli.Context) error {
 		}
 	}
 	if !res.OK() {
-		// There is no repair yet: new backups deduplicate against the
-		// damaged blobs too, so say what actually helps.
+		// Damaged data cannot be repaired yet: new backups deduplicate
+		// against the damaged blobs too, so say what actually helps.
 		what := "the damage is listed above (no file is affected: a damaged pack's blobs are unused, or an index file is damaged)"
 		for _, p := range res.Problems {
 			if p.Path != "" {
 				what = "the damaged files are listed above. Their data cannot be read from this store: restore what you need from snapshots not listed as damaged, " +
-					"and back the sources up into a new store (coffer has no repair yet; later backups into this one reuse the damaged data)"
+					"and back the sources up into a new store (coffer has no repair of damaged data yet; later backups into this one reuse the damaged data)"
+				break
+			}
+		}
+		for _, p := range res.Problems {
+			if strings.HasPrefix(p.Message, "index file ") || strings.Contains(p.Message, engine.ErrMissingBlob.Error()) {
+				what = "an index file is damaged or blobs are in no index: first run 'coffer repair index' (it rebuilds the index from the packs) and check again. " + what
 				break
 			}
 		}
