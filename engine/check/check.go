@@ -228,6 +228,9 @@ func Run(ctx context.Context, r *engine.Repo, opt Options) (*Result, error) {
 	if err := g.Wait(); err != nil {
 		return nil, err
 	}
+	if listed == nil {
+		res.BytesTotal = res.Bytes // every pack covered was read
+	}
 
 	// Name what the bad blobs belong to.
 	for _, sn := range snaps {
