@@ -90,23 +90,38 @@ func (r *Repo) RepairIndex(ctx context.Context, opt RepairIndexOptions) (*Repair
 	if err != nil {
 		return nil, fmt.Errorf("listing index files: %w", err)
 	}
-	oldPacks := map[crypto.ID]string{} // pack -> an old index file naming it
+	type oldRef struct {
+		file string // an old index file naming the pack
+		kind format.BlobKind
+	}
+	oldPacks := map[crypto.ID]oldRef{}
+	var oldMu sync.Mutex
+	og, ogctx := errgroup.WithContext(ctx)
+	og.SetLimit(8)
 	for _, h := range old {
 		res.OldIndexFiles = append(res.OldIndexFiles, h.Name)
-		packs, err := r.ReadIndexFile(ctx, h)
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil, ctx.Err()
+		og.Go(func() error {
+			packs, err := r.ReadIndexFile(ogctx, h)
+			if ogctx.Err() != nil {
+				return ogctx.Err()
 			}
-			if errors.Is(err, crypto.ErrAuth) || errors.Is(err, format.ErrCorrupt) || store.IsNotFound(err) {
-				res.DamagedIndexFiles = append(res.DamagedIndexFiles, h.Name)
-				continue
+			oldMu.Lock()
+			defer oldMu.Unlock()
+			if err != nil {
+				if errors.Is(err, crypto.ErrAuth) || errors.Is(err, format.ErrCorrupt) || store.IsNotFound(err) {
+					res.DamagedIndexFiles = append(res.DamagedIndexFiles, h.Name)
+					return nil
+				}
+				return fmt.Errorf("reading index file %s: %w", shortName(h.Name), err)
 			}
-			return nil, fmt.Errorf("reading index file %s: %w", shortName(h.Name), err)
-		}
-		for _, p := range packs {
-			oldPacks[p.ID] = h.Name
-		}
+			for _, p := range packs {
+				oldPacks[p.ID] = oldRef{h.Name, p.Kind}
+			}
+			return nil
+		})
+	}
+	if err := og.Wait(); err != nil {
+		return nil, err
 	}
 	sort.Strings(res.OldIndexFiles)
 	sort.Strings(res.DamagedIndexFiles)
@@ -129,10 +144,21 @@ func (r *Repo) RepairIndex(ctx context.Context, opt RepairIndexOptions) (*Repair
 		}
 	}
 	res.Packs = len(packs)
-	for id := range oldPacks {
-		if !inStore[id] {
-			res.Dropped++
+	// A pack the old index names and the listing lacks is dropped from
+	// the index. Make sure it is really gone, not missed by the listing
+	// (a listing cut short, a permission on part of the store): a repair
+	// must not drop the index of packs that exist.
+	for id, o := range oldPacks {
+		if inStore[id] {
+			continue
 		}
+		if _, err := r.st.Stat(ctx, packHandle(o.kind, id)); err == nil {
+			return nil, fmt.Errorf("pack %s is named by index file %s and is in the store, but the listing of packs lacks it; nothing was changed (is the listing complete? run repair again)",
+				id.Short(), shortName(o.file))
+		} else if !store.IsNotFound(err) {
+			return nil, fmt.Errorf("pack %s: %w", id.Short(), err)
+		}
+		res.Dropped++
 	}
 
 	var mu sync.Mutex // guards res, batch, nblobs
@@ -208,7 +234,8 @@ func (r *Repo) RepairIndex(ctx context.Context, opt RepairIndexOptions) (*Repair
 	oldFiles := map[string][]format.IndexPack{}
 	for i, p := range bad {
 		rp := RepairPack{Pack: p.id.String(), Kind: kindName(p.kind), Error: badErr[i].Error()}
-		if name, ok := oldPacks[p.id]; ok {
+		if o, ok := oldPacks[p.id]; ok {
+			name := o.file
 			ips, ok := oldFiles[name]
 			if !ok {
 				ips, err = r.ReadIndexFile(ctx, store.Handle{Kind: store.KindIndex, Name: name})

@@ -4,6 +4,7 @@ import (
 	"github.com/coffer-backup/coffer/engine"
 	"github.com/coffer-backup/coffer/engine/backup"
 	"github.com/coffer-backup/coffer/engine/check"
+	"github.com/coffer-backup/coffer/engine/store"
 
 	"context"
 	"fmt"
@@ -299,4 +300,52 @@ func TestRepairIndexKeptIndexNotStale(t *testing.T) {
 		compareTrees(t, sn.Source, to)
 	}
 	_ = srcs
+}
+
+// hideFromList is a Storage whose listings leave out one object.
+type hideFromList struct {
+	store.Storage
+	name string
+}
+
+func (s *hideFromList) List(ctx context.Context, k store.Kind, fn func(store.ObjectInfo) error) error {
+	return s.Storage.List(ctx, k, func(o store.ObjectInfo) error {
+		if o.Handle.Name == s.name {
+			return nil
+		}
+		return fn(o)
+	})
+}
+
+func (s *hideFromList) Unwrap() store.Storage { return s.Storage }
+
+// TestRepairIndexDroppedPacks: a pack the index names that is gone is
+// dropped from the index (counted); one the listing misses but that is
+// there stops the repair before it changes anything.
+func TestRepairIndexDroppedPacks(t *testing.T) {
+	storeDir, _ := repairStore(t, 2)
+	packs := storePacks(t, storeDir)
+	var victim string
+	for name, p := range packs {
+		if strings.Contains(p, string(filepath.Separator)+"d"+string(filepath.Separator)) {
+			victim = name
+			break
+		}
+	}
+	before := indexFiles(t, storeDir)
+	r := openRepo(t, &hideFromList{Storage: folderStore(t, storeDir), name: victim})
+	_, err := r.RepairIndex(context.Background(), engine.RepairIndexOptions{})
+	if err == nil || !strings.Contains(err.Error(), victim[:8]) || !strings.Contains(err.Error(), "nothing was changed") {
+		t.Fatalf("repair over a listing that misses pack %s: %v", victim[:8], err)
+	}
+	if after := indexFiles(t, storeDir); strings.Join(after, ",") != strings.Join(before, ",") {
+		t.Fatalf("index files changed: %v -> %v", before, after)
+	}
+	if err := os.Remove(packs[victim]); err != nil {
+		t.Fatal(err)
+	}
+	res := repairIndex(t, storeDir, false)
+	if res.Dropped != 1 || res.Indexed != len(packs)-1 {
+		t.Errorf("pack removed: dropped %d, indexed %d of %d", res.Dropped, res.Indexed, len(packs))
+	}
 }
