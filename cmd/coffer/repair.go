@@ -94,9 +94,9 @@ func runRepairIndex(c *cli.Context) error {
 		}
 		if !quiet || dry {
 			verb := map[bool]string{true: "would index", false: "indexed"}[dry]
-			fmt.Fprintf(w, "%s %s of %s (%s), %s in no index before; %s the old index dropped (not in the store)\n",
-				verb, plural(res.Indexed, "pack"), plural(res.Packs, "pack"), plural(res.Blobs, "blob"),
-				plural(res.Unindexed, "pack"), plural(res.Dropped, "pack"))
+			fmt.Fprintf(w, "%s %d of %s (%s), %d of them in no index before; %s %s the old index named that the store lacks\n",
+				verb, res.Indexed, plural(res.Packs, "pack"), plural(res.Blobs, "blob"), res.Unindexed,
+				map[bool]string{true: "would drop", false: "dropped"}[dry], plural(res.Dropped, "pack"))
 			if dry {
 				fmt.Fprintf(w, "would write the new index, then remove %s (dry run: nothing written or removed)\n", plural(len(res.OldIndexFiles), "old index file"))
 			} else {
