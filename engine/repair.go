@@ -76,6 +76,8 @@ type RepairIndexResult struct {
 // Memory: the new index is written in files of indexFlushBlobs blobs as
 // the trailers are read, and of the old index only which file names
 // which pack is kept, so it does not hold the whole index.
+//
+// r.Index is left as it was: open the store again to read the new index.
 func (r *Repo) RepairIndex(ctx context.Context, opt RepairIndexOptions) (*RepairIndexResult, error) {
 	if opt.Concurrency < 1 {
 		opt.Concurrency = 8
