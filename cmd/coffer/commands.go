@@ -825,33 +825,88 @@ func checkCmd() *cli.Command {
 		Name:    "check",
 		Aliases: []string{"verify"},
 		Usage:   "read every blob, verify its MAC and id, and name the files a bad blob belongs to",
-		UsageText: `coffer at STORE check [ID …]
+		UsageText: `coffer at STORE check [ID …] [--read-data | --read-data-subset N/M | --read-data-subset P% | --structure-only]
 
 With no ID the whole store is checked, including packs no snapshot uses.
 The exit code is 1 when anything is damaged; --json prints the figures
 and every problem either way.
 
+What is read:
+   every mode    the index files, the snapshots, and every tree blob
+                 of their trees (directories, pages, chunk lists),
+                 verified; the pack listing (except --read-data with ID)
+   --read-data   (the default) every pack: its hash, its trailer
+                 against the index, every blob's MAC and id
+   --read-data-subset N/M
+                 only the packs of slice N of M, read as --read-data
+                 does. A pack's slice is fixed by its id, so running
+                 1/M, 2/M, … M/M (say one a night) reads every pack
+                 exactly once, also as packs are added
+   --read-data-subset P%
+                 a random P percent of the packs, by count
+   --structure-only
+                 no pack (fast); an indexed pack missing from the
+                 listing is still reported
+
 Examples:
    coffer at /backups check
    coffer at /backups verify latest
+   coffer at @mystore check --read-data-subset "$(date +%u)/7"   # Monday 1/7 … Sunday 7/7
+   coffer at @mystore check --read-data-subset 5%
    coffer at @mystore check --json | jq .problems`,
-		Flags:  []cli.Flag{concurrencyFlag(), jsonFlag()},
+		Flags: []cli.Flag{concurrencyFlag(), jsonFlag(),
+			&cli.BoolFlag{Name: "read-data", Usage: "read and verify every pack (the default)"},
+			&cli.StringFlag{Name: "read-data-subset", Usage: "read only slice `N/M` of the packs (by pack id), or a random `P%` of them"},
+			&cli.BoolFlag{Name: "structure-only", Usage: "read no pack: index, snapshots and trees only"},
+		},
 		Action: runCheck,
 	}
 }
 
 // checkOut is the JSON of a check.
 type checkOut struct {
-	OK        bool            `json:"ok"`
-	Snapshots int             `json:"snapshots"`
-	Packs     int             `json:"packs"`
-	Blobs     int             `json:"blobs"`
-	Bytes     int64           `json:"bytes_read"`
-	Problems  []check.Problem `json:"problems"`
-	Warnings  []string        `json:"warnings"`
+	OK        bool  `json:"ok"`
+	Snapshots int   `json:"snapshots"`
+	Packs     int   `json:"packs"`
+	Blobs     int   `json:"blobs"`
+	Bytes     int64 `json:"bytes_read"`
+	// Of how many packs and bytes Subset chose the ones read.
+	PacksTotal int             `json:"packs_total"`
+	BytesTotal int64           `json:"bytes_total"`
+	Subset     string          `json:"subset"`
+	Problems   []check.Problem `json:"problems"`
+	Warnings   []string        `json:"warnings"`
+}
+
+// checkSubset reads check's choice of packs from its flags.
+func checkSubset(c *cli.Context) (check.Subset, error) {
+	set := 0
+	for _, f := range []string{"read-data", "read-data-subset", "structure-only"} {
+		if c.IsSet(f) {
+			set++
+		}
+	}
+	if set > 1 {
+		return check.Subset{}, usagef("check: give at most one of --read-data, --read-data-subset and --structure-only")
+	}
+	switch {
+	case c.IsSet("read-data-subset"):
+		sub, err := check.ParseSubset(c.String("read-data-subset"))
+		if err != nil {
+			return check.Subset{}, usagef("check: %w", err)
+		}
+		return sub, nil
+	case c.Bool("structure-only"):
+		return check.Subset{Mode: check.ReadNone}, nil
+	}
+	return check.Subset{}, nil
 }
 
 func runCheck(c *cli.Context) error {
+	sub, err := checkSubset(c)
+	if err != nil {
+		return err
+	}
 	r, _, err := openRepo(c, repoOptions{})
 	if err != nil {
 		return err
@@ -879,7 +934,7 @@ func runCheck(c *cli.Context) error {
 	}
 	pr := &engine.Progress{}
 	var goal progressGoal
-	if progressWanted() && len(snaps) == 0 {
+	if progressWanted() && len(snaps) == 0 && sub.Mode == check.ReadAll {
 		// A whole-store check reads every pack: their listing is the goal.
 		for _, k := range []store.Kind{store.KindDataPack, store.KindTreePack} {
 			r.Storage().List(c.Context, k, func(o store.ObjectInfo) error {
@@ -890,13 +945,14 @@ func runCheck(c *cli.Context) error {
 		}
 	}
 	view := startProgress("check", pr, goal)
-	res, err := check.Run(c.Context, r, check.Options{Snapshots: snaps, Concurrency: concurrencyFor(c, storeLocation(c)), Progress: pr})
+	res, err := check.Run(c.Context, r, check.Options{Snapshots: snaps, Concurrency: concurrencyFor(c, storeLocation(c)), Progress: pr, Subset: sub})
 	view.done()
 	if err != nil {
 		return err
 	}
 	if c.Bool("json") {
 		out := checkOut{OK: res.OK(), Snapshots: res.Snapshots, Packs: res.Packs, Blobs: res.Blobs, Bytes: res.Bytes,
+			PacksTotal: res.PacksTotal, BytesTotal: res.BytesTotal, Subset: res.Subset,
 			Problems: res.Problems, Warnings: res.Warnings}
 		if out.Problems == nil {
 			out.Problems = []check.Problem{}
@@ -916,25 +972,43 @@ func runCheck(c *cli.Context) error {
 		}
 	}
 	if !res.OK() {
-		// There is no repair yet: new backups deduplicate against the
-		// damaged blobs too, so say what actually helps.
+		// Damaged data cannot be repaired yet: new backups deduplicate
+		// against the damaged blobs too, so say what actually helps.
 		what := "the damage is listed above (no file is affected: a damaged pack's blobs are unused, or an index file is damaged)"
 		for _, p := range res.Problems {
 			if p.Path != "" {
 				what = "the damaged files are listed above. Their data cannot be read from this store: restore what you need from snapshots not listed as damaged, " +
-					"and back the sources up into a new store (coffer has no repair yet; later backups into this one reuse the damaged data)"
+					"and back the sources up into a new store (coffer has no repair of damaged data yet; later backups into this one reuse the damaged data)"
 				break
 			}
 		}
-		return fmt.Errorf("check found %s in %s, %s (%s read); %s",
+		for _, p := range res.Problems {
+			if strings.HasPrefix(p.Message, "index file ") || strings.Contains(p.Message, engine.ErrMissingBlob.Error()) {
+				what = "an index file is damaged or blobs are in no index: first run 'coffer repair index' (it rebuilds the index from the packs) and check again. " + what
+				break
+			}
+		}
+		return fmt.Errorf("check found %s in %s, %s (%s read)%s; %s",
 			plural(len(res.Problems), "problem"), plural(res.Snapshots, "snapshot"), plural(res.Packs, "pack"),
-			humanize.IBytes(uint64(res.Bytes)), what)
+			humanize.IBytes(uint64(res.Bytes)), subsetNote(res), what)
 	}
 	if !c.Bool("json") && !quiet {
-		fmt.Fprintf(c.App.Writer, "no problems found: %s, %s, %s, %s read and verified\n",
-			plural(res.Snapshots, "snapshot"), plural(res.Packs, "pack"), plural(res.Blobs, "blob"), humanize.IBytes(uint64(res.Bytes)))
+		fmt.Fprintf(c.App.Writer, "no problems found: %s, %s, %s, %s read and verified%s\n",
+			plural(res.Snapshots, "snapshot"), plural(res.Packs, "pack"), plural(res.Blobs, "blob"), humanize.IBytes(uint64(res.Bytes)), subsetNote(res))
 	}
 	return nil
+}
+
+// subsetNote says, after a check that read only some packs, of how many.
+func subsetNote(res *check.Result) string {
+	switch res.Subset {
+	case "all", "":
+		return ""
+	case "none":
+		return fmt.Sprintf(" (structure only: none of the %s read)", plural(res.PacksTotal, "pack"))
+	}
+	return fmt.Sprintf(" (subset %s: %d of %s, %s of %s)", res.Subset, res.Packs, plural(res.PacksTotal, "pack"),
+		humanize.IBytes(uint64(res.Bytes)), humanize.IBytes(uint64(res.BytesTotal)))
 }
 
 func infoCmd() *cli.Command {

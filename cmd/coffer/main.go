@@ -221,7 +221,7 @@ Examples:
 		ExitErrHandler: func(*cli.Context, error) {}, // run() reports errors
 		OnUsageError:   onUsageError,
 		Commands: []*cli.Command{
-			createCmd(), backupCmd(), lsCmd(), catCmd(), restoreCmd(), checkCmd(), infoCmd(), mountCmd(), tagCmd(), forgetCmd(), rmCmd(),
+			createCmd(), backupCmd(), lsCmd(), catCmd(), restoreCmd(), checkCmd(), infoCmd(), mountCmd(), tagCmd(), forgetCmd(), rmCmd(), repairCmd(),
 			passphraseCmd(), configCmd(), completionCmd(), versionCmd(), helpCmd(), genDocsCmd(),
 		},
 		Action: noCommand,

@@ -25,6 +25,10 @@ type Options struct {
 	Snapshots   []*engine.Snapshot
 	Concurrency int
 	Progress    *engine.Progress
+	// Subset chooses which of those packs are read; the zero value reads
+	// them all. Trees are walked and the index is compared with the pack
+	// listing whatever it is.
+	Subset Subset
 }
 
 // Problem is one thing check found wrong.
@@ -50,11 +54,17 @@ func (p Problem) String() string {
 
 // CheckResult reports a check.
 type Result struct {
-	Snapshots int       `json:"snapshots"`
-	Packs     int       `json:"packs"`
-	Blobs     int       `json:"blobs"`
-	Bytes     int64     `json:"bytes_read"`
-	Problems  []Problem `json:"problems"`
+	Snapshots int `json:"snapshots"`
+	// Packs, Blobs and Bytes count what was read and verified.
+	Packs int   `json:"packs"`
+	Blobs int   `json:"blobs"`
+	Bytes int64 `json:"bytes_read"`
+	// PacksTotal and BytesTotal count the packs the check covers (the
+	// store's, or the chosen snapshots'), of which Subset chose Packs.
+	PacksTotal int       `json:"packs_total"`
+	BytesTotal int64     `json:"bytes_total"`
+	Subset     string    `json:"subset"`
+	Problems   []Problem `json:"problems"`
 	// Warnings do not fail a check: packs no index names (left by an
 	// interrupted backup), which later maintenance may remove.
 	Warnings []string `json:"warnings"`
@@ -63,10 +73,14 @@ type Result struct {
 // OK reports whether the check found no problem.
 func (c *Result) OK() bool { return len(c.Problems) == 0 }
 
-// Check reads every pack the chosen snapshots use (every pack of the store
-// if none are chosen), verifies the pack's hash, its trailer against the
-// index, and every blob's MAC and id; then walks the snapshots' trees and
-// names each file or directory a bad or missing blob belongs to.
+// Run reads every pack the chosen snapshots use (every pack of the store
+// if none are chosen), or the part of them opt.Subset chooses, verifies
+// each pack's hash, its trailer against the index, and every blob's MAC
+// and id; then walks the snapshots' trees (reading every tree blob,
+// whatever the subset) and names each file or directory a bad or missing
+// blob belongs to. When not every pack is read, the index is compared
+// with the pack listing, so a pack the index names and the store lacks is
+// reported even if it is not read.
 func Run(ctx context.Context, r *engine.Repo, opt Options) (*Result, error) {
 	if opt.Concurrency < 1 {
 		opt.Concurrency = runtime.NumCPU()
@@ -112,22 +126,11 @@ func Run(ctx context.Context, r *engine.Repo, opt Options) (*Result, error) {
 	}
 	res.Snapshots = len(snaps)
 
-	// Which packs to read.
+	// Which packs the check covers, and which of them it reads.
 	indexed := idx.Packs()
 	packs := map[crypto.ID]format.BlobKind{}
 	if whole {
 		packs = indexed
-		for _, k := range []format.BlobKind{format.BlobData, format.BlobTree} {
-			err := r.ListPacks(ctx, k, func(id crypto.ID, size int64) error {
-				if _, ok := indexed[id]; !ok {
-					res.Warnings = append(res.Warnings, fmt.Sprintf("pack %s is in no index (left by an interrupted backup?); its blobs are unused", id.Short()))
-				}
-				return nil
-			})
-			if err != nil {
-				return nil, err
-			}
-		}
 	} else {
 		need := map[crypto.ID]bool{}
 		for _, sn := range snaps {
@@ -141,19 +144,67 @@ func Run(ctx context.Context, r *engine.Repo, opt Options) (*Result, error) {
 			}
 		}
 	}
-	res.Packs = len(packs)
+	partial := opt.Subset.Mode != ReadAll
+	var listed map[crypto.ID]int64 // pack -> size, if listed
+	if whole || partial {
+		listed = map[crypto.ID]int64{}
+		for _, k := range []format.BlobKind{format.BlobData, format.BlobTree} {
+			err := r.ListPacks(ctx, k, func(id crypto.ID, size int64) error {
+				listed[id] = size
+				if _, ok := indexed[id]; !ok && whole {
+					res.Warnings = append(res.Warnings, fmt.Sprintf("pack %s is in no index (left by an interrupted backup?); its blobs are unused", id.Short()))
+				}
+				return nil
+			})
+			if err != nil {
+				return nil, err
+			}
+		}
+	}
+	res.Subset = opt.Subset.String()
+	res.PacksTotal = len(packs)
+	all := make([]crypto.ID, 0, len(packs))
+	for id := range packs {
+		all = append(all, id)
+		res.BytesTotal += listed[id]
+	}
+	read := packs
+	if partial {
+		read = map[crypto.ID]format.BlobKind{}
+		for _, id := range opt.Subset.choose(all) {
+			read[id] = packs[id]
+		}
+	}
+	res.Packs = len(read)
 
 	// Verify packs.
 	bad := map[crypto.ID]string{} // blob -> reason
 	byPack := map[crypto.ID][]format.BlobLoc{}
+	// A pack that is not read is still looked for in the listing: one the
+	// index names but the store lacks is damage whichever packs are read.
+	missing := map[crypto.ID]bool{}
+	if partial {
+		for id := range packs {
+			if _, ok := read[id]; ok {
+				continue
+			}
+			if _, ok := listed[id]; !ok {
+				missing[id] = true
+				problem(Problem{Pack: id.Short(), Message: fmt.Sprintf("pack %s: named by the index but not in the store", id.Short())})
+			}
+		}
+	}
 	idx.Each(func(b format.BlobLoc, pack crypto.ID) {
-		if _, ok := packs[pack]; ok {
+		if _, ok := read[pack]; ok {
 			byPack[pack] = append(byPack[pack], b)
+		}
+		if missing[pack] {
+			bad[b.ID] = fmt.Sprintf("blob %s: pack %s is missing", b.ID.Short(), pack.Short())
 		}
 	})
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(opt.Concurrency)
-	for pack, kind := range packs {
+	for pack, kind := range read {
 		g.Go(func() error {
 			errs, n, err := checkPack(gctx, r, kind, pack, byPack[pack])
 			if err != nil && gctx.Err() != nil {
@@ -176,6 +227,9 @@ func Run(ctx context.Context, r *engine.Repo, opt Options) (*Result, error) {
 	}
 	if err := g.Wait(); err != nil {
 		return nil, err
+	}
+	if listed == nil {
+		res.BytesTotal = res.Bytes // every pack covered was read
 	}
 
 	// Name what the bad blobs belong to.

@@ -1,0 +1,297 @@
+package engine
+
+import (
+	"github.com/coffer-backup/coffer/engine/crypto"
+	"github.com/coffer-backup/coffer/engine/format"
+	"github.com/coffer-backup/coffer/engine/store"
+
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+
+	"golang.org/x/sync/errgroup"
+)
+
+// RepairIndexOptions choose how RepairIndex runs.
+type RepairIndexOptions struct {
+	// DryRun reads what a repair reads and reports what it would do, and
+	// writes and removes nothing.
+	DryRun      bool
+	Concurrency int // trailers read at once (default 8)
+	Progress    *Progress
+}
+
+// RepairPack is a pack whose trailer could not be read.
+type RepairPack struct {
+	Pack string `json:"pack"` // full id
+	Kind string `json:"kind"` // "data" or "tree"
+	// FromIndex is the old index file whose entries for the pack were
+	// kept (the pack is then still indexed); "" if none had them.
+	FromIndex string `json:"from_index,omitempty"`
+	Error     string `json:"error"`
+}
+
+// RepairIndexResult reports what RepairIndex did (or, with DryRun, would do).
+type RepairIndexResult struct {
+	DryRun bool `json:"dry_run"`
+	// Packs is the number of packs in the store; Indexed of them are in the
+	// new index, with Blobs blobs.
+	Packs   int `json:"packs"`
+	Indexed int `json:"indexed"`
+	Blobs   int `json:"blobs"`
+	// Unindexed packs were in no readable old index file and are now
+	// indexed (left by an interrupted backup, or their index file was
+	// lost); Dropped packs were named by the old index but are not in
+	// the store.
+	Unindexed int `json:"newly_indexed"`
+	Dropped   int `json:"dropped"`
+	// BadTrailers are the packs whose trailer could not be read or
+	// opened: left as they are, indexed only if an old index file had
+	// their entries.
+	BadTrailers []RepairPack `json:"bad_trailers"`
+	// OldIndexFiles are the index files the repair replaces (removed,
+	// unless DryRun); DamagedIndexFiles those of them that could not be
+	// read.
+	OldIndexFiles     []string `json:"old_index_files"`
+	DamagedIndexFiles []string `json:"damaged_index_files"`
+	// NewIndexFiles are the index files written (none with DryRun).
+	NewIndexFiles []string `json:"new_index_files"`
+}
+
+// RepairIndex rebuilds the store's index from the trailers of its packs.
+// It lists the index files, reads the trailer of every pack (a pack's
+// trailer lists its blobs, FORMAT.md §5), writes new index files for
+// them, and only when every new index file is durable removes the index
+// files it listed at the start (FORMAT.md §9, "repair"). Index files
+// written meanwhile by a backup are not touched.
+//
+// A pack whose trailer cannot be read or opened is reported in
+// BadTrailers and left alone; if a readable old index file listed it,
+// those entries (authenticated like any index file) are carried into the
+// new index, so its blobs stay reachable. Nothing but index files is
+// written or removed.
+//
+// Memory: the new index is written in files of indexFlushBlobs blobs as
+// the trailers are read, and of the old index only which file names
+// which pack is kept, so it does not hold the whole index.
+//
+// r.Index is left as it was: open the store again to read the new index.
+func (r *Repo) RepairIndex(ctx context.Context, opt RepairIndexOptions) (*RepairIndexResult, error) {
+	if opt.Concurrency < 1 {
+		opt.Concurrency = 8
+	}
+	if opt.Progress == nil {
+		opt.Progress = &Progress{}
+	}
+	res := &RepairIndexResult{DryRun: opt.DryRun, BadTrailers: []RepairPack{}, DamagedIndexFiles: []string{}, NewIndexFiles: []string{}}
+
+	// The old index: which readable file names which pack.
+	old, err := r.IndexFiles(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("listing index files: %w", err)
+	}
+	type oldRef struct {
+		file string // an old index file naming the pack
+		kind format.BlobKind
+	}
+	oldPacks := map[crypto.ID]oldRef{}
+	var oldMu sync.Mutex
+	og, ogctx := errgroup.WithContext(ctx)
+	og.SetLimit(8)
+	for _, h := range old {
+		res.OldIndexFiles = append(res.OldIndexFiles, h.Name)
+		og.Go(func() error {
+			packs, err := r.ReadIndexFile(ogctx, h)
+			if ogctx.Err() != nil {
+				return ogctx.Err()
+			}
+			oldMu.Lock()
+			defer oldMu.Unlock()
+			if err != nil {
+				if errors.Is(err, crypto.ErrAuth) || errors.Is(err, format.ErrCorrupt) || store.IsNotFound(err) {
+					res.DamagedIndexFiles = append(res.DamagedIndexFiles, h.Name)
+					return nil
+				}
+				return fmt.Errorf("reading index file %s: %w", shortName(h.Name), err)
+			}
+			for _, p := range packs {
+				oldPacks[p.ID] = oldRef{h.Name, p.Kind}
+			}
+			return nil
+		})
+	}
+	if err := og.Wait(); err != nil {
+		return nil, err
+	}
+	sort.Strings(res.OldIndexFiles)
+	sort.Strings(res.DamagedIndexFiles)
+
+	// The packs, and their trailers.
+	type packRef struct {
+		id   crypto.ID
+		kind format.BlobKind
+	}
+	var packs []packRef
+	inStore := map[crypto.ID]bool{}
+	for _, k := range []format.BlobKind{format.BlobData, format.BlobTree} {
+		err := r.ListPacks(ctx, k, func(id crypto.ID, size int64) error {
+			packs = append(packs, packRef{id, k})
+			inStore[id] = true
+			return nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("listing packs: %w", err)
+		}
+	}
+	res.Packs = len(packs)
+	// A pack the old index names and the listing lacks is dropped from
+	// the index. Make sure it is really gone, not missed by the listing
+	// (a listing cut short, a permission on part of the store): a repair
+	// must not drop the index of packs that exist.
+	for id, o := range oldPacks {
+		if inStore[id] {
+			continue
+		}
+		if _, err := r.st.Stat(ctx, packHandle(o.kind, id)); err == nil {
+			return nil, fmt.Errorf("pack %s is named by index file %s and is in the store, but the listing of packs lacks it; nothing was changed (is the listing complete? run repair again)",
+				id.Short(), shortName(o.file))
+		} else if !store.IsNotFound(err) {
+			return nil, fmt.Errorf("pack %s: %w", id.Short(), err)
+		}
+		res.Dropped++
+	}
+
+	var mu sync.Mutex // guards res, batch, nblobs
+	var batch []format.IndexPack
+	nblobs := 0
+	// flush writes batch as one index file (nothing with DryRun).
+	flush := func(ctx context.Context) error {
+		if len(batch) == 0 {
+			return nil
+		}
+		if !opt.DryRun {
+			id, err := r.saveObject(ctx, store.KindIndex, format.EncodeIndex(batch), format.AADIndex)
+			if err != nil {
+				return fmt.Errorf("writing an index file: %w", err)
+			}
+			res.NewIndexFiles = append(res.NewIndexFiles, id.String())
+		}
+		batch, nblobs = nil, 0
+		return nil
+	}
+	add := func(ctx context.Context, ip format.IndexPack) error {
+		mu.Lock()
+		defer mu.Unlock()
+		batch = append(batch, ip)
+		nblobs += len(ip.Blobs)
+		res.Indexed++
+		res.Blobs += len(ip.Blobs)
+		if _, ok := oldPacks[ip.ID]; !ok {
+			res.Unindexed++
+		}
+		if nblobs >= indexFlushBlobs {
+			return flush(ctx)
+		}
+		return nil
+	}
+	var bad []packRef
+	var badErr []error
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(opt.Concurrency)
+	for _, p := range packs {
+		g.Go(func() error {
+			blobs, err := r.readTrailer(gctx, p.kind, p.id)
+			if err == nil {
+				for _, b := range blobs {
+					if b.Kind != p.kind {
+						err = fmt.Errorf("%w: trailer lists a %s blob in a %s pack", format.ErrCorrupt, kindName(b.Kind), kindName(p.kind))
+						break
+					}
+				}
+			}
+			opt.Progress.Files.Add(1)
+			if err != nil {
+				if gctx.Err() != nil {
+					return gctx.Err()
+				}
+				if !(errors.Is(err, crypto.ErrAuth) || errors.Is(err, format.ErrCorrupt) || store.IsNotFound(err)) {
+					return fmt.Errorf("pack %s: %w", p.id.Short(), err) // not damage: stop
+				}
+				mu.Lock()
+				bad = append(bad, p)
+				badErr = append(badErr, err)
+				mu.Unlock()
+				return nil
+			}
+			return add(gctx, format.IndexPack{ID: p.id, Kind: p.kind, Blobs: blobs})
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+
+	// Packs with a bad trailer: keep what a readable old index file said.
+	oldFiles := map[string][]format.IndexPack{}
+	for i, p := range bad {
+		rp := RepairPack{Pack: p.id.String(), Kind: kindName(p.kind), Error: badErr[i].Error()}
+		if o, ok := oldPacks[p.id]; ok {
+			name := o.file
+			ips, ok := oldFiles[name]
+			if !ok {
+				ips, err = r.ReadIndexFile(ctx, store.Handle{Kind: store.KindIndex, Name: name})
+				if err != nil {
+					return nil, fmt.Errorf("reading index file %s again: %w", shortName(name), err)
+				}
+				oldFiles[name] = ips
+			}
+			for _, ip := range ips {
+				if ip.ID == p.id {
+					if err := add(ctx, ip); err != nil {
+						return nil, err
+					}
+					rp.FromIndex = name
+					break
+				}
+			}
+		}
+		res.BadTrailers = append(res.BadTrailers, rp)
+	}
+	sort.Slice(res.BadTrailers, func(i, j int) bool { return res.BadTrailers[i].Pack < res.BadTrailers[j].Pack })
+	if err := flush(ctx); err != nil {
+		return nil, err
+	}
+	if opt.DryRun {
+		return res, nil
+	}
+
+	// Every new index file is durable: only now may the old ones go. A
+	// crash before this point leaves both, which readers accept (a blob
+	// listed twice: any copy will do), and a rerun finishes the work.
+	for _, name := range res.OldIndexFiles {
+		if err := r.st.Delete(ctx, store.Handle{Kind: store.KindIndex, Name: name}); err != nil {
+			return res, fmt.Errorf("new index written (%d files), but removing the old index file %s failed: %w (run repair index again)",
+				len(res.NewIndexFiles), shortName(name), err)
+		}
+	}
+	return res, nil
+}
+
+func kindName(k format.BlobKind) string {
+	switch k {
+	case format.BlobData:
+		return "data"
+	case format.BlobTree:
+		return "tree"
+	}
+	return fmt.Sprintf("kind %d", k)
+}
+
+// shortName shortens an object name that is an id.
+func shortName(name string) string {
+	if id, err := crypto.ParseID(name); err == nil {
+		return id.Short()
+	}
+	return name
+}
