@@ -105,6 +105,7 @@ func run(ctx context.Context, args []string, stdout, stderr *os.File) int {
 	s3Memory = nil
 	err = app.RunContext(ctx, args)
 	reportMemory()
+	reportIndexCache(stderr)
 	if err == nil {
 		return exitOK
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -104,6 +105,7 @@ func openRepo(c *cli.Context, opt repoOptions) (*engine.Repo, *layers, error) {
 	if !c.Bool("no-disk-cache") {
 		if dir, err := storeCacheDir("coffer-index", r.Params.StoreID); err == nil {
 			r.UseIndexCache(dir)
+			cachedIndexRepo = r
 		}
 	}
 	if l.disk != nil {
@@ -117,6 +119,25 @@ func openRepo(c *cli.Context, opt repoOptions) (*engine.Repo, *layers, error) {
 		}
 	}
 	return r, l, nil
+}
+
+// cachedIndexRepo is the store the command keeps its index for between
+// runs, for reportIndexCache.
+var cachedIndexRepo *engine.Repo
+
+// reportIndexCache says, unless -q, why the index kept between runs was
+// not used (damaged, another store's, a folder that cannot be used): a
+// command that reads every index file again is slower, and should say
+// why.
+func reportIndexCache(w io.Writer) {
+	r := cachedIndexRepo
+	cachedIndexRepo = nil
+	if r == nil || quiet {
+		return
+	}
+	if note := r.IndexCacheNote(); note != "" {
+		fmt.Fprintf(w, "coffer: the index kept between runs was not used: %s\n", note)
+	}
 }
 
 // storeCacheDir is the folder sub/<store id> of the user's cache folder
