@@ -1,0 +1,96 @@
+package main
+
+import (
+	"fmt"
+	"log"
+	"os"
+	"os/exec"
+	"runtime/debug"
+	"time"
+
+	"github.com/dustin/go-humanize"
+	"github.com/urfave/cli/v2"
+
+	"github.com/coffer-backup/coffer/fusefs"
+	"github.com/coffer-backup/coffer/s3io"
+)
+
+// runLiveMount mounts a bucket as it is now: coffer mount s3://BUCKET/PREFIX DIR.
+func runLiveMount(c *cli.Context) error {
+	loc, dir := c.Args().Get(0), c.Args().Get(1)
+	shown := s3io.Redact(loc)
+	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+		return usagef("mount: %s is not a folder (create it first)", dir)
+	}
+	var ttl time.Duration
+	switch v := c.String("metadata-ttl"); v {
+	case "forever":
+		ttl = fusefs.LiveForever
+	default:
+		d, err := time.ParseDuration(v)
+		if v == "0" {
+			d, err = 0, nil
+		}
+		if err != nil || d < 0 {
+			return usagef("mount: --metadata-ttl %q: want a duration like 1m or 30s, 0 (ask every time) or forever", v)
+		}
+		ttl = d
+	}
+	cacheSize, err := humanize.ParseBytes(c.String("cache-size"))
+	if err != nil || cacheSize < 1<<20 {
+		return usagef("mount: --cache-size %q: want a size of at least 1MiB, like 256MiB or 2GiB", c.String("cache-size"))
+	}
+	readAhead, err := humanize.ParseBytes(c.String("read-ahead"))
+	if err != nil {
+		return usagef("mount: --read-ahead %q: want a size like 32MiB (0 turns it off)", c.String("read-ahead"))
+	}
+	ctx := c.Context
+	stderr := c.App.ErrWriter
+
+	client, err := s3Client(ctx, loc)
+	if err != nil {
+		return fmt.Errorf("mount of %s: %w", shown, err)
+	}
+	live := s3io.NewLive(client)
+	live.PageSize = int32(c.Int("list-page-size"))
+	// Fail before mounting: bad credentials, a missing bucket, another
+	// region, no s3:ListBucket all show on the first listing.
+	if _, err := live.List(ctx, "", ""); err != nil {
+		return fmt.Errorf("mount of %s: %w", shown, err)
+	}
+	ra := int64(readAhead)
+	if ra == 0 {
+		ra = -1
+	}
+	fsys := fusefs.NewLive(live, fusefs.LiveOptions{
+		TTL: ttl, CacheSize: int64(cacheSize), ReadAhead: min(ra, int64(cacheSize)/4),
+		Name: live.URI(), Log: log.New(stderr, "coffer: mount: ", 0),
+	})
+	defer fsys.Close()
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(fsys.MemoryLimit())
+	}
+	srv, err := fusefs.Mount(dir, fsys.Root(), fusefs.MountOptions{
+		AllowOther: c.Bool("allow-other"), FsName: "coffer:" + live.URI(), Debug: c.Bool("debug"),
+	})
+	if err != nil {
+		return fmt.Errorf("%w (is fuse3 installed and %s not already mounted?)", err, dir)
+	}
+	fmt.Fprintf(stderr, "coffer: mounted %s (live, read-only) at %s; Ctrl-C or 'fusermount3 -u %s' unmounts\n", shown, dir, dir)
+
+	done := make(chan struct{})
+	go func() { srv.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+	}
+	if err := fusefs.Unmount(srv); err != nil {
+		fmt.Fprintf(stderr, "coffer: %s is busy; detaching it (lazy unmount)\n", dir)
+		if out, lerr := exec.Command("fusermount3", "-u", "-z", dir).CombinedOutput(); lerr != nil {
+			return fmt.Errorf("unmount %s: %v; lazy unmount: %v %s", dir, err, lerr, out)
+		}
+	}
+	<-done
+	return nil
+}
