@@ -1,0 +1,234 @@
+package test
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// liveMount runs `coffer mount FLAGS s3://LOC DIR` against m and waits
+// until DIR is mounted.
+func liveMount(t *testing.T, m *minioServer, loc string, flags ...string) *mounted {
+	t.Helper()
+	needFUSE(t)
+	dir := filepath.Join(t.TempDir(), "live")
+	os.Mkdir(dir, 0o755)
+	cmd := exec.Command(coffer, append(append([]string{"mount"}, flags...), loc, dir)...)
+	cmd.Env = append(cleanEnv(), m.awsEnv()...)
+	mt := &mounted{t: t, dir: dir, cmd: cmd, stderr: &bytes.Buffer{}, done: make(chan struct{})}
+	cmd.Stderr = mt.stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		err := cmd.Wait()
+		if ee, ok := err.(*exec.ExitError); ok {
+			mt.code = ee.ExitCode()
+		} else if err != nil {
+			mt.code = -1
+		}
+		close(mt.done)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-mt.done:
+		default:
+			cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-mt.done:
+			case <-time.After(10 * time.Second):
+				cmd.Process.Kill()
+				<-mt.done
+			}
+		}
+		if isMounted(dir) {
+			exec.Command("fusermount3", "-u", "-z", dir).Run()
+			t.Errorf("%s still mounted after coffer mount ended", dir)
+		}
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	for !isMounted(dir) {
+		select {
+		case <-mt.done:
+			t.Fatalf("coffer mount exited %d before mounting:\n%s", mt.code, mt.stderr)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("coffer mount did not mount in 30s:\n%s", mt.stderr)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return mt
+}
+
+// listedObject is what list-objects-v2 says of a key.
+type listedObject struct {
+	Key          string
+	Size         int64
+	LastModified string
+}
+
+func listWithTimes(t *testing.T, m *minioServer, bucket, prefix string) map[string]listedObject {
+	t.Helper()
+	var out struct{ Contents []listedObject }
+	if err := json.Unmarshal([]byte(m.aws(t, "s3api", "list-objects-v2", "--bucket", bucket, "--prefix", prefix)), &out); err != nil {
+		t.Fatal(err)
+	}
+	res := map[string]listedObject{}
+	for _, o := range out.Contents {
+		res[o.Key] = o
+	}
+	return res
+}
+
+func readDirNames(t *testing.T, dir string) []string {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	return names
+}
+
+// TestMountLiveBucket mounts a bucket as it is now: listings across LIST
+// pages, odd keys named as in a snapshot, sizes and mtimes from the LIST,
+// byte-exact sequential and random reads against the aws CLI's bytes,
+// an object rewritten while mounted, and a clean unmount.
+func TestMountLiveBucket(t *testing.T) {
+	m := needMinio(t)
+	bucket := m.newBucket(t, "live")
+	src := t.TempDir()
+	rng := rand.New(rand.NewPCG(12, 1))
+	rnd := func(n int) []byte {
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = byte(rng.Uint32())
+		}
+		return b
+	}
+	write := func(rel string, data []byte) {
+		p := filepath.Join(src, rel)
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		if err := os.WriteFile(p, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	big := rnd(3<<20 + 12345) // several blocks, a short last one
+	write("docs/big.bin", big)
+	write("docs/a.txt", []byte("first version\n"))
+	write("docs/x", []byte("a file beside a folder of its name"))
+	var many []string
+	for i := range 23 { // more than 3 pages of 7
+		name := fmt.Sprintf("k%03d", i)
+		many = append(many, name)
+		write("docs/many/"+name, rnd(i*100))
+	}
+	write("top.txt", []byte("top"))
+	m.aws(t, "s3", "cp", "--recursive", "--quiet", src, "s3://"+bucket+"/")
+	mt := liveMount(t, m, "s3://"+bucket+"/", "--metadata-ttl", "1s", "--list-page-size", "7")
+	mnt := mt.dir
+
+	// Listings: a folder over several pages. (MinIO holds neither "a//b"
+	// keys nor "x" beside "x/y"; the unit tests of fusefs show those.)
+	if got := readDirNames(t, filepath.Join(mnt, "docs", "many")); !slices.Equal(got, many) {
+		t.Fatalf("docs/many lists %v, want %v", got, many)
+	}
+	if got, want := readDirNames(t, filepath.Join(mnt, "docs")), []string{"a.txt", "big.bin", "many", "x"}; !slices.Equal(got, want) {
+		t.Fatalf("docs lists %v, want %v", got, want)
+	}
+	if got, want := readDirNames(t, mnt), []string{"docs", "top.txt"}; !slices.Equal(got, want) {
+		t.Fatalf("the root lists %v, want %v", got, want)
+	}
+	for p, want := range map[string]string{"docs/x": "a file beside a folder of its name"} {
+		if got, err := os.ReadFile(filepath.Join(mnt, p)); err != nil || string(got) != want {
+			t.Fatalf("%s: %q, %v; want %q", p, got, err, want)
+		}
+	}
+	// A name looked up before its folder is listed: one name's LIST.
+	if _, err := os.Stat(filepath.Join(mnt, "docs", "nope")); !os.IsNotExist(err) {
+		t.Fatalf("stat of a missing key: %v", err)
+	}
+	// Sizes and mtimes are the LIST's.
+	for key, o := range listWithTimes(t, m, bucket, "docs/many/") {
+		fi, err := os.Stat(filepath.Join(mnt, key))
+		if err != nil {
+			t.Fatal(err)
+		}
+		lm, err := time.Parse(time.RFC3339Nano, o.LastModified)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Size() != o.Size || !fi.ModTime().Equal(lm) || fi.Mode() != 0o644 {
+			t.Fatalf("%s: size %d mtime %v mode %v; the LIST says %d, %v", key, fi.Size(), fi.ModTime(), fi.Mode(), o.Size, lm)
+		}
+	}
+	// Byte-exact reads against what the aws CLI downloads.
+	dl := filepath.Join(t.TempDir(), "big.bin")
+	m.aws(t, "s3", "cp", "--quiet", "s3://"+bucket+"/docs/big.bin", dl)
+	want, err := os.ReadFile(dl)
+	if err != nil || !bytes.Equal(want, big) {
+		t.Fatalf("the aws CLI's download differs from what was uploaded (%v)", err)
+	}
+	got, err := os.ReadFile(filepath.Join(mnt, "docs", "big.bin"))
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("sequential read of big.bin: %d bytes, %v; differs from the aws CLI's %d", len(got), err, len(want))
+	}
+	f, err := os.Open(filepath.Join(mnt, "docs", "big.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 100 {
+		n := 1 + rng.IntN(300<<10)
+		off := rng.Int64N(int64(len(want)))
+		buf := make([]byte, n)
+		k, err := f.ReadAt(buf, off)
+		end := min(off+int64(n), int64(len(want)))
+		if int64(k) != end-off || (err != nil && k == n) || !bytes.Equal(buf[:k], want[off:end]) {
+			t.Fatalf("pread %d: %d bytes at %d: got %d, %v, or other bytes", i, n, off, k, err)
+		}
+	}
+	f.Close()
+	// Rewritten while mounted: after the TTL, exactly the new bytes.
+	if got, err := os.ReadFile(filepath.Join(mnt, "docs", "a.txt")); err != nil || string(got) != "first version\n" {
+		t.Fatalf("a.txt: %q, %v", got, err)
+	}
+	newer := rnd(1<<20 + 777)
+	write("docs/a.txt", newer)
+	m.aws(t, "s3", "cp", "--quiet", filepath.Join(src, "docs", "a.txt"), "s3://"+bucket+"/docs/a.txt")
+	time.Sleep(1500 * time.Millisecond)
+	if got, err := os.ReadFile(filepath.Join(mnt, "docs", "a.txt")); err != nil || !bytes.Equal(got, newer) {
+		t.Fatalf("a.txt after its rewrite and the TTL: %d bytes, %v; want the new %d bytes", len(got), err, len(newer))
+	}
+	mt.stop(syscall.SIGTERM)
+}
+
+// TestMountLiveMissingBucket: a bucket that does not exist fails before
+// mounting, with backup's message and a non-zero exit.
+func TestMountLiveMissingBucket(t *testing.T) {
+	m := needMinio(t)
+	needFUSE(t)
+	dir := t.TempDir()
+	cmd := exec.Command(coffer, "mount", "s3://"+bucketName("absent")+"/p/", dir)
+	cmd.Env = append(cleanEnv(), m.awsEnv()...)
+	out, err := cmd.CombinedOutput()
+	ee, ok := err.(*exec.ExitError)
+	if !ok || ee.ExitCode() == 0 {
+		t.Fatalf("mount of a missing bucket: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "does not exist") || isMounted(dir) {
+		t.Fatalf("mount of a missing bucket says:\n%s", out)
+	}
+}
