@@ -215,20 +215,30 @@ func TestMountLiveBucket(t *testing.T) {
 	mt.stop(syscall.SIGTERM)
 }
 
-// TestMountLiveMissingBucket: a bucket that does not exist fails before
-// mounting, with backup's message and a non-zero exit.
-func TestMountLiveMissingBucket(t *testing.T) {
+// TestMountLiveFailsEarly: a bucket that does not exist, or credentials
+// the server refuses, fail before mounting, with backup's messages and a
+// non-zero exit.
+func TestMountLiveFailsEarly(t *testing.T) {
 	m := needMinio(t)
 	needFUSE(t)
-	dir := t.TempDir()
-	cmd := exec.Command(coffer, "mount", "s3://"+bucketName("absent")+"/p/", dir)
-	cmd.Env = append(cleanEnv(), m.awsEnv()...)
-	out, err := cmd.CombinedOutput()
-	ee, ok := err.(*exec.ExitError)
-	if !ok || ee.ExitCode() == 0 {
-		t.Fatalf("mount of a missing bucket: %v\n%s", err, out)
-	}
-	if !strings.Contains(string(out), "does not exist") || isMounted(dir) {
-		t.Fatalf("mount of a missing bucket says:\n%s", out)
+	bucket := m.newBucket(t, "early")
+	for _, c := range []struct {
+		loc, want string
+		env       []string
+	}{
+		{"s3://" + bucketName("absent") + "/p/", "does not exist", nil},
+		{"s3://" + bucket + "/", "the server refused the credentials", []string{"AWS_SECRET_ACCESS_KEY=wrong-secret"}},
+	} {
+		dir := t.TempDir()
+		cmd := exec.Command(coffer, "mount", c.loc, dir)
+		cmd.Env = append(append(cleanEnv(), m.awsEnv()...), c.env...)
+		out, err := cmd.CombinedOutput()
+		ee, ok := err.(*exec.ExitError)
+		if !ok || ee.ExitCode() == 0 {
+			t.Fatalf("mount of %s: %v\n%s", c.loc, err, out)
+		}
+		if !strings.Contains(string(out), c.want) || isMounted(dir) {
+			t.Fatalf("mount of %s says (want %q):\n%s", c.loc, c.want, out)
+		}
 	}
 }

@@ -19,7 +19,7 @@ func mountCmd() *cli.Command {
 		Name:  "mount",
 		Usage: "mount every snapshot, or one snapshot or folder in it, read-only",
 		UsageText: `coffer at STORE mount [options] DIR [ID[:/PATH]]
-   coffer mount [options] s3://BUCKET/PREFIX DIR
+coffer mount [options] s3://BUCKET/PREFIX DIR
 
 Runs in the foreground until Ctrl-C, SIGTERM or 'fusermount3 -u DIR'.
 Without ID, DIR holds one folder per snapshot, named by its UTC time and
