@@ -19,8 +19,8 @@ import (
 )
 
 // The live mount shows a bucket as it is now (object.LiveTree), with the
-// names a snapshot of it has (engine/keymap). A folder is listed, one
-// page after the other, when it is read, and its listing kept for
+// names a snapshot of it has (engine/keymap). A folder is listed, a page
+// at a time as the reader reaches it, and a complete listing kept for
 // LiveOptions.TTL; a lookup of one name in a folder not listed asks for
 // that name alone (LiveTree.Stat) and keeps the answer, found or not,
 // as long. File content is read in blocks of LiveBlock bytes through a
@@ -173,54 +173,36 @@ type liveDir struct {
 
 var (
 	_ = (fs.NodeLookuper)((*liveDir)(nil))
-	_ = (fs.NodeReaddirer)((*liveDir)(nil))
+	_ = (fs.NodeOpendirHandler)((*liveDir)(nil))
 	_ = (fs.NodeGetattrer)((*liveDir)(nil))
 )
 
-// localNames names a listing's entries as a snapshot does: a folder
-// beside an object of its name gets "%~". Names longer than NAME_MAX
-// (which a snapshot nests as pieces) are left out, with a log line.
-func (d *liveDir) localNames(entries []object.LiveEntry) []liveName {
-	files := map[string]bool{}
-	for _, e := range entries {
-		if !e.Dir {
-			files[e.Name] = true
-		}
+// localName names entry e as a snapshot does; files holds the objects
+// listed so far in the folder (an object sorts before the folder of its
+// name, so it is there when the folder comes): a folder beside an object
+// of its name gets "%~". Names longer than NAME_MAX (which a snapshot
+// nests as pieces) are left out, with a log line: ok is false.
+func (d *liveDir) localName(e object.LiveEntry, files map[string]bool) (string, bool) {
+	if !e.Dir {
+		files[e.Name] = true
 	}
-	out := make([]liveName, 0, len(entries))
-	for _, e := range entries {
-		local := keymap.LocalName(e.Name, e.Dir && files[e.Name])
-		if strings.Contains(local, "/") {
-			d.fsys.errno("list", d.prefix, errors.New("a key segment longer than 255 bytes is not shown by a live mount: "+e.Name[:64]+"…"))
-			continue
-		}
-		out = append(out, liveName{local: local, e: e})
+	local := keymap.LocalName(e.Name, e.Dir && files[e.Name])
+	if strings.Contains(local, "/") {
+		d.fsys.errno("list", d.prefix, errors.New("a key segment longer than 255 bytes is not shown by a live mount: "+e.Name[:64]+"…"))
+		return "", false
 	}
-	return out
+	return local, true
 }
 
-// list lists the folder, every page, unless its listing is fresh.
-func (d *liveDir) list(ctx context.Context) ([]liveName, error) {
+// cached returns the folder's listing if it is fresh.
+func (d *liveDir) cached() ([]liveName, bool) {
 	d.mu.Lock()
-	if d.fsys.fresh(d.at) {
-		defer d.mu.Unlock()
-		return d.listed, nil
-	}
-	d.mu.Unlock()
-	var all []object.LiveEntry
-	token := ""
-	for {
-		pg, err := d.fsys.t.List(ctx, d.prefix, token)
-		if err != nil {
-			return nil, err
-		}
-		all = append(all, pg.Entries...)
-		if pg.Next == "" {
-			break
-		}
-		token = pg.Next
-	}
-	names := d.localNames(all)
+	defer d.mu.Unlock()
+	return d.listed, d.fsys.fresh(d.at)
+}
+
+// keep keeps a complete listing, which answers lookups from now on.
+func (d *liveDir) keep(names []liveName) {
 	byName := make(map[string]object.LiveEntry, len(names))
 	for _, n := range names {
 		byName[n.local] = n.e
@@ -228,7 +210,20 @@ func (d *liveDir) list(ctx context.Context) ([]liveName, error) {
 	d.mu.Lock()
 	d.listed, d.byName, d.at, d.lookups = names, byName, time.Now(), nil
 	d.mu.Unlock()
-	return names, nil
+}
+
+// list lists the folder, every page, unless its listing is fresh.
+func (d *liveDir) list(ctx context.Context) ([]liveName, error) {
+	if names, ok := d.cached(); ok {
+		return names, nil
+	}
+	h := &liveDirHandle{d: d, files: map[string]bool{}}
+	for !h.done {
+		if err := h.page(ctx); err != nil {
+			return nil, err
+		}
+	}
+	return h.names, nil
 }
 
 // forget drops what the folder keeps about name (its object changed).
@@ -336,21 +331,100 @@ func (d *liveDir) child(ctx context.Context, name string, e object.LiveEntry, a 
 	return d.NewInode(ctx, n, fs.StableAttr{Mode: syscall.S_IFREG, Ino: inoHash(parent, 3, name)})
 }
 
-func (d *liveDir) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
-	names, err := d.list(ctx)
+// OpendirHandle lists the folder as it is read: a page is fetched when
+// the reader reaches it, so a huge folder starts listing at once. A
+// fresh listing is served from memory.
+func (d *liveDir) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	h := &liveDirHandle{d: d, files: map[string]bool{}}
+	if names, ok := d.cached(); ok {
+		h.names, h.done = names, true
+	}
+	return h, 0, 0
+}
+
+// liveDirHandle is one listing of a folder. Offsets are positions: 1 and
+// 2 are "." and "..", 2+i+1 follows entry i; the entries fetched so far
+// stay, so a seek back costs nothing. A listing read to its end is kept
+// by the folder.
+type liveDirHandle struct {
+	d     *liveDir
+	names []liveName // the entries fetched so far
+	token string
+	done  bool
+	files map[string]bool
+	pos   uint64
+	last  *liveName // the entry last produced, for READDIRPLUS
+}
+
+var (
+	_ = (fs.FileReaddirenter)((*liveDirHandle)(nil))
+	_ = (fs.FileSeekdirer)((*liveDirHandle)(nil))
+	_ = (fs.FileLookuper)((*liveDirHandle)(nil))
+)
+
+// page fetches the next page of the listing.
+func (h *liveDirHandle) page(ctx context.Context) error {
+	pg, err := h.d.fsys.t.List(ctx, h.d.prefix, h.token)
 	if err != nil {
-		return nil, d.fsys.errno("list", d.prefix, err)
+		return err
 	}
-	parent := d.StableAttr().Ino
-	out := make([]fuse.DirEntry, len(names))
-	for i, n := range names {
-		mode, dom := uint32(syscall.S_IFREG), byte(3)
-		if n.e.Dir {
-			mode, dom = syscall.S_IFDIR, 2
+	for _, e := range pg.Entries {
+		if local, ok := h.d.localName(e, h.files); ok {
+			h.names = append(h.names, liveName{local: local, e: e})
 		}
-		out[i] = fuse.DirEntry{Name: n.local, Mode: mode, Ino: inoHash(parent, dom, n.local)}
 	}
-	return fs.NewListDirStream(out), 0
+	h.token, h.done = pg.Next, pg.Next == ""
+	if h.done {
+		h.d.keep(h.names)
+	}
+	return nil
+}
+
+func (h *liveDirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
+	// Not cut short by an interrupt: the kernel drops a reply it no
+	// longer waits for (see dirHandle.Readdirent).
+	ctx = context.WithoutCancel(ctx)
+	ino := h.d.StableAttr().Ino
+	h.pos++
+	switch h.pos {
+	case 1:
+		return &fuse.DirEntry{Name: ".", Mode: syscall.S_IFDIR, Ino: ino, Off: 1}, 0
+	case 2:
+		return &fuse.DirEntry{Name: "..", Mode: syscall.S_IFDIR, Ino: 1, Off: 2}, 0
+	}
+	i := int(h.pos - 3)
+	for i >= len(h.names) && !h.done {
+		if err := h.page(ctx); err != nil {
+			h.pos--
+			return nil, h.d.fsys.errno("list", h.d.prefix, err)
+		}
+	}
+	if i >= len(h.names) {
+		h.pos--
+		h.last = nil
+		return nil, 0
+	}
+	n := &h.names[i]
+	h.last = n
+	mode, dom := uint32(syscall.S_IFREG), byte(3)
+	if n.e.Dir {
+		mode, dom = syscall.S_IFDIR, 2
+	}
+	return &fuse.DirEntry{Name: n.local, Mode: mode, Ino: inoHash(ino, dom, n.local), Off: h.pos}, 0
+}
+
+func (h *liveDirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
+	h.pos, h.last = off, nil
+	return 0
+}
+
+// Lookup serves the lookups of READDIRPLUS from the entry just listed,
+// before the listing is complete and kept.
+func (h *liveDirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	if n := h.last; n != nil && n.local == name {
+		return h.d.child(ctx, name, n.e, &out.Attr), 0
+	}
+	return h.d.Lookup(ctx, name, out)
 }
 
 func (d *liveDir) liveFS() *LiveFS { return d.fsys }

@@ -122,13 +122,36 @@ func TestLiveNames(t *testing.T) {
 	if m.lists != 0 || m.stats != 2 {
 		t.Fatalf("two lookups cost %d lists and %d stats, want 0 and 2", m.lists, m.stats)
 	}
-	names, err := root.list(ctx)
-	if err != nil {
-		t.Fatal(err)
+	// Listed as it is read: the first entries cost the first page alone.
+	fh, _, errno := root.OpendirHandle(ctx, 0)
+	if errno != 0 {
+		t.Fatal(errno)
 	}
+	h := fh.(*liveDirHandle)
+	lists := m.lists
 	var got []string
-	for _, n := range names {
-		got = append(got, n.local)
+	for {
+		de, errno := h.Readdirent(ctx)
+		if errno != 0 {
+			t.Fatal(errno)
+		}
+		if de == nil {
+			break
+		}
+		if de.Name != "." && de.Name != ".." {
+			got = append(got, de.Name)
+		}
+		if len(got) == 1 && m.lists != lists+1 {
+			t.Fatalf("the first entry cost %d LISTs, want 1", m.lists-lists)
+		}
+	}
+	if m.lists != lists+3 {
+		t.Fatalf("8 entries in pages of 3 cost %d LISTs, want 3", m.lists-lists)
+	}
+	// Seek back: from the entries already fetched.
+	h.Seekdir(ctx, 3)
+	if de, _ := h.Readdirent(ctx); de == nil || de.Name != "a%~" || m.lists != lists+3 {
+		t.Fatalf("after a seek: %+v (%d LISTs)", de, m.lists-lists)
 	}
 	if want := []string{"a", "a%~", "b", "c.txt", "d", "f", "g", "h"}; !slices.Equal(got, want) {
 		t.Fatalf("root lists %v, want %v", got, want)
