@@ -212,16 +212,22 @@ func TestMountLiveBucket(t *testing.T) {
 	if got, err := os.ReadFile(filepath.Join(mnt, "docs", "a.txt")); err != nil || !bytes.Equal(got, newer) {
 		t.Fatalf("a.txt after its rewrite and the TTL: %d bytes, %v; want the new %d bytes", len(got), err, len(newer))
 	}
-	mt.stop(syscall.SIGTERM)
+	// Unmounted from outside: coffer exits 0.
+	if out, err := exec.Command("fusermount3", "-u", mnt).CombinedOutput(); err != nil {
+		t.Fatalf("fusermount3 -u: %v %s", err, out)
+	}
+	mt.wait()
 }
 
 // TestMountLiveFailsEarly: a bucket that does not exist, or credentials
 // the server refuses, fail before mounting, with backup's messages and a
-// non-zero exit.
+// non-zero exit; a good one mounts, and Ctrl-C unmounts it.
 func TestMountLiveFailsEarly(t *testing.T) {
 	m := needMinio(t)
 	needFUSE(t)
 	bucket := m.newBucket(t, "early")
+	// The bucket mounts, and Ctrl-C unmounts it.
+	liveMount(t, m, "s3://"+bucket+"/").stop(os.Interrupt)
 	for _, c := range []struct {
 		loc, want string
 		env       []string

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"log"
 	"os"
 	"os/exec"
@@ -169,14 +171,21 @@ func runMount(c *cli.Context) error {
 		}()
 	}
 
+	return serveMount(ctx, srv.Wait, func() error { return fusefs.Unmount(srv) }, dir, stderr)
+}
+
+// serveMount serves a mount in the foreground (wait returns once it is
+// unmounted) until it is unmounted from outside (fusermount3 -u) or ctx
+// ends (Ctrl-C, SIGTERM); then it unmounts it, lazily if it is busy.
+func serveMount(ctx context.Context, wait func(), unmount func() error, dir string, stderr io.Writer) error {
 	done := make(chan struct{})
-	go func() { srv.Wait(); close(done) }()
+	go func() { wait(); close(done) }()
 	select {
 	case <-done: // unmounted from outside
 		return nil
 	case <-ctx.Done():
 	}
-	if err := fusefs.Unmount(srv); err != nil {
+	if err := unmount(); err != nil {
 		// Busy (a shell inside it, an open file): detach it now; the
 		// kernel finishes the unmount when the last user leaves.
 		fmt.Fprintf(stderr, "coffer: %s is busy; detaching it (lazy unmount)\n", dir)

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"log"
 	"os"
-	"os/exec"
 	"runtime/debug"
 	"time"
 
@@ -78,19 +77,5 @@ func runLiveMount(c *cli.Context) error {
 	}
 	fmt.Fprintf(stderr, "coffer: mounted %s (live, read-only) at %s; Ctrl-C or 'fusermount3 -u %s' unmounts\n", shown, dir, dir)
 
-	done := make(chan struct{})
-	go func() { srv.Wait(); close(done) }()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-	}
-	if err := fusefs.Unmount(srv); err != nil {
-		fmt.Fprintf(stderr, "coffer: %s is busy; detaching it (lazy unmount)\n", dir)
-		if out, lerr := exec.Command("fusermount3", "-u", "-z", dir).CombinedOutput(); lerr != nil {
-			return fmt.Errorf("unmount %s: %v; lazy unmount: %v %s", dir, err, lerr, out)
-		}
-	}
-	<-done
-	return nil
+	return serveMount(ctx, srv.Wait, func() error { return fusefs.Unmount(srv) }, dir, stderr)
 }
