@@ -15,15 +15,15 @@ import (
 	"time"
 )
 
-// liveMount runs `coffer mount FLAGS s3://LOC DIR` against m and waits
-// until DIR is mounted.
-func liveMount(t *testing.T, m *minioServer, loc string, flags ...string) *mounted {
+// liveMount runs `coffer mount FLAGS LOC DIR` against m, with envs
+// added, and waits until DIR is mounted.
+func liveMount(t *testing.T, m *minioServer, envs []string, loc string, flags ...string) *mounted {
 	t.Helper()
 	needFUSE(t)
 	dir := filepath.Join(t.TempDir(), "live")
 	os.Mkdir(dir, 0o755)
 	cmd := exec.Command(coffer, append(append([]string{"mount"}, flags...), loc, dir)...)
-	cmd.Env = append(cleanEnv(), m.awsEnv()...)
+	cmd.Env = append(append(cleanEnv(), m.awsEnv()...), envs...)
 	mt := &mounted{t: t, dir: dir, cmd: cmd, stderr: &bytes.Buffer{}, done: make(chan struct{})}
 	cmd.Stderr = mt.stderr
 	if err := cmd.Start(); err != nil {
@@ -138,7 +138,7 @@ func TestMountLiveBucket(t *testing.T) {
 	}
 	write("top.txt", []byte("top"))
 	m.aws(t, "s3", "cp", "--recursive", "--quiet", src, "s3://"+bucket+"/")
-	mt := liveMount(t, m, "s3://"+bucket+"/", "--metadata-ttl", "1s", "--list-page-size", "7")
+	mt := liveMount(t, m, nil, "s3://"+bucket+"/", "--metadata-ttl", "1s", "--list-page-size", "7")
 	mnt := mt.dir
 
 	// Listings: a folder over several pages. (MinIO holds neither "a//b"
@@ -221,13 +221,20 @@ func TestMountLiveBucket(t *testing.T) {
 
 // TestMountLiveFailsEarly: a bucket that does not exist, or credentials
 // the server refuses, fail before mounting, with backup's messages and a
-// non-zero exit; a good one mounts, and Ctrl-C unmounts it.
+// non-zero exit; a good one (by its @name) mounts, and Ctrl-C unmounts it.
 func TestMountLiveFailsEarly(t *testing.T) {
 	m := needMinio(t)
 	needFUSE(t)
 	bucket := m.newBucket(t, "early")
-	// The bucket mounts, and Ctrl-C unmounts it.
-	liveMount(t, m, "s3://"+bucket+"/").stop(os.Interrupt)
+	// The bucket, named as a source of the configuration, mounts, and
+	// Ctrl-C unmounts it.
+	xdg := []string{"XDG_CONFIG_HOME=" + t.TempDir()}
+	cfg := exec.Command(coffer, "config", "source", "create", "livesrc", "location=s3://"+bucket+"/")
+	cfg.Env = append(cleanEnv(), xdg...)
+	if out, err := cfg.CombinedOutput(); err != nil {
+		t.Fatalf("config source create: %v %s", err, out)
+	}
+	liveMount(t, m, xdg, "@livesrc").stop(os.Interrupt)
 	for _, c := range []struct {
 		loc, want string
 		env       []string

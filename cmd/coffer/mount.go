@@ -21,7 +21,7 @@ func mountCmd() *cli.Command {
 		Name:  "mount",
 		Usage: "mount every snapshot, or one snapshot or folder in it, read-only",
 		UsageText: `coffer at STORE mount [options] DIR [ID[:/PATH]]
-coffer mount [options] s3://BUCKET/PREFIX DIR
+coffer mount [options] s3://BUCKET/PREFIX|@SOURCE DIR
 
 Runs in the foreground until Ctrl-C, SIGTERM or 'fusermount3 -u DIR'.
 Without ID, DIR holds one folder per snapshot, named by its UTC time and
@@ -32,7 +32,8 @@ and by-source/SOURCE/ with the snapshots of each source and their own
 Nothing is read from a snapshot until it is opened. S3 metadata shows as
 extended attributes: getfattr -d -m user.s3 FILE.
 
-The second form mounts a bucket as it is now (no store): keys are named
+The second form mounts a bucket (or a source named with 'coffer config
+source') as it is now, without a store: keys are named
 as in a snapshot of it, folders are listed when read and kept for
 --metadata-ttl, and files are read in ranged GETs pinned to the ETag
 they were listed with (a read of an object rewritten since fails with
@@ -60,8 +61,8 @@ Examples:
 }
 
 func runMount(c *cli.Context) error {
-	if c.NArg() == 2 && isS3(c.Args().Get(0)) {
-		return runLiveMount(c)
+	if a := c.Args().Get(0); c.NArg() == 2 && (isS3(a) || isName(a) && c.String("store") == "") {
+		return runLiveMount(c) // coffer mount s3://BUCKET/PREFIX DIR, or @SOURCE DIR
 	}
 	if c.NArg() < 1 || c.NArg() > 2 {
 		return usagef("mount takes a folder and optionally ID[:/PATH] (flags go before them: mount --allow-other DIR)")

@@ -11,13 +11,22 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/coffer-backup/coffer/fusefs"
+	"github.com/coffer-backup/coffer/internal/config"
 	"github.com/coffer-backup/coffer/s3io"
 )
 
-// runLiveMount mounts a bucket as it is now: coffer mount s3://BUCKET/PREFIX DIR.
+// runLiveMount mounts a bucket as it is now: coffer mount s3://BUCKET/PREFIX DIR
+// (or @SOURCE, a source of the configuration that is a bucket).
 func runLiveMount(c *cli.Context) error {
-	loc, dir := c.Args().Get(0), c.Args().Get(1)
-	shown := s3io.Redact(loc)
+	given, dir := c.Args().Get(0), c.Args().Get(1)
+	loc, _, err := resolveLocation(config.Source, given)
+	if err != nil {
+		return err
+	}
+	if !isS3(loc) {
+		return usagef("mount: %s is the folder %s: a live mount is of a bucket (s3://BUCKET/PREFIX)", given, loc)
+	}
+	shown := s3io.Redact(given)
 	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
 		return usagef("mount: %s is not a folder (create it first)", dir)
 	}
