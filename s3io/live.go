@@ -119,27 +119,37 @@ func (l *Live) Stat(ctx context.Context, prefix, name string) (*object.LiveEntry
 }
 
 // ReadRange GETs n bytes at off of key with If-Match etag: a 412 (or a
-// key gone) is object.ErrChanged.
+// key gone) is object.ErrChanged. A body cut short is read again (the
+// SDK retries a request only until its headers arrive).
 func (l *Live) ReadRange(ctx context.Context, key, etag string, off, n int64) ([]byte, error) {
 	full := l.c.opt.Prefix + key
 	if n == 0 {
 		return []byte{}, nil
 	}
-	out, err := l.c.getRange(ctx, full, etag, off, n)
-	if err != nil {
-		if errors.Is(err, ErrChanged) || store.IsNotFound(err) {
-			return nil, fmt.Errorf("%w: %w", object.ErrChanged, err)
-		}
-		return nil, err
-	}
-	defer out.Body.Close()
-	if e := aws.ToString(out.ETag); etag != "" && e != "" && e != etag {
-		// A server that ignores If-Match must not pass off new bytes.
-		return nil, fmt.Errorf("%w: s3io: get %s: ETag %s, listed as %s", object.ErrChanged, arn(l.c.opt.Bucket, full), e, etag)
-	}
 	buf := make([]byte, n)
-	if _, err := io.ReadFull(out.Body, buf); err != nil {
-		return nil, fmt.Errorf("s3io: get %s: bytes %d-%d: %w", arn(l.c.opt.Bucket, full), off, off+n-1, err)
+	var last error
+	for attempt := 0; attempt < bodyAttempts; attempt++ {
+		out, err := l.c.getRange(ctx, full, etag, off, n)
+		if err != nil {
+			if errors.Is(err, ErrChanged) || store.IsNotFound(err) {
+				return nil, fmt.Errorf("%w: %w", object.ErrChanged, err)
+			}
+			return nil, err
+		}
+		if e := aws.ToString(out.ETag); etag != "" && e != "" && e != etag {
+			// A server that ignores If-Match must not pass off new bytes.
+			out.Body.Close()
+			return nil, fmt.Errorf("%w: s3io: get %s: ETag %s, listed as %s", object.ErrChanged, arn(l.c.opt.Bucket, full), e, etag)
+		}
+		_, err = io.ReadFull(out.Body, buf)
+		out.Body.Close()
+		if err == nil {
+			return buf, nil
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		last = err
 	}
-	return buf, nil
+	return nil, fmt.Errorf("s3io: get %s: bytes %d-%d: %w", arn(l.c.opt.Bucket, full), off, off+n-1, last)
 }

@@ -138,8 +138,20 @@ func TestMountLiveBucket(t *testing.T) {
 	}
 	write("top.txt", []byte("top"))
 	m.aws(t, "s3", "cp", "--recursive", "--quiet", src, "s3://"+bucket+"/")
-	mt := liveMount(t, m, nil, "s3://"+bucket+"/", "--metadata-ttl", "1s", "--list-page-size", "7")
+	p := newProxy(t, m.endpoint) // counts the mount's requests
+	mt := liveMount(t, m, p.env(), "s3://"+bucket+"/", "--metadata-ttl", "1s", "--list-page-size", "7")
 	mnt := mt.dir
+
+	// A path looked up before any listing costs two one-key LISTs a
+	// name (3 names: 6), never a listing of its folders (docs/many
+	// alone is 4 pages of 7), and no GET.
+	p.reset()
+	if fi, err := os.Stat(filepath.Join(mnt, "docs", "many", "k005")); err != nil || fi.Size() != 500 {
+		t.Fatalf("stat of docs/many/k005 before any listing: %v, %v", fi, err)
+	}
+	if n, g := p.get("ListObjects", bucket), p.get("GetObject", bucket); n > 6 || g != 0 {
+		t.Fatalf("a lookup of docs/many/k005 cost %d LISTs and %d GETs, want at most 6 and none: %v", n, g, p)
+	}
 
 	// Listings: a folder over several pages. (MinIO holds neither "a//b"
 	// keys nor "x" beside "x/y"; the unit tests of fusefs show those.)
