@@ -247,6 +247,18 @@ func TestMountLiveFailsEarly(t *testing.T) {
 		t.Fatalf("config source create: %v %s", err, out)
 	}
 	liveMount(t, m, xdg, "@livesrc").stop(os.Interrupt)
+	// Flags of the other kind of mount are refused, before anything.
+	for _, args := range [][]string{
+		{"mount", "--refresh", "1m", "s3://" + bucket + "/", t.TempDir()},
+		{"at", t.TempDir(), "mount", "--metadata-ttl", "1m", t.TempDir()},
+	} {
+		cmd := exec.Command(coffer, args...)
+		cmd.Env = append(cleanEnv(), m.awsEnv()...)
+		out, err := cmd.CombinedOutput()
+		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 || !strings.Contains(string(out), "mount: --") {
+			t.Fatalf("coffer %v: %v\n%s", args, err, out)
+		}
+	}
 	for _, c := range []struct {
 		loc, want string
 		env       []string

@@ -64,6 +64,9 @@ func runMount(c *cli.Context) error {
 	if a := c.Args().Get(0); c.NArg() == 2 && (isS3(a) || isName(a) && c.String("store") == "") {
 		return runLiveMount(c) // coffer mount s3://BUCKET/PREFIX DIR, or @SOURCE DIR
 	}
+	if c.IsSet("metadata-ttl") {
+		return usagef("mount: --metadata-ttl is for a live bucket (coffer mount s3://BUCKET/PREFIX DIR); snapshots use --refresh")
+	}
 	if c.NArg() < 1 || c.NArg() > 2 {
 		return usagef("mount takes a folder and optionally ID[:/PATH] (flags go before them: mount --allow-other DIR)")
 	}

@@ -19,6 +19,11 @@ import (
 // (or @SOURCE, a source of the configuration that is a bucket).
 func runLiveMount(c *cli.Context) error {
 	given, dir := c.Args().Get(0), c.Args().Get(1)
+	for _, f := range []string{"refresh", "no-disk-cache", "disk-cache-size", "source", "host", "tag"} {
+		if c.IsSet(f) {
+			return usagef("mount: --%s is for snapshots; a live bucket mount has no store (see --metadata-ttl)", f)
+		}
+	}
 	loc, _, err := resolveLocation(config.Source, given)
 	if err != nil {
 		return err
