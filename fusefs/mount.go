@@ -38,6 +38,9 @@ type Root = fs.InodeEmbedder
 // its Wait method returns once it is unmounted.
 func Mount(dir string, root fs.InodeEmbedder, mo MountOptions) (*fuse.Server, error) {
 	timeout := Timeout
+	if l, ok := root.(interface{ liveFS() *LiveFS }); ok {
+		timeout = l.liveFS().kernelTimeout() // a live bucket changes
+	}
 	opts := &fs.Options{
 		EntryTimeout:    &timeout,
 		AttrTimeout:     &timeout,

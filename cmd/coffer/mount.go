@@ -1,7 +1,9 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"log"
 	"os"
 	"os/exec"
@@ -19,6 +21,7 @@ func mountCmd() *cli.Command {
 		Name:  "mount",
 		Usage: "mount every snapshot, or one snapshot or folder in it, read-only",
 		UsageText: `coffer at STORE mount [options] DIR [ID[:/PATH]]
+coffer mount [options] s3://BUCKET/PREFIX|@SOURCE DIR
 
 Runs in the foreground until Ctrl-C, SIGTERM or 'fusermount3 -u DIR'.
 Without ID, DIR holds one folder per snapshot, named by its UTC time and
@@ -29,10 +32,19 @@ and by-source/SOURCE/ with the snapshots of each source and their own
 Nothing is read from a snapshot until it is opened. S3 metadata shows as
 extended attributes: getfattr -d -m user.s3 FILE.
 
+The second form mounts a bucket (or a source named with 'coffer config
+source') as it is now, without a store: keys are named
+as in a snapshot of it, folders are listed when read and kept for
+--metadata-ttl, and files are read in ranged GETs pinned to the ETag
+they were listed with (a read of an object rewritten since fails with
+ESTALE; after the TTL the new object shows).
+
 Examples:
    coffer at /backups mount /mnt/backups
    coffer at /backups mount /mnt/photos latest:/photos
-   grep -r invoice /mnt/backups/*/docs/`,
+   grep -r invoice /mnt/backups/*/docs/
+   coffer mount s3://my-bucket/docs /mnt/live
+   diff -r /mnt/live /mnt/backups/latest`,
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "allow-other", Usage: "let other users read the mount (the snapshot's modes and owners still apply)"},
 			&cli.StringFlag{Name: "cache-size", Value: "256MiB", Usage: "memory for file content shared by all open files; the whole mount stays within about this plus 64MiB"},
@@ -40,6 +52,8 @@ Examples:
 			&cli.DurationFlag{Name: "refresh", Value: fusefs.DefaultRefresh, Usage: "list the snapshots again, when looked at, once the list is this old (0: never)"},
 			&cli.BoolFlag{Name: "no-disk-cache", Usage: "do not keep the store's metadata (sealed) in the user's cache folder"},
 			&cli.StringFlag{Name: "disk-cache-size", Value: "1GiB", Usage: "bound the metadata kept on disk; the least recently used goes first"},
+			&cli.StringFlag{Name: "metadata-ttl", Value: "1m", Usage: "live bucket mount: keep listings and lookups this long (0: ask every time, forever: until unmount)"},
+			&cli.IntFlag{Name: "list-page-size", Hidden: true, Usage: "live bucket mount: keys a LIST page asks for (tests)"},
 			&cli.BoolFlag{Name: "debug", Hidden: true, Usage: "log every FUSE request"},
 		},
 		Action: runMount,
@@ -47,6 +61,12 @@ Examples:
 }
 
 func runMount(c *cli.Context) error {
+	if a := c.Args().Get(0); c.NArg() == 2 && (isS3(a) || isName(a) && c.String("store") == "") {
+		return runLiveMount(c) // coffer mount s3://BUCKET/PREFIX DIR, or @SOURCE DIR
+	}
+	if c.IsSet("metadata-ttl") {
+		return usagef("mount: --metadata-ttl is for a live bucket (coffer mount s3://BUCKET/PREFIX DIR); snapshots use --refresh")
+	}
 	if c.NArg() < 1 || c.NArg() > 2 {
 		return usagef("mount takes a folder and optionally ID[:/PATH] (flags go before them: mount --allow-other DIR)")
 	}
@@ -155,14 +175,21 @@ func runMount(c *cli.Context) error {
 		}()
 	}
 
+	return serveMount(ctx, srv.Wait, func() error { return fusefs.Unmount(srv) }, dir, stderr)
+}
+
+// serveMount serves a mount in the foreground (wait returns once it is
+// unmounted) until it is unmounted from outside (fusermount3 -u) or ctx
+// ends (Ctrl-C, SIGTERM); then it unmounts it, lazily if it is busy.
+func serveMount(ctx context.Context, wait func(), unmount func() error, dir string, stderr io.Writer) error {
 	done := make(chan struct{})
-	go func() { srv.Wait(); close(done) }()
+	go func() { wait(); close(done) }()
 	select {
 	case <-done: // unmounted from outside
 		return nil
 	case <-ctx.Done():
 	}
-	if err := fusefs.Unmount(srv); err != nil {
+	if err := unmount(); err != nil {
 		// Busy (a shell inside it, an open file): detach it now; the
 		// kernel finishes the unmount when the last user leaves.
 		fmt.Fprintf(stderr, "coffer: %s is busy; detaching it (lazy unmount)\n", dir)

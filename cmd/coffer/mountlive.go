@@ -1,0 +1,95 @@
+package main
+
+import (
+	"fmt"
+	"log"
+	"os"
+	"runtime/debug"
+	"time"
+
+	"github.com/dustin/go-humanize"
+	"github.com/urfave/cli/v2"
+
+	"github.com/coffer-backup/coffer/fusefs"
+	"github.com/coffer-backup/coffer/internal/config"
+	"github.com/coffer-backup/coffer/s3io"
+)
+
+// runLiveMount mounts a bucket as it is now: coffer mount s3://BUCKET/PREFIX DIR
+// (or @SOURCE, a source of the configuration that is a bucket).
+func runLiveMount(c *cli.Context) error {
+	given, dir := c.Args().Get(0), c.Args().Get(1)
+	for _, f := range []string{"refresh", "no-disk-cache", "disk-cache-size", "source", "host", "tag"} {
+		if c.IsSet(f) {
+			return usagef("mount: --%s is for snapshots; a live bucket mount has no store (see --metadata-ttl)", f)
+		}
+	}
+	loc, _, err := resolveLocation(config.Source, given)
+	if err != nil {
+		return err
+	}
+	if !isS3(loc) {
+		return usagef("mount: %s is the folder %s: a live mount is of a bucket (s3://BUCKET/PREFIX)", given, loc)
+	}
+	shown := s3io.Redact(given)
+	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+		return usagef("mount: %s is not a folder (create it first)", dir)
+	}
+	var ttl time.Duration
+	switch v := c.String("metadata-ttl"); v {
+	case "forever":
+		ttl = fusefs.LiveForever
+	default:
+		d, err := time.ParseDuration(v)
+		if v == "0" {
+			d, err = 0, nil
+		}
+		if err != nil || d < 0 {
+			return usagef("mount: --metadata-ttl %q: want a duration like 1m or 30s, 0 (ask every time) or forever", v)
+		}
+		ttl = d
+	}
+	cacheSize, err := humanize.ParseBytes(c.String("cache-size"))
+	if err != nil || cacheSize < 1<<20 {
+		return usagef("mount: --cache-size %q: want a size of at least 1MiB, like 256MiB or 2GiB", c.String("cache-size"))
+	}
+	readAhead, err := humanize.ParseBytes(c.String("read-ahead"))
+	if err != nil {
+		return usagef("mount: --read-ahead %q: want a size like 32MiB (0 turns it off)", c.String("read-ahead"))
+	}
+	ctx := c.Context
+	stderr := c.App.ErrWriter
+
+	client, err := s3Client(ctx, loc)
+	if err != nil {
+		return fmt.Errorf("mount of %s: %w", shown, err)
+	}
+	live := s3io.NewLive(client)
+	live.PageSize = int32(c.Int("list-page-size"))
+	// Fail before mounting: bad credentials, a missing bucket, another
+	// region, no s3:ListBucket all show on the first listing.
+	if _, err := live.List(ctx, "", ""); err != nil {
+		return fmt.Errorf("mount of %s: %w", shown, err)
+	}
+	ra := int64(readAhead)
+	if ra == 0 {
+		ra = -1
+	}
+	fsys := fusefs.NewLive(live, fusefs.LiveOptions{
+		TTL: ttl, CacheSize: int64(cacheSize), ReadAhead: min(ra, int64(cacheSize)/4),
+		Name: live.URI(), Log: log.New(stderr, "coffer: mount: ", 0),
+	})
+	defer fsys.Close()
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(fsys.MemoryLimit())
+	}
+	srv, err := fusefs.Mount(dir, fsys.Root(), fusefs.MountOptions{
+		AllowOther: c.Bool("allow-other"), FsName: "coffer:" + live.URI(), Debug: c.Bool("debug"),
+	})
+	if err != nil {
+		return fmt.Errorf("%w (is fuse3 installed and %s not already mounted?)", err, dir)
+	}
+	fmt.Fprintf(stderr, "coffer: mounted %s (live, read-only) at %s; Ctrl-C or 'fusermount3 -u %s' unmounts\n", shown, dir, dir)
+
+	return serveMount(ctx, srv.Wait, func() error { return fusefs.Unmount(srv) }, dir, stderr)
+}

@@ -1,0 +1,538 @@
+package fusefs
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/coffer-backup/coffer/cache"
+	"github.com/coffer-backup/coffer/engine/keymap"
+	"github.com/coffer-backup/coffer/engine/object"
+)
+
+// The live mount shows a bucket as it is now (object.LiveTree), with the
+// names a snapshot of it has (engine/keymap). A folder is listed, a page
+// at a time as the reader reaches it, and a complete listing kept for
+// LiveOptions.TTL; a lookup of one name in a folder not listed asks for
+// that name alone (LiveTree.Stat) and keeps the answer, found or not,
+// as long. File content is read in blocks of LiveBlock bytes through a
+// byte-bounded cache.LRU and engine/object's Reader (read-ahead), as
+// the snapshot mount reads chunks; a block's key holds the object's
+// ETag and every block is read with If-Match on it, so one open file
+// never mixes the bytes of two versions: a read that finds the object
+// changed fails with ESTALE, and the next lookup sees the new object.
+
+// LiveBlock is the size of the ranged reads of a live mount.
+const LiveBlock = 1 << 20
+
+// LiveForever is the TTL that keeps listings until unmount.
+const LiveForever = time.Duration(-1)
+
+// LiveOptions tune a live mount.
+type LiveOptions struct {
+	// TTL is how long a listing or a lookup is kept: 0 asks the
+	// bucket every time, LiveForever never again.
+	TTL time.Duration
+	// CacheSize bounds the memory of file blocks. Default 256 MiB.
+	CacheSize int64
+	// ReadAhead bounds how far ahead of a sequential reader blocks are
+	// fetched, per open file. Default min(32 MiB, CacheSize/4);
+	// negative turns it off.
+	ReadAhead int64
+	// Parallel bounds the read-ahead loads running at once. Default 4.
+	Parallel int
+	// Name tells blocks of one tree from another's (the bucket).
+	Name string
+	// Log receives the errors the mount turns into EIO or ESTALE.
+	Log *log.Logger
+}
+
+// liveBlock is the cache key of a block: which tree, which object at
+// which ETag, which bytes.
+type liveBlock struct {
+	tree, key, etag string
+	off, n          int64
+}
+
+// LiveFS is the shared state of a live mount.
+type LiveFS struct {
+	t      object.LiveTree
+	opt    LiveOptions
+	blocks *cache.LRU[liveBlock, []byte]
+	start  time.Time
+
+	logMu  sync.Mutex
+	logged map[string]bool
+}
+
+// NewLive returns the state of a live mount of t.
+func NewLive(t object.LiveTree, opt LiveOptions) *LiveFS {
+	if opt.CacheSize <= 0 {
+		opt.CacheSize = 256 << 20
+	}
+	if opt.ReadAhead == 0 {
+		opt.ReadAhead = min(32<<20, opt.CacheSize/4)
+	}
+	if opt.ReadAhead < 0 {
+		opt.ReadAhead = 0
+	}
+	if opt.Parallel < 1 {
+		opt.Parallel = 4
+	}
+	if opt.Log == nil {
+		opt.Log = log.New(io.Discard, "", 0)
+	}
+	f := &LiveFS{t: t, opt: opt, start: time.Now(), logged: map[string]bool{}}
+	f.blocks = cache.NewBytes(opt.CacheSize, opt.Parallel, func(ctx context.Context, b liveBlock) ([]byte, error) {
+		return t.ReadRange(ctx, b.key, b.etag, b.off, b.n)
+	})
+	return f
+}
+
+// Close stops the loads in flight.
+func (f *LiveFS) Close() { f.blocks.Close() }
+
+// MemoryLimit is a heap bound for the mount's process: the block cache
+// and 64 MiB.
+func (f *LiveFS) MemoryLimit() int64 { return f.opt.CacheSize + 64<<20 }
+
+// Root returns the root folder of the tree, to Mount.
+func (f *LiveFS) Root() Root { return &liveDir{fsys: f} }
+
+// kernelTimeout is how long the kernel may keep entries, attributes and
+// failed lookups: the TTL.
+func (f *LiveFS) kernelTimeout() time.Duration {
+	if f.opt.TTL < 0 {
+		return Timeout
+	}
+	return f.opt.TTL
+}
+
+// fresh says whether something fetched at t may still be used.
+func (f *LiveFS) fresh(t time.Time) bool {
+	switch {
+	case t.IsZero():
+		return false
+	case f.opt.TTL < 0:
+		return true
+	}
+	return time.Since(t) < f.opt.TTL
+}
+
+func (f *LiveFS) errno(op, path string, err error) syscall.Errno {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return syscall.EINTR
+	}
+	e := syscall.EIO
+	if errors.Is(err, object.ErrChanged) {
+		e = syscall.ESTALE
+	}
+	msg := op + " " + path + ": " + err.Error()
+	f.logMu.Lock()
+	if !f.logged[msg] && len(f.logged) < 10000 {
+		f.logged[msg] = true
+		f.opt.Log.Print(msg)
+	}
+	f.logMu.Unlock()
+	return e
+}
+
+// liveName is one entry of a listed folder under its local name.
+type liveName struct {
+	local string
+	e     object.LiveEntry
+}
+
+// lookupAnswer is a kept answer to a lookup of one name: e nil if it is
+// not there.
+type lookupAnswer struct {
+	e  *object.LiveEntry
+	at time.Time
+}
+
+// liveDir is a folder: the level under prefix ("" or ending in "/").
+type liveDir struct {
+	fs.Inode
+	fsys   *LiveFS
+	prefix string
+
+	mu      sync.Mutex
+	listed  []liveName // the last listing, in key order
+	byName  map[string]object.LiveEntry
+	at      time.Time // when it was listed
+	lookups map[string]lookupAnswer
+}
+
+var (
+	_ = (fs.NodeLookuper)((*liveDir)(nil))
+	_ = (fs.NodeOpendirHandler)((*liveDir)(nil))
+	_ = (fs.NodeGetattrer)((*liveDir)(nil))
+)
+
+// localName names entry e as a snapshot does; files holds the objects
+// listed so far in the folder (an object sorts before the folder of its
+// name, so it is there when the folder comes): a folder beside an object
+// of its name gets "%~". Names longer than NAME_MAX (which a snapshot
+// nests as pieces) are left out, with a log line: ok is false.
+func (d *liveDir) localName(e object.LiveEntry, files map[string]bool) (string, bool) {
+	if !e.Dir {
+		files[e.Name] = true
+	}
+	local := keymap.LocalName(e.Name, e.Dir && files[e.Name])
+	if strings.Contains(local, "/") {
+		d.fsys.errno("list", d.prefix, errors.New("a key segment longer than 255 bytes is not shown by a live mount: "+e.Name[:64]+"…"))
+		return "", false
+	}
+	return local, true
+}
+
+// cached returns the folder's listing if it is fresh.
+func (d *liveDir) cached() ([]liveName, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.listed, d.fsys.fresh(d.at)
+}
+
+// keep keeps a complete listing, which answers lookups from now on.
+func (d *liveDir) keep(names []liveName) {
+	byName := make(map[string]object.LiveEntry, len(names))
+	for _, n := range names {
+		byName[n.local] = n.e
+	}
+	d.mu.Lock()
+	d.listed, d.byName, d.at, d.lookups = names, byName, time.Now(), nil
+	d.mu.Unlock()
+}
+
+// list lists the folder, every page, unless its listing is fresh.
+func (d *liveDir) list(ctx context.Context) ([]liveName, error) {
+	if names, ok := d.cached(); ok {
+		return names, nil
+	}
+	h := &liveDirHandle{d: d, files: map[string]bool{}}
+	for !h.done {
+		if err := h.page(ctx); err != nil {
+			return nil, err
+		}
+	}
+	return h.names, nil
+}
+
+// forget drops what the folder keeps about name (its object changed).
+func (d *liveDir) forget(name string) {
+	d.mu.Lock()
+	d.at = time.Time{}
+	delete(d.lookups, name)
+	d.mu.Unlock()
+}
+
+// find answers a lookup of name from the listing or a kept answer if
+// fresh, else with a Stat of that name alone.
+func (d *liveDir) find(ctx context.Context, name string) (*object.LiveEntry, error) {
+	d.mu.Lock()
+	if d.fsys.fresh(d.at) {
+		e, ok := d.byName[name]
+		d.mu.Unlock()
+		if !ok {
+			return nil, nil
+		}
+		return &e, nil
+	}
+	if a, ok := d.lookups[name]; ok && d.fsys.fresh(a.at) {
+		d.mu.Unlock()
+		return a.e, nil
+	}
+	d.mu.Unlock()
+	e, err := d.stat(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	d.mu.Lock()
+	if d.lookups == nil {
+		d.lookups = map[string]lookupAnswer{}
+	}
+	if len(d.lookups) > 4096 {
+		clear(d.lookups)
+	}
+	d.lookups[name] = lookupAnswer{e: e, at: time.Now()}
+	d.mu.Unlock()
+	return e, nil
+}
+
+// stat maps a local name back to its key segment and asks for it.
+func (d *liveDir) stat(ctx context.Context, name string) (*object.LiveEntry, error) {
+	seg, beside, err := keymap.SegmentFromLocal(name)
+	if err != nil || keymap.LocalName(seg, beside) != name {
+		return nil, nil // no key has this name
+	}
+	obj, dir, err := d.fsys.t.Stat(ctx, d.prefix, seg)
+	switch {
+	case err != nil:
+		return nil, err
+	case beside:
+		if obj != nil && dir {
+			return &object.LiveEntry{Name: seg, Dir: true}, nil
+		}
+	case obj != nil:
+		return obj, nil
+	case dir:
+		return &object.LiveEntry{Name: seg, Dir: true}, nil
+	}
+	return nil, nil
+}
+
+func (d *liveDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	e, err := d.find(ctx, name)
+	if err != nil {
+		return nil, d.fsys.errno("lookup", d.prefix+name, err)
+	}
+	if e == nil {
+		return nil, syscall.ENOENT
+	}
+	return d.child(ctx, name, *e, &out.Attr), 0
+}
+
+// child returns the node of entry e under its local name, the one the
+// kernel has if it has one (brought up to date), and fills its
+// attributes.
+func (d *liveDir) child(ctx context.Context, name string, e object.LiveEntry, a *fuse.Attr) *fs.Inode {
+	if ch := d.GetChild(name); ch != nil {
+		switch n := ch.Operations().(type) {
+		case *liveFile:
+			if !e.Dir {
+				n.set(e)
+				n.fill(a)
+				return ch
+			}
+		case *liveDir:
+			if e.Dir {
+				n.fill(a)
+				return ch
+			}
+		}
+	}
+	parent := d.StableAttr().Ino
+	if e.Dir {
+		n := &liveDir{fsys: d.fsys, prefix: d.prefix + e.Name + "/"}
+		n.fill(a)
+		return d.NewInode(ctx, n, fs.StableAttr{Mode: syscall.S_IFDIR, Ino: inoHash(parent, 2, name)})
+	}
+	n := &liveFile{fsys: d.fsys, dir: d, name: name, key: d.prefix + e.Name}
+	n.set(e)
+	n.fill(a)
+	return d.NewInode(ctx, n, fs.StableAttr{Mode: syscall.S_IFREG, Ino: inoHash(parent, 3, name)})
+}
+
+// OpendirHandle lists the folder as it is read: a page is fetched when
+// the reader reaches it, so a huge folder starts listing at once. A
+// fresh listing is served from memory.
+func (d *liveDir) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	h := &liveDirHandle{d: d, files: map[string]bool{}}
+	if names, ok := d.cached(); ok {
+		h.names, h.done = names, true
+	}
+	return h, 0, 0
+}
+
+// liveDirHandle is one listing of a folder. Offsets are positions: 1 and
+// 2 are "." and "..", 2+i+1 follows entry i; the entries fetched so far
+// stay, so a seek back costs nothing. A listing read to its end is kept
+// by the folder.
+type liveDirHandle struct {
+	d     *liveDir
+	names []liveName // the entries fetched so far
+	token string
+	done  bool
+	files map[string]bool
+	pos   uint64
+	last  *liveName // the entry last produced, for READDIRPLUS
+}
+
+var (
+	_ = (fs.FileReaddirenter)((*liveDirHandle)(nil))
+	_ = (fs.FileSeekdirer)((*liveDirHandle)(nil))
+	_ = (fs.FileLookuper)((*liveDirHandle)(nil))
+)
+
+// page fetches the next page of the listing.
+func (h *liveDirHandle) page(ctx context.Context) error {
+	pg, err := h.d.fsys.t.List(ctx, h.d.prefix, h.token)
+	if err != nil {
+		return err
+	}
+	for _, e := range pg.Entries {
+		if local, ok := h.d.localName(e, h.files); ok {
+			h.names = append(h.names, liveName{local: local, e: e})
+		}
+	}
+	h.token, h.done = pg.Next, pg.Next == ""
+	if h.done {
+		h.d.keep(h.names)
+	}
+	return nil
+}
+
+func (h *liveDirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
+	// Not cut short by an interrupt: the kernel drops a reply it no
+	// longer waits for (see dirHandle.Readdirent).
+	ctx = context.WithoutCancel(ctx)
+	ino := h.d.StableAttr().Ino
+	h.pos++
+	switch h.pos {
+	case 1:
+		return &fuse.DirEntry{Name: ".", Mode: syscall.S_IFDIR, Ino: ino, Off: 1}, 0
+	case 2:
+		return &fuse.DirEntry{Name: "..", Mode: syscall.S_IFDIR, Ino: 1, Off: 2}, 0
+	}
+	i := int(h.pos - 3)
+	for i >= len(h.names) && !h.done {
+		if err := h.page(ctx); err != nil {
+			h.pos--
+			return nil, h.d.fsys.errno("list", h.d.prefix, err)
+		}
+	}
+	if i >= len(h.names) {
+		h.pos--
+		h.last = nil
+		return nil, 0
+	}
+	n := &h.names[i]
+	h.last = n
+	mode, dom := uint32(syscall.S_IFREG), byte(3)
+	if n.e.Dir {
+		mode, dom = syscall.S_IFDIR, 2
+	}
+	return &fuse.DirEntry{Name: n.local, Mode: mode, Ino: inoHash(ino, dom, n.local), Off: h.pos}, 0
+}
+
+func (h *liveDirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
+	h.pos, h.last = off, nil
+	return 0
+}
+
+// Lookup serves the lookups of READDIRPLUS from the entry just listed,
+// before the listing is complete and kept.
+func (h *liveDirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	if n := h.last; n != nil && n.local == name {
+		return h.d.child(ctx, name, n.e, &out.Attr), 0
+	}
+	return h.d.Lookup(ctx, name, out)
+}
+
+func (d *liveDir) liveFS() *LiveFS { return d.fsys }
+
+// fill gives a folder the mount's start time: S3 prefixes have none.
+func (d *liveDir) fill(a *fuse.Attr) {
+	a.Mode = syscall.S_IFDIR | 0o755
+	a.Nlink = 1
+	a.Blksize = blksize
+	t := d.fsys.start
+	a.Mtime, a.Mtimensec = uint64(t.Unix()), uint32(t.Nanosecond())
+	a.Atime, a.Atimensec, a.Ctime, a.Ctimensec = a.Mtime, a.Mtimensec, a.Mtime, a.Mtimensec
+}
+
+func (d *liveDir) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	d.fill(&out.Attr)
+	return 0
+}
+
+// liveFile is an object; e is what the last listing or lookup said.
+type liveFile struct {
+	fs.Inode
+	fsys *LiveFS
+	dir  *liveDir
+	name string // its local name in dir
+	key  string // below the tree's prefix
+
+	mu sync.Mutex
+	e  object.LiveEntry
+}
+
+var (
+	_ = (fs.NodeOpener)((*liveFile)(nil))
+	_ = (fs.NodeReader)((*liveFile)(nil))
+	_ = (fs.NodeGetattrer)((*liveFile)(nil))
+)
+
+func (f *liveFile) set(e object.LiveEntry) {
+	f.mu.Lock()
+	f.e = e
+	f.mu.Unlock()
+}
+
+func (f *liveFile) entry() object.LiveEntry {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.e
+}
+
+func (f *liveFile) fill(a *fuse.Attr) {
+	e := f.entry()
+	a.Mode = syscall.S_IFREG | 0o644
+	a.Size = uint64(e.Size)
+	a.Blocks = (a.Size + 511) / 512
+	a.Blksize = blksize
+	a.Nlink = 1
+	sec, nsec := uint64(max(e.MTime.Unix(), 0)), uint32(e.MTime.Nanosecond())
+	a.Mtime, a.Mtimensec = sec, nsec
+	a.Atime, a.Atimensec, a.Ctime, a.Ctimensec = sec, nsec, sec, nsec
+}
+
+func (f *liveFile) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	if h, ok := fh.(*liveHandle); ok {
+		// An open file keeps the size of the version it reads.
+		f.fill(&out.Attr)
+		out.Size, out.Blocks = uint64(h.r.Size()), (uint64(h.r.Size())+511)/512
+		return 0
+	}
+	f.fill(&out.Attr)
+	return 0
+}
+
+// liveHandle reads one version of an object: its blocks are keyed, and
+// read, with the ETag it had when it was opened.
+type liveHandle struct {
+	r *object.Reader[liveBlock]
+}
+
+// Open pins the object's version, as the last lookup saw it. The kernel
+// drops its cached pages of the file (no FOPEN_KEEP_CACHE): they may be
+// of another version.
+func (f *liveFile) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	if flags&(syscall.O_WRONLY|syscall.O_RDWR|syscall.O_TRUNC|syscall.O_APPEND) != 0 {
+		return nil, 0, syscall.EROFS
+	}
+	e := f.entry()
+	var pieces []object.Piece[liveBlock]
+	for off := int64(0); off < e.Size; off += LiveBlock {
+		n := min(LiveBlock, e.Size-off)
+		pieces = append(pieces, object.Piece[liveBlock]{
+			Key: liveBlock{tree: f.fsys.opt.Name, key: f.key, etag: e.ETag, off: off, n: n}, Size: n})
+	}
+	r := object.NewReader(f.fsys.blocks, object.NewLayout(pieces), f.fsys.opt.ReadAhead)
+	return &liveHandle{r: r}, 0, 0
+}
+
+func (f *liveFile) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	h, ok := fh.(*liveHandle)
+	if !ok {
+		return nil, syscall.EBADF
+	}
+	n, err := h.r.ReadAt(ctx, dest, off)
+	if err != nil && err != io.EOF {
+		if errors.Is(err, object.ErrChanged) {
+			// The next lookup asks the bucket again.
+			f.dir.forget(f.name)
+		}
+		return nil, f.fsys.errno("read", f.key, err)
+	}
+	return fuse.ReadResultData(dest[:n]), 0
+}
