@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/coffer-backup/coffer/engine/store"
 	"github.com/coffer-backup/coffer/internal/testtree"
 )
 
@@ -98,9 +99,10 @@ func TestRepairIndexS3(t *testing.T) {
 	m := needMinio(t)
 	bucket := m.newBucket(t, "repair")
 	e := newS3Env(t, m, "s3://"+bucket+"/store/")
-	count := func() int { return len(m.listObjects(t, bucket, "store/index/")) }
+	idx := "store/" + store.Prefix(store.KindIndex)
+	count := func() int { return len(m.listObjects(t, bucket, idx)) }
 	repairAfterIndexLoss(t, e, func() {
-		m.aws(t, "s3", "rm", "--recursive", "--quiet", "s3://"+bucket+"/store/index/")
+		m.aws(t, "s3", "rm", "--recursive", "--quiet", "s3://"+bucket+"/"+idx)
 	}, count)
 }
 
