@@ -118,8 +118,7 @@ type FS struct {
 	totals atomic.Pointer[totals] // what statfs reports, set with the root
 	list   snapshotList           // what SnapshotsRoot shows
 
-	logMu  sync.Mutex
-	logged map[string]bool
+	log onceLog // errors turned into EIO
 }
 
 // New returns the shared state of a tree reading through repo, and makes
@@ -127,18 +126,7 @@ type FS struct {
 // (engine.Repo.SetTreeCache): call it before the repo is in use, and
 // give each mount a repo of its own.
 func New(repo Repo, opt Options) *FS {
-	if opt.CacheSize <= 0 {
-		opt.CacheSize = 256 << 20
-	}
-	if opt.ReadAhead == 0 {
-		opt.ReadAhead = min(32<<20, opt.CacheSize/4)
-	}
-	if opt.ReadAhead < 0 {
-		opt.ReadAhead = 0
-	}
-	if opt.Parallel < 1 {
-		opt.Parallel = 4
-	}
+	readDefaults(&opt.CacheSize, &opt.ReadAhead, &opt.Parallel)
 	if opt.MetaCacheSize <= 0 {
 		opt.MetaCacheSize = 16 << 20
 	}
@@ -148,7 +136,7 @@ func New(repo Repo, opt Options) *FS {
 	if opt.Log == nil {
 		opt.Log = log.New(io.Discard, "", 0)
 	}
-	f := &FS{repo: repo, opt: opt, logged: map[string]bool{}}
+	f := &FS{repo: repo, opt: opt}
 	f.list.mounted = time.Now().UnixNano()
 	f.baseCtx, f.cancel = context.WithCancel(context.Background())
 	// CacheSize is split: windows of packs, room for the garbage
@@ -280,14 +268,45 @@ func (f *FS) errno(op, path string, err error) syscall.Errno {
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return syscall.EINTR
 	}
-	msg := op + " " + path + ": " + err.Error()
-	f.logMu.Lock()
-	if !f.logged[msg] && len(f.logged) < 10000 {
-		f.logged[msg] = true
-		f.opt.Log.Print(msg)
-	}
-	f.logMu.Unlock()
+	f.log.print(f.opt.Log, op+" "+path+": "+err.Error())
 	return syscall.EIO
+}
+
+// readDefaults fills in the content cache's options shared by the
+// snapshot and the live mount: CacheSize 256 MiB, ReadAhead min(32 MiB,
+// CacheSize/4) (negative: none), Parallel 4.
+func readDefaults(cacheSize, readAhead *int64, parallel *int) {
+	if *cacheSize <= 0 {
+		*cacheSize = 256 << 20
+	}
+	if *readAhead == 0 {
+		*readAhead = min(32<<20, *cacheSize/4)
+	}
+	if *readAhead < 0 {
+		*readAhead = 0
+	}
+	if *parallel < 1 {
+		*parallel = 4
+	}
+}
+
+// onceLog prints each distinct message once (a failing entry is asked
+// for again and again), remembering at most 10,000 of them.
+type onceLog struct {
+	mu   sync.Mutex
+	said map[string]bool
+}
+
+func (o *onceLog) print(l *log.Logger, msg string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.said == nil {
+		o.said = map[string]bool{}
+	}
+	if !o.said[msg] && len(o.said) < 10000 {
+		o.said[msg] = true
+		l.Print(msg)
+	}
 }
 
 // childIno derives a stable inode number from the parent's and the

@@ -69,28 +69,16 @@ type LiveFS struct {
 	blocks *cache.LRU[liveBlock, []byte]
 	start  time.Time
 
-	logMu  sync.Mutex
-	logged map[string]bool
+	log onceLog // errors turned into EIO or ESTALE
 }
 
 // NewLive returns the state of a live mount of t.
 func NewLive(t object.LiveTree, opt LiveOptions) *LiveFS {
-	if opt.CacheSize <= 0 {
-		opt.CacheSize = 256 << 20
-	}
-	if opt.ReadAhead == 0 {
-		opt.ReadAhead = min(32<<20, opt.CacheSize/4)
-	}
-	if opt.ReadAhead < 0 {
-		opt.ReadAhead = 0
-	}
-	if opt.Parallel < 1 {
-		opt.Parallel = 4
-	}
+	readDefaults(&opt.CacheSize, &opt.ReadAhead, &opt.Parallel)
 	if opt.Log == nil {
 		opt.Log = log.New(io.Discard, "", 0)
 	}
-	f := &LiveFS{t: t, opt: opt, start: time.Now(), logged: map[string]bool{}}
+	f := &LiveFS{t: t, opt: opt, start: time.Now()}
 	f.blocks = cache.NewBytes(opt.CacheSize, opt.Parallel, func(ctx context.Context, b liveBlock) ([]byte, error) {
 		return t.ReadRange(ctx, b.key, b.etag, b.off, b.n)
 	})
@@ -135,13 +123,7 @@ func (f *LiveFS) errno(op, path string, err error) syscall.Errno {
 	if errors.Is(err, object.ErrChanged) {
 		e = syscall.ESTALE
 	}
-	msg := op + " " + path + ": " + err.Error()
-	f.logMu.Lock()
-	if !f.logged[msg] && len(f.logged) < 10000 {
-		f.logged[msg] = true
-		f.opt.Log.Print(msg)
-	}
-	f.logMu.Unlock()
+	f.log.print(f.opt.Log, op+" "+path+": "+err.Error())
 	return e
 }
 
