@@ -863,19 +863,10 @@ Examples:
 	}
 }
 
-// checkOut is the JSON of a check.
+// checkOut is the JSON of a check: whether it passed, then the result.
 type checkOut struct {
-	OK        bool  `json:"ok"`
-	Snapshots int   `json:"snapshots"`
-	Packs     int   `json:"packs"`
-	Blobs     int   `json:"blobs"`
-	Bytes     int64 `json:"bytes_read"`
-	// Of how many packs and bytes Subset chose the ones read.
-	PacksTotal int             `json:"packs_total"`
-	BytesTotal int64           `json:"bytes_total"`
-	Subset     string          `json:"subset"`
-	Problems   []check.Problem `json:"problems"`
-	Warnings   []string        `json:"warnings"`
+	OK bool `json:"ok"`
+	check.Result
 }
 
 // checkSubset reads check's choice of packs from its flags.
@@ -951,9 +942,7 @@ func runCheck(c *cli.Context) error {
 		return err
 	}
 	if c.Bool("json") {
-		out := checkOut{OK: res.OK(), Snapshots: res.Snapshots, Packs: res.Packs, Blobs: res.Blobs, Bytes: res.Bytes,
-			PacksTotal: res.PacksTotal, BytesTotal: res.BytesTotal, Subset: res.Subset,
-			Problems: res.Problems, Warnings: res.Warnings}
+		out := checkOut{OK: res.OK(), Result: *res}
 		if out.Problems == nil {
 			out.Problems = []check.Problem{}
 		}
