@@ -77,13 +77,9 @@ func runMount(c *cli.Context) error {
 	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
 		return usagef("mount: %s is not a folder (create it first)", dir)
 	}
-	cacheSize, err := humanize.ParseBytes(c.String("cache-size"))
-	if err != nil || cacheSize < 1<<20 {
-		return usagef("mount: --cache-size %q: want a size of at least 1MiB, like 256MiB or 2GiB", c.String("cache-size"))
-	}
-	readAhead, err := humanize.ParseBytes(c.String("read-ahead"))
+	cacheSize, readAhead, err := contentCache(c)
 	if err != nil {
-		return usagef("mount: --read-ahead %q: want a size like 32MiB (0 turns it off)", c.String("read-ahead"))
+		return err
 	}
 	diskSize, err := humanize.ParseBytes(c.String("disk-cache-size"))
 	if err != nil || diskSize < 1<<20 {
@@ -123,21 +119,12 @@ func runMount(c *cli.Context) error {
 	if err := r.LoadIndex(ctx); err != nil {
 		return err
 	}
-	ra := int64(readAhead)
-	if ra == 0 {
-		ra = -1
-	}
 	fsys := fusefs.New(r, fusefs.Options{
-		CacheSize: int64(cacheSize), ReadAhead: min(ra, int64(cacheSize)/4),
+		CacheSize: cacheSize, ReadAhead: readAhead,
 		Refresh: refresh, Log: log.New(stderr, "coffer: mount: ", 0),
 	})
 	defer fsys.Close()
-	// The mount is this process's only job: hold the heap to the caches'
-	// budgets (the garbage collector frees the buffers loads leave behind
-	// before the heap grows past them), unless GOMEMLIMIT says otherwise.
-	if os.Getenv("GOMEMLIMIT") == "" {
-		debug.SetMemoryLimit(fsys.MemoryLimit())
-	}
+	holdHeap(fsys.MemoryLimit())
 	var root fusefs.Root
 	var what string
 	if c.NArg() == 2 {
@@ -199,4 +186,33 @@ func serveMount(ctx context.Context, wait func(), unmount func() error, dir stri
 	}
 	<-done
 	return nil
+}
+
+// contentCache reads --cache-size and --read-ahead, which both mounts
+// take: the cache's size and the read-ahead per open file for fusefs
+// (at most a quarter of the cache; negative: none).
+func contentCache(c *cli.Context) (size, ahead int64, err error) {
+	cs, err := humanize.ParseBytes(c.String("cache-size"))
+	if err != nil || cs < 1<<20 {
+		return 0, 0, usagef("mount: --cache-size %q: want a size of at least 1MiB, like 256MiB or 2GiB", c.String("cache-size"))
+	}
+	ra, err := humanize.ParseBytes(c.String("read-ahead"))
+	if err != nil {
+		return 0, 0, usagef("mount: --read-ahead %q: want a size like 32MiB (0 turns it off)", c.String("read-ahead"))
+	}
+	ahead = int64(ra)
+	if ahead == 0 {
+		ahead = -1
+	}
+	return int64(cs), min(ahead, int64(cs)/4), nil
+}
+
+// holdHeap sets the runtime's soft memory limit to a mount's budget,
+// unless GOMEMLIMIT says otherwise: the mount is this process's only
+// job, and the collector then frees the buffers loads leave behind
+// before the heap grows past the caches' budgets.
+func holdHeap(limit int64) {
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(limit)
+	}
 }

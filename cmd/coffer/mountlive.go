@@ -4,10 +4,8 @@ import (
 	"fmt"
 	"log"
 	"os"
-	"runtime/debug"
 	"time"
 
-	"github.com/dustin/go-humanize"
 	"github.com/urfave/cli/v2"
 
 	"github.com/coffer-backup/coffer/fusefs"
@@ -49,13 +47,9 @@ func runLiveMount(c *cli.Context) error {
 		}
 		ttl = d
 	}
-	cacheSize, err := humanize.ParseBytes(c.String("cache-size"))
-	if err != nil || cacheSize < 1<<20 {
-		return usagef("mount: --cache-size %q: want a size of at least 1MiB, like 256MiB or 2GiB", c.String("cache-size"))
-	}
-	readAhead, err := humanize.ParseBytes(c.String("read-ahead"))
+	cacheSize, readAhead, err := contentCache(c)
 	if err != nil {
-		return usagef("mount: --read-ahead %q: want a size like 32MiB (0 turns it off)", c.String("read-ahead"))
+		return err
 	}
 	ctx := c.Context
 	stderr := c.App.ErrWriter
@@ -71,18 +65,12 @@ func runLiveMount(c *cli.Context) error {
 	if _, err := live.List(ctx, "", ""); err != nil {
 		return fmt.Errorf("mount of %s: %w", shown, err)
 	}
-	ra := int64(readAhead)
-	if ra == 0 {
-		ra = -1
-	}
 	fsys := fusefs.NewLive(live, fusefs.LiveOptions{
-		TTL: ttl, CacheSize: int64(cacheSize), ReadAhead: min(ra, int64(cacheSize)/4),
+		TTL: ttl, CacheSize: cacheSize, ReadAhead: readAhead,
 		Name: live.URI(), Log: log.New(stderr, "coffer: mount: ", 0),
 	})
 	defer fsys.Close()
-	if os.Getenv("GOMEMLIMIT") == "" {
-		debug.SetMemoryLimit(fsys.MemoryLimit())
-	}
+	holdHeap(fsys.MemoryLimit())
 	srv, err := fusefs.Mount(dir, fsys.Root(), fusefs.MountOptions{
 		AllowOther: c.Bool("allow-other"), FsName: "coffer:" + live.URI(), Debug: c.Bool("debug"),
 	})
