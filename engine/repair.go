@@ -206,7 +206,7 @@ func (r *Repo) RepairIndex(ctx context.Context, opt RepairIndexOptions) (*Repair
 			if err == nil {
 				for _, b := range blobs {
 					if b.Kind != p.kind {
-						err = fmt.Errorf("%w: trailer lists a %s blob in a %s pack", format.ErrCorrupt, kindName(b.Kind), kindName(p.kind))
+						err = fmt.Errorf("%w: trailer lists a %s blob in a %s pack", format.ErrCorrupt, b.Kind, p.kind)
 						break
 					}
 				}
@@ -235,7 +235,7 @@ func (r *Repo) RepairIndex(ctx context.Context, opt RepairIndexOptions) (*Repair
 	// Packs with a bad trailer: keep what a readable old index file said.
 	oldFiles := map[string][]format.IndexPack{}
 	for i, p := range bad {
-		rp := RepairPack{Pack: p.id.String(), Kind: kindName(p.kind), Error: badErr[i].Error()}
+		rp := RepairPack{Pack: p.id.String(), Kind: p.kind.String(), Error: badErr[i].Error()}
 		if o, ok := oldPacks[p.id]; ok {
 			name := o.file
 			ips, ok := oldFiles[name]
@@ -276,16 +276,6 @@ func (r *Repo) RepairIndex(ctx context.Context, opt RepairIndexOptions) (*Repair
 		}
 	}
 	return res, nil
-}
-
-func kindName(k format.BlobKind) string {
-	switch k {
-	case format.BlobData:
-		return "data"
-	case format.BlobTree:
-		return "tree"
-	}
-	return fmt.Sprintf("kind %d", k)
 }
 
 // shortName shortens an object name that is an id.
