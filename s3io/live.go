@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"strings"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -127,29 +126,16 @@ func (l *Live) ReadRange(ctx context.Context, key, etag string, off, n int64) ([
 		return []byte{}, nil
 	}
 	buf := make([]byte, n)
-	var last error
-	for attempt := 0; attempt < bodyAttempts; attempt++ {
-		out, err := l.c.getRange(ctx, full, etag, off, n)
-		if err != nil {
-			if errors.Is(err, ErrChanged) || store.IsNotFound(err) {
-				return nil, fmt.Errorf("%w: %w", object.ErrChanged, err)
-			}
-			return nil, err
+	out, err := l.c.getRangeInto(ctx, full, etag, off, buf)
+	if err != nil {
+		if errors.Is(err, ErrChanged) || store.IsNotFound(err) {
+			return nil, fmt.Errorf("%w: %w", object.ErrChanged, err)
 		}
-		if e := aws.ToString(out.ETag); etag != "" && e != "" && e != etag {
-			// A server that ignores If-Match must not pass off new bytes.
-			out.Body.Close()
-			return nil, fmt.Errorf("%w: s3io: get %s: ETag %s, listed as %s", object.ErrChanged, arn(l.c.opt.Bucket, full), e, etag)
-		}
-		_, err = io.ReadFull(out.Body, buf)
-		out.Body.Close()
-		if err == nil {
-			return buf, nil
-		}
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		last = err
+		return nil, err
 	}
-	return nil, fmt.Errorf("s3io: get %s: bytes %d-%d: %w", arn(l.c.opt.Bucket, full), off, off+n-1, last)
+	if e := aws.ToString(out.ETag); etag != "" && e != "" && e != etag {
+		// A server that ignores If-Match must not pass off new bytes.
+		return nil, fmt.Errorf("%w: s3io: get %s: ETag %s, listed as %s", object.ErrChanged, arn(l.c.opt.Bucket, full), e, etag)
+	}
+	return buf, nil
 }

@@ -35,6 +35,30 @@ func (c *Client) getRange(ctx context.Context, key, etag string, off, length int
 	return out, nil
 }
 
+// getRangeInto fills buf with the len(buf) bytes of key at off, pinned
+// to etag when it is known, and GETs them again when the body breaks off
+// (the SDK retries a request only until its headers arrive). It returns
+// the response whose body filled buf (its body closed).
+func (c *Client) getRangeInto(ctx context.Context, key, etag string, off int64, buf []byte) (*s3.GetObjectOutput, error) {
+	var last error
+	for attempt := 0; attempt < bodyAttempts; attempt++ {
+		out, err := c.getRange(ctx, key, etag, off, int64(len(buf)))
+		if err != nil {
+			return nil, err
+		}
+		_, err = io.ReadFull(out.Body, buf)
+		out.Body.Close()
+		if err == nil {
+			return out, nil
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		last = err
+	}
+	return nil, fmt.Errorf("s3io: get %s: bytes %d-%d: %w", arn(c.opt.Bucket, key), off, off+int64(len(buf))-1, last)
+}
+
 // objectReader streams an object with one GET, and when the body breaks
 // off, resumes with a ranged GET from where it stopped.
 type objectReader struct {
@@ -169,26 +193,11 @@ func (r *partReader) launch() {
 }
 
 func (r *partReader) fetch(buf []byte, off, length int64) partResult {
-	var last error
-	for attempt := 0; attempt < bodyAttempts; attempt++ {
-		out, err := r.c.getRange(r.ctx, r.key, r.etag, off, length)
-		if err != nil {
-			return partResult{err: err}
-		}
-		n, err := io.ReadFull(out.Body, buf)
-		out.Body.Close()
-		if err == nil && int64(n) != length {
-			err = io.ErrUnexpectedEOF
-		}
-		if err == nil {
-			return partResult{data: buf, meta: getMeta(out)}
-		}
-		if r.ctx.Err() != nil {
-			return partResult{err: r.ctx.Err()}
-		}
-		last = err
+	out, err := r.c.getRangeInto(r.ctx, r.key, r.etag, off, buf[:length])
+	if err != nil {
+		return partResult{err: err}
 	}
-	return partResult{err: fmt.Errorf("s3io: get %s: %w", arn(r.c.opt.Bucket, r.key), last)}
+	return partResult{data: buf, meta: getMeta(out)}
 }
 
 // next takes the next part in order and launches one more.
