@@ -368,11 +368,8 @@ func (h *liveDirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall
 	ctx = context.WithoutCancel(ctx)
 	ino := h.d.StableAttr().Ino
 	h.pos++
-	switch h.pos {
-	case 1:
-		return &fuse.DirEntry{Name: ".", Mode: syscall.S_IFDIR, Ino: ino, Off: 1}, 0
-	case 2:
-		return &fuse.DirEntry{Name: "..", Mode: syscall.S_IFDIR, Ino: 1, Off: 2}, 0
+	if e := dotEntry(h.pos, ino); e != nil {
+		return e, 0
 	}
 	i := int(h.pos - 3)
 	for i >= len(h.names) && !h.done {

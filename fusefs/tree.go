@@ -325,6 +325,19 @@ func (h *dirHandle) seek(ctx context.Context, i uint64) error {
 	return nil
 }
 
+// dotEntry is a listing's entry at position pos (from 1) when that is
+// "." (of the folder ino) or ".."; nil past them, where the folder's own
+// entries start at position 3.
+func dotEntry(pos, ino uint64) *fuse.DirEntry {
+	switch pos {
+	case 1:
+		return &fuse.DirEntry{Name: ".", Mode: syscall.S_IFDIR, Ino: ino, Off: 1}
+	case 2:
+		return &fuse.DirEntry{Name: "..", Mode: syscall.S_IFDIR, Ino: 1, Off: 2}
+	}
+	return nil
+}
+
 func (h *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
 	// Not cut short by an interrupt (a signal to the lister): with an
 	// entry failed by the cancelled context in the middle of a batch,
@@ -335,11 +348,8 @@ func (h *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Err
 	ino := h.d.StableAttr().Ino
 	for {
 		h.pos++
-		switch h.pos {
-		case 1:
-			return &fuse.DirEntry{Name: ".", Mode: syscall.S_IFDIR, Ino: ino, Off: 1}, 0
-		case 2:
-			return &fuse.DirEntry{Name: "..", Mode: syscall.S_IFDIR, Ino: 1, Off: 2}, 0
+		if e := dotEntry(h.pos, ino); e != nil {
+			return e, 0
 		}
 		n, ok, err := h.entry(ctx, h.pos-3)
 		if err != nil {
