@@ -30,6 +30,8 @@ import (
 	"github.com/coffer-backup/coffer/engine/format"
 	"github.com/coffer-backup/coffer/engine/object"
 	"github.com/coffer-backup/coffer/engine/tree"
+
+	"github.com/hanwen/go-fuse/v2/fs"
 )
 
 // Repo is what the mount reads through; *engine.Repo implements it. The
@@ -79,6 +81,11 @@ type Options struct {
 	// how long the kernel keeps those folders' entries. Default 1
 	// minute; negative: never.
 	Refresh time.Duration
+	// MaxInodes bounds the nodes of snapshot trees that the mount lets
+	// the kernel keep (inodes.go): past it, the entries of the least
+	// recently used are invalidated. Default DefaultMaxInodes; negative:
+	// no bound.
+	MaxInodes int
 	// Log receives the errors the mount turns into EIO. Default: discard.
 	Log *log.Logger
 }
@@ -119,6 +126,8 @@ type FS struct {
 	list   snapshotList           // what SnapshotsRoot shows
 
 	log onceLog // errors turned into EIO
+
+	inodes *inodes // the nodes the kernel keeps; nil: no bound
 }
 
 // New returns the shared state of a tree reading through repo, and makes
@@ -137,6 +146,12 @@ func New(repo Repo, opt Options) *FS {
 		opt.Log = log.New(io.Discard, "", 0)
 	}
 	f := &FS{repo: repo, opt: opt}
+	switch {
+	case opt.MaxInodes == 0:
+		f.inodes = newInodes(DefaultMaxInodes)
+	case opt.MaxInodes > 0:
+		f.inodes = newInodes(opt.MaxInodes)
+	}
 	f.list.mounted = time.Now().UnixNano()
 	f.baseCtx, f.cancel = context.WithCancel(context.Background())
 	// CacheSize is split: windows of packs, room for the garbage
@@ -207,31 +222,70 @@ func (f *FS) treeBlob(ctx context.Context, id crypto.ID) ([]byte, error) {
 	return f.loadBlob(ctx, id)
 }
 
+// track counts in the node bound the inode go-fuse returned for a
+// lookup that made node: node itself, or one go-fuse already had.
+func (f *FS) track(in *fs.Inode, node fs.InodeEmbedder) *fs.Inode {
+	if f.inodes == nil {
+		return in
+	}
+	if t, ok := in.Operations().(tracker); ok {
+		f.inodes.add(t, in.Operations() == node, f.baseCtx.Done())
+	}
+	return in
+}
+
+// flushInodes sends the evictions of the node bound now: a folder is
+// being opened, and no listing of it is in flight yet.
+func (f *FS) flushInodes() {
+	if f.inodes != nil {
+		f.inodes.flush(true)
+	}
+}
+
+// forget is called when go-fuse lets node go.
+func (f *FS) forget(node fs.InodeEmbedder) {
+	if t, ok := node.(tracker); ok && f.inodes != nil {
+		f.inodes.forget(t)
+	}
+}
+
 // Stats describe what the caches did.
 type Stats struct {
 	Chunks, Windows, Dirs, Pages cache.Stats
 	// Pushed counts the small files pushed into the kernel's cache
 	// ahead of a reader.
 	Pushed int64
+	// Inodes is how many nodes of snapshot trees the mount holds for
+	// the kernel now, and Invalidated how many entries it asked the
+	// kernel to drop to keep to Options.MaxInodes.
+	Inodes, Invalidated int64
 }
 
 // Stats returns the caches' counters.
 func (f *FS) Stats() Stats {
-	return Stats{Chunks: f.chunks.Stats(), Windows: f.windows.Stats(), Dirs: f.trees.dirs.Stats(), Pages: f.trees.pages.Stats(),
+	s := Stats{Chunks: f.chunks.Stats(), Windows: f.windows.Stats(), Dirs: f.trees.dirs.Stats(), Pages: f.trees.pages.Stats(),
 		Pushed: f.pushed.Load()}
+	if f.inodes != nil {
+		s.Inodes, s.Invalidated = f.inodes.live.Load(), f.inodes.invalidated.Load()
+	}
+	return s
 }
 
-// memoryAllowance is what a mount needs besides its caches: the runtime,
-// the index, the inodes the kernel holds, go-fuse's buffers.
+// memoryAllowance is what a mount needs besides its caches and the nodes
+// the kernel holds: the runtime, the index, go-fuse's buffers.
 const memoryAllowance = 32 << 20
 
 // MemoryLimit is the memory a process that only serves this mount should
-// keep to (runtime/debug.SetMemoryLimit): the caches' budgets plus a
-// fixed allowance. With it, the garbage collector frees the buffers that
+// keep to (runtime/debug.SetMemoryLimit): the caches' budgets, the nodes
+// the kernel may keep, and a fixed allowance. With it, the garbage collector frees the buffers that
 // loads leave behind before the heap grows past the caches, instead of
 // letting it double.
 func (f *FS) MemoryLimit() int64 {
-	return f.opt.CacheSize + f.opt.MetaCacheSize + memoryAllowance
+	nodes := int64(0)
+	if f.inodes != nil {
+		nodes = int64(f.inodes.max) * inodeBytes
+	}
+	return f.opt.CacheSize + f.opt.MetaCacheSize + memoryAllowance + nodes
 }
 
 // nodeSize estimates the memory of a decoded node.

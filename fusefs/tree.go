@@ -70,12 +70,16 @@ func stableMode(t tree.NodeType) uint32 {
 // snapshot's entry for it, the snapshot's time, and statfs.
 type entry struct {
 	fs.Inode
+	slot // its place among the nodes the kernel keeps (inodes.go)
 	fsys *FS
 	n    tree.Node
 	snap int64 // the snapshot's time (Unix ns), for directories without one
 }
 
 func (e *entry) owner() *FS { return e.fsys }
+
+// OnForget: go-fuse lets the node go (the kernel forgot it).
+func (e *entry) OnForget() { e.fsys.forget(e.Operations()) }
 
 // withSnapTime returns n, or a copy of n with the snapshot's time snap if
 // n is a directory without an mtime: S3 prefixes are implicit
@@ -234,6 +238,7 @@ func (f *FS) localName(ctx context.Context, d *tree.Dir, n *tree.Node) (string, 
 }
 
 func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	d.touch()
 	if strings.HasSuffix(name, pieceSuffix) {
 		return d.lookupPiece(ctx, &d.Inode, "", name, out)
 	}
@@ -262,10 +267,12 @@ func (d *dirNode) child(ctx context.Context, parent *fs.Inode, n *tree.Node, out
 		fn.dir = d
 		fn.pos.Store(pos)
 	}
-	return parent.NewInode(ctx, node, fs.StableAttr{Mode: stableMode(n.Type), Ino: ino})
+	return d.fsys.track(parent.NewInode(ctx, node, fs.StableAttr{Mode: stableMode(n.Type), Ino: ino}), node)
 }
 
 func (d *dirNode) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	d.touch()
+	d.fsys.flushInodes()
 	dir, err := d.load(ctx)
 	if err != nil {
 		return nil, 0, d.fsys.errno("read directory", d.Path(nil), err)
@@ -399,6 +406,7 @@ func (h *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
 
 // Lookup serves the lookups of READDIRPLUS from the entry just listed.
 func (h *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	h.d.touch()
 	if n := h.last; n != nil {
 		if ln, err := h.d.fsys.localName(ctx, h.dir, n); err == nil && ln == name {
 			pos := h.pos - 2 // entry h.pos-3, counting from 1
@@ -431,6 +439,7 @@ const pieceSuffix = "%+"
 // directory's and the prefix, its attributes from the directory's.
 type pieceDir struct {
 	fs.Inode
+	slot
 	noXattrs
 	owner  *dirNode
 	prefix string
@@ -495,7 +504,8 @@ func (d *dirNode) lookupPiece(ctx context.Context, parent *fs.Inode, prefix, nam
 		}
 		ino := pieceIno(d.StableAttr().Ino, sub)
 		fillAttr(d.pieceAttr(), ino, &out.Attr)
-		return parent.NewInode(ctx, &pieceDir{owner: d, prefix: sub}, fs.StableAttr{Mode: syscall.S_IFDIR, Ino: ino}), 0
+		p := &pieceDir{owner: d, prefix: sub}
+		return d.fsys.track(parent.NewInode(ctx, p, fs.StableAttr{Mode: syscall.S_IFDIR, Ino: ino}), p), 0
 	}
 	if prefix == "" {
 		return nil, syscall.ENOENT
@@ -522,11 +532,17 @@ func (d *dirNode) pieceAttr() *tree.Node {
 	return withSnapTime(&tree.Node{Type: tree.TypeDir, Mode: d.n.Mode, MTime: d.n.MTime, UID: d.n.UID, GID: d.n.GID}, d.snap)
 }
 
+// OnForget: go-fuse lets the node go.
+func (p *pieceDir) OnForget() { p.owner.fsys.forget(p) }
+
 func (p *pieceDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	p.touch()
 	return p.owner.lookupPiece(ctx, &p.Inode, p.prefix, name, out)
 }
 
 func (p *pieceDir) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
+	p.touch()
+	p.owner.fsys.flushInodes()
 	d := p.owner
 	dir, err := d.load(ctx)
 	if err != nil {
@@ -614,6 +630,7 @@ func (f *fileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint3
 	if flags&(syscall.O_WRONLY|syscall.O_RDWR|syscall.O_TRUNC|syscall.O_APPEND) != 0 {
 		return nil, 0, syscall.EROFS
 	}
+	f.touch()
 	if f.fsys.noOpen.Load() {
 		return nil, 0, syscall.ENOSYS // the kernel opens files itself from now on
 	}
@@ -653,6 +670,7 @@ func (f *fileNode) Flush(ctx context.Context, fh fs.FileHandle) syscall.Errno {
 }
 
 func (f *fileNode) read(ctx context.Context, r *object.Reader[crypto.ID], dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	f.touch()
 	if off == 0 && r.Size() <= f.fsys.small {
 		f.fsys.smallReads.Add(1)
 		if pos := f.pos.Load(); f.dir != nil && pos != 0 {
@@ -685,5 +703,6 @@ var (
 )
 
 func (l *linkNode) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
+	l.touch()
 	return []byte(l.n.Target), 0
 }

@@ -50,6 +50,7 @@ Examples:
 			&cli.StringFlag{Name: "cache-size", Value: "256MiB", Usage: "memory for file content shared by all open files; the whole mount stays within about this plus 64MiB"},
 			&cli.StringFlag{Name: "read-ahead", Value: "32MiB", Usage: "how far ahead of a sequential reader to fetch, per open file"},
 			&cli.DurationFlag{Name: "refresh", Value: fusefs.DefaultRefresh, Usage: "list the snapshots again, when looked at, once the list is this old (0: never)"},
+			&cli.IntFlag{Name: "max-inodes", Value: fusefs.DefaultMaxInodes, Usage: "entries of snapshots the kernel may keep looked up (about 1KiB of memory each); past it the least recently used are dropped, and looked up again when needed"},
 			&cli.BoolFlag{Name: "no-disk-cache", Usage: "do not keep the store's metadata (sealed) in the user's cache folder"},
 			&cli.StringFlag{Name: "disk-cache-size", Value: "1GiB", Usage: "bound the metadata kept on disk; the least recently used goes first"},
 			&cli.StringFlag{Name: "metadata-ttl", Value: "1m", Usage: "live bucket mount: keep listings and lookups this long (0: ask every time, forever: until unmount)"},
@@ -119,8 +120,11 @@ func runMount(c *cli.Context) error {
 	if err := r.LoadIndex(ctx); err != nil {
 		return err
 	}
+	if c.Int("max-inodes") < 1000 {
+		return usagef("mount: --max-inodes %d: want at least 1000 (a folder being listed keeps its entries)", c.Int("max-inodes"))
+	}
 	fsys := fusefs.New(r, fusefs.Options{
-		CacheSize: cacheSize, ReadAhead: readAhead,
+		CacheSize: cacheSize, ReadAhead: readAhead, MaxInodes: c.Int("max-inodes"),
 		Refresh: refresh, Log: log.New(stderr, "coffer: mount: ", 0),
 	})
 	defer fsys.Close()
