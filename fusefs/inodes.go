@@ -14,21 +14,24 @@ import (
 // until the kernel forgets it: only under memory pressure, which a
 // machine with free memory never has. So `ls -R` of a million-file
 // snapshot left a million nodes in the mount, each with its snapshot
-// entry, ~1.1 KiB apiece (1,157 MiB, docs/PERFORMANCE.md), whatever the
+// entry, ~1 KiB apiece (835 MiB, docs/PERFORMANCE.md), whatever the
 // cache sizes said.
 //
 // inodes bounds them. Every node of a snapshot tree that a lookup
 // creates takes a slot of a ring of Options.MaxInodes slots; when the
 // ring is full, a clock hand picks a quarter of them among the nodes not
 // used since it last passed (used is set by lookups in a folder,
-// listings, opens and reads) and asks the kernel to drop them (drop),
-// after which the kernel sends FORGET and go-fuse lets the nodes go. A node someone still holds (an open file, a current
-// directory) stays, untracked, until its holder lets go. The snapshot
-// list and the roots are not counted: there are few of them.
+// listings, opens and reads), and the kernel is asked to drop them
+// (drop), after which it sends FORGET and go-fuse lets the nodes go. A
+// node someone still holds (an open file, a current directory) stays,
+// untracked, until its holder lets go. The snapshot list and the roots
+// are not counted: there are few of them.
 //
-// The invalidations are sent by a goroutine of their own: the kernel
-// holds the folder's lock while it waits for a lookup's reply, and the
-// invalidation of an entry in that folder waits for the same lock.
+// When the drops are sent matters (see quiet): at the open of a folder
+// (flush), or by a goroutine of their own once lookups pause, which is
+// also the only way to send entry invalidations (old kernels): the
+// kernel holds a folder's lock while it waits for a lookup's reply, and
+// the invalidation of an entry in that folder waits for the same lock.
 type inodes struct {
 	max int
 
