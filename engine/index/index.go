@@ -36,8 +36,10 @@ import (
 )
 
 // DefaultMemtable is how many recent blobs are kept in RAM (about 80
-// bytes each) before they are written out as a run.
-const DefaultMemtable = 1 << 16
+// bytes each) before they are written out as a run: 1.3 MB. (At 1 << 16,
+// 5 MB, a backup's peak grew with the number of its files: a million
+// tiny files peaked higher than 100,000 larger ones; docs/PERFORMANCE.md.)
+const DefaultMemtable = 1 << 14
 
 // fanout is how many runs of one size class are merged into one while a
 // backup adds blobs (lookups search every run); loadFanout while index
