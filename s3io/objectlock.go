@@ -32,7 +32,7 @@ type noObjectLockError struct{ bucket string }
 func (e *noObjectLockError) Error() string {
 	return fmt.Sprintf("s3io: bucket %s does not have Object Lock enabled, so its objects cannot be locked: "+
 		"create the store in a bucket made with it (aws s3api create-bucket --bucket NAME --object-lock-enabled-for-bucket), "+
-		"or, on AWS, turn it on for this versioned bucket (aws s3api put-object-lock-configuration --bucket %s --object-lock-configuration ObjectLockEnabled=Enabled)",
+		"or, on AWS, turn it on for this bucket after versioning (aws s3api put-bucket-versioning, then aws s3api put-object-lock-configuration --bucket %s --object-lock-configuration ObjectLockEnabled=Enabled)",
 		e.bucket, e.bucket)
 }
 
