@@ -189,6 +189,15 @@ func TestObjectLock(t *testing.T) {
 		t.Errorf("Delete of a missing object: %v", err)
 	}
 
+	// Credentials without the retention actions: the refusals name them.
+	noRet := e.with(m.assumeRole(t, policy(allow("arn:aws:s3:::*", "s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:ListBucket", "s3:GetBucketLocation")))...)
+	writeFile := filepath.Join(src, "small", "new.txt")
+	if err := testtree.WriteFile(writeFile, []byte("a new file")); err != nil {
+		t.Fatal(err)
+	}
+	noRet.fail(1, []string{"access denied: s3:PutObject and s3:PutObjectRetention on arn:aws:s3:::" + bucket + "/st/"}, "backup", src)
+	noRet.fail(1, []string{"access denied: s3:GetObjectRetention on arn:aws:s3:::" + bucket + "/st/" + store.ObjectName(snap)}, "rm", sn.Short)
+
 	// A bucket without Object Lock: create refuses and writes nothing.
 	plain := m.newBucket(t, "plain")
 	e2 := &env{t: t, store: "s3://" + plain + "/st", pass: e.pass, extra: m.awsEnv()}
