@@ -40,8 +40,16 @@ func (m *minioServer) objectRetention(t *testing.T, bucket, key string) retentio
 // lockedStorage is the s3io storage of bucket/prefix, with the policy set.
 func lockedStorage(t *testing.T, m *minioServer, bucket, prefix string, p store.RetentionPolicy) *s3io.Storage {
 	t.Helper()
+	st := s3io.NewStorage(lockedStorageClient(t, m, bucket+"/"+prefix))
+	st.SetRetention(p)
+	return st
+}
+
+// lockedStorageClient is a client of MinIO m at location bucket/prefix.
+func lockedStorageClient(t *testing.T, m *minioServer, loc string) *s3io.Client {
+	t.Helper()
 	q := url.Values{"access_key": {m.user}, "secret_access_key": {m.pass}, "region": {"us-east-1"}, "endpoint": {m.endpoint}}
-	o, err := s3io.ParseLocation(fmt.Sprintf("s3://%s/%s?%s", bucket, prefix, q.Encode()))
+	o, err := s3io.ParseLocation(fmt.Sprintf("s3://%s?%s", loc, q.Encode()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,9 +57,7 @@ func lockedStorage(t *testing.T, m *minioServer, bucket, prefix string, p store.
 	if err != nil {
 		t.Fatal(err)
 	}
-	st := s3io.NewStorage(c)
-	st.SetRetention(p)
-	return st
+	return c
 }
 
 // TestObjectLock: a store made with --object-lock-days 1 in a bucket
@@ -144,13 +150,9 @@ func TestObjectLock(t *testing.T) {
 	// rm refuses, and says why and until when.
 	e.fail(1, []string{"is locked until", "object lock, governance", "it can be deleted after that"}, "rm", sn.Short)
 
+	// (A delete marker would hide it from the listing.)
 	if snaps := e.snapshots(); len(snaps) != 1 || snaps[0].ID != sn.ID {
 		t.Fatalf("after a refused rm the snapshots are %+v, want %s", snaps, sn.Short)
-	}
-	var vers struct{ Versions, DeleteMarkers []struct{ Key string } }
-	vout := m.aws(t, "s3api", "list-object-versions", "--bucket", bucket, "--prefix", "st/"+store.ObjectName(snap))
-	if err := json.Unmarshal([]byte(vout), &vers); err != nil || len(vers.Versions) != 1 || len(vers.DeleteMarkers) != 0 {
-		t.Fatalf("after a refused rm the snapshot's versions are (%v):\n%s", err, vout)
 	}
 	out := filepath.Join(t.TempDir(), "out")
 	e.ok("restore", "-to", out, sn.Short)
@@ -199,7 +201,10 @@ func TestObjectLock(t *testing.T) {
 	noRet.fail(1, []string{"access denied: s3:GetObjectRetention on arn:aws:s3:::" + bucket + "/st/" + store.ObjectName(snap)}, "rm", sn.Short)
 
 	// A bucket without Object Lock: create refuses and writes nothing.
-	plain := m.newBucket(t, "plain")
+	plain := bucketName("plain")
+	if _, err := s3io.EnsureBucket(t.Context(), lockedStorageClient(t, m, plain)); err != nil {
+		t.Fatal(err)
+	}
 	e2 := &env{t: t, store: "s3://" + plain + "/st", pass: e.pass, extra: m.awsEnv()}
 	e2.fail(1, []string{plain, "does not have Object Lock enabled", "--object-lock-enabled-for-bucket"},
 		"create", "--kdf-memory", "1024", "--kdf-time", "1", "--object-lock-days", "1")
