@@ -79,6 +79,15 @@ func TestCreateObjectLock(t *testing.T) {
 	if ids, err := r.SnapshotIDs(ctx); err != nil || len(ids) != 1 {
 		t.Fatalf("after a refused delete: %v, %v", ids, err)
 	}
+	// Changing a locked snapshot (tag) would leave two: it is refused
+	// before anything is written.
+	sn.Tags = []string{"x"}
+	if _, err := r.ReplaceSnapshot(ctx, sn.ID, sn); !errors.Is(err, store.ErrLocked) || !strings.Contains(err.Error(), "nothing was changed") {
+		t.Fatalf("ReplaceSnapshot of a locked snapshot: %v", err)
+	}
+	if ids, err := r.SnapshotIDs(ctx); err != nil || len(ids) != 1 {
+		t.Fatalf("after a refused replace: %v, %v", ids, err)
+	}
 }
 
 // A store without a lock keeps its params' JSON as before: no
