@@ -163,8 +163,8 @@ func TestObjectLockDelete(t *testing.T) {
 
 // A locked write refused names both actions it needs.
 func TestClassifyLockedPut(t *testing.T) {
-	err := classify(sdkError("PutObject", 403, "AccessDenied", "Access Denied."), "put", lockedPutAction, "b", "p/packs/x")
-	if !errors.Is(err, ErrAccessDenied) || !strings.Contains(err.Error(), "access denied: s3:PutObject and s3:PutObjectRetention on arn:aws:s3:::b/p/packs/x") {
+	err := classify(sdkError("PutObject", 403, "AccessDenied", "Access Denied."), "put", lockedPutAction, "b", "p/k")
+	if !errors.Is(err, ErrAccessDenied) || !strings.Contains(err.Error(), "access denied: s3:PutObject and s3:PutObjectRetention on arn:aws:s3:::b/p/k") {
 		t.Fatalf("classify: %v", err)
 	}
 }
