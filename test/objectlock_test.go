@@ -96,6 +96,9 @@ func TestObjectLock(t *testing.T) {
 	}
 	start := time.Now()
 	sn := e.backup(src)
+	if info := e.ok("info").stdout; !strings.Contains(info, "object lock    every object locked for 1 day after it is written (governance)") {
+		t.Errorf("info does not show the object lock:\n%s", info)
+	}
 	end := time.Now()
 
 	// Every object is locked: read through the storage for all of them,

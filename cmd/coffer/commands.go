@@ -1060,6 +1060,9 @@ Examples:
 			}
 			w := c.App.Writer
 			fmt.Fprintf(w, "store          %s (id %s, format %d)\n", in.Location, in.StoreID[:8], in.Version)
+			if l := r.Params.ObjectLock; l != nil {
+				fmt.Fprintf(w, "object lock    every object locked for %s after it is written (%s)\n", plural(l.Days, "day"), l.Mode)
+			}
 			fmt.Fprintf(w, "snapshots      %d\n", in.Snapshots)
 			fmt.Fprintf(w, "packs          %d data, %d tree; %d index files\n", in.DataPacks, in.TreePacks, in.IndexFiles)
 			fmt.Fprintf(w, "blobs          %d data, %d tree\n", in.DataBlobs, in.TreeBlobs)
