@@ -194,6 +194,16 @@ func TestObjectLock(t *testing.T) {
 		t.Errorf("Delete of a missing object: %v", err)
 	}
 
+	// forget too: with a newer snapshot kept, the locked older one stays.
+	if err := testtree.WriteFile(filepath.Join(src, "second.txt"), []byte("second")); err != nil {
+		t.Fatal(err)
+	}
+	e.backup(src)
+	e.fail(1, []string{"snapshot " + sn.Short, "is locked until", "object lock, governance"}, "forget", "--keep-last", "1")
+	if snaps := e.snapshots(); len(snaps) != 2 {
+		t.Fatalf("after a refused forget: %+v", snaps)
+	}
+
 	// Credentials without the retention actions: the refusals name them.
 	noRet := e.with(m.assumeRole(t, policy(allow("arn:aws:s3:::*", "s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:ListBucket", "s3:GetBucketLocation")))...)
 	writeFile := filepath.Join(src, "small", "new.txt")
@@ -226,4 +236,11 @@ func TestObjectLock(t *testing.T) {
 	if ret, err := lockedStorage(t, m, fresh, "st/", store.RetentionPolicy{}).Retention(t.Context(), store.ConfigHandle); err != nil || ret.Mode != store.Compliance {
 		t.Errorf("config of a compliance store: %+v, %v", ret, err)
 	}
+}
+
+// create --object-lock-days on a folder fails and says what it needs.
+func TestObjectLockFolderRefused(t *testing.T) {
+	e := &env{t: t, store: filepath.Join(t.TempDir(), "store"), pass: "correct horse battery staple"}
+	e.fail(1, []string{"cannot lock objects", "S3 store in a bucket with Object Lock"}, "create", "--kdf-memory", "1024", "--kdf-time", "1", "--object-lock-days", "3")
+	e.fail(2, []string{"--object-lock-days"}, "create", "--object-lock-mode", "compliance")
 }
