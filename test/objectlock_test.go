@@ -194,6 +194,10 @@ func TestObjectLock(t *testing.T) {
 		t.Errorf("Delete of a missing object: %v", err)
 	}
 
+	// tag would write a new snapshot and remove the old one: refused
+	// before anything is written.
+	e.fail(1, []string{"cannot be changed", "is locked until", "nothing was changed"}, "tag", "--add", "x", sn.Short)
+
 	// forget too: with a newer snapshot kept, the locked older one stays.
 	if err := testtree.WriteFile(filepath.Join(src, "second.txt"), []byte("second")); err != nil {
 		t.Fatal(err)
