@@ -42,7 +42,7 @@ type Params struct {
 	PackSize    int           `json:"pack_size"`
 	// ObjectLock, when present, locks every object the store keeps
 	// (S3 Object Lock) until some days after its write; absent in stores
-	// made without --object-lock-days (docs/FORMAT.md §2).
+	// made without --object-lock-days (docs/FORMAT.md §3).
 	ObjectLock *ObjectLockParams `json:"object_lock,omitempty"`
 }
 
