@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/zeebo/blake3"
@@ -39,6 +40,30 @@ type Params struct {
 	Cipher      string        `json:"cipher"`
 	Compression string        `json:"compression"`
 	PackSize    int           `json:"pack_size"`
+	// ObjectLock, when present, locks every object the store keeps
+	// (S3 Object Lock) until some days after its write; absent in stores
+	// made without --object-lock-days (docs/FORMAT.md §3).
+	ObjectLock *ObjectLockParams `json:"object_lock,omitempty"`
+}
+
+// ObjectLockParams are a store's object lock: Mode is "governance" or
+// "compliance", Days at least 1.
+type ObjectLockParams struct {
+	Mode string `json:"mode"`
+	Days int    `json:"days"`
+}
+
+// MaxObjectLockDays bounds --object-lock-days (S3's own limit is 100 years).
+const MaxObjectLockDays = 36500
+
+// Retention returns the store's object lock as a storage policy: the zero
+// policy for a store without one. Prune extends the locks of the objects
+// live snapshots still need by it.
+func (p Params) Retention() store.RetentionPolicy {
+	if p.ObjectLock == nil {
+		return store.RetentionPolicy{}
+	}
+	return store.RetentionPolicy{Mode: store.RetentionMode(p.ObjectLock.Mode), Days: p.ObjectLock.Days}
 }
 
 // ChunkerParams fix how file content is cut into chunks.
@@ -96,6 +121,10 @@ type CreateOptions struct {
 	// one (at least MinFormatVersion) makes a store that older coffers
 	// open.
 	Version int
+	// ObjectLock, when Days > 0, makes a store whose every object is
+	// locked for that many days after its write (S3 Object Lock). The
+	// storage must be a store.Retainer whose CheckRetention passes.
+	ObjectLock store.RetentionPolicy
 }
 
 func wrapMaster(master, passphrase, paramsBytes []byte, kdf crypto.KDFParams) (KeySlot, error) {
@@ -153,8 +182,25 @@ func Create(ctx context.Context, st store.Storage, passphrase []byte, opt Create
 		Chunker: opt.Chunker, Hash: "blake3-keyed-256", Cipher: "xchacha20-poly1305",
 		Compression: "zstd", PackSize: opt.PackSize,
 	}
+	if opt.ObjectLock.Days != 0 {
+		if opt.ObjectLock.Mode == "" {
+			opt.ObjectLock.Mode = store.Governance
+		}
+		p.ObjectLock = &ObjectLockParams{Mode: string(opt.ObjectLock.Mode), Days: opt.ObjectLock.Days}
+	}
 	if err := p.validate(); err != nil {
 		return nil, err
+	}
+	if p.ObjectLock != nil {
+		ret, ok := store.RetainerOf(st)
+		if !ok {
+			return nil, fmt.Errorf("%s cannot lock objects: object lock needs an S3 store in a bucket with Object Lock enabled", st.Location())
+		}
+		if err := ret.CheckRetention(ctx, p.Retention()); err != nil {
+			return nil, err
+		}
+		// From the config on, every object is written locked.
+		ret.SetRetention(p.Retention())
 	}
 	pb, err := json.Marshal(p)
 	if err != nil {
@@ -303,6 +349,14 @@ func (p Params) validate() error {
 	if p.PackSize < 1<<10 || p.PackSize > 1<<30 {
 		return fmt.Errorf("config: unsupported pack size %d", p.PackSize)
 	}
+	if l := p.ObjectLock; l != nil {
+		if _, err := store.ParseRetentionMode(l.Mode); err != nil || l.Mode != strings.ToLower(l.Mode) {
+			return fmt.Errorf("config: unsupported object lock mode %q (want governance or compliance)", l.Mode)
+		}
+		if l.Days < 1 || l.Days > MaxObjectLockDays {
+			return fmt.Errorf("config: object lock of %d days: want 1 to %d", l.Days, MaxObjectLockDays)
+		}
+	}
 	return nil
 }
 
@@ -365,6 +419,12 @@ func Open(ctx context.Context, st store.Storage, passphrase []byte) (*Repo, erro
 		}
 		master, err := k.Open(nil, slot.Wrapped, cf.Params)
 		if err == nil && len(master) == 32 {
+			// The params are authentic now: a store with object lock
+			// writes every object locked, where the storage can lock
+			// (a copy in a folder opens, and locks nothing).
+			if ret, ok := store.RetainerOf(st); ok && p.ObjectLock != nil {
+				ret.SetRetention(p.Retention())
+			}
 			r, err := newRepo(st, p, master)
 			if r != nil {
 				r.slotID = slot.ID

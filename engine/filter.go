@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/coffer-backup/coffer/engine/crypto"
 	"github.com/coffer-backup/coffer/engine/store"
@@ -103,8 +104,20 @@ func (r *Repo) FindSnapshotIn(ctx context.Context, ref string, f Filter) (*Snaps
 // ReplaceSnapshot writes sn as a new snapshot object (a snapshot is
 // named by its bytes, so a change makes a new one) and then removes the
 // object of old, in that order: a crash in between leaves both, never
-// neither. It returns the new id.
+// neither. It returns the new id. On a store with object lock it first
+// checks that old can be removed, and changes nothing when it is still
+// locked (a *store.LockedError), rather than leave both.
 func (r *Repo) ReplaceSnapshot(ctx context.Context, old crypto.ID, sn *Snapshot) (crypto.ID, error) {
+	if ret, ok := store.RetainerOf(r.st); ok && r.Params.ObjectLock != nil {
+		h := store.Handle{Kind: store.KindSnapshot, Name: old.String()}
+		lock, err := ret.Retention(ctx, h)
+		if err != nil && !store.IsNotFound(err) {
+			return crypto.ID{}, fmt.Errorf("snapshot %s: %w", old.Short(), err)
+		}
+		if lock.LockedAt(time.Now()) {
+			return crypto.ID{}, fmt.Errorf("snapshot %s cannot be changed, it cannot be removed: %w; nothing was changed", old.Short(), &store.LockedError{Handle: h, Retention: lock})
+		}
+	}
 	id, err := r.SaveSnapshot(ctx, sn)
 	if err != nil {
 		return crypto.ID{}, err

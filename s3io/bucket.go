@@ -18,6 +18,11 @@ import (
 // client's region), and turns versioning on when the options ask for it.
 // It reports whether it created the bucket.
 func EnsureBucket(ctx context.Context, c *Client) (bool, error) {
+	return ensureBucket(ctx, c, false)
+}
+
+// ensureBucket creates a missing bucket, with Object Lock when lock.
+func ensureBucket(ctx context.Context, c *Client, lock bool) (bool, error) {
 	b := c.opt.Bucket
 	_, err := c.s3.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: &b})
 	if err != nil {
@@ -28,6 +33,9 @@ func EnsureBucket(ctx context.Context, c *Client) (bool, error) {
 	case err == nil:
 	case errors.Is(err, store.ErrNotFound) || errors.Is(err, ErrNoSuchBucket):
 		in := &s3.CreateBucketInput{Bucket: &b}
+		if lock {
+			in.ObjectLockEnabledForBucket = aws.Bool(true)
+		}
 		if c.region != "" && c.region != "us-east-1" {
 			in.CreateBucketConfiguration = &types.CreateBucketConfiguration{LocationConstraint: types.BucketLocationConstraint(c.region)}
 		}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -20,7 +21,8 @@ import (
 
 // Storage keeps a store's objects under a bucket prefix.
 type Storage struct {
-	c *Client
+	c    *Client
+	lock atomic.Pointer[store.RetentionPolicy] // nil: objects are not locked
 }
 
 var _ store.Storage = (*Storage)(nil)
@@ -86,25 +88,32 @@ func (s *Storage) Put(ctx context.Context, h store.Handle, data []byte) error {
 		return err
 	}
 	if len(data) > storeMultipartAbove {
-		return s.c.putMultipart(ctx, &s3.CreateMultipartUploadInput{
-			Bucket: &s.c.opt.Bucket, Key: &key, StorageClass: s.storageClass(h),
-		}, data, storePartSize)
+		in := &s3.CreateMultipartUploadInput{Bucket: &s.c.opt.Bucket, Key: &key, StorageClass: s.storageClass(h)}
+		in.ObjectLockMode, in.ObjectLockRetainUntilDate, _ = s.lockFor(h, time.Now())
+		return s.c.putMultipart(ctx, in, data, storePartSize)
 	}
 	return s.putObject(ctx, h, key, data, nil)
 }
 
-// putObject is one PutObject of data; cond adds a condition header.
+// putObject is one PutObject of data; cond adds a condition header. On
+// a store with object lock it carries the lock and a Content-MD5.
 func (s *Storage) putObject(ctx context.Context, h store.Handle, key string, data []byte, cond func(*s3.PutObjectInput)) error {
 	in := &s3.PutObjectInput{
 		Bucket: &s.c.opt.Bucket, Key: &key, Body: bytes.NewReader(data),
 		ContentLength: aws.Int64(int64(len(data))), StorageClass: s.storageClass(h),
 	}
 	in.ServerSideEncryption, in.SSEKMSKeyId = s.c.sse()
+	action := "s3:PutObject"
+	var locked bool
+	if in.ObjectLockMode, in.ObjectLockRetainUntilDate, locked = s.lockFor(h, time.Now()); locked {
+		in.ContentMD5 = contentMD5(data)
+		action = lockedPutAction
+	}
 	if cond != nil {
 		cond(in)
 	}
 	_, err := s.c.s3.PutObject(ctx, in)
-	return classify(err, "put", "s3:PutObject", s.c.opt.Bucket, key)
+	return classify(err, "put", action, s.c.opt.Bucket, key)
 }
 
 // NewTemp: S3 has no rename, so packs are buffered and Put whole.
@@ -159,6 +168,8 @@ func (c *Client) putMultipart(ctx context.Context, in *s3.CreateMultipartUploadI
 	if err != nil {
 		return err
 	}
+	// A locked upload's parts carry a Content-MD5, as a locked PUT does.
+	mu.md5 = in.ObjectLockMode != ""
 	n := (len(data) + partSize - 1) / partSize
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(c.opt.concurrency())
@@ -180,6 +191,7 @@ type multipart struct {
 	id    *string
 	mu    sync.Mutex
 	parts []types.CompletedPart // by part number - 1
+	md5   bool                  // each part carries a Content-MD5
 }
 
 func (c *Client) startMultipart(ctx context.Context, in *s3.CreateMultipartUploadInput) (*multipart, error) {
@@ -189,16 +201,24 @@ func (c *Client) startMultipart(ctx context.Context, in *s3.CreateMultipartUploa
 func (c *Client) startMultipartWith(ctx context.Context, in *s3.CreateMultipartUploadInput, optFns ...func(*s3.Options)) (*multipart, error) {
 	out, err := c.s3.CreateMultipartUpload(ctx, in, optFns...)
 	if err != nil {
-		return nil, classify(err, "put", "s3:PutObject", c.opt.Bucket, *in.Key)
+		action := "s3:PutObject"
+		if in.ObjectLockMode != "" {
+			action = lockedPutAction
+		}
+		return nil, classify(err, "put", action, c.opt.Bucket, *in.Key)
 	}
 	return &multipart{c: c, key: *in.Key, id: out.UploadId}, nil
 }
 
 func (m *multipart) upload(ctx context.Context, num int32, data []byte) error {
-	out, err := m.c.s3.UploadPart(ctx, &s3.UploadPartInput{
+	in := &s3.UploadPartInput{
 		Bucket: &m.c.opt.Bucket, Key: &m.key, UploadId: m.id, PartNumber: aws.Int32(num),
 		Body: bytes.NewReader(data), ContentLength: aws.Int64(int64(len(data))),
-	})
+	}
+	if m.md5 {
+		in.ContentMD5 = contentMD5(data)
+	}
+	out, err := m.c.s3.UploadPart(ctx, in)
 	if err != nil {
 		return classify(err, "put part", "s3:PutObject", m.c.opt.Bucket, m.key)
 	}
@@ -330,6 +350,12 @@ func (s *Storage) Stat(ctx context.Context, h store.Handle) (store.ObjectInfo, e
 func (s *Storage) Delete(ctx context.Context, h store.Handle) error {
 	key, err := s.objectKey(h)
 	if err != nil {
+		return err
+	}
+	if err := s.refuseLocked(ctx, h); err != nil {
+		if store.IsNotFound(err) {
+			return nil
+		}
 		return err
 	}
 	_, err = s.c.s3.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &s.c.opt.Bucket, Key: &key})

@@ -62,23 +62,37 @@ func createCmd() *cli.Command {
 	return &cli.Command{
 		Name:  "create",
 		Usage: "create a new store",
-		UsageText: `coffer at STORE create
+		UsageText: `coffer at STORE create [--object-lock-days N [--object-lock-mode governance|compliance]]
 
 STORE is a folder, s3://BUCKET/PREFIX or @NAME (coffer config store). The
 passphrase comes from --passphrase-file, COFFER_PASSPHRASE, the store's
 passphrase_cmd or passphrase_file, or is asked twice on the terminal.
 
+--object-lock-days N makes an immutable store (S3 only): every pack,
+index file and snapshot is written with S3 Object Lock, so nobody can
+delete or overwrite it for N days after it was written, and rm or forget
+of a snapshot still locked fails and says until when. The bucket must
+have Object Lock enabled (a missing bucket is created with it). The
+setting is kept in the store's config. See docs/S3.md, "Immutable stores".
+
 Examples:
    coffer at /backups create
    COFFER_PASSPHRASE=… coffer at s3://my-kloset/prod create
-   coffer at @mystore create`,
+   coffer at @mystore create
+   coffer at s3://my-locked-bucket/prod create --object-lock-days 30`,
 		Flags: []cli.Flag{
 			&cli.UintFlag{Name: "kdf-time", Value: uint(crypto.DefaultKDF.Time), Hidden: true},
 			&cli.UintFlag{Name: "kdf-memory", Value: uint(crypto.DefaultKDF.Memory), Hidden: true, Usage: "KiB"},
+			&cli.IntFlag{Name: "object-lock-days", Usage: "lock every object the store writes for `N` days (S3 Object Lock; the bucket must have it enabled)"},
+			&cli.StringFlag{Name: "object-lock-mode", Value: "governance", Usage: "`MODE` of the lock: governance (users allowed s3:BypassGovernanceRetention can still delete) or compliance (nobody can, not even the root user)"},
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
 				return usagef("create takes no arguments")
+			}
+			lock, err := objectLockFlags(c)
+			if err != nil {
+				return err
 			}
 			loc := c.String("store")
 			st, _, err := composeStorage(c, repoOptions{})
@@ -96,21 +110,43 @@ Examples:
 			if err != nil {
 				return err
 			}
-			if err := prepareS3Store(c.Context, resolved); err != nil {
+			if err := prepareS3Store(c.Context, resolved, lock.Days > 0); err != nil {
 				return err
 			}
 			kdf := crypto.DefaultKDF
 			kdf.Time, kdf.Memory = uint32(c.Uint("kdf-time")), uint32(c.Uint("kdf-memory"))
-			r, err := engine.Create(c.Context, st, pass, engine.CreateOptions{KDF: kdf})
+			r, err := engine.Create(c.Context, st, pass, engine.CreateOptions{KDF: kdf, ObjectLock: lock})
 			if err != nil {
 				return fmt.Errorf("store %s: %w", shownStore(c), err)
 			}
 			if !quiet {
 				fmt.Fprintf(c.App.Writer, "created store %s at %s\n", r.Params.StoreID[:8], st.Location())
+				if l := r.Params.ObjectLock; l != nil {
+					fmt.Fprintf(c.App.Writer, "every object is locked for %s after it is written (object lock, %s)\n", plural(l.Days, "day"), l.Mode)
+				}
 			}
 			return nil
 		},
 	}
+}
+
+// objectLockFlags reads create's --object-lock-days and --object-lock-mode.
+func objectLockFlags(c *cli.Context) (store.RetentionPolicy, error) {
+	days := c.Int("object-lock-days")
+	if days == 0 {
+		if c.IsSet("object-lock-mode") {
+			return store.RetentionPolicy{}, usagef("--object-lock-mode needs --object-lock-days N")
+		}
+		return store.RetentionPolicy{}, nil
+	}
+	if days < 1 || days > engine.MaxObjectLockDays {
+		return store.RetentionPolicy{}, usagef("--object-lock-days %d: want 1 to %d", days, engine.MaxObjectLockDays)
+	}
+	mode, err := store.ParseRetentionMode(c.String("object-lock-mode"))
+	if err != nil {
+		return store.RetentionPolicy{}, usagef("--object-lock-mode: %v", err)
+	}
+	return store.RetentionPolicy{Mode: mode, Days: days}, nil
 }
 
 func sourceFor(loc string) (backup.Source, error) {
@@ -1024,6 +1060,9 @@ Examples:
 			}
 			w := c.App.Writer
 			fmt.Fprintf(w, "store          %s (id %s, format %d)\n", in.Location, in.StoreID[:8], in.Version)
+			if l := r.Params.ObjectLock; l != nil {
+				fmt.Fprintf(w, "object lock    every object locked for %s after it is written (%s)\n", plural(l.Days, "day"), l.Mode)
+			}
 			fmt.Fprintf(w, "snapshots      %d\n", in.Snapshots)
 			fmt.Fprintf(w, "packs          %d data, %d tree; %d index files\n", in.DataPacks, in.TreePacks, in.IndexFiles)
 			fmt.Fprintf(w, "blobs          %d data, %d tree\n", in.DataBlobs, in.TreeBlobs)

@@ -226,8 +226,9 @@ func s3Storage(loc string) (store.Storage, error) {
 }
 
 // prepareS3Store makes the bucket of an S3 store that create is about to
-// write, when it is missing.
-func prepareS3Store(ctx context.Context, loc string) error {
+// write, when it is missing; with Object Lock enabled for a store with
+// object lock.
+func prepareS3Store(ctx context.Context, loc string, objectLock bool) error {
 	if !isS3(loc) {
 		return nil
 	}
@@ -235,12 +236,20 @@ func prepareS3Store(ctx context.Context, loc string) error {
 	if err != nil {
 		return err
 	}
-	created, err := s3io.EnsureBucket(ctx, c)
+	ensure := s3io.EnsureBucket
+	if objectLock {
+		ensure = s3io.EnsureLockedBucket
+	}
+	created, err := ensure(ctx, c)
 	if err != nil {
 		return fmt.Errorf("store %s: %w", c.URI(), err)
 	}
 	if created && !quiet {
-		fmt.Fprintf(os.Stderr, "coffer: created bucket %s\n", c.Options().Bucket)
+		with := ""
+		if objectLock {
+			with = " with Object Lock"
+		}
+		fmt.Fprintf(os.Stderr, "coffer: created bucket %s%s\n", c.Options().Bucket, with)
 	}
 	return nil
 }

@@ -45,7 +45,9 @@ type Storage interface {
 	// objects whose names the layout does not know.
 	List(ctx context.Context, k Kind, fn func(ObjectInfo) error) error
 
-	// Delete removes h; deleting a missing object is not an error.
+	// Delete removes h; deleting a missing object is not an error. On a
+	// storage that locks objects (Retainer), deleting one still locked
+	// fails with a *LockedError (ErrLocked).
 	Delete(ctx context.Context, h Handle) error
 
 	// NewTemp starts an object whose handle is known only once it is
@@ -175,5 +177,5 @@ func IsNotFound(err error) bool { return errors.Is(err, ErrNotFound) }
 func IsPermanent(err error) bool {
 	var p *PermanentError
 	return errors.As(err, &p) || IsNotFound(err) || errors.Is(err, ErrPreconditionFailed) ||
-		errors.Is(err, context.Canceled) || errors.Is(err, ErrNotSupported)
+		errors.Is(err, context.Canceled) || errors.Is(err, ErrNotSupported) || errors.Is(err, ErrLocked)
 }

@@ -1,0 +1,107 @@
+package engine_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/coffer-backup/coffer/engine"
+	"github.com/coffer-backup/coffer/engine/backup"
+	"github.com/coffer-backup/coffer/engine/store"
+)
+
+// A store created with an object lock records it in its config, writes
+// every object it keeps locked, refuses to delete a locked snapshot, and
+// applies the lock again when opened; a storage that cannot lock, or
+// whose check fails, makes create fail and write nothing.
+func TestCreateObjectLock(t *testing.T) {
+	ctx := context.Background()
+	pass := []byte("test passphrase")
+	lock := store.RetentionPolicy{Mode: store.Compliance, Days: 7}
+
+	if _, err := engine.Create(ctx, store.NewMemory(), pass, engine.CreateOptions{KDF: cheapKDF, ObjectLock: lock}); err == nil || !strings.Contains(err.Error(), "cannot lock objects") {
+		t.Fatalf("create with a lock on a memory store: %v", err)
+	}
+	refused := store.NewLockingMemory()
+	refused.CheckErr = errors.New("bucket b does not have Object Lock enabled")
+	if _, err := engine.Create(ctx, refused, pass, engine.CreateOptions{KDF: cheapKDF, ObjectLock: lock}); err == nil || !strings.Contains(err.Error(), "does not have Object Lock") {
+		t.Fatalf("create where the check fails: %v", err)
+	}
+	if _, err := refused.Stat(ctx, store.ConfigHandle); !store.IsNotFound(err) {
+		t.Fatalf("a refused create wrote its config: %v", err)
+	}
+	if _, err := engine.Create(ctx, store.NewLockingMemory(), pass, engine.CreateOptions{KDF: cheapKDF, ObjectLock: store.RetentionPolicy{Days: -1}}); err == nil {
+		t.Fatalf("create with -1 days worked")
+	}
+
+	m := store.NewLockingMemory()
+	r, err := engine.Create(ctx, m, pass, engine.CreateOptions{KDF: cheapKDF, Chunker: testChunker, ObjectLock: lock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := r.Params.Retention(); got != lock {
+		t.Fatalf("Params.Retention() = %+v, want %+v", got, lock)
+	}
+	// Opened afresh (the policy forgotten by the storage), the store
+	// locks again what it writes.
+	m.SetRetention(store.RetentionPolicy{})
+	r, err = engine.Open(ctx, m, pass)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Params.ObjectLock == nil || r.Params.ObjectLock.Days != 7 || r.Params.ObjectLock.Mode != "compliance" {
+		t.Fatalf("opened store's lock: %+v", r.Params.ObjectLock)
+	}
+	src := filepath.Join(t.TempDir(), "src")
+	writeFile(t, filepath.Join(src, "a"), randBytes(300<<10))
+	sn := backupDir(t, r, src, backup.Options{})
+	for _, k := range []store.Kind{store.KindConfig, store.KindDataPack, store.KindTreePack, store.KindIndex, store.KindSnapshot} {
+		n := 0
+		err := m.List(ctx, k, func(o store.ObjectInfo) error {
+			n++
+			ret, err := m.Retention(ctx, o.Handle)
+			if err != nil || ret.Mode != store.Compliance || ret.Until.IsZero() {
+				t.Errorf("%s: retention %+v, %v", o.Handle, ret, err)
+			}
+			return nil
+		})
+		if err != nil || n == 0 {
+			t.Errorf("%s: %d objects, %v", k, n, err)
+		}
+	}
+	err = r.DeleteSnapshot(ctx, sn.ID)
+	if !errors.Is(err, store.ErrLocked) || !strings.Contains(err.Error(), "is locked until") {
+		t.Fatalf("DeleteSnapshot of a locked snapshot: %v", err)
+	}
+	if ids, err := r.SnapshotIDs(ctx); err != nil || len(ids) != 1 {
+		t.Fatalf("after a refused delete: %v, %v", ids, err)
+	}
+	// Changing a locked snapshot (tag) would leave two: it is refused
+	// before anything is written.
+	sn.Tags = []string{"x"}
+	if _, err := r.ReplaceSnapshot(ctx, sn.ID, sn); !errors.Is(err, store.ErrLocked) || !strings.Contains(err.Error(), "nothing was changed") {
+		t.Fatalf("ReplaceSnapshot of a locked snapshot: %v", err)
+	}
+	if ids, err := r.SnapshotIDs(ctx); err != nil || len(ids) != 1 {
+		t.Fatalf("after a refused replace: %v, %v", ids, err)
+	}
+}
+
+// A store without a lock keeps its params' JSON as before: no
+// object_lock key, so the configs of older stores and theirs agree.
+func TestParamsWithoutObjectLock(t *testing.T) {
+	r, _ := newTestRepo(t, engine.CreateOptions{})
+	b, err := json.Marshal(r.Params)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(b), "object_lock") {
+		t.Fatalf("params without a lock: %s", b)
+	}
+	if r.Params.Retention() != (store.RetentionPolicy{}) {
+		t.Fatalf("Retention() of a store without a lock: %+v", r.Params.Retention())
+	}
+}

@@ -1,0 +1,250 @@
+package test
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coffer-backup/coffer/engine/store"
+	"github.com/coffer-backup/coffer/internal/testtree"
+	"github.com/coffer-backup/coffer/s3io"
+)
+
+// retention is what get-object-retention says of one object.
+type retention struct {
+	Mode  string
+	Until time.Time
+}
+
+// objectRetention reads key's retention with the aws CLI.
+func (m *minioServer) objectRetention(t *testing.T, bucket, key string) retention {
+	t.Helper()
+	out := m.aws(t, "s3api", "get-object-retention", "--bucket", bucket, "--key", key)
+	var r struct {
+		Retention struct {
+			Mode            string
+			RetainUntilDate time.Time
+		}
+	}
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		t.Fatalf("get-object-retention %s: %v\n%s", key, err, out)
+	}
+	return retention{r.Retention.Mode, r.Retention.RetainUntilDate}
+}
+
+// lockedStorage is the s3io storage of bucket/prefix, with the policy set.
+func lockedStorage(t *testing.T, m *minioServer, bucket, prefix string, p store.RetentionPolicy) *s3io.Storage {
+	t.Helper()
+	st := s3io.NewStorage(lockedStorageClient(t, m, bucket+"/"+prefix))
+	st.SetRetention(p)
+	return st
+}
+
+// lockedStorageClient is a client of MinIO m at location bucket/prefix.
+func lockedStorageClient(t *testing.T, m *minioServer, loc string) *s3io.Client {
+	t.Helper()
+	q := url.Values{"access_key": {m.user}, "secret_access_key": {m.pass}, "region": {"us-east-1"}, "endpoint": {m.endpoint}}
+	o, err := s3io.ParseLocation(fmt.Sprintf("s3://%s?%s", loc, q.Encode()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := s3io.NewClient(t.Context(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// TestObjectLock: a store made with --object-lock-days 1 in a bucket
+// with Object Lock writes every object it keeps (config, data packs, one
+// of them a multipart upload, tree packs, index files, the snapshot)
+// locked in governance mode until a day after its write, as the aws CLI
+// reads it; rm of the snapshot fails, says until when, and leaves it
+// listed and restorable byte-exact (and no delete marker); Delete
+// through the storage returns a *store.LockedError; ExtendRetention
+// moves the date (and never shortens it); create --object-lock-days on a
+// bucket without Object Lock fails, names the bucket and how to make
+// one, and writes nothing; on a missing bucket it creates one with
+// Object Lock.
+func TestObjectLock(t *testing.T) {
+	m := needMinio(t)
+	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
+	t.Setenv("AWS_CONFIG_FILE", "/dev/null")
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+	bucket := bucketName("olock")
+	m.aws(t, "s3api", "create-bucket", "--bucket", bucket, "--object-lock-enabled-for-bucket")
+
+	e := &env{t: t, store: "s3://" + bucket + "/st", pass: "correct horse battery staple", extra: m.awsEnv()}
+	r := e.ok("create", "--kdf-memory", "1024", "--kdf-time", "1", "--object-lock-days", "1")
+	if !strings.Contains(r.stdout, "locked for 1 day") || !strings.Contains(r.stdout, "governance") {
+		t.Errorf("create does not say the store locks its objects:\n%s", r)
+	}
+
+	src := filepath.Join(t.TempDir(), "src")
+	if err := testtree.WriteFile(filepath.Join(src, "big.bin"), testtree.RandBytes(12<<20)); err != nil { // a data pack above 8 MiB: multipart
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		if err := testtree.WriteFile(filepath.Join(src, "small", fmt.Sprintf("f%02d.txt", i)), testtree.Text(uint64(i), 1000+i*37)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	start := time.Now()
+	sn := e.backup(src)
+	if info := e.ok("info").stdout; !strings.Contains(info, "object lock    every object locked for 1 day after it is written (governance)") {
+		t.Errorf("info does not show the object lock:\n%s", info)
+	}
+	end := time.Now()
+
+	// Every object is locked: read through the storage for all of them,
+	// with the aws CLI for a data pack (the multipart one), an index file
+	// and the snapshot.
+	st := lockedStorage(t, m, bucket, "st/", store.RetentionPolicy{Mode: store.Governance, Days: 1})
+	seen := map[store.Kind]int{}
+	var snap, bigPack, index store.Handle
+	for _, k := range store.Kinds {
+		err := st.List(t.Context(), k, func(o store.ObjectInfo) error {
+			seen[k]++
+			ret, err := st.Retention(t.Context(), o.Handle)
+			if err != nil {
+				return err
+			}
+			lo, hi := start.Add(24*time.Hour-time.Minute), end.Add(24*time.Hour+time.Minute)
+			if k == store.KindConfig {
+				lo = start.Add(23 * time.Hour) // written by create, before the backup
+			}
+			if ret.Mode != store.Governance || ret.Until.Before(lo) || ret.Until.After(hi) {
+				t.Errorf("%s: retention %+v, want governance until about %s", o.Handle, ret, start.Add(24*time.Hour).UTC())
+			}
+			switch {
+			case k == store.KindSnapshot:
+				snap = o.Handle
+			case k == store.KindIndex:
+				index = o.Handle
+			case k == store.KindDataPack && o.Size > 8<<20:
+				bigPack = o.Handle
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("list %s: %v", k, err)
+		}
+	}
+	for _, k := range []store.Kind{store.KindConfig, store.KindDataPack, store.KindTreePack, store.KindIndex, store.KindSnapshot} {
+		if seen[k] == 0 {
+			t.Errorf("no %s object in the store: %v", k, seen)
+		}
+	}
+	if bigPack.Name == "" {
+		t.Fatalf("no data pack above 8 MiB: the multipart path was not tested")
+	}
+	for _, h := range []store.Handle{bigPack, index, snap} {
+		ret := m.objectRetention(t, bucket, "st/"+store.ObjectName(h))
+		if ret.Mode != "GOVERNANCE" || ret.Until.Before(start.Add(24*time.Hour-time.Minute)) || ret.Until.After(end.Add(24*time.Hour+time.Minute)) {
+			t.Errorf("%s: the aws CLI says %+v, want GOVERNANCE until about %s", h, ret, start.Add(24*time.Hour).UTC())
+		}
+	}
+
+	// rm refuses, and says why and until when.
+	e.fail(1, []string{"is locked until", "object lock, governance", "it can be deleted after that"}, "rm", sn.Short)
+
+	// (A delete marker would hide it from the listing.)
+	if snaps := e.snapshots(); len(snaps) != 1 || snaps[0].ID != sn.ID {
+		t.Fatalf("after a refused rm the snapshots are %+v, want %s", snaps, sn.Short)
+	}
+	out := filepath.Join(t.TempDir(), "out")
+	e.ok("restore", "-to", out, sn.Short)
+	if err := testtree.Compare(src, out); err != nil {
+		t.Fatal(err)
+	}
+
+	// The storage itself: Delete says ErrLocked, Retention reads the
+	// lock, ExtendRetention moves it (checked with the aws CLI).
+	h := bigPack
+	err := st.Delete(t.Context(), h)
+	var le *store.LockedError
+	if !errors.Is(err, store.ErrLocked) || !errors.As(err, &le) || le.Handle != h || le.Mode != store.Governance {
+		t.Fatalf("Delete of a locked pack: %v, want a *store.LockedError", err)
+	}
+	if !store.IsPermanent(err) {
+		t.Errorf("a LockedError is not permanent: %v", err)
+	}
+	want := time.Now().Add(72 * time.Hour).UTC().Truncate(time.Second)
+	if err := st.ExtendRetention(t.Context(), h, want); err != nil {
+		t.Fatalf("ExtendRetention: %v", err)
+	}
+	if after := m.objectRetention(t, bucket, "st/"+store.ObjectName(h)); !after.Until.Equal(want) || after.Mode != "GOVERNANCE" {
+		t.Fatalf("after ExtendRetention to %s the aws CLI says %+v", want, after)
+	}
+	if err := st.ExtendRetention(t.Context(), h, want.Add(-24*time.Hour)); err != nil {
+		t.Fatalf("ExtendRetention to an earlier date: %v", err)
+	}
+	if after, err := st.Retention(t.Context(), h); err != nil || !after.Until.Equal(want) {
+		t.Fatalf("ExtendRetention to an earlier date shortened the lock: %+v, %v", after, err)
+	}
+	if err := st.ExtendRetention(t.Context(), store.Handle{Kind: store.KindSnapshot, Name: strings.Repeat("0", 64)}, want); !store.IsNotFound(err) {
+		t.Errorf("ExtendRetention of a missing object: %v, want not found", err)
+	}
+	if err := st.Delete(t.Context(), store.Handle{Kind: store.KindSnapshot, Name: strings.Repeat("0", 64)}); err != nil {
+		t.Errorf("Delete of a missing object: %v", err)
+	}
+
+	// tag would write a new snapshot and remove the old one: refused
+	// before anything is written.
+	e.fail(1, []string{"cannot be changed", "is locked until", "nothing was changed"}, "tag", "--add", "x", sn.Short)
+
+	// forget too: with a newer snapshot kept, the locked older one stays.
+	if err := testtree.WriteFile(filepath.Join(src, "second.txt"), []byte("second")); err != nil {
+		t.Fatal(err)
+	}
+	e.backup(src)
+	e.fail(1, []string{"snapshot " + sn.Short, "is locked until", "object lock, governance"}, "forget", "--keep-last", "1")
+	if snaps := e.snapshots(); len(snaps) != 2 {
+		t.Fatalf("after a refused forget: %+v", snaps)
+	}
+
+	// Credentials without the retention actions: the refusals name them.
+	noRet := e.with(m.assumeRole(t, policy(allow("arn:aws:s3:::*", "s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:ListBucket", "s3:GetBucketLocation")))...)
+	writeFile := filepath.Join(src, "small", "new.txt")
+	if err := testtree.WriteFile(writeFile, []byte("a new file")); err != nil {
+		t.Fatal(err)
+	}
+	noRet.fail(1, []string{"access denied: s3:PutObject and s3:PutObjectRetention on arn:aws:s3:::" + bucket + "/st/"}, "backup", src)
+	noRet.fail(1, []string{"access denied: s3:GetObjectRetention on arn:aws:s3:::" + bucket + "/st/" + store.ObjectName(snap)}, "rm", sn.Short)
+
+	// A bucket without Object Lock: create refuses and writes nothing.
+	plain := bucketName("plain")
+	if _, err := s3io.EnsureBucket(t.Context(), lockedStorageClient(t, m, plain)); err != nil {
+		t.Fatal(err)
+	}
+	e2 := &env{t: t, store: "s3://" + plain + "/st", pass: e.pass, extra: m.awsEnv()}
+	e2.fail(1, []string{plain, "does not have Object Lock enabled", "--object-lock-enabled-for-bucket"},
+		"create", "--kdf-memory", "1024", "--kdf-time", "1", "--object-lock-days", "1")
+	if _, err := lockedStorage(t, m, plain, "st/", store.RetentionPolicy{}).Stat(t.Context(), store.ConfigHandle); !store.IsNotFound(err) {
+		t.Errorf("a refused create wrote a config: %v", err)
+	}
+	e2.fail(2, []string{"--object-lock-mode"}, "create", "--object-lock-days", "1", "--object-lock-mode", "strict")
+
+	// A missing bucket is made with Object Lock, in compliance mode here.
+	fresh := bucketName("fresh")
+	e3 := &env{t: t, store: "s3://" + fresh + "/st", pass: e.pass, extra: m.awsEnv()}
+	r = e3.ok("create", "--kdf-memory", "1024", "--kdf-time", "1", "--object-lock-days", "1", "--object-lock-mode", "compliance")
+	if !strings.Contains(r.stderr, "with Object Lock") {
+		t.Errorf("create on a missing bucket does not say it made one with Object Lock:\n%s", r)
+	}
+	if ret, err := lockedStorage(t, m, fresh, "st/", store.RetentionPolicy{}).Retention(t.Context(), store.ConfigHandle); err != nil || ret.Mode != store.Compliance {
+		t.Errorf("config of a compliance store: %+v, %v", ret, err)
+	}
+}
+
+// create --object-lock-days on a folder fails and says what it needs.
+func TestObjectLockFolderRefused(t *testing.T) {
+	e := &env{t: t, store: filepath.Join(t.TempDir(), "store"), pass: "correct horse battery staple"}
+	e.fail(1, []string{"cannot lock objects", "S3 store in a bucket with Object Lock"}, "create", "--kdf-memory", "1024", "--kdf-time", "1", "--object-lock-days", "3")
+	e.fail(2, []string{"--object-lock-days"}, "create", "--object-lock-mode", "compliance")
+}
