@@ -194,7 +194,12 @@ func runRepairPacks(c *cli.Context) error {
 		fmt.Fprintf(w, "salvaged %s into %s; wrote %s, then removed the %s they replace; %s dropped from the index\n",
 			plural(res.SalvagedBlobs, "blob"), plural(res.SalvagePacks, "new pack"), plural(len(res.NewIndexFiles), "index file"),
 			plural(len(res.OldIndexFiles), "old index file"), plural(res.LostBlobs, "damaged blob"))
-		fmt.Fprintf(w, "the damaged packs are left in the store, unindexed (prune reclaims them)\n")
+		for _, d := range res.Damaged {
+			if !d.Missing {
+				fmt.Fprintf(w, "the damaged packs are left in the store, unindexed (prune reclaims them; 'repair index' would index them again: run repair packs after it)\n")
+				break
+			}
+		}
 	}
 	if res.LostBlobs > 0 {
 		fmt.Fprintf(w, "next: 'coffer repair snapshots%s' to repair the snapshots that use the lost blobs, then back the sources up again (the lost data is stored again), then 'coffer check --read-data'\n",
