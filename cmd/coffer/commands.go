@@ -379,6 +379,7 @@ type snapshotOut struct {
 	Host     string                `json:"host,omitempty"`
 	Tags     []string              `json:"tags,omitempty"`
 	Parent   string                `json:"parent,omitempty"`
+	Original string                `json:"original,omitempty"` // the snapshot 'repair snapshots' repaired this one from
 	Partial  bool                  `json:"partial"`
 	Stats    engine.SnapshotStats  `json:"stats"`
 	Duration float64               `json:"duration_seconds"`
@@ -390,6 +391,9 @@ func snapshotJSON(sn *engine.Snapshot) snapshotOut {
 		Tags: sn.Tags, Partial: sn.Partial, Stats: sn.Stats, Duration: sn.Duration, Skipped: sn.SkippedEntries}
 	if sn.Parent != nil {
 		o.Parent = sn.Parent.String()
+	}
+	if sn.Original != nil {
+		o.Original = sn.Original.String()
 	}
 	return o
 }
