@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coffer-backup/coffer/engine/store"
 	"github.com/coffer-backup/coffer/internal/testtree"
 )
 
@@ -179,7 +180,7 @@ func damagedDataStore(t *testing.T, e *env, obj objects) (src1, src2, snap1, sna
 	snap1 = e.backup(src1).ID
 	before := obj.list()
 	snap2 = e.backup(src2).ID
-	packs := newObjects(before, obj.list(), "packs/d/")
+	packs := newObjects(before, obj.list(), store.Prefix(store.KindDataPack))
 	if len(packs) != 1 {
 		t.Fatalf("the second backup wrote data packs %v, want one", packs)
 	}
@@ -318,7 +319,7 @@ func TestRepairDeletedTreePack(t *testing.T) {
 	testtree.SetTimes(src)
 	before := obj.list()
 	snapSub := e.backup(filepath.Join(src, "sub")).ID
-	packs := newObjects(before, obj.list(), "packs/m/")
+	packs := newObjects(before, obj.list(), store.Prefix(store.KindTreePack))
 	if len(packs) != 1 {
 		t.Fatalf("tree packs of the first backup: %v", packs)
 	}
