@@ -67,9 +67,11 @@ type RepairSnapshotsResult struct {
 	// Damaged are the snapshots found damaged, oldest first.
 	Damaged []RepairedSnapshot `json:"damaged"`
 	// StillIndexed are packs holding a damaged blob that the index still
-	// names: until 'repair packs' drops them, a new backup deduplicates
-	// against them again.
-	StillIndexed []string `json:"still_indexed_packs"`
+	// names: until RepairPacks drops them, a new backup deduplicates
+	// against them again. Unless DryRun, RepairSnapshots runs RepairPacks
+	// on them itself (Packs says what it did) before it writes a snapshot.
+	StillIndexed []string           `json:"still_indexed_packs"`
+	Packs        *RepairPacksResult `json:"repair_packs,omitempty"`
 	// DataPacksRead and BytesRead count what ReadData read.
 	DataPacksRead int   `json:"data_packs_read"`
 	BytesRead     int64 `json:"bytes_read"`
@@ -90,9 +92,11 @@ type RepairSnapshotsResult struct {
 // fails to verify). A failure to reach the store (not damage) stops the
 // repair before anything is written.
 //
-// Order: the new tree blobs are written (packs, then their index file),
-// then the new snapshots, and only then, with Forget, the originals are
-// removed. A kill at any point leaves the originals (at worst unindexed
+// Order: packs holding damaged blobs that the index still names are
+// repaired (RepairPacks on them: their damaged blobs leave the index, so
+// the next backup stores that data again); the new tree blobs are
+// written (packs, then their index file), then the new snapshots, and
+// only then, with Forget, the originals are removed. A kill at any point leaves the originals (at worst unindexed
 // packs); a rerun skips originals that already have a repaired snapshot.
 func (r *Repo) RepairSnapshots(ctx context.Context, opt RepairSnapshotsOptions) (*RepairSnapshotsResult, error) {
 	if opt.Progress == nil {
@@ -189,6 +193,16 @@ func (r *Repo) RepairSnapshots(ctx context.Context, opt RepairSnapshotsOptions) 
 	if opt.DryRun {
 		return res, nil
 	}
+	if len(res.StillIndexed) > 0 {
+		// Drop the damaged blobs from the index now, before any snapshot
+		// is written: a rerun after a kill skips the originals already
+		// repaired, and would not find these packs again.
+		rp, err := r.RepairPacks(ctx, RepairPacksOptions{Packs: res.StillIndexed, Concurrency: opt.Concurrency, Progress: opt.Progress})
+		if err != nil {
+			return abort(fmt.Errorf("dropping the damaged blobs from the index (repair packs): %w", err))
+		}
+		res.Packs = rp
+	}
 
 	// Durability barrier: the new trees' packs and index, then the
 	// snapshots naming them, then (Forget) the originals.
@@ -276,6 +290,7 @@ func (w *rewriter) blobBad(id crypto.ID) (string, bool) {
 		return fmt.Sprintf("blob %s is in no index (lost, or dropped from the index as damaged)", id.Short()), true
 	}
 	if !w.listed[pack] {
+		w.still[pack] = true
 		return fmt.Sprintf("blob %s: its pack %s is not in the store", id.Short(), pack.Short()), true
 	}
 	if why, bad := w.badData[id]; bad {

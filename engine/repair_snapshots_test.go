@@ -204,3 +204,49 @@ func TestRepairSnapshotsUndamaged(t *testing.T) {
 	}
 	verifyStore(t, storeDir, srcs)
 }
+
+// TestRepairSnapshotsReadData: with ReadData, RepairSnapshots alone finds
+// a damaged content blob, drops it from the index (RepairPacks on its
+// pack, salvaging the rest) and writes a repaired snapshot; the next
+// backup of the source stores the file again, and the whole store
+// checks clean once the original is forgotten.
+func TestRepairSnapshotsReadData(t *testing.T) {
+	ctx := context.Background()
+	r, dir := newTestRepo(t, engine.CreateOptions{Chunker: testChunker})
+	src := filepath.Join(t.TempDir(), "src")
+	writeFile(t, filepath.Join(src, "victim"), randBytes(10000))
+	writeFile(t, filepath.Join(src, "keep"), textBytes(1, 3000))
+	sn := backupDir(t, r, src, backup.Options{})
+	if err := r.LoadIndex(ctx); err != nil {
+		t.Fatal(err)
+	}
+	v, err := r.ResolvePath(ctx, sn, "/victim", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	flipBlob(t, r, dir, v.Chunks[0].ID)
+
+	r = reopen(t, dir)
+	res, err := r.RepairSnapshots(ctx, engine.RepairSnapshotsOptions{ReadData: true, Forget: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Damaged) != 1 || !res.Damaged[0].Forgotten || len(res.Damaged[0].Paths) != 1 || res.Damaged[0].Paths[0].Path != "/victim" ||
+		res.Packs == nil || res.Packs.LostBlobs != 1 || res.Packs.SalvagedBlobs == 0 {
+		t.Fatalf("repair: %+v (packs %+v)", res, res.Packs)
+	}
+	r = reopen(t, dir)
+	sn2 := backupDir(t, r, src, backup.Options{})
+	if sn2.Stats.NewBlobs == 0 {
+		t.Fatalf("the next backup did not store the damaged file again: %+v", sn2.Stats)
+	}
+	to := filepath.Join(t.TempDir(), "out")
+	if err := restoreAll(t, r, sn2, to); err != nil {
+		t.Fatal(err)
+	}
+	compareTrees(t, src, to)
+	cr, err := check.Run(ctx, reopen(t, dir), check.Options{})
+	if err != nil || !cr.OK() {
+		t.Fatalf("check: %v %v", err, cr.Problems)
+	}
+}

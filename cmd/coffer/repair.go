@@ -177,7 +177,12 @@ func runRepairPacks(c *cli.Context) error {
 		}
 		fmt.Fprintf(w, "damaged %s pack %s: %s; %d of its %s %s from the index, %d %s\n", d.Kind, d.Pack, what,
 			len(d.Lost), plural(d.Blobs, "blob"), would("dropped", "would be dropped"), d.Salvaged, would("salvaged", "would be salvaged"))
-		for _, b := range d.Lost {
+		const show = 10
+		for i, b := range d.Lost {
+			if i == show {
+				fmt.Fprintf(w, "  … and %d more lost blobs (--json lists them all)\n", len(d.Lost)-show)
+				break
+			}
 			fmt.Fprintf(w, "  lost blob %s: %s\n", b.Blob, b.Error)
 		}
 	}
@@ -239,8 +244,10 @@ changed paths as skipped entries. The originals are kept unless
 --forget: then each is removed once its repaired snapshot is durable.
 A snapshot an earlier repair already replaced is not repaired twice.
 With --read-data it also reads the data packs the snapshots use, and a
-blob that fails to verify counts as damaged (run 'repair packs' anyway:
-until then new backups reuse damaged blobs).
+blob that fails to verify counts as damaged. Packs that hold a damaged
+blob the index still names are repaired first, as 'repair packs' does
+(their readable blobs copied, the damaged ones dropped from the index),
+so that the next backup stores that data again instead of reusing it.
 
 Examples:
    coffer at /backups repair snapshots --dry-run
@@ -293,6 +300,9 @@ func runRepairSnapshots(c *cli.Context) error {
 	if err != nil {
 		return fmt.Errorf("repair snapshots: %w", err)
 	}
+	if res.Packs != nil && len(res.Packs.Damaged) > 0 {
+		dropKeptIndex(c, r)
+	}
 	if c.Bool("json") {
 		return printJSON(c.App.Writer, res)
 	}
@@ -339,10 +349,12 @@ func runRepairSnapshots(c *cli.Context) error {
 			plural(res.Checked, "snapshot"), map[bool]string{true: "", false: ". Data was not read: run 'coffer check --read-data' to verify it"}[res.DataPacksRead > 0])
 	}
 	var next []string
-	if len(res.StillIndexed) > 0 {
-		fmt.Fprintf(w, "%s holding damaged blobs %s still in the index: %s\n", plural(len(res.StillIndexed), "pack"),
-			map[bool]string{true: "is", false: "are"}[len(res.StillIndexed) == 1], strings.Join(res.StillIndexed, " "))
-		next = append(next, "run 'coffer repair packs "+strings.Join(shortAll(res.StillIndexed), " ")+"' so that the next backup stores that data again instead of reusing the damaged blobs")
+	if p := res.Packs; p != nil {
+		fmt.Fprintf(w, "dropped %s from the index (%s, %s salvaged into new packs), so that the next backup stores that data again: %s\n",
+			plural(p.LostBlobs, "damaged blob"), plural(len(p.Damaged), "pack"), plural(p.SalvagedBlobs, "readable blob"), strings.Join(shortAll(res.StillIndexed), " "))
+	} else if len(res.StillIndexed) > 0 {
+		fmt.Fprintf(w, "%s holding damaged blobs %s still in the index: %s; the repair would drop those blobs from it (as 'coffer repair packs' does), so that the next backup stores that data again\n",
+			plural(len(res.StillIndexed), "pack"), map[bool]string{true: "is", false: "are"}[len(res.StillIndexed) == 1], strings.Join(shortAll(res.StillIndexed), " "))
 	}
 	if repaired > 0 && !dry {
 		if !forget {
