@@ -4,6 +4,7 @@ import (
 	"github.com/coffer-backup/coffer/engine/crypto"
 	"github.com/coffer-backup/coffer/engine/format"
 	"github.com/coffer-backup/coffer/engine/index"
+	"github.com/coffer-backup/coffer/engine/store"
 	"github.com/coffer-backup/coffer/engine/tree"
 
 	"context"
@@ -127,7 +128,7 @@ func (r *Repo) RepairSnapshots(ctx context.Context, opt RepairSnapshotsOptions) 
 	sort.SliceStable(snaps, func(i, j int) bool { return snaps[i].Time.Before(snaps[j].Time) })
 	res.Checked = len(snaps)
 
-	w := &rewriter{r: r, memo: map[crypto.ID]*dirInfo{}, listed: map[crypto.ID]bool{}, still: map[crypto.ID]bool{}, progress: opt.Progress}
+	w := &rewriter{r: r, memo: map[crypto.ID]*dirInfo{}, listed: map[crypto.ID]bool{}, unlisted: map[crypto.ID]bool{}, still: map[crypto.ID]bool{}, progress: opt.Progress}
 	for _, k := range []format.BlobKind{format.BlobData, format.BlobTree} {
 		if err := r.ListPacks(ctx, k, func(id crypto.ID, _ int64) error { w.listed[id] = true; return nil }); err != nil {
 			return nil, fmt.Errorf("listing packs: %w", err)
@@ -268,6 +269,7 @@ type dirInfo struct {
 type rewriter struct {
 	r        *Repo
 	listed   map[crypto.ID]bool   // packs in the store
+	unlisted map[crypto.ID]bool   // packs the listing lacks, looked up: true if gone
 	badData  map[crypto.ID]string // ReadData: blobs that failed to verify
 	still    map[crypto.ID]bool   // packs of damaged blobs still indexed
 	memo     map[crypto.ID]*dirInfo
@@ -283,26 +285,74 @@ func (w *rewriter) noteStill(err error) {
 	}
 }
 
-// blobBad says why content blob id cannot be read, if it cannot.
-func (w *rewriter) blobBad(id crypto.ID) (string, bool) {
-	_, pack, ok := w.r.Index.Lookup(id)
-	if !ok {
-		return fmt.Sprintf("blob %s is in no index (lost, or dropped from the index as damaged)", id.Short()), true
+// packGone reports whether pack (of blobs of kind k) is not in the
+// store. A pack the listing lacks is looked up before it counts as gone:
+// a listing cut short (a permission on part of the store) must not make
+// a repair drop files whose data exists; the repair stops instead.
+func (w *rewriter) packGone(ctx context.Context, k format.BlobKind, pack crypto.ID) (bool, error) {
+	if w.listed[pack] {
+		return false, nil
 	}
-	if !w.listed[pack] {
+	if gone, ok := w.unlisted[pack]; ok {
+		return gone, nil
+	}
+	_, err := w.r.st.Stat(ctx, packHandle(k, pack))
+	switch {
+	case err == nil:
+		return false, fmt.Errorf("pack %s is in the store, but the listing of packs lacks it; nothing was changed (is the listing complete? run repair again)", pack.Short())
+	case !store.IsNotFound(err):
+		return false, fmt.Errorf("pack %s: %w", pack.Short(), err)
+	}
+	w.unlisted[pack] = true
+	return true, nil
+}
+
+// gone returns a damage error if tree blob id's pack is not in the
+// store (checked before reading it: a copy in a local cache must not
+// hide a pack the store lost, which other hosts cannot read).
+func (w *rewriter) gone(ctx context.Context, id crypto.ID) error {
+	loc, pack, ok := w.r.Index.Lookup(id)
+	if !ok {
+		return nil // the read says so
+	}
+	gone, err := w.packGone(ctx, loc.Kind, pack)
+	if err != nil {
+		return err
+	}
+	if gone {
+		return &BlobError{ID: id, Pack: pack, Err: fmt.Errorf("its pack is not in the store: %w", store.ErrNotFound)}
+	}
+	return nil
+}
+
+// blobBad says why content blob id cannot be read, if it cannot.
+func (w *rewriter) blobBad(ctx context.Context, id crypto.ID) (string, bool, error) {
+	loc, pack, ok := w.r.Index.Lookup(id)
+	if !ok {
+		return fmt.Sprintf("blob %s is in no index (lost, or dropped from the index as damaged)", id.Short()), true, nil
+	}
+	gone, err := w.packGone(ctx, loc.Kind, pack)
+	if err != nil {
+		return "", false, err
+	}
+	if gone {
 		w.still[pack] = true
-		return fmt.Sprintf("blob %s: its pack %s is not in the store", id.Short(), pack.Short()), true
+		return fmt.Sprintf("blob %s: its pack %s is not in the store", id.Short(), pack.Short()), true, nil
 	}
 	if why, bad := w.badData[id]; bad {
 		w.still[pack] = true
-		return why, true
+		return why, true, nil
 	}
-	return "", false
+	return "", false, nil
 }
 
 // fileBad says why the content of file n cannot be read, if it cannot.
 func (w *rewriter) fileBad(ctx context.Context, n *tree.Node) (string, bool, error) {
-	cs, err := w.r.FileChunks(ctx, n)
+	var cs []tree.Chunk
+	err := w.gone(ctx, n.ChunkList)
+	if err == nil {
+		cs, err = w.r.FileChunks(ctx, n)
+	}
 	if err != nil {
 		if ctx.Err() != nil || !IsDamage(err) {
 			return "", false, err
@@ -312,7 +362,11 @@ func (w *rewriter) fileBad(ctx context.Context, n *tree.Node) (string, bool, err
 	}
 	nbad, why := 0, ""
 	for _, c := range cs {
-		if y, bad := w.blobBad(c.ID); bad {
+		y, bad, err := w.blobBad(ctx, c.ID)
+		if err != nil {
+			return "", false, err
+		}
+		if bad {
 			if nbad == 0 {
 				why = y
 			}
@@ -343,7 +397,11 @@ func (w *rewriter) entries(ctx context.Context, d *tree.Dir, fn func(n *tree.Nod
 		for i := range refs {
 			ref := &refs[i]
 			if level == 0 {
-				nodes, err := w.r.LoadPage(ctx, ref.ID)
+				var nodes []tree.Node
+				err := w.gone(ctx, ref.ID)
+				if err == nil {
+					nodes, err = w.r.LoadPage(ctx, ref.ID)
+				}
 				if err == nil && (uint64(len(nodes)) != ref.Entries || nodes[0].SortKey() != ref.First) {
 					err = &BlobError{ID: ref.ID, Err: fmt.Errorf("%w: the page disagrees with its reference", format.ErrCorrupt)}
 				}
@@ -362,7 +420,11 @@ func (w *rewriter) entries(ctx context.Context, d *tree.Dir, fn func(n *tree.Nod
 				}
 				continue
 			}
-			p, err := w.r.LoadIndexPage(ctx, ref.ID)
+			var p *tree.Dir
+			err := w.gone(ctx, ref.ID)
+			if err == nil {
+				p, err = w.r.LoadIndexPage(ctx, ref.ID)
+			}
 			if err == nil && (p.IndexLevel != level || p.Stats.Entries != ref.Entries || len(p.Pages) == 0 || p.Pages[0].First != ref.First) {
 				err = &BlobError{ID: ref.ID, Err: fmt.Errorf("%w: the index page disagrees with its reference", format.ErrCorrupt)}
 			}
@@ -399,7 +461,11 @@ func (w *rewriter) dir(ctx context.Context, id crypto.ID) (*dirInfo, error) {
 		return info, nil
 	}
 	w.progress.Files.Add(1)
-	d, err := w.r.LoadDir(ctx, id)
+	var d *tree.Dir
+	err := w.gone(ctx, id)
+	if err == nil {
+		d, err = w.r.LoadDir(ctx, id)
+	}
 	if err != nil {
 		if ctx.Err() != nil || !IsDamage(err) {
 			return nil, err

@@ -314,7 +314,20 @@ func TestRepairDamagedDataS3(t *testing.T) {
 // damaged original) stores sub/ again and checks clean.
 func TestRepairDeletedTreePack(t *testing.T) {
 	e := newEnv(t)
-	obj := folderObjects(t, e.store)
+	repairDeletedTreePack(t, e, folderObjects(t, e.store))
+}
+
+// TestRepairDeletedTreePackS3: the same on MinIO, where the tree pack's
+// blobs are also in the local disk cache, which must not hide that the
+// store lost the pack.
+func TestRepairDeletedTreePackS3(t *testing.T) {
+	m := needMinio(t)
+	bucket := m.newBucket(t, "repairtree")
+	e := newS3Env(t, m, "s3://"+bucket+"/store/")
+	repairDeletedTreePack(t, e, s3Objects(t, m, bucket, "store/"))
+}
+
+func repairDeletedTreePack(t *testing.T, e *env, obj objects) {
 	src := filepath.Join(t.TempDir(), "src")
 	testtree.WriteFile(filepath.Join(src, "sub", "a.bin"), testtree.RandBytes(30000))
 	testtree.WriteFile(filepath.Join(src, "other", "b.bin"), testtree.RandBytes(20000))
