@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"time"
 )
 
 // RepairedTag is the tag of every snapshot 'repair snapshots' writes.
@@ -83,8 +84,9 @@ type RepairSnapshotsResult struct {
 // file whose content (or chunk list) cannot be read is dropped, a folder
 // that cannot be read becomes an empty folder (its metadata kept), and
 // the entries of an unreadable page of a large folder are dropped. Every
-// changed path is reported. The new snapshot keeps the original's time,
-// source, host and tags, adds the tag "repaired", names the original in
+// changed path is reported. The new snapshot keeps the original's time
+// (plus 1 ns, so that it sorts after it), source, host and tags, adds
+// the tag "repaired", names the original in
 // Original, is marked partial and lists the changed paths in its skipped
 // entries.
 //
@@ -222,6 +224,10 @@ func (r *Repo) RepairSnapshots(ctx context.Context, opt RepairSnapshotsOptions) 
 		}
 		sn.Stats.Files, sn.Stats.Dirs, sn.Stats.Bytes = t.info.stats.Files, t.info.stats.Dirs, t.info.stats.Bytes
 		sn.Partial = true
+		// One nanosecond later than the original: where both exist, the
+		// repaired one is the newer ("latest", forget's keep rules)
+		// rather than whichever id sorts last.
+		sn.Time = sn.Time.Add(time.Nanosecond)
 		sn.SkippedEntries = slices.Clone(sn.SkippedEntries)
 		for _, p := range t.info.paths {
 			sn.Stats.Skipped++

@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
+	"time"
 )
 
 // flipBlob flips a byte in the middle of blob id's sealed bytes in its
@@ -131,6 +132,12 @@ func TestRepairSnapshotsPagedDir(t *testing.T) {
 	}
 	if rsn.Original == nil || *rsn.Original != sn.ID || !slices.Contains(rsn.Tags, engine.RepairedTag) || !rsn.Partial || rsn.Stats.Skipped != 2 {
 		t.Fatalf("repaired snapshot: %+v", rsn)
+	}
+	if !rsn.Time.Equal(sn.Time.Add(time.Nanosecond)) {
+		t.Fatalf("repaired snapshot time %v, original %v: want 1 ns later", rsn.Time, sn.Time)
+	}
+	if latest, err := r.FindSnapshot(ctx, "latest"); err != nil || latest.ID != rsn.ID {
+		t.Fatalf("latest is %v (%v), want the repaired snapshot", latest, err)
 	}
 	wantFiles := uint64(n+1) - page.Entries - 1
 	if rsn.Stats.Files != wantFiles {

@@ -238,7 +238,8 @@ repair packs', the damaged ones), and the folders that cannot be read.
 For each damaged snapshot it writes a new one in which each such file
 is dropped and each unreadable folder is an empty folder (its name and
 metadata kept), and prints every path and what was done. The new
-snapshot keeps the original's time, source and tags, gets the tag
+snapshot keeps the original's time (plus 1 ns, so that it is the newer
+of the two for 'latest' and forget), source and tags, gets the tag
 'repaired', names its original ('original' in ls --json) and lists the
 changed paths as skipped entries. The originals are kept unless
 --forget: then each is removed once its repaired snapshot is durable.
