@@ -86,9 +86,8 @@ type RepairSnapshotsResult struct {
 // the entries of an unreadable page of a large folder are dropped. Every
 // changed path is reported. The new snapshot keeps the original's time
 // (plus 1 ns, so that it sorts after it), source, host and tags, adds
-// the tag "repaired", names the original in
-// Original, is marked partial and lists the changed paths in its skipped
-// entries.
+// the tag "repaired", names the original in Original, is marked partial
+// and lists the changed paths in its skipped entries.
 //
 // Every tree blob is read; a content blob is damaged when no index
 // names it or its pack is not in the store (and, with ReadData, when it
@@ -99,8 +98,9 @@ type RepairSnapshotsResult struct {
 // repaired (RepairPacks on them: their damaged blobs leave the index, so
 // the next backup stores that data again); the new tree blobs are
 // written (packs, then their index file), then the new snapshots, and
-// only then, with Forget, the originals are removed. A kill at any point leaves the originals (at worst unindexed
-// packs); a rerun skips originals that already have a repaired snapshot.
+// only then, with Forget, the originals are removed. A kill at any point
+// leaves the originals (at worst unindexed packs); a rerun skips the
+// originals that already have a repaired snapshot.
 func (r *Repo) RepairSnapshots(ctx context.Context, opt RepairSnapshotsOptions) (*RepairSnapshotsResult, error) {
 	if opt.Progress == nil {
 		opt.Progress = &Progress{}
