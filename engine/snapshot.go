@@ -41,6 +41,10 @@ type Snapshot struct {
 	SkippedEntries []SkippedEntry `json:"skipped_entries,omitempty"`
 	Info           []tree.Attr    `json:"source_info,omitempty"` // e.g. bucket name, region, owner
 	Duration       float64        `json:"duration_seconds"`
+	// Original is set on a snapshot written by 'repair snapshots': the
+	// snapshot it was repaired from (which may since be removed). Absent
+	// otherwise; readers that predate it ignore it.
+	Original *crypto.ID `json:"original,omitempty"`
 }
 
 // SkippedEntry is an entry a backup left out.

@@ -415,6 +415,7 @@ type snapshotOut struct {
 	Host     string                `json:"host,omitempty"`
 	Tags     []string              `json:"tags,omitempty"`
 	Parent   string                `json:"parent,omitempty"`
+	Original string                `json:"original,omitempty"` // the snapshot 'repair snapshots' repaired this one from
 	Partial  bool                  `json:"partial"`
 	Stats    engine.SnapshotStats  `json:"stats"`
 	Duration float64               `json:"duration_seconds"`
@@ -426,6 +427,9 @@ func snapshotJSON(sn *engine.Snapshot) snapshotOut {
 		Tags: sn.Tags, Partial: sn.Partial, Stats: sn.Stats, Duration: sn.Duration, Skipped: sn.SkippedEntries}
 	if sn.Parent != nil {
 		o.Parent = sn.Parent.String()
+	}
+	if sn.Original != nil {
+		o.Original = sn.Original.String()
 	}
 	return o
 }
@@ -997,13 +1001,16 @@ func runCheck(c *cli.Context) error {
 		}
 	}
 	if !res.OK() {
-		// Damaged data cannot be repaired yet: new backups deduplicate
-		// against the damaged blobs too, so say what actually helps.
-		what := "the damage is listed above (no file is affected: a damaged pack's blobs are unused, or an index file is damaged)"
+		// Say what helps: damaged blobs stay in the index (and new
+		// backups reuse them) until repair packs drops them.
+		what := "the damage is listed above (no file is affected: a damaged pack's blobs are unused, or an index file is damaged); " +
+			"'coffer repair packs' drops damaged packs from the index"
 		for _, p := range res.Problems {
 			if p.Path != "" {
-				what = "the damaged files are listed above. Their data cannot be read from this store: restore what you need from snapshots not listed as damaged, " +
-					"and back the sources up into a new store (coffer has no repair of damaged data yet; later backups into this one reuse the damaged data)"
+				what = "the damaged files are listed above; their data cannot be read from this store. Restore what you need from snapshots not listed as damaged, then: " +
+					"'coffer repair packs' (drops the damaged blobs from the index, so the next backup stores them again), " +
+					"'coffer repair snapshots' (writes copies of the damaged snapshots without the damaged files; --forget removes the originals), " +
+					"and back the sources up again"
 				break
 			}
 		}

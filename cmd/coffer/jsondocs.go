@@ -26,6 +26,8 @@ var jsonOutputs = []struct {
 	{"forget", "one object: the policy, and for each group the snapshots kept (with the rules that keep them) and removed", reflect.TypeOf(forgetOut{})},
 	{"rm", "one object", reflect.TypeOf(rmOut{})},
 	{"repair index", "one object", reflect.TypeOf(engine.RepairIndexResult{})},
+	{"repair packs", "one object", reflect.TypeOf(engine.RepairPacksResult{})},
+	{"repair snapshots", "one object", reflect.TypeOf(engine.RepairSnapshotsResult{})},
 	{"passphrase ls", "an array of key slots", reflect.TypeOf(slotOut{})},
 	{"config KIND show NAME", "one object: the entry's settings, secrets masked", reflect.TypeOf(config.Entry{})},
 	{"config KIND ls", "an object: name → the entry's settings, secrets masked", reflect.TypeOf(map[string]config.Entry{})},

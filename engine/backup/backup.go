@@ -538,10 +538,16 @@ func (c *parentCursor) find(ctx context.Context, it *Item) (*tree.Node, bool, er
 	}
 	if c.iters == nil {
 		d, err := c.r.LoadDir(ctx, c.root)
-		if err != nil {
+		if err != nil && !engine.IsDamage(err) {
 			return nil, false, fmt.Errorf("parent snapshot: %w", err)
 		}
-		c.iters = []*tree.Iter{c.r.Iter(d)}
+		// A damaged parent must not stop the backup: what it cannot
+		// tell is read again.
+		var it *tree.Iter
+		if err == nil {
+			it = c.r.Iter(d)
+		}
+		c.iters = []*tree.Iter{it}
 	}
 	segs := Segments(it.Path)
 	parent := segs[:len(segs)-1]
@@ -554,15 +560,17 @@ func (c *parentCursor) find(ctx context.Context, it *Item) (*tree.Node, bool, er
 		var next *tree.Iter
 		if top := c.iters[len(c.iters)-1]; top != nil {
 			n, ok, err := top.Seek(ctx, s+"/")
-			if err != nil {
+			if err != nil && !engine.IsDamage(err) {
 				return nil, false, err
 			}
-			if ok {
+			if ok && err == nil {
 				d, err := c.r.LoadDir(ctx, n.Subtree)
-				if err != nil {
+				if err != nil && !engine.IsDamage(err) {
 					return nil, false, err
 				}
-				next = c.r.Iter(d)
+				if err == nil {
+					next = c.r.Iter(d)
+				}
 			}
 		}
 		c.names = append(c.names, s)
@@ -574,5 +582,9 @@ func (c *parentCursor) find(ctx context.Context, it *Item) (*tree.Node, bool, er
 	}
 	n := it.Node
 	n.Name = segs[len(segs)-1]
-	return top.Seek(ctx, n.SortKey())
+	p, ok, err := top.Seek(ctx, n.SortKey())
+	if err != nil && engine.IsDamage(err) {
+		return nil, false, nil // a damaged page of the parent: read the file again
+	}
+	return p, ok, err
 }

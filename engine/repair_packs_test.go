@@ -1,0 +1,130 @@
+package engine_test
+
+import (
+	"github.com/coffer-backup/coffer/engine"
+	"github.com/coffer-backup/coffer/engine/backup"
+	"github.com/coffer-backup/coffer/engine/check"
+	"github.com/coffer-backup/coffer/engine/store"
+
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestRepairPacksRerunAfterCrash: a repair of a damaged data pack killed
+// after its new index files are durable and before the old ones are
+// removed (the old files put back) is finished by a rerun, which copies
+// no blob twice; then the snapshot's undamaged files restore, the
+// damaged one is named, and the next backup stores it again.
+func TestRepairPacksRerunAfterCrash(t *testing.T) {
+	ctx := context.Background()
+	r, dir := newTestRepo(t, engine.CreateOptions{Chunker: testChunker})
+	src := filepath.Join(t.TempDir(), "src")
+	writeFile(t, filepath.Join(src, "victim"), randBytes(20000))
+	writeFile(t, filepath.Join(src, "a"), textBytes(1, 4000))
+	writeFile(t, filepath.Join(src, "b"), textBytes(2, 4000))
+	sn := backupDir(t, r, src, backup.Options{})
+	if err := r.LoadIndex(ctx); err != nil {
+		t.Fatal(err)
+	}
+	v, err := r.ResolvePath(ctx, sn, "/victim", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	flipBlob(t, r, dir, v.Chunks[0].ID)
+	old := map[string][]byte{}
+	for _, n := range indexFiles(t, dir) {
+		old[n], _ = os.ReadFile(filepath.Join(dir, "index", n))
+	}
+
+	first, err := reopen(t, dir).RepairPacks(ctx, engine.RepairPacksOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(first.Damaged) != 1 || first.LostBlobs != 1 || first.SalvagedBlobs != 2 || first.SalvagePacks != 1 {
+		t.Fatalf("repair packs: %+v", first)
+	}
+	// The crash: the old index files are back beside the new ones.
+	for n, b := range old {
+		if err := os.WriteFile(filepath.Join(dir, "index", n), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	again, err := reopen(t, dir).RepairPacks(ctx, engine.RepairPacksOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(again.Damaged) != 1 || again.SalvagedBlobs != 0 || again.SalvagePacks != 0 || len(again.OldIndexFiles) == 0 {
+		t.Fatalf("rerun: %+v", again)
+	}
+	for n := range old {
+		if _, err := os.Stat(filepath.Join(dir, "index", n)); !os.IsNotExist(err) {
+			t.Fatalf("old index file %s still there after the rerun", n[:8])
+		}
+	}
+	if last, err := reopen(t, dir).RepairPacks(ctx, engine.RepairPacksOptions{}); err != nil || len(last.Damaged) != 0 {
+		t.Fatalf("third run: %+v %v", last, err)
+	}
+
+	res, err := check.Run(ctx, reopen(t, dir), check.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Problems) != 1 || res.Problems[0].Path != "/victim" {
+		t.Fatalf("check after repair packs: %v", res.Problems)
+	}
+	rs, err := reopen(t, dir).RepairSnapshots(ctx, engine.RepairSnapshotsOptions{Forget: true})
+	if err != nil || len(rs.Damaged) != 1 || rs.Packs != nil {
+		t.Fatalf("repair snapshots: %+v %v", rs, err)
+	}
+	r = reopen(t, dir)
+	sn2 := backupDir(t, r, src, backup.Options{})
+	if sn2.Stats.NewBlobs != 1 {
+		t.Fatalf("the next backup stored %d blobs, want the lost one", sn2.Stats.NewBlobs)
+	}
+	to := filepath.Join(t.TempDir(), "out")
+	if err := restoreAll(t, r, sn2, to); err != nil {
+		t.Fatal(err)
+	}
+	compareTrees(t, src, to)
+	if res, err := check.Run(ctx, reopen(t, dir), check.Options{}); err != nil || !res.OK() {
+		t.Fatalf("final check: %v %v", err, res.Problems)
+	}
+}
+
+// hidePacks is a store whose listing leaves out packs, as a listing cut
+// short by a permission on part of a bucket would.
+type hidePacks struct{ store.Storage }
+
+func (h hidePacks) List(ctx context.Context, k store.Kind, fn func(store.ObjectInfo) error) error {
+	if k == store.KindDataPack || k == store.KindTreePack {
+		return nil
+	}
+	return h.Storage.List(ctx, k, fn)
+}
+
+// TestRepairIncompleteListing: when the listing lacks packs that exist,
+// neither repair drops anything: both stop with an error and write
+// nothing.
+func TestRepairIncompleteListing(t *testing.T) {
+	ctx := context.Background()
+	storeDir, srcs := repairStore(t, 2)
+	before := storePacks(t, storeDir)
+	idx := indexFiles(t, storeDir)
+	r := openRepo(t, hidePacks{folderStore(t, storeDir)})
+	if _, err := r.RepairSnapshots(ctx, engine.RepairSnapshotsOptions{Forget: true}); err == nil || !strings.Contains(err.Error(), "listing") {
+		t.Fatalf("repair snapshots with an incomplete listing: %v", err)
+	}
+	if _, err := r.RepairPacks(ctx, engine.RepairPacksOptions{}); err == nil || !strings.Contains(err.Error(), "listing") {
+		t.Fatalf("repair packs with an incomplete listing: %v", err)
+	}
+	if got := storePacks(t, storeDir); len(got) != len(before) {
+		t.Fatalf("packs changed: %d, were %d", len(got), len(before))
+	}
+	if got := indexFiles(t, storeDir); strings.Join(got, ",") != strings.Join(idx, ",") {
+		t.Fatal("index files changed")
+	}
+	verifyStore(t, storeDir, srcs)
+}

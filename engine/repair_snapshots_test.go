@@ -1,0 +1,380 @@
+package engine_test
+
+import (
+	"github.com/coffer-backup/coffer/engine"
+	"github.com/coffer-backup/coffer/engine/backup"
+	"github.com/coffer-backup/coffer/engine/check"
+	"github.com/coffer-backup/coffer/engine/crypto"
+	"github.com/coffer-backup/coffer/engine/format"
+	"github.com/coffer-backup/coffer/engine/store"
+
+	"bytes"
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// flipBlob flips a byte in the middle of blob id's sealed bytes in its
+// pack (a folder store at dir), and returns the pack.
+func flipBlob(t *testing.T, r *engine.Repo, dir string, id crypto.ID) crypto.ID {
+	t.Helper()
+	loc, pack, ok := r.Locate(id)
+	if !ok {
+		t.Fatalf("blob %s is not indexed", id.Short())
+	}
+	k := store.KindDataPack
+	if loc.Kind == format.BlobTree {
+		k = store.KindTreePack
+	}
+	p := filepath.Join(dir, filepath.FromSlash(store.ObjectName(store.Handle{Kind: k, Name: pack.String()})))
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[loc.Offset+loc.Length/2] ^= 0x10
+	if err := os.WriteFile(p, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return pack
+}
+
+// TestRepairSnapshotsPagedDir damages one page of a large (paged)
+// directory and the content of one file on another page. A dry run
+// with ReadData finds both and names both packs as still indexed and
+// changes nothing; RepairPacks drops them; RepairSnapshots writes a
+// snapshot without the page's entries and the file, whose totals and
+// listing agree, which checks clean and restores the rest byte-exact.
+func TestRepairSnapshotsPagedDir(t *testing.T) {
+	ctx := context.Background()
+	r, dir := newTestRepo(t, engine.CreateOptions{Chunker: testChunker})
+	src := filepath.Join(t.TempDir(), "src")
+	const n = 1500
+	for i := range n {
+		writeFile(t, filepath.Join(src, "big", fmt.Sprintf("f%04d", i)), []byte(fmt.Sprintf("file %d of the big folder\n", i)))
+	}
+	writeFile(t, filepath.Join(src, "other.txt"), textBytes(3, 5000))
+	sn := backupDir(t, r, src, backup.Options{})
+	if err := r.LoadIndex(ctx); err != nil {
+		t.Fatal(err)
+	}
+	bigNode, err := r.ResolvePath(ctx, sn, "/big", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	big, err := r.LoadDir(ctx, bigNode.Subtree)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if big.Inline != nil || big.Height != 0 || len(big.Pages) < 3 {
+		t.Fatalf("test setup: /big has %d pages at height %d, want ≥ 3 pages", len(big.Pages), big.Height)
+	}
+	page := big.Pages[1]
+	victim, err := r.ResolvePath(ctx, sn, "/big/f1499", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	treePack := flipBlob(t, r, dir, page.ID)
+	dataPack := flipBlob(t, r, dir, victim.Chunks[0].ID)
+
+	r = reopen(t, dir)
+	dry, err := r.RepairSnapshots(ctx, engine.RepairSnapshotsOptions{DryRun: true, ReadData: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantStill := []string{treePack.String(), dataPack.String()}
+	slices.Sort(wantStill)
+	if len(dry.Damaged) != 1 || len(dry.Damaged[0].Paths) != 2 || !slices.Equal(dry.StillIndexed, wantStill) {
+		t.Fatalf("dry run: %+v", dry)
+	}
+	if ids, _ := r.SnapshotIDs(ctx); len(ids) != 1 {
+		t.Fatalf("the dry run wrote snapshots: %d", len(ids))
+	}
+
+	rp, err := r.RepairPacks(ctx, engine.RepairPacksOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rp.Damaged) != 2 || rp.LostBlobs != 2 || rp.SalvagedBlobs == 0 {
+		t.Fatalf("repair packs: %+v", rp)
+	}
+
+	r = reopen(t, dir)
+	res, err := r.RepairSnapshots(ctx, engine.RepairSnapshotsOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Damaged) != 1 || res.Damaged[0].New == "" || len(res.StillIndexed) != 0 {
+		t.Fatalf("repair snapshots: %+v", res)
+	}
+	got := map[string]engine.RepairedPath{}
+	for _, p := range res.Damaged[0].Paths {
+		got[p.Path] = p
+	}
+	if p := got["/big/"+page.First]; p.Action != "lost" || p.Entries != page.Entries {
+		t.Fatalf("page not reported lost: %+v (want %d entries from %s)", res.Damaged[0].Paths, page.Entries, page.First)
+	}
+	if p := got["/big/f1499"]; p.Action != "dropped" {
+		t.Fatalf("f1499 not reported dropped: %+v", res.Damaged[0].Paths)
+	}
+
+	r = reopen(t, dir)
+	if err := r.LoadIndex(ctx); err != nil {
+		t.Fatal(err)
+	}
+	newID, _ := crypto.ParseID(res.Damaged[0].New)
+	rsn, err := r.LoadSnapshot(ctx, newID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rsn.Original == nil || *rsn.Original != sn.ID || !slices.Contains(rsn.Tags, engine.RepairedTag) || !rsn.Partial || rsn.Stats.Skipped != 2 {
+		t.Fatalf("repaired snapshot: %+v", rsn)
+	}
+	if !rsn.Time.Equal(sn.Time.Add(time.Nanosecond)) {
+		t.Fatalf("repaired snapshot time %v, original %v: want 1 ns later", rsn.Time, sn.Time)
+	}
+	if latest, err := r.FindSnapshot(ctx, "latest"); err != nil || latest.ID != rsn.ID {
+		t.Fatalf("latest is %v (%v), want the repaired snapshot", latest, err)
+	}
+	wantFiles := uint64(n+1) - page.Entries - 1
+	if rsn.Stats.Files != wantFiles {
+		t.Fatalf("repaired snapshot counts %d files, want %d", rsn.Stats.Files, wantFiles)
+	}
+	// The listing of /big agrees with its totals, in order.
+	nb, err := r.ResolvePath(ctx, rsn, "/big", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nd, err := r.LoadDir(ctx, nb.Subtree)
+	if err != nil {
+		t.Fatal(err)
+	}
+	it := r.Iter(nd)
+	var names []string
+	for {
+		e, ok, err := it.Next(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !ok {
+			break
+		}
+		names = append(names, e.Name)
+	}
+	if uint64(len(names)) != nd.Stats.Entries || uint64(len(names)) != uint64(n)-page.Entries-1 || !slices.IsSorted(names) {
+		t.Fatalf("/big lists %d entries, its totals say %d, want %d", len(names), nd.Stats.Entries, uint64(n)-page.Entries-1)
+	}
+
+	cr, err := check.Run(ctx, reopen(t, dir), check.Options{Snapshots: []*engine.Snapshot{rsn}})
+	if err != nil || !cr.OK() {
+		t.Fatalf("check of the repaired snapshot: %v %v", err, cr.Problems)
+	}
+	to := filepath.Join(t.TempDir(), "out")
+	if err := restoreAll(t, r, rsn, to); err != nil {
+		t.Fatal(err)
+	}
+	restored := 0
+	filepath.WalkDir(to, func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		rel, _ := filepath.Rel(to, p)
+		a, _ := os.ReadFile(filepath.Join(src, rel))
+		b, _ := os.ReadFile(p)
+		if !bytes.Equal(a, b) {
+			t.Errorf("%s differs", rel)
+		}
+		restored++
+		return nil
+	})
+	if uint64(restored) != wantFiles {
+		t.Fatalf("restored %d files, want %d", restored, wantFiles)
+	}
+}
+
+// TestRepairSnapshotsUndamaged: a store without damage is left as it
+// is, and the trees of a repaired directory that did not change keep
+// their ids.
+func TestRepairSnapshotsUndamaged(t *testing.T) {
+	ctx := context.Background()
+	storeDir, srcs := repairStore(t, 2)
+	r := reopen(t, storeDir)
+	res, err := r.RepairSnapshots(ctx, engine.RepairSnapshotsOptions{Forget: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Checked != 2 || len(res.Damaged) != 0 {
+		t.Fatalf("repair of an undamaged store: %+v", res)
+	}
+	verifyStore(t, storeDir, srcs)
+}
+
+// TestRepairSnapshotsReadData: with ReadData, RepairSnapshots alone finds
+// a damaged content blob, drops it from the index (RepairPacks on its
+// pack, salvaging the rest) and writes a repaired snapshot; the next
+// backup of the source stores the file again, and the whole store
+// checks clean once the original is forgotten.
+func TestRepairSnapshotsReadData(t *testing.T) {
+	ctx := context.Background()
+	r, dir := newTestRepo(t, engine.CreateOptions{Chunker: testChunker})
+	src := filepath.Join(t.TempDir(), "src")
+	writeFile(t, filepath.Join(src, "victim"), randBytes(10000))
+	writeFile(t, filepath.Join(src, "keep"), textBytes(1, 3000))
+	sn := backupDir(t, r, src, backup.Options{})
+	if err := r.LoadIndex(ctx); err != nil {
+		t.Fatal(err)
+	}
+	v, err := r.ResolvePath(ctx, sn, "/victim", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	flipBlob(t, r, dir, v.Chunks[0].ID)
+
+	r = reopen(t, dir)
+	res, err := r.RepairSnapshots(ctx, engine.RepairSnapshotsOptions{ReadData: true, Forget: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Damaged) != 1 || !res.Damaged[0].Forgotten || len(res.Damaged[0].Paths) != 1 || res.Damaged[0].Paths[0].Path != "/victim" ||
+		res.Packs == nil || res.Packs.LostBlobs != 1 || res.Packs.SalvagedBlobs == 0 {
+		t.Fatalf("repair: %+v (packs %+v)", res, res.Packs)
+	}
+	r = reopen(t, dir)
+	sn2 := backupDir(t, r, src, backup.Options{})
+	if sn2.Stats.NewBlobs == 0 {
+		t.Fatalf("the next backup did not store the damaged file again: %+v", sn2.Stats)
+	}
+	to := filepath.Join(t.TempDir(), "out")
+	if err := restoreAll(t, r, sn2, to); err != nil {
+		t.Fatal(err)
+	}
+	compareTrees(t, src, to)
+	cr, err := check.Run(ctx, reopen(t, dir), check.Options{})
+	if err != nil || !cr.OK() {
+		t.Fatalf("check: %v %v", err, cr.Problems)
+	}
+}
+
+// TestRepairSnapshotsRandomDamage flips random blobs (content, folders,
+// pages) of a random tree (its shape seeded; which blobs are hit varies
+// with the store's random key) and repairs with ReadData: the
+// repaired snapshot checks clean, every file it restores is the
+// source's byte for byte, and every source file it lacks is covered by
+// a reported path (the file dropped, a folder above it emptied, or a
+// lost part of a folder above it).
+func TestRepairSnapshotsRandomDamage(t *testing.T) {
+	for seed := range uint64(3) {
+		t.Run(fmt.Sprint(seed), func(t *testing.T) { repairRandomDamage(t, seed) })
+	}
+}
+
+func repairRandomDamage(t *testing.T, seed uint64) {
+	ctx := context.Background()
+	rng := rand.New(rand.NewPCG(seed, 99))
+	r, dir := newTestRepo(t, engine.CreateOptions{Chunker: testChunker})
+	src := filepath.Join(t.TempDir(), "src")
+	var dirs []string
+	for i := range 12 {
+		d := fmt.Sprintf("d%d", i)
+		if i > 0 && rng.IntN(2) == 0 {
+			d = filepath.Join(dirs[rng.IntN(len(dirs))], d)
+		}
+		dirs = append(dirs, d)
+	}
+	for i := range 200 {
+		d := dirs[rng.IntN(len(dirs))]
+		writeFile(t, filepath.Join(src, d, fmt.Sprintf("f%03d", i)), textBytes(uint64(i)+seed*1000, 100+rng.IntN(3000)))
+	}
+	for i := range 700 { // a paged folder
+		writeFile(t, filepath.Join(src, "big", fmt.Sprintf("g%04d", i)), []byte(fmt.Sprintf("%d %d\n", seed, i)))
+	}
+	backupDir(t, r, src, backup.Options{})
+	if err := r.LoadIndex(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Two content blobs and two tree blobs (folders, pages; the root
+	// perhaps, which empties the whole snapshot).
+	var data, trees []crypto.ID
+	r.Index.Each(func(b format.BlobLoc, _ crypto.ID) {
+		if b.Kind == format.BlobTree {
+			trees = append(trees, b.ID)
+		} else {
+			data = append(data, b.ID)
+		}
+	})
+	for range 2 {
+		flipBlob(t, r, dir, data[rng.IntN(len(data))])
+		flipBlob(t, r, dir, trees[rng.IntN(len(trees))])
+	}
+
+	res, err := reopen(t, dir).RepairSnapshots(ctx, engine.RepairSnapshotsOptions{ReadData: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Damaged) != 1 || res.Damaged[0].New == "" {
+		t.Fatalf("repair: %+v", res)
+	}
+	paths := res.Damaged[0].Paths
+	r = reopen(t, dir)
+	newID, _ := crypto.ParseID(res.Damaged[0].New)
+	rsn, err := r.LoadSnapshot(ctx, newID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cr, err := check.Run(ctx, reopen(t, dir), check.Options{Snapshots: []*engine.Snapshot{rsn}}); err != nil || !cr.OK() {
+		t.Fatalf("check of the repaired snapshot: %v %v", err, cr.Problems)
+	}
+	to := filepath.Join(t.TempDir(), "out")
+	if err := restoreAll(t, r, rsn, to); err != nil {
+		t.Fatal(err)
+	}
+	covered := func(rel string) bool {
+		for _, p := range paths {
+			switch p.Action {
+			case "dropped":
+				if p.Path == rel {
+					return true
+				}
+			case "emptied":
+				if strings.HasPrefix(rel, p.Path) {
+					return true
+				}
+			case "lost":
+				if strings.HasPrefix(rel, p.Path[:strings.LastIndex(p.Path, "/")+1]) {
+					return true
+				}
+			}
+		}
+		return false
+	}
+	var restored, missing int
+	filepath.WalkDir(src, func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		rel, _ := filepath.Rel(src, p)
+		b, err := os.ReadFile(filepath.Join(to, rel))
+		if err != nil {
+			missing++
+			if !covered("/" + filepath.ToSlash(rel)) {
+				t.Errorf("/%s is missing from the repaired snapshot and no reported path covers it (reported %+v)", rel, paths)
+			}
+			return nil
+		}
+		a, _ := os.ReadFile(p)
+		if !bytes.Equal(a, b) {
+			t.Errorf("%s differs", rel)
+		}
+		restored++
+		return nil
+	})
+	if uint64(restored) != rsn.Stats.Files || (missing == 0 && restored > 0) {
+		t.Fatalf("restored %d files (%d missing); the repaired snapshot counts %d", restored, missing, rsn.Stats.Files)
+	}
+	t.Logf("seed %d: %d paths reported, %d files restored, %d lost", seed, len(paths), restored, missing)
+}
