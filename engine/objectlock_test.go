@@ -105,3 +105,35 @@ func TestParamsWithoutObjectLock(t *testing.T) {
 		t.Fatalf("Retention() of a store without a lock: %+v", r.Params.Retention())
 	}
 }
+
+// repair index on a locked store: the old index files cannot be removed
+// while their lock holds, and need not be (they name the same packs):
+// the repair reports them kept and the store still restores.
+func TestRepairIndexLocked(t *testing.T) {
+	ctx := context.Background()
+	pass := []byte("test passphrase")
+	m := store.NewLockingMemory()
+	r, err := engine.Create(ctx, m, pass, engine.CreateOptions{KDF: cheapKDF, Chunker: testChunker, ObjectLock: store.RetentionPolicy{Mode: store.Governance, Days: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := filepath.Join(t.TempDir(), "src")
+	writeFile(t, filepath.Join(src, "a"), randBytes(300<<10))
+	sn := backupDir(t, r, src, backup.Options{})
+	res, err := r.RepairIndex(ctx, engine.RepairIndexOptions{})
+	if err != nil {
+		t.Fatalf("repair index on a locked store: %v", err)
+	}
+	if len(res.OldIndexFiles) == 0 || len(res.LockedIndexFiles) != len(res.OldIndexFiles) || len(res.NewIndexFiles) == 0 {
+		t.Fatalf("old %d, locked %d, new %d index files", len(res.OldIndexFiles), len(res.LockedIndexFiles), len(res.NewIndexFiles))
+	}
+	r, err = engine.Open(ctx, m, pass)
+	if err != nil {
+		t.Fatal(err)
+	}
+	to := filepath.Join(t.TempDir(), "out")
+	if err := restoreAll(t, r, sn, to); err != nil {
+		t.Fatal(err)
+	}
+	compareTrees(t, src, to)
+}

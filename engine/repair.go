@@ -56,6 +56,10 @@ type RepairIndexResult struct {
 	// read.
 	OldIndexFiles     []string `json:"old_index_files"`
 	DamagedIndexFiles []string `json:"damaged_index_files"`
+	// LockedIndexFiles are old index files that S3 Object Lock keeps
+	// until their retention ends: they stay beside the new ones, which
+	// readers accept (they name the same packs).
+	LockedIndexFiles []string `json:"locked_index_files,omitempty"`
 	// NewIndexFiles are the index files written (none with DryRun).
 	NewIndexFiles []string `json:"new_index_files"`
 }
@@ -270,7 +274,12 @@ func (r *Repo) RepairIndex(ctx context.Context, opt RepairIndexOptions) (*Repair
 	// crash before this point leaves both, which readers accept (a blob
 	// listed twice: any copy will do), and a rerun finishes the work.
 	for _, name := range res.OldIndexFiles {
-		if err := r.st.Delete(ctx, store.Handle{Kind: store.KindIndex, Name: name}); err != nil {
+		err := r.st.Delete(ctx, store.Handle{Kind: store.KindIndex, Name: name})
+		if errors.Is(err, store.ErrLocked) {
+			res.LockedIndexFiles = append(res.LockedIndexFiles, name)
+			continue
+		}
+		if err != nil {
 			return res, fmt.Errorf("new index written (%d files), but removing the old index file %s failed: %w (run repair index again)",
 				len(res.NewIndexFiles), shortName(name), err)
 		}

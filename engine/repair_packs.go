@@ -342,7 +342,13 @@ func (r *Repo) RepairPacks(ctx context.Context, opt RepairPacksOptions) (*Repair
 	}
 	// Everything new is durable: only now may the old files go.
 	for _, name := range res.OldIndexFiles {
-		if err := r.st.Delete(ctx, store.Handle{Kind: store.KindIndex, Name: name}); err != nil {
+		err := r.st.Delete(ctx, store.Handle{Kind: store.KindIndex, Name: name})
+		if errors.Is(err, store.ErrLocked) {
+			// Unlike repair index, the old file must go: it still names
+			// the damaged blobs, and backups would go on reusing them.
+			return res, fmt.Errorf("new index written, but %w; until it is removed it still names the damaged blobs and backups keep reusing them: run repair packs again after that date", err)
+		}
+		if err != nil {
 			return res, fmt.Errorf("new index written, but removing the old index file %s failed: %w (run repair packs again)", shortName(name), err)
 		}
 	}

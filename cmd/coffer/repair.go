@@ -109,7 +109,10 @@ func runRepairIndex(c *cli.Context) error {
 			if dry {
 				fmt.Fprintf(w, "would write the new index, then remove %s (dry run: nothing written or removed)\n", plural(len(res.OldIndexFiles), "old index file"))
 			} else {
-				fmt.Fprintf(w, "wrote %s, then removed %s\n", plural(len(res.NewIndexFiles), "index file"), plural(len(res.OldIndexFiles), "old index file"))
+				fmt.Fprintf(w, "wrote %s, then removed %s\n", plural(len(res.NewIndexFiles), "index file"), plural(len(res.OldIndexFiles)-len(res.LockedIndexFiles), "old index file"))
+				if n := len(res.LockedIndexFiles); n > 0 {
+					fmt.Fprintf(w, "kept %s under S3 Object Lock until its retention ends (harmless: they name the same packs as the new ones)\n", plural(n, "old index file"))
+				}
 			}
 		}
 	}
