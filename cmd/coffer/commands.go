@@ -942,26 +942,9 @@ func runCheck(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	f, err := snapshotFilter(c)
+	snaps, err := chosenSnapshots(c, r, "check")
 	if err != nil {
 		return err
-	}
-	var snaps []*engine.Snapshot
-	for _, ref := range c.Args().Slice() {
-		sn, err := r.FindSnapshotIn(c.Context, ref, f)
-		if err != nil {
-			return err
-		}
-		snaps = append(snaps, sn)
-	}
-	if len(snaps) == 0 && !f.IsZero() {
-		// The snapshots the filters select, rather than the whole store.
-		if snaps, err = r.SnapshotsIn(c.Context, f); err != nil {
-			return err
-		}
-		if len(snaps) == 0 {
-			return fmt.Errorf("check: %w %s", engine.ErrNoMatch, f)
-		}
 	}
 	pr := &engine.Progress{}
 	var goal progressGoal

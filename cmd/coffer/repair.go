@@ -273,25 +273,9 @@ func runRepairSnapshots(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	f, err := snapshotFilter(c)
+	snaps, err := chosenSnapshots(c, r, "repair snapshots")
 	if err != nil {
 		return err
-	}
-	var snaps []*engine.Snapshot
-	for _, ref := range c.Args().Slice() {
-		sn, err := r.FindSnapshotIn(c.Context, ref, f)
-		if err != nil {
-			return err
-		}
-		snaps = append(snaps, sn)
-	}
-	if len(snaps) == 0 && !f.IsZero() {
-		if snaps, err = r.SnapshotsIn(c.Context, f); err != nil {
-			return err
-		}
-		if len(snaps) == 0 {
-			return fmt.Errorf("repair snapshots: %w %s", engine.ErrNoMatch, f)
-		}
 	}
 	dry, forget := c.Bool("dry-run"), c.Bool("forget")
 	pr := &engine.Progress{}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"path/filepath"
 
 	"github.com/urfave/cli/v2"
@@ -57,4 +58,32 @@ func snapshotFilter(c *cli.Context) (engine.Filter, error) {
 		f.Source = loc
 	}
 	return f, nil
+}
+
+// chosenSnapshots returns the snapshots a command that acts on some or
+// all of a store's snapshots was given: those named by the arguments
+// (each within the filters), else those the filters select (an error
+// naming cmd if none), else nil for "all of them".
+func chosenSnapshots(c *cli.Context, r *engine.Repo, cmd string) ([]*engine.Snapshot, error) {
+	f, err := snapshotFilter(c)
+	if err != nil {
+		return nil, err
+	}
+	var snaps []*engine.Snapshot
+	for _, ref := range c.Args().Slice() {
+		sn, err := r.FindSnapshotIn(c.Context, ref, f)
+		if err != nil {
+			return nil, err
+		}
+		snaps = append(snaps, sn)
+	}
+	if len(snaps) == 0 && !f.IsZero() {
+		if snaps, err = r.SnapshotsIn(c.Context, f); err != nil {
+			return nil, err
+		}
+		if len(snaps) == 0 {
+			return nil, fmt.Errorf("%s: %w %s", cmd, engine.ErrNoMatch, f)
+		}
+	}
+	return snaps, nil
 }
