@@ -155,3 +155,12 @@ func (l *Live) ListVersions(ctx context.Context) ([]object.LiveEntry, error) {
 	}
 	return ents, nil
 }
+
+// CheckVersions asks for one version (a one-key ListObjectVersions): it
+// fails as the listing of --at and --versions would, at once, on a
+// missing s3:ListBucketVersions.
+func (l *Live) CheckVersions(ctx context.Context) error {
+	_, err := l.c.s3.ListObjectVersions(ctx, &s3.ListObjectVersionsInput{Bucket: &l.c.opt.Bucket,
+		Prefix: aws.String(l.c.opt.Prefix), MaxKeys: aws.Int32(1)})
+	return classify(err, "list versions", "s3:ListBucketVersions", l.c.opt.Bucket, "")
+}

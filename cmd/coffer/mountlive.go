@@ -48,6 +48,9 @@ func runLiveMount(c *cli.Context) error {
 		}
 		ttl = d
 	}
+	if ttl == 0 && (c.Bool("list-all") || c.Bool("versions")) {
+		return usagef("mount: --metadata-ttl 0 would list the whole prefix again at every lookup with --list-all or --versions: give a TTL (1s or more)")
+	}
 	var at time.Time
 	if c.IsSet("at") {
 		if c.Bool("versions") || c.Bool("list-all") {
@@ -83,9 +86,20 @@ func runLiveMount(c *cli.Context) error {
 	}
 	// Fail before mounting: bad credentials, a missing bucket, another
 	// region, no s3:ListBucket (or s3:ListBucketVersions) all show on
-	// the first listing.
-	if _, err := tree.List(ctx, "", ""); err != nil {
+	// the first page of a listing.
+	if _, err := live.List(ctx, "", ""); err != nil {
 		return fmt.Errorf("mount of %s: %w", shown, err)
+	}
+	if c.IsSet("at") || c.Bool("versions") {
+		if err := live.CheckVersions(ctx); err != nil {
+			return fmt.Errorf("mount of %s: %w", shown, err)
+		}
+	}
+	if flat, ok := tree.(*object.FlatLive); ok {
+		// The whole listing is taken while the mount starts; the first
+		// reader waits for it (an error then is the reader's, and the
+		// next access lists again).
+		go flat.Load(ctx)
 	}
 	fsys := fusefs.NewLive(tree, fusefs.LiveOptions{
 		TTL: ttl, CacheSize: cacheSize, ReadAhead: readAhead,
