@@ -29,6 +29,10 @@ import (
 // ETag and every block is read with If-Match on it, so one open file
 // never mixes the bytes of two versions: a read that finds the object
 // changed fails with ESTALE, and the next lookup sees the new object.
+// An archived object that is not restored fails with EREMOTE. The
+// user.s3.* attributes are those of a snapshot (live_xattr.go); in a
+// tree of versions (--versions) each object has a hidden folder of its
+// versions (live_versions.go).
 
 // LiveBlock is the size of the ranged reads of a live mount.
 const LiveBlock = 1 << 20
