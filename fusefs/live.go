@@ -533,13 +533,7 @@ func (f *liveFile) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.Attr
 // liveHandle reads one version of an object: its blocks are keyed, and
 // read, with the ETag it had when it was opened.
 type liveHandle struct {
-	r    *object.Reader[liveBlock]
-	tree string
-	o    object.LiveObject
-	size int64
-
-	mu   sync.Mutex
-	next int64 // where the last read ended
+	r *object.Reader[liveBlock]
 }
 
 // Open pins the object's version, as the last lookup saw it. The kernel
@@ -557,7 +551,7 @@ func (f *liveFile) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint3
 			Key: liveBlock{tree: f.fsys.opt.Name, o: e.Object(f.key), off: off, n: n}, Size: n})
 	}
 	r := object.NewReader(f.fsys.blocks, object.NewLayout(pieces), f.fsys.opt.ReadAhead)
-	return &liveHandle{r: r, tree: f.fsys.opt.Name, o: e.Object(f.key), size: e.Size}, 0, 0
+	return &liveHandle{r: r}, 0, 0
 }
 
 func (f *liveFile) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
@@ -565,10 +559,7 @@ func (f *liveFile) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off 
 	if !ok {
 		return nil, syscall.EBADF
 	}
-	n, small, err := h.small(ctx, f.fsys, dest, off)
-	if !small {
-		n, err = h.r.ReadAt(ctx, dest, off)
-	}
+	n, err := h.r.ReadAt(ctx, dest, off)
 	if err != nil && err != io.EOF {
 		if errors.Is(err, object.ErrChanged) {
 			// The next lookup asks the bucket again.

@@ -26,7 +26,6 @@ type memLive struct {
 	lists int
 	stats int
 	attrs int
-	reads []int64 // the lengths of ReadRange calls
 }
 
 func newMemLive(page int) *memLive {
@@ -94,7 +93,6 @@ func (m *memLive) Stat(ctx context.Context, prefix, name string) (*object.LiveEn
 func (m *memLive) ReadRange(ctx context.Context, o object.LiveObject, off, n int64) ([]byte, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.reads = append(m.reads, n)
 	d, ok := m.objs[o.Key]
 	if !ok || m.etags[o.Key] != o.ETag {
 		return nil, fmt.Errorf("%s: %w", o.Key, object.ErrChanged)
