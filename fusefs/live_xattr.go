@@ -29,7 +29,10 @@ func (f *liveFile) xattrs(ctx context.Context) ([]object.LiveAttr, syscall.Errno
 		return a, 0
 	}
 	f.mu.Unlock()
-	a, err := f.fsys.t.Attrs(ctx, o)
+	// Not cut short by an interrupt: a Go caller is sent signals all
+	// the time (goroutine preemption), and getxattr and listxattr are not
+	// restarted after one (EINTR); the answer is kept for the next ask.
+	a, err := f.fsys.t.Attrs(context.WithoutCancel(ctx), o)
 	if err != nil {
 		if errors.Is(err, object.ErrChanged) {
 			f.dir.forget(f.name)
