@@ -29,6 +29,10 @@ import (
 // ETag and every block is read with If-Match on it, so one open file
 // never mixes the bytes of two versions: a read that finds the object
 // changed fails with ESTALE, and the next lookup sees the new object.
+// An archived object that is not restored fails with EREMOTE. The
+// user.s3.* attributes are those of a snapshot (live_xattr.go); in a
+// tree of versions (--versions) each object has a hidden folder of its
+// versions (live_versions.go).
 
 // LiveBlock is the size of the ranged reads of a live mount.
 const LiveBlock = 1 << 20
@@ -58,8 +62,9 @@ type LiveOptions struct {
 // liveBlock is the cache key of a block: which tree, which object at
 // which ETag, which bytes.
 type liveBlock struct {
-	tree, key, etag string
-	off, n          int64
+	tree   string
+	o      object.LiveObject
+	off, n int64
 }
 
 // LiveFS is the shared state of a live mount.
@@ -80,7 +85,7 @@ func NewLive(t object.LiveTree, opt LiveOptions) *LiveFS {
 	}
 	f := &LiveFS{t: t, opt: opt, start: time.Now()}
 	f.blocks = cache.NewBytes(opt.CacheSize, opt.Parallel, func(ctx context.Context, b liveBlock) ([]byte, error) {
-		return t.ReadRange(ctx, b.key, b.etag, b.off, b.n)
+		return t.ReadRange(ctx, b.o, b.off, b.n)
 	})
 	return f
 }
@@ -120,23 +125,30 @@ func (f *LiveFS) errno(op, path string, err error) syscall.Errno {
 		return syscall.EINTR
 	}
 	e := syscall.EIO
-	if errors.Is(err, object.ErrChanged) {
+	switch {
+	case errors.Is(err, object.ErrChanged):
 		e = syscall.ESTALE
+	case errors.Is(err, object.ErrNotRestored):
+		// As s3fs answers: the bytes are elsewhere (the log line says
+		// how to restore them).
+		e = syscall.EREMOTE
 	}
 	f.log.print(f.opt.Log, op+" "+path+": "+err.Error())
 	return e
 }
 
-// liveName is one entry of a listed folder under its local name.
+// liveName is one entry of a listed folder under its local name;
+// versions says it is the folder of the versions of object e.
 type liveName struct {
-	local string
-	e     object.LiveEntry
+	local    string
+	e        object.LiveEntry
+	versions bool
 }
 
-// lookupAnswer is a kept answer to a lookup of one name: e nil if it is
+// lookupAnswer is a kept answer to a lookup of one name: n nil if it is
 // not there.
 type lookupAnswer struct {
-	e  *object.LiveEntry
+	n  *liveName
 	at time.Time
 }
 
@@ -146,9 +158,11 @@ type liveDir struct {
 	fsys   *LiveFS
 	prefix string
 
+	noXattrs
+
 	mu      sync.Mutex
 	listed  []liveName // the last listing, in key order
-	byName  map[string]object.LiveEntry
+	byName  map[string]liveName
 	at      time.Time // when it was listed
 	lookups map[string]lookupAnswer
 }
@@ -157,6 +171,7 @@ var (
 	_ = (fs.NodeLookuper)((*liveDir)(nil))
 	_ = (fs.NodeOpendirHandler)((*liveDir)(nil))
 	_ = (fs.NodeGetattrer)((*liveDir)(nil))
+	_ = (fs.NodeGetxattrer)((*liveDir)(nil))
 )
 
 // localName names entry e as a snapshot does; files holds the objects
@@ -165,7 +180,7 @@ var (
 // of its name gets "%~". Names longer than NAME_MAX (which a snapshot
 // nests as pieces) are left out, with a log line: ok is false.
 func (d *liveDir) localName(e object.LiveEntry, files map[string]bool) (string, bool) {
-	if !e.Dir {
+	if !e.Dir && !e.Deleted {
 		files[e.Name] = true
 	}
 	local := keymap.LocalName(e.Name, e.Dir && files[e.Name])
@@ -185,9 +200,9 @@ func (d *liveDir) cached() ([]liveName, bool) {
 
 // keep keeps a complete listing, which answers lookups from now on.
 func (d *liveDir) keep(names []liveName) {
-	byName := make(map[string]object.LiveEntry, len(names))
+	byName := make(map[string]liveName, len(names))
 	for _, n := range names {
-		byName[n.local] = n.e
+		byName[n.local] = n
 	}
 	d.mu.Lock()
 	d.listed, d.byName, d.at, d.lookups = names, byName, time.Now(), nil
@@ -218,19 +233,19 @@ func (d *liveDir) forget(name string) {
 
 // find answers a lookup of name from the listing or a kept answer if
 // fresh, else with a Stat of that name alone.
-func (d *liveDir) find(ctx context.Context, name string) (*object.LiveEntry, error) {
+func (d *liveDir) find(ctx context.Context, name string) (*liveName, error) {
 	d.mu.Lock()
 	if d.fsys.fresh(d.at) {
-		e, ok := d.byName[name]
+		n, ok := d.byName[name]
 		d.mu.Unlock()
 		if !ok {
 			return nil, nil
 		}
-		return &e, nil
+		return &n, nil
 	}
 	if a, ok := d.lookups[name]; ok && d.fsys.fresh(a.at) {
 		d.mu.Unlock()
-		return a.e, nil
+		return a.n, nil
 	}
 	d.mu.Unlock()
 	e, err := d.stat(ctx, name)
@@ -244,52 +259,61 @@ func (d *liveDir) find(ctx context.Context, name string) (*object.LiveEntry, err
 	if len(d.lookups) > 4096 {
 		clear(d.lookups)
 	}
-	d.lookups[name] = lookupAnswer{e: e, at: time.Now()}
+	d.lookups[name] = lookupAnswer{n: e, at: time.Now()}
 	d.mu.Unlock()
 	return e, nil
 }
 
 // stat maps a local name back to its key segment and asks for it.
-func (d *liveDir) stat(ctx context.Context, name string) (*object.LiveEntry, error) {
+func (d *liveDir) stat(ctx context.Context, name string) (*liveName, error) {
+	of, versions := versionsOf(name)
+	if versions {
+		name = of
+	}
 	seg, beside, err := keymap.SegmentFromLocal(name)
-	if err != nil || keymap.LocalName(seg, beside) != name {
+	if err != nil || keymap.LocalName(seg, beside) != name || versions && beside {
 		return nil, nil // no key has this name
 	}
 	obj, dir, err := d.fsys.t.Stat(ctx, d.prefix, seg)
 	switch {
 	case err != nil:
 		return nil, err
-	case beside:
-		if obj != nil && dir {
-			return &object.LiveEntry{Name: seg, Dir: true}, nil
+	case versions:
+		if obj != nil && len(obj.Versions) > 0 {
+			return &liveName{local: versionsName(name), e: *obj, versions: true}, nil
 		}
-	case obj != nil:
-		return obj, nil
+	case beside:
+		if obj != nil && !obj.Deleted && dir {
+			return &liveName{local: name, e: object.LiveEntry{Name: seg, Dir: true}}, nil
+		}
+	case obj != nil && !obj.Deleted:
+		return &liveName{local: name, e: *obj}, nil
 	case dir:
-		return &object.LiveEntry{Name: seg, Dir: true}, nil
+		return &liveName{local: name, e: object.LiveEntry{Name: seg, Dir: true}}, nil
 	}
 	return nil, nil
 }
 
 func (d *liveDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	e, err := d.find(ctx, name)
+	n, err := d.find(ctx, name)
 	if err != nil {
 		return nil, d.fsys.errno("lookup", d.prefix+name, err)
 	}
-	if e == nil {
+	if n == nil {
 		return nil, syscall.ENOENT
 	}
-	return d.child(ctx, name, *e, &out.Attr), 0
+	return d.child(ctx, *n, &out.Attr), 0
 }
 
-// child returns the node of entry e under its local name, the one the
+// child returns the node of entry ln under its local name, the one the
 // kernel has if it has one (brought up to date), and fills its
 // attributes.
-func (d *liveDir) child(ctx context.Context, name string, e object.LiveEntry, a *fuse.Attr) *fs.Inode {
+func (d *liveDir) child(ctx context.Context, ln liveName, a *fuse.Attr) *fs.Inode {
+	name, e := ln.local, ln.e
 	if ch := d.GetChild(name); ch != nil {
 		switch n := ch.Operations().(type) {
 		case *liveFile:
-			if !e.Dir {
+			if !e.Dir && !ln.versions {
 				n.set(e)
 				n.fill(a)
 				return ch
@@ -299,9 +323,21 @@ func (d *liveDir) child(ctx context.Context, name string, e object.LiveEntry, a 
 				n.fill(a)
 				return ch
 			}
+		case *liveVersions:
+			if ln.versions {
+				n.set(e)
+				n.fill(a)
+				return ch
+			}
 		}
 	}
 	parent := d.StableAttr().Ino
+	if ln.versions {
+		n := &liveVersions{fsys: d.fsys, dir: d, name: name, key: d.prefix + e.Name}
+		n.set(e)
+		n.fill(a)
+		return d.NewInode(ctx, n, fs.StableAttr{Mode: syscall.S_IFDIR, Ino: inoHash(parent, 4, name)})
+	}
 	if e.Dir {
 		n := &liveDir{fsys: d.fsys, prefix: d.prefix + e.Name + "/"}
 		n.fill(a)
@@ -351,8 +387,17 @@ func (h *liveDirHandle) page(ctx context.Context) error {
 		return err
 	}
 	for _, e := range pg.Entries {
-		if local, ok := h.d.localName(e, h.files); ok {
+		local, ok := h.d.localName(e, h.files)
+		if !ok {
+			continue
+		}
+		if !e.Deleted {
 			h.names = append(h.names, liveName{local: local, e: e})
+		}
+		if len(e.Versions) > 0 && !e.Dir {
+			if v := versionsName(local); len(v) <= keymap.NameMax {
+				h.names = append(h.names, liveName{local: v, e: e, versions: true})
+			}
 		}
 	}
 	h.token, h.done = pg.Next, pg.Next == ""
@@ -386,7 +431,10 @@ func (h *liveDirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall
 	n := &h.names[i]
 	h.last = n
 	mode, dom := uint32(syscall.S_IFREG), byte(3)
-	if n.e.Dir {
+	switch {
+	case n.versions:
+		mode, dom = syscall.S_IFDIR, 4
+	case n.e.Dir:
 		mode, dom = syscall.S_IFDIR, 2
 	}
 	return &fuse.DirEntry{Name: n.local, Mode: mode, Ino: inoHash(ino, dom, n.local), Off: h.pos}, 0
@@ -401,7 +449,7 @@ func (h *liveDirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
 // before the listing is complete and kept.
 func (h *liveDirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	if n := h.last; n != nil && n.local == name {
-		return h.d.child(ctx, name, n.e, &out.Attr), 0
+		return h.d.child(ctx, *n, &out.Attr), 0
 	}
 	return h.d.Lookup(ctx, name, out)
 }
@@ -433,9 +481,15 @@ type liveFile struct {
 
 	mu sync.Mutex
 	e  object.LiveEntry
+	// The attributes last fetched, of which object, when.
+	attrs   []object.LiveAttr
+	attrsOf object.LiveObject
+	attrsAt time.Time
 }
 
 var (
+	_ = (fs.NodeGetxattrer)((*liveFile)(nil))
+	_ = (fs.NodeListxattrer)((*liveFile)(nil))
 	_ = (fs.NodeOpener)((*liveFile)(nil))
 	_ = (fs.NodeReader)((*liveFile)(nil))
 	_ = (fs.NodeGetattrer)((*liveFile)(nil))
@@ -494,7 +548,7 @@ func (f *liveFile) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint3
 	for off := int64(0); off < e.Size; off += LiveBlock {
 		n := min(LiveBlock, e.Size-off)
 		pieces = append(pieces, object.Piece[liveBlock]{
-			Key: liveBlock{tree: f.fsys.opt.Name, key: f.key, etag: e.ETag, off: off, n: n}, Size: n})
+			Key: liveBlock{tree: f.fsys.opt.Name, o: e.Object(f.key), off: off, n: n}, Size: n})
 	}
 	r := object.NewReader(f.fsys.blocks, object.NewLayout(pieces), f.fsys.opt.ReadAhead)
 	return &liveHandle{r: r}, 0, 0

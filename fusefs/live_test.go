@@ -25,6 +25,7 @@ type memLive struct {
 	page  int
 	lists int
 	stats int
+	attrs int
 }
 
 func newMemLive(page int) *memLive {
@@ -89,14 +90,26 @@ func (m *memLive) Stat(ctx context.Context, prefix, name string) (*object.LiveEn
 	return obj, dir, nil
 }
 
-func (m *memLive) ReadRange(ctx context.Context, key, etag string, off, n int64) ([]byte, error) {
+func (m *memLive) ReadRange(ctx context.Context, o object.LiveObject, off, n int64) ([]byte, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	d, ok := m.objs[key]
-	if !ok || m.etags[key] != etag {
-		return nil, fmt.Errorf("%s: %w", key, object.ErrChanged)
+	d, ok := m.objs[o.Key]
+	if !ok || m.etags[o.Key] != o.ETag {
+		return nil, fmt.Errorf("%s: %w", o.Key, object.ErrChanged)
 	}
 	return bytes.Clone(d[off : off+n]), nil
+}
+
+// Attrs gives an object its ETag and length, as attributes.
+func (m *memLive) Attrs(ctx context.Context, o object.LiveObject) ([]object.LiveAttr, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.attrs++
+	d, ok := m.objs[o.Key]
+	if !ok || m.etags[o.Key] != o.ETag {
+		return nil, fmt.Errorf("%s: %w", o.Key, object.ErrChanged)
+	}
+	return []object.LiveAttr{{Key: "etag", Value: []byte(o.ETag)}, {Key: "meta.len", Value: []byte(fmt.Sprint(len(d)))}}, nil
 }
 
 // TestLiveNames: a folder over several pages lists every key once, in
@@ -113,8 +126,8 @@ func TestLiveNames(t *testing.T) {
 	defer f.Close()
 	root := &liveDir{fsys: f}
 	ctx := context.Background()
-	if e, err := root.find(ctx, "a%~"); err != nil || e == nil || !e.Dir || e.Name != "a" {
-		t.Fatalf("lookup of a%%~: %+v, %v", e, err)
+	if n, err := root.find(ctx, "a%~"); err != nil || n == nil || !n.e.Dir || n.e.Name != "a" {
+		t.Fatalf("lookup of a%%~: %+v, %v", n, err)
 	}
 	if e, err := root.find(ctx, "zz"); err != nil || e != nil {
 		t.Fatalf("lookup of zz: %+v, %v", e, err)
@@ -181,12 +194,12 @@ func TestLivePinned(t *testing.T) {
 	defer f.Close()
 	root := &liveDir{fsys: f}
 	ctx := context.Background()
-	e, err := root.find(ctx, "k")
-	if err != nil || e == nil {
-		t.Fatal(e, err)
+	n, err := root.find(ctx, "k")
+	if err != nil || n == nil {
+		t.Fatal(n, err)
 	}
 	file := &liveFile{fsys: f, dir: root, name: "k", key: "k"}
-	file.set(*e)
+	file.set(n.e)
 	fh, _, errno := file.Open(ctx, syscall.O_RDONLY)
 	if errno != 0 {
 		t.Fatal(errno)
@@ -210,11 +223,11 @@ func TestLivePinned(t *testing.T) {
 	if _, errno := file.Read(ctx, fh, wide, LiveBlock/2); errno != syscall.ESTALE {
 		t.Fatalf("read of a changed object: errno %v, want ESTALE", errno)
 	}
-	e, err = root.find(ctx, "k")
-	if err != nil || e == nil || e.Size != int64(len(newer)) {
-		t.Fatalf("lookup after the change: %+v, %v", e, err)
+	n, err = root.find(ctx, "k")
+	if err != nil || n == nil || n.e.Size != int64(len(newer)) {
+		t.Fatalf("lookup after the change: %+v, %v", n, err)
 	}
-	file.set(*e)
+	file.set(n.e)
 	fh, _, _ = file.Open(ctx, syscall.O_RDONLY)
 	all := make([]byte, len(newer)+10)
 	res, errno := file.Read(ctx, fh, all, 0)

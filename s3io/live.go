@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 
 	"github.com/coffer-backup/coffer/engine/object"
 	"github.com/coffer-backup/coffer/engine/store"
@@ -16,13 +18,16 @@ import (
 // Live is a bucket under the client's prefix read as it is now, for the
 // live mount (coffer mount s3://BUCKET/PREFIX DIR): a level is a LIST
 // with delimiter "/", a lookup of one name two one-key LISTs, a read a
-// ranged GET pinned to the object's ETag with If-Match. It needs
-// s3:ListBucket and s3:GetObject.
+// ranged GET pinned to the object's ETag with If-Match, its attributes
+// a HEAD and its tags. It needs s3:ListBucket and s3:GetObject (and
+// s3:GetObjectTagging for tags).
 type Live struct {
 	c *Client
 	// PageSize is the keys a LIST page asks for (default 1000, S3's
 	// most); tests make it small to cross pages.
 	PageSize int32
+
+	tagsDenied atomic.Bool // s3:GetObjectTagging was refused once
 }
 
 var _ object.LiveTree = (*Live)(nil)
@@ -64,8 +69,7 @@ func (l *Live) List(ctx context.Context, prefix, token string) (object.LivePage,
 			if key == l.c.opt.Prefix {
 				continue // the mount prefix's own folder marker, as a backup skips it
 			}
-			pg.Entries = append(pg.Entries, object.LiveEntry{Name: strings.TrimPrefix(key, full),
-				Size: aws.ToInt64(o.Size), MTime: aws.ToTime(o.LastModified), ETag: aws.ToString(o.ETag)})
+			pg.Entries = append(pg.Entries, liveEntry(strings.TrimPrefix(key, full), o))
 			continue
 		}
 		d := aws.ToString(dirs[0].Prefix)
@@ -104,8 +108,8 @@ func (l *Live) Stat(ctx context.Context, prefix, name string) (*object.LiveEntry
 	if err != nil {
 		err = classify(err, "list", "s3:ListBucket", l.c.opt.Bucket, "")
 	} else if len(out.Contents) > 0 && aws.ToString(out.Contents[0].Key) == key && key != l.c.opt.Prefix {
-		o := out.Contents[0]
-		obj = &object.LiveEntry{Name: name, Size: aws.ToInt64(o.Size), MTime: aws.ToTime(o.LastModified), ETag: aws.ToString(o.ETag)}
+		e := liveEntry(name, out.Contents[0])
+		obj = &e
 	}
 	d := <-dc
 	if err == nil {
@@ -117,25 +121,108 @@ func (l *Live) Stat(ctx context.Context, prefix, name string) (*object.LiveEntry
 	return obj, d.ok, nil
 }
 
-// ReadRange GETs n bytes at off of key with If-Match etag: a 412 (or a
-// key gone) is object.ErrChanged. A body cut short is read again (the
-// SDK retries a request only until its headers arrive).
-func (l *Live) ReadRange(ctx context.Context, key, etag string, off, n int64) ([]byte, error) {
-	full := l.c.opt.Prefix + key
+// liveEntry is the entry of a listed object.
+func liveEntry(name string, o types.Object) object.LiveEntry {
+	return object.LiveEntry{Name: name, Size: aws.ToInt64(o.Size), MTime: aws.ToTime(o.LastModified),
+		ETag: aws.ToString(o.ETag), Class: string(o.StorageClass)}
+}
+
+// ReadRange GETs n bytes at off of o (its version, if it names one) with
+// If-Match on its ETag: a 412 (or a key gone) is object.ErrChanged, an
+// archived object object.ErrNotRestored with how to restore it. A body
+// cut short is read again (the SDK retries a request only until its
+// headers arrive).
+func (l *Live) ReadRange(ctx context.Context, o object.LiveObject, off, n int64) ([]byte, error) {
+	full := l.c.opt.Prefix + o.Key
 	if n == 0 {
 		return []byte{}, nil
 	}
 	buf := make([]byte, n)
-	out, err := l.c.getRangeInto(ctx, full, etag, off, buf)
+	out, err := l.c.getRangeInto(ctx, full, o.VersionID, o.ETag, off, buf)
 	if err != nil {
+		switch {
+		case errors.Is(err, ErrChanged) || store.IsNotFound(err):
+			return nil, fmt.Errorf("%w: %w", object.ErrChanged, err)
+		case errors.Is(err, ErrArchived):
+			return nil, fmt.Errorf("%w: %s", object.ErrNotRestored, l.thaw(full, o))
+		}
+		return nil, err
+	}
+	if e := aws.ToString(out.ETag); o.ETag != "" && e != "" && e != o.ETag {
+		// A server that ignores If-Match must not pass off new bytes.
+		return nil, fmt.Errorf("%w: s3io: get %s: ETag %s, listed as %s", object.ErrChanged, arn(l.c.opt.Bucket, full), e, o.ETag)
+	}
+	return buf, nil
+}
+
+// thaw says that an archived object is not restored and how to restore
+// it: the aws CLI command, shell-quoted.
+func (l *Live) thaw(key string, o object.LiveObject) string {
+	class := o.Class
+	if class == "" {
+		class = "an archive storage class"
+	}
+	version := ""
+	if o.VersionID != "" {
+		version = " --version-id " + shellQuote(o.VersionID)
+	}
+	return fmt.Sprintf("%s is in %s and not restored: restore a copy with 'aws s3api restore-object --bucket %s --key %s%s --restore-request Days=7' "+
+		"(s3:RestoreObject; it takes hours) and read it once head-object says ongoing-request=\"false\"",
+		arn(l.c.opt.Bucket, key), class, shellQuote(l.c.opt.Bucket), shellQuote(key), version)
+}
+
+// shellQuote quotes s for a POSIX shell when it needs it.
+func shellQuote(s string) string {
+	if s != "" && strings.IndexFunc(s, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_./=:@+,", r))
+	}) < 0 {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// Attrs HEADs o (its version, if it names one; If-Match on its ETag) and
+// reads its tags when the HEAD says it has some, and returns the
+// attributes a backup of it records, under the same keys (s3io/attrs.go):
+// so getfattr shows the same on a live mount and on a snapshot mount.
+func (l *Live) Attrs(ctx context.Context, o object.LiveObject) ([]object.LiveAttr, error) {
+	full := l.c.opt.Prefix + o.Key
+	in := &s3.HeadObjectInput{Bucket: &l.c.opt.Bucket, Key: &full, ChecksumMode: types.ChecksumModeEnabled}
+	if o.VersionID != "" {
+		in.VersionId = aws.String(o.VersionID)
+	}
+	if o.ETag != "" {
+		in.IfMatch = aws.String(o.ETag)
+	}
+	out, err := l.c.s3.HeadObject(ctx, in)
+	if err != nil {
+		err = l.c.headError(ctx, err, "head", "s3:GetObject", full)
 		if errors.Is(err, ErrChanged) || store.IsNotFound(err) {
 			return nil, fmt.Errorf("%w: %w", object.ErrChanged, err)
 		}
 		return nil, err
 	}
-	if e := aws.ToString(out.ETag); etag != "" && e != "" && e != etag {
-		// A server that ignores If-Match must not pass off new bytes.
-		return nil, fmt.Errorf("%w: s3io: get %s: ETag %s, listed as %s", object.ErrChanged, arn(l.c.opt.Bucket, full), e, etag)
+	m := headMeta(out)
+	var tags []types.Tag
+	if m.tagCount != nil && *m.tagCount > 0 && !l.tagsDenied.Load() {
+		tin := &s3.GetObjectTaggingInput{Bucket: &l.c.opt.Bucket, Key: &full}
+		if o.VersionID != "" {
+			tin.VersionId = aws.String(o.VersionID)
+		}
+		t, err := l.c.s3.GetObjectTagging(ctx, tin)
+		switch err := classify(err, "tags", "s3:GetObjectTagging", l.c.opt.Bucket, full); {
+		case err == nil:
+			tags = t.TagSet
+		case errors.Is(err, ErrAccessDenied) || apiCode(err) == "NotImplemented":
+			// No tags from now on, as a backup without the permission.
+			l.tagsDenied.Store(true)
+		default:
+			return nil, err
+		}
 	}
-	return buf, nil
+	var a []object.LiveAttr
+	for _, t := range m.attrs(o.Class, tags) {
+		a = append(a, object.LiveAttr{Key: t.Key, Value: t.Value})
+	}
+	return a, nil
 }

@@ -13,7 +13,15 @@ import (
 // getRange GETs key from off (length < 0: to the end), pinned to etag
 // when it is known.
 func (c *Client) getRange(ctx context.Context, key, etag string, off, length int64) (*s3.GetObjectOutput, error) {
+	return c.getVersionRange(ctx, key, "", etag, off, length)
+}
+
+// getVersionRange is getRange of one version of key ("" the current).
+func (c *Client) getVersionRange(ctx context.Context, key, version, etag string, off, length int64) (*s3.GetObjectOutput, error) {
 	in := &s3.GetObjectInput{Bucket: &c.opt.Bucket, Key: &key}
+	if version != "" {
+		in.VersionId = aws.String(version)
+	}
 	if off == 0 && length < 0 {
 		// The whole object: S3 sends its checksums (kept in the
 		// snapshot) and the SDK checks the body against them.
@@ -39,10 +47,10 @@ func (c *Client) getRange(ctx context.Context, key, etag string, off, length int
 // to etag when it is known, and GETs them again when the body breaks off
 // (the SDK retries a request only until its headers arrive). It returns
 // the response whose body filled buf (its body closed).
-func (c *Client) getRangeInto(ctx context.Context, key, etag string, off int64, buf []byte) (*s3.GetObjectOutput, error) {
+func (c *Client) getRangeInto(ctx context.Context, key, version, etag string, off int64, buf []byte) (*s3.GetObjectOutput, error) {
 	var last error
 	for attempt := 0; attempt < bodyAttempts; attempt++ {
-		out, err := c.getRange(ctx, key, etag, off, int64(len(buf)))
+		out, err := c.getVersionRange(ctx, key, version, etag, off, int64(len(buf)))
 		if err != nil {
 			return nil, err
 		}
@@ -193,7 +201,7 @@ func (r *partReader) launch() {
 }
 
 func (r *partReader) fetch(buf []byte, off, length int64) partResult {
-	out, err := r.c.getRangeInto(r.ctx, r.key, r.etag, off, buf[:length])
+	out, err := r.c.getRangeInto(r.ctx, r.key, "", r.etag, off, buf[:length])
 	if err != nil {
 		return partResult{err: err}
 	}

@@ -54,6 +54,9 @@ Examples:
 			&cli.BoolFlag{Name: "no-disk-cache", Usage: "do not keep the store's metadata (sealed) in the user's cache folder"},
 			&cli.StringFlag{Name: "disk-cache-size", Value: "1GiB", Usage: "bound the metadata kept on disk; the least recently used goes first"},
 			&cli.StringFlag{Name: "metadata-ttl", Value: "1m", Usage: "live bucket mount: keep listings and lookups this long (0: ask every time, forever: until unmount)"},
+			&cli.BoolFlag{Name: "list-all", Usage: "live bucket mount: list the whole prefix at once (one paginated LIST, no delimiter), kept in memory for --metadata-ttl: fast find and ls -R"},
+			&cli.StringFlag{Name: "at", Usage: "live bucket mount of a versioned bucket: show it as it was at `TIME` (RFC 3339, '2026-11-28 10:00' local time, or a duration ago such as 2h)"},
+			&cli.BoolFlag{Name: "versions", Usage: "live bucket mount of a versioned bucket: show every version of an object NAME as files in the hidden folder .NAME%25%versions"},
 			&cli.IntFlag{Name: "list-page-size", Hidden: true, Usage: "live bucket mount: keys a LIST page asks for (tests)"},
 			&cli.BoolFlag{Name: "debug", Hidden: true, Usage: "log every FUSE request"},
 		},
@@ -65,8 +68,10 @@ func runMount(c *cli.Context) error {
 	if a := c.Args().Get(0); c.NArg() == 2 && (isS3(a) || isName(a) && c.String("store") == "") {
 		return runLiveMount(c) // coffer mount s3://BUCKET/PREFIX DIR, or @SOURCE DIR
 	}
-	if c.IsSet("metadata-ttl") {
-		return usagef("mount: --metadata-ttl is for a live bucket (coffer mount s3://BUCKET/PREFIX DIR); snapshots use --refresh")
+	for _, f := range []string{"metadata-ttl", "list-all", "at", "versions"} {
+		if c.IsSet(f) {
+			return usagef("mount: --%s is for a live bucket (coffer mount s3://BUCKET/PREFIX DIR); snapshots use --refresh", f)
+		}
 	}
 	if c.NArg() < 1 || c.NArg() > 2 {
 		return usagef("mount takes a folder and optionally ID[:/PATH] (flags go before them: mount --allow-other DIR)")

@@ -8,6 +8,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/coffer-backup/coffer/engine/object"
 	"github.com/coffer-backup/coffer/fusefs"
 	"github.com/coffer-backup/coffer/internal/config"
 	"github.com/coffer-backup/coffer/s3io"
@@ -47,6 +48,18 @@ func runLiveMount(c *cli.Context) error {
 		}
 		ttl = d
 	}
+	if ttl == 0 && (c.Bool("list-all") || c.Bool("versions")) {
+		return usagef("mount: --metadata-ttl 0 would list the whole prefix again at every lookup with --list-all or --versions: give a TTL (1s or more)")
+	}
+	var at time.Time
+	if c.IsSet("at") {
+		if c.Bool("versions") || c.Bool("list-all") {
+			return usagef("mount: --at shows one time; it goes without --versions and --list-all")
+		}
+		if at, err = parseAt(c.String("at"), time.Now()); err != nil {
+			return err
+		}
+	}
 	cacheSize, readAhead, err := contentCache(c)
 	if err != nil {
 		return err
@@ -60,12 +73,35 @@ func runLiveMount(c *cli.Context) error {
 	}
 	live := s3io.NewLive(client)
 	live.PageSize = int32(c.Int("list-page-size"))
+	var tree object.LiveTree = live
+	what := "live"
+	switch {
+	case c.IsSet("at"):
+		// A past state never changes: listed once.
+		tree, what = object.NewFlatLive(live.ListAt(at), live, fusefs.LiveForever), "as of "+at.UTC().Format(time.RFC3339)
+	case c.Bool("versions"):
+		tree, what = object.NewFlatLive(live.ListVersions, live, ttl), "live, every version"
+	case c.Bool("list-all"):
+		tree = object.NewFlatLive(live.ListAll, live, ttl)
+	}
 	// Fail before mounting: bad credentials, a missing bucket, another
-	// region, no s3:ListBucket all show on the first listing.
+	// region, no s3:ListBucket (or s3:ListBucketVersions) all show on
+	// the first page of a listing.
 	if _, err := live.List(ctx, "", ""); err != nil {
 		return fmt.Errorf("mount of %s: %w", shown, err)
 	}
-	fsys := fusefs.NewLive(live, fusefs.LiveOptions{
+	if c.IsSet("at") || c.Bool("versions") {
+		if err := live.CheckVersions(ctx); err != nil {
+			return fmt.Errorf("mount of %s: %w", shown, err)
+		}
+	}
+	if flat, ok := tree.(*object.FlatLive); ok {
+		// The whole listing is taken while the mount starts; the first
+		// reader waits for it (an error then is the reader's, and the
+		// next access lists again).
+		go flat.Load(ctx)
+	}
+	fsys := fusefs.NewLive(tree, fusefs.LiveOptions{
 		TTL: ttl, CacheSize: cacheSize, ReadAhead: readAhead,
 		Name: live.URI(), Log: log.New(stderr, "coffer: mount: ", 0),
 	})
@@ -77,7 +113,24 @@ func runLiveMount(c *cli.Context) error {
 	if err != nil {
 		return fmt.Errorf("%w (is fuse3 installed and %s not already mounted?)", err, dir)
 	}
-	fmt.Fprintf(stderr, "coffer: mounted %s (live, read-only) at %s; Ctrl-C or 'fusermount3 -u %s' unmounts\n", shown, dir, dir)
+	fmt.Fprintf(stderr, "coffer: mounted %s (%s, read-only) at %s; Ctrl-C or 'fusermount3 -u %s' unmounts\n", shown, what, dir, dir)
 
 	return serveMount(ctx, srv.Wait, func() error { return fusefs.Unmount(srv) }, dir, stderr)
+}
+
+// parseAt reads --at: RFC 3339, a date and time in the local zone, or a
+// duration before now.
+func parseAt(v string, now time.Time) (time.Time, error) {
+	if t, err := time.Parse(time.RFC3339Nano, v); err == nil {
+		return t, nil
+	}
+	for _, layout := range []string{"2006-01-02 15:04:05", "2006-01-02 15:04", "2006-01-02"} {
+		if t, err := time.ParseInLocation(layout, v, time.Local); err == nil {
+			return t, nil
+		}
+	}
+	if d, err := time.ParseDuration(v); err == nil && d >= 0 {
+		return now.Add(-d), nil
+	}
+	return time.Time{}, usagef("mount: --at %q: want RFC 3339 (2026-11-28T10:00:00Z), 2026-11-28 10:00:00 (local time) or a duration ago (2h)", v)
 }

@@ -3,6 +3,9 @@ package object
 import (
 	"context"
 	"errors"
+	"sort"
+	"strings"
+	"sync"
 	"time"
 )
 
@@ -25,6 +28,36 @@ type LiveEntry struct {
 	// ETag pins an object's content: reads of it are refused once the
 	// object has another (ErrChanged).
 	ETag string
+	// Class is the storage class the listing gives ("" if none).
+	Class string
+	// VersionID is the version to read, in a tree of versions (a point
+	// in time, or every version); "" reads the current object.
+	VersionID string
+	// Versions are, in a tree that shows them, every version of the
+	// object newest first (delete markers left out).
+	Versions []LiveEntry
+	// Deleted says the object has no current version (its latest is a
+	// delete marker): the entry is there for its Versions alone.
+	Deleted bool
+}
+
+// Object returns what reads of entry e, at key, are pinned to.
+func (e *LiveEntry) Object(key string) LiveObject {
+	return LiveObject{Key: key, VersionID: e.VersionID, ETag: e.ETag, Class: e.Class}
+}
+
+// LiveObject names one object (or one version of it) to read: its key
+// below the tree's prefix, its version ("" the current one), the ETag
+// reads are pinned to and the storage class its listing gave.
+type LiveObject struct {
+	Key, VersionID, ETag, Class string
+}
+
+// LiveAttr is one attribute of an object (an S3 header, user metadata,
+// a tag), keyed as the nodes of a snapshot key them.
+type LiveAttr struct {
+	Key   string
+	Value []byte
 }
 
 // LivePage is one page of a level's listing.
@@ -45,12 +78,113 @@ type LiveTree interface {
 	// the level: the object prefix+name if there is one (else nil), and
 	// whether the folder prefix+name+"/" holds anything.
 	Stat(ctx context.Context, prefix, name string) (obj *LiveEntry, dir bool, err error)
-	// ReadRange returns exactly n bytes at off of the object key, read
-	// only while the object's ETag is etag: an error wrapping ErrChanged
-	// if it has changed since.
-	ReadRange(ctx context.Context, key, etag string, off, n int64) ([]byte, error)
+	// ReadRange returns exactly n bytes at off of object o, read only
+	// while it has o's ETag: an error wrapping ErrChanged if it has
+	// changed since, ErrNotRestored if it is archived.
+	ReadRange(ctx context.Context, o LiveObject, off, n int64) ([]byte, error)
+	// Attrs returns the attributes of object o, sorted by key, as a
+	// backup of it records them.
+	Attrs(ctx context.Context, o LiveObject) ([]LiveAttr, error)
 }
 
 // ErrChanged says a live object no longer has the ETag a read was pinned
 // to: it was rewritten (or deleted and written again) since it was listed.
 var ErrChanged = errors.New("the object changed since it was listed")
+
+// ErrNotRestored says an object is in an archive storage class (S3
+// Glacier Flexible Retrieval, Deep Archive) and has no restored copy to
+// read.
+var ErrNotRestored = errors.New("the object is archived and not restored")
+
+// FlatLive is a live tree served from one listing of every object below
+// the prefix (no delimiter), kept in memory and taken again once it is
+// older than its TTL: the --list-all, --at and --versions trees of the
+// live mount. A level is a walk of the sorted keys that skips over each
+// folder's keys (a binary search), a lookup a binary search; reads and
+// attributes go to the tree that made the listing.
+type FlatLive struct {
+	list func(ctx context.Context) ([]LiveEntry, error)
+	base LiveTree
+	ttl  time.Duration
+
+	mu   sync.Mutex
+	ents []LiveEntry // Name: the whole key below the prefix; sorted
+	at   time.Time
+}
+
+// NewFlatLive returns the tree of the entries list returns (Name the
+// whole key below the prefix, one entry a key), listed again after ttl
+// (negative: never); base reads the objects.
+func NewFlatLive(list func(ctx context.Context) ([]LiveEntry, error), base LiveTree, ttl time.Duration) *FlatLive {
+	return &FlatLive{list: list, base: base, ttl: ttl}
+}
+
+var _ LiveTree = (*FlatLive)(nil)
+
+// Load returns the listing, taking it again if it is stale. The lock is
+// held while listing: readers wait for one listing instead of starting
+// their own.
+func (f *FlatLive) Load(ctx context.Context) ([]LiveEntry, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.at.IsZero() && (f.ttl < 0 || time.Since(f.at) < f.ttl) {
+		return f.ents, nil
+	}
+	ents, err := f.list(ctx)
+	if err != nil {
+		return nil, err
+	}
+	sort.SliceStable(ents, func(i, j int) bool { return ents[i].Name < ents[j].Name })
+	f.ents, f.at = ents, time.Now()
+	return ents, nil
+}
+
+// List returns the whole level as one page.
+func (f *FlatLive) List(ctx context.Context, prefix, token string) (LivePage, error) {
+	ents, err := f.Load(ctx)
+	if err != nil {
+		return LivePage{}, err
+	}
+	var pg LivePage
+	i := sort.Search(len(ents), func(k int) bool { return ents[k].Name >= prefix })
+	for i < len(ents) && strings.HasPrefix(ents[i].Name, prefix) {
+		rest := ents[i].Name[len(prefix):]
+		if j := strings.IndexByte(rest, '/'); j >= 0 {
+			pg.Entries = append(pg.Entries, LiveEntry{Name: rest[:j], Dir: true})
+			past := prefix + rest[:j] + "0" // '0' follows '/'
+			i += sort.Search(len(ents)-i, func(k int) bool { return ents[i+k].Name >= past })
+			continue
+		}
+		e := ents[i]
+		e.Name = rest
+		pg.Entries = append(pg.Entries, e)
+		i++
+	}
+	return pg, nil
+}
+
+// Stat looks prefix+name up in the listing.
+func (f *FlatLive) Stat(ctx context.Context, prefix, name string) (*LiveEntry, bool, error) {
+	ents, err := f.Load(ctx)
+	if err != nil {
+		return nil, false, err
+	}
+	key := prefix + name
+	i := sort.Search(len(ents), func(k int) bool { return ents[k].Name >= key })
+	var obj *LiveEntry
+	if i < len(ents) && ents[i].Name == key {
+		e := ents[i]
+		e.Name = name
+		obj = &e
+	}
+	j := sort.Search(len(ents), func(k int) bool { return ents[k].Name >= key+"/" })
+	return obj, j < len(ents) && strings.HasPrefix(ents[j].Name, key+"/"), nil
+}
+
+func (f *FlatLive) ReadRange(ctx context.Context, o LiveObject, off, n int64) ([]byte, error) {
+	return f.base.ReadRange(ctx, o, off, n)
+}
+
+func (f *FlatLive) Attrs(ctx context.Context, o LiveObject) ([]LiveAttr, error) {
+	return f.base.Attrs(ctx, o)
+}
