@@ -405,9 +405,20 @@ func (r *Repo) Prune(ctx context.Context, opt PruneOptions) (*PruneResult, error
 	// snapshots written since the mark.
 	ready := map[crypto.ID]pendingPack{}
 	r.judge(pending.Generations, markers, now, opt.Grace, res, ready)
-	if len(ready) > 0 {
+	// This run's candidates are checked too, ready or not: a backup
+	// that wrote its snapshot after the mark but listed the index files
+	// before they were replaced would not know that it must index them
+	// again (KeepIndexed), so the prune does.
+	check := map[crypto.ID]pendingPack{}
+	for id, p := range ready {
+		check[id] = p
+	}
+	for _, p := range unused {
+		check[p.ID] = p
+	}
+	if len(check) > 0 {
 		logf("checking snapshots written meanwhile")
-		saved, err := r.recheck(ctx, idx, used, snaps0, files0, res, ready, opt.Concurrency)
+		saved, err := r.recheck(ctx, idx, used, snaps0, files0, res, check, opt.Concurrency)
 		if err != nil {
 			// Nothing proven safe: delete nothing this time.
 			logf("not deleting: %v", err)
@@ -424,8 +435,25 @@ func (r *Repo) Prune(ctx context.Context, opt PruneOptions) (*PruneResult, error
 			if _, err := r.rewriteIndex(ctx, nil, nil, saved, packs); err != nil {
 				return nil, err
 			}
+			gone := map[crypto.ID]bool{}
 			for _, id := range saved {
-				delete(ready, id)
+				gone[id] = true
+				if _, ok := ready[id]; ok {
+					delete(ready, id)
+				} else {
+					res.Waiting--
+					res.WaitingBytes -= check[id].Size
+				}
+			}
+			for gi := range pending.Generations {
+				g := &pending.Generations[gi]
+				kept := g.Packs[:0]
+				for _, p := range g.Packs {
+					if !gone[p.ID] {
+						kept = append(kept, p)
+					}
+				}
+				g.Packs = kept
 			}
 			res.Rescued += len(saved)
 		}
@@ -741,8 +769,32 @@ func sortPending(ps []pendingPack) {
 // addressed), so shared subtrees are walked once. A snapshot removed
 // meanwhile is skipped.
 func markSnapshots(ctx context.Context, r *Repo, snaps []crypto.ID, used *index.Master, conc int, fresh func(crypto.ID)) error {
+	mark := marker(used, fresh)
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(max(1, min(conc, 4)))
+	for _, id := range snaps {
+		g.Go(func() error {
+			sn, err := r.LoadSnapshot(gctx, id)
+			if store.IsNotFound(err) {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			if err := markTree(gctx, r, sn.Root, mark); err != nil {
+				return fmt.Errorf("snapshot %s: %w", id.Short(), err)
+			}
+			return used.Err()
+		})
+	}
+	return g.Wait()
+}
+
+// marker returns a function that adds id to used and reports whether it
+// was new (calling fresh then).
+func marker(used *index.Master, fresh func(crypto.ID)) func(crypto.ID) bool {
 	var mu sync.Mutex // Has then Add, as one step
-	mark := func(id crypto.ID) bool {
+	return func(id crypto.ID) bool {
 		mu.Lock()
 		defer mu.Unlock()
 		if used.Has(id) {
@@ -754,6 +806,12 @@ func markSnapshots(ctx context.Context, r *Repo, snaps []crypto.ID, used *index.
 		fresh(id)
 		return true
 	}
+}
+
+// markTree walks the tree under the directory root, calling mark for
+// every blob; a directory or chunk list mark says it had already seen
+// is not read again.
+func markTree(ctx context.Context, r *Repo, root crypto.ID, mark func(crypto.ID) bool) error {
 	var walk func(id crypto.ID) error
 	walk = func(id crypto.ID) error {
 		if err := ctx.Err(); err != nil {
@@ -784,10 +842,8 @@ func markSnapshots(ctx context.Context, r *Repo, snaps []crypto.ID, used *index.
 					return err
 				}
 			case tree.TypeFile:
-				if !n.ChunkList.IsZero() {
-					if !mark(n.ChunkList) {
-						continue // its chunks were marked with it
-					}
+				if !n.ChunkList.IsZero() && !mark(n.ChunkList) {
+					continue // its chunks were marked with it
 				}
 				cs, err := r.FileChunks(ctx, n)
 				if err != nil {
@@ -799,22 +855,66 @@ func markSnapshots(ctx context.Context, r *Repo, snaps []crypto.ID, used *index.
 			}
 		}
 	}
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(max(1, min(conc, 4)))
-	for _, id := range snaps {
-		g.Go(func() error {
-			sn, err := r.LoadSnapshot(gctx, id)
-			if store.IsNotFound(err) {
-				return nil
-			}
-			if err != nil {
-				return err
-			}
-			if err := walk(sn.Root); err != nil {
-				return fmt.Errorf("snapshot %s: %w", id.Short(), err)
-			}
-			return used.Err()
-		})
+	return walk(root)
+}
+
+// KeepIndexed makes sure every blob of the tree under root (a snapshot a
+// backup just wrote) is named by an index file. A backup calls it after
+// writing its snapshot, while its marker still holds: if a prune rewrote
+// the index since the backup read it (an index file it read is gone),
+// the packs the backup deduplicated against may have stopped being
+// indexed (they still exist: the marker keeps them); it writes an index
+// file naming those packs again and returns how many (FORMAT.md §9). In
+// the usual case it costs one listing of the index files.
+func (r *Repo) KeepIndexed(ctx context.Context, root crypto.ID) (int, error) {
+	files, err := r.IndexFiles(ctx)
+	if err != nil {
+		return 0, err
 	}
-	return g.Wait()
+	have := map[string]bool{}
+	for _, h := range files {
+		have[h.Name] = true
+	}
+	gone := false
+	r.indexed.mu.Lock()
+	for n := range r.indexed.names {
+		gone = gone || !have[n]
+	}
+	r.indexed.mu.Unlock()
+	if !gone {
+		return 0, nil
+	}
+	now := index.New()
+	defer now.Close()
+	if err := r.readIndexInto(ctx, now, files); err != nil {
+		return 0, err
+	}
+	used := index.New()
+	defer used.Close()
+	var mu sync.Mutex
+	need := map[crypto.ID]*packStat{}
+	err = markTree(ctx, r, root, marker(used, func(id crypto.ID) {
+		if now.Has(id) {
+			return
+		}
+		if loc, pack, ok := r.Index.Lookup(id); ok {
+			mu.Lock()
+			need[pack] = &packStat{kind: loc.Kind}
+			mu.Unlock()
+		}
+	}))
+	if err != nil {
+		return 0, err
+	}
+	if len(need) == 0 {
+		return 0, nil
+	}
+	ids := make([]crypto.ID, 0, len(need))
+	for id := range need {
+		ids = append(ids, id)
+	}
+	if _, err := r.rewriteIndex(ctx, nil, nil, ids, need); err != nil {
+		return 0, err
+	}
+	return len(ids), nil
 }

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // pruneVersions writes n versions of a folder (each changes a third of
@@ -197,10 +198,11 @@ func TestPruneReclaimsUnreferenced(t *testing.T) {
 }
 
 // TestPruneWaitsForBackups is the protocol's hazard: a backup that read
-// the index before the prune dedups against a pack the prune is about to
-// delete. Its marker makes the prune wait; once it is gone, the next
-// prune finds the backup's snapshot using the candidate and indexes it
-// again instead of deleting it.
+// the index before the prune dedups against a pack the prune stops
+// indexing. Its marker makes the prune wait; the backup, finding the
+// index rewritten, indexes those packs again before it lets go of its
+// marker, so its snapshot restores at once and the next prune keeps
+// them.
 func TestPruneWaitsForBackups(t *testing.T) {
 	ctx := context.Background()
 	r, path := newTestRepo(t, engine.CreateOptions{Chunker: testChunker})
@@ -227,12 +229,14 @@ func TestPruneWaitsForBackups(t *testing.T) {
 	if len(res.WaitingFor) != 1 || !strings.Contains(res.WaitingFor[0], "backup on ") {
 		t.Fatalf("waiting for %q", res.WaitingFor)
 	}
-	// The backup finishes: v0's unchanged blobs are deduplicated against
-	// the packs the prune stopped indexing.
+	// The backup finishes: v0's blobs are deduplicated against the packs
+	// the prune stopped indexing, and indexed again.
 	sn := backupDir(t, late, dirs[0], backup.Options{})
 	if sn.Stats.NewBlobs != 0 {
-		t.Logf("the late backup stored %d blobs again", sn.Stats.NewBlobs)
+		t.Fatalf("the late backup stored %d blobs again: the test proves nothing", sn.Stats.NewBlobs)
 	}
+	left := map[crypto.ID]string{sn.ID: dirs[0], snaps[1].ID: dirs[1]}
+	checkAndRestore(t, path, left)
 	if err := mark.Release(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -240,10 +244,47 @@ func TestPruneWaitsForBackups(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Rescued == 0 || res.Waiting != 0 {
+	if res.Deleted != 0 || res.Waiting != 0 {
 		t.Fatalf("prune after the backup: %+v", res)
 	}
-	checkAndRestore(t, path, map[crypto.ID]string{sn.ID: dirs[0], snaps[1].ID: dirs[1]})
+	checkAndRestore(t, path, left)
+}
+
+// TestPruneRescues: a snapshot written by a writer that did not index
+// again what it used (a coffer before KeepIndexed, or one killed right
+// after its snapshot) names blobs of packs the index no longer names;
+// the next prune finds them used and indexes those packs again.
+func TestPruneRescues(t *testing.T) {
+	ctx := context.Background()
+	r, path := newTestRepo(t, engine.CreateOptions{Chunker: testChunker})
+	dirs, snaps := pruneVersions(t, r, 2)
+	if err := r.DeleteSnapshot(ctx, snaps[0].ID); err != nil {
+		t.Fatal(err)
+	}
+	mark, err := lease.Mark(ctx, r.Storage(), r.Keys(), lease.KindBackup, lease.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := reopen(t, path).Prune(ctx, engine.PruneOptions{})
+	if err != nil || res.Waiting == 0 {
+		t.Fatalf("prune: %+v, %v", res, err)
+	}
+	// The old snapshot's tree, written again as a new snapshot.
+	old := *snaps[0]
+	old.Time = old.Time.Add(time.Second)
+	id, err := r.SaveSnapshot(ctx, &old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mark.Release(ctx)
+	res, err = reopen(t, path).Prune(ctx, engine.PruneOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Rescued == 0 || res.Deleted != 0 || res.Waiting != 0 {
+		t.Fatalf("prune after the snapshot: %+v", res)
+	}
+	checkAndRestore(t, path, map[crypto.ID]string{id: dirs[0], snaps[1].ID: dirs[1]})
 }
 
 // TestPruneLock: one prune at a time, and the refusal names the holder.

@@ -179,6 +179,11 @@ func Run(ctx context.Context, r *engine.Repo, src Source, opt Options) (*Result,
 	if _, err := r.SaveSnapshot(ctx, sn); err != nil {
 		return nil, err
 	}
+	// Still under the marker: if a prune rewrote the index meanwhile,
+	// index again the packs this snapshot deduplicated against.
+	if _, err := r.KeepIndexed(ctx, root); err != nil {
+		return nil, fmt.Errorf("backup: snapshot %s written, but checking that the index still names all it uses failed: %w (the next prune indexes what it lacks)", sn.ID.Short(), err)
+	}
 	return &Result{Snapshot: sn, Parent: parent}, nil
 }
 
