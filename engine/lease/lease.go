@@ -373,3 +373,9 @@ func List(ctx context.Context, st store.Storage, keys *crypto.Keys) ([]Info, err
 
 // IsMarker reports whether name is a marker of kind.
 func IsMarker(name, kind string) bool { return strings.HasPrefix(name, kind+"-") }
+
+// Put writes r under locks/name as it is, unconditionally: for tests
+// that need a record another host or a dead process left.
+func Put(ctx context.Context, st store.Storage, keys *crypto.Keys, name string, r Record) error {
+	return st.Put(ctx, store.Handle{Kind: store.KindLock, Name: name}, seal(keys, name, r))
+}
