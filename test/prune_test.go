@@ -230,3 +230,99 @@ func TestPruneUnlock(t *testing.T) {
 		t.Fatal("a marker removed by unlock --force refreshed")
 	}
 }
+
+// pruneDuringBackups runs rounds of: a snapshot of new data, removed;
+// three backups at once of folders holding that data and more (so each
+// deduplicates against packs the prune is about to stop indexing); a
+// prune started while they run. Every backup must succeed and every
+// snapshot restore byte-exact, after the round and after a final prune.
+func pruneDuringBackups(t *testing.T, e *env, seed uint64, rounds int) {
+	rng := rand.New(rand.NewPCG(seed, 4))
+	t.Logf("seed %d", seed)
+	base := t.TempDir()
+	type snap struct{ id, dir string }
+	var all []snap
+	straddled := 0
+	for round := 0; round < rounds; round++ {
+		shared := filepath.Join(base, "shared", string(rune('a'+round)))
+		fillRandom(t, shared, seed+uint64(round)*100, 4, 1<<20)
+		old := e.backup(shared)
+		e.ok("rm", old.ID)
+		var dirs []string
+		var cmds []*exec.Cmd
+		var outs []*strings.Builder
+		for i := 0; i < 3; i++ {
+			d := filepath.Join(base, "src", string(rune('a'+round)), string(rune('0'+i)))
+			fillRandom(t, filepath.Join(d, "shared"), seed+uint64(round)*100, 4, 1<<20)
+			fillRandom(t, filepath.Join(d, "new"), seed+uint64(round)*100+uint64(i)+1, 3+rng.IntN(4), 2<<20)
+			testtree.SetTimes(d)
+			dirs = append(dirs, d)
+			cmd := exec.Command(coffer, "at", e.store, "backup", "--json", d)
+			cmd.Env = append(append(cleanEnv(), "COFFER_PASSPHRASE="+e.pass), e.extra...)
+			var out strings.Builder
+			cmd.Stdout, cmd.Stderr = &out, &out
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			cmds, outs = append(cmds, cmd), append(outs, &out)
+		}
+		done := make([]chan struct{}, len(cmds))
+		for i, c := range cmds {
+			done[i] = make(chan struct{})
+			go func() { c.Wait(); close(done[i]) }()
+		}
+		time.Sleep(time.Duration(100+rng.IntN(300)) * time.Millisecond)
+		running := map[int]bool{}
+		for i := range cmds {
+			select {
+			case <-done[i]:
+			default:
+				running[i] = true
+			}
+		}
+		pr := e.run("prune")
+		if pr.code != 0 {
+			t.Fatalf("round %d: prune: %s", round, pr)
+		}
+		for i := range cmds {
+			<-done[i]
+			if cmds[i].ProcessState.ExitCode() != 0 {
+				t.Fatalf("round %d: backup %d: %s", round, i, outs[i])
+			}
+			var s snapOut
+			if err := json.Unmarshal([]byte(outs[i].String()), &s); err != nil {
+				t.Fatalf("backup --json: %v\n%s", err, outs[i])
+			}
+			if running[i] {
+				straddled++ // started before the prune, ended after it began
+			}
+			all = append(all, snap{s.ID, dirs[i]})
+		}
+		t.Logf("round %d: %d backups running when the prune started; prune said:\n%s", round, len(running), pr.stdout)
+		e.ok("check")
+		for _, s := range all {
+			restoresTo(t, e, s.id, s.dir)
+		}
+	}
+	if straddled == 0 {
+		t.Fatal("no backup was running when a prune started: the test proves nothing")
+	}
+	e.prune()
+	if p := e.prune("--dry-run"); p.Unused != 0 || p.Waiting != 0 {
+		t.Fatalf("after the final prune: %+v", p)
+	}
+	e.ok("check", "--read-data")
+	for _, s := range all {
+		restoresTo(t, e, s.id, s.dir)
+	}
+}
+
+func TestPruneDuringBackupsLocal(t *testing.T) {
+	pruneDuringBackups(t, newEnv(t), uint64(time.Now().UnixNano()), 2)
+}
+
+func TestPruneDuringBackupsS3(t *testing.T) {
+	m := needMinio(t)
+	e := newS3Env(t, m, "s3://"+bucketName("prune")+"/coffer/")
+	pruneDuringBackups(t, e, uint64(time.Now().UnixNano()), 1)
+}
