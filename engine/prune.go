@@ -37,11 +37,20 @@ type PruneOptions struct {
 	Grace time.Duration
 	// Lease tunes the prune lock.
 	Lease lease.Options
+	// MaxUnused is the share of the live bytes that may stay in kept
+	// packs as blobs no snapshot uses: packs with the largest unused
+	// share are repacked (their live blobs copied into new packs, the
+	// old ones made candidates) until the rest is under it. 0 means
+	// DefaultMaxUnused; 1 or more never repacks.
+	MaxUnused float64
 	// Concurrency: trailers and snapshots read at once (default 8).
 	Concurrency int
 	// Log receives progress messages (phases, who is waited for).
 	Log func(string)
 }
+
+// DefaultMaxUnused is PruneOptions.MaxUnused's default, as rustic's.
+const DefaultMaxUnused = 0.05
 
 // PrunePack is a pack prune could not handle, and why.
 type PrunePack struct {
@@ -63,6 +72,11 @@ type PruneResult struct {
 	Kept         int   `json:"kept"`
 	KeptBytes    int64 `json:"kept_bytes"`
 	UnusedInKept int64 `json:"unused_bytes_in_kept"`
+	// Repacked packs had their live blobs (RepackedLive bytes) copied into
+	// new packs and became candidates (they are not counted in Unused).
+	Repacked      int   `json:"repacked"`
+	RepackedBytes int64 `json:"repacked_bytes"`
+	RepackedLive  int64 `json:"repacked_live_bytes"`
 	// Unused are the packs this run found no snapshot using (indexed
 	// packs with no live blob, and leftovers of interrupted backups no
 	// index names): they became deletion candidates.
@@ -150,6 +164,7 @@ func (r *Repo) savePending(ctx context.Context, ps pendingState) error {
 type packStat struct {
 	kind       format.BlobKind
 	size       int64 // as stored
+	blobs      int64 // bytes of the blobs whose first copy it holds
 	live       int64 // bytes of used blobs (first copies)
 	indexed    bool
 	badTrailer bool
@@ -277,6 +292,7 @@ func (r *Repo) Prune(ctx context.Context, opt PruneOptions) (*PruneResult, error
 		if p == nil {
 			return // indexed, not stored: check reports it
 		}
+		p.blobs += int64(b.Length)
 		if used.Has(b.ID) {
 			p.live += int64(b.Length)
 		}
@@ -309,9 +325,20 @@ func (r *Repo) Prune(ctx context.Context, opt PruneOptions) (*PruneResult, error
 			res.Unused++
 			res.UnusedBytes += p.size
 		}
-		if p.live > 0 && p.indexed {
-			res.UnusedInKept += max(0, p.size-p.live)
+	}
+	repack := choseRepack(packs, opt.MaxUnused)
+	for id, p := range packs {
+		if p.live > 0 && p.indexed && !p.badTrailer && !repack[id] {
+			res.UnusedInKept += p.blobs - p.live
 		}
+	}
+	for id := range repack {
+		p := packs[id]
+		res.Kept--
+		res.KeptBytes -= p.size
+		res.Repacked++
+		res.RepackedBytes += p.size
+		res.RepackedLive += p.live
 	}
 	sortPending(unused)
 	// Earlier candidates that are used, indexed again, or gone leave
@@ -343,6 +370,23 @@ func (r *Repo) Prune(ctx context.Context, opt PruneOptions) (*PruneResult, error
 	// Step 3: the new index, durable, then the old one removed.
 	if err := checkLock(); err != nil {
 		return nil, err
+	}
+	var moved *index.Master // where repacked blobs are now
+	if len(repack) > 0 {
+		logf("repacking %d packs", len(repack))
+		if moved, err = r.repack(ctx, repack, packs, idx, used); err != nil {
+			return nil, fmt.Errorf("repacking (nothing was deleted; the packs written so far are removed by the next prune): %w", err)
+		}
+		defer moved.Close()
+		ids := make([]crypto.ID, 0, len(repack))
+		for id := range repack {
+			ids = append(ids, id)
+		}
+		sort.Slice(ids, func(i, j int) bool { return ids[i].String() < ids[j].String() })
+		for _, id := range ids {
+			p := packs[id]
+			unused = append(unused, pendingPack{ID: id, Kind: p.kind, Size: p.size})
+		}
 	}
 	drop := map[crypto.ID]bool{}
 	for _, p := range unused {
@@ -418,7 +462,7 @@ func (r *Repo) Prune(ctx context.Context, opt PruneOptions) (*PruneResult, error
 	}
 	if len(check) > 0 {
 		logf("checking snapshots written meanwhile")
-		saved, err := r.recheck(ctx, idx, used, snaps0, files0, res, check, opt.Concurrency)
+		saved, err := r.recheck(ctx, idx, used, moved, snaps0, files0, res, check, opt.Concurrency)
 		if err != nil {
 			// Nothing proven safe: delete nothing this time.
 			logf("not deleting: %v", err)
@@ -576,7 +620,7 @@ func (r *Repo) judge(gens []pendingGen, markers []lease.Info, now time.Time, gra
 
 // recheck walks the snapshots written since the mark and returns the
 // ready candidates that hold the only known copy of a blob they use.
-func (r *Repo) recheck(ctx context.Context, idx, used *index.Master, snaps0 []crypto.ID, files0 []store.Handle, res *PruneResult, ready map[crypto.ID]pendingPack, conc int) ([]crypto.ID, error) {
+func (r *Repo) recheck(ctx context.Context, idx, used, moved *index.Master, snaps0 []crypto.ID, files0 []store.Handle, res *PruneResult, ready map[crypto.ID]pendingPack, conc int) ([]crypto.ID, error) {
 	snaps1, err := r.SnapshotIDs(ctx)
 	if err != nil {
 		return nil, err
@@ -615,6 +659,9 @@ func (r *Repo) recheck(ctx context.Context, idx, used *index.Master, snaps0 []cr
 	var mu sync.Mutex
 	saved := map[crypto.ID]bool{}
 	err = markSnapshots(ctx, r.WithIndex(idx), fresh, used, conc, func(id crypto.ID) {
+		if moved != nil && moved.Has(id) {
+			return // repacked: its new pack is indexed
+		}
 		_, pack, ok := idx.Lookup(id)
 		if !ok {
 			return // in none of the packs known: not in a candidate
@@ -757,6 +804,107 @@ func (r *Repo) rewriteIndex(ctx context.Context, files []store.Handle, drop map[
 		}
 	}
 	return written, flush()
+}
+
+// choseRepack picks the kept packs to repack: those with the largest
+// share of unused blob bytes, until the unused bytes left in kept packs
+// are at most maxUnused of the live ones.
+func choseRepack(packs map[crypto.ID]*packStat, maxUnused float64) map[crypto.ID]bool {
+	if maxUnused == 0 {
+		maxUnused = DefaultMaxUnused
+	}
+	var live, unused int64
+	var partial []crypto.ID
+	for id, p := range packs {
+		if p.live > 0 && p.indexed && !p.badTrailer {
+			live += p.live
+			if u := p.blobs - p.live; u > 0 {
+				unused += u
+				partial = append(partial, id)
+			}
+		}
+	}
+	out := map[crypto.ID]bool{}
+	if maxUnused >= 1 {
+		return out
+	}
+	share := func(id crypto.ID) float64 {
+		p := packs[id]
+		return float64(p.blobs-p.live) / float64(p.blobs)
+	}
+	sort.Slice(partial, func(i, j int) bool {
+		a, b := share(partial[i]), share(partial[j])
+		if a != b {
+			return a > b
+		}
+		return partial[i].String() < partial[j].String()
+	})
+	limit := int64(maxUnused * float64(live))
+	for _, id := range partial {
+		if unused <= limit {
+			break
+		}
+		p := packs[id]
+		out[id] = true
+		unused -= p.blobs - p.live
+	}
+	return out
+}
+
+// repack copies the used blobs whose first copy is in one of the packs
+// in which into new packs, through a Saver with an empty index (so
+// nothing is deduplicated away), and returns that index: where the
+// blobs are now. When it returns, the new packs and the index files
+// naming them are durable.
+func (r *Repo) repack(ctx context.Context, which map[crypto.ID]bool, packs map[crypto.ID]*packStat, idx, used *index.Master) (*index.Master, error) {
+	view := r.WithIndex(index.New())
+	sv := view.NewSaver(ctx, store.Uploads(r.st))
+	ids := make([]crypto.ID, 0, len(which))
+	for id := range which {
+		ids = append(ids, id)
+	}
+	sort.Slice(ids, func(i, j int) bool { return ids[i].String() < ids[j].String() })
+	var scratch []byte
+	for _, id := range ids {
+		p := packs[id]
+		blobs, err := r.readTrailer(ctx, p.kind, id)
+		if err != nil {
+			sv.Abort()
+			return nil, fmt.Errorf("pack %s: %w", id.Short(), err)
+		}
+		data, err := r.LoadPackRange(ctx, p.kind, id, 0, p.size)
+		if err != nil {
+			sv.Abort()
+			return nil, fmt.Errorf("pack %s: %w", id.Short(), err)
+		}
+		for _, b := range blobs {
+			if !used.Has(b.ID) {
+				continue
+			}
+			if _, first, ok := idx.Lookup(b.ID); !ok || first != id {
+				continue // its first copy is elsewhere, and stays
+			}
+			end := int64(b.Offset) + int64(b.Length)
+			if end > int64(len(data)) {
+				sv.Abort()
+				return nil, fmt.Errorf("pack %s: blob %s beyond its end", id.Short(), b.ID.Short())
+			}
+			var plain []byte
+			plain, scratch, err = r.OpenBlobInPlace(data[b.Offset:end], b, id, scratch)
+			if err != nil {
+				sv.Abort()
+				return nil, fmt.Errorf("pack %s: %w (run check)", id.Short(), err)
+			}
+			if _, err := sv.Save(b.Kind, b.ID, plain); err != nil {
+				sv.Abort()
+				return nil, err
+			}
+		}
+	}
+	if err := sv.Finish(); err != nil {
+		return nil, err
+	}
+	return view.Index, nil
 }
 
 func sortPending(ps []pendingPack) {

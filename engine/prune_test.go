@@ -219,7 +219,7 @@ func TestPruneWaitsForBackups(t *testing.T) {
 	if err := late.LoadIndex(ctx); err != nil {
 		t.Fatal(err)
 	}
-	res, err := reopen(t, path).Prune(ctx, engine.PruneOptions{})
+	res, err := reopen(t, path).Prune(ctx, engine.PruneOptions{MaxUnused: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -285,6 +285,52 @@ func TestPruneRescues(t *testing.T) {
 		t.Fatalf("prune after the snapshot: %+v", res)
 	}
 	checkAndRestore(t, path, map[crypto.ID]string{id: dirs[0], snaps[1].ID: dirs[1]})
+}
+
+// TestPruneRepacks: a pack holding blobs of a forgotten snapshot beside
+// live ones is repacked: its live blobs are copied, the pack deleted, and
+// the unused bytes left are under the limit; everything restores.
+func TestPruneRepacks(t *testing.T) {
+	ctx := context.Background()
+	r, path := newTestRepo(t, engine.CreateOptions{Chunker: testChunker})
+	// A: four files in one pack; B: one of them, and a new one.
+	base := t.TempDir()
+	a, b := filepath.Join(base, "a"), filepath.Join(base, "b")
+	for i := range 4 {
+		writeFile(t, filepath.Join(a, fmt.Sprint("f", i)), randBytesSeeded(uint64(i), 200<<10))
+	}
+	writeFile(t, filepath.Join(b, "f0"), randBytesSeeded(0, 200<<10))
+	writeFile(t, filepath.Join(b, "new"), randBytesSeeded(9, 100<<10))
+	snapA := backupDir(t, r, a, backup.Options{})
+	snapB := backupDir(t, r, b, backup.Options{})
+	if err := r.DeleteSnapshot(ctx, snapA.ID); err != nil {
+		t.Fatal(err)
+	}
+	dry, err := reopen(t, path).Prune(ctx, engine.PruneOptions{DryRun: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dry.Repacked == 0 {
+		t.Fatalf("nothing to repack: the test proves nothing: %+v", dry)
+	}
+	res, err := reopen(t, path).Prune(ctx, engine.PruneOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Repacked != dry.Repacked || res.Deleted != res.Unused+res.Repacked || res.Waiting != 0 {
+		t.Fatalf("prune: %+v (dry run: %+v)", res, dry)
+	}
+	if res.UnusedInKept > int64(engine.DefaultMaxUnused*float64(res.KeptBytes)) {
+		t.Fatalf("%d unused bytes left in %d kept", res.UnusedInKept, res.KeptBytes)
+	}
+	checkAndRestore(t, path, map[crypto.ID]string{snapB.ID: b})
+	again, err := reopen(t, path).Prune(ctx, engine.PruneOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.Repacked != 0 || again.Deleted != 0 || again.Unused != 0 {
+		t.Fatalf("second prune: %+v", again)
+	}
 }
 
 // TestPruneLock: one prune at a time, and the refusal names the holder.

@@ -27,6 +27,7 @@ type pruneJSON struct {
 	WaitingFor   []string `json:"waiting_for"`
 	Rescued      int      `json:"rescued"`
 	Kept         int      `json:"kept"`
+	Repacked     int      `json:"repacked"`
 }
 
 func (e *env) prune(args ...string) pruneJSON {
@@ -96,7 +97,7 @@ func TestPruneAfterForget(t *testing.T) {
 	e := newEnv(t)
 	dirs, ids := versions(t, e, 5, 1)
 	before := packBytes(t, e.store)
-	r := e.ok("forget", "--group-by", "", "--keep-last", "2", "--prune", "--json")
+	r := e.ok("forget", "--group-by", "", "--keep-last", "2", "--prune", "--max-unused", "unlimited", "--json")
 	var out struct {
 		Removed int       `json:"removed"`
 		Prune   pruneJSON `json:"prune"`
@@ -114,8 +115,16 @@ func TestPruneAfterForget(t *testing.T) {
 	e.ok("check", "--read-data")
 	restoresTo(t, e, ids[3], dirs[3])
 	restoresTo(t, e, ids[4], dirs[4])
-	if again := e.prune(); again.Unused != 0 || again.Deleted != 0 {
-		t.Fatalf("second prune: %+v", again)
+	// Then repack what the kept packs hold of the removed snapshots.
+	rp := e.prune()
+	if rp.Unused != 0 || rp.Repacked == 0 || rp.Deleted != rp.Repacked {
+		t.Fatalf("prune with repacking: %+v", rp)
+	}
+	e.ok("check", "--read-data")
+	restoresTo(t, e, ids[3], dirs[3])
+	restoresTo(t, e, ids[4], dirs[4])
+	if again := e.prune(); again.Unused != 0 || again.Deleted != 0 || again.Repacked != 0 {
+		t.Fatalf("third prune: %+v", again)
 	}
 	// Text output names what it did.
 	txt := e.ok("prune").stdout

@@ -55,7 +55,7 @@ func forgetCmd() *cli.Command {
 		Usage: "remove snapshots by a keep policy (last, hourly, daily, weekly, monthly, yearly, within, tag)",
 		UsageText: `coffer at STORE forget [--keep-last N] [--keep-hourly N] [--keep-daily N] [--keep-weekly N]
       [--keep-monthly N] [--keep-yearly N] [--keep-within DURATION] [--keep-tag T]
-      [--group-by source,host,tags] [--time-zone ZONE] [--dry-run] [--prune [--grace D]]
+      [--group-by source,host,tags] [--time-zone ZONE] [--dry-run] [--prune [--max-unused P] [--grace D]]
       [--source S --host H --tag T]
 
 Splits the snapshots the filters select into groups (by source and host

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
+	"strings"
 
 	"github.com/dustin/go-humanize"
 	"github.com/urfave/cli/v2"
@@ -13,6 +15,7 @@ import (
 
 func pruneFlags() []cli.Flag {
 	return []cli.Flag{
+		&cli.StringFlag{Name: "max-unused", Value: "5%", Usage: "repack the packs with the most unused bytes until at most `LIMIT` of the live bytes are unused (a percentage, or 'unlimited': never repack)"},
 		&cli.DurationFlag{Name: "grace", Usage: "delete a pack only `DURATION` after the index stopped naming it (for hosts running a coffer that leaves no backup marker)", DefaultText: "0: as soon as no backup that was running then is left"},
 	}
 }
@@ -21,13 +24,17 @@ func pruneCmd() *cli.Command {
 	return &cli.Command{
 		Name:  "prune",
 		Usage: "delete the packs no snapshot uses (after forget or rm), and merge the index",
-		UsageText: `coffer at STORE prune [--dry-run] [--grace DURATION] [--json]
+		UsageText: `coffer at STORE prune [--dry-run] [--max-unused 5%] [--grace DURATION] [--json]
 
 Marks every blob the snapshots use, writes a new, merged index without
 the packs none of them uses (and with the packs an interrupted backup
 left unindexed, when a snapshot uses them), and only then removes the
 old index files. The unused packs (also leftovers of killed backups)
-become deletion candidates, recorded in the store with the time.
+become deletion candidates, recorded in the store with the time. Packs
+that hold both used and unused blobs are repacked, most unused first,
+until the unused bytes left are at most --max-unused of the live ones:
+their used blobs are copied into new packs (indexed before the old
+ones stop being), and the old ones become candidates too.
 
 Backups never wait for a prune: each one keeps a marker under locks/
 while it runs. A candidate is deleted only when every backup that was
@@ -72,8 +79,12 @@ func runPrune(c *cli.Context) error {
 
 // pruneRepo runs a prune for prune and forget --prune.
 func pruneRepo(c *cli.Context, r *engine.Repo, dry bool) (*engine.PruneResult, error) {
+	maxUnused, err := parseMaxUnused(c.String("max-unused"))
+	if err != nil {
+		return nil, err
+	}
 	res, err := r.Prune(c.Context, engine.PruneOptions{
-		DryRun: dry, Grace: c.Duration("grace"), Concurrency: c.Int("concurrency"),
+		DryRun: dry, Grace: c.Duration("grace"), Concurrency: c.Int("concurrency"), MaxUnused: maxUnused,
 		Log: func(s string) { verbosef("prune: %s", s) },
 	})
 	if err != nil {
@@ -87,6 +98,25 @@ func pruneRepo(c *cli.Context, r *engine.Repo, dry bool) (*engine.PruneResult, e
 		}
 	}
 	return res, nil
+}
+
+// parseMaxUnused reads --max-unused: "5%", "0%", "unlimited".
+func parseMaxUnused(v string) (float64, error) {
+	v = strings.TrimSpace(v)
+	if strings.EqualFold(v, "unlimited") {
+		return 1, nil
+	}
+	n, err := strconv.ParseFloat(strings.TrimSuffix(v, "%"), 64)
+	if err != nil || !strings.HasSuffix(v, "%") || n < 0 || n > 100 {
+		return 0, usagef("--max-unused %q: want a percentage such as 5%% (0%% repacks every pack with an unused blob), or unlimited", v)
+	}
+	if n == 0 {
+		return 1e-12, nil // the engine reads 0 as its default
+	}
+	if n >= 100 {
+		return 1, nil
+	}
+	return n / 100, nil
 }
 
 func pruneFailed(res *engine.PruneResult) error {
@@ -111,8 +141,9 @@ func printPrune(w io.Writer, res *engine.PruneResult) {
 		plural(res.Packs, "pack"), ib(res.Bytes), plural(res.Snapshots, "snapshot"),
 		res.Kept, ib(res.KeptBytes), ib(res.UnusedInKept))
 	if res.DryRun {
-		fmt.Fprintf(w, "would stop indexing %s (%s) no snapshot uses, index again %s, and delete %s (%s) now",
-			plural(res.Unused, "pack"), ib(res.UnusedBytes), plural(res.Rescued, "pack"), plural(res.Deleted, "pack"), ib(res.DeletedBytes))
+		fmt.Fprintf(w, "would stop indexing %s (%s) no snapshot uses, repack %s (%s, copying %s), index again %s, and delete %s (%s) now",
+			plural(res.Unused, "pack"), ib(res.UnusedBytes), plural(res.Repacked, "pack"), ib(res.RepackedBytes), ib(res.RepackedLive),
+			plural(res.Rescued, "pack"), plural(res.Deleted, "pack"), ib(res.DeletedBytes))
 		if res.Waiting > 0 {
 			fmt.Fprintf(w, "; %s (%s) would wait", plural(res.Waiting, "pack"), ib(res.WaitingBytes))
 		}
@@ -121,6 +152,9 @@ func printPrune(w io.Writer, res *engine.PruneResult) {
 		fmt.Fprintf(w, "found %s (%s) no snapshot uses; deleted %s (%s)", plural(res.Unused, "pack"), ib(res.UnusedBytes), plural(res.Deleted, "pack"), ib(res.DeletedBytes))
 		if res.Rescued > 0 {
 			fmt.Fprintf(w, "; indexed %s again (a snapshot uses them)", plural(res.Rescued, "pack"))
+		}
+		if res.Repacked > 0 {
+			fmt.Fprintf(w, "; repacked %s (%s, copying %s of live blobs)", plural(res.Repacked, "pack"), ib(res.RepackedBytes), ib(res.RepackedLive))
 		}
 		fmt.Fprintln(w)
 		if res.IndexFilesWritten > 0 {
