@@ -49,6 +49,10 @@ type PruneOptions struct {
 	Log func(string)
 }
 
+// tempAge is how long a temp object must have been left unwritten
+// before prune removes it: longer than a backup marker lives.
+const tempAge = lease.DefaultDuration + lease.Skew
+
 // DefaultMaxUnused is PruneOptions.MaxUnused's default, as rustic's.
 const DefaultMaxUnused = 0.05
 
@@ -97,6 +101,10 @@ type PruneResult struct {
 	// IndexFilesRead were merged into IndexFilesWritten (and removed).
 	IndexFilesRead    int `json:"index_files_read"`
 	IndexFilesWritten int `json:"index_files_written"`
+	// Temps are the temp objects (a folder's .tmp-* files) killed
+	// writers left, removed (counted, with DryRun), and their bytes.
+	Temps      int   `json:"temps"`
+	TempsBytes int64 `json:"temps_bytes"`
 	// Failed are packs and index files whose deletion failed (a
 	// retention lock, a permission): they are kept and tried again by the
 	// next prune. BadTrailers are unindexed packs whose trailer does not
@@ -537,6 +545,15 @@ func (r *Repo) Prune(ctx context.Context, opt PruneOptions) (*PruneResult, error
 		})
 	}
 	gerr := g.Wait()
+	if ts, ok := store.FindTempSweeper(r.st); ok && gerr == nil {
+		// A writer that stalled this long has a lapsed marker: it fails
+		// before its snapshot whatever happens to its temp file.
+		n, b, err := ts.RemoveTemps(ctx, max(opt.Grace, tempAge))
+		res.Temps, res.TempsBytes = n, b
+		if err != nil {
+			logf("removing temp files: %v", err)
+		}
+	}
 	// What is left waits for the next prune.
 	var left pendingState
 	for _, gen := range pending.Generations {

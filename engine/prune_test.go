@@ -11,6 +11,7 @@ import (
 
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -173,9 +174,23 @@ func TestPruneReclaimsUnreferenced(t *testing.T) {
 	if n, _ := unusedBytes(t, path); n != wantN {
 		t.Fatal("the dry run changed the store")
 	}
+	// A killed writer's temp file, and one being written now.
+	oldTmp, newTmp := filepath.Join(path, "index", ".tmp-killed"), filepath.Join(path, ".tmp-writing")
+	writeFile(t, oldTmp, []byte("half an index file"))
+	writeFile(t, newTmp, []byte("half a pack"))
+	long := time.Now().Add(-time.Hour)
+	if err := os.Chtimes(oldTmp, long, long); err != nil {
+		t.Fatal(err)
+	}
 	res, err := reopen(t, path).Prune(ctx, engine.PruneOptions{})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if _, err := os.Stat(oldTmp); !os.IsNotExist(err) || res.Temps != 1 {
+		t.Fatalf("an old temp file was not removed (%d removed): %v", res.Temps, err)
+	}
+	if _, err := os.Stat(newTmp); err != nil {
+		t.Fatalf("a recent temp file was removed: %v", err)
 	}
 	if res.Deleted != wantN || res.DeletedBytes != wantBytes || res.Waiting != 0 {
 		t.Fatalf("prune deleted %d packs (%d bytes), waiting %d; want %d (%d)", res.Deleted, res.DeletedBytes, res.Waiting, wantN, wantBytes)

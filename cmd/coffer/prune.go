@@ -157,6 +157,9 @@ func printPrune(w io.Writer, res *engine.PruneResult) {
 			fmt.Fprintf(w, "; repacked %s (%s, copying %s of live blobs)", plural(res.Repacked, "pack"), ib(res.RepackedBytes), ib(res.RepackedLive))
 		}
 		fmt.Fprintln(w)
+		if res.Temps > 0 {
+			fmt.Fprintf(w, "removed %s (%s) that killed writers left\n", plural(res.Temps, "temp file"), ib(res.TempsBytes))
+		}
 		if res.IndexFilesWritten > 0 {
 			fmt.Fprintf(w, "merged %s into %d\n", plural(res.IndexFilesRead, "index file"), res.IndexFilesWritten)
 		}
