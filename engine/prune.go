@@ -53,6 +53,22 @@ type PruneOptions struct {
 // before prune removes it: longer than a backup marker lives.
 const tempAge = lease.DefaultDuration + lease.Skew
 
+// repackRun bounds one read of adjacent blobs to repack.
+const repackRun = 4 << 20
+
+// pruneMemtable is the memtable of prune's lookup and marks (recent
+// additions held in a map before a sorted run is written): smaller than
+// a backup's, since prune adds in bulk and looks up little of it.
+const pruneMemtable = 16384
+
+func newPruneIndex() *index.Master {
+	x, err := index.Open(index.Options{Memtable: pruneMemtable})
+	if err != nil { // cannot happen without a folder
+		panic(err)
+	}
+	return x
+}
+
 // DefaultMaxUnused is PruneOptions.MaxUnused's default, as rustic's.
 const DefaultMaxUnused = 0.05
 
@@ -242,7 +258,7 @@ func (r *Repo) Prune(ctx context.Context, opt PruneOptions) (*PruneResult, error
 	if err != nil {
 		return nil, fmt.Errorf("listing index files: %w", err)
 	}
-	idx := index.New()
+	idx := newPruneIndex()
 	defer idx.Close()
 	if err := r.readIndexInto(ctx, idx, files0); err != nil {
 		return nil, err
@@ -275,7 +291,7 @@ func (r *Repo) Prune(ctx context.Context, opt PruneOptions) (*PruneResult, error
 
 	// Step 2: mark what the snapshots use.
 	logf("marking the blobs of %d snapshots", len(snaps0))
-	used := index.New()
+	used := newPruneIndex()
 	defer used.Close()
 	view := r.WithIndex(idx)
 	var missing atomic.Int64
@@ -889,11 +905,9 @@ func (r *Repo) repack(ctx context.Context, which map[crypto.ID]bool, packs map[c
 			sv.Abort()
 			return nil, fmt.Errorf("pack %s: %w", id.Short(), err)
 		}
-		data, err := r.LoadPackRange(ctx, p.kind, id, 0, p.size)
-		if err != nil {
-			sv.Abort()
-			return nil, fmt.Errorf("pack %s: %w", id.Short(), err)
-		}
+		// The blobs to copy, in pack order, read in runs of adjacent
+		// ones (at most repackRun bytes a read, not the whole pack).
+		var keep []format.BlobLoc
 		for _, b := range blobs {
 			if !used.Has(b.ID) {
 				continue
@@ -901,21 +915,34 @@ func (r *Repo) repack(ctx context.Context, which map[crypto.ID]bool, packs map[c
 			if _, first, ok := idx.Lookup(b.ID); !ok || first != id {
 				continue // its first copy is elsewhere, and stays
 			}
-			end := int64(b.Offset) + int64(b.Length)
-			if end > int64(len(data)) {
-				sv.Abort()
-				return nil, fmt.Errorf("pack %s: blob %s beyond its end", id.Short(), b.ID.Short())
+			keep = append(keep, b)
+		}
+		sort.Slice(keep, func(i, j int) bool { return keep[i].Offset < keep[j].Offset })
+		for i := 0; i < len(keep); {
+			j, start, end := i, int64(keep[i].Offset), int64(keep[i].Offset)+int64(keep[i].Length)
+			for j+1 < len(keep) && int64(keep[j+1].Offset) == end && end-start+int64(keep[j+1].Length) <= repackRun {
+				j++
+				end += int64(keep[j].Length)
 			}
-			var plain []byte
-			plain, scratch, err = r.OpenBlobInPlace(data[b.Offset:end], b, id, scratch)
+			data, err := r.LoadPackRange(ctx, p.kind, id, start, end-start)
 			if err != nil {
 				sv.Abort()
-				return nil, fmt.Errorf("pack %s: %w (run check)", id.Short(), err)
+				return nil, fmt.Errorf("pack %s: %w", id.Short(), err)
 			}
-			if _, err := sv.Save(b.Kind, b.ID, plain); err != nil {
-				sv.Abort()
-				return nil, err
+			for _, b := range keep[i : j+1] {
+				off := int64(b.Offset) - start
+				var plain []byte
+				plain, scratch, err = r.OpenBlobInPlace(data[off:off+int64(b.Length)], b, id, scratch)
+				if err != nil {
+					sv.Abort()
+					return nil, fmt.Errorf("pack %s: %w (run check)", id.Short(), err)
+				}
+				if _, err := sv.Save(b.Kind, b.ID, plain); err != nil {
+					sv.Abort()
+					return nil, err
+				}
 			}
+			i = j + 1
 		}
 	}
 	if err := sv.Finish(); err != nil {
