@@ -169,7 +169,7 @@ func (r *Repo) loadPending(ctx context.Context) (pendingState, string, error) {
 		err = json.Unmarshal(p, &ps)
 	}
 	if err != nil {
-		return pendingState{}, fmt.Sprintf("locks/%s is unreadable (%v): its candidates are treated as new ones", lease.PendingName, err), nil
+		return pendingState{}, fmt.Sprintf("%s is unreadable (%v): its candidates are treated as new ones", pendingHandle, err), nil
 	}
 	return ps, "", nil
 }
@@ -619,7 +619,7 @@ func (r *Repo) judge(gens []pendingGen, markers []lease.Info, now time.Time, gra
 		for _, name := range g.Markers {
 			if m, there := present[name]; there {
 				ok = false
-				who := "locks/" + name
+				who := store.Handle{Kind: store.KindLock, Name: name}.String()
 				if m.Err == nil {
 					who = m.Record.Owner()
 				} else {

@@ -211,7 +211,7 @@ func TestPruneUnlock(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.fail(1, []string{"locks/prune is held by prune on "}, "prune")
+	e.fail(1, []string{store.ObjectName(store.Handle{Kind: store.KindLock, Name: lease.PruneName}) + " is held by prune on "}, "prune")
 	// Then it is a dead process's: the pid of one that ended.
 	dead := exec.Command("true")
 	if err := dead.Run(); err != nil {

@@ -94,6 +94,8 @@ func processAlive(pid int) bool {
 	return err == nil || errors.Is(err, syscall.EPERM)
 }
 
+func lockHandle(name string) store.Handle { return store.Handle{Kind: store.KindLock, Name: name} }
+
 func aad(name string) []byte { return []byte("coffer lock v1\x00" + name) }
 
 func seal(keys *crypto.Keys, name string, r Record) []byte {
@@ -176,10 +178,10 @@ type HeldError struct {
 
 func (e *HeldError) Error() string {
 	if e.Err != nil {
-		return fmt.Sprintf("locks/%s exists and cannot be read (%v): another coffer holds it, or it is damaged (coffer unlock --force removes it)", e.Name, e.Err)
+		return fmt.Sprintf("%s exists and cannot be read (%v): another coffer holds it, or it is damaged (coffer unlock --force removes it)", lockHandle(e.Name), e.Err)
 	}
-	return fmt.Sprintf("locks/%s is held by %s until %s; wait for it to finish, or if it is dead run coffer unlock",
-		e.Name, e.Record.Owner(), e.Record.Expires.Local().Format(time.RFC3339))
+	return fmt.Sprintf("%s is held by %s until %s; wait for it to finish, or if it is dead run coffer unlock",
+		lockHandle(e.Name), e.Record.Owner(), e.Record.Expires.Local().Format(time.RFC3339))
 }
 
 // Exclusive takes the lock name (PruneName) with a conditional write: it
@@ -195,7 +197,7 @@ func Exclusive(ctx context.Context, st store.Storage, keys *crypto.Keys, name st
 		if store.IsNotFound(gerr) {
 			err = l.write(ctx, "") // released meanwhile
 		} else if gerr != nil {
-			return nil, fmt.Errorf("reading locks/%s: %w", name, gerr)
+			return nil, fmt.Errorf("reading %s: %w", l.h, gerr)
 		} else {
 			rec, oerr := open(keys, name, data)
 			if oerr != nil {
@@ -207,11 +209,11 @@ func Exclusive(ctx context.Context, st store.Storage, keys *crypto.Keys, name st
 			err = l.write(ctx, v)
 		}
 		if errors.Is(err, store.ErrPreconditionFailed) {
-			return nil, fmt.Errorf("locks/%s was taken by another coffer at the same moment: %w", name, err)
+			return nil, fmt.Errorf("%s was taken by another coffer at the same moment: %w", l.h, err)
 		}
 	}
 	if err != nil {
-		return nil, fmt.Errorf("taking locks/%s: %w", name, err)
+		return nil, fmt.Errorf("taking %s: %w", l.h, err)
 	}
 	l.keep()
 	return l, nil
@@ -229,7 +231,7 @@ func (l *Lease) write(ctx context.Context, v store.Version) error {
 		return err
 	}
 	if string(got) != string(data) {
-		return fmt.Errorf("locks/%s was replaced right after it was written: %w", l.h.Name, store.ErrPreconditionFailed)
+		return fmt.Errorf("%s was replaced right after it was written: %w", l.h, store.ErrPreconditionFailed)
 	}
 	l.ver = nv
 	return nil
@@ -256,7 +258,7 @@ func (l *Lease) Refresh(ctx context.Context) error {
 	}
 	now := time.Now()
 	if !now.Before(l.rec.Expires) {
-		l.lapsed = fmt.Errorf("locks/%s expired at %s before it could be refreshed: %w", l.h.Name, l.rec.Expires.Local().Format(time.RFC3339), ErrLapsed)
+		l.lapsed = fmt.Errorf("%s expired at %s before it could be refreshed: %w", l.h, l.rec.Expires.Local().Format(time.RFC3339), ErrLapsed)
 		return l.lapsed
 	}
 	old := l.rec
@@ -264,7 +266,7 @@ func (l *Lease) Refresh(ctx context.Context) error {
 	if err := l.write(ctx, l.ver); err != nil {
 		l.rec = old
 		if errors.Is(err, store.ErrPreconditionFailed) {
-			l.lapsed = fmt.Errorf("locks/%s was removed or replaced by another coffer (coffer unlock?): %w", l.h.Name, ErrLapsed)
+			l.lapsed = fmt.Errorf("%s was removed or replaced by another coffer (coffer unlock?): %w", l.h, ErrLapsed)
 			return l.lapsed
 		}
 		return err // try again at the next tick
@@ -283,7 +285,7 @@ func (l *Lease) Check() error {
 		return l.lapsed
 	}
 	if time.Now().After(l.rec.Expires.Add(-l.dur / 3)) {
-		return fmt.Errorf("locks/%s was last refreshed at %s and is about to expire: %w", l.h.Name, l.rec.Refreshed.Local().Format(time.RFC3339), ErrLapsed)
+		return fmt.Errorf("%s was last refreshed at %s and is about to expire: %w", l.h, l.rec.Refreshed.Local().Format(time.RFC3339), ErrLapsed)
 	}
 	return nil
 }
