@@ -386,6 +386,10 @@ func (r *Repo) Prune(ctx context.Context, opt PruneOptions) (*PruneResult, error
 			return nil, err
 		}
 		gen := pendingGen{Time: now, Markers: liveMarkers(markers, now), Packs: unused}
+		for id := range repack {
+			p := packs[id]
+			gen.Packs = append(gen.Packs, pendingPack{ID: id, Kind: p.kind, Size: p.size})
+		}
 		res.Rescued = len(rescue)
 		r.judge(append(pending.Generations, gen), markers, now, opt.Grace, res, nil)
 		return res, nil

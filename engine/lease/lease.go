@@ -223,6 +223,13 @@ func Exclusive(ctx context.Context, st store.Storage, keys *crypto.Keys, name st
 // learns the new version.
 func (l *Lease) write(ctx context.Context, v store.Version) error {
 	data := seal(l.keys, l.h.Name, l.rec)
+	if !l.st.Features().Conditional {
+		if l.rec.Kind != KindBackup {
+			return fmt.Errorf("%s cannot be held on %s: it has no conditional writes", l.h, l.st.Location())
+		}
+		// A marker's name is random: only its owner writes it.
+		return l.st.Put(ctx, l.h, data)
+	}
 	if err := l.st.PutIf(ctx, l.h, data, v); err != nil {
 		return err
 	}
