@@ -369,7 +369,7 @@ func runForget(c *cli.Context) error {
 		}
 		if c.Bool("prune") {
 			if out.Prune, err = pruneRepo(c, r, false); err != nil {
-				return err
+				return fmt.Errorf("forget removed %s (kept %d), then %w", plural(out.Removed, "snapshot"), out.Kept, err)
 			}
 		}
 	}
