@@ -966,24 +966,26 @@ func sortPending(ps []pendingPack) {
 // meanwhile is skipped.
 func markSnapshots(ctx context.Context, r *Repo, snaps []crypto.ID, used *index.Master, conc int, fresh func(crypto.ID)) error {
 	mark := marker(used, fresh)
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(max(1, min(conc, 4)))
+	w := newTreeWalk(ctx, r, mark, max(conc, 1))
 	for _, id := range snaps {
-		g.Go(func() error {
-			sn, err := r.LoadSnapshot(gctx, id)
+		w.spawn(func(ctx context.Context) error {
+			sn, err := r.LoadSnapshot(ctx, id)
 			if store.IsNotFound(err) {
 				return nil
 			}
 			if err != nil {
 				return err
 			}
-			if err := markTree(gctx, r, sn.Root, mark); err != nil {
+			if err := w.walk(ctx, sn.Root); err != nil {
 				return fmt.Errorf("snapshot %s: %w", id.Short(), err)
 			}
-			return used.Err()
+			return nil
 		})
 	}
-	return g.Wait()
+	if err := w.wait(); err != nil {
+		return err
+	}
+	return used.Err()
 }
 
 // marker returns a function that adds id to used and reports whether it
@@ -1008,50 +1010,94 @@ func marker(used *index.Master, fresh func(crypto.ID)) func(crypto.ID) bool {
 // every blob; a directory or chunk list mark says it had already seen
 // is not read again.
 func markTree(ctx context.Context, r *Repo, root crypto.ID, mark func(crypto.ID) bool) error {
-	var walk func(id crypto.ID) error
-	walk = func(id crypto.ID) error {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		if !mark(id) {
-			return nil
-		}
-		d, err := r.LoadDir(ctx, id)
+	w := newTreeWalk(ctx, r, mark, 8)
+	w.spawn(func(ctx context.Context) error { return w.walk(ctx, root) })
+	return w.wait()
+}
+
+// treeWalk walks trees with up to n directories read at once: a
+// subdirectory is walked by a goroutine of its own when one is free,
+// else in place (a remote store answers each blob read in tens of
+// milliseconds, so one at a time would take hours on a large bucket).
+type treeWalk struct {
+	r    *Repo
+	mark func(crypto.ID) bool
+	g    *errgroup.Group
+	ctx  context.Context
+	sem  chan struct{}
+}
+
+func newTreeWalk(ctx context.Context, r *Repo, mark func(crypto.ID) bool, n int) *treeWalk {
+	g, gctx := errgroup.WithContext(ctx)
+	return &treeWalk{r: r, mark: mark, g: g, ctx: gctx, sem: make(chan struct{}, n)}
+}
+
+// spawn runs fn in a goroutine once a slot is free.
+func (w *treeWalk) spawn(fn func(ctx context.Context) error) {
+	select {
+	case w.sem <- struct{}{}:
+	case <-w.ctx.Done():
+		return
+	}
+	w.g.Go(func() error {
+		defer func() { <-w.sem }()
+		return fn(w.ctx)
+	})
+}
+
+func (w *treeWalk) wait() error { return w.g.Wait() }
+
+func (w *treeWalk) walk(ctx context.Context, id crypto.ID) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if !w.mark(id) {
+		return nil
+	}
+	r := w.r
+	d, err := r.LoadDir(ctx, id)
+	if err != nil {
+		return err
+	}
+	if err := r.PageIDs(ctx, d, func(p crypto.ID) { w.mark(p) }); err != nil {
+		return err
+	}
+	it := r.Iter(d)
+	for {
+		n, ok, err := it.Next(ctx)
 		if err != nil {
 			return err
 		}
-		if err := r.PageIDs(ctx, d, func(p crypto.ID) { mark(p) }); err != nil {
-			return err
+		if !ok {
+			return nil
 		}
-		it := r.Iter(d)
-		for {
-			n, ok, err := it.Next(ctx)
+		switch n.Type {
+		case tree.TypeDir:
+			sub := n.Subtree
+			select {
+			case w.sem <- struct{}{}:
+				w.g.Go(func() error {
+					defer func() { <-w.sem }()
+					return w.walk(w.ctx, sub)
+				})
+			default:
+				if err := w.walk(ctx, sub); err != nil {
+					return err
+				}
+			}
+		case tree.TypeFile:
+			if !n.ChunkList.IsZero() && !w.mark(n.ChunkList) {
+				continue // its chunks were marked with it
+			}
+			cs, err := r.FileChunks(ctx, n)
 			if err != nil {
 				return err
 			}
-			if !ok {
-				return nil
-			}
-			switch n.Type {
-			case tree.TypeDir:
-				if err := walk(n.Subtree); err != nil {
-					return err
-				}
-			case tree.TypeFile:
-				if !n.ChunkList.IsZero() && !mark(n.ChunkList) {
-					continue // its chunks were marked with it
-				}
-				cs, err := r.FileChunks(ctx, n)
-				if err != nil {
-					return err
-				}
-				for _, c := range cs {
-					mark(c.ID)
-				}
+			for _, c := range cs {
+				w.mark(c.ID)
 			}
 		}
 	}
-	return walk(root)
 }
 
 // KeepIndexed makes sure every blob of the tree under root (a snapshot a
