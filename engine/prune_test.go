@@ -7,9 +7,11 @@ import (
 	"github.com/coffer-backup/coffer/engine/crypto"
 	"github.com/coffer-backup/coffer/engine/format"
 	"github.com/coffer-backup/coffer/engine/lease"
+	"github.com/coffer-backup/coffer/engine/store"
 	"github.com/coffer-backup/coffer/engine/tree"
 
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -365,5 +367,60 @@ func TestPruneLock(t *testing.T) {
 	}
 	if _, err := r.Prune(ctx, engine.PruneOptions{}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// stallingSource runs hook before its walk, then waits: a backup whose
+// marker someone removes meanwhile (unlock --force) or that stalls past
+// its expiry.
+type stallingSource struct {
+	backup.Source
+	hook  func()
+	pause time.Duration
+}
+
+func (s *stallingSource) Walk(ctx context.Context, fn func(*backup.Item) error, warn func(string, error)) error {
+	s.hook()
+	time.Sleep(s.pause)
+	return s.Source.Walk(ctx, fn, warn)
+}
+
+// TestBackupMarkerLapsed: a backup whose marker was removed while it ran
+// (so a prune may have deleted what it deduplicated against) writes no
+// snapshot and says why; the next backup succeeds.
+func TestBackupMarkerLapsed(t *testing.T) {
+	ctx := context.Background()
+	r, path := newTestRepo(t, engine.CreateOptions{Chunker: testChunker})
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "a"), randBytesSeeded(1, 100<<10))
+	src, err := backup.NewFolder(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	removeMarkers := func() {
+		infos, err := lease.List(ctx, r.Storage(), r.Keys())
+		if err != nil || len(infos) != 1 {
+			t.Errorf("markers during the backup: %+v, %v", infos, err)
+		}
+		for _, in := range infos {
+			r.Storage().Delete(ctx, store.Handle{Kind: store.KindLock, Name: in.Name})
+		}
+	}
+	_, err = backup.Run(ctx, r, &stallingSource{Source: src, hook: removeMarkers, pause: 300 * time.Millisecond},
+		backup.Options{Lease: lease.Options{Duration: 150 * time.Millisecond}})
+	if err == nil || !errors.Is(err, lease.ErrLapsed) || !strings.Contains(err.Error(), "not writing the snapshot") {
+		t.Fatalf("backup with its marker removed: %v", err)
+	}
+	if ids, _ := r.SnapshotIDs(ctx); len(ids) != 0 {
+		t.Fatalf("a snapshot was written: %v", ids)
+	}
+	// The next backup succeeds and leaves no marker.
+	_, err = backup.Run(ctx, reopen(t, path), &stallingSource{Source: src, hook: func() {}, pause: 0},
+		backup.Options{Lease: lease.Options{Duration: time.Hour}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if infos, _ := lease.List(ctx, r.Storage(), r.Keys()); len(infos) != 0 {
+		t.Fatalf("markers left after a backup: %+v", infos)
 	}
 }
