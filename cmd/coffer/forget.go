@@ -18,8 +18,8 @@ import (
 )
 
 // noPrune is said after snapshots were removed: forget and rm remove
-// snapshot objects only, and nothing yet reclaims what they referenced.
-const noPrune = "space is not reclaimed yet: the data only the removed snapshots used stays in the store (coffer has no prune command so far)"
+// snapshot objects only; prune reclaims what they referenced.
+const noPrune = "space is not reclaimed yet: the data only the removed snapshots used stays in the store until 'coffer prune' (or forget --prune)"
 
 // keepRules are forget's count flags, each with its store entry key.
 var keepRules = []struct {
@@ -46,14 +46,17 @@ func forgetCmd() *cli.Command {
 		&cli.StringFlag{Name: "group-by", Usage: "apply the policy to each group of snapshots sharing `FIELDS`: source, host, tags, or '' for one group", DefaultText: "source,host"},
 		&cli.StringFlag{Name: "time-zone", Usage: "count hours, days, weeks, months and years in `ZONE` (e.g. Europe/Berlin, UTC)", DefaultText: "the local zone"},
 		&cli.BoolFlag{Name: "dry-run", Aliases: []string{"n"}, Usage: "remove nothing; say what would be kept and removed"},
+		&cli.BoolFlag{Name: "prune", Usage: "then prune: delete the data no snapshot uses any more (see coffer prune)"},
 		jsonFlag(),
 	)
+	flags = append(flags, pruneFlags()...)
 	return &cli.Command{
 		Name:  "forget",
 		Usage: "remove snapshots by a keep policy (last, hourly, daily, weekly, monthly, yearly, within, tag)",
 		UsageText: `coffer at STORE forget [--keep-last N] [--keep-hourly N] [--keep-daily N] [--keep-weekly N]
       [--keep-monthly N] [--keep-yearly N] [--keep-within DURATION] [--keep-tag T]
-      [--group-by source,host,tags] [--time-zone ZONE] [--dry-run] [--source S --host H --tag T]
+      [--group-by source,host,tags] [--time-zone ZONE] [--dry-run] [--prune [--max-unused P] [--grace D]]
+      [--source S --host H --tag T]
 
 Splits the snapshots the filters select into groups (by source and host
 unless --group-by says otherwise), applies the policy to each group, and
@@ -77,10 +80,11 @@ group_by, time_zone); any keep flag replaces the entry's whole policy.
 With no rule at all, forget refuses: it never removes every snapshot.
 
 Forget removes snapshot objects only. The data they referenced stays in
-the store: coffer has no prune yet to reclaim the space.
+the store until a prune: --prune runs one right after (coffer prune).
 
 Examples:
    coffer at /backups forget --keep-daily 7 --keep-weekly 5 --keep-monthly 12 --dry-run
+   coffer at /backups forget --keep-daily 7 --keep-weekly 5 --prune
    coffer at /backups forget --keep-last 3 --keep-within 1m --source /srv/data
    coffer at /backups forget --keep-tag release --keep-daily 30 --time-zone Europe/Berlin
    coffer config store set mystore keep_daily=7 keep_weekly=4; coffer at @mystore forget`,
@@ -97,8 +101,8 @@ func rmCmd() *cli.Command {
 
 Removes the snapshots named (ids, unique prefixes, latest). Every name is
 resolved first: if one is unknown or ambiguous, nothing is removed.
-Only the snapshot objects go: coffer has no prune yet to reclaim the
-space their data holds.
+Only the snapshot objects go: 'coffer prune' reclaims the space their
+data holds.
 
 Examples:
    coffer at /backups rm 3fa2b1c0
@@ -275,6 +279,8 @@ type forgetOut struct {
 	Groups   []forgetGroupOut `json:"groups"`
 	Kept     int              `json:"kept"`
 	Removed  int              `json:"removed"` // with dry_run: would be removed
+	// Prune is what --prune did.
+	Prune *engine.PruneResult `json:"prune,omitempty"`
 }
 
 type rmOut struct {
@@ -361,11 +367,26 @@ func runForget(c *cli.Context) error {
 		if err := removeSnapshots(c, r, remove); err != nil {
 			return err
 		}
+		if c.Bool("prune") {
+			if out.Prune, err = pruneRepo(c, r, false); err != nil {
+				return fmt.Errorf("forget removed %s (kept %d), then %w", plural(out.Removed, "snapshot"), out.Kept, err)
+			}
+		}
 	}
 	if c.Bool("json") {
-		return printJSON(c.App.Writer, out)
+		if err := printJSON(c.App.Writer, out); err != nil {
+			return err
+		}
+		if out.Prune != nil {
+			return pruneFailed(out.Prune)
+		}
+		return nil
 	}
 	if quiet {
+		if out.Prune != nil {
+			printPrune(c.App.Writer, out.Prune) // problems only
+			return pruneFailed(out.Prune)
+		}
 		return nil
 	}
 	w := c.App.Writer
@@ -407,8 +428,17 @@ func runForget(c *cli.Context) error {
 		fmt.Fprintf(w, "would remove %s, keep %d (--dry-run: nothing was removed)\n", plural(out.Removed, "snapshot"), out.Kept)
 	case out.Removed == 0:
 		fmt.Fprintf(w, "nothing to remove: the policy keeps all %s\n", plural(out.Kept, "snapshot"))
+	case out.Prune != nil:
+		fmt.Fprintf(w, "removed %s, kept %d\n", plural(out.Removed, "snapshot"), out.Kept)
 	default:
 		fmt.Fprintf(w, "removed %s, kept %d\n%s\n", plural(out.Removed, "snapshot"), out.Kept, noPrune)
+	}
+	if out.Prune != nil {
+		printPrune(w, out.Prune)
+		return pruneFailed(out.Prune)
+	}
+	if dry && c.Bool("prune") {
+		fmt.Fprintln(w, "(--prune does not run with --dry-run: run coffer prune --dry-run after the forget to see what it would reclaim)")
 	}
 	return nil
 }

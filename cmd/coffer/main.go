@@ -222,7 +222,7 @@ Examples:
 		ExitErrHandler: func(*cli.Context, error) {}, // run() reports errors
 		OnUsageError:   onUsageError,
 		Commands: []*cli.Command{
-			createCmd(), backupCmd(), lsCmd(), catCmd(), restoreCmd(), checkCmd(), infoCmd(), mountCmd(), tagCmd(), forgetCmd(), rmCmd(), repairCmd(),
+			createCmd(), backupCmd(), lsCmd(), catCmd(), restoreCmd(), checkCmd(), infoCmd(), mountCmd(), tagCmd(), forgetCmd(), rmCmd(), pruneCmd(), unlockCmd(), repairCmd(),
 			passphraseCmd(), configCmd(), completionCmd(), versionCmd(), helpCmd(), genDocsCmd(),
 		},
 		Action: noCommand,

@@ -4,6 +4,7 @@ import (
 	"github.com/coffer-backup/coffer/engine"
 	"github.com/coffer-backup/coffer/engine/crypto"
 	"github.com/coffer-backup/coffer/engine/format"
+	"github.com/coffer-backup/coffer/engine/lease"
 	"github.com/coffer-backup/coffer/engine/store"
 	"github.com/coffer-backup/coffer/engine/tree"
 	"github.com/coffer-backup/coffer/internal/pipeline"
@@ -47,6 +48,9 @@ type Options struct {
 	Warn func(path string, err error)
 	// Progress, if set, is updated as the backup runs.
 	Progress *engine.Progress
+	// Lease tunes the marker the backup keeps under locks/ while it runs
+	// (docs/FORMAT.md §9): a prune deletes nothing it may reference.
+	Lease lease.Options
 }
 
 // BackupResult reports a finished backup.
@@ -85,11 +89,20 @@ func Run(ctx context.Context, r *engine.Repo, src Source, opt Options) (*Result,
 	if opt.Progress == nil {
 		opt.Progress = &engine.Progress{}
 	}
+	// The marker goes first, before the index is read: a prune that
+	// stops indexing a pack after this point waits for it (FORMAT.md §9).
+	if opt.Lease.Command == "" {
+		opt.Lease.Command = "backup " + src.URI()
+	}
+	mark, err := lease.Mark(ctx, r.Storage(), r.Keys(), lease.KindBackup, opt.Lease)
+	if err != nil {
+		return nil, fmt.Errorf("backup: %w", err)
+	}
+	defer mark.Release(context.WithoutCancel(ctx))
 	if err := r.LoadIndex(ctx); err != nil {
 		return nil, err
 	}
 	var parent *engine.Snapshot
-	var err error
 	switch {
 	case opt.NoParent:
 	case opt.Parent != nil:
@@ -158,8 +171,18 @@ func Run(ctx context.Context, r *engine.Repo, src Source, opt Options) (*Result,
 		}
 	}
 	sn.Duration = time.Since(start).Seconds()
+	// A marker that lapsed (a paused process, a sleeping laptop) no
+	// longer kept a prune from deleting packs this snapshot may name.
+	if err := mark.Check(); err != nil {
+		return nil, fmt.Errorf("backup: not writing the snapshot: %w; its packs and index files are durable, so running the backup again is fast", err)
+	}
 	if _, err := r.SaveSnapshot(ctx, sn); err != nil {
 		return nil, err
+	}
+	// Still under the marker: if a prune rewrote the index meanwhile,
+	// index again the packs this snapshot deduplicated against.
+	if _, err := r.KeepIndexed(ctx, root); err != nil {
+		return nil, fmt.Errorf("backup: snapshot %s written, but checking that the index still names all it uses failed: %w (the next prune indexes what it lacks)", sn.ID.Short(), err)
 	}
 	return &Result{Snapshot: sn, Parent: parent}, nil
 }

@@ -70,7 +70,7 @@ var layerNames = []string{"base", "codec", "structure", "repository", "driver"}
 // below it (whose types the repository's API uses), never another driver,
 // never the store's decorators (cmd/coffer composes those).
 var driverMay = []string{"engine", "engine/store", "engine/crypto", "engine/format", "engine/tree", "engine/index",
-	"engine/object", "engine/keymap", "internal/pipeline"}
+	"engine/object", "engine/keymap", "engine/lease", "internal/pipeline"}
 
 // engineLayers: every engine package (and cache, which engine/object
 // uses, and internal/pipeline, the backup driver's), its layer, and the coffer packages its non-test code may import.
@@ -91,10 +91,11 @@ var engineLayers = map[string]struct {
 	"engine/store/diskcache": {layerCodec, []string{"engine/store"}},
 	"engine/store/faults":    {layerCodec, []string{"engine/store"}},
 	"engine/store/storetest": {layerCodec, []string{"engine/store"}},
+	"engine/lease":           {layerCodec, []string{"engine/crypto", "engine/store"}},
 	"engine/tree":            {layerStructure, []string{"engine/crypto", "engine/format"}},
 	"engine/index":           {layerStructure, []string{"engine/crypto", "engine/format"}},
 	"engine": {layerRepository, []string{"engine/store", "engine/crypto", "engine/format", "engine/tree",
-		"engine/index", "engine/object"}},
+		"engine/index", "engine/object", "engine/lease"}},
 	"engine/backup":  {layerDriver, driverMay},
 	"engine/restore": {layerDriver, driverMay},
 	"engine/check":   {layerDriver, driverMay},
