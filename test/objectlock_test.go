@@ -203,7 +203,10 @@ func TestObjectLock(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.backup(src)
-	e.fail(1, []string{"snapshot " + sn.Short, "is locked until", "object lock, governance"}, "forget", "--keep-last", "1")
+	fr := e.fail(1, []string{"snapshot " + sn.Short, "is locked until", "object lock, governance"}, "forget", "--keep-last", "1")
+	if strings.Contains(fr.stderr, "run the command again") {
+		t.Errorf("forget of a locked snapshot tells to run it again, which fails the same way: %s", fr.stderr)
+	}
 	if snaps := e.snapshots(); len(snaps) != 2 {
 		t.Fatalf("after a refused forget: %+v", snaps)
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"sync/atomic"
@@ -14,6 +15,7 @@ import (
 	"github.com/coffer-backup/coffer/engine"
 	"github.com/coffer-backup/coffer/engine/crypto"
 	"github.com/coffer-backup/coffer/engine/retention"
+	"github.com/coffer-backup/coffer/engine/store"
 	"github.com/coffer-backup/coffer/internal/config"
 )
 
@@ -464,6 +466,10 @@ func removeSnapshots(c *cli.Context, r *engine.Repo, snaps []*engine.Snapshot) e
 		})
 	}
 	if err := g.Wait(); err != nil {
+		if errors.Is(err, store.ErrLocked) {
+			// Running it again fails the same way until the lock ends.
+			return fmt.Errorf("removed %d of %s, then: %w", removed.Load(), plural(len(snaps), "snapshot"), err)
+		}
 		return fmt.Errorf("removed %d of %s, then: %w (the others are still there; run the command again to finish)", removed.Load(), plural(len(snaps), "snapshot"), err)
 	}
 	return nil
