@@ -137,8 +137,8 @@ func printPrune(w io.Writer, res *engine.PruneResult) {
 	if quiet && !res.DryRun {
 		return
 	}
-	fmt.Fprintf(w, "the store holds %s (%s); %s use %d of them (%s, of which %s in blobs no snapshot uses)\n",
-		plural(res.Packs, "pack"), ib(res.Bytes), plural(res.Snapshots, "snapshot"),
+	fmt.Fprintf(w, "the store holds %s (%s); %s %s %d of them (%s, of which %s in blobs no snapshot uses)\n",
+		plural(res.Packs, "pack"), ib(res.Bytes), plural(res.Snapshots, "snapshot"), map[bool]string{true: "uses", false: "use"}[res.Snapshots == 1],
 		res.Kept, ib(res.KeptBytes), ib(res.UnusedInKept))
 	if res.DryRun {
 		fmt.Fprintf(w, "would stop indexing %s (%s) no snapshot uses, repack %s (%s, copying %s), index again %s, and delete %s (%s) now",
