@@ -113,10 +113,12 @@ func TestS3Failures(t *testing.T) {
 		t.Errorf("backup without s3:GetObjectTagging: %s", r)
 	}
 
-	// Credentials that may write packs and nothing else: the backup
-	// stops at the index, after its packs are up.
+	// Credentials that may write packs (and the backup's marker under
+	// locks/) and nothing else: the backup stops at the index, after its
+	// packs are up.
 	storeARN := "arn:aws:s3:::" + storeBucket + "/c/"
 	packsOnly := m.assumeRole(t, policy(allow("arn:aws:s3:::*", "s3:GetObject", "s3:ListBucket", "s3:GetBucketLocation"),
+		allow(storeARN+store.Prefix(store.KindLock)+"*", "s3:PutObject", "s3:DeleteObject"),
 		allow(storeARN+store.Prefix(store.KindDataPack)+"*", "s3:PutObject"),
 		allow(storeARN+store.Prefix(store.KindTreePack)+"*", "s3:PutObject")))
 	m.aws(t, "s3api", "put-object", "--bucket", src, "--key", "d9/new", "--body", "/etc/hostname")
