@@ -112,20 +112,41 @@ func (c *cdc) cut(data []byte) int {
 	case n <= normal:
 		normal = n
 	}
-	g, fp := c.g, uint64(0)
-	for j, b := range data[c.min:normal] {
-		fp = fp<<1 + g[b]
-		if fp&c.maskS == 0 {
-			return c.min + j
-		}
+	i, fp := gear(c.g, 0, c.maskS, data[c.min:normal])
+	if i >= 0 {
+		return c.min + i
 	}
-	for j, b := range data[normal:n] {
-		fp = fp<<1 + g[b]
-		if fp&c.maskL == 0 {
-			return normal + j
-		}
+	if i, _ = gear(c.g, fp, c.maskL, data[normal:n]); i >= 0 {
+		return normal + i
 	}
 	return n
+}
+
+// gear runs the gear hash fp over p and returns the index of the first
+// byte after which fp&mask is 0 (-1 if none) and the hash after p. It
+// takes two bytes a step: fp<<2 + (g[a]<<1 + g[b]) is two hash steps
+// with one shift and one add on the dependency chain instead of two of
+// each (the arithmetic is mod 2^64 either way).
+func gear(g *[256]uint64, fp, mask uint64, p []byte) (int, uint64) {
+	i := 0
+	for ; i+1 < len(p); i += 2 {
+		a, b := g[p[i]], g[p[i+1]]
+		f1 := fp<<1 + a
+		fp = fp<<2 + (a<<1 + b)
+		if f1&mask == 0 {
+			return i, f1
+		}
+		if fp&mask == 0 {
+			return i + 1, fp
+		}
+	}
+	if i < len(p) {
+		fp = fp<<1 + g[p[i]]
+		if fp&mask == 0 {
+			return i, fp
+		}
+	}
+	return -1, fp
 }
 
 // cdcScanner cuts a stream into chunks in a window buf of at least max
