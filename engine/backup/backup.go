@@ -20,8 +20,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	chunkers "github.com/PlakarKorp/go-cdc-chunkers"
-	_ "github.com/PlakarKorp/go-cdc-chunkers/chunkers/fastcdc"
 	"golang.org/x/sync/semaphore"
 )
 
@@ -194,6 +192,7 @@ type backup struct {
 	opt   Options
 	saver *engine.Saver
 	pcur  *parentCursor
+	cdc   *cdc          // the store's chunker
 	blobs chan blobTask // new chunks for the blob workers
 	// inflight bounds the bytes of chunks queued for or in the blob
 	// workers, whatever their number and size.
@@ -263,6 +262,14 @@ func (b *backup) run() (crypto.ID, tree.Node, tree.DirStats, error) {
 	if ar != nil {
 		ar.DeferAttrs()
 	}
+	cp := b.r.Params.Chunker
+	if cp.Algorithm != "fastcdc-v1.0.0" {
+		return crypto.ID{}, tree.Node{}, tree.DirStats{}, fmt.Errorf("backup: chunker %q is not supported", cp.Algorithm)
+	}
+	var err error
+	if b.cdc, err = newCDC(cp.Min, cp.Normal, cp.Max, b.r.Keys().ChunkerKey); err != nil {
+		return crypto.ID{}, tree.Node{}, tree.DirStats{}, err
+	}
 	// The chunker's scan buffer, one per large file being read, at most
 	// Windows at once.
 	scanBufs := sync.Pool{New: func() any { buf := make([]byte, b.r.Params.Chunker.Max); return &buf }}
@@ -271,7 +278,7 @@ func (b *backup) run() (crypto.ID, tree.Node, tree.DirStats, error) {
 	// one per file worker reading one: recycled, not allocated per file.
 	smallBufs := sync.Pool{New: func() any { buf := make([]byte, b.r.Params.Chunker.Min+1); return &buf }}
 	asm := b.newAssembler()
-	err := pipeline.Ordered(ctx, pipeline.Options{Workers: b.opt.Concurrency, Window: walkAhead},
+	err = pipeline.Ordered(ctx, pipeline.Options{Workers: b.opt.Concurrency, Window: walkAhead},
 		func(ctx context.Context, emit func(*fileJob, bool) error) error {
 			return b.src.Walk(ctx, func(it *Item) error {
 				j := &fileJob{item: it}
@@ -333,13 +340,6 @@ func (b *backup) allStored(n *tree.Node) bool {
 	return true
 }
 
-func (b *backup) newChunker(rd io.Reader, buf []byte) (*chunkers.Chunker, error) {
-	c := b.r.Params.Chunker
-	return chunkers.NewChunkerBuffer(c.Algorithm, rd, &chunkers.ChunkerOpts{
-		MinSize: c.Min, NormalSize: c.Normal, MaxSize: c.Max, Key: b.r.Keys().ChunkerKey,
-	}, buf)
-}
-
 // errChanged says a file's size changed while it was read.
 var errChanged = errors.New("file changed size while it was read")
 
@@ -349,13 +349,10 @@ func (b *backup) saveFile(ctx context.Context, j *fileJob, buf []byte) error {
 		return err
 	}
 	defer f.Close()
-	ch, err := b.newChunker(f, buf)
-	if err != nil {
-		return err
-	}
+	ch := b.cdc.scanner(f, buf)
 	var total uint64
 	for {
-		data, err := ch.Next()
+		data, err := ch.next()
 		if err != nil && err != io.EOF {
 			return err
 		}
