@@ -402,19 +402,23 @@ func TestRepairKilled(t *testing.T) {
 	testtree.SetTimes(src2)
 	snap3 := base.backup(src2).ID // damaged too: it reuses victim.bin's blob
 
-	// How long an uninterrupted repair takes, on a copy.
+	// How long each uninterrupted step takes, on a copy: a kill is
+	// timed within its own step (timing both steps together let a fast
+	// machine finish every killed step before its signal; CI did).
+	steps := [][]string{{"repair", "packs"}, {"repair", "snapshots", "--forget"}}
 	timed := copyEnv(t, base)
-	start := time.Now()
-	timed.ok("repair", "packs")
-	timed.ok("repair", "snapshots", "--forget")
-	full := time.Since(start)
-	t.Logf("a whole repair takes %v", full)
+	took := make([]time.Duration, len(steps))
+	for k, s := range steps {
+		start := time.Now()
+		timed.ok(s...)
+		took[k] = time.Since(start)
+		t.Logf("%v takes %v", s, took[k])
+	}
 
 	const trials = 6
 	killedAny := false
 	for i := range trials {
 		e := copyEnv(t, base)
-		steps := [][]string{{"repair", "packs"}, {"repair", "snapshots", "--forget"}}
 		k := i % 2 // which step is killed; the one before it runs whole
 		for _, s := range steps[:k] {
 			e.ok(s...)
@@ -424,7 +428,8 @@ func TestRepairKilled(t *testing.T) {
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		delay := time.Duration(rng.Int64N(int64(full) + int64(10*time.Millisecond)))
+		// Somewhere in the first 90% of the step, from the exec on.
+		delay := time.Duration(rng.Int64N(int64(took[k]) * 9 / 10))
 		time.Sleep(delay)
 		cmd.Process.Signal(syscall.SIGKILL)
 		err := cmd.Wait()
