@@ -398,42 +398,30 @@ func (w *rewriter) entries(ctx context.Context, d *tree.Dir, fn func(n *tree.Nod
 		}
 		return nil
 	}
+	// load reads the page (level 0) or index page ref names and checks it
+	// against the reference.
+	load := func(ref *tree.PageRef, level int) (nodes []tree.Node, p *tree.Dir, err error) {
+		if err = w.gone(ctx, ref.ID); err != nil {
+			return nil, nil, err
+		}
+		if level == 0 {
+			nodes, err = w.r.LoadPage(ctx, ref.ID)
+			if err == nil && (uint64(len(nodes)) != ref.Entries || nodes[0].SortKey() != ref.First) {
+				err = &BlobError{ID: ref.ID, Err: fmt.Errorf("%w: the page disagrees with its reference", format.ErrCorrupt)}
+			}
+			return nodes, nil, err
+		}
+		p, err = w.r.LoadIndexPage(ctx, ref.ID)
+		if err == nil && (p.IndexLevel != level || p.Stats.Entries != ref.Entries || len(p.Pages) == 0 || p.Pages[0].First != ref.First) {
+			err = &BlobError{ID: ref.ID, Err: fmt.Errorf("%w: the index page disagrees with its reference", format.ErrCorrupt)}
+		}
+		return nil, p, err
+	}
 	var walk func(refs []tree.PageRef, level int) error
 	walk = func(refs []tree.PageRef, level int) error {
 		for i := range refs {
 			ref := &refs[i]
-			if level == 0 {
-				var nodes []tree.Node
-				err := w.gone(ctx, ref.ID)
-				if err == nil {
-					nodes, err = w.r.LoadPage(ctx, ref.ID)
-				}
-				if err == nil && (uint64(len(nodes)) != ref.Entries || nodes[0].SortKey() != ref.First) {
-					err = &BlobError{ID: ref.ID, Err: fmt.Errorf("%w: the page disagrees with its reference", format.ErrCorrupt)}
-				}
-				if err != nil {
-					if ctx.Err() != nil || !IsDamage(err) {
-						return err
-					}
-					w.noteStill(err)
-					lost(ref.First, ref.Entries, err)
-					continue
-				}
-				for j := range nodes {
-					if err := fn(&nodes[j]); err != nil {
-						return err
-					}
-				}
-				continue
-			}
-			var p *tree.Dir
-			err := w.gone(ctx, ref.ID)
-			if err == nil {
-				p, err = w.r.LoadIndexPage(ctx, ref.ID)
-			}
-			if err == nil && (p.IndexLevel != level || p.Stats.Entries != ref.Entries || len(p.Pages) == 0 || p.Pages[0].First != ref.First) {
-				err = &BlobError{ID: ref.ID, Err: fmt.Errorf("%w: the index page disagrees with its reference", format.ErrCorrupt)}
-			}
+			nodes, p, err := load(ref, level)
 			if err != nil {
 				if ctx.Err() != nil || !IsDamage(err) {
 					return err
@@ -442,8 +430,16 @@ func (w *rewriter) entries(ctx context.Context, d *tree.Dir, fn func(n *tree.Nod
 				lost(ref.First, ref.Entries, err)
 				continue
 			}
-			if err := walk(p.Pages, level-1); err != nil {
-				return err
+			if p != nil {
+				if err := walk(p.Pages, level-1); err != nil {
+					return err
+				}
+				continue
+			}
+			for j := range nodes {
+				if err := fn(&nodes[j]); err != nil {
+					return err
+				}
 			}
 		}
 		return nil
@@ -596,18 +592,33 @@ func (w *rewriter) readData(ctx context.Context, snaps []*Snapshot, concurrency 
 			return fmt.Errorf("snapshot %s: %w", sn.ID.Short(), err)
 		}
 	}
+	// Every blob of each pack read is verified, not only the ones these
+	// snapshots still reach: a damaged blob under a folder the repair
+	// empties shares its pack with blobs the repaired snapshot keeps,
+	// and must leave the index too (else check finds the pack damaged
+	// and a new backup deduplicates against the blob).
 	byPack := map[crypto.ID][]format.BlobLoc{}
 	for id := range need {
-		loc, pack, ok := w.r.Index.Lookup(id)
+		_, pack, ok := w.r.Index.Lookup(id)
 		if ok && w.listed[pack] {
-			byPack[pack] = append(byPack[pack], loc)
+			byPack[pack] = nil
 		}
+	}
+	err := w.r.Index.Each(func(b format.BlobLoc, pack crypto.ID) {
+		if blobs, ok := byPack[pack]; ok && b.Kind == format.BlobData {
+			byPack[pack] = append(blobs, b)
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("reading the index: %w", err)
 	}
 	w.badData = map[crypto.ID]string{}
 	type out struct {
-		bad map[crypto.ID]string
-		n   int64
-		err error
+		pack    crypto.ID
+		bad     map[crypto.ID]string
+		damaged bool
+		n       int64
+		err     error
 	}
 	sem := make(chan struct{}, concurrency)
 	results := make(chan out)
@@ -616,8 +627,8 @@ func (w *rewriter) readData(ctx context.Context, snaps []*Snapshot, concurrency 
 			sem <- struct{}{}
 			go func() {
 				defer func() { <-sem }()
-				bad, _, n, err := w.r.verifyPack(ctx, format.BlobData, pack, blobs)
-				results <- out{bad, n, err}
+				bad, perr, n, err := w.r.verifyPack(ctx, format.BlobData, pack, blobs)
+				results <- out{pack, bad, perr != "" || len(bad) > 0, n, err}
 			}()
 		}
 	}()
@@ -626,6 +637,9 @@ func (w *rewriter) readData(ctx context.Context, snaps []*Snapshot, concurrency 
 		o := <-results
 		if o.err != nil && first == nil {
 			first = o.err
+		}
+		if o.damaged {
+			w.still[o.pack] = true
 		}
 		for id, why := range o.bad {
 			w.badData[id] = fmt.Sprintf("blob %s: %s", id.Short(), why)

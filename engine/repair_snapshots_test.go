@@ -312,15 +312,9 @@ func repairRandomDamage(t *testing.T, seed uint64) {
 		flipBlob(t, r, dir, trees[rng.IntN(len(trees))])
 	}
 
-	// The documented order: repair packs (every pack verified), then
-	// repair snapshots. (repair snapshots alone misses a damaged pack
-	// whose damaged blob sits under a folder it empties while the
-	// repaired snapshot uses the pack's other blobs: about 1 run in 10
-	// of this test failed so, the ids and so the damaged blobs differing
-	// per run. A known bug, reported; not fixed yet.)
-	if _, err := reopen(t, dir).RepairPacks(ctx, engine.RepairPacksOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	// repair snapshots alone (it runs repair packs on what it finds):
+	// a damaged blob under a folder it empties shares its pack with
+	// blobs the repaired snapshot keeps, and must leave the index too.
 	res, err := reopen(t, dir).RepairSnapshots(ctx, engine.RepairSnapshotsOptions{ReadData: true})
 	if err != nil {
 		t.Fatal(err)
