@@ -35,11 +35,19 @@ func (b *besides) next(n *tree.Node) bool {
 // walk creates any file: made together, the folders land near their
 // parent instead of wherever the files created before them left room.
 // It reports nothing and stops at the first problem; the walk meets the
-// same problem and reports it.
-func (rs *restorer) mkDirsAhead(ctx context.Context, sc SerialCreator, dir *tree.Node, path string) {
+// same problem and reports it. It reads a folder's pages only until it
+// has met all the folders its totals count (none for a folder of files
+// only), so the walk is, in the main, the only reader of the pages of
+// files. It returns how many folders its totals count below dir, and
+// whether it met them all.
+func (rs *restorer) mkDirsAhead(ctx context.Context, sc SerialCreator, dir *tree.Node, path string) (uint64, bool) {
 	d, err := rs.r.LoadDir(ctx, dir.Subtree)
 	if err != nil {
-		return
+		return 0, false
+	}
+	left := d.Stats.Dirs // folders below, not yet met
+	if left == 0 {
+		return 0, true
 	}
 	bf, _ := rs.dst.(BesideFiler)
 	var b besides
@@ -47,7 +55,7 @@ func (rs *restorer) mkDirsAhead(ctx context.Context, sc SerialCreator, dir *tree
 	for {
 		n, ok, err := it.Next(ctx)
 		if err != nil || !ok || ctx.Err() != nil {
-			return
+			return 0, false
 		}
 		beside := b.next(n)
 		if n.Type != tree.TypeDir {
@@ -58,9 +66,15 @@ func (rs *restorer) mkDirsAhead(ctx context.Context, sc SerialCreator, dir *tree
 			bf.BesideFile(p)
 		}
 		if sc.MkDirAhead(ctx, p) != nil {
-			continue
+			return 0, false
 		}
-		rs.mkDirsAhead(ctx, sc, n, p)
+		below, ok := rs.mkDirsAhead(ctx, sc, n, p)
+		if !ok || below+1 > left {
+			return 0, false // totals that do not add up: the walk reads on
+		}
+		if left -= below + 1; left == 0 {
+			return d.Stats.Dirs, true
+		}
 	}
 }
 
