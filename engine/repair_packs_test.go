@@ -26,14 +26,7 @@ func TestRepairPacksRerunAfterCrash(t *testing.T) {
 	writeFile(t, filepath.Join(src, "a"), textBytes(1, 4000))
 	writeFile(t, filepath.Join(src, "b"), textBytes(2, 4000))
 	sn := backupDir(t, r, src, backup.Options{})
-	if err := r.LoadIndex(ctx); err != nil {
-		t.Fatal(err)
-	}
-	v, err := r.ResolvePath(ctx, sn, "/victim", true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	flipBlob(t, r, dir, v.Chunks[0].ID)
+	flipFile(t, r, dir, sn, "/victim")
 	old := map[string][]byte{}
 	for _, n := range indexFiles(t, dir) {
 		old[n], _ = os.ReadFile(filepath.Join(dir, "index", n))

@@ -44,6 +44,21 @@ func flipBlob(t *testing.T, r *engine.Repo, dir string, id crypto.ID) crypto.ID 
 	return pack
 }
 
+// flipFile loads r's index and flips the first content blob of the file
+// at path in snapshot sn (flipBlob).
+func flipFile(t *testing.T, r *engine.Repo, dir string, sn *engine.Snapshot, path string) crypto.ID {
+	t.Helper()
+	ctx := context.Background()
+	if err := r.LoadIndex(ctx); err != nil {
+		t.Fatal(err)
+	}
+	n, err := r.ResolvePath(ctx, sn, path, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return flipBlob(t, r, dir, n.Chunks[0].ID)
+}
+
 // TestRepairSnapshotsPagedDir damages one page of a large (paged)
 // directory and the content of one file on another page. A dry run
 // with ReadData finds both and names both packs as still indexed and
@@ -226,14 +241,7 @@ func TestRepairSnapshotsReadData(t *testing.T) {
 	writeFile(t, filepath.Join(src, "victim"), randBytes(10000))
 	writeFile(t, filepath.Join(src, "keep"), textBytes(1, 3000))
 	sn := backupDir(t, r, src, backup.Options{})
-	if err := r.LoadIndex(ctx); err != nil {
-		t.Fatal(err)
-	}
-	v, err := r.ResolvePath(ctx, sn, "/victim", true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	flipBlob(t, r, dir, v.Chunks[0].ID)
+	flipFile(t, r, dir, sn, "/victim")
 
 	r = reopen(t, dir)
 	res, err := r.RepairSnapshots(ctx, engine.RepairSnapshotsOptions{ReadData: true, Forget: true})
