@@ -2,16 +2,19 @@ package fusefs
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/coffer-backup/coffer/engine"
+	"github.com/coffer-backup/coffer/engine/object"
 )
 
 // TestLiveInodesBounded: walking a live bucket of many more objects than
@@ -175,5 +178,47 @@ func TestDotDot(t *testing.T) {
 		if got, want := dotDot(t, filepath.Join(dir, c.dir)), ino(t, filepath.Join(dir, c.parent)); got != want {
 			t.Errorf("%s/..: inode %d, want %d (%s)", c.dir, got, want, c.parent)
 		}
+	}
+}
+
+// TestLiveVersionsMounted: through FUSE, a folder of versions lists ".."
+// as the folder of its object, a delete marker is an empty file of the
+// marker's time that reads nothing, and a version reads its bytes.
+func TestLiveVersionsMounted(t *testing.T) {
+	a := version("d/a", "v2", 20)
+	mk := object.LiveEntry{Name: "d/a", MTime: time.Unix(1.8e9+15, 0), VersionID: "m1", Deleted: true}
+	a.Versions = []object.LiveEntry{a, mk, version("d/a", "v1", 10)}
+	flat := object.NewFlatLive(func(ctx context.Context) ([]object.LiveEntry, error) {
+		return []object.LiveEntry{a}, nil
+	}, &verTree{}, time.Hour)
+	f := NewLive(flat, LiveOptions{TTL: time.Hour, ReadAhead: -1})
+	t.Cleanup(f.Close)
+	root := mountTree(t, f.Root())
+	vdir := filepath.Join(root, "d", ".a%25%versions")
+	if got, want := dotDot(t, vdir), ino(t, filepath.Join(root, "d")); got != want {
+		t.Errorf("d/.a%%25%%versions/..: inode %d, want %d", got, want)
+	}
+	var names []string
+	ents, err := os.ReadDir(vdir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	want := []string{"2027-01-15T08-00-10.000Z_v1", "2027-01-15T08-00-15.000Z_m1.deleted", "2027-01-15T08-00-20.000Z_v2"}
+	if !slices.Equal(names, want) {
+		t.Fatalf("versions of d/a: %q, want %q", names, want)
+	}
+	p := filepath.Join(vdir, want[1])
+	fi, err := os.Stat(p)
+	if err != nil || fi.Size() != 0 || !fi.ModTime().Equal(mk.MTime) || !fi.Mode().IsRegular() {
+		t.Fatalf("the delete marker: %v, %v", fi, err)
+	}
+	if b, err := os.ReadFile(p); err != nil || len(b) != 0 {
+		t.Fatalf("the delete marker reads %q, %v", b, err)
+	}
+	if b, err := os.ReadFile(filepath.Join(vdir, want[0])); err != nil || string(b) != "d/a@v1" {
+		t.Fatalf("version v1 reads %q, %v", b, err)
 	}
 }
