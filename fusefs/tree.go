@@ -279,15 +279,21 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 	if !ok {
 		return nil, syscall.ENOENT
 	}
-	return d.child(ctx, &d.Inode, n, out, 0), 0
+	return d.child(ctx, &d.Inode, name, n, out, 0), 0
 }
 
-// child returns the inode of entry n of d, a child of parent (d, or one
-// of d's piece folders), and fills out. pos is n's position in d
-// counting from 1, if known (0 if not).
-func (d *dirNode) child(ctx context.Context, parent *fs.Inode, n *tree.Node, out *fuse.EntryOut, pos uint64) *fs.Inode {
+// child returns the inode of entry n of d, named name in parent (d, or
+// one of d's piece folders), and fills out. pos is n's position in d
+// counting from 1, if known (0 if not). The node the kernel has for it,
+// if any, is returned as it is (go-fuse would keep it anyway, and a new
+// one would then be counted in the node bound but never forgotten: a
+// listing of a folder after a lookup in it).
+func (d *dirNode) child(ctx context.Context, parent *fs.Inode, name string, n *tree.Node, out *fuse.EntryOut, pos uint64) *fs.Inode {
 	ino := childIno(d.StableAttr().Ino, n.SortKey())
 	fillAttr(withSnapTime(n, d.snap), ino, &out.Attr)
+	if old := parent.GetChild(name); old != nil && old.StableAttr().Ino == ino {
+		return d.fsys.track(old, nil)
+	}
 	node := d.fsys.newNode(n, d.snap)
 	if fn, ok := node.(*fileNode); ok && parent == &d.Inode {
 		fn.dir = d
@@ -451,7 +457,7 @@ func (h *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut)
 					fn.pos.CompareAndSwap(0, pos)
 				}
 			}
-			return h.d.child(ctx, &h.d.Inode, n, out, pos), 0
+			return h.d.child(ctx, &h.d.Inode, name, n, out, pos), 0
 		}
 	}
 	return h.d.Lookup(ctx, name, out)
@@ -558,7 +564,7 @@ func (d *dirNode) lookupPiece(ctx context.Context, parent *fs.Inode, prefix, nam
 	if n == nil {
 		return nil, syscall.ENOENT
 	}
-	return d.child(ctx, parent, n, out, 0), 0
+	return d.child(ctx, parent, name, n, out, 0), 0
 }
 
 // pieceAttr is what the folders of pieces in d show: d's owner, mode and
