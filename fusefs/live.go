@@ -80,8 +80,9 @@ type LiveFS struct {
 
 	log onceLog // errors turned into EIO or ESTALE
 
-	inodes *inodes       // the nodes the kernel keeps; nil: no bound
-	done   chan struct{} // closed by Close
+	inodes *inodes         // the nodes the kernel keeps; nil: no bound
+	done   <-chan struct{} // closed by Close (stop)
+	stop   context.CancelFunc
 }
 
 // NewLive returns the state of a live mount of t.
@@ -90,17 +91,19 @@ func NewLive(t object.LiveTree, opt LiveOptions) *LiveFS {
 	if opt.Log == nil {
 		opt.Log = log.New(io.Discard, "", 0)
 	}
-	f := &LiveFS{t: t, opt: opt, start: time.Now(), inodes: boundInodes(opt.MaxInodes), done: make(chan struct{})}
+	f := &LiveFS{t: t, opt: opt, start: time.Now(), inodes: boundInodes(opt.MaxInodes)}
+	ctx, stop := context.WithCancel(context.Background())
+	f.done, f.stop = ctx.Done(), stop
 	f.blocks = cache.NewBytes(opt.CacheSize, opt.Parallel, func(ctx context.Context, b liveBlock) ([]byte, error) {
 		return t.ReadRange(ctx, b.o, b.off, b.n)
 	})
 	return f
 }
 
-// Close stops the loads in flight.
+// Close stops the loads in flight, and the sending of evictions.
 func (f *LiveFS) Close() {
 	f.blocks.Close()
-	close(f.done)
+	f.stop()
 }
 
 // MemoryLimit is a heap bound for the mount's process: the block cache
