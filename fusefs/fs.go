@@ -146,12 +146,7 @@ func New(repo Repo, opt Options) *FS {
 		opt.Log = log.New(io.Discard, "", 0)
 	}
 	f := &FS{repo: repo, opt: opt}
-	switch {
-	case opt.MaxInodes == 0:
-		f.inodes = newInodes(DefaultMaxInodes)
-	case opt.MaxInodes > 0:
-		f.inodes = newInodes(opt.MaxInodes)
-	}
+	f.inodes = boundInodes(opt.MaxInodes)
 	f.list.mounted = time.Now().UnixNano()
 	f.baseCtx, f.cancel = context.WithCancel(context.Background())
 	// CacheSize is split: windows of packs, room for the garbage
@@ -225,29 +220,15 @@ func (f *FS) treeBlob(ctx context.Context, id crypto.ID) ([]byte, error) {
 // track counts in the node bound the inode go-fuse returned for a
 // lookup that made node: node itself, or one go-fuse already had.
 func (f *FS) track(in *fs.Inode, node fs.InodeEmbedder) *fs.Inode {
-	if f.inodes == nil {
-		return in
-	}
-	if t, ok := in.Operations().(tracker); ok {
-		f.inodes.add(t, in.Operations() == node, f.baseCtx.Done())
-	}
-	return in
+	return f.inodes.track(in, in.Operations() == node, f.baseCtx.Done())
 }
 
 // flushInodes sends the evictions of the node bound now: a folder is
 // being opened, and no listing of it is in flight yet.
-func (f *FS) flushInodes() {
-	if f.inodes != nil {
-		f.inodes.flush(true)
-	}
-}
+func (f *FS) flushInodes() { f.inodes.opened() }
 
 // forget is called when go-fuse lets node go.
-func (f *FS) forget(node fs.InodeEmbedder) {
-	if t, ok := node.(tracker); ok && f.inodes != nil {
-		f.inodes.forget(t)
-	}
-}
+func (f *FS) forget(node fs.InodeEmbedder) { f.inodes.forgotten(node) }
 
 // Stats describe what the caches did.
 type Stats struct {
@@ -265,9 +246,7 @@ type Stats struct {
 func (f *FS) Stats() Stats {
 	s := Stats{Chunks: f.chunks.Stats(), Windows: f.windows.Stats(), Dirs: f.trees.dirs.Stats(), Pages: f.trees.pages.Stats(),
 		Pushed: f.pushed.Load()}
-	if f.inodes != nil {
-		s.Inodes, s.Invalidated = f.inodes.live.Load(), f.inodes.invalidated.Load()
-	}
+	s.Inodes, s.Invalidated = f.inodes.counts()
 	return s
 }
 
@@ -281,7 +260,7 @@ const memoryAllowance = 32 << 20
 // loads leave behind before the heap grows past the caches, instead of
 // letting it double.
 //
-// The nodes the kernel keeps (up to MaxInodes, about inodeBytes each)
+// The nodes the kernel keeps (up to MaxInodes, about 1 KiB each)
 // are not added: with them the limit rose by 50 MiB and a mount reading
 // 242 MiB of files through a 192 MiB cache peaked at 286 MiB instead of
 // staying under the cache + 64 MiB (TestMountMemory). A listing that

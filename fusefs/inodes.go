@@ -17,8 +17,8 @@ import (
 // entry, ~1 KiB apiece (835 MiB, docs/PERFORMANCE.md), whatever the
 // cache sizes said.
 //
-// inodes bounds them. Every node of a snapshot tree that a lookup
-// creates takes a slot of a ring of Options.MaxInodes slots; when the
+// inodes bounds them. Every node of a snapshot tree (or of a live
+// bucket's, live_inodes.go) that a lookup creates takes a slot of a ring of Options.MaxInodes slots; when the
 // ring is full, a clock hand picks a quarter of them among the nodes not
 // used since it last passed (used is set by lookups in a folder,
 // listings, opens and reads), and the kernel is asked to drop them
@@ -72,17 +72,65 @@ func (s *slot) touch() {
 	}
 }
 
-// DefaultMaxInodes is how many nodes of snapshot trees a mount lets the
-// kernel keep by default, about inodeBytes each in the mount (go-fuse's
-// inode and tables, the snapshot entry): ~50 MiB.
+// DefaultMaxInodes is how many nodes of a tree (a snapshot's, or a live
+// bucket's) a mount lets the kernel keep by default, about 1 KiB each in
+// the mount (go-fuse's inode and tables, the snapshot entry; measured:
+// 200k entries listed, 1,024 B each, docs/PERFORMANCE.md): ~50 MiB.
 const DefaultMaxInodes = 50_000
-
-// inodeBytes is about what one node the kernel keeps costs the mount
-// (measured: 200k entries listed, 1,024 B each; docs/PERFORMANCE.md).
-const inodeBytes = 1 << 10
 
 func newInodes(max int) *inodes {
 	return &inodes{max: max, ring: make([]tracker, 0, min(max, 4096)), wake: make(chan struct{}, 1)}
+}
+
+// boundInodes returns the bound of Options.MaxInodes and
+// LiveOptions.MaxInodes: 0 the default, negative none (nil, which every
+// method below takes).
+func boundInodes(max int) *inodes {
+	switch {
+	case max == 0:
+		return newInodes(DefaultMaxInodes)
+	case max > 0:
+		return newInodes(max)
+	}
+	return nil
+}
+
+// track counts in the bound the inode go-fuse returned for a lookup,
+// if its node is one the bound tracks (embeds slot): fresh says go-fuse
+// made the node for this lookup, rather than returning one the kernel
+// already has. done ends the invalidator.
+func (in *inodes) track(ino *fs.Inode, fresh bool, done <-chan struct{}) *fs.Inode {
+	if in == nil {
+		return ino
+	}
+	if t, ok := ino.Operations().(tracker); ok {
+		in.add(t, fresh, done)
+	}
+	return ino
+}
+
+// opened sends the pending evictions now: a folder is being opened, and
+// no listing of it is in flight yet.
+func (in *inodes) opened() {
+	if in != nil {
+		in.flush(true)
+	}
+}
+
+// forgotten is called when go-fuse lets node go.
+func (in *inodes) forgotten(node fs.InodeEmbedder) {
+	if t, ok := node.(tracker); ok && in != nil {
+		in.forget(t)
+	}
+}
+
+// counts returns the nodes tracked now and the entries invalidated so
+// far (Stats.Inodes, Stats.Invalidated).
+func (in *inodes) counts() (live, invalidated int64) {
+	if in == nil {
+		return 0, 0
+	}
+	return in.live.Load(), in.invalidated.Load()
 }
 
 // add tracks n, a node of the tree the kernel has just looked up

@@ -86,3 +86,33 @@ func TestInodesBounded(t *testing.T) {
 		t.Fatalf("after reading everything: %d nodes held (bound %d)", st.Inodes, max)
 	}
 }
+
+// TestInodesCountedOnce: a listing of a folder after a lookup in it (a
+// READDIRPLUS of an entry the kernel has) counts that entry once.
+func TestInodesCountedOnce(t *testing.T) {
+	r := newRepo(t)
+	src := &memSource{uri: "/once"}
+	for f := range 10 {
+		src.file(fmt.Sprintf("d/f%d", f), []byte("x"))
+	}
+	sn := backupTree(t, r, src)
+	r.LoadIndex(context.Background())
+	f := New(r, Options{})
+	t.Cleanup(f.Close)
+	top, err := f.SubtreeRoot(sn, sn.RootNode())
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := mountTree(t, top)
+	if _, err := os.Stat(filepath.Join(root, "d", "f3")); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if _, err := os.ReadDir(filepath.Join(root, "d")); err != nil {
+			t.Fatal(err)
+		}
+		if st := f.Stats(); st.Inodes != 11 {
+			t.Fatalf("d and its 10 files, f3 looked up first, listed: %d nodes counted, want 11", st.Inodes)
+		}
+	}
+}

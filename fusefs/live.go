@@ -55,6 +55,10 @@ type LiveOptions struct {
 	Parallel int
 	// Name tells blocks of one tree from another's (the bucket).
 	Name string
+	// MaxInodes bounds the nodes the mount lets the kernel keep, as
+	// Options.MaxInodes does for snapshots (live_inodes.go). Default
+	// DefaultMaxInodes; negative: no bound.
+	MaxInodes int
 	// Log receives the errors the mount turns into EIO or ESTALE.
 	Log *log.Logger
 }
@@ -75,6 +79,10 @@ type LiveFS struct {
 	start  time.Time
 
 	log onceLog // errors turned into EIO or ESTALE
+
+	inodes *inodes         // the nodes the kernel keeps; nil: no bound
+	done   <-chan struct{} // closed by Close (stop)
+	stop   context.CancelFunc
 }
 
 // NewLive returns the state of a live mount of t.
@@ -83,15 +91,20 @@ func NewLive(t object.LiveTree, opt LiveOptions) *LiveFS {
 	if opt.Log == nil {
 		opt.Log = log.New(io.Discard, "", 0)
 	}
-	f := &LiveFS{t: t, opt: opt, start: time.Now()}
+	f := &LiveFS{t: t, opt: opt, start: time.Now(), inodes: boundInodes(opt.MaxInodes)}
+	ctx, stop := context.WithCancel(context.Background())
+	f.done, f.stop = ctx.Done(), stop
 	f.blocks = cache.NewBytes(opt.CacheSize, opt.Parallel, func(ctx context.Context, b liveBlock) ([]byte, error) {
 		return t.ReadRange(ctx, b.o, b.off, b.n)
 	})
 	return f
 }
 
-// Close stops the loads in flight.
-func (f *LiveFS) Close() { f.blocks.Close() }
+// Close stops the loads in flight, and the sending of evictions.
+func (f *LiveFS) Close() {
+	f.blocks.Close()
+	f.stop()
+}
 
 // MemoryLimit is a heap bound for the mount's process: the block cache
 // and 64 MiB.
@@ -155,6 +168,7 @@ type lookupAnswer struct {
 // liveDir is a folder: the level under prefix ("" or ending in "/").
 type liveDir struct {
 	fs.Inode
+	slot   // its place among the nodes the kernel keeps (live_inodes.go)
 	fsys   *LiveFS
 	prefix string
 
@@ -295,6 +309,7 @@ func (d *liveDir) stat(ctx context.Context, name string) (*liveName, error) {
 }
 
 func (d *liveDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	d.touch()
 	n, err := d.find(ctx, name)
 	if err != nil {
 		return nil, d.fsys.errno("lookup", d.prefix+name, err)
@@ -307,8 +322,14 @@ func (d *liveDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 
 // child returns the node of entry ln under its local name, the one the
 // kernel has if it has one (brought up to date), and fills its
-// attributes.
+// attributes; the node bound counts it.
 func (d *liveDir) child(ctx context.Context, ln liveName, a *fuse.Attr) *fs.Inode {
+	ch, fresh := d.node(ctx, ln, a)
+	return d.fsys.inodes.track(ch, fresh, d.fsys.done)
+}
+
+// node returns the node of entry ln, and whether it is new.
+func (d *liveDir) node(ctx context.Context, ln liveName, a *fuse.Attr) (*fs.Inode, bool) {
 	name, e := ln.local, ln.e
 	if ch := d.GetChild(name); ch != nil {
 		switch n := ch.Operations().(type) {
@@ -316,18 +337,18 @@ func (d *liveDir) child(ctx context.Context, ln liveName, a *fuse.Attr) *fs.Inod
 			if !e.Dir && !ln.versions {
 				n.set(e)
 				n.fill(a)
-				return ch
+				return ch, false
 			}
 		case *liveDir:
 			if e.Dir {
 				n.fill(a)
-				return ch
+				return ch, false
 			}
 		case *liveVersions:
 			if ln.versions {
 				n.set(e)
 				n.fill(a)
-				return ch
+				return ch, false
 			}
 		}
 	}
@@ -336,23 +357,25 @@ func (d *liveDir) child(ctx context.Context, ln liveName, a *fuse.Attr) *fs.Inod
 		n := &liveVersions{fsys: d.fsys, dir: d, name: name, key: d.prefix + e.Name}
 		n.set(e)
 		n.fill(a)
-		return d.NewInode(ctx, n, fs.StableAttr{Mode: syscall.S_IFDIR, Ino: inoHash(parent, 4, name)})
+		return d.NewInode(ctx, n, fs.StableAttr{Mode: syscall.S_IFDIR, Ino: inoHash(parent, 4, name)}), true
 	}
 	if e.Dir {
 		n := &liveDir{fsys: d.fsys, prefix: d.prefix + e.Name + "/"}
 		n.fill(a)
-		return d.NewInode(ctx, n, fs.StableAttr{Mode: syscall.S_IFDIR, Ino: inoHash(parent, 2, name)})
+		return d.NewInode(ctx, n, fs.StableAttr{Mode: syscall.S_IFDIR, Ino: inoHash(parent, 2, name)}), true
 	}
 	n := &liveFile{fsys: d.fsys, dir: d, name: name, key: d.prefix + e.Name}
 	n.set(e)
 	n.fill(a)
-	return d.NewInode(ctx, n, fs.StableAttr{Mode: syscall.S_IFREG, Ino: inoHash(parent, 3, name)})
+	return d.NewInode(ctx, n, fs.StableAttr{Mode: syscall.S_IFREG, Ino: inoHash(parent, 3, name)}), true
 }
 
 // OpendirHandle lists the folder as it is read: a page is fetched when
 // the reader reaches it, so a huge folder starts listing at once. A
 // fresh listing is served from memory.
 func (d *liveDir) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	d.touch()
+	d.fsys.inodes.opened()
 	h := &liveDirHandle{d: d, files: map[string]bool{}}
 	if names, ok := d.cached(); ok {
 		h.names, h.done = names, true
@@ -413,7 +436,7 @@ func (h *liveDirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall
 	ctx = context.WithoutCancel(ctx)
 	ino := h.d.StableAttr().Ino
 	h.pos++
-	if e := dotEntry(h.pos, ino); e != nil {
+	if e := dotEntry(h.pos, &h.d.Inode); e != nil {
 		return e, 0
 	}
 	i := int(h.pos - 3)
@@ -474,6 +497,7 @@ func (d *liveDir) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrO
 // liveFile is an object; e is what the last listing or lookup said.
 type liveFile struct {
 	fs.Inode
+	slot // its place among the nodes the kernel keeps (live_inodes.go)
 	fsys *LiveFS
 	dir  *liveDir
 	name string // its local name in dir

@@ -17,9 +17,13 @@ import (
 // folder ".NAME%25%versions", which holds one read-only file per version,
 // "<time>_<versionId>", time its last-modified time in UTC
 // (2026-11-28T03-31-28.123Z, so names sort by time), and in the version
-// id '%' written "%25" and '/' "%2F". Delete markers are left out; an
+// id '%' written "%25" and '/' "%2F". A delete marker is an empty file
+// "<time>_<versionId>.deleted" among them (an id that itself ends in
+// ".deleted" has that '.' written "%2E", so only markers end so); an
 // object whose latest version is a delete marker shows only its folder
-// of versions.
+// of versions, and so does a key that has only delete markers left.
+// Names are collision-free: a key's versions and markers have distinct
+// ids, and the escaping is reversible.
 //
 // No key's local name is ever a folder of versions: the mapping of
 // engine/keymap keeps a segment as it is only when it holds no "%25"
@@ -46,16 +50,27 @@ func versionsOf(name string) (string, bool) {
 	return local, ok && local != ""
 }
 
-// versionFileName names one version in its folder.
+// markerSuffix ends the name of a delete marker in a folder of versions.
+const markerSuffix = ".deleted"
+
+// versionFileName names one version (or delete marker) in its folder.
 func versionFileName(v object.LiveEntry) string {
 	id := strings.NewReplacer("%", "%25", "/", "%2F").Replace(v.VersionID)
-	return v.MTime.UTC().Format("2006-01-02T15-04-05.000Z") + "_" + id
+	if rest, ok := strings.CutSuffix(id, markerSuffix); ok {
+		id = rest + "%2E" + markerSuffix[1:]
+	}
+	name := v.MTime.UTC().Format("2006-01-02T15-04-05.000Z") + "_" + id
+	if v.Deleted {
+		name += markerSuffix
+	}
+	return name
 }
 
 // liveVersions is the folder of the versions of one object, as the
 // listing that found it gave them.
 type liveVersions struct {
 	fs.Inode
+	slot // its place among the nodes the kernel keeps (live_inodes.go)
 	fsys *LiveFS
 	dir  *liveDir // the folder of the object
 	name string   // its local name in dir
@@ -93,9 +108,13 @@ func (v *liveVersions) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.
 	return 0
 }
 
+// Readdir lists the versions newest first, as S3 lists them (their names
+// sort by time).
 func (v *liveVersions) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
+	v.touch()
+	v.fsys.inodes.opened()
 	ino := v.StableAttr().Ino
-	var ents []fuse.DirEntry
+	ents := []fuse.DirEntry{{Name: ".", Mode: syscall.S_IFDIR, Ino: ino}, {Name: "..", Mode: syscall.S_IFDIR, Ino: parentIno(&v.Inode)}}
 	for _, e := range v.versions() {
 		name := versionFileName(e)
 		ents = append(ents, fuse.DirEntry{Name: name, Mode: syscall.S_IFREG, Ino: inoHash(ino, 3, name)})
@@ -104,20 +123,99 @@ func (v *liveVersions) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno
 }
 
 func (v *liveVersions) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	v.touch()
 	for _, e := range v.versions() {
 		if versionFileName(e) != name {
 			continue
 		}
-		if ch := v.GetChild(name); ch != nil {
-			if f, ok := ch.Operations().(*liveFile); ok {
-				f.fill(&out.Attr)
-				return ch, 0
-			}
-		}
-		f := &liveFile{fsys: v.fsys, dir: v.dir, name: v.name, key: v.key}
-		f.set(e)
-		f.fill(&out.Attr)
-		return v.NewInode(ctx, f, fs.StableAttr{Mode: syscall.S_IFREG, Ino: inoHash(v.StableAttr().Ino, 3, name)}), 0
+		ch, fresh := v.node(ctx, name, e, &out.Attr)
+		return v.fsys.inodes.track(ch, fresh, v.fsys.done), 0
 	}
 	return nil, syscall.ENOENT
+}
+
+// node returns the node of version e, named name, and whether it is new.
+func (v *liveVersions) node(ctx context.Context, name string, e object.LiveEntry, a *fuse.Attr) (*fs.Inode, bool) {
+	if ch := v.GetChild(name); ch != nil {
+		switch n := ch.Operations().(type) {
+		case *liveFile:
+			if !e.Deleted {
+				n.fill(a)
+				return ch, false
+			}
+		case *liveMarker:
+			if e.Deleted {
+				n.fill(a)
+				return ch, false
+			}
+		}
+	}
+	st := fs.StableAttr{Mode: syscall.S_IFREG, Ino: inoHash(v.StableAttr().Ino, 3, name)}
+	if e.Deleted {
+		m := &liveMarker{fsys: v.fsys, e: e}
+		m.fill(a)
+		return v.NewInode(ctx, m, st), true
+	}
+	f := &liveFile{fsys: v.fsys, dir: v.dir, name: v.name, key: v.key}
+	f.set(e)
+	f.fill(a)
+	return v.NewInode(ctx, f, st), true
+}
+
+// liveMarker is a delete marker in a folder of versions: an empty file
+// of the marker's time, whose only attribute is its version id. Nothing
+// is asked of the bucket to read it.
+type liveMarker struct {
+	fs.Inode
+	slot // its place among the nodes the kernel keeps (live_inodes.go)
+	fsys *LiveFS
+	e    object.LiveEntry
+}
+
+var (
+	_ = (fs.NodeGetattrer)((*liveMarker)(nil))
+	_ = (fs.NodeOpener)((*liveMarker)(nil))
+	_ = (fs.NodeReader)((*liveMarker)(nil))
+	_ = (fs.NodeGetxattrer)((*liveMarker)(nil))
+	_ = (fs.NodeListxattrer)((*liveMarker)(nil))
+)
+
+// markerAttrs are a marker's attributes, named as a version's are
+// (s3io/attrs.go).
+func (m *liveMarker) attrs() []object.LiveAttr {
+	return []object.LiveAttr{{Key: "version_id", Value: []byte(m.e.VersionID)}}
+}
+
+func (m *liveMarker) fill(a *fuse.Attr) {
+	f := liveFile{e: m.e}
+	f.fill(a)
+	a.Size, a.Blocks = 0, 0
+}
+
+func (m *liveMarker) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	m.fill(&out.Attr)
+	return 0
+}
+
+func (m *liveMarker) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	if flags&(syscall.O_WRONLY|syscall.O_RDWR|syscall.O_TRUNC|syscall.O_APPEND) != 0 {
+		return nil, 0, syscall.EROFS
+	}
+	return nil, fuse.FOPEN_KEEP_CACHE, 0
+}
+
+func (m *liveMarker) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	return fuse.ReadResultData(nil), 0
+}
+
+func (m *liveMarker) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	key, ok := strings.CutPrefix(attr, xattrPrefix)
+	if !ok {
+		return 0, xattrUnsupported(attr)
+	}
+	return getXattr(m.attrs(), key, dest)
+}
+
+func (m *liveMarker) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
+	return listXattrs(m.attrs(), dest)
 }

@@ -90,8 +90,13 @@ func TestLiveVersions(t *testing.T) {
 	base := &verTree{}
 	a := object.LiveEntry{}
 	a = version("a", "v3", 30)
-	a.Versions = []object.LiveEntry{version("a", "v3", 30), version("a", "v2/x%", 20), version("a", "v1", 10)}
-	gone := object.LiveEntry{Name: "gone", Deleted: true, Versions: []object.LiveEntry{version("gone", "g1", 5)}}
+	marker := func(key, id string, sec int64) object.LiveEntry {
+		return object.LiveEntry{Name: key, MTime: time.Unix(1.8e9+sec, 0), VersionID: id, Deleted: true}
+	}
+	// A delete marker between versions, and a version whose id ends
+	// like a marker's name.
+	a.Versions = []object.LiveEntry{version("a", "v3", 30), marker("a", "m", 25), version("a", "v2/x%", 20), version("a", "v1.deleted", 10)}
+	gone := object.LiveEntry{Name: "gone", Deleted: true, Versions: []object.LiveEntry{marker("gone", "gm", 6), version("gone", "g1", 5)}}
 	odd1, odd2 := version(".a%versions", "o1", 1), version(".a%25%versions", "o2", 2)
 	odd1.Versions, odd2.Versions = []object.LiveEntry{odd1}, []object.LiveEntry{odd2}
 	de := version("d/e", "e1", 3)
@@ -110,7 +115,7 @@ func TestLiveVersions(t *testing.T) {
 	// level by fusefs (the flat tree lists once, for all).
 	root := &liveDir{fsys: f}
 	n, err := root.find(ctx, ".a%25%versions")
-	if err != nil || n == nil || !n.versions || len(n.e.Versions) != 3 {
+	if err != nil || n == nil || !n.versions || len(n.e.Versions) != 4 {
 		t.Fatalf("lookup of .a%%25%%versions: %+v, %v", n, err)
 	}
 	want := []string{".a%2525%25versions", "..a%2525%25versions%25%versions", ".a%versions", "..a%versions%25%versions",
@@ -147,10 +152,14 @@ func TestLiveVersions(t *testing.T) {
 		e, _ := ds.Next()
 		files = append(files, e.Name)
 	}
-	if w := []string{"2027-01-15T08-00-30.000Z_v3", "2027-01-15T08-00-20.000Z_v2%2Fx%25", "2027-01-15T08-00-10.000Z_v1"}; !slices.Equal(files, w) {
+	if w := []string{".", "..", "2027-01-15T08-00-30.000Z_v3", "2027-01-15T08-00-25.000Z_m.deleted", "2027-01-15T08-00-20.000Z_v2%2Fx%25",
+		"2027-01-15T08-00-10.000Z_v1%2Edeleted"}; !slices.Equal(files, w) {
 		t.Fatalf("versions of a are named %q, want %q", files, w)
 	}
 	for _, v := range n.e.Versions {
+		if v.Deleted {
+			continue
+		}
 		vf := &liveFile{fsys: f, dir: root, name: "a", key: "a"}
 		vf.set(v)
 		if got := readAll(t, vf); got != "a@"+v.VersionID {

@@ -55,19 +55,7 @@ func (f *liveFile) Getxattr(ctx context.Context, attr string, dest []byte) (uint
 	if errno != 0 {
 		return 0, errno
 	}
-	for _, a := range attrs {
-		if a.Key != key {
-			continue
-		}
-		if len(dest) == 0 {
-			return uint32(len(a.Value)), 0
-		}
-		if len(dest) < len(a.Value) {
-			return uint32(len(a.Value)), syscall.ERANGE
-		}
-		return uint32(copy(dest, a.Value)), 0
-	}
-	return 0, syscall.ENODATA
+	return getXattr(attrs, key, dest)
 }
 
 // Listxattr lists user.s3.<key> for every attribute, NUL-terminated.
@@ -76,18 +64,5 @@ func (f *liveFile) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.
 	if errno != 0 {
 		return 0, errno
 	}
-	var b []byte
-	for _, a := range attrs {
-		if strings.IndexByte(a.Key, 0) >= 0 {
-			continue
-		}
-		b = append(append(append(b, xattrPrefix...), a.Key...), 0)
-	}
-	if len(dest) == 0 {
-		return uint32(len(b)), 0
-	}
-	if len(dest) < len(b) {
-		return uint32(len(b)), syscall.ERANGE
-	}
-	return uint32(copy(dest, b)), 0
+	return listXattrs(attrs, dest)
 }

@@ -330,7 +330,7 @@ func (d *listDir) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 	v := d.fsys.view(ctx)
 	names, _, _ := d.entries(v)
 	list := make([]fuse.DirEntry, 0, 2+len(names))
-	list = append(list, fuse.DirEntry{Name: ".", Mode: syscall.S_IFDIR, Ino: ino}, fuse.DirEntry{Name: "..", Mode: syscall.S_IFDIR, Ino: 1})
+	list = append(list, fuse.DirEntry{Name: ".", Mode: syscall.S_IFDIR, Ino: ino}, fuse.DirEntry{Name: "..", Mode: syscall.S_IFDIR, Ino: parentIno(&d.Inode)})
 	for _, name := range names {
 		mode := uint32(syscall.S_IFDIR)
 		if name == "latest" && d.kind != listBySource {

@@ -140,6 +140,36 @@ func (e *entry) Getxattr(ctx context.Context, attr string, dest []byte) (uint32,
 	if !ok {
 		return 0, syscall.ENODATA
 	}
+	return xattrValue(v, dest)
+}
+
+// Listxattr lists user.s3.<key> for every attribute, NUL-terminated.
+func (e *entry) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
+	return listXattrs(e.n.Attrs, dest)
+}
+
+// xattrKV is an attribute as the snapshot's nodes (tree.Attr) and the
+// live tree (object.LiveAttr) hold them.
+type xattrKV interface {
+	~struct {
+		Key   string
+		Value []byte
+	}
+}
+
+// getXattr answers a getxattr of user.s3.<key> from attrs.
+func getXattr[A xattrKV](attrs []A, key string, dest []byte) (uint32, syscall.Errno) {
+	for _, a := range attrs {
+		if kv := tree.Attr(a); kv.Key == key {
+			return xattrValue(kv.Value, dest)
+		}
+	}
+	return 0, syscall.ENODATA
+}
+
+// xattrValue answers a getxattr of value v: its size if dest is empty,
+// ERANGE if dest is too small.
+func xattrValue(v, dest []byte) (uint32, syscall.Errno) {
 	if len(dest) == 0 {
 		return uint32(len(v)), 0
 	}
@@ -149,22 +179,18 @@ func (e *entry) Getxattr(ctx context.Context, attr string, dest []byte) (uint32,
 	return uint32(copy(dest, v)), 0
 }
 
-// Listxattr lists user.s3.<key> for every attribute, NUL-terminated.
-func (e *entry) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
+// listXattrs answers a listxattr: user.s3.<key> of every attribute,
+// NUL-terminated (a key holding a NUL cannot be named, and is left out).
+func listXattrs[A xattrKV](attrs []A, dest []byte) (uint32, syscall.Errno) {
 	var b []byte
-	for _, a := range e.n.Attrs {
-		if strings.IndexByte(a.Key, 0) >= 0 {
+	for _, a := range attrs {
+		kv := tree.Attr(a)
+		if strings.IndexByte(kv.Key, 0) >= 0 {
 			continue
 		}
-		b = append(append(append(b, xattrPrefix...), a.Key...), 0)
+		b = append(append(append(b, xattrPrefix...), kv.Key...), 0)
 	}
-	if len(dest) == 0 {
-		return uint32(len(b)), 0
-	}
-	if len(dest) < len(b) {
-		return uint32(len(b)), syscall.ERANGE
-	}
-	return uint32(copy(dest, b)), 0
+	return xattrValue(b, dest)
 }
 
 // newNode returns the node for entry n of the snapshot of time snap.
@@ -253,15 +279,21 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 	if !ok {
 		return nil, syscall.ENOENT
 	}
-	return d.child(ctx, &d.Inode, n, out, 0), 0
+	return d.child(ctx, &d.Inode, name, n, out, 0), 0
 }
 
-// child returns the inode of entry n of d, a child of parent (d, or one
-// of d's piece folders), and fills out. pos is n's position in d
-// counting from 1, if known (0 if not).
-func (d *dirNode) child(ctx context.Context, parent *fs.Inode, n *tree.Node, out *fuse.EntryOut, pos uint64) *fs.Inode {
+// child returns the inode of entry n of d, named name in parent (d, or
+// one of d's piece folders), and fills out. pos is n's position in d
+// counting from 1, if known (0 if not). The node the kernel has for it,
+// if any, is returned as it is (go-fuse would keep it anyway, and a new
+// one would then be counted in the node bound but never forgotten: a
+// listing of a folder after a lookup in it).
+func (d *dirNode) child(ctx context.Context, parent *fs.Inode, name string, n *tree.Node, out *fuse.EntryOut, pos uint64) *fs.Inode {
 	ino := childIno(d.StableAttr().Ino, n.SortKey())
 	fillAttr(withSnapTime(n, d.snap), ino, &out.Attr)
+	if old := parent.GetChild(name); old != nil && old.StableAttr().Ino == ino {
+		return d.fsys.track(old, nil)
+	}
 	node := d.fsys.newNode(n, d.snap)
 	if fn, ok := node.(*fileNode); ok && parent == &d.Inode {
 		fn.dir = d
@@ -333,16 +365,25 @@ func (h *dirHandle) seek(ctx context.Context, i uint64) error {
 }
 
 // dotEntry is a listing's entry at position pos (from 1) when that is
-// "." (of the folder ino) or ".."; nil past them, where the folder's own
-// entries start at position 3.
-func dotEntry(pos, ino uint64) *fuse.DirEntry {
+// "." (the folder n) or ".." (its parent); nil past them, where the
+// folder's own entries start at position 3.
+func dotEntry(pos uint64, n *fs.Inode) *fuse.DirEntry {
 	switch pos {
 	case 1:
-		return &fuse.DirEntry{Name: ".", Mode: syscall.S_IFDIR, Ino: ino, Off: 1}
+		return &fuse.DirEntry{Name: ".", Mode: syscall.S_IFDIR, Ino: n.StableAttr().Ino, Off: 1}
 	case 2:
-		return &fuse.DirEntry{Name: "..", Mode: syscall.S_IFDIR, Ino: 1, Off: 2}
+		return &fuse.DirEntry{Name: "..", Mode: syscall.S_IFDIR, Ino: parentIno(n), Off: 2}
 	}
 	return nil
+}
+
+// parentIno is the inode number of n's parent, as ".." shows it: n's
+// own at the root of the mount (as on any file system's root).
+func parentIno(n *fs.Inode) uint64 {
+	if _, p := n.Parent(); p != nil {
+		return p.StableAttr().Ino
+	}
+	return n.StableAttr().Ino
 }
 
 func (h *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
@@ -355,7 +396,7 @@ func (h *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Err
 	ino := h.d.StableAttr().Ino
 	for {
 		h.pos++
-		if e := dotEntry(h.pos, ino); e != nil {
+		if e := dotEntry(h.pos, &h.d.Inode); e != nil {
 			return e, 0
 		}
 		n, ok, err := h.entry(ctx, h.pos-3)
@@ -416,7 +457,7 @@ func (h *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut)
 					fn.pos.CompareAndSwap(0, pos)
 				}
 			}
-			return h.d.child(ctx, &h.d.Inode, n, out, pos), 0
+			return h.d.child(ctx, &h.d.Inode, name, n, out, pos), 0
 		}
 	}
 	return h.d.Lookup(ctx, name, out)
@@ -523,7 +564,7 @@ func (d *dirNode) lookupPiece(ctx context.Context, parent *fs.Inode, prefix, nam
 	if n == nil {
 		return nil, syscall.ENOENT
 	}
-	return d.child(ctx, parent, n, out, 0), 0
+	return d.child(ctx, parent, name, n, out, 0), 0
 }
 
 // pieceAttr is what the folders of pieces in d show: d's owner, mode and
@@ -549,7 +590,7 @@ func (p *pieceDir) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 		return nil, d.fsys.errno("read directory", d.Path(nil), err)
 	}
 	dino := d.StableAttr().Ino
-	list := []fuse.DirEntry{{Name: ".", Mode: syscall.S_IFDIR, Ino: p.StableAttr().Ino}, {Name: "..", Mode: syscall.S_IFDIR, Ino: 1}}
+	list := []fuse.DirEntry{{Name: ".", Mode: syscall.S_IFDIR, Ino: p.StableAttr().Ino}, {Name: "..", Mode: syscall.S_IFDIR, Ino: parentIno(&p.Inode)}}
 	seen := map[string]bool{}
 	err = d.fsys.withPrefix(ctx, dir, p.prefix, func(n *tree.Node, local string) bool {
 		name, _, more := strings.Cut(local[len(p.prefix):], "/")

@@ -15,7 +15,8 @@ import (
 // The flat listings of a live mount (object.FlatLive): every key below
 // the prefix at once, in pages of PageSize keys, with no delimiter.
 // --list-all lists the objects as they are now (ListObjectsV2, which
-// s3:ListBucket allows); --at and --versions list every version
+// s3:ListBucket allows); --at and --versions list every version and
+// delete marker
 // (ListObjectVersions: s3:ListBucketVersions) and read versions by id
 // (s3:GetObjectVersion).
 
@@ -125,30 +126,25 @@ func (l *Live) ListAt(t time.Time) func(ctx context.Context) ([]object.LiveEntry
 	}
 }
 
-// ListVersions lists every key with its versions (delete markers left
-// out): the entry of a key is its latest version, Deleted if that is a
-// delete marker.
+// ListVersions lists every key with its versions and delete markers
+// (Deleted), newest first: the entry of a key is its latest version,
+// Deleted if that is a delete marker (a key with only delete markers
+// left is listed so too).
 func (l *Live) ListVersions(ctx context.Context) ([]object.LiveEntry, error) {
 	keys, err := l.versions(ctx)
 	if err != nil {
 		return nil, err
 	}
-	var ents []object.LiveEntry
+	ents := make([]object.LiveEntry, 0, len(keys))
 	for _, vs := range keys {
-		var e object.LiveEntry
-		var versions []object.LiveEntry
-		for _, v := range vs {
-			if !v.deleted {
-				versions = append(versions, v.e)
-			}
+		versions := make([]object.LiveEntry, len(vs))
+		for i, v := range vs {
+			versions[i] = v.e
+			versions[i].Deleted = v.deleted
 		}
-		if len(versions) == 0 {
-			continue // delete markers alone: nothing to read
-		}
-		if vs[0].deleted {
-			e = object.LiveEntry{Name: vs[0].e.Name, Deleted: true}
-		} else {
-			e = vs[0].e
+		e := versions[0]
+		if e.Deleted {
+			e = object.LiveEntry{Name: e.Name, Deleted: true}
 		}
 		e.Versions = versions
 		ents = append(ents, e)

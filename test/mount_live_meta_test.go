@@ -182,6 +182,16 @@ func TestMountLiveVersions(t *testing.T) {
 	del("a")
 	putVersion(t, m, bucket, "b", "b3")
 	del("dir/c")
+	// ghost: a key left with a delete marker alone (its one version
+	// removed by id).
+	gf := filepath.Join(t.TempDir(), "g")
+	os.WriteFile(gf, []byte("g1"), 0o644)
+	var put struct{ VersionId string }
+	if err := json.Unmarshal([]byte(m.aws(t, "s3api", "put-object", "--bucket", bucket, "--key", "ghost", "--body", gf)), &put); err != nil || put.VersionId == "" {
+		t.Fatalf("put-object of ghost: %+v, %v", put, err)
+	}
+	del("ghost")
+	m.aws(t, "s3api", "delete-object", "--bucket", bucket, "--key", "ghost", "--version-id", put.VersionId)
 	t3 := pause()
 
 	for i, c := range []struct {
@@ -199,36 +209,40 @@ func TestMountLiveVersions(t *testing.T) {
 		mt.stop(syscall.SIGTERM)
 	}
 
-	// --versions: the current objects, and beside each, every version.
-	var lv struct {
-		Versions []struct{ Key, VersionId, LastModified string }
-	}
+	// --versions: the current objects, and beside each, every version
+	// and delete marker (an empty file "<time>_<versionId>.deleted").
+	type version struct{ Key, VersionId, LastModified string }
+	var lv struct{ Versions, DeleteMarkers []version }
 	if err := json.Unmarshal([]byte(m.aws(t, "s3api", "list-object-versions", "--bucket", bucket)), &lv); err != nil {
 		t.Fatal(err)
 	}
 	want := map[string]string{"b": "b3", "d": "d1"}
-	bodies := map[string][]string{"a": {"a1", "a2"}, "b": {"b1", "b3"}, "d": {"d1"}, "dir/c": {"c1"}}
-	for _, v := range lv.Versions {
+	bodies := map[string][]string{"a": {"a1", "a2", ""}, "b": {"b1", "", "b3"}, "d": {"d1"}, "dir/c": {"c1", ""}, "ghost": {""}}
+	for i, v := range append(lv.Versions, lv.DeleteMarkers...) {
 		lm, err := time.Parse(time.RFC3339Nano, v.LastModified)
 		if err != nil {
 			t.Fatal(err)
 		}
 		d, base := filepath.Split(v.Key)
 		name := d + "." + base + "%25%versions/" + lm.UTC().Format("2006-01-02T15-04-05.000Z") + "_" + v.VersionId
+		if i >= len(lv.Versions) {
+			name += ".deleted"
+		}
 		want[name] = ""
 	}
 	mt := liveMount(t, m, nil, "s3://"+bucket+"/", "--versions")
 	got := files(t, mt.dir)
-	if len(got) != len(want) || len(lv.Versions) != 6 {
-		t.Fatalf("--versions shows %d files, want %d (%d versions): %q", len(got), len(want), len(lv.Versions), slices.Sorted(maps.Keys(got)))
+	if len(got) != len(want) || len(lv.Versions) != 6 || len(lv.DeleteMarkers) != 4 {
+		t.Fatalf("--versions shows %d files, want %d (%d versions, %d delete markers): %q", len(got), len(want),
+			len(lv.Versions), len(lv.DeleteMarkers), slices.Sorted(maps.Keys(got)))
 	}
 	for name := range want {
 		if _, ok := got[name]; !ok {
 			t.Fatalf("--versions lacks %s: %q", name, slices.Sorted(maps.Keys(got)))
 		}
 	}
-	// Each folder of versions holds the bytes of every version, in
-	// time order (the names sort by time).
+	// Each folder of versions holds the bytes of every version, and the
+	// delete markers (empty), in time order (the names sort by time).
 	for key, bs := range bodies {
 		d, base := filepath.Split(key)
 		vdir := filepath.Join(mt.dir, d, "."+base+"%25%versions")
@@ -246,6 +260,21 @@ func TestMountLiveVersions(t *testing.T) {
 	xa := xattrsOf(t, filepath.Join(mt.dir, ".a%25%versions", readDirNames(t, filepath.Join(mt.dir, ".a%25%versions"))[0]))
 	if xa["version_id"] == "" {
 		t.Errorf("a version's attributes lack its version_id: %q", xa)
+	}
+	// A delete marker: an empty file with the marker's time and id.
+	for _, v := range lv.DeleteMarkers {
+		if v.Key != "a" {
+			continue
+		}
+		lm, _ := time.Parse(time.RFC3339Nano, v.LastModified)
+		p := filepath.Join(mt.dir, ".a%25%versions", lm.UTC().Format("2006-01-02T15-04-05.000Z")+"_"+v.VersionId+".deleted")
+		fi, err := os.Stat(p)
+		if err != nil || fi.Size() != 0 || !fi.ModTime().Equal(lm) {
+			t.Errorf("the delete marker of a: %v, %v (modified %v)", fi, err, lm)
+		}
+		if xa := xattrsOf(t, p); xa["version_id"] != v.VersionId {
+			t.Errorf("the delete marker of a has attributes %q, want version_id %s", xa, v.VersionId)
+		}
 	}
 	mt.stop(syscall.SIGTERM)
 }

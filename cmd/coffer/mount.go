@@ -50,13 +50,13 @@ Examples:
 			&cli.StringFlag{Name: "cache-size", Value: "256MiB", Usage: "memory for file content shared by all open files; the whole mount stays within about this plus 64MiB"},
 			&cli.StringFlag{Name: "read-ahead", Value: "32MiB", Usage: "how far ahead of a sequential reader to fetch, per open file"},
 			&cli.DurationFlag{Name: "refresh", Value: fusefs.DefaultRefresh, Usage: "list the snapshots again, when looked at, once the list is this old (0: never)"},
-			&cli.IntFlag{Name: "max-inodes", Value: fusefs.DefaultMaxInodes, Usage: "entries of snapshots the kernel may keep looked up (about 1KiB of memory each); past it the least recently used are dropped, and looked up again when needed"},
+			&cli.IntFlag{Name: "max-inodes", Value: fusefs.DefaultMaxInodes, Usage: "entries (of snapshots, or of the bucket) the kernel may keep looked up (about 1KiB of memory each); past it the least recently used are dropped, and looked up again when needed"},
 			&cli.BoolFlag{Name: "no-disk-cache", Usage: "do not keep the store's metadata (sealed) in the user's cache folder"},
 			&cli.StringFlag{Name: "disk-cache-size", Value: "1GiB", Usage: "bound the metadata kept on disk; the least recently used goes first"},
 			&cli.StringFlag{Name: "metadata-ttl", Value: "1m", Usage: "live bucket mount: keep listings and lookups this long (0: ask every time, forever: until unmount)"},
 			&cli.BoolFlag{Name: "list-all", Usage: "live bucket mount: list the whole prefix at once (one paginated LIST, no delimiter), kept in memory for --metadata-ttl: fast find and ls -R"},
 			&cli.StringFlag{Name: "at", Usage: "live bucket mount of a versioned bucket: show it as it was at `TIME` (RFC 3339, '2026-11-28 10:00' local time, or a duration ago such as 2h)"},
-			&cli.BoolFlag{Name: "versions", Usage: "live bucket mount of a versioned bucket: show every version of an object NAME as files in the hidden folder .NAME%25%versions"},
+			&cli.BoolFlag{Name: "versions", Usage: "live bucket mount of a versioned bucket: show every version of an object NAME as files in the hidden folder .NAME%25%versions (delete markers as empty files TIME_ID.deleted)"},
 			&cli.IntFlag{Name: "list-page-size", Hidden: true, Usage: "live bucket mount: keys a LIST page asks for (tests)"},
 			&cli.BoolFlag{Name: "debug", Hidden: true, Usage: "log every FUSE request"},
 		},
@@ -85,6 +85,9 @@ func runMount(c *cli.Context) error {
 	}
 	cacheSize, readAhead, err := contentCache(c)
 	if err != nil {
+		return err
+	}
+	if err := checkMaxInodes(c); err != nil {
 		return err
 	}
 	diskSize, err := humanize.ParseBytes(c.String("disk-cache-size"))
@@ -124,9 +127,6 @@ func runMount(c *cli.Context) error {
 	}
 	if err := r.LoadIndex(ctx); err != nil {
 		return err
-	}
-	if c.Int("max-inodes") < 1000 {
-		return usagef("mount: --max-inodes %d: want at least 1000 (a folder being listed keeps its entries)", c.Int("max-inodes"))
 	}
 	fsys := fusefs.New(r, fusefs.Options{
 		CacheSize: cacheSize, ReadAhead: readAhead, MaxInodes: c.Int("max-inodes"),
@@ -171,7 +171,25 @@ func runMount(c *cli.Context) error {
 		}()
 	}
 
-	return serveMount(ctx, srv.Wait, func() error { return fusefs.Unmount(srv) }, dir, stderr)
+	return serveMount(ctx, srv.Wait, func() error {
+		st := fsys.Stats()
+		sayInodes(c, st.Inodes, st.Invalidated)
+		return fusefs.Unmount(srv)
+	}, dir, stderr)
+}
+
+// checkMaxInodes checks --max-inodes, which both mounts take.
+func checkMaxInodes(c *cli.Context) error {
+	if n := c.Int("max-inodes"); n < 1000 {
+		return usagef("mount: --max-inodes %d: want at least 1000 (a folder being listed keeps its entries)", n)
+	}
+	return nil
+}
+
+// sayInodes says under -v, at unmount, how many entries the mount held
+// for the kernel and how many it dropped to keep to --max-inodes.
+func sayInodes(c *cli.Context, held, dropped int64) {
+	verbosef("mount: %d entries held for the kernel at unmount (--max-inodes %d), %d dropped to keep to it", held, c.Int("max-inodes"), dropped)
 }
 
 // serveMount serves a mount in the foreground (wait returns once it is

@@ -64,6 +64,9 @@ func runLiveMount(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := checkMaxInodes(c); err != nil {
+		return err
+	}
 	ctx := c.Context
 	stderr := c.App.ErrWriter
 
@@ -102,7 +105,7 @@ func runLiveMount(c *cli.Context) error {
 		go flat.Load(ctx)
 	}
 	fsys := fusefs.NewLive(tree, fusefs.LiveOptions{
-		TTL: ttl, CacheSize: cacheSize, ReadAhead: readAhead,
+		TTL: ttl, CacheSize: cacheSize, ReadAhead: readAhead, MaxInodes: c.Int("max-inodes"),
 		Name: live.URI(), Log: log.New(stderr, "coffer: mount: ", 0),
 	})
 	defer fsys.Close()
@@ -115,7 +118,11 @@ func runLiveMount(c *cli.Context) error {
 	}
 	fmt.Fprintf(stderr, "coffer: mounted %s (%s, read-only) at %s; Ctrl-C or 'fusermount3 -u %s' unmounts\n", shown, what, dir, dir)
 
-	return serveMount(ctx, srv.Wait, func() error { return fusefs.Unmount(srv) }, dir, stderr)
+	return serveMount(ctx, srv.Wait, func() error {
+		held, dropped := fsys.Inodes()
+		sayInodes(c, held, dropped)
+		return fusefs.Unmount(srv)
+	}, dir, stderr)
 }
 
 // parseAt reads --at: RFC 3339, a date and time in the local zone, or a

@@ -34,10 +34,11 @@ type LiveEntry struct {
 	// in time, or every version); "" reads the current object.
 	VersionID string
 	// Versions are, in a tree that shows them, every version of the
-	// object newest first (delete markers left out).
+	// object newest first, delete markers among them (Deleted).
 	Versions []LiveEntry
 	// Deleted says the object has no current version (its latest is a
-	// delete marker): the entry is there for its Versions alone.
+	// delete marker): the entry is there for its Versions alone. Among
+	// Versions, it says the version is a delete marker.
 	Deleted bool
 }
 
