@@ -384,3 +384,52 @@ func TestPruneExtendsRetentionS3(t *testing.T) {
 		t.Errorf("prune --extend-retention=false moved the config's lock to %s", got.Until)
 	}
 }
+
+// TestObjectLockEntry: a named store's object_lock_days and
+// object_lock_mode are what create uses when its flags are not given
+// (checked with the aws CLI); a flag overrides the entry; the keys are
+// checked when the entry is written (S3 only, 1 to 36500 days, a known
+// mode), and a mode without days is refused by create.
+func TestObjectLockEntry(t *testing.T) {
+	m := needMinio(t)
+	bucket := bucketName("olentry")
+	m.aws(t, "s3api", "create-bucket", "--bucket", bucket, "--object-lock-enabled-for-bucket")
+	xdg := t.TempDir()
+	e := &env{t: t, store: "@locked", pass: "correct horse battery staple", extra: append(m.awsEnv(), "XDG_CONFIG_HOME="+xdg)}
+	conf := func(code int, want string, args ...string) {
+		t.Helper()
+		r := e.runEnv(e.extra, append([]string{"config", "store"}, args...)...)
+		if r.code != code || !strings.Contains(r.stdout+r.stderr, want) {
+			t.Fatalf("coffer config store %s: want exit %d and %q, got %s", strings.Join(args, " "), code, want, r)
+		}
+	}
+	conf(0, "", "create", "locked", "location=s3://"+bucket+"/a", "object_lock_days=2", "object_lock_mode=compliance")
+	conf(0, "", "create", "flagged", "location=s3://"+bucket+"/b", "object_lock_days=2", "object_lock_mode=compliance")
+	conf(0, "", "create", "modeonly", "location=s3://"+bucket+"/c", "object_lock_mode=compliance")
+	conf(2, "object_lock_days applies to S3 locations only", "create", "folder", "location="+filepath.Join(t.TempDir(), "st"), "object_lock_days=2")
+	conf(2, "1 to 36500", "create", "zero", "location=s3://"+bucket+"/d", "object_lock_days=0")
+	conf(2, "governance, compliance", "create", "strict", "location=s3://"+bucket+"/d", "object_lock_days=1", "object_lock_mode=strict")
+
+	start := time.Now()
+	r := e.ok("create", "--kdf-memory", "1024", "--kdf-time", "1")
+	end := time.Now()
+	if !strings.Contains(r.stdout, "locked for 2 days") || !strings.Contains(r.stdout, "compliance") {
+		t.Errorf("create @locked does not lock for 2 days in compliance mode:\n%s", r)
+	}
+	if got := m.objectRetention(t, bucket, "a/config"); got.Mode != "COMPLIANCE" || got.Until.Before(start.Add(48*time.Hour-time.Second)) || got.Until.After(end.Add(48*time.Hour+time.Second)) {
+		t.Errorf("the config of @locked: the aws CLI says %+v, want COMPLIANCE for 2 days", got)
+	}
+
+	// The flags win over the entry (the mode still from the entry).
+	f := &env{t: t, store: "@flagged", pass: e.pass, extra: e.extra}
+	r = f.ok("create", "--kdf-memory", "1024", "--kdf-time", "1", "--object-lock-days", "1")
+	if !strings.Contains(r.stdout, "locked for 1 day ") || !strings.Contains(r.stdout, "compliance") {
+		t.Errorf("create @flagged --object-lock-days 1:\n%s", r)
+	}
+	if got := m.objectRetention(t, bucket, "b/config"); got.Mode != "COMPLIANCE" || got.Until.After(time.Now().Add(24*time.Hour+time.Second)) {
+		t.Errorf("the config of @flagged: the aws CLI says %+v, want COMPLIANCE for 1 day", got)
+	}
+
+	mo := &env{t: t, store: "@modeonly", pass: e.pass, extra: e.extra}
+	mo.fail(2, []string{"@modeonly object_lock_mode needs --object-lock-days N"}, "create", "--kdf-memory", "1024", "--kdf-time", "1")
+}
