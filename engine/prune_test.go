@@ -360,7 +360,7 @@ func TestPruneLock(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = r.Prune(ctx, engine.PruneOptions{})
-	if err == nil || !strings.Contains(err.Error(), "held by prune on ") {
+	if err == nil || !strings.Contains(err.Error(), "held by other prune on ") {
 		t.Fatalf("prune while another holds the lock: %v", err)
 	}
 	if err := l.Release(ctx); err != nil {
