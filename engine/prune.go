@@ -44,6 +44,14 @@ type PruneOptions struct {
 	MaxUnused float64
 	// Concurrency: trailers and snapshots read at once (default 8).
 	Concurrency int
+	// ExtendRetention, on a store with an object lock (Params.ObjectLock)
+	// in a storage that can lock (store.RetainerOf), moves the lock of
+	// every object the store still needs (the config, every pack a
+	// snapshot uses, the index files, the snapshots) to at least
+	// ObjectLock.Days from the end of the prune; the packs it stops
+	// indexing are left alone, so their locks run out. Prune fails at
+	// once if the store cannot lock.
+	ExtendRetention bool
 	// Log receives progress messages (phases, who is waited for).
 	Log func(string)
 }
@@ -126,6 +134,30 @@ type PruneResult struct {
 	// open: left alone.
 	Failed      []PrunePack `json:"failed"`
 	BadTrailers []PrunePack `json:"bad_trailers"`
+	// Retention is what ExtendRetention did (would do); nil without it.
+	Retention *PruneRetention `json:"retention,omitempty"`
+}
+
+// PruneRetention is what a prune did to the object locks of what the
+// store still needs.
+type PruneRetention struct {
+	Mode string `json:"mode"`
+	Days int    `json:"days"`
+	// Until: every object counted below is locked at least until then.
+	Until time.Time `json:"until"`
+	// The objects looked at: the config (1), the packs a snapshot uses
+	// (kept, rescued, and the new packs of a repack), the index files
+	// (with DryRun: those the prune keeps as they are; the ones it
+	// writes are locked from their write), the snapshots.
+	Config     int `json:"config"`
+	Packs      int `json:"packs"`
+	IndexFiles int `json:"index_files"`
+	Snapshots  int `json:"snapshots"`
+	// Extended are those whose lock ended sooner and was moved to Until
+	// (0 with DryRun: not read); the others were locked long enough. Gone
+	// were removed meanwhile (a forget).
+	Extended int `json:"extended"`
+	Gone     int `json:"gone"`
 }
 
 // pendingGen is one run's deletion candidates: the time T at which the
@@ -209,6 +241,14 @@ func (r *Repo) Prune(ctx context.Context, opt PruneOptions) (*PruneResult, error
 		}
 	}
 	res := &PruneResult{DryRun: opt.DryRun, WaitingFor: []string{}, Failed: []PrunePack{}, BadTrailers: []PrunePack{}}
+	var retainer store.Retainer
+	if opt.ExtendRetention {
+		ret, ok := store.RetainerOf(r.st)
+		if r.Params.ObjectLock == nil || !ok {
+			return nil, fmt.Errorf("cannot extend the retention: %s", r.noLockReason(ok))
+		}
+		retainer = ret
+	}
 	var lk *lease.Lease
 	if !opt.DryRun {
 		if opt.Lease.Command == "" {
@@ -391,6 +431,15 @@ func (r *Repo) Prune(ctx context.Context, opt PruneOptions) (*PruneResult, error
 		}
 		res.Rescued = len(rescue)
 		r.judge(append(pending.Generations, gen), markers, now, opt.Grace, res, nil)
+		if retainer != nil {
+			res.Retention = r.pruneRetention(now)
+			res.Retention.Config = 1
+			res.Retention.Packs = len(livePacks(packs, repack, nil))
+			res.Retention.Snapshots = len(snaps0)
+			if !rewrites(unused, rescue, repack, files0) {
+				res.Retention.IndexFiles = len(files0)
+			}
+		}
 		return res, nil
 	}
 
@@ -419,7 +468,8 @@ func (r *Repo) Prune(ctx context.Context, opt PruneOptions) (*PruneResult, error
 	for _, p := range unused {
 		drop[p.ID] = true
 	}
-	if len(drop) > 0 || len(rescue) > 0 || len(files0) > 1 {
+	replaced := len(drop) > 0 || len(rescue) > 0 || len(files0) > 1
+	if replaced {
 		logf("writing the new index")
 		written, err := r.rewriteIndex(ctx, files0, drop, rescue, packs)
 		if err != nil {
@@ -487,6 +537,7 @@ func (r *Repo) Prune(ctx context.Context, opt PruneOptions) (*PruneResult, error
 	for _, p := range unused {
 		check[p.ID] = p
 	}
+	var rescuedLate []crypto.ID // candidates a new snapshot uses
 	if len(check) > 0 {
 		logf("checking snapshots written meanwhile")
 		saved, err := r.recheck(ctx, idx, used, moved, snaps0, files0, res, check, opt.Concurrency)
@@ -509,6 +560,7 @@ func (r *Repo) Prune(ctx context.Context, opt PruneOptions) (*PruneResult, error
 			gone := map[crypto.ID]bool{}
 			for _, id := range saved {
 				gone[id] = true
+				rescuedLate = append(rescuedLate, id)
 				if _, ok := ready[id]; ok {
 					delete(ready, id)
 				} else {
@@ -591,7 +643,124 @@ func (r *Repo) Prune(ctx context.Context, opt PruneOptions) (*PruneResult, error
 		gerr = fmt.Errorf("recording the candidates left: %w", err)
 	}
 	sort.Slice(res.Failed, func(i, j int) bool { return res.Failed[i].Pack < res.Failed[j].Pack })
+	if retainer != nil && gerr == nil {
+		// Step 7 (object lock): what the store still needs stays locked.
+		if err := checkLock(); err != nil {
+			return res, err
+		}
+		keep := livePacks(packs, repack, rescuedLate)
+		if moved != nil {
+			for id, k := range moved.Packs() {
+				keep[id] = k // new packs: locked from their write already, but they are needed
+			}
+		}
+		var skip []store.Handle
+		if replaced {
+			skip = files0 // deleted, or kept only by their own lock
+		}
+		logf("extending the retention of %d packs, the index and the snapshots", len(keep))
+		gerr = r.extendRetention(ctx, retainer, keep, skip, opt.Concurrency, res)
+	}
 	return res, gerr
+}
+
+// noLockReason says why a store cannot extend retention; hasRetainer
+// is whether its storage can lock objects.
+func (r *Repo) noLockReason(hasRetainer bool) string {
+	if r.Params.ObjectLock == nil {
+		return "the store has no object lock (it was not created with --object-lock-days)"
+	}
+	return fmt.Sprintf("the store was created with an object lock, but %s cannot lock objects (a copy of an S3 store?)", r.st.Location())
+}
+
+// pruneRetention is the start of a report of retention extended at now.
+func (r *Repo) pruneRetention(now time.Time) *PruneRetention {
+	p := r.Params.Retention()
+	return &PruneRetention{Mode: string(p.Mode), Days: p.Days, Until: p.Until(now).UTC().Truncate(time.Second)}
+}
+
+// rewrites reports whether a prune writes a new index (as its step 3).
+func rewrites(unused []pendingPack, rescue []crypto.ID, repack map[crypto.ID]bool, files0 []store.Handle) bool {
+	return len(unused) > 0 || len(rescue) > 0 || len(repack) > 0 || len(files0) > 1
+}
+
+// livePacks are the packs the store keeps: those with a used blob
+// (indexed, or rescued), less the repacked ones, and the late rescues.
+func livePacks(packs map[crypto.ID]*packStat, repack map[crypto.ID]bool, late []crypto.ID) map[crypto.ID]format.BlobKind {
+	out := map[crypto.ID]format.BlobKind{}
+	for id, p := range packs {
+		if p.live > 0 && !p.badTrailer && !repack[id] {
+			out[id] = p.kind
+		}
+	}
+	for _, id := range late {
+		if p := packs[id]; p != nil {
+			out[id] = p.kind
+		}
+	}
+	return out
+}
+
+// extendRetention moves the lock of the config, the packs in keep, the
+// index files (less those in skip) and the snapshots to at least the
+// policy's days from now. Objects gone meanwhile are counted, not
+// errors; any other error stops it.
+func (r *Repo) extendRetention(ctx context.Context, ret store.Retainer, keep map[crypto.ID]format.BlobKind, skip []store.Handle, conc int, res *PruneResult) error {
+	files, err := r.IndexFiles(ctx)
+	if err != nil {
+		return fmt.Errorf("extending the retention: listing index files: %w", err)
+	}
+	snaps, err := r.SnapshotIDs(ctx)
+	if err != nil {
+		return fmt.Errorf("extending the retention: listing snapshots: %w", err)
+	}
+	rr := r.pruneRetention(time.Now())
+	res.Retention = rr
+	hs := []store.Handle{store.ConfigHandle}
+	rr.Config = 1
+	ids := make([]crypto.ID, 0, len(keep))
+	for id := range keep {
+		ids = append(ids, id)
+	}
+	sort.Slice(ids, func(i, j int) bool { return ids[i].String() < ids[j].String() })
+	for _, id := range ids {
+		hs = append(hs, packHandle(keep[id], id))
+	}
+	rr.Packs = len(ids)
+	old := map[string]bool{}
+	for _, h := range skip {
+		old[h.Name] = true
+	}
+	for _, h := range files {
+		if !old[h.Name] {
+			hs = append(hs, h)
+			rr.IndexFiles++
+		}
+	}
+	for _, id := range snaps {
+		hs = append(hs, store.Handle{Kind: store.KindSnapshot, Name: id.String()})
+	}
+	rr.Snapshots = len(snaps)
+	var extended, gone atomic.Int64
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(conc)
+	for _, h := range hs {
+		g.Go(func() error {
+			moved, err := ret.ExtendRetention(gctx, h, rr.Until)
+			switch {
+			case store.IsNotFound(err):
+				gone.Add(1)
+			case err != nil:
+				return fmt.Errorf("extending the retention of %s: %w (the rest of the prune is done; run prune again to finish)", h, err)
+			case moved:
+				extended.Add(1)
+			}
+			return nil
+		})
+	}
+	err = g.Wait()
+	rr.Extended, rr.Gone = int(extended.Load()), int(gone.Load())
+	return err
 }
 
 // liveMarkers names the backup markers that still protect something

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -359,7 +360,7 @@ func TestPruneLock(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = r.Prune(ctx, engine.PruneOptions{})
-	if err == nil || !strings.Contains(err.Error(), "held by prune on ") {
+	if err == nil || !strings.Contains(err.Error(), "held by other prune on ") {
 		t.Fatalf("prune while another holds the lock: %v", err)
 	}
 	if err := l.Release(ctx); err != nil {
@@ -422,5 +423,116 @@ func TestBackupMarkerLapsed(t *testing.T) {
 	}
 	if infos, _ := lease.List(ctx, r.Storage(), r.Keys()); len(infos) != 0 {
 		t.Fatalf("markers left after a backup: %+v", infos)
+	}
+}
+
+// TestPruneExtendsRetention: on a store with an object lock, prune with
+// ExtendRetention locks every object the store still needs (the config,
+// the packs the snapshots use, the index files, the snapshots) until at
+// least Days from now, and leaves the packs it stops indexing alone (one
+// round they wait for a running backup, and their locks stay as they
+// were; the next round deletes them). The dry run says what it would
+// extend and moves nothing; a store without a lock refuses the option.
+func TestPruneExtendsRetention(t *testing.T) {
+	ctx := context.Background()
+	pass := []byte("test passphrase")
+	m := store.NewLockingMemory()
+	past := time.Now().Add(-48 * time.Hour)
+	m.Now = func() time.Time { return past } // the backups were two days ago: their 1-day locks ran out
+	r, err := engine.Create(ctx, m, pass, engine.CreateOptions{KDF: cheapKDF, Chunker: testChunker, ObjectLock: store.RetentionPolicy{Mode: store.Governance, Days: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, snaps := pruneVersions(t, r, 3)
+	m.Now = nil
+	if err := r.DeleteSnapshot(ctx, snaps[0].ID); err != nil {
+		t.Fatal(err)
+	}
+	// locks reads the lock of every object the store holds but locks/.
+	locks := func() map[store.Handle]store.Retention {
+		out := map[store.Handle]store.Retention{}
+		for _, k := range store.Kinds {
+			if k == store.KindLock {
+				continue
+			}
+			err := m.List(ctx, k, func(o store.ObjectInfo) error {
+				ret, err := m.Retention(ctx, o.Handle)
+				out[o.Handle] = ret
+				return err
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		return out
+	}
+	before := locks()
+
+	dry, err := r.Prune(ctx, engine.PruneOptions{DryRun: true, MaxUnused: 1, ExtendRetention: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rr := dry.Retention; rr == nil || rr.Packs != dry.Kept || rr.Snapshots != 2 || rr.Config != 1 || rr.Extended != 0 || rr.Days != 1 || rr.Mode != "governance" {
+		t.Fatalf("dry run: %+v, retention %+v", dry, dry.Retention)
+	}
+	if after := locks(); !reflect.DeepEqual(after, before) {
+		t.Fatalf("the dry run changed locks")
+	}
+
+	// A backup is running: the unused packs wait, and keep their locks.
+	mark, err := lease.Mark(ctx, m, r.Keys(), lease.KindBackup, lease.Options{Command: "test backup"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	res, err := r.Prune(ctx, engine.PruneOptions{MaxUnused: 1, ExtendRetention: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Unused == 0 || res.Waiting != res.Unused || res.Deleted != 0 || len(res.Failed) != 0 {
+		t.Fatalf("prune beside a backup: %+v", res)
+	}
+	rr := res.Retention
+	want := start.Add(24 * time.Hour).Truncate(time.Second)
+	if rr == nil || rr.Until.Before(want) || rr.Packs != res.Kept || rr.Snapshots != 2 || rr.IndexFiles == 0 || rr.Gone != 0 ||
+		rr.Extended < rr.Config+rr.Packs+rr.Snapshots { // (the index files it just wrote may be locked long enough)
+		t.Fatalf("retention %+v (kept %d packs)", rr, res.Kept)
+	}
+	after := locks()
+	extended, left := map[store.Kind]int{}, 0
+	for h, ret := range after {
+		if !ret.Until.Before(want) {
+			extended[h.Kind]++
+			continue
+		}
+		// Only the packs that wait to be deleted keep their old lock.
+		if h.Kind != store.KindDataPack && h.Kind != store.KindTreePack || !ret.Until.Equal(before[h].Until) {
+			t.Errorf("%s: locked until %s, want at least %s (or its old date %s, for an unused pack)", h, ret.Until, want, before[h].Until)
+		}
+		left++
+	}
+	if left != res.Waiting {
+		t.Errorf("%d packs kept their old lock, %d wait to be deleted", left, res.Waiting)
+	}
+	if n := extended[store.KindDataPack] + extended[store.KindTreePack]; n != rr.Packs || extended[store.KindSnapshot] != 2 || extended[store.KindIndex] != rr.IndexFiles || extended[store.KindConfig] != 1 {
+		t.Errorf("locked until %s: %v; report %+v", want, extended, rr)
+	}
+
+	// The backup ends: the next prune deletes the packs whose lock ran out.
+	if err := mark.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	res, err = r.Prune(ctx, engine.PruneOptions{MaxUnused: 1, ExtendRetention: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Deleted != left || len(res.Failed) != 0 || res.Retention == nil {
+		t.Fatalf("prune after the backup: deleted %d of %d, %+v", res.Deleted, left, res)
+	}
+
+	// A store without a lock: the option is refused before anything.
+	plain, _ := newTestRepo(t, engine.CreateOptions{Chunker: testChunker})
+	if _, err := plain.Prune(ctx, engine.PruneOptions{ExtendRetention: true}); err == nil || !strings.Contains(err.Error(), "no object lock") {
+		t.Fatalf("ExtendRetention on a store without a lock: %v", err)
 	}
 }

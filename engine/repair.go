@@ -3,6 +3,7 @@ package engine
 import (
 	"github.com/coffer-backup/coffer/engine/crypto"
 	"github.com/coffer-backup/coffer/engine/format"
+	"github.com/coffer-backup/coffer/engine/lease"
 	"github.com/coffer-backup/coffer/engine/store"
 
 	"context"
@@ -21,6 +22,10 @@ type RepairIndexOptions struct {
 	DryRun      bool
 	Concurrency int // trailers read at once (default 8)
 	Progress    *Progress
+	// Lease tunes the prune lock, which a repair (not a dry run) holds:
+	// two index rewriters at once could each delete the other's new
+	// files.
+	Lease lease.Options
 }
 
 // RepairPack is a pack whose trailer could not be read.
@@ -81,10 +86,27 @@ type RepairIndexResult struct {
 // the trailers are read, and of the old index only which file names
 // which pack is kept, so it does not hold the whole index.
 //
+// Unless DryRun, it holds the prune lock (locks/prune) throughout, so
+// it never runs beside a prune or another repair of the index: both
+// replace index files, and each would delete the files the other just
+// wrote. A live lock makes it fail at once with a *lease.HeldError
+// naming the holder, before anything is read.
+//
 // r.Index is left as it was: open the store again to read the new index.
 func (r *Repo) RepairIndex(ctx context.Context, opt RepairIndexOptions) (*RepairIndexResult, error) {
 	if opt.Concurrency < 1 {
 		opt.Concurrency = 8
+	}
+	var lk *lease.Lease
+	if !opt.DryRun {
+		if opt.Lease.Command == "" {
+			opt.Lease.Command = "repair index"
+		}
+		var err error
+		if lk, err = lease.Exclusive(ctx, r.st, r.keys, lease.PruneName, opt.Lease); err != nil {
+			return nil, err
+		}
+		defer lk.Release(context.WithoutCancel(ctx))
 	}
 	if opt.Progress == nil {
 		opt.Progress = &Progress{}
@@ -268,6 +290,10 @@ func (r *Repo) RepairIndex(ctx context.Context, opt RepairIndexOptions) (*Repair
 	}
 	if opt.DryRun {
 		return res, nil
+	}
+	if err := lk.Check(); err != nil {
+		return res, fmt.Errorf("repair index: %w; the new index is written (%d files) and the old files are kept (both are valid): run repair index again",
+			err, len(res.NewIndexFiles))
 	}
 
 	// Every new index file is durable: only now may the old ones go. A

@@ -136,18 +136,18 @@ func (s *Storage) Retention(ctx context.Context, h store.Handle) (store.Retentio
 // new one (PutObjectRetention, s3:PutObjectRetention) in h's own mode,
 // or in the policy's when h has none. S3 lets anyone with the action
 // lengthen a lock in either mode.
-func (s *Storage) ExtendRetention(ctx context.Context, h store.Handle, until time.Time) error {
+func (s *Storage) ExtendRetention(ctx context.Context, h store.Handle, until time.Time) (bool, error) {
 	key, err := s.objectKey(h)
 	if err != nil {
-		return err
+		return false, err
 	}
 	cur, err := s.Retention(ctx, h)
 	if err != nil {
-		return err
+		return false, err
 	}
 	until = until.UTC().Truncate(time.Second)
 	if !cur.Until.IsZero() && !cur.Until.Before(until) {
-		return nil
+		return false, nil
 	}
 	mode := cur.Mode
 	if mode == "" {
@@ -157,7 +157,10 @@ func (s *Storage) ExtendRetention(ctx context.Context, h store.Handle, until tim
 		Bucket: &s.c.opt.Bucket, Key: &key,
 		Retention: &types.ObjectLockRetention{Mode: types.ObjectLockRetentionMode(s3Mode(mode)), RetainUntilDate: &until},
 	})
-	return classify(err, "extend retention", "s3:PutObjectRetention", s.c.opt.Bucket, key)
+	if err != nil {
+		return false, classify(err, "extend retention", "s3:PutObjectRetention", s.c.opt.Bucket, key)
+	}
+	return true, nil
 }
 
 // refuseLocked returns a *store.LockedError when the store locks h's

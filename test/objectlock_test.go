@@ -175,19 +175,19 @@ func TestObjectLock(t *testing.T) {
 		t.Errorf("a LockedError is not permanent: %v", err)
 	}
 	want := time.Now().Add(72 * time.Hour).UTC().Truncate(time.Second)
-	if err := st.ExtendRetention(t.Context(), h, want); err != nil {
-		t.Fatalf("ExtendRetention: %v", err)
+	if moved, err := st.ExtendRetention(t.Context(), h, want); err != nil || !moved {
+		t.Fatalf("ExtendRetention: moved %v, %v", moved, err)
 	}
 	if after := m.objectRetention(t, bucket, "st/"+store.ObjectName(h)); !after.Until.Equal(want) || after.Mode != "GOVERNANCE" {
 		t.Fatalf("after ExtendRetention to %s the aws CLI says %+v", want, after)
 	}
-	if err := st.ExtendRetention(t.Context(), h, want.Add(-24*time.Hour)); err != nil {
-		t.Fatalf("ExtendRetention to an earlier date: %v", err)
+	if moved, err := st.ExtendRetention(t.Context(), h, want.Add(-24*time.Hour)); err != nil || moved {
+		t.Fatalf("ExtendRetention to an earlier date: moved %v, %v", moved, err)
 	}
 	if after, err := st.Retention(t.Context(), h); err != nil || !after.Until.Equal(want) {
 		t.Fatalf("ExtendRetention to an earlier date shortened the lock: %+v, %v", after, err)
 	}
-	if err := st.ExtendRetention(t.Context(), store.Handle{Kind: store.KindSnapshot, Name: strings.Repeat("0", 64)}, want); !store.IsNotFound(err) {
+	if _, err := st.ExtendRetention(t.Context(), store.Handle{Kind: store.KindSnapshot, Name: strings.Repeat("0", 64)}, want); !store.IsNotFound(err) {
 		t.Errorf("ExtendRetention of a missing object: %v, want not found", err)
 	}
 	if err := st.Delete(t.Context(), store.Handle{Kind: store.KindSnapshot, Name: strings.Repeat("0", 64)}); err != nil {
@@ -250,4 +250,186 @@ func TestObjectLockFolderRefused(t *testing.T) {
 	e := &env{t: t, store: filepath.Join(t.TempDir(), "store"), pass: "correct horse battery staple"}
 	e.fail(1, []string{"cannot lock objects", "S3 store in a bucket with Object Lock"}, "create", "--kdf-memory", "1024", "--kdf-time", "1", "--object-lock-days", "3")
 	e.fail(2, []string{"--object-lock-days"}, "create", "--object-lock-mode", "compliance")
+}
+
+// setRetention moves key's lock to until with the aws CLI, shortening it
+// if need be (governance bypass: MinIO's root user may): it stands in
+// for the days that pass between backups and a prune.
+func (m *minioServer) setRetention(t *testing.T, bucket, key string, until time.Time) {
+	t.Helper()
+	m.aws(t, "s3api", "put-object-retention", "--bucket", bucket, "--key", key, "--bypass-governance-retention",
+		"--retention", fmt.Sprintf(`{"Mode":"GOVERNANCE","RetainUntilDate":"%s"}`, until.UTC().Format(time.RFC3339)))
+}
+
+// TestPruneExtendsRetentionS3: on a store created with
+// --object-lock-days 1 in a MinIO bucket with Object Lock, prune locks
+// every object the store still needs until at least a day from now, and
+// leaves the packs of a forgotten snapshot alone; checked with the aws
+// CLI. The locks are first shortened (as if the backups were older): to
+// a few seconds for the index files and the first snapshot (so rm and
+// the index rewrite may delete them), to T1 (10 minutes) for the rest.
+// prune --dry-run says what it would extend and moves nothing; prune
+// deletes nothing locked, says until when, and does not extend the
+// unused packs (still T1); the second snapshot restores byte-exact.
+func TestPruneExtendsRetentionS3(t *testing.T) {
+	m := needMinio(t)
+	bucket := bucketName("olprune")
+	m.aws(t, "s3api", "create-bucket", "--bucket", bucket, "--object-lock-enabled-for-bucket")
+	e := &env{t: t, store: "s3://" + bucket + "/st", pass: "correct horse battery staple", extra: m.awsEnv()}
+	e.ok("create", "--kdf-memory", "1024", "--kdf-time", "1", "--object-lock-days", "1")
+
+	src := filepath.Join(t.TempDir(), "src")
+	for i := range 5 {
+		if err := testtree.WriteFile(filepath.Join(src, "keep", fmt.Sprintf("f%d.txt", i)), testtree.Text(uint64(i), 2000+i*100)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	big := filepath.Join(src, "big.bin")
+	if err := testtree.WriteFile(big, testtree.RandBytes(3<<20)); err != nil {
+		t.Fatal(err)
+	}
+	s1 := e.backup(src)
+	// Other contents everywhere: s1's packs are used by s1 alone.
+	if err := testtree.WriteFile(big, testtree.RandBytes(3<<20)); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		if err := testtree.WriteFile(filepath.Join(src, "keep", fmt.Sprintf("f%d.txt", i)), testtree.Text(uint64(i+100), 2000+i*100)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s2 := e.backup(src)
+
+	keys := func() []string {
+		var out []string
+		for _, o := range m.listObjects(t, bucket, "st/") {
+			if !strings.HasPrefix(o.Key, "locks/") {
+				out = append(out, "st/"+o.Key)
+			}
+		}
+		return out
+	}
+	now := time.Now()
+	soon, t1 := now.Add(30*time.Second).Truncate(time.Second), now.Add(10*time.Minute).Truncate(time.Second)
+	s1Key := "st/" + store.ObjectName(store.Handle{Kind: store.KindSnapshot, Name: s1.ID})
+	for _, k := range keys() {
+		if k == s1Key || strings.HasPrefix(k, "st/index/") {
+			m.setRetention(t, bucket, k, soon)
+		} else {
+			m.setRetention(t, bucket, k, t1)
+		}
+	}
+	time.Sleep(time.Until(soon.Add(1500 * time.Millisecond)))
+	e.ok("rm", s1.Short)
+
+	// The dry run: what would be locked, and nothing moved.
+	dry := e.ok("prune", "--dry-run", "--max-unused", "unlimited")
+	if !strings.Contains(dry.stdout, "would lock the config, ") || !strings.Contains(dry.stdout, "1 snapshot and the index files it keeps until at least") {
+		t.Errorf("prune --dry-run does not say what it would lock:\n%s", dry)
+	}
+	for _, k := range keys() {
+		if got := m.objectRetention(t, bucket, k); !strings.HasPrefix(k, "st/index/") && !got.Until.Equal(t1) {
+			t.Errorf("after the dry run %s is locked until %s, want %s", k, got.Until, t1)
+		}
+	}
+
+	start := time.Now()
+	res := e.prune("--max-unused", "unlimited")
+	rr := res.Retention
+	if rr == nil || rr.Mode != "governance" || rr.Days != 1 || rr.Config != 1 || rr.Snapshots != 1 || rr.Packs != res.Kept || rr.IndexFiles == 0 ||
+		rr.Extended < rr.Config+rr.Packs+rr.Snapshots || rr.Until.Before(start.Add(24*time.Hour).Truncate(time.Second)) {
+		t.Fatalf("prune's retention report: %+v (kept %d packs)", rr, res.Kept)
+	}
+	// The unused packs (s1's data and tree packs) could not be deleted:
+	// locked until T1, which prune says, and did not move.
+	unused := map[string]bool{}
+	for _, f := range res.Failed {
+		if !strings.Contains(f.Error, "is locked until") {
+			t.Errorf("failed delete of %s %s: %s", f.Kind, f.Pack, f.Error)
+		}
+		unused[f.Pack] = true
+	}
+	if res.Unused < 2 || len(unused) != res.Unused || res.Deleted != 0 {
+		t.Fatalf("prune: %d unused packs, %d deleted, failed %+v", res.Unused, res.Deleted, res.Failed)
+	}
+	want := start.Add(24 * time.Hour).Truncate(time.Second)
+	seen := map[string]int{}
+	for _, k := range keys() {
+		got := m.objectRetention(t, bucket, k)
+		if unused[filepath.Base(k)] {
+			seen["unused"]++
+			if !got.Until.Equal(t1) {
+				t.Errorf("unused pack %s: locked until %s, want its old date %s (not extended)", k, got.Until, t1)
+			}
+			continue
+		}
+		seen[strings.SplitN(strings.TrimPrefix(k, "st/"), "/", 2)[0]]++
+		if got.Mode != "GOVERNANCE" || got.Until.Before(want) || got.Until.After(want.Add(10*time.Minute)) {
+			t.Errorf("%s: locked %s until %s, want GOVERNANCE until at least %s", k, got.Mode, got.Until, want)
+		}
+	}
+	if seen["unused"] != res.Unused || seen["config"] != 1 || seen["snapshots"] != 1 || seen["packs"] != rr.Packs || seen["index"] != rr.IndexFiles {
+		t.Errorf("objects seen by kind %v; report %+v", seen, rr)
+	}
+	out := filepath.Join(t.TempDir(), "out")
+	e.ok("restore", "-to", out, s2.Short)
+	if err := testtree.Compare(src, out); err != nil {
+		t.Fatal(err)
+	}
+
+	// --extend-retention=false: nothing moves.
+	m.setRetention(t, bucket, "st/config", t1)
+	e.fail(1, []string{"is locked until"}, "prune", "--extend-retention=false") // (s1's packs, still locked)
+	if got := m.objectRetention(t, bucket, "st/config"); !got.Until.Equal(t1) {
+		t.Errorf("prune --extend-retention=false moved the config's lock to %s", got.Until)
+	}
+}
+
+// TestObjectLockEntry: a named store's object_lock_days and
+// object_lock_mode are what create uses when its flags are not given
+// (checked with the aws CLI); a flag overrides the entry; the keys are
+// checked when the entry is written (S3 only, 1 to 36500 days, a known
+// mode), and a mode without days is refused by create.
+func TestObjectLockEntry(t *testing.T) {
+	m := needMinio(t)
+	bucket := bucketName("olentry")
+	m.aws(t, "s3api", "create-bucket", "--bucket", bucket, "--object-lock-enabled-for-bucket")
+	xdg := t.TempDir()
+	e := &env{t: t, store: "@locked", pass: "correct horse battery staple", extra: append(m.awsEnv(), "XDG_CONFIG_HOME="+xdg)}
+	conf := func(code int, want string, args ...string) {
+		t.Helper()
+		r := e.runEnv(e.extra, append([]string{"config", "store"}, args...)...)
+		if r.code != code || !strings.Contains(r.stdout+r.stderr, want) {
+			t.Fatalf("coffer config store %s: want exit %d and %q, got %s", strings.Join(args, " "), code, want, r)
+		}
+	}
+	conf(0, "", "create", "locked", "location=s3://"+bucket+"/a", "object_lock_days=2", "object_lock_mode=compliance")
+	conf(0, "", "create", "flagged", "location=s3://"+bucket+"/b", "object_lock_days=2", "object_lock_mode=compliance")
+	conf(0, "", "create", "modeonly", "location=s3://"+bucket+"/c", "object_lock_mode=compliance")
+	conf(2, "object_lock_days applies to S3 locations only", "create", "folder", "location="+filepath.Join(t.TempDir(), "st"), "object_lock_days=2")
+	conf(2, "1 to 36500", "create", "zero", "location=s3://"+bucket+"/d", "object_lock_days=0")
+	conf(2, "governance, compliance", "create", "strict", "location=s3://"+bucket+"/d", "object_lock_days=1", "object_lock_mode=strict")
+
+	start := time.Now()
+	r := e.ok("create", "--kdf-memory", "1024", "--kdf-time", "1")
+	end := time.Now()
+	if !strings.Contains(r.stdout, "locked for 2 days") || !strings.Contains(r.stdout, "compliance") {
+		t.Errorf("create @locked does not lock for 2 days in compliance mode:\n%s", r)
+	}
+	if got := m.objectRetention(t, bucket, "a/config"); got.Mode != "COMPLIANCE" || got.Until.Before(start.Add(48*time.Hour-time.Second)) || got.Until.After(end.Add(48*time.Hour+time.Second)) {
+		t.Errorf("the config of @locked: the aws CLI says %+v, want COMPLIANCE for 2 days", got)
+	}
+
+	// The flags win over the entry (the mode still from the entry).
+	f := &env{t: t, store: "@flagged", pass: e.pass, extra: e.extra}
+	r = f.ok("create", "--kdf-memory", "1024", "--kdf-time", "1", "--object-lock-days", "1")
+	if !strings.Contains(r.stdout, "locked for 1 day ") || !strings.Contains(r.stdout, "compliance") {
+		t.Errorf("create @flagged --object-lock-days 1:\n%s", r)
+	}
+	if got := m.objectRetention(t, bucket, "b/config"); got.Mode != "COMPLIANCE" || got.Until.After(time.Now().Add(24*time.Hour+time.Second)) {
+		t.Errorf("the config of @flagged: the aws CLI says %+v, want COMPLIANCE for 1 day", got)
+	}
+
+	mo := &env{t: t, store: "@modeonly", pass: e.pass, extra: e.extra}
+	mo.fail(2, []string{"@modeonly object_lock_mode needs --object-lock-days N"}, "create", "--kdf-memory", "1024", "--kdf-time", "1")
 }

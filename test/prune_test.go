@@ -28,6 +28,16 @@ type pruneJSON struct {
 	Rescued      int      `json:"rescued"`
 	Kept         int      `json:"kept"`
 	Repacked     int      `json:"repacked"`
+	Failed       []struct {
+		Pack, Kind, Error string
+	} `json:"failed"`
+	Retention *struct {
+		Mode                               string
+		Days                               int
+		Until                              time.Time
+		Config, Packs, Snapshots, Extended int
+		IndexFiles                         int `json:"index_files"`
+	} `json:"retention"`
 }
 
 func (e *env) prune(args ...string) pruneJSON {

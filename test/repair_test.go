@@ -1,13 +1,17 @@
 package test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
+	"github.com/coffer-backup/coffer/engine"
+	"github.com/coffer-backup/coffer/engine/lease"
 	"github.com/coffer-backup/coffer/engine/store"
 	"github.com/coffer-backup/coffer/internal/testtree"
 )
@@ -158,4 +162,81 @@ func TestRepairIndexBadTrailerCLI(t *testing.T) {
 	delete(snaps, lastSrc)
 	repairRestores(t, e, snaps)
 	e.fail(1, []string{"own/data.bin"}, "check")
+}
+
+// TestRepairIndexPruneLock: repair index holds the prune lock, so it
+// cannot run beside a prune (two index rewriters): while a prune holds
+// it, repair index fails at once naming the holder and coffer unlock
+// (its dry run still works); unlock keeps the live lock, unlock --force
+// removes it, and repair index then works, releasing the lock after
+// itself. The other way round, a lock held by a repair index makes prune
+// fail and names it as such.
+func TestRepairIndexPruneLock(t *testing.T) {
+	e := newEnv(t)
+	src := filepath.Join(t.TempDir(), "src")
+	if err := testtree.Make(src, testtree.Sizes{Min: 4 << 10, Max: 64 << 10}); err != nil {
+		t.Fatal(err)
+	}
+	sn := e.backup(src)
+	ctx := context.Background()
+	st, err := store.NewFolder(e.store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := engine.Open(ctx, st, []byte(e.pass))
+	if err != nil {
+		t.Fatal(err)
+	}
+	indexFiles := func() []string {
+		ents, _ := os.ReadDir(filepath.Join(e.store, "index"))
+		var out []string
+		for _, ent := range ents {
+			out = append(out, ent.Name())
+		}
+		return out
+	}
+	before := indexFiles()
+
+	l, err := lease.Exclusive(ctx, st, r.Keys(), lease.PruneName, lease.Options{Command: "prune"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.fail(1, []string{"repair index: locks/prune is held by prune on ", "coffer unlock"}, "repair", "index")
+	if after := indexFiles(); !slices.Equal(after, before) {
+		t.Fatalf("a refused repair index changed the index files: %v, was %v", after, before)
+	}
+	e.ok("repair", "index", "--dry-run")
+	if out := e.ok("unlock").stdout; !strings.Contains(out, "kept locks/prune") {
+		t.Fatalf("unlock removed a live prune lock:\n%s", out)
+	}
+	e.fail(1, []string{"is held by prune on "}, "repair", "index")
+	if res := e.ok("unlock", "--force"); !strings.Contains(res.stdout, "removed locks/prune: prune on ") {
+		t.Fatalf("unlock --force:\n%s", res)
+	}
+	if err := l.Refresh(ctx); err == nil {
+		t.Fatal("a lock removed by unlock --force refreshed")
+	}
+	l.Release(ctx)
+
+	e.ok("repair", "index")
+	if after := indexFiles(); slices.Equal(after, before) || len(after) == 0 {
+		t.Fatalf("repair index did not replace the index files: %v", after)
+	}
+	if out := e.ok("unlock").stdout; !strings.Contains(out, "no locks") {
+		t.Fatalf("repair index left a lock:\n%s", out)
+	}
+	e.ok("check")
+	out := filepath.Join(t.TempDir(), "out")
+	e.ok("restore", "-to", out, sn.Short)
+	if err := testtree.Compare(src, out); err != nil {
+		t.Fatal(err)
+	}
+
+	// A repair index holding the lock is named as such to a prune.
+	l, err = lease.Exclusive(ctx, st, r.Keys(), lease.PruneName, lease.Options{Command: "repair index"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Release(ctx)
+	e.fail(1, []string{"locks/prune is held by repair index on "}, "prune")
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"io/fs"
 	"runtime"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -45,7 +46,7 @@ func plural[N int | int64 | uint64](n N, noun string) string {
 	if n == 1 {
 		return "1 " + noun
 	}
-	if strings.HasSuffix(noun, "y") {
+	if strings.HasSuffix(noun, "y") && !strings.ContainsAny(noun[len(noun)-2:len(noun)-1], "aeiou") { // entry, not day
 		return fmt.Sprintf("%d %sies", n, noun[:len(noun)-1])
 	}
 	return fmt.Sprintf("%d %ss", n, noun)
@@ -74,6 +75,8 @@ delete or overwrite it for N days after it was written, and rm or forget
 of a snapshot still locked fails and says until when. The bucket must
 have Object Lock enabled (a missing bucket is created with it). The
 setting is kept in the store's config. See docs/S3.md, "Immutable stores".
+On a named store (@NAME), the entry's object_lock_days and
+object_lock_mode are used when the flags are not given.
 
 Examples:
    coffer at /backups create
@@ -130,21 +133,42 @@ Examples:
 	}
 }
 
-// objectLockFlags reads create's --object-lock-days and --object-lock-mode.
+// objectLockFlags reads create's --object-lock-days and --object-lock-mode,
+// or, for a flag not given on a store @NAME, the entry's object_lock_days
+// and object_lock_mode.
 func objectLockFlags(c *cli.Context) (store.RetentionPolicy, error) {
-	days := c.Int("object-lock-days")
+	var e config.Entry
+	if name := c.String("store"); isName(name) {
+		var err error
+		if _, e, err = resolveLocation(config.Store, name); err != nil {
+			return store.RetentionPolicy{}, err
+		}
+	}
+	days, daysFrom := c.Int("object-lock-days"), "--object-lock-days"
+	if !c.IsSet("object-lock-days") && e["object_lock_days"] != "" {
+		daysFrom = c.String("store") + " object_lock_days"
+		n, err := strconv.Atoi(e["object_lock_days"])
+		if err != nil {
+			return store.RetentionPolicy{}, usagef("%s %q: want a number of days", daysFrom, e["object_lock_days"])
+		}
+		days = n
+	}
+	modeName, modeFrom := c.String("object-lock-mode"), "--object-lock-mode"
+	if !c.IsSet("object-lock-mode") && e["object_lock_mode"] != "" {
+		modeName, modeFrom = e["object_lock_mode"], c.String("store")+" object_lock_mode"
+	}
 	if days == 0 {
-		if c.IsSet("object-lock-mode") {
-			return store.RetentionPolicy{}, usagef("--object-lock-mode needs --object-lock-days N")
+		if c.IsSet("object-lock-mode") || e["object_lock_mode"] != "" {
+			return store.RetentionPolicy{}, usagef("%s needs --object-lock-days N (or object_lock_days in the store entry)", modeFrom)
 		}
 		return store.RetentionPolicy{}, nil
 	}
 	if days < 1 || days > engine.MaxObjectLockDays {
-		return store.RetentionPolicy{}, usagef("--object-lock-days %d: want 1 to %d", days, engine.MaxObjectLockDays)
+		return store.RetentionPolicy{}, usagef("%s %d: want 1 to %d", daysFrom, days, engine.MaxObjectLockDays)
 	}
-	mode, err := store.ParseRetentionMode(c.String("object-lock-mode"))
+	mode, err := store.ParseRetentionMode(modeName)
 	if err != nil {
-		return store.RetentionPolicy{}, usagef("--object-lock-mode: %v", err)
+		return store.RetentionPolicy{}, usagef("%s: %v", modeFrom, err)
 	}
 	return store.RetentionPolicy{Mode: mode, Days: days}, nil
 }

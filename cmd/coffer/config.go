@@ -232,7 +232,7 @@ func checkEntry(kind config.Kind, e config.Entry) error {
 	kv := map[string]string{}
 	for k, v := range e {
 		switch {
-		case k == "passphrase_cmd", k == "passphrase_file", k == "compression", slices.Contains(config.FilterKeys, k), slices.Contains(config.PolicyKeys, k):
+		case k == "passphrase_cmd", k == "passphrase_file", k == "compression", slices.Contains(config.FilterKeys, k), slices.Contains(config.PolicyKeys, k), slices.Contains(config.CreateKeys, k):
 		default:
 			kv[k] = v
 		}

@@ -11,11 +11,13 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/coffer-backup/coffer/engine"
+	"github.com/coffer-backup/coffer/engine/store"
 )
 
 func pruneFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "max-unused", Value: "5%", Usage: "repack the packs with the most unused bytes until at most `LIMIT` of the live bytes are unused (a percentage, or 'unlimited': never repack)"},
+		&cli.BoolFlag{Name: "extend-retention", Usage: "on a store with an object lock (create --object-lock-days N), lock every object the store still needs (the config, the packs snapshots use, the index, the snapshots) until at least N days from now; the packs prune stops indexing are left to expire (--extend-retention=false: don't)", DefaultText: "on for a store with an object lock"},
 		&cli.DurationFlag{Name: "grace", Usage: "delete a pack only `DURATION` after the index stopped naming it (for hosts running a coffer that leaves no backup marker)", DefaultText: "0: as soon as no backup that was running then is left"},
 	}
 }
@@ -46,6 +48,14 @@ runs at a time (locks/prune; coffer unlock removes a stale one).
 
 A pack whose deletion is refused (a retention lock, a permission) is
 reported and kept; the next prune tries again.
+
+On a store with an object lock (create --object-lock-days N), prune
+also extends the locks of everything the store still needs (the config,
+every pack a snapshot uses, the index files, the snapshots) to at least
+N days from now, so a snapshot kept for years stays protected, while
+the packs of forgotten snapshots are left to expire and be deleted by a
+later prune. It needs s3:GetObjectRetention and s3:PutObjectRetention
+(docs/S3.md); --extend-retention=false skips it.
 
 Examples:
    coffer at /backups forget --keep-daily 7 --prune
@@ -83,9 +93,15 @@ func pruneRepo(c *cli.Context, r *engine.Repo, dry bool) (*engine.PruneResult, e
 	if err != nil {
 		return nil, err
 	}
+	_, canLock := store.RetainerOf(r.Storage())
+	extend := r.Params.ObjectLock != nil && canLock
+	if c.IsSet("extend-retention") {
+		extend = c.Bool("extend-retention")
+	}
 	res, err := r.Prune(c.Context, engine.PruneOptions{
 		DryRun: dry, Grace: c.Duration("grace"), Concurrency: c.Int("concurrency"), MaxUnused: maxUnused,
-		Log: func(s string) { verbosef("prune: %s", s) },
+		ExtendRetention: extend,
+		Log:             func(s string) { verbosef("prune: %s", s) },
 	})
 	if err != nil {
 		return nil, fmt.Errorf("prune: %w", err)
@@ -168,6 +184,20 @@ func printPrune(w io.Writer, res *engine.PruneResult) {
 		fmt.Fprintf(w, "%s (%s) wait to be deleted by a later prune, for:\n", plural(res.Waiting, "pack"), ib(res.WaitingBytes))
 		for _, who := range res.WaitingFor {
 			fmt.Fprintf(w, "  %s\n", who)
+		}
+	}
+	if rr := res.Retention; rr != nil {
+		until := rr.Until.Local().Format("2006-01-02 15:04 MST")
+		if res.DryRun {
+			fmt.Fprintf(w, "would lock the config, %s, %s and the index files it keeps until at least %s (%s, %s); the packs it stops indexing would not be extended\n",
+				plural(rr.Packs, "pack"), plural(rr.Snapshots, "snapshot"), until, rr.Mode, plural(rr.Days, "day"))
+		} else {
+			fmt.Fprintf(w, "retention: the config, %s, %s and %s are locked until at least %s (%s, %s): %d extended, the others were locked as long already",
+				plural(rr.Packs, "pack"), plural(rr.IndexFiles, "index file"), plural(rr.Snapshots, "snapshot"), until, rr.Mode, plural(rr.Days, "day"), rr.Extended)
+			if rr.Gone > 0 {
+				fmt.Fprintf(w, ", %d removed meanwhile", rr.Gone)
+			}
+			fmt.Fprintln(w)
 		}
 	}
 }

@@ -55,6 +55,12 @@ entries are kept). Nothing but index files is written or removed.
 Run 'coffer check' afterwards. With --dry-run nothing is written or
 removed: it says what it would do.
 
+It holds the prune lock (locks/prune) while it runs, so it never runs
+beside a prune or another repair index (each replaces index files and
+would delete the other's new ones): if one runs, it fails at once and
+names it; if that one is dead, 'coffer unlock' removes its lock. Backups
+go on meanwhile. A dry run takes no lock.
+
 Examples:
    coffer at /backups repair index --dry-run
    coffer at @mystore repair index`,

@@ -66,8 +66,14 @@ type Record struct {
 }
 
 // Owner describes who holds r, for messages.
+// The prune lock's holder is named by its command ("prune", "repair
+// index"), a marker by its kind.
 func (r Record) Owner() string {
-	who := fmt.Sprintf("%s on %s (pid %d", r.Kind, r.Host, r.PID)
+	what := r.Kind
+	if r.Kind == KindPrune && r.Command != "" {
+		what = r.Command
+	}
+	who := fmt.Sprintf("%s on %s (pid %d", what, r.Host, r.PID)
 	if r.User != "" {
 		who += ", user " + r.User
 	}

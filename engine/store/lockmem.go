@@ -121,15 +121,15 @@ func (m *LockingMemory) Retention(ctx context.Context, h Handle) (Retention, err
 	return m.locks[h], nil
 }
 
-func (m *LockingMemory) ExtendRetention(ctx context.Context, h Handle, until time.Time) error {
+func (m *LockingMemory) ExtendRetention(ctx context.Context, h Handle, until time.Time) (bool, error) {
 	if _, err := m.Memory.Stat(ctx, h); err != nil {
-		return err
+		return false, err
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	cur := m.locks[h]
 	if !cur.Until.Before(until) {
-		return nil
+		return false, nil
 	}
 	if cur.Mode == "" {
 		cur.Mode = m.policy.Mode
@@ -139,5 +139,5 @@ func (m *LockingMemory) ExtendRetention(ctx context.Context, h Handle, until tim
 	}
 	cur.Until = until
 	m.locks[h] = cur
-	return nil
+	return true, nil
 }

@@ -79,10 +79,11 @@ type Retainer interface {
 	Retention(ctx context.Context, h Handle) (Retention, error)
 
 	// ExtendRetention moves h's lock to until, in the storage's policy
-	// mode (or h's own mode when it has one). A lock is never shortened:
-	// when h is already locked until until or later, it does nothing.
-	// An error wraps ErrNotFound when h does not exist.
-	ExtendRetention(ctx context.Context, h Handle, until time.Time) error
+	// mode (or h's own mode when it has one), and reports whether it
+	// moved it. A lock is never shortened: when h is already locked until
+	// until or later, it does nothing (and returns false). An error wraps
+	// ErrNotFound when h does not exist.
+	ExtendRetention(ctx context.Context, h Handle, until time.Time) (bool, error)
 }
 
 // RetainerOf returns the Retainer of st or of what its decorators wrap

@@ -78,11 +78,11 @@ func TestLockingMemoryLocks(t *testing.T) {
 		t.Fatalf("a refused Delete removed the object: %v", err)
 	}
 	later := now.Add(5 * 24 * time.Hour)
-	if err := m.ExtendRetention(ctx, snap, later); err != nil {
-		t.Fatal(err)
+	if moved, err := m.ExtendRetention(ctx, snap, later); err != nil || !moved {
+		t.Fatalf("ExtendRetention to a later date: moved %v, %v", moved, err)
 	}
-	if err := m.ExtendRetention(ctx, snap, now.Add(time.Hour)); err != nil {
-		t.Fatal(err)
+	if moved, err := m.ExtendRetention(ctx, snap, now.Add(time.Hour)); err != nil || moved {
+		t.Fatalf("ExtendRetention to an earlier date: moved %v, %v", moved, err)
 	}
 	if r, err := m.Retention(ctx, snap); err != nil || !r.Until.Equal(later) || r.Mode != store.Governance {
 		t.Fatalf("Retention after extending = %+v, %v", r, err)
@@ -95,7 +95,7 @@ func TestLockingMemoryLocks(t *testing.T) {
 	if err := m.Delete(ctx, snap); err != nil {
 		t.Fatalf("Delete once the date passed: %v", err)
 	}
-	if err := m.ExtendRetention(ctx, snap, later); !store.IsNotFound(err) {
+	if _, err := m.ExtendRetention(ctx, snap, later); !store.IsNotFound(err) {
 		t.Errorf("ExtendRetention of a missing object: %v", err)
 	}
 }

@@ -321,6 +321,8 @@ var keys = []key{
 	{name: "passphrase_cmd", kinds: []Kind{Store}, help: "a command whose standard output is the passphrase", check: checkNonEmpty},
 	{name: "passphrase_file", kinds: []Kind{Store}, help: "a file whose first line is the passphrase", check: checkNonEmpty},
 	{name: "compression", kinds: []Kind{Store}, help: "how hard backups compress: " + strings.Join(format.LevelNames, ", ") + " (zstd's levels; default when unset)", check: checkOneOf(format.LevelNames, true)},
+	{name: "object_lock_days", kinds: []Kind{Store}, s3Only: true, help: "create: lock every object the store writes for N days (S3 Object Lock, as --object-lock-days; 1 to 36500)", check: checkLockDays},
+	{name: "object_lock_mode", kinds: []Kind{Store}, s3Only: true, help: "create: governance (default) or compliance, as --object-lock-mode", check: checkOneOf([]string{"governance", "compliance"}, true)},
 	{name: "keep_last", kinds: []Kind{Store}, help: "forget's policy: keep the newest N snapshots (N or unlimited)", check: checkCount},
 	{name: "keep_hourly", kinds: []Kind{Store}, help: "forget's policy: keep the newest snapshot of each of the last N hours that have one", check: checkCount},
 	{name: "keep_daily", kinds: []Kind{Store}, help: "forget's policy: the same for the last N days", check: checkCount},
@@ -336,6 +338,20 @@ var keys = []key{
 // PolicyKeys are a store's keys that set forget's policy, not how to
 // reach the store.
 var PolicyKeys = []string{"keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly", "keep_within", "keep_tag", "group_by", "time_zone"}
+
+// CreateKeys are a store's keys that only create reads (they are kept
+// in the store's own config once it exists).
+var CreateKeys = []string{"object_lock_days", "object_lock_mode"}
+
+// MaxLockDays is engine.MaxObjectLockDays (S3's own limit is 100 years).
+const MaxLockDays = 36500
+
+func checkLockDays(v string) error {
+	if n, err := strconv.Atoi(v); err != nil || n < 1 || n > MaxLockDays {
+		return fmt.Errorf("want a number of days from 1 to %d", MaxLockDays)
+	}
+	return nil
+}
 
 func checkCount(v string) error {
 	_, err := retention.ParseCount(v)
