@@ -238,5 +238,5 @@ func TestRepairIndexPruneLock(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Release(ctx)
-	e.fail(1, []string{"locks/prune is held by repair index on "}, "prune")
+	e.fail(1, []string{store.ObjectName(store.Handle{Kind: store.KindLock, Name: lease.PruneName}) + " is held by repair index on "}, "prune")
 }
