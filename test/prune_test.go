@@ -42,10 +42,14 @@ type pruneJSON struct {
 
 func (e *env) prune(args ...string) pruneJSON {
 	e.t.Helper()
-	r := e.ok(append([]string{"prune", "--json"}, args...)...)
+	r := e.run(append([]string{"prune", "--json"}, args...)...)
 	var p pruneJSON
 	if err := json.Unmarshal([]byte(r.stdout), &p); err != nil {
 		e.t.Fatalf("prune --json: %v\n%s", err, r)
+	}
+	// It exits 1 when some deletes failed (the JSON says which), else 0.
+	if want := map[bool]int{true: 1, false: 0}[len(p.Failed) > 0]; r.code != want {
+		e.t.Fatalf("prune --json exited %d with %d failed deletes, want %d:\n%s", r.code, len(p.Failed), want, r)
 	}
 	return p
 }

@@ -81,10 +81,13 @@ func runPrune(c *cli.Context) error {
 		return err
 	}
 	if c.Bool("json") {
-		return printJSON(c.App.Writer, res)
+		if err := printJSON(c.App.Writer, res); err != nil {
+			return err
+		}
+	} else {
+		printPrune(c.App.Writer, res)
 	}
-	printPrune(c.App.Writer, res)
-	return pruneFailed(res)
+	return pruneFailed(res) // exit 1 with --json too: cron reads the status
 }
 
 // pruneRepo runs a prune for prune and forget --prune.
