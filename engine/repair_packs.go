@@ -4,6 +4,7 @@ import (
 	"github.com/coffer-backup/coffer/engine/crypto"
 	"github.com/coffer-backup/coffer/engine/format"
 	"github.com/coffer-backup/coffer/engine/index"
+	"github.com/coffer-backup/coffer/engine/lease"
 	"github.com/coffer-backup/coffer/engine/store"
 
 	"context"
@@ -37,6 +38,8 @@ type RepairPacksOptions struct {
 	Packs       []string
 	Concurrency int // packs read at once (default 4)
 	Progress    *Progress
+	// Lease sets how the prune lock is taken (tests shorten it).
+	Lease lease.Options
 }
 
 // LostBlob is a blob of a damaged pack that could not be read.
@@ -116,6 +119,20 @@ func (r *Repo) RepairPacks(ctx context.Context, opt RepairPacksOptions) (*Repair
 	}
 	if opt.Progress == nil {
 		opt.Progress = &Progress{}
+	}
+	// The prune lock, as repair index holds it: a prune or a repair
+	// replacing index files beside this one would delete the files it
+	// writes (and it theirs).
+	var lk *lease.Lease
+	if !opt.DryRun {
+		if opt.Lease.Command == "" {
+			opt.Lease.Command = "repair packs"
+		}
+		var err error
+		if lk, err = lease.Exclusive(ctx, r.st, r.keys, lease.PruneName, opt.Lease); err != nil {
+			return nil, err
+		}
+		defer lk.Release(context.WithoutCancel(ctx))
 	}
 	res := &RepairPacksResult{DryRun: opt.DryRun, Damaged: []DamagedPack{}, OldIndexFiles: []string{}, NewIndexFiles: []string{}}
 
@@ -340,7 +357,11 @@ func (r *Repo) RepairPacks(ctx context.Context, opt RepairPacksOptions) (*Repair
 		}
 		res.NewIndexFiles = append(res.NewIndexFiles, id.String())
 	}
-	// Everything new is durable: only now may the old files go.
+	// Everything new is durable: only now may the old files go, if the
+	// lock still holds.
+	if err := lk.Check(); err != nil {
+		return res, fmt.Errorf("%w; the new index is written and the old files are kept (both are valid, the damaged blobs still indexed): run repair packs again", err)
+	}
 	for _, name := range res.OldIndexFiles {
 		err := r.st.Delete(ctx, store.Handle{Kind: store.KindIndex, Name: name})
 		if errors.Is(err, store.ErrLocked) {

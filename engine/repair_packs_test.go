@@ -1,9 +1,12 @@
 package engine_test
 
 import (
+	"errors"
+
 	"github.com/coffer-backup/coffer/engine"
 	"github.com/coffer-backup/coffer/engine/backup"
 	"github.com/coffer-backup/coffer/engine/check"
+	"github.com/coffer-backup/coffer/engine/lease"
 	"github.com/coffer-backup/coffer/engine/store"
 
 	"context"
@@ -120,4 +123,39 @@ func TestRepairIncompleteListing(t *testing.T) {
 		t.Fatal("index files changed")
 	}
 	verifyStore(t, storeDir, srcs)
+}
+
+// TestRepairPacksPruneLock: repair packs holds the prune lock, as repair
+// index does: refused while a prune holds it (the dry run is not), and
+// released when done, so a prune can run after it.
+func TestRepairPacksPruneLock(t *testing.T) {
+	ctx := context.Background()
+	r, dir := newTestRepo(t, engine.CreateOptions{Chunker: testChunker})
+	src := filepath.Join(t.TempDir(), "src")
+	writeFile(t, filepath.Join(src, "victim"), randBytes(20000))
+	sn := backupDir(t, r, src, backup.Options{})
+	flipFile(t, r, dir, sn, "/victim")
+
+	l, err := lease.Exclusive(ctx, r.Storage(), r.Keys(), lease.PruneName, lease.Options{Command: "prune"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var held *lease.HeldError
+	if _, err := reopen(t, dir).RepairPacks(ctx, engine.RepairPacksOptions{}); !errors.As(err, &held) || !strings.Contains(err.Error(), "held by prune on ") {
+		t.Fatalf("repair packs beside a prune: %v", err)
+	}
+	if res, err := reopen(t, dir).RepairPacks(ctx, engine.RepairPacksOptions{DryRun: true}); err != nil || len(res.Damaged) != 1 {
+		t.Fatalf("dry run beside a prune: %v %+v", err, res)
+	}
+	if err := l.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	res, err := reopen(t, dir).RepairPacks(ctx, engine.RepairPacksOptions{})
+	if err != nil || len(res.Damaged) != 1 || len(res.NewIndexFiles) == 0 {
+		t.Fatalf("repair packs: %v %+v", err, res)
+	}
+	// Released: a prune can take the lock now.
+	if _, err := reopen(t, dir).Prune(ctx, engine.PruneOptions{}); err != nil {
+		t.Fatal(err)
+	}
 }

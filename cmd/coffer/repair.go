@@ -145,7 +145,9 @@ too. The damaged blobs are then in no index: the next backup of their
 data uploads them again instead of reusing them, and 'coffer repair
 snapshots' repairs the snapshots that use them. The damaged pack itself
 is left in the store, unindexed (prune reclaims it); nothing else is
-removed. With --dry-run it reads and says what it would do.
+removed. It holds the prune lock (locks/prune) while it runs, as repair
+index does ('coffer unlock' if a killed one left it). With --dry-run it
+reads and says what it would do, and takes no lock.
 
 Examples:
    coffer at /backups repair packs --dry-run
