@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"sync/atomic"
 
@@ -140,19 +141,86 @@ func (l *Live) ReadRange(ctx context.Context, o object.LiveObject, off, n int64)
 	buf := make([]byte, n)
 	out, err := l.c.getRangeInto(ctx, full, o.VersionID, o.ETag, off, buf)
 	if err != nil {
-		switch {
-		case errors.Is(err, ErrChanged) || store.IsNotFound(err):
-			return nil, fmt.Errorf("%w: %w", object.ErrChanged, err)
-		case errors.Is(err, ErrArchived):
-			return nil, fmt.Errorf("%w: %s", object.ErrNotRestored, l.thaw(full, o))
-		}
+		return nil, l.readErr(full, o, err)
+	}
+	if err := l.checkETag(full, o, out); err != nil {
 		return nil, err
 	}
-	if e := aws.ToString(out.ETag); o.ETag != "" && e != "" && e != o.ETag {
-		// A server that ignores If-Match must not pass off new bytes.
-		return nil, fmt.Errorf("%w: s3io: get %s: ETag %s, listed as %s", object.ErrChanged, arn(l.c.opt.Bucket, full), e, o.ETag)
-	}
 	return buf, nil
+}
+
+var _ object.LiveRanges = (*Live)(nil)
+
+// ReadRanges GETs the consecutive ranges of o from off (sizes[i] bytes
+// each) with one request, pinned as ReadRange is, and gives each range
+// with put as soon as its bytes are in: a long sequential read costs one
+// GET, not one a block, and its first block is there before its last.
+// A body cut short is asked again from the first range not given.
+func (l *Live) ReadRanges(ctx context.Context, o object.LiveObject, off int64, sizes []int64, put func(i int, b []byte)) error {
+	full := l.c.opt.Prefix + o.Key
+	end := off
+	for _, n := range sizes {
+		end += n
+	}
+	pos, i := off, 0
+	for i < len(sizes) && sizes[i] == 0 {
+		put(i, []byte{})
+		i++
+	}
+	var last error
+	for attempt := 0; i < len(sizes); attempt++ {
+		if attempt == bodyAttempts {
+			return fmt.Errorf("s3io: get %s: bytes %d-%d: %w", arn(l.c.opt.Bucket, full), pos, end-1, last)
+		}
+		out, err := l.c.getVersionRange(ctx, full, o.VersionID, o.ETag, pos, end-pos)
+		if err != nil {
+			return l.readErr(full, o, err)
+		}
+		before := i
+		if err := l.checkETag(full, o, out); err != nil {
+			out.Body.Close()
+			return err
+		}
+		for ; i < len(sizes); i++ {
+			buf := make([]byte, sizes[i])
+			if _, err = io.ReadFull(out.Body, buf); err != nil {
+				break
+			}
+			put(i, buf)
+			pos += sizes[i]
+		}
+		out.Body.Close()
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			last = err
+			if i > before {
+				attempt = -1 // it got somewhere: as many tries again for the rest
+			}
+		}
+	}
+	return nil
+}
+
+// readErr says what a failed GET of o means to a reader of the tree.
+func (l *Live) readErr(full string, o object.LiveObject, err error) error {
+	switch {
+	case errors.Is(err, ErrChanged) || store.IsNotFound(err):
+		return fmt.Errorf("%w: %w", object.ErrChanged, err)
+	case errors.Is(err, ErrArchived):
+		return fmt.Errorf("%w: %s", object.ErrNotRestored, l.thaw(full, o))
+	}
+	return err
+}
+
+// checkETag refuses a response whose ETag is not o's: a server that
+// ignores If-Match must not pass off new bytes.
+func (l *Live) checkETag(full string, o object.LiveObject, out *s3.GetObjectOutput) error {
+	if e := aws.ToString(out.ETag); o.ETag != "" && e != "" && e != o.ETag {
+		return fmt.Errorf("%w: s3io: get %s: ETag %s, listed as %s", object.ErrChanged, arn(l.c.opt.Bucket, full), e, o.ETag)
+	}
+	return nil
 }
 
 // thaw says that an archived object is not restored and how to restore
