@@ -7,6 +7,7 @@ import (
 	"io"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -29,6 +30,7 @@ type Live struct {
 	PageSize int32
 
 	tagsDenied atomic.Bool // s3:GetObjectTagging was refused once
+	ahead      *object.LevelsAhead
 }
 
 var _ object.LiveTree = (*Live)(nil)
@@ -46,8 +48,38 @@ func (l *Live) pageSize() int32 {
 	return l.PageSize
 }
 
+// ListAhead makes List list the folders of each level it lists ahead
+// of the reader (object.LevelsAhead): parallel at once, at most 256
+// held or coming, each used only if younger than maxAge. A walk then
+// costs about as many LISTs, sent in parallel instead of one after the
+// other; a plain listing of a folder costs the LISTs of (up to 256 of)
+// its folders on top. Call it before the first List.
+func (l *Live) ListAhead(parallel int, maxAge time.Duration) {
+	l.ahead = object.NewLevelsAhead(func(ctx context.Context, prefix string) (object.LivePage, error) {
+		return l.list(ctx, prefix, "")
+	}, parallel, 256, maxAge)
+}
+
 // List lists one level: the objects right under prefix and its folders.
 func (l *Live) List(ctx context.Context, prefix, token string) (object.LivePage, error) {
+	if l.ahead == nil {
+		return l.list(ctx, prefix, token)
+	}
+	if token == "" {
+		if pg, ok := l.ahead.Take(ctx, prefix); ok {
+			l.ahead.Queue(prefix, pg)
+			return pg, nil
+		}
+	}
+	pg, err := l.list(ctx, prefix, token)
+	if err == nil {
+		l.ahead.Queue(prefix, pg)
+	}
+	return pg, err
+}
+
+// list is List without listing ahead.
+func (l *Live) list(ctx context.Context, prefix, token string) (object.LivePage, error) {
 	full := l.c.opt.Prefix + prefix
 	in := &s3.ListObjectsV2Input{Bucket: &l.c.opt.Bucket, Prefix: aws.String(full), Delimiter: aws.String("/"),
 		MaxKeys: aws.Int32(l.pageSize())}

@@ -59,7 +59,8 @@ func NewReader[K comparable](c *cache.LRU[K, []byte], l *Layout[K], maxAhead int
 // NewRunReader is NewReader for pieces that load cheaper together
 // (consecutive byte ranges of one object, fetched with one request):
 // the read-ahead loads the pieces of the window in stretches of up to a
-// quarter of the window (at most 8 MiB) with load, and refills the
+// quarter of the window (at least 2 MiB, at most 8 MiB) with load, and
+// refills the
 // window once less than half of it is left, so that a long sequential
 // run is read in large requests, while a read outside such a run
 // fetches only the pieces it covers.
@@ -178,7 +179,9 @@ func (r *Reader[K]) queueRunsLocked(end, window int64) {
 	}
 	from, to := r.l.PieceAt(lo), r.l.PieceAt(hi-1)
 	r.queued = r.l.ends[to]
-	step := min(max(window/4, 1), r.maxRun)
+	// One request for a small window (the rest of a small file), four
+	// at once for a large one.
+	step := min(max(window/4, minAhead), r.maxRun)
 	for i := from; i <= to; {
 		var keys []K
 		var n int64
