@@ -115,11 +115,33 @@ func (l *Live) list(ctx context.Context, prefix, token string) (object.LivePage,
 	return pg, nil
 }
 
-// Stat looks up prefix+name with two one-key LISTs at once, whatever the
-// size of the level: the object sorts first among the keys that start
+// Stat looks up prefix+name in the level's listing ahead if it is held
+// (ListAhead), else with two one-key LISTs at once, whatever the size of
+// the level: the object sorts first among the keys that start
 // with its name, and the folder is there when a key starts with its
 // name and "/".
 func (l *Live) Stat(ctx context.Context, prefix, name string) (*object.LiveEntry, bool, error) {
+	if l.ahead != nil {
+		if pg, ok := l.ahead.Peek(prefix); ok {
+			// The level, listed ahead: no request.
+			var obj *object.LiveEntry
+			dir := false
+			for i, e := range pg.Entries {
+				switch {
+				case e.Name != name:
+				case e.Dir:
+					dir = true
+				default:
+					obj = &pg.Entries[i]
+				}
+			}
+			if obj != nil {
+				e := *obj
+				obj = &e
+			}
+			return obj, dir, nil
+		}
+	}
 	key := l.c.opt.Prefix + prefix + name
 	type dirAnswer struct {
 		ok  bool

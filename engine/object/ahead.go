@@ -62,6 +62,28 @@ func (a *LevelsAhead) Take(ctx context.Context, prefix string) (pg LivePage, ok 
 	return l.pg, true
 }
 
+// Peek returns the whole level under prefix if a listing ahead of it
+// is done, fresh and complete (one page), without taking it: a lookup
+// of one name in it costs no request.
+func (a *LevelsAhead) Peek(prefix string) (LivePage, bool) {
+	a.mu.Lock()
+	l := a.held[prefix]
+	started := l != nil && l.started
+	a.mu.Unlock()
+	if !started {
+		return LivePage{}, false
+	}
+	select {
+	case <-l.done:
+	default:
+		return LivePage{}, false
+	}
+	if l.err != nil || l.pg.Next != "" || time.Since(l.at) > a.maxAge {
+		return LivePage{}, false
+	}
+	return l.pg, true
+}
+
 // Queue lists ahead the levels of the folders of pg, a page of the
 // level under prefix, that are not held or coming, as far as the bound
 // allows.

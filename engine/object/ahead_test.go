@@ -112,6 +112,22 @@ func TestLevelsAhead(t *testing.T) {
 	if _, ok := old.Take(context.Background(), "d0/"); ok {
 		t.Fatal("a listing older than maxAge was used")
 	}
+	// Peek: a done, fresh listing answers without being taken; none is
+	// there for a level not listed ahead.
+	peek := NewLevelsAhead(v.list, 2, 256, time.Minute)
+	peek.Queue("", LivePage{Entries: []LiveEntry{{Name: "d1", Dir: true}}})
+	for peek.pending() > 0 {
+		time.Sleep(time.Millisecond)
+	}
+	if pg, ok := peek.Peek("d1/"); !ok || len(pg.Entries) != 2*v.fan {
+		t.Fatalf("peek of a level listed ahead: %v, %d entries", ok, len(pg.Entries))
+	}
+	if _, ok := peek.Take(context.Background(), "d1/"); !ok {
+		t.Fatal("a peek took the listing")
+	}
+	if _, ok := peek.Peek("d2/"); ok {
+		t.Fatal("peek of a level not listed ahead")
+	}
 	// The bound on what is held.
 	small := NewLevelsAhead(v.list, 1, 2, time.Minute)
 	pg, _ := v.list(context.Background(), "")
