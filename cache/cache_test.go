@@ -353,3 +353,69 @@ func TestLRUGetHere(t *testing.T) {
 		t.Fatalf("missing blob: %v", err)
 	}
 }
+
+// TestLRUPrefetchRun: the keys of a run not held are loaded by one call
+// per stretch (a held key splits the run), each value usable as soon as
+// it is put; a Get of a key in the run waits for the run; a key the run
+// does not give fails with the run's error and is not kept.
+func TestLRUPrefetchRun(t *testing.T) {
+	var mu sync.Mutex
+	var calls [][]int
+	gate := make(chan struct{})
+	errShort := errors.New("short")
+	load := func(ctx context.Context, keys []int, put func(int, []byte)) error {
+		mu.Lock()
+		calls = append(calls, append([]int(nil), keys...))
+		mu.Unlock()
+		for i, k := range keys {
+			if k == 9 {
+				return errShort
+			}
+			put(i, []byte{byte(k)})
+			if i == 0 {
+				<-gate // the first value is in while the rest is coming
+			}
+		}
+		return nil
+	}
+	single := func(ctx context.Context, k int) ([]byte, error) { return []byte{byte(k)}, nil }
+	c := NewBytes(1<<20, 4, single)
+	defer c.Close()
+	c.Add(3, []byte{3})
+	if n := c.PrefetchRun([]int{1, 2, 3, 4, 5}, load); n != 4 {
+		t.Fatalf("queued %d of 4 keys not held", n)
+	}
+	if n := c.PrefetchRun([]int{1, 2}, load); n != 0 {
+		t.Fatalf("queued %d keys already coming", n)
+	}
+	waitFor(t, func() bool { return c.Contains(1) && c.Contains(4) })
+	got := make(chan []byte, 1)
+	go func() { v, _ := c.Get(context.Background(), 2); got <- v }()
+	select {
+	case <-got:
+		t.Fatal("a Get of a key of a run in flight did not wait for it")
+	case <-time.After(20 * time.Millisecond):
+	}
+	close(gate)
+	if v := <-got; len(v) != 1 || v[0] != 2 {
+		t.Fatalf("got %v for key 2", v)
+	}
+	waitFor(t, func() bool { return c.Stats().Pending == 0 })
+	mu.Lock()
+	if len(calls) != 2 || len(calls[0])+len(calls[1]) != 4 {
+		t.Fatalf("loads %v, want [1 2] and [4 5]", calls)
+	}
+	mu.Unlock()
+	if s := c.Stats(); s.Loads != 2 || s.Prefetches != 4 || s.Entries != 5 {
+		t.Fatalf("stats %+v", s)
+	}
+	// A run that ends early: the keys not given fail and are asked again.
+	c.PrefetchRun([]int{8, 9, 10}, load)
+	waitFor(t, func() bool { return c.Stats().Pending == 0 })
+	if !c.Contains(8) || c.Contains(9) || c.Contains(10) {
+		t.Fatal("a failed run kept the keys it did not give, or lost the one it gave")
+	}
+	if v, err := c.Get(context.Background(), 10); err != nil || v[0] != 10 {
+		t.Fatalf("key 10 after a failed run: %v %v", v, err)
+	}
+}

@@ -8,6 +8,7 @@ package cache
 
 import (
 	"context"
+	"errors"
 	"math"
 	"sync"
 	"sync/atomic"
@@ -199,6 +200,118 @@ func (c *LRU[K, V]) background(key K) {
 	c.mu.Unlock()
 	c.prefetches.Add(1)
 	c.run(cl, func(ctx context.Context) (V, error) { return c.load(ctx, key) }, key)
+}
+
+// RunLoader loads the values of keys that one request fetches together
+// (consecutive byte ranges of one object), giving each with put as it
+// comes (put(i, v) for keys[i]; at most once each). A key it has not put
+// when it returns fails with its error.
+type RunLoader[K comparable, V any] func(ctx context.Context, keys []K, put func(i int, v V)) error
+
+// PrefetchRun is Prefetch for keys loaded together by load: those of
+// keys (consecutive, in order) that are neither in memory, nor being
+// loaded, nor queued are queued, each stretch of them as one background
+// load; when its turn comes, the keys of it still missing are loaded by
+// one call of load per stretch of them. It returns how many keys it
+// queued.
+func (c *LRU[K, V]) PrefetchRun(keys []K, load RunLoader[K, V]) int {
+	queued := 0
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var run []K
+	flush := func() {
+		if len(run) > 0 {
+			go c.backgroundRun(run, load)
+			run = nil
+		}
+	}
+	for _, key := range keys {
+		if c.lru.Contains(key) || c.inflight[key] != nil || c.queued[key] {
+			flush()
+			continue
+		}
+		c.queued[key] = true
+		queued++
+		run = append(run, key)
+	}
+	flush()
+	return queued
+}
+
+func (c *LRU[K, V]) backgroundRun(keys []K, load RunLoader[K, V]) {
+	select {
+	case c.sem <- struct{}{}:
+	case <-c.base.Done():
+		c.mu.Lock()
+		for _, key := range keys {
+			delete(c.queued, key)
+		}
+		c.mu.Unlock()
+		return
+	}
+	defer func() { <-c.sem }()
+	// The stretches of keys still missing, each key's load registered.
+	var runs [][]K
+	var calls [][]*call[V]
+	c.mu.Lock()
+	start := true
+	for _, key := range keys {
+		delete(c.queued, key)
+		if c.lru.Contains(key) || c.inflight[key] != nil {
+			start = true
+			continue
+		}
+		if start {
+			runs, calls = append(runs, nil), append(calls, nil)
+			start = false
+		}
+		cl := &call[V]{done: make(chan struct{})}
+		c.inflight[key] = cl
+		runs[len(runs)-1] = append(runs[len(runs)-1], key)
+		calls[len(calls)-1] = append(calls[len(calls)-1], cl)
+	}
+	c.mu.Unlock()
+	for i, run := range runs {
+		c.loadRun(run, calls[i], load)
+	}
+}
+
+// loadRun loads run, whose loads are registered as cls, with load.
+func (c *LRU[K, V]) loadRun(run []K, cls []*call[V], load RunLoader[K, V]) {
+	c.loads.Add(1)
+	c.prefetches.Add(int64(len(run)))
+	var mu sync.Mutex
+	done := make([]bool, len(run))
+	finish := func(i int, v V, err error) {
+		mu.Lock()
+		if done[i] {
+			mu.Unlock()
+			return
+		}
+		done[i] = true
+		mu.Unlock()
+		cl := cls[i]
+		cl.val, cl.err = v, err
+		c.mu.Lock()
+		delete(c.inflight, run[i])
+		if err == nil {
+			c.addLocked(run[i], v)
+		}
+		c.mu.Unlock()
+		close(cl.done)
+	}
+	err := load(c.base, run, func(i int, v V) {
+		if i >= 0 && i < len(run) {
+			finish(i, v, nil)
+		}
+	})
+	if err == nil {
+		err = errors.New("cache: a run load returned without a value")
+	}
+	var zero V
+	for i := range run {
+		finish(i, zero, err)
+	}
 }
 
 // startLocked returns the load of key in flight, starting one with fn if

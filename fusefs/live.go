@@ -34,8 +34,12 @@ import (
 // tree of versions (--versions) each object has a hidden folder of its
 // versions (live_versions.go).
 
-// LiveBlock is the size of the ranged reads of a live mount.
-const LiveBlock = 1 << 20
+// LiveBlock is the size of the blocks of a live mount's files: what a
+// read outside a sequential run fetches (one ranged GET a block it
+// covers), small, so that a random read costs little more than its
+// bytes. A sequential run's read-ahead fetches many blocks with one GET
+// (object.NewRunReader).
+const LiveBlock = 256 << 10
 
 // LiveForever is the TTL that keeps listings until unmount.
 const LiveForever = time.Duration(-1)
@@ -574,8 +578,29 @@ func (f *liveFile) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint3
 		pieces = append(pieces, object.Piece[liveBlock]{
 			Key: liveBlock{tree: f.fsys.opt.Name, o: e.Object(f.key), off: off, n: n}, Size: n})
 	}
-	r := object.NewReader(f.fsys.blocks, object.NewLayout(pieces), f.fsys.opt.ReadAhead)
+	r := object.NewRunReader(f.fsys.blocks, object.NewLayout(pieces), f.fsys.opt.ReadAhead, f.fsys.loadRun)
 	return &liveHandle{r: r}, 0, 0
+}
+
+// loadRun loads consecutive blocks of one object with one ranged read,
+// each block kept as it comes; their bytes are counted against the
+// cache until they are in it.
+func (f *LiveFS) loadRun(ctx context.Context, blocks []liveBlock, put func(i int, b []byte)) error {
+	sizes := make([]int64, len(blocks))
+	releases := make([]func(), len(blocks))
+	for i, b := range blocks {
+		sizes[i] = b.n
+		releases[i] = f.blocks.Reserve(b.n)
+	}
+	defer func() {
+		for _, release := range releases {
+			release()
+		}
+	}()
+	return object.ReadRanges(ctx, f.t, blocks[0].o, blocks[0].off, sizes, func(i int, b []byte) {
+		releases[i]()
+		put(i, b)
+	})
 }
 
 func (f *liveFile) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -28,6 +30,7 @@ type Live struct {
 	PageSize int32
 
 	tagsDenied atomic.Bool // s3:GetObjectTagging was refused once
+	ahead      *object.LevelsAhead
 }
 
 var _ object.LiveTree = (*Live)(nil)
@@ -45,8 +48,38 @@ func (l *Live) pageSize() int32 {
 	return l.PageSize
 }
 
+// ListAhead makes List list the folders of each level it lists ahead
+// of the reader (object.LevelsAhead): parallel at once, at most 256
+// held or coming, each used only if younger than maxAge. A walk then
+// costs about as many LISTs, sent in parallel instead of one after the
+// other; a plain listing of a folder costs the LISTs of (up to 256 of)
+// its folders on top. Call it before the first List.
+func (l *Live) ListAhead(parallel int, maxAge time.Duration) {
+	l.ahead = object.NewLevelsAhead(func(ctx context.Context, prefix string) (object.LivePage, error) {
+		return l.list(ctx, prefix, "")
+	}, parallel, 256, maxAge)
+}
+
 // List lists one level: the objects right under prefix and its folders.
 func (l *Live) List(ctx context.Context, prefix, token string) (object.LivePage, error) {
+	if l.ahead == nil {
+		return l.list(ctx, prefix, token)
+	}
+	if token == "" {
+		if pg, ok := l.ahead.Take(ctx, prefix); ok {
+			l.ahead.Queue(prefix, pg)
+			return pg, nil
+		}
+	}
+	pg, err := l.list(ctx, prefix, token)
+	if err == nil {
+		l.ahead.Queue(prefix, pg)
+	}
+	return pg, err
+}
+
+// list is List without listing ahead.
+func (l *Live) list(ctx context.Context, prefix, token string) (object.LivePage, error) {
 	full := l.c.opt.Prefix + prefix
 	in := &s3.ListObjectsV2Input{Bucket: &l.c.opt.Bucket, Prefix: aws.String(full), Delimiter: aws.String("/"),
 		MaxKeys: aws.Int32(l.pageSize())}
@@ -82,11 +115,33 @@ func (l *Live) List(ctx context.Context, prefix, token string) (object.LivePage,
 	return pg, nil
 }
 
-// Stat looks up prefix+name with two one-key LISTs at once, whatever the
-// size of the level: the object sorts first among the keys that start
+// Stat looks up prefix+name in the level's listing ahead if it is held
+// (ListAhead), else with two one-key LISTs at once, whatever the size of
+// the level: the object sorts first among the keys that start
 // with its name, and the folder is there when a key starts with its
 // name and "/".
 func (l *Live) Stat(ctx context.Context, prefix, name string) (*object.LiveEntry, bool, error) {
+	if l.ahead != nil {
+		if pg, ok := l.ahead.Peek(prefix); ok {
+			// The level, listed ahead: no request.
+			var obj *object.LiveEntry
+			dir := false
+			for i, e := range pg.Entries {
+				switch {
+				case e.Name != name:
+				case e.Dir:
+					dir = true
+				default:
+					obj = &pg.Entries[i]
+				}
+			}
+			if obj != nil {
+				e := *obj
+				obj = &e
+			}
+			return obj, dir, nil
+		}
+	}
 	key := l.c.opt.Prefix + prefix + name
 	type dirAnswer struct {
 		ok  bool
@@ -140,19 +195,86 @@ func (l *Live) ReadRange(ctx context.Context, o object.LiveObject, off, n int64)
 	buf := make([]byte, n)
 	out, err := l.c.getRangeInto(ctx, full, o.VersionID, o.ETag, off, buf)
 	if err != nil {
-		switch {
-		case errors.Is(err, ErrChanged) || store.IsNotFound(err):
-			return nil, fmt.Errorf("%w: %w", object.ErrChanged, err)
-		case errors.Is(err, ErrArchived):
-			return nil, fmt.Errorf("%w: %s", object.ErrNotRestored, l.thaw(full, o))
-		}
+		return nil, l.readErr(full, o, err)
+	}
+	if err := l.checkETag(full, o, out); err != nil {
 		return nil, err
 	}
-	if e := aws.ToString(out.ETag); o.ETag != "" && e != "" && e != o.ETag {
-		// A server that ignores If-Match must not pass off new bytes.
-		return nil, fmt.Errorf("%w: s3io: get %s: ETag %s, listed as %s", object.ErrChanged, arn(l.c.opt.Bucket, full), e, o.ETag)
-	}
 	return buf, nil
+}
+
+var _ object.LiveRanges = (*Live)(nil)
+
+// ReadRanges GETs the consecutive ranges of o from off (sizes[i] bytes
+// each) with one request, pinned as ReadRange is, and gives each range
+// with put as soon as its bytes are in: a long sequential read costs one
+// GET, not one a block, and its first block is there before its last.
+// A body cut short is asked again from the first range not given.
+func (l *Live) ReadRanges(ctx context.Context, o object.LiveObject, off int64, sizes []int64, put func(i int, b []byte)) error {
+	full := l.c.opt.Prefix + o.Key
+	end := off
+	for _, n := range sizes {
+		end += n
+	}
+	pos, i := off, 0
+	for i < len(sizes) && sizes[i] == 0 {
+		put(i, []byte{})
+		i++
+	}
+	var last error
+	for attempt := 0; i < len(sizes); attempt++ {
+		if attempt == bodyAttempts {
+			return fmt.Errorf("s3io: get %s: bytes %d-%d: %w", arn(l.c.opt.Bucket, full), pos, end-1, last)
+		}
+		out, err := l.c.getVersionRange(ctx, full, o.VersionID, o.ETag, pos, end-pos)
+		if err != nil {
+			return l.readErr(full, o, err)
+		}
+		before := i
+		if err := l.checkETag(full, o, out); err != nil {
+			out.Body.Close()
+			return err
+		}
+		for ; i < len(sizes); i++ {
+			buf := make([]byte, sizes[i])
+			if _, err = io.ReadFull(out.Body, buf); err != nil {
+				break
+			}
+			put(i, buf)
+			pos += sizes[i]
+		}
+		out.Body.Close()
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			last = err
+			if i > before {
+				attempt = -1 // it got somewhere: as many tries again for the rest
+			}
+		}
+	}
+	return nil
+}
+
+// readErr says what a failed GET of o means to a reader of the tree.
+func (l *Live) readErr(full string, o object.LiveObject, err error) error {
+	switch {
+	case errors.Is(err, ErrChanged) || store.IsNotFound(err):
+		return fmt.Errorf("%w: %w", object.ErrChanged, err)
+	case errors.Is(err, ErrArchived):
+		return fmt.Errorf("%w: %s", object.ErrNotRestored, l.thaw(full, o))
+	}
+	return err
+}
+
+// checkETag refuses a response whose ETag is not o's: a server that
+// ignores If-Match must not pass off new bytes.
+func (l *Live) checkETag(full string, o object.LiveObject, out *s3.GetObjectOutput) error {
+	if e := aws.ToString(out.ETag); o.ETag != "" && e != "" && e != o.ETag {
+		return fmt.Errorf("%w: s3io: get %s: ETag %s, listed as %s", object.ErrChanged, arn(l.c.opt.Bucket, full), e, o.ETag)
+	}
+	return nil
 }
 
 // thaw says that an archived object is not restored and how to restore

@@ -98,6 +98,15 @@ func runLiveMount(c *cli.Context) error {
 			return fmt.Errorf("mount of %s: %w", shown, err)
 		}
 	}
+	if tree == object.LiveTree(live) && ttl != 0 {
+		// Level by level: a folder's folders are listed ahead of a walk,
+		// 8 at once, used if younger than the TTL (at most 10 s).
+		ahead := 10 * time.Second
+		if ttl > 0 {
+			ahead = min(ttl, ahead)
+		}
+		live.ListAhead(8, ahead)
+	}
 	if flat, ok := tree.(*object.FlatLive); ok {
 		// The whole listing is taken while the mount starts; the first
 		// reader waits for it (an error then is the reader's, and the

@@ -3,6 +3,7 @@ package object
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sort"
 	"strings"
 	"sync"
@@ -86,6 +87,39 @@ type LiveTree interface {
 	// Attrs returns the attributes of object o, sorted by key, as a
 	// backup of it records them.
 	Attrs(ctx context.Context, o LiveObject) ([]LiveAttr, error)
+}
+
+// LiveRanges is a LiveTree that reads consecutive ranges of an object
+// with one request: ReadRanges gives the sizes[i] bytes after the ranges
+// before it, from off, with put(i, bytes) as each comes in (each once),
+// pinned to o's ETag as ReadRange is.
+type LiveRanges interface {
+	ReadRanges(ctx context.Context, o LiveObject, off int64, sizes []int64, put func(i int, b []byte)) error
+}
+
+// ReadRanges reads consecutive ranges of o from off, sizes[i] bytes
+// each, giving each with put as it comes: with one request if t is a
+// LiveRanges, else with one ReadRange of them all.
+func ReadRanges(ctx context.Context, t LiveTree, o LiveObject, off int64, sizes []int64, put func(i int, b []byte)) error {
+	if rt, ok := t.(LiveRanges); ok {
+		return rt.ReadRanges(ctx, o, off, sizes, put)
+	}
+	var n int64
+	for _, s := range sizes {
+		n += s
+	}
+	data, err := t.ReadRange(ctx, o, off, n)
+	if err != nil {
+		return err
+	}
+	if int64(len(data)) != n {
+		return fmt.Errorf("read %d bytes at %d of %s: got %d", n, off, o.Key, len(data))
+	}
+	for i, s := range sizes {
+		put(i, data[:s:s])
+		data = data[s:]
+	}
+	return nil
 }
 
 // ErrChanged says a live object no longer has the ETag a read was pinned
@@ -184,6 +218,10 @@ func (f *FlatLive) Stat(ctx context.Context, prefix, name string) (*LiveEntry, b
 
 func (f *FlatLive) ReadRange(ctx context.Context, o LiveObject, off, n int64) ([]byte, error) {
 	return f.base.ReadRange(ctx, o, off, n)
+}
+
+func (f *FlatLive) ReadRanges(ctx context.Context, o LiveObject, off int64, sizes []int64, put func(i int, b []byte)) error {
+	return ReadRanges(ctx, f.base, o, off, sizes, put)
 }
 
 func (f *FlatLive) Attrs(ctx context.Context, o LiveObject) ([]LiveAttr, error) {

@@ -18,6 +18,13 @@ const (
 	// start and still count as sequential: the kernel sends a stream's
 	// reads concurrently and they may arrive slightly out of order.
 	seqSlack = 1 << 20
+	// seekRun is how long a run that does not start at the file's
+	// beginning must be before the window opens: the kernel splits one
+	// large read (a random 1 MiB pread) into 128 KiB reads that look
+	// sequential, and a window opened on them fetches what nobody reads.
+	seekRun = 4 << 20
+	// maxRun bounds one load of consecutive pieces (NewRunReader).
+	maxRun = 8 << 20
 )
 
 // Reader reads one open file through an LRU of pieces that many readers
@@ -31,17 +38,36 @@ type Reader[K comparable] struct {
 	l        *Layout[K]
 	maxAhead int64
 	slack    int64 // seqSlack, smaller in tests
+	run      int64 // seekRun, smaller in tests
+	loadRun  cache.RunLoader[K, []byte]
+	maxRun   int64
 
 	mu     sync.Mutex
 	next   int64 // offset just past the previous read
+	from   int64 // where the current run started
 	window int64 // read-ahead bytes; 0 after a seek
+	queued int64 // with loadRun: the run's pieces up to here are queued
 }
 
 // NewReader returns a reader of the file l lays out, loading its pieces
 // through c (whose loader fetches a piece by its key), that reads ahead
 // at most maxAhead bytes (0: no read-ahead).
 func NewReader[K comparable](c *cache.LRU[K, []byte], l *Layout[K], maxAhead int64) *Reader[K] {
-	return &Reader[K]{c: c, l: l, maxAhead: maxAhead, slack: seqSlack}
+	return &Reader[K]{c: c, l: l, maxAhead: maxAhead, slack: seqSlack, run: seekRun}
+}
+
+// NewRunReader is NewReader for pieces that load cheaper together
+// (consecutive byte ranges of one object, fetched with one request):
+// the read-ahead loads the pieces of the window in stretches of up to a
+// quarter of the window (at least 2 MiB, at most 8 MiB) with load, and
+// refills the
+// window once less than half of it is left, so that a long sequential
+// run is read in large requests, while a read outside such a run
+// fetches only the pieces it covers.
+func NewRunReader[K comparable](c *cache.LRU[K, []byte], l *Layout[K], maxAhead int64, load cache.RunLoader[K, []byte]) *Reader[K] {
+	r := NewReader(c, l, maxAhead)
+	r.loadRun, r.maxRun = load, maxRun
+	return r
 }
 
 // Size is the file's length.
@@ -103,30 +129,68 @@ func (r *Reader[K]) ReadAt(ctx context.Context, p []byte, off int64) (int, error
 }
 
 // readAhead updates the sequential state with a read of [off, end) and
-// queues the pieces of the window after it.
+// queues the pieces of the window after it. A run opens the window at
+// once if it started at the file's beginning (cat, grep), else only once
+// it is seekRun long.
 func (r *Reader[K]) readAhead(off, end int64) {
 	if r.maxAhead <= 0 {
 		return
 	}
 	r.mu.Lock()
 	if off >= r.next-r.slack && off <= r.next+r.slack {
-		r.window = min(max(2*r.window, minAhead), r.maxAhead)
+		r.from = min(r.from, off)
 		r.next = max(end, r.next)
+		if r.from == 0 || r.next-r.from >= r.run {
+			r.window = min(max(2*r.window, minAhead), r.maxAhead)
+		}
 	} else {
-		r.window, r.next = 0, end // a seek
+		r.window, r.next, r.from, r.queued = 0, end, off, 0 // a seek
 	}
 	window := r.window
-	r.mu.Unlock()
 	size := r.l.Size()
 	if window == 0 || end >= size {
+		r.mu.Unlock()
 		return
 	}
+	if r.loadRun != nil {
+		r.queueRunsLocked(end, window)
+		r.mu.Unlock()
+		return
+	}
+	r.mu.Unlock()
 	from, to := r.l.PieceAt(end), r.l.PieceAt(min(end+window, size)-1)
 	keys := make([]K, 0, to-from+1)
 	for i := from; i <= to; i++ {
 		keys = append(keys, r.l.pieces[i].Key)
 	}
 	r.c.Prefetch(keys)
+}
+
+// queueRunsLocked queues the pieces of the window after end that are not
+// queued yet, in stretches, once less than half the window is queued
+// ahead of end. r.mu must be held.
+func (r *Reader[K]) queueRunsLocked(end, window int64) {
+	if r.queued-end >= window/2 {
+		return
+	}
+	lo, hi := max(end, r.queued), min(end+window, r.l.Size())
+	if lo >= hi {
+		return
+	}
+	from, to := r.l.PieceAt(lo), r.l.PieceAt(hi-1)
+	r.queued = r.l.ends[to]
+	// One request for a small window (the rest of a small file), four
+	// at once for a large one.
+	step := min(max(window/4, minAhead), r.maxRun)
+	for i := from; i <= to; {
+		var keys []K
+		var n int64
+		for ; i <= to && (len(keys) == 0 || n+r.l.pieces[i].Size <= step); i++ {
+			keys = append(keys, r.l.pieces[i].Key)
+			n += r.l.pieces[i].Size
+		}
+		r.c.PrefetchRun(keys, r.loadRun)
+	}
 }
 
 // checkSize reports a piece whose loaded length is not its size.

@@ -1,0 +1,201 @@
+package object
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/coffer-backup/coffer/cache"
+)
+
+// rng is a block of a ranged object: n bytes at off.
+type rng struct{ off, n int64 }
+
+// ranged is one object read by byte range, as the live mount reads a
+// bucket's object, counting the requests and the bytes they ask for.
+type ranged struct {
+	data  []byte
+	delay time.Duration
+
+	requests, bytes atomic.Int64
+	mu              sync.Mutex
+	sizes           []int64 // every request's length, in order
+}
+
+func newRanged(size int) *ranged {
+	r := rand.New(rand.NewPCG(uint64(size), 3))
+	b := make([]byte, size)
+	for i := range b {
+		b[i] = byte(r.Uint32())
+	}
+	return &ranged{data: b}
+}
+
+func (o *ranged) count(n int64) {
+	o.requests.Add(1)
+	o.bytes.Add(n)
+	o.mu.Lock()
+	o.sizes = append(o.sizes, n)
+	o.mu.Unlock()
+	if o.delay > 0 {
+		time.Sleep(o.delay)
+	}
+}
+
+// load is the LRU's loader: one request a block.
+func (o *ranged) load(ctx context.Context, b rng) ([]byte, error) {
+	o.count(b.n)
+	return bytes.Clone(o.data[b.off : b.off+b.n]), nil
+}
+
+// loadRun is the run loader: one request for consecutive blocks.
+func (o *ranged) loadRun(ctx context.Context, bs []rng, put func(i int, b []byte)) error {
+	last := bs[len(bs)-1]
+	o.count(last.off + last.n - bs[0].off)
+	for i, b := range bs {
+		if b.off != bs[0].off+int64(i)*bs[0].n {
+			panic("a run of blocks that do not follow each other")
+		}
+		put(i, bytes.Clone(o.data[b.off:b.off+b.n]))
+	}
+	return nil
+}
+
+// blocks lays o out in blocks of size bytes.
+func (o *ranged) blocks(size int64) *Layout[rng] {
+	var pieces []Piece[rng]
+	for off := int64(0); off < int64(len(o.data)); off += size {
+		n := min(size, int64(len(o.data))-off)
+		pieces = append(pieces, Piece[rng]{Key: rng{off, n}, Size: n})
+	}
+	return NewLayout(pieces)
+}
+
+func (o *ranged) largest() int64 {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	var m int64
+	for _, n := range o.sizes {
+		m = max(m, n)
+	}
+	return m
+}
+
+// pread reads n bytes at off the way the kernel sends a large read to a
+// FUSE file: split into 128 KiB reads, sent at once, served in any
+// order.
+func pread(t *testing.T, rd *Reader[rng], want []byte, off, n int64) {
+	t.Helper()
+	const split = 128 << 10
+	var wg sync.WaitGroup
+	errs := make(chan error, n/split+1)
+	for o := off; o < off+n; o += split {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p := make([]byte, min(split, off+n-o))
+			k, err := rd.ReadAt(context.Background(), p, o)
+			if err != nil && err != io.EOF || !bytes.Equal(p[:k], want[o:o+int64(k)]) {
+				errs <- err
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatalf("read at %d: wrong bytes (%v)", off, err)
+	}
+}
+
+// TestRandomPreadsFetchTheirBlocks: a random 1 MiB pread, split by the
+// kernel into 8 reads of 128 KiB that look sequential, fetches the 256
+// KiB blocks it covers (at most 1.25 MiB) and opens no read-ahead, with
+// and without run loads.
+func TestRandomPreadsFetchTheirBlocks(t *testing.T) {
+	const size, block = 256 << 20, 256 << 10
+	o := newRanged(size)
+	for _, runs := range []bool{false, true} {
+		o.requests.Store(0)
+		o.bytes.Store(0)
+		c := cache.NewBytes(64<<20, 4, o.load)
+		l := o.blocks(block)
+		rd := NewReader(c, l, 32<<20)
+		if runs {
+			rd = NewRunReader(c, l, 32<<20, o.loadRun)
+		}
+		r := rand.New(rand.NewPCG(5, 5))
+		const preads = 60
+		for i := 0; i < preads; i++ {
+			off := r.Int64N((size-1<<20)/4096) * 4096
+			pread(t, rd, o.data, off, 1<<20)
+		}
+		waitIdle(t, c)
+		if got := o.bytes.Load(); got > preads*(5*block) {
+			t.Fatalf("runs %v: %d random 1 MiB preads fetched %.2f MiB each, want at most 1.25", runs, preads, float64(got)/preads/(1<<20))
+		}
+		if p := c.Stats().Prefetches; p != 0 {
+			t.Fatalf("runs %v: random preads prefetched %d blocks", runs, p)
+		}
+		c.Close()
+	}
+}
+
+// TestSequentialRunsGrow: a long sequential read in 128 KiB reads fetches
+// every block once, in requests that grow to the largest run (8 MiB with
+// a 32 MiB window), far fewer than the blocks; a sequential run that
+// starts after a seek opens the window once it is seekRun long.
+func TestSequentialRunsGrow(t *testing.T) {
+	const size, block = 128 << 20, 256 << 10
+	o := newRanged(size)
+	c := cache.NewBytes(256<<20, 4, o.load)
+	defer c.Close()
+	l := o.blocks(block)
+	rd := NewRunReader(c, l, 32<<20, o.loadRun)
+	o.delay = 200 * time.Microsecond // a request takes a while: the read-ahead is ahead
+	buf := make([]byte, 128<<10)
+	for off := int64(0); off < 48<<20; off += int64(len(buf)) {
+		if _, err := rd.ReadAt(context.Background(), buf, off); err != nil || !bytes.Equal(buf, o.data[off:off+int64(len(buf))]) {
+			t.Fatalf("read at %d: %v", off, err)
+		}
+	}
+	waitIdle(t, c)
+	blocks := int64(48 << 20 / block)
+	if r := o.requests.Load(); r > blocks/8 {
+		t.Fatalf("read %d blocks in %d requests", blocks, r)
+	}
+	if m := o.largest(); m != maxRun {
+		t.Fatalf("largest request %d bytes, want %d", m, maxRun)
+	}
+	if s := c.Stats(); s.Prefetches < blocks/2 {
+		t.Fatalf("%d of %d blocks read ahead", s.Prefetches, blocks)
+	}
+	// No block twice: what was fetched is what was read, plus at most
+	// the window past it.
+	if b := o.bytes.Load(); b > 48<<20+32<<20 {
+		t.Fatalf("read %d bytes, fetched %d", 48<<20, b)
+	}
+
+	// A seek far ahead, then a sequential run: the blocks of the first
+	// seekRun bytes one by one, then the window opens.
+	before, ahead := o.requests.Load(), c.Stats().Prefetches
+	from := int64(96 << 20)
+	for off := from; off < from+seekRun-int64(len(buf)); off += int64(len(buf)) {
+		rd.ReadAt(context.Background(), buf, off)
+	}
+	waitIdle(t, c)
+	if got, want := o.requests.Load()-before, int64(seekRun/block); got != want || c.Stats().Prefetches > ahead {
+		t.Fatalf("a run after a seek made %d requests before %d bytes, want %d with no read-ahead", got, seekRun, want)
+	}
+	for off := from + seekRun - int64(len(buf)); off < from+seekRun+4<<20; off += int64(len(buf)) {
+		rd.ReadAt(context.Background(), buf, off)
+	}
+	waitIdle(t, c)
+	if s := c.Stats(); s.Prefetches <= ahead {
+		t.Fatalf("a run of %d bytes after a seek opened no read-ahead", seekRun)
+	}
+}
