@@ -571,6 +571,7 @@ func (f *liveFile) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint3
 	if flags&(syscall.O_WRONLY|syscall.O_RDWR|syscall.O_TRUNC|syscall.O_APPEND) != 0 {
 		return nil, 0, syscall.EROFS
 	}
+	f.touch() // recently used: the node bound evicts it last
 	e := f.entry()
 	var pieces []object.Piece[liveBlock]
 	for off := int64(0); off < e.Size; off += LiveBlock {
@@ -608,6 +609,7 @@ func (f *liveFile) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off 
 	if !ok {
 		return nil, syscall.EBADF
 	}
+	f.touch()
 	n, err := h.r.ReadAt(ctx, dest, off)
 	if err != nil && err != io.EOF {
 		if errors.Is(err, object.ErrChanged) {
