@@ -98,7 +98,7 @@ const maxObjectSize = 1 << 30
 // sealObject frames payload as a metadata object (index file, snapshot):
 // nonce || seal(comp || rawLen || stored payload).
 func (r *Repo) sealObject(payload, aad []byte) []byte {
-	stored, comp, _ := format.Compress(nil, payload, r.Compression)
+	stored, comp := format.CompressObject(payload, r.Compression)
 	body := format.Encoder{B: make([]byte, 0, len(stored)+16)}
 	body.Byte(byte(comp))
 	body.Uvarint(uint64(len(payload)))

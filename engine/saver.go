@@ -17,8 +17,14 @@ import (
 
 // maxPackBlobs closes a pack of many tiny blobs before pack_size: a
 // backup of 200k small files would otherwise hold them all in one open
-// pack's blob list, and write a 10 MB trailer.
-const maxPackBlobs = 16384
+// pack's blob list, and write a 10 MB trailer. What a pack holds per blob
+// until it is indexed (its location, a claimed id, its trailer entry,
+// sealed) is ~180 bytes, for the open pack and those being uploaded: at
+// 16,384 a backup of a million files of ~500 bytes (packs closed by this
+// count) held ~3 MB more than one of 100,000 files of ~5 KiB (packs closed
+// by pack_size, ~3,300 blobs); 4,096 is above what a 16 MiB pack of 4 KiB
+// blobs holds (docs/PERFORMANCE.md, session 5).
+const maxPackBlobs = 4096
 
 // indexFlushBlobs is how many new blobs a backup collects before it writes
 // an index file, so an interrupted backup of a huge source leaves most of
@@ -39,7 +45,10 @@ type Saver struct {
 
 	mu      sync.Mutex
 	claimed map[crypto.ID]struct{}
-	open    map[format.BlobKind]*openPack
+	// claimedMax is the most ids claimed has held since it was made: a
+	// Go map does not shrink, so it is made again when it holds far fewer.
+	claimedMax int
+	open       map[format.BlobKind]*openPack
 
 	uploads chan *openPack
 	wg      sync.WaitGroup
@@ -155,6 +164,7 @@ func (s *Saver) Save(kind format.BlobKind, id crypto.ID, plaintext []byte) (bool
 		return false, nil
 	}
 	s.claimed[id] = struct{}{}
+	s.claimedMax = max(s.claimedMax, len(s.claimed))
 	s.mu.Unlock()
 
 	cp := sealPool.Get().(*[]byte)
@@ -304,6 +314,13 @@ func (s *Saver) upload(p *openPack) error {
 	s.mu.Lock()
 	for _, b := range p.blobs {
 		delete(s.claimed, b.ID)
+	}
+	if len(s.claimed) < s.claimedMax/4 {
+		m := make(map[crypto.ID]struct{}, len(s.claimed)) // maps.Clone keeps the size
+		for id := range s.claimed {
+			m[id] = struct{}{}
+		}
+		s.claimed, s.claimedMax = m, len(m)
 	}
 	s.mu.Unlock()
 	s.idxMu.Lock()

@@ -125,6 +125,47 @@ func encoder(l Level) *zstd.Encoder {
 	return zstdEnc[l]
 }
 
+// objectWindow is the window of the encoder of metadata objects (index
+// files, snapshots): an index file is mostly random blob ids, with nothing
+// to match far back.
+const objectWindow = 256 << 10
+
+// objEncs holds metadata encoders between uses, by level: a pool, so that
+// one not used for two collections is dropped rather than kept.
+var objEncs [len(levels)]sync.Pool
+
+// objectEncoder is an encoder of metadata objects: one state, a small
+// window and history, not kept while unused (put it back in objEncs[l]).
+// Index files went through the blob encoder before: an input over one
+// zstd block (128 KiB) gives each of its states a history of window +
+// block, 2 MiB, kept for the process's life, and whether an index file was
+// compressed at all depends on the entropy of its blob lengths, so a
+// backup of a million tiny files kept 4 MiB more than one of 100,000
+// larger files (docs/PERFORMANCE.md, session 5). Kept, this one still
+// holds 2.7 MiB of tables and buffers.
+func objectEncoder(l Level) *zstd.Encoder {
+	if e, ok := objEncs[l].Get().(*zstd.Encoder); ok {
+		return e
+	}
+	e, err := zstd.NewWriter(nil, append(encoderOptions(l, 1, objectWindow), zstd.WithLowerEncoderMem(true))...)
+	if err != nil {
+		panic(err)
+	}
+	return e
+}
+
+// CompressObject is Compress for a metadata object, with the encoder of
+// objectEncoder: the same level and format, less memory.
+func CompressObject(raw []byte, l Level) (stored []byte, c Compression) {
+	if l == LevelOff {
+		return raw, CompNone
+	}
+	e := objectEncoder(l)
+	stored, c, _ = compress(e, nil, raw, true, minSaving)
+	objEncs[l].Put(e)
+	return stored, c
+}
+
 func decoder() *zstd.Decoder {
 	zstdDecOnce.Do(func() {
 		var err error
