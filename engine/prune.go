@@ -249,17 +249,11 @@ func (r *Repo) Prune(ctx context.Context, opt PruneOptions) (*PruneResult, error
 		}
 		retainer = ret
 	}
-	var lk *lease.Lease
-	if !opt.DryRun {
-		if opt.Lease.Command == "" {
-			opt.Lease.Command = "prune"
-		}
-		var err error
-		if lk, err = lease.Exclusive(ctx, r.st, r.keys, lease.PruneName, opt.Lease); err != nil {
-			return nil, err
-		}
-		defer lk.Release(context.WithoutCancel(ctx))
+	lk, release, err := r.pruneLock(ctx, opt.DryRun, "prune", opt.Lease)
+	if err != nil {
+		return nil, err
 	}
+	defer release()
 	// checkLock stops the prune before a write if its lock lapsed:
 	// another prune may have taken over.
 	checkLock := func() error {
@@ -1013,4 +1007,22 @@ func (r *Repo) rewriteIndex(ctx context.Context, files []store.Handle, drop map[
 
 func sortPending(ps []pendingPack) {
 	sort.Slice(ps, func(i, j int) bool { return ps[i].ID.String() < ps[j].ID.String() })
+}
+
+// pruneLock takes the prune lock (locks/prune) for command, unless dry:
+// prune, repair index and repair packs replace index files, and each
+// would delete the files another wrote. A live lock makes it fail at
+// once with a *lease.HeldError naming its holder. release lets it go;
+// with dry there is no lease (nil) and nothing to release.
+func (r *Repo) pruneLock(ctx context.Context, dry bool, command string, opt lease.Options) (lk *lease.Lease, release func(), err error) {
+	if dry {
+		return nil, func() {}, nil
+	}
+	if opt.Command == "" {
+		opt.Command = command
+	}
+	if lk, err = lease.Exclusive(ctx, r.st, r.keys, lease.PruneName, opt); err != nil {
+		return nil, nil, err
+	}
+	return lk, func() { lk.Release(context.WithoutCancel(ctx)) }, nil
 }

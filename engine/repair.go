@@ -97,17 +97,11 @@ func (r *Repo) RepairIndex(ctx context.Context, opt RepairIndexOptions) (*Repair
 	if opt.Concurrency < 1 {
 		opt.Concurrency = 8
 	}
-	var lk *lease.Lease
-	if !opt.DryRun {
-		if opt.Lease.Command == "" {
-			opt.Lease.Command = "repair index"
-		}
-		var err error
-		if lk, err = lease.Exclusive(ctx, r.st, r.keys, lease.PruneName, opt.Lease); err != nil {
-			return nil, err
-		}
-		defer lk.Release(context.WithoutCancel(ctx))
+	lk, release, err := r.pruneLock(ctx, opt.DryRun, "repair index", opt.Lease)
+	if err != nil {
+		return nil, err
 	}
+	defer release()
 	if opt.Progress == nil {
 		opt.Progress = &Progress{}
 	}

@@ -123,17 +123,11 @@ func (r *Repo) RepairPacks(ctx context.Context, opt RepairPacksOptions) (*Repair
 	// The prune lock, as repair index holds it: a prune or a repair
 	// replacing index files beside this one would delete the files it
 	// writes (and it theirs).
-	var lk *lease.Lease
-	if !opt.DryRun {
-		if opt.Lease.Command == "" {
-			opt.Lease.Command = "repair packs"
-		}
-		var err error
-		if lk, err = lease.Exclusive(ctx, r.st, r.keys, lease.PruneName, opt.Lease); err != nil {
-			return nil, err
-		}
-		defer lk.Release(context.WithoutCancel(ctx))
+	lk, release, err := r.pruneLock(ctx, opt.DryRun, "repair packs", opt.Lease)
+	if err != nil {
+		return nil, err
 	}
+	defer release()
 	res := &RepairPacksResult{DryRun: opt.DryRun, Damaged: []DamagedPack{}, OldIndexFiles: []string{}, NewIndexFiles: []string{}}
 
 	files, err := r.IndexFiles(ctx)

@@ -37,25 +37,7 @@ func TestInodesBounded(t *testing.T) {
 	}
 	root := mountTree(t, top)
 
-	walk := func() {
-		t.Helper()
-		seen := 0
-		err := filepath.WalkDir(root, func(p string, e fs.DirEntry, err error) error {
-			if err != nil {
-				return err
-			}
-			if _, err := os.Lstat(p); err != nil { // a lookup of every entry
-				return err
-			}
-			if !e.IsDir() {
-				seen++
-			}
-			return nil
-		})
-		if err != nil || seen != dirs*files {
-			t.Fatalf("walk: %d files, %v", seen, err)
-		}
-	}
+	walk := func() { t.Helper(); walkAll(t, root, dirs*files) }
 	walk()
 	// The kernel forgets what it was told to drop a moment later.
 	settle := func() Stats {
@@ -114,5 +96,27 @@ func TestInodesCountedOnce(t *testing.T) {
 		if st := f.Stats(); st.Inodes != 11 {
 			t.Fatalf("d and its 10 files, f3 looked up first, listed: %d nodes counted, want 11", st.Inodes)
 		}
+	}
+}
+
+// walkAll walks the tree at root, looking up every entry, and fails t
+// unless it meets files files.
+func walkAll(t *testing.T, root string, files int) {
+	t.Helper()
+	seen := 0
+	err := filepath.WalkDir(root, func(p string, e fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if _, err := os.Lstat(p); err != nil { // a lookup of every entry
+			return err
+		}
+		if !e.IsDir() {
+			seen++
+		}
+		return nil
+	})
+	if err != nil || seen != files {
+		t.Fatalf("walk: %d files, %v", seen, err)
 	}
 }
