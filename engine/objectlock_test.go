@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/coffer-backup/coffer/engine"
 	"github.com/coffer-backup/coffer/engine/backup"
@@ -136,4 +137,62 @@ func TestRepairIndexLocked(t *testing.T) {
 		t.Fatal(err)
 	}
 	compareTrees(t, src, to)
+}
+
+// TestPruneKeepsLockedIndex: on a store under Object Lock, a prune does
+// not replace index files that are still locked (it could not remove
+// them, and each prune would add a copy of the index), and the packs
+// they name do not become candidates while they do; a prune after
+// another writes nothing.
+func TestPruneKeepsLockedIndex(t *testing.T) {
+	ctx := context.Background()
+	pass := []byte("test passphrase")
+	m := store.NewLockingMemory()
+	r, err := engine.Create(ctx, m, pass, engine.CreateOptions{KDF: cheapKDF, Chunker: testChunker, ObjectLock: store.RetentionPolicy{Mode: store.Governance, Days: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := filepath.Join(t.TempDir(), "a"), filepath.Join(t.TempDir(), "b")
+	writeFile(t, filepath.Join(a, "f"), randBytes(200<<10))
+	writeFile(t, filepath.Join(b, "f"), randBytes(200<<10))
+	snA := backupDir(t, r, a, backup.Options{})
+	snB := backupDir(t, r, b, backup.Options{})
+	before, err := r.IndexFiles(ctx)
+	if err != nil || len(before) < 2 {
+		t.Fatalf("%d index files, %v", len(before), err)
+	}
+	// The index files stay locked for ten days; two days on, the rest
+	// (snapshot A, its packs) can go.
+	t0 := time.Now()
+	for _, h := range before {
+		if _, err := m.ExtendRetention(ctx, h, t0.Add(10*24*time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m.Now = func() time.Time { return t0.Add(2 * 24 * time.Hour) }
+	if err := r.DeleteSnapshot(ctx, snA.ID); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		r, err = engine.Open(ctx, m, pass)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := r.Prune(ctx, engine.PruneOptions{MaxUnused: 1})
+		if err != nil {
+			t.Fatalf("prune %d: %v", i, err)
+		}
+		if res.IndexFilesWritten != 0 || len(res.Failed) != 0 || res.Deleted != 0 {
+			t.Fatalf("prune %d: wrote %d index files, failed %+v, deleted %d", i, res.IndexFilesWritten, res.Failed, res.Deleted)
+		}
+		after, err := r.IndexFiles(ctx)
+		if err != nil || len(after) != len(before) {
+			t.Fatalf("prune %d: %d index files, want %d (%v)", i, len(after), len(before), err)
+		}
+	}
+	to := filepath.Join(t.TempDir(), "out")
+	if err := restoreAll(t, r, snB, to); err != nil {
+		t.Fatal(err)
+	}
+	compareTrees(t, b, to)
 }

@@ -15,6 +15,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -293,7 +294,8 @@ func (r *Repo) Prune(ctx context.Context, opt PruneOptions) (*PruneResult, error
 	}
 	idx := newPruneIndex()
 	defer idx.Close()
-	if err := r.readIndexInto(ctx, idx, files0); err != nil {
+	infos0 := make([]indexFileInfo, len(files0))
+	if err := r.readIndexNaming(ctx, idx, files0, infos0); err != nil {
 		return nil, err
 	}
 	packs := map[crypto.ID]*packStat{}
@@ -430,9 +432,11 @@ func (r *Repo) Prune(ctx context.Context, opt PruneOptions) (*PruneResult, error
 			res.Retention.Config = 1
 			res.Retention.Packs = len(livePacks(packs, repack, nil))
 			res.Retention.Snapshots = len(snaps0)
-			if !rewrites(unused, rescue, repack, files0) {
-				res.Retention.IndexFiles = len(files0)
+			drop := map[crypto.ID]bool{}
+			for _, p := range gen.Packs {
+				drop[p.ID] = true
 			}
+			res.Retention.IndexFiles = len(files0) - len(toReplace(infos0, drop))
 		}
 		return res, nil
 	}
@@ -462,19 +466,27 @@ func (r *Repo) Prune(ctx context.Context, opt PruneOptions) (*PruneResult, error
 	for _, p := range unused {
 		drop[p.ID] = true
 	}
-	replaced := len(drop) > 0 || len(rescue) > 0 || len(files0) > 1
+	replace := toReplace(infos0, drop)
+	if r.Params.ObjectLock != nil {
+		// A file still locked cannot be removed: replacing it would only
+		// add a copy. It stays, and so do its packs (none becomes a
+		// candidate while it names them).
+		replace = r.keepLocked(ctx, replace, infos0, drop, logf)
+		unused = slices.DeleteFunc(unused, func(p pendingPack) bool { return !drop[p.ID] })
+	}
+	replaced := len(replace) > 0 || len(rescue) > 0
 	if replaced {
 		logf("writing the new index")
-		written, err := r.rewriteIndex(ctx, files0, drop, rescue, packs)
+		written, err := r.rewriteIndex(ctx, replace, drop, rescue, packs)
 		if err != nil {
 			return nil, err
 		}
 		res.IndexFilesWritten = written
-		res.IndexFilesRead = len(files0)
+		res.IndexFilesRead = len(replace)
 		if err := checkLock(); err != nil {
 			return nil, err
 		}
-		for _, h := range files0 {
+		for _, h := range replace {
 			if err := r.st.Delete(ctx, h); err != nil {
 				// The old file still names its packs: none of them may
 				// become a candidate now.
@@ -650,7 +662,7 @@ func (r *Repo) Prune(ctx context.Context, opt PruneOptions) (*PruneResult, error
 		}
 		var skip []store.Handle
 		if replaced {
-			skip = files0 // deleted, or kept only by their own lock
+			skip = replace // deleted, or kept only by their own lock
 		}
 		logf("extending the retention of %d packs, the index and the snapshots", len(keep))
 		gerr = r.extendRetention(ctx, retainer, keep, skip, opt.Concurrency, res)
@@ -673,9 +685,62 @@ func (r *Repo) pruneRetention(now time.Time) *PruneRetention {
 	return &PruneRetention{Mode: string(p.Mode), Days: p.Days, Until: p.Until(now).UTC().Truncate(time.Second)}
 }
 
-// rewrites reports whether a prune writes a new index (as its step 3).
-func rewrites(unused []pendingPack, rescue []crypto.ID, repack map[crypto.ID]bool, files0 []store.Handle) bool {
-	return len(unused) > 0 || len(rescue) > 0 || len(repack) > 0 || len(files0) > 1
+// keepLocked returns the files of replace that no lock keeps, and takes
+// the packs the locked ones name out of drop (an error reading a lock
+// counts as locked: the file is kept, which is always safe).
+func (r *Repo) keepLocked(ctx context.Context, replace []store.Handle, infos []indexFileInfo, drop map[crypto.ID]bool, logf func(string, ...any)) []store.Handle {
+	ret, ok := store.RetainerOf(r.st)
+	if !ok {
+		return replace
+	}
+	names := map[string][]crypto.ID{}
+	for _, f := range infos {
+		names[f.h.Name] = f.packs
+	}
+	now := time.Now()
+	out := replace[:0]
+	for _, h := range replace {
+		rt, err := ret.Retention(ctx, h)
+		if err == nil && !rt.LockedAt(now) {
+			out = append(out, h)
+			continue
+		}
+		if err != nil {
+			logf("index file %s: its lock cannot be read (%v): kept, with its packs", shortName(h.Name), err)
+		} else {
+			logf("index file %s is locked until %s: kept, with its packs", shortName(h.Name), rt.Until.Format(time.RFC3339))
+		}
+		for _, id := range names[h.Name] {
+			delete(drop, id)
+		}
+	}
+	return out
+}
+
+// toReplace chooses the index files a prune replaces (step 4): every
+// file that names a pack it stops indexing, and, to merge what backups
+// wrote, the small ones (under half of indexFlushBlobs blobs) when there
+// are two or more. A full file that names no such pack is kept as it
+// is: a prune does not rewrite the whole index every time (on a store
+// under Object Lock the old files could not even be removed, and each
+// prune would add a copy of the index).
+func toReplace(files []indexFileInfo, drop map[crypto.ID]bool) []store.Handle {
+	var out, small []store.Handle
+	for _, f := range files {
+		if f.gone {
+			continue
+		}
+		switch {
+		case slices.ContainsFunc(f.packs, func(id crypto.ID) bool { return drop[id] }):
+			out = append(out, f.h)
+		case f.blobs < indexFlushBlobs/2:
+			small = append(small, f.h)
+		}
+	}
+	if len(small) > 1 {
+		out = append(out, small...)
+	}
+	return out
 }
 
 // livePacks are the packs the store keeps: those with a used blob
@@ -883,16 +948,41 @@ func (r *Repo) recheck(ctx context.Context, idx, used, moved *index.Master, snap
 
 // readIndexInto reads index files into idx, 8 at a time.
 func (r *Repo) readIndexInto(ctx context.Context, idx *index.Master, files []store.Handle) error {
+	return r.readIndexNaming(ctx, idx, files, nil)
+}
+
+// indexFileInfo is what one index file names: its blobs and packs.
+type indexFileInfo struct {
+	h     store.Handle
+	gone  bool // removed since it was listed
+	blobs int
+	packs []crypto.ID
+}
+
+// readIndexNaming reads index files into idx, 8 at a time, and with
+// infos (as long as files) records what each names.
+func (r *Repo) readIndexNaming(ctx context.Context, idx *index.Master, files []store.Handle, infos []indexFileInfo) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(8)
-	for _, h := range files {
+	for i, h := range files {
 		g.Go(func() error {
 			packs, err := r.ReadIndexFile(gctx, h)
 			if store.IsNotFound(err) {
+				if infos != nil {
+					infos[i] = indexFileInfo{h: h, gone: true}
+				}
 				return nil // removed meanwhile (a repair): its packs are in a newer file
 			}
 			if err != nil {
 				return fmt.Errorf("reading index file %s (nothing was changed; repair index rebuilds a damaged one): %w", shortName(h.Name), err)
+			}
+			if infos != nil {
+				info := indexFileInfo{h: h, packs: make([]crypto.ID, len(packs))}
+				for j, ip := range packs {
+					info.packs[j] = ip.ID
+					info.blobs += len(ip.Blobs)
+				}
+				infos[i] = info
 			}
 			return idx.AddFile(h.Name, packs)
 		})

@@ -1,6 +1,8 @@
 package engine_test
 
 import (
+	"slices"
+
 	"github.com/coffer-backup/coffer/engine"
 	"github.com/coffer-backup/coffer/engine/backup"
 	"github.com/coffer-backup/coffer/engine/check"
@@ -534,5 +536,47 @@ func TestPruneExtendsRetention(t *testing.T) {
 	plain, _ := newTestRepo(t, engine.CreateOptions{Chunker: testChunker})
 	if _, err := plain.Prune(ctx, engine.PruneOptions{ExtendRetention: true}); err == nil || !strings.Contains(err.Error(), "no object lock") {
 		t.Fatalf("ExtendRetention on a store without a lock: %v", err)
+	}
+}
+
+// TestPruneKeepsFullIndexFiles: a prune merges the small index files
+// backups write and replaces those naming packs it stops indexing, but
+// keeps a full one that names none (it used to rewrite the whole index
+// at every prune with more than one index file), and a prune with
+// nothing to do writes nothing.
+func TestPruneKeepsFullIndexFiles(t *testing.T) {
+	ctx := context.Background()
+	r, dir := newTestRepo(t, engine.CreateOptions{Chunker: testChunker})
+	src := filepath.Join(t.TempDir(), "src")
+	for i := range 9000 { // one blob each: one index file over half full
+		writeFile(t, filepath.Join(src, "many", fmt.Sprintf("%04d", i/100), fmt.Sprintf("f%d", i)), []byte(fmt.Sprintf("file %d\n", i)))
+	}
+	backupDir(t, r, src, backup.Options{})
+	full := indexFiles(t, dir)
+	if len(full) != 1 {
+		t.Fatalf("%d index files after the first backup", len(full))
+	}
+	for i := range 2 {
+		writeFile(t, filepath.Join(src, fmt.Sprintf("new%d", i)), randBytes(50000))
+		backupDir(t, r, src, backup.Options{})
+	}
+	if n := len(indexFiles(t, dir)); n != 3 {
+		t.Fatalf("%d index files after three backups", n)
+	}
+	res, err := reopen(t, dir).Prune(ctx, engine.PruneOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	after := indexFiles(t, dir)
+	if res.IndexFilesRead != 2 || res.IndexFilesWritten != 1 || len(after) != 2 || !slices.Contains(after, full[0]) {
+		t.Fatalf("prune read %d and wrote %d index files; now %v (the full one %s)", res.IndexFilesRead, res.IndexFilesWritten, after, full[0])
+	}
+	again, err := reopen(t, dir).Prune(ctx, engine.PruneOptions{})
+	if err != nil || again.IndexFilesWritten != 0 || again.IndexFilesRead != 0 {
+		t.Fatalf("a prune with nothing to do: %v %+v", err, again)
+	}
+	cr, err := check.Run(ctx, reopen(t, dir), check.Options{})
+	if err != nil || !cr.OK() {
+		t.Fatalf("check: %v %v", err, cr.Problems)
 	}
 }
