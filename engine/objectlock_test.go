@@ -148,28 +148,32 @@ func TestPruneKeepsLockedIndex(t *testing.T) {
 	ctx := context.Background()
 	pass := []byte("test passphrase")
 	m := store.NewLockingMemory()
+	t0 := time.Now()
+	m.Now = func() time.Time { return t0.Add(-2 * 24 * time.Hour) } // written two days ago: locked until yesterday
 	r, err := engine.Create(ctx, m, pass, engine.CreateOptions{KDF: cheapKDF, Chunker: testChunker, ObjectLock: store.RetentionPolicy{Mode: store.Governance, Days: 1}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, b := filepath.Join(t.TempDir(), "a"), filepath.Join(t.TempDir(), "b")
+	a, b, c := filepath.Join(t.TempDir(), "a"), filepath.Join(t.TempDir(), "b"), filepath.Join(t.TempDir(), "c")
 	writeFile(t, filepath.Join(a, "f"), randBytes(200<<10))
 	writeFile(t, filepath.Join(b, "f"), randBytes(200<<10))
+	writeFile(t, filepath.Join(c, "f"), randBytes(200<<10))
 	snA := backupDir(t, r, a, backup.Options{})
 	snB := backupDir(t, r, b, backup.Options{})
+	backupDir(t, r, c, backup.Options{})
 	before, err := r.IndexFiles(ctx)
-	if err != nil || len(before) < 2 {
+	if err != nil || len(before) != 3 {
 		t.Fatalf("%d index files, %v", len(before), err)
 	}
-	// The index files stay locked for ten days; two days on, the rest
-	// (snapshot A, its packs) can go.
-	t0 := time.Now()
+	// The index files stay locked for another 12 hours; the rest
+	// (snapshot A, its packs) can go now.
+	until := t0.Add(12 * time.Hour)
 	for _, h := range before {
-		if _, err := m.ExtendRetention(ctx, h, t0.Add(10*24*time.Hour)); err != nil {
+		if _, err := m.ExtendRetention(ctx, h, until); err != nil {
 			t.Fatal(err)
 		}
 	}
-	m.Now = func() time.Time { return t0.Add(2 * 24 * time.Hour) }
+	m.Now = func() time.Time { return t0 }
 	if err := r.DeleteSnapshot(ctx, snA.ID); err != nil {
 		t.Fatal(err)
 	}
@@ -178,7 +182,7 @@ func TestPruneKeepsLockedIndex(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		res, err := r.Prune(ctx, engine.PruneOptions{MaxUnused: 1})
+		res, err := r.Prune(ctx, engine.PruneOptions{MaxUnused: 1, ExtendRetention: true})
 		if err != nil {
 			t.Fatalf("prune %d: %v", i, err)
 		}
@@ -188,6 +192,22 @@ func TestPruneKeepsLockedIndex(t *testing.T) {
 		after, err := r.IndexFiles(ctx)
 		if err != nil || len(after) != len(before) {
 			t.Fatalf("prune %d: %d index files, want %d (%v)", i, len(after), len(before), err)
+		}
+		// The file naming A's packs keeps its lock, to run out; B's and
+		// C's, small but locked, are not merged but extended: the index
+		// the store still needs.
+		held := 0
+		for _, h := range after {
+			rt, err := m.Retention(ctx, h)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rt.Until.Equal(until) {
+				held++
+			}
+		}
+		if held != 1 {
+			t.Fatalf("prune %d: %d index files kept their lock until %s, want 1 (the one naming the unused packs)", i, held, until)
 		}
 	}
 	to := filepath.Join(t.TempDir(), "out")

@@ -436,7 +436,8 @@ func (r *Repo) Prune(ctx context.Context, opt PruneOptions) (*PruneResult, error
 			for _, p := range gen.Packs {
 				drop[p.ID] = true
 			}
-			res.Retention.IndexFiles = len(files0) - len(toReplace(infos0, drop))
+			named, merge := toReplace(infos0, drop)
+			res.Retention.IndexFiles = len(files0) - len(named) - len(merge)
 		}
 		return res, nil
 	}
@@ -466,14 +467,24 @@ func (r *Repo) Prune(ctx context.Context, opt PruneOptions) (*PruneResult, error
 	for _, p := range unused {
 		drop[p.ID] = true
 	}
-	replace := toReplace(infos0, drop)
+	named, merge := toReplace(infos0, drop)
+	var held []store.Handle // locked files naming candidates: kept, their lock left to run out
 	if r.Params.ObjectLock != nil {
 		// A file still locked cannot be removed: replacing it would only
-		// add a copy. It stays, and so do its packs (none becomes a
-		// candidate while it names them).
-		replace = r.keepLocked(ctx, replace, infos0, drop, logf)
+		// add a copy of it at every prune. A small one is not merged (it
+		// stays current, and is extended); one naming candidates stays,
+		// and so do its packs (none becomes a candidate while it names
+		// them), until its lock runs out.
+		var free []store.Handle
+		free, held = r.keepLocked(ctx, named, infos0, drop, logf)
+		named = free
+		merge, _ = r.keepLocked(ctx, merge, nil, nil, logf)
+		if len(merge) < 2 {
+			merge = nil
+		}
 		unused = slices.DeleteFunc(unused, func(p pendingPack) bool { return !drop[p.ID] })
 	}
+	replace := append(named, merge...)
 	replaced := len(replace) > 0 || len(rescue) > 0
 	if replaced {
 		logf("writing the new index")
@@ -660,9 +671,12 @@ func (r *Repo) Prune(ctx context.Context, opt PruneOptions) (*PruneResult, error
 				keep[id] = k // new packs: locked from their write already, but they are needed
 			}
 		}
-		var skip []store.Handle
+		// Not extended: the files replaced (deleted, or kept only by their
+		// own lock) and those held (their lock must run out so that the
+		// prune after it can replace them and reclaim their packs).
+		skip := held
 		if replaced {
-			skip = replace // deleted, or kept only by their own lock
+			skip = append(skip, replace...)
 		}
 		logf("extending the retention of %d packs, the index and the snapshots", len(keep))
 		gerr = r.extendRetention(ctx, retainer, keep, skip, opt.Concurrency, res)
@@ -685,26 +699,27 @@ func (r *Repo) pruneRetention(now time.Time) *PruneRetention {
 	return &PruneRetention{Mode: string(p.Mode), Days: p.Days, Until: p.Until(now).UTC().Truncate(time.Second)}
 }
 
-// keepLocked returns the files of replace that no lock keeps, and takes
-// the packs the locked ones name out of drop (an error reading a lock
-// counts as locked: the file is kept, which is always safe).
-func (r *Repo) keepLocked(ctx context.Context, replace []store.Handle, infos []indexFileInfo, drop map[crypto.ID]bool, logf func(string, ...any)) []store.Handle {
+// keepLocked returns the files of replace that no lock keeps, and the
+// others (held), and takes the packs the held ones name out of drop (an
+// error reading a lock counts as locked: the file is kept, which is
+// always safe).
+func (r *Repo) keepLocked(ctx context.Context, replace []store.Handle, infos []indexFileInfo, drop map[crypto.ID]bool, logf func(string, ...any)) (free, held []store.Handle) {
 	ret, ok := store.RetainerOf(r.st)
 	if !ok {
-		return replace
+		return replace, nil
 	}
-	names := map[string][]crypto.ID{}
+	names := map[string][]crypto.ID{} // none with infos nil: drop is left alone
 	for _, f := range infos {
 		names[f.h.Name] = f.packs
 	}
 	now := time.Now()
-	out := replace[:0]
 	for _, h := range replace {
 		rt, err := ret.Retention(ctx, h)
 		if err == nil && !rt.LockedAt(now) {
-			out = append(out, h)
+			free = append(free, h)
 			continue
 		}
+		held = append(held, h)
 		if err != nil {
 			logf("index file %s: its lock cannot be read (%v): kept, with its packs", shortName(h.Name), err)
 		} else {
@@ -714,33 +729,31 @@ func (r *Repo) keepLocked(ctx context.Context, replace []store.Handle, infos []i
 			delete(drop, id)
 		}
 	}
-	return out
+	return free, held
 }
 
-// toReplace chooses the index files a prune replaces (step 4): every
-// file that names a pack it stops indexing, and, to merge what backups
-// wrote, the small ones (under half of indexFlushBlobs blobs) when there
-// are two or more. A full file that names no such pack is kept as it
-// is: a prune does not rewrite the whole index every time (on a store
-// under Object Lock the old files could not even be removed, and each
-// prune would add a copy of the index).
-func toReplace(files []indexFileInfo, drop map[crypto.ID]bool) []store.Handle {
-	var out, small []store.Handle
+// toReplace chooses the index files a prune replaces (step 4): named,
+// every file that names a pack it stops indexing, and merge, to merge
+// what backups wrote, the other small ones (under half of
+// indexFlushBlobs blobs) when there are two or more. A full file that
+// names no such pack is kept as it is: a prune does not rewrite the
+// whole index every time.
+func toReplace(files []indexFileInfo, drop map[crypto.ID]bool) (named, merge []store.Handle) {
 	for _, f := range files {
 		if f.gone {
 			continue
 		}
 		switch {
 		case slices.ContainsFunc(f.packs, func(id crypto.ID) bool { return drop[id] }):
-			out = append(out, f.h)
+			named = append(named, f.h)
 		case f.blobs < indexFlushBlobs/2:
-			small = append(small, f.h)
+			merge = append(merge, f.h)
 		}
 	}
-	if len(small) > 1 {
-		out = append(out, small...)
+	if len(merge) < 2 {
+		merge = nil
 	}
-	return out
+	return named, merge
 }
 
 // livePacks are the packs the store keeps: those with a used blob
