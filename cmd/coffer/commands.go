@@ -418,7 +418,6 @@ func backupOne(c *cli.Context, r *engine.Repo, given, loc string, filter *backup
 		}
 		defer s3Memory.Release(held)
 	}
-	defer followHeap()()
 	res, err := backup.Run(c.Context, r, src, backup.Options{
 		Concurrency: concurrencyFor(c, loc), Windows: windows, Uploaders: uploaders, Tags: c.StringSlice("tag"), NoParent: c.Bool("force"), Progress: pr, Time: snapTime,
 		Warn: func(p string, err error) {

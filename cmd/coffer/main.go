@@ -7,12 +7,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"os"
 	"os/signal"
 	"runtime"
 	"runtime/debug"
-	"runtime/metrics"
 	"runtime/pprof"
 	"syscall"
 	"time"
@@ -52,59 +50,6 @@ func main() {
 	code := mainCode()
 	pprof.StopCPUProfile() // no-op unless started
 	os.Exit(code)
-}
-
-// followHeap sets the runtime's soft memory limit, every 100 ms until the
-// returned stop is called, to the heap goal of the collector's own pacing
-// (GOGC, from the live heap of the last collection) plus the runtime's
-// memory beside the heap; it does nothing when a limit is set already
-// (GOMEMLIMIT, --memory). So the heap's free and fragmented pages count
-// against the goal and are returned, not kept: a first backup of a
-// million tiny files kept up to a third of its heap's pages free and
-// unreturned (GODEBUG=scavtrace=1: "util" 60-70%) and peaked at 58-60 MiB
-// RSS against 44-50 for 100,000 files of the same bytes. The price is
-// more collections: 430 instead of 260 for the million files (1,200
-// before BlobID reused its hashers). docs/PERFORMANCE.md, session 5.
-func followHeap() (stop func()) {
-	if os.Getenv("GOMEMLIMIT") != "" || debug.SetMemoryLimit(-1) != math.MaxInt64 {
-		return func() {}
-	}
-	done := make(chan struct{})
-	finished := make(chan struct{})
-	go func() {
-		defer close(finished)
-		t := time.NewTicker(100 * time.Millisecond)
-		defer t.Stop()
-		s := []metrics.Sample{
-			{Name: "/gc/heap/live:bytes"}, {Name: "/gc/scan/stack:bytes"}, {Name: "/gc/scan/globals:bytes"},
-			{Name: "/gc/gogc:percent"}, {Name: "/memory/classes/total:bytes"},
-			{Name: "/memory/classes/heap/objects:bytes"}, {Name: "/memory/classes/heap/unused:bytes"},
-			{Name: "/memory/classes/heap/free:bytes"}, {Name: "/memory/classes/heap/released:bytes"},
-		}
-		for {
-			metrics.Read(s)
-			var v [9]int64
-			for i := range s {
-				v[i] = int64(s[i].Value.Uint64())
-			}
-			live, gogc := v[0], v[3]
-			if live > 0 && gogc > 0 {
-				goal := live + (live+v[1]+v[2])*gogc/100
-				other := v[4] - v[5] - v[6] - v[7] - v[8] // stacks, the runtime's own
-				debug.SetMemoryLimit(goal + other)
-			}
-			select {
-			case <-done:
-				return
-			case <-t.C:
-			}
-		}
-	}()
-	return func() {
-		close(done)
-		<-finished
-		debug.SetMemoryLimit(math.MaxInt64)
-	}
 }
 
 // memProfiler writes a heap profile whenever the live heap reaches a new
