@@ -2,6 +2,8 @@ package s3io
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"sort"
 	"strings"
 	"time"
@@ -22,14 +24,27 @@ import (
 
 // ListAll lists every object below the prefix, Name the key below it.
 func (l *Live) ListAll(ctx context.Context) ([]object.LiveEntry, error) {
+	var ents []object.LiveEntry
+	err := l.ListAllPages(ctx, func(page []object.LiveEntry) error {
+		ents = append(ents, page...)
+		return nil
+	})
+	return ents, err
+}
+
+// ListAllPages lists every object below the prefix page by page, in
+// S3's key order (an object.PagesFunc): fn's error stops the listing
+// and is returned as it is; fn must not keep page, which is reused.
+func (l *Live) ListAllPages(ctx context.Context, fn func(page []object.LiveEntry) error) error {
 	p := s3.NewListObjectsV2Paginator(l.c.s3, &s3.ListObjectsV2Input{Bucket: &l.c.opt.Bucket,
 		Prefix: aws.String(l.c.opt.Prefix), MaxKeys: aws.Int32(l.pageSize())})
 	var ents []object.LiveEntry
 	for p.HasMorePages() {
 		page, err := p.NextPage(ctx)
 		if err != nil {
-			return nil, classify(err, "list", "s3:ListBucket", l.c.opt.Bucket, "")
+			return classify(err, "list", "s3:ListBucket", l.c.opt.Bucket, "")
 		}
+		ents = ents[:0]
 		for _, o := range page.Contents {
 			key := aws.ToString(o.Key)
 			if key == l.c.opt.Prefix {
@@ -37,8 +52,19 @@ func (l *Live) ListAll(ctx context.Context) ([]object.LiveEntry, error) {
 			}
 			ents = append(ents, liveEntry(strings.TrimPrefix(key, l.c.opt.Prefix), o))
 		}
+		if err := fn(ents); err != nil {
+			return err
+		}
 	}
-	return ents, nil
+	return nil
+}
+
+// ListingID names the listing of this prefix of this bucket on this
+// endpoint (AWS when none), for a cache of it: 32 hex digits of a
+// SHA-256, which hold no name and no secret.
+func (l *Live) ListingID() string {
+	h := sha256.Sum256([]byte(l.c.opt.endpoint() + "\x00" + l.c.opt.Bucket + "\x00" + l.c.opt.Prefix))
+	return hex.EncodeToString(h[:16])
 }
 
 // liveVersion is one version of a key, or a delete marker.

@@ -322,6 +322,54 @@ func TestMountLiveListAll(t *testing.T) {
 		t.Fatalf("a walk with --list-all cost %d LISTs, want 1+%d (%d keys in pages of 7); level by level: %d", lists, pages, n, byLevel)
 	}
 	t.Logf("walk of %d keys: %d LISTs level by level, %d with --list-all", n, byLevel, p.get("ListObjects", bucket))
+	all.stop(syscall.SIGTERM)
+
+	// The listing is kept in the cache folder, readable by its owner
+	// only; a mount started again within the TTL lists nothing but the
+	// check page, and so does not see an object written since.
+	lists, _ := filepath.Glob(filepath.Join(os.Getenv("XDG_CACHE_HOME"), "coffer-live", "*.list"))
+	var mine []string
+	for _, l := range lists {
+		if fi, err := os.Stat(l); err == nil && time.Since(fi.ModTime()) < time.Minute {
+			mine = append(mine, l)
+			if fi.Mode().Perm() != 0o600 {
+				t.Errorf("listing file %s has mode %v, want 0600", l, fi.Mode().Perm())
+			}
+		}
+	}
+	if len(mine) == 0 {
+		t.Fatalf("no listing file kept in the cache folder (%v)", lists)
+	}
+	os.WriteFile(filepath.Join(src, "late"), []byte("late"), 0o644)
+	m.aws(t, "s3", "cp", "--quiet", filepath.Join(src, "late"), "s3://"+bucket+"/late")
+	walkWith := func(flags ...string) ([]lsEntry, int64) {
+		t.Helper()
+		p.reset()
+		mt := liveMount(t, m, p.env(), "s3://"+bucket+"/", append([]string{"--list-all", "--list-page-size", "7"}, flags...)...)
+		w := walkMount(t, mt.dir)
+		mt.stop(syscall.SIGTERM)
+		return w, p.get("ListObjects", bucket) - 1 // less the check page
+	}
+	if again, lists := walkWith("--metadata-ttl", "1h"); lists != 0 || !slices.EqualFunc(again, got, same) {
+		t.Fatalf("a mount within the TTL of the kept listing: %d LISTs, walk\n%v\nwant\n%v", lists, again, got)
+	}
+	hasLate := func(w []lsEntry) bool {
+		return slices.ContainsFunc(w, func(e lsEntry) bool { return e.Path == "/late" && e.Size == 4 })
+	}
+	// --no-disk-cache lists (and keeps nothing); past the TTL a mount
+	// lists again and keeps the new listing for the next.
+	if w, lists := walkWith("--no-disk-cache", "--metadata-ttl", "1h"); lists != int64((n+7)/7) || !hasLate(w) {
+		t.Fatalf("--no-disk-cache: %d LISTs, late object shown: %v", lists, hasLate(w))
+	}
+	time.Sleep(3 * time.Second) // the kept listing is older than the TTL below
+	// (A walk slower than 3 s on a loaded machine lists again: more
+	// LISTs, never fewer.)
+	if w, lists := walkWith("--metadata-ttl", "3s"); lists < int64((n+7)/7) || !hasLate(w) {
+		t.Fatalf("past the TTL: %d LISTs, late object shown: %v", lists, hasLate(w))
+	}
+	if w, lists := walkWith("--metadata-ttl", "forever"); lists != 0 || !hasLate(w) {
+		t.Fatalf("after the listing was refreshed: %d LISTs, late object shown: %v", lists, hasLate(w))
+	}
 }
 
 // TestMountLiveArchived: objects in GLACIER that are not restored list

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -18,7 +19,7 @@ import (
 // (or @SOURCE, a source of the configuration that is a bucket).
 func runLiveMount(c *cli.Context) error {
 	given, dir := c.Args().Get(0), c.Args().Get(1)
-	for _, f := range []string{"refresh", "no-disk-cache", "disk-cache-size", "source", "host", "tag"} {
+	for _, f := range []string{"refresh", "disk-cache-size", "source", "host", "tag"} {
 		if c.IsSet(f) {
 			return usagef("mount: --%s is for snapshots; a live bucket mount has no store (see --metadata-ttl)", f)
 		}
@@ -69,6 +70,7 @@ func runLiveMount(c *cli.Context) error {
 	}
 	ctx := c.Context
 	stderr := c.App.ErrWriter
+	logger := log.New(stderr, "coffer: mount: ", 0)
 
 	client, err := s3Client(ctx, loc)
 	if err != nil {
@@ -84,8 +86,17 @@ func runLiveMount(c *cli.Context) error {
 		tree, what = object.NewFlatLive(live.ListAt(at), live, fusefs.LiveForever), "as of "+at.UTC().Format(time.RFC3339)
 	case c.Bool("versions"):
 		tree, what = object.NewFlatLive(live.ListVersions, live, ttl), "live, every version"
-	case c.Bool("list-all"):
+	case c.Bool("list-all") && c.Bool("no-disk-cache"):
 		tree = object.NewFlatLive(live.ListAll, live, ttl)
+	case c.Bool("list-all"):
+		// Kept on disk: a mount started again within the TTL lists
+		// nothing, and memory holds 8 bytes a key.
+		base, err := os.UserCacheDir()
+		if err != nil {
+			return fmt.Errorf("mount of %s: no cache folder for the listing (%w); --no-disk-cache keeps it in memory", shown, err)
+		}
+		path := filepath.Join(base, "coffer-live", live.ListingID()+".list")
+		tree = object.NewFlatLiveOnDisk(live.ListAllPages, path, live, ttl, logger.Printf)
 	}
 	// Fail before mounting: bad credentials, a missing bucket, another
 	// region, no s3:ListBucket (or s3:ListBucketVersions) all show on
@@ -115,7 +126,7 @@ func runLiveMount(c *cli.Context) error {
 	}
 	fsys := fusefs.NewLive(tree, fusefs.LiveOptions{
 		TTL: ttl, CacheSize: cacheSize, ReadAhead: readAhead, MaxInodes: c.Int("max-inodes"),
-		Name: live.URI(), Log: log.New(stderr, "coffer: mount: ", 0),
+		Name: live.URI(), Log: logger,
 	})
 	defer fsys.Close()
 	holdHeap(fsys.MemoryLimit())

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -132,20 +134,43 @@ var ErrChanged = errors.New("the object changed since it was listed")
 var ErrNotRestored = errors.New("the object is archived and not restored")
 
 // FlatLive is a live tree served from one listing of every object below
-// the prefix (no delimiter), kept in memory and taken again once it is
-// older than its TTL: the --list-all, --at and --versions trees of the
-// live mount. A level is a walk of the sorted keys that skips over each
-// folder's keys (a binary search), a lookup a binary search; reads and
-// attributes go to the tree that made the listing.
+// the prefix (no delimiter), taken again once it is older than its TTL:
+// the --list-all, --at and --versions trees of the live mount. The
+// listing is kept in memory, or (NewFlatLiveOnDisk) in a listing file
+// that outlives the mount. A level is a walk of the sorted keys that
+// skips over each folder's keys (a binary search), a lookup a binary
+// search; reads and attributes go to the tree that made the listing.
 type FlatLive struct {
-	list func(ctx context.Context) ([]LiveEntry, error)
-	base LiveTree
-	ttl  time.Duration
+	list  func(ctx context.Context) ([]LiveEntry, error)
+	pages PagesFunc // with path: the listing written to disk
+	path  string
+	logf  func(format string, args ...any)
+	base  LiveTree
+	ttl   time.Duration
 
-	mu   sync.Mutex
-	ents []LiveEntry // Name: the whole key below the prefix; sorted
-	at   time.Time
+	mu  sync.Mutex
+	cur flatEntries // sorted by Name: the whole key below the prefix
+	at  time.Time
 }
+
+// PagesFunc lists every object below a prefix, giving them to fn page
+// by page in the server's order (S3's: by key, bytewise), Name the whole
+// key below the prefix. An error of fn is returned as it is.
+type PagesFunc func(ctx context.Context, fn func(page []LiveEntry) error) error
+
+// flatEntries is a sorted listing: in memory, or a listing file.
+type flatEntries interface {
+	Len() int
+	Name(i int) (string, error)
+	// Entries returns entries i to j (j excluded).
+	Entries(i, j int) ([]LiveEntry, error)
+}
+
+type memEntries []LiveEntry
+
+func (m memEntries) Len() int                              { return len(m) }
+func (m memEntries) Name(i int) (string, error)            { return m[i].Name, nil }
+func (m memEntries) Entries(i, j int) ([]LiveEntry, error) { return m[i:j:j], nil }
 
 // NewFlatLive returns the tree of the entries list returns (Name the
 // whole key below the prefix, one entry a key), listed again after ttl
@@ -154,66 +179,227 @@ func NewFlatLive(list func(ctx context.Context) ([]LiveEntry, error), base LiveT
 	return &FlatLive{list: list, base: base, ttl: ttl}
 }
 
+// NewFlatLiveOnDisk returns the tree of the objects pages lists, kept in
+// the listing file at path (docs/S3.md): a listing file there younger
+// than ttl is used without listing, whichever mount wrote it; a listing
+// is written there whole, then renamed into place. Memory holds 8 bytes
+// a key. If the file cannot be written (a full disk, say) or the server
+// lists out of key order, the listing is kept in memory instead, and
+// logf says why.
+func NewFlatLiveOnDisk(pages PagesFunc, path string, base LiveTree, ttl time.Duration, logf func(format string, args ...any)) *FlatLive {
+	list := func(ctx context.Context) ([]LiveEntry, error) {
+		var ents []LiveEntry
+		err := pages(ctx, func(page []LiveEntry) error {
+			ents = append(ents, page...)
+			return nil
+		})
+		return ents, err
+	}
+	return &FlatLive{list: list, pages: pages, path: path, logf: logf, base: base, ttl: ttl}
+}
+
 var _ LiveTree = (*FlatLive)(nil)
 
-// Load returns the listing, taking it again if it is stale. The lock is
-// held while listing: readers wait for one listing instead of starting
-// their own.
-func (f *FlatLive) Load(ctx context.Context) ([]LiveEntry, error) {
+// fresh says whether a listing taken at t may still be used.
+func (f *FlatLive) fresh(t time.Time) bool {
+	age := time.Since(t)
+	return f.ttl < 0 || age >= 0 && age < f.ttl
+}
+
+// Load takes the listing, again if it is stale. The lock is held while
+// listing: readers wait for one listing instead of starting their own.
+func (f *FlatLive) Load(ctx context.Context) error {
+	_, err := f.load(ctx)
+	return err
+}
+
+func (f *FlatLive) load(ctx context.Context) (flatEntries, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if !f.at.IsZero() && (f.ttl < 0 || time.Since(f.at) < f.ttl) {
-		return f.ents, nil
+	if f.cur != nil && f.fresh(f.at) {
+		return f.cur, nil
+	}
+	if f.path != "" {
+		lf, err := f.onDisk(ctx)
+		if err == nil {
+			// The file replaced is not closed: a reader may still be
+			// reading it (the collector closes it).
+			f.cur, f.at = lf, lf.listedAt
+			return lf, nil
+		}
+		var de diskError
+		switch {
+		case errors.As(err, &de):
+			f.logf("could not keep the listing in %s (%v): keeping it in memory", f.path, de.err)
+		case errors.Is(err, errUnsorted):
+			f.logf("the server listed keys out of order (%v): keeping the listing in memory", err)
+		default:
+			return nil, err
+		}
 	}
 	ents, err := f.list(ctx)
 	if err != nil {
 		return nil, err
 	}
 	sort.SliceStable(ents, func(i, j int) bool { return ents[i].Name < ents[j].Name })
-	f.ents, f.at = ents, time.Now()
-	return ents, nil
+	f.cur, f.at = memEntries(ents), time.Now()
+	return f.cur, nil
 }
+
+// diskError is an error of the listing file, not of the listing.
+type diskError struct{ err error }
+
+func (e diskError) Error() string { return e.err.Error() }
+
+// onDisk opens the listing file if it is fresh, else lists into a new
+// one and opens that.
+func (f *FlatLive) onDisk(ctx context.Context) (*listFile, error) {
+	lf, err := openListFile(f.path)
+	switch {
+	case err == nil && f.fresh(lf.listedAt):
+		now := time.Now()
+		os.Chtimes(f.path, now, now) // used: kept by removeOldListFiles
+		return lf, nil
+	case err == nil:
+		lf.f.Close()
+	default:
+		if _, serr := os.Stat(f.path); serr == nil { // there, not usable
+			f.logf("not using %v; listing again", err)
+		}
+	}
+	dir := filepath.Dir(f.path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, diskError{err}
+	}
+	removeOldListFiles(dir, ListFileMaxAge)
+	tmp := fmt.Sprintf("%s.%d-%d.tmp", f.path, os.Getpid(), time.Now().UnixNano())
+	w, err := newListWriter(tmp)
+	if err != nil {
+		return nil, diskError{err}
+	}
+	at := time.Now()
+	var werr error
+	err = f.pages(ctx, func(page []LiveEntry) error {
+		for i := range page {
+			if werr = w.add(&page[i]); werr != nil {
+				return werr
+			}
+		}
+		return nil
+	})
+	if werr == nil && err == nil {
+		if werr = w.finish(at); werr == nil {
+			werr = os.Rename(tmp, f.path)
+		}
+	}
+	if werr != nil || err != nil {
+		w.abort()
+	}
+	switch {
+	case errors.Is(werr, errUnsorted):
+		return nil, werr
+	case werr != nil:
+		return nil, diskError{werr}
+	case err != nil:
+		return nil, err
+	}
+	if lf, err = openListFile(f.path); err != nil {
+		return nil, diskError{err}
+	}
+	return lf, nil
+}
+
+// ListFileMaxAge is how long a listing file no mount has used is kept.
+const ListFileMaxAge = 30 * 24 * time.Hour
+
+// search returns the first entry of es at or after from whose name is
+// not below key.
+func search(es flatEntries, from int, key string) (int, error) {
+	var err error
+	i := from + sort.Search(es.Len()-from, func(k int) bool {
+		if err != nil {
+			return true
+		}
+		n, e := es.Name(from + k)
+		if e != nil {
+			err = e
+			return true
+		}
+		return n >= key
+	})
+	return i, err
+}
+
+// flatBatch is how many entries a walk of a level reads at once.
+const flatBatch = 256
 
 // List returns the whole level as one page.
 func (f *FlatLive) List(ctx context.Context, prefix, token string) (LivePage, error) {
-	ents, err := f.Load(ctx)
+	es, err := f.load(ctx)
 	if err != nil {
 		return LivePage{}, err
 	}
 	var pg LivePage
-	i := sort.Search(len(ents), func(k int) bool { return ents[k].Name >= prefix })
-	for i < len(ents) && strings.HasPrefix(ents[i].Name, prefix) {
-		rest := ents[i].Name[len(prefix):]
+	i, err := search(es, 0, prefix)
+	var batch []LiveEntry // entries from bi on
+	bi := 0
+	for err == nil && i < es.Len() {
+		if i < bi || i >= bi+len(batch) {
+			bi = i
+			if batch, err = es.Entries(i, min(i+flatBatch, es.Len())); err != nil {
+				break
+			}
+		}
+		e := batch[i-bi]
+		if !strings.HasPrefix(e.Name, prefix) {
+			break
+		}
+		rest := e.Name[len(prefix):]
 		if j := strings.IndexByte(rest, '/'); j >= 0 {
 			pg.Entries = append(pg.Entries, LiveEntry{Name: rest[:j], Dir: true})
-			past := prefix + rest[:j] + "0" // '0' follows '/'
-			i += sort.Search(len(ents)-i, func(k int) bool { return ents[i+k].Name >= past })
+			// '0' follows '/': past every key of that folder.
+			i, err = search(es, i, prefix+rest[:j]+"0")
 			continue
 		}
-		e := ents[i]
 		e.Name = rest
 		pg.Entries = append(pg.Entries, e)
 		i++
+	}
+	if err != nil {
+		return LivePage{}, err
 	}
 	return pg, nil
 }
 
 // Stat looks prefix+name up in the listing.
 func (f *FlatLive) Stat(ctx context.Context, prefix, name string) (*LiveEntry, bool, error) {
-	ents, err := f.Load(ctx)
+	es, err := f.load(ctx)
 	if err != nil {
 		return nil, false, err
 	}
 	key := prefix + name
-	i := sort.Search(len(ents), func(k int) bool { return ents[k].Name >= key })
-	var obj *LiveEntry
-	if i < len(ents) && ents[i].Name == key {
-		e := ents[i]
-		e.Name = name
-		obj = &e
+	i, err := search(es, 0, key)
+	if err != nil {
+		return nil, false, err
 	}
-	j := sort.Search(len(ents), func(k int) bool { return ents[k].Name >= key+"/" })
-	return obj, j < len(ents) && strings.HasPrefix(ents[j].Name, key+"/"), nil
+	var obj *LiveEntry
+	if i < es.Len() {
+		got, err := es.Entries(i, i+1)
+		if err != nil {
+			return nil, false, err
+		}
+		if e := got[0]; e.Name == key {
+			e.Name = name
+			obj = &e
+			i++
+		}
+	}
+	j, err := search(es, i, key+"/")
+	if err != nil || j >= es.Len() {
+		return obj, false, err
+	}
+	n, err := es.Name(j)
+	return obj, err == nil && strings.HasPrefix(n, key+"/"), err
 }
 
 func (f *FlatLive) ReadRange(ctx context.Context, o LiveObject, off, n int64) ([]byte, error) {
