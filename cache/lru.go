@@ -250,10 +250,38 @@ func (c *LRU[K, V]) backgroundRun(keys []K, load RunLoader[K, V]) {
 		return
 	}
 	defer func() { <-c.sem }()
-	// The stretches of keys still missing, each key's load registered.
+	c.mu.Lock()
+	runs, calls := c.registerRunsLocked(keys)
+	c.mu.Unlock()
+	for i, run := range runs {
+		c.loadRun(run, calls[i], load)
+	}
+}
+
+// LoadRun is PrefetchRun for keys a reader is about to Get: those of
+// keys (consecutive, in order) neither in memory nor being loaded are
+// registered as loading at once, so that a Get of one of them waits for
+// this load instead of starting its own, and each stretch of them is
+// loaded now by one call of load, without waiting for the background
+// bound. It returns how many keys it loads.
+func (c *LRU[K, V]) LoadRun(keys []K, load RunLoader[K, V]) int {
+	c.mu.Lock()
+	runs, calls := c.registerRunsLocked(keys)
+	c.mu.Unlock()
+	n := 0
+	for i, run := range runs {
+		n += len(run)
+		go c.loadRun(run, calls[i], load)
+	}
+	return n
+}
+
+// registerRunsLocked registers a load of each of keys neither in memory
+// nor being loaded (no longer queued), and returns them in stretches of
+// consecutive ones, with their calls. c.mu must be held.
+func (c *LRU[K, V]) registerRunsLocked(keys []K) ([][]K, [][]*call[V]) {
 	var runs [][]K
 	var calls [][]*call[V]
-	c.mu.Lock()
 	start := true
 	for _, key := range keys {
 		delete(c.queued, key)
@@ -270,13 +298,9 @@ func (c *LRU[K, V]) backgroundRun(keys []K, load RunLoader[K, V]) {
 		runs[len(runs)-1] = append(runs[len(runs)-1], key)
 		calls[len(calls)-1] = append(calls[len(calls)-1], cl)
 	}
-	c.mu.Unlock()
-	for i, run := range runs {
-		c.loadRun(run, calls[i], load)
-	}
+	return runs, calls
 }
 
-// loadRun loads run, whose loads are registered as cls, with load.
 func (c *LRU[K, V]) loadRun(run []K, cls []*call[V], load RunLoader[K, V]) {
 	c.loads.Add(1)
 	c.prefetches.Add(int64(len(run)))

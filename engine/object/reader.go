@@ -153,7 +153,7 @@ func (r *Reader[K]) readAhead(off, end int64) {
 		return
 	}
 	if r.loadRun != nil {
-		r.queueRunsLocked(end, window)
+		r.queueRunsLocked(off, end, window)
 		r.mu.Unlock()
 		return
 	}
@@ -168,12 +168,20 @@ func (r *Reader[K]) readAhead(off, end int64) {
 
 // queueRunsLocked queues the pieces of the window after end that are not
 // queued yet, in stretches, once less than half the window is queued
-// ahead of end. r.mu must be held.
-func (r *Reader[K]) queueRunsLocked(end, window int64) {
-	if r.queued-end >= window/2 {
+// ahead of end. When the window opens at this read [off, end) (nothing
+// queued from it on), the first stretch starts at off's piece and is
+// loaded now: the read's own pieces come with the first request of the
+// window instead of one of their own (a small file read from its start,
+// as grep does, costs one GET, not two). r.mu must be held.
+func (r *Reader[K]) queueRunsLocked(off, end, window int64) {
+	opening := r.queued <= off
+	if !opening && r.queued-end >= window/2 {
 		return
 	}
 	lo, hi := max(end, r.queued), min(end+window, r.l.Size())
+	if opening {
+		lo = r.l.Start(r.l.PieceAt(off))
+	}
 	if lo >= hi {
 		return
 	}
@@ -188,6 +196,11 @@ func (r *Reader[K]) queueRunsLocked(end, window int64) {
 		for ; i <= to && (len(keys) == 0 || n+r.l.pieces[i].Size <= step); i++ {
 			keys = append(keys, r.l.pieces[i].Key)
 			n += r.l.pieces[i].Size
+		}
+		if opening {
+			r.c.LoadRun(keys, r.loadRun)
+			opening = false
+			continue
 		}
 		r.c.PrefetchRun(keys, r.loadRun)
 	}

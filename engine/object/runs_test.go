@@ -199,3 +199,35 @@ func TestSequentialRunsGrow(t *testing.T) {
 		t.Fatalf("a run of %d bytes after a seek opened no read-ahead", seekRun)
 	}
 }
+
+// TestSmallFileOneRequest: a file of up to 2 MiB read from its start in
+// 128 KiB reads (grep, cat) costs one request: the first read's own
+// block comes with the window's first stretch, not in a request of its
+// own. (Before, every such file cost two.)
+func TestSmallFileOneRequest(t *testing.T) {
+	for _, size := range []int{100 << 10, 300 << 10, 1_400_000, 2 << 20} {
+		o := newRanged(size)
+		c := cache.NewBytes(64<<20, 4, o.load)
+		rd := NewRunReader(c, o.blocks(256<<10), 32<<20, o.loadRun)
+		buf := make([]byte, 128<<10)
+		var got []byte
+		for off := int64(0); ; off += int64(len(buf)) {
+			n, err := rd.ReadAt(context.Background(), buf, off)
+			got = append(got, buf[:n]...)
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		waitIdle(t, c)
+		if !bytes.Equal(got, o.data) {
+			t.Fatalf("%d bytes: wrong bytes", size)
+		}
+		if r := o.requests.Load(); r != 1 {
+			t.Fatalf("a %d-byte file read from its start cost %d requests (%v), want 1", size, r, o.sizes)
+		}
+		c.Close()
+	}
+}
