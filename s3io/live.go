@@ -48,12 +48,13 @@ func (l *Live) pageSize() int32 {
 	return l.PageSize
 }
 
-// ListAhead makes List list the folders of each level it lists ahead
-// of the reader (object.LevelsAhead): parallel at once, at most 256
-// held or coming, each used only if younger than maxAge. A walk then
-// costs about as many LISTs, sent in parallel instead of one after the
-// other; a plain listing of a folder costs the LISTs of (up to 256 of)
-// its folders on top. Call it before the first List.
+// ListAhead makes List list folders ahead of a walk
+// (object.LevelsAhead): once a level listed is a folder of one listed
+// just before, the folders of both are listed, parallel at once, at
+// most 256 held or coming, each used only if younger than maxAge. A walk
+// then costs about as many LISTs, sent in parallel instead of one after
+// the other; a plain listing of one folder costs one. Call it before
+// the first List.
 func (l *Live) ListAhead(parallel int, maxAge time.Duration) {
 	l.ahead = object.NewLevelsAhead(func(ctx context.Context, prefix string) (object.LivePage, error) {
 		return l.list(ctx, prefix, "")
@@ -65,17 +66,18 @@ func (l *Live) List(ctx context.Context, prefix, token string) (object.LivePage,
 	if l.ahead == nil {
 		return l.list(ctx, prefix, token)
 	}
-	if token == "" {
-		if pg, ok := l.ahead.Take(ctx, prefix); ok {
-			l.ahead.Queue(prefix, pg)
-			return pg, nil
+	if token != "" {
+		return l.list(ctx, prefix, token)
+	}
+	pg, ok := l.ahead.Take(ctx, prefix)
+	if !ok {
+		var err error
+		if pg, err = l.list(ctx, prefix, ""); err != nil {
+			return pg, err
 		}
 	}
-	pg, err := l.list(ctx, prefix, token)
-	if err == nil {
-		l.ahead.Queue(prefix, pg)
-	}
-	return pg, err
+	l.ahead.Listed(prefix, pg)
+	return pg, nil
 }
 
 // list is List without listing ahead.

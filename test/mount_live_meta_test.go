@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -468,5 +469,68 @@ func TestMountLiveFaults(t *testing.T) {
 		t.Fatalf("only %d faults injected: the test proves little (%v)", p.faults.Load(), p)
 	}
 	t.Logf("%d faults injected; requests: %v", p.faults.Load(), p)
+	mt.stop(syscall.SIGTERM)
+}
+
+// TestMountLiveListsAheadOnlyForWalks: a plain listing of a folder
+// costs its own LIST, none for its folders; a walk lists ahead and still
+// lists each folder once.
+func TestMountLiveListsAheadOnlyForWalks(t *testing.T) {
+	m := needMinio(t)
+	bucket := m.newBucket(t, "lswalk")
+	src := t.TempDir()
+	folders := 1 // top/
+	for i := range 6 {
+		folders++
+		for j := range 3 {
+			p := filepath.Join(src, "top", fmt.Sprintf("d%d", i), fmt.Sprintf("s%d", j), "f")
+			os.MkdirAll(filepath.Dir(p), 0o755)
+			os.WriteFile(p, []byte("x"), 0o644)
+			folders++
+		}
+	}
+	m.aws(t, "s3", "cp", "--recursive", "--quiet", src, "s3://"+bucket+"/")
+	p := newProxy(t, m.endpoint)
+	var mu sync.Mutex
+	var prefixes []string
+	p.hook = func(w http.ResponseWriter, r *http.Request, kind string) bool {
+		if kind == "ListObjects" && r.URL.Query().Get("delimiter") == "/" {
+			mu.Lock()
+			prefixes = append(prefixes, r.URL.Query().Get("prefix"))
+			mu.Unlock()
+		}
+		return false
+	}
+	listed := func() []string {
+		time.Sleep(500 * time.Millisecond) // any listing ahead is sent by now
+		mu.Lock()
+		defer mu.Unlock()
+		out := slices.Clone(prefixes)
+		prefixes = prefixes[:0]
+		return out
+	}
+	mt := liveMount(t, m, p.env(), "s3://"+bucket+"/")
+	listed()
+	ents, err := os.ReadDir(filepath.Join(mt.dir, "top"))
+	if err != nil || len(ents) != 6 {
+		t.Fatalf("ls top: %d entries, %v", len(ents), err)
+	}
+	if got := listed(); slices.ContainsFunc(got, func(p string) bool { return strings.HasPrefix(p, "top/d") }) {
+		t.Fatalf("a plain ls of top/ listed its folders: %q", got)
+	}
+	if n := len(walkMount(t, mt.dir)); n != folders+18 {
+		t.Fatalf("walked %d entries, want %d", n, folders+18)
+	}
+	got := listed()
+	seen := map[string]int{}
+	for _, p := range got {
+		seen[p]++
+		if seen[p] > 1 && p != "" {
+			t.Fatalf("a walk listed %q twice (%q)", p, got)
+		}
+	}
+	if !slices.Contains(got, "top/d5/s2/") {
+		t.Fatalf("the walk did not list every folder: %q", got)
+	}
 	mt.stop(syscall.SIGTERM)
 }

@@ -60,7 +60,7 @@ func walk(t *testing.T, v *levels, a *LevelsAhead, prefix string) int {
 		}
 	}
 	if a != nil {
-		a.Queue(prefix, pg)
+		a.Listed(prefix, pg)
 	}
 	n := 1
 	for _, e := range pg.Entries {
@@ -101,6 +101,26 @@ func TestLevelsAhead(t *testing.T) {
 	}
 	if p := v.peak.Load(); p < 2 || p > 3+1 {
 		t.Fatalf("%d lists at once, want 2 to 4 (3 ahead and the walker's)", p)
+	}
+	// A plain listing of one level lists nothing ahead; a listing of one
+	// of its folders then lists ahead the other folders of both levels
+	// (not the one the walker listed).
+	v.lists.Store(0)
+	clear(v.per)
+	ls := NewLevelsAhead(v.list, 3, 256, time.Minute)
+	root, _ := v.list(context.Background(), "")
+	ls.Listed("", root)
+	time.Sleep(20 * time.Millisecond)
+	if n := ls.pending() + int(v.lists.Load()); n != 1 {
+		t.Fatalf("a plain listing of one level made %d more listings", n-1)
+	}
+	d1, _ := v.list(context.Background(), "d1/")
+	ls.Listed("d1/", d1)
+	for ls.pending() > 0 {
+		time.Sleep(time.Millisecond)
+	}
+	if got, want := int(v.lists.Load()), 2+(v.fan-1)+v.fan; got != want || v.per["d1/"] != 1 || v.per["d0/"] != 1 || v.per["d1/d3/"] != 1 {
+		t.Fatalf("after descending into d1/: %d listings (%v), want %d", got, v.per, want)
 	}
 	// Too old: listed again by the walker.
 	old := NewLevelsAhead(v.list, 3, 256, time.Nanosecond)
