@@ -4,6 +4,7 @@ import (
 	"github.com/coffer-backup/coffer/engine/crypto"
 	"github.com/coffer-backup/coffer/engine/format"
 	"github.com/coffer-backup/coffer/engine/store"
+	"github.com/coffer-backup/coffer/internal/bufpool"
 
 	"context"
 	"encoding/binary"
@@ -136,8 +137,6 @@ func (s *Saver) Err() error {
 	return s.err
 }
 
-var sealPool = sync.Pool{New: func() any { b := make([]byte, 0, 1<<20); return &b }}
-
 // Has reports whether blob id is stored or being stored.
 func (s *Saver) Has(id crypto.ID) bool {
 	if s.r.Index.Has(id) {
@@ -167,9 +166,12 @@ func (s *Saver) Save(kind format.BlobKind, id crypto.ID, plaintext []byte) (bool
 	s.claimedMax = max(s.claimedMax, len(s.claimed))
 	s.mu.Unlock()
 
-	cp := sealPool.Get().(*[]byte)
+	// Buffers sized to the blob (zstd's worst case, and the seal's
+	// overhead): a tiny blob does not hold a 1 MiB buffer.
+	room := len(plaintext) + len(plaintext)/128 + 256
+	cp := bufpool.Get(room)
 	stored, comp, scratch := format.Compress(*cp, plaintext, s.r.Compression)
-	sp := sealPool.Get().(*[]byte)
+	sp := bufpool.Get(room)
 	sealed := s.r.keys.Seal((*sp)[:0], stored, id[:])
 
 	// Append to the open pack of this kind. Sending a full pack and
@@ -210,8 +212,8 @@ func (s *Saver) Save(kind format.BlobKind, id crypto.ID, plaintext []byte) (bool
 		break
 	}
 	*cp, *sp = scratch[:0], sealed[:0]
-	sealPool.Put(cp)
-	sealPool.Put(sp)
+	bufpool.Put(cp)
+	bufpool.Put(sp)
 
 	s.NewBlobs.Add(1)
 	s.NewRawBytes.Add(int64(len(plaintext)))

@@ -7,6 +7,7 @@ import (
 	"github.com/coffer-backup/coffer/engine/lease"
 	"github.com/coffer-backup/coffer/engine/store"
 	"github.com/coffer-backup/coffer/engine/tree"
+	"github.com/coffer-backup/coffer/internal/bufpool"
 	"github.com/coffer-backup/coffer/internal/pipeline"
 
 	"context"
@@ -218,13 +219,12 @@ func (b *backup) skip(path string, err error) {
 }
 
 // blobTask is a new chunk on its way to compression, encryption and a
-// pack; buf is returned to chunkBufs when it is stored.
+// pack; buf (from bufpool, sized to the chunk) is returned when it is
+// stored.
 type blobTask struct {
 	id  crypto.ID
 	buf *[]byte
 }
-
-var chunkBufs = sync.Pool{New: func() any { b := make([]byte, 0, 1<<20); return &b }}
 
 // walkAhead bounds the walk items queued ahead of the assembler.
 const walkAhead = 256
@@ -249,7 +249,7 @@ func (b *backup) run() (crypto.ID, tree.Node, tree.DirStats, error) {
 					b.saver.Fail(err)
 				}
 				b.inflight.Release(int64(len(*t.buf)))
-				chunkBufs.Put(t.buf)
+				bufpool.Put(t.buf)
 			}
 		}()
 	}
@@ -406,8 +406,8 @@ func (b *backup) addChunk(ctx context.Context, j *fileJob, data []byte) error {
 		if err := b.inflight.Acquire(ctx, int64(len(data))); err != nil {
 			return err
 		}
-		buf := chunkBufs.Get().(*[]byte)
-		*buf = append((*buf)[:0], data...)
+		buf := bufpool.Get(len(data))
+		*buf = append(*buf, data...)
 		select {
 		case b.blobs <- blobTask{id: id, buf: buf}:
 		case <-ctx.Done():

@@ -70,7 +70,7 @@ var layerNames = []string{"base", "codec", "structure", "repository", "driver"}
 // below it (whose types the repository's API uses), never another driver,
 // never the store's decorators (cmd/coffer composes those).
 var driverMay = []string{"engine", "engine/store", "engine/crypto", "engine/format", "engine/tree", "engine/index",
-	"engine/object", "engine/keymap", "engine/lease", "internal/pipeline"}
+	"engine/object", "engine/keymap", "engine/lease", "internal/pipeline", "internal/bufpool"}
 
 // engineLayers: every engine package (and cache, which engine/object
 // uses, and internal/pipeline, the backup driver's), its layer, and the coffer packages its non-test code may import.
@@ -82,6 +82,7 @@ var engineLayers = map[string]struct {
 }{
 	"cache":                  {layerBase, nil},
 	"internal/pipeline":      {layerBase, nil},
+	"internal/bufpool":       {layerBase, nil},
 	"engine/store":           {layerBase, nil},
 	"engine/crypto":          {layerBase, nil},
 	"engine/keymap":          {layerBase, nil},
@@ -95,7 +96,7 @@ var engineLayers = map[string]struct {
 	"engine/tree":            {layerStructure, []string{"engine/crypto", "engine/format"}},
 	"engine/index":           {layerStructure, []string{"engine/crypto", "engine/format"}},
 	"engine": {layerRepository, []string{"engine/store", "engine/crypto", "engine/format", "engine/tree",
-		"engine/index", "engine/object", "engine/lease"}},
+		"engine/index", "engine/object", "engine/lease", "internal/bufpool"}},
 	"engine/backup":  {layerDriver, driverMay},
 	"engine/restore": {layerDriver, driverMay},
 	"engine/check":   {layerDriver, driverMay},
