@@ -368,8 +368,12 @@ func TestMountLiveListAll(t *testing.T) {
 	if w, lists := walkWith("--metadata-ttl", "3s"); lists < int64((n+7)/7) || !hasLate(w) {
 		t.Fatalf("past the TTL: %d LISTs, late object shown: %v", lists, hasLate(w))
 	}
-	if w, lists := walkWith("--metadata-ttl", "forever"); lists != 0 || !hasLate(w) {
+	if w, lists := walkWith("--metadata-ttl", "1h"); lists != 0 || !hasLate(w) {
 		t.Fatalf("after the listing was refreshed: %d LISTs, late object shown: %v", lists, hasLate(w))
+	}
+	// forever is until unmount: a new mount lists again.
+	if w, lists := walkWith("--metadata-ttl", "forever"); lists != int64((n+7)/7) || !hasLate(w) {
+		t.Fatalf("--metadata-ttl forever: %d LISTs, late object shown: %v", lists, hasLate(w))
 	}
 }
 

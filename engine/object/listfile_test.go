@@ -139,6 +139,15 @@ func TestListFileReused(t *testing.T) {
 	if err := again.Load(ctx); err != nil || calls != 1 {
 		t.Fatalf("a second mount within the TTL listed: %d listings, %v", calls, err)
 	}
+	// A TTL of forever lasts until unmount: a new tree lists again, and
+	// then never.
+	forever := NewFlatLiveOnDisk(pagesOf(r, ents, &calls), path, nil, -1, nolog(t))
+	for range 2 {
+		if err := forever.Load(ctx); err != nil || calls != 2 {
+			t.Fatalf("a mount with a TTL of forever: %d listings, %v", calls, err)
+		}
+	}
+	calls--
 	// Past the TTL: listed again.
 	stale := NewFlatLiveOnDisk(pagesOf(r, ents, &calls), path, nil, time.Nanosecond, nolog(t))
 	time.Sleep(time.Millisecond)

@@ -180,8 +180,9 @@ func NewFlatLive(list func(ctx context.Context) ([]LiveEntry, error), base LiveT
 }
 
 // NewFlatLiveOnDisk returns the tree of the objects pages lists, kept in
-// the listing file at path (docs/S3.md): a listing file there younger
-// than ttl is used without listing, whichever mount wrote it; a listing
+// the listing file at path (README "Mounting a live bucket"): a listing
+// file there younger than ttl (not negative: forever is until unmount)
+// is used without listing, whichever mount wrote it; a listing
 // is written there whole, then renamed into place. Memory holds 8 bytes
 // a key. If the file cannot be written (a full disk, say) or the server
 // lists out of key order, the listing is kept in memory instead, and
@@ -256,7 +257,9 @@ func (e diskError) Error() string { return e.err.Error() }
 func (f *FlatLive) onDisk(ctx context.Context) (*listFile, error) {
 	lf, err := openListFile(f.path)
 	switch {
-	case err == nil && f.fresh(lf.listedAt):
+	case err == nil && f.ttl >= 0 && f.fresh(lf.listedAt):
+		// (A TTL of forever keeps a listing until unmount: a new mount
+		// lists again.)
 		now := time.Now()
 		os.Chtimes(f.path, now, now) // used: kept by removeOldListFiles
 		return lf, nil
