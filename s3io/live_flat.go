@@ -22,16 +22,6 @@ import (
 // (ListObjectVersions: s3:ListBucketVersions) and read versions by id
 // (s3:GetObjectVersion).
 
-// ListAll lists every object below the prefix, Name the key below it.
-func (l *Live) ListAll(ctx context.Context) ([]object.LiveEntry, error) {
-	var ents []object.LiveEntry
-	err := l.ListAllPages(ctx, func(page []object.LiveEntry) error {
-		ents = append(ents, page...)
-		return nil
-	})
-	return ents, err
-}
-
 // ListAllPages lists every object below the prefix page by page, in
 // S3's key order (an object.PagesFunc): fn's error stops the listing
 // and is returned as it is; fn must not keep page, which is reused.

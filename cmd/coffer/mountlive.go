@@ -87,7 +87,7 @@ func runLiveMount(c *cli.Context) error {
 	case c.Bool("versions"):
 		tree, what = object.NewFlatLive(live.ListVersions, live, ttl), "live, every version"
 	case c.Bool("list-all") && c.Bool("no-disk-cache"):
-		tree = object.NewFlatLive(live.ListAll, live, ttl)
+		tree = object.NewFlatLive(object.PagesFunc(live.ListAllPages).All, live, ttl)
 	case c.Bool("list-all"):
 		// Kept on disk: a mount started again within the TTL lists
 		// nothing, and memory holds 8 bytes a key.

@@ -188,15 +188,17 @@ func NewFlatLive(list func(ctx context.Context) ([]LiveEntry, error), base LiveT
 // lists out of key order, the listing is kept in memory instead, and
 // logf says why.
 func NewFlatLiveOnDisk(pages PagesFunc, path string, base LiveTree, ttl time.Duration, logf func(format string, args ...any)) *FlatLive {
-	list := func(ctx context.Context) ([]LiveEntry, error) {
-		var ents []LiveEntry
-		err := pages(ctx, func(page []LiveEntry) error {
-			ents = append(ents, page...)
-			return nil
-		})
-		return ents, err
-	}
-	return &FlatLive{list: list, pages: pages, path: path, logf: logf, base: base, ttl: ttl}
+	return &FlatLive{list: pages.All, pages: pages, path: path, logf: logf, base: base, ttl: ttl}
+}
+
+// All lists every object at once, the pages gathered in memory.
+func (pages PagesFunc) All(ctx context.Context) ([]LiveEntry, error) {
+	var ents []LiveEntry
+	err := pages(ctx, func(page []LiveEntry) error {
+		ents = append(ents, page...)
+		return nil
+	})
+	return ents, err
 }
 
 var _ LiveTree = (*FlatLive)(nil)
