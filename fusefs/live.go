@@ -63,6 +63,11 @@ type LiveOptions struct {
 	// Options.MaxInodes does for snapshots (live_inodes.go). Default
 	// DefaultMaxInodes; negative: no bound.
 	MaxInodes int
+	// DiskDir is the folder of the blocks kept on disk (live_disk.go);
+	// "" keeps them in memory only.
+	DiskDir string
+	// DiskSize bounds the blocks kept on disk. Default 1 GiB.
+	DiskSize int64
 	// Log receives the errors the mount turns into EIO or ESTALE.
 	Log *log.Logger
 }
@@ -80,12 +85,15 @@ type LiveFS struct {
 	t      object.LiveTree
 	opt    LiveOptions
 	blocks *cache.LRU[liveBlock, []byte]
+	disk   *cache.Disk[liveBlock] // nil: blocks are kept in memory only
+	fills  chan struct{}          // bounds the requests of whole-object fills
 	start  time.Time
 
 	log onceLog // errors turned into EIO or ESTALE
 
 	inodes *inodes         // the nodes the kernel keeps; nil: no bound
-	done   <-chan struct{} // closed by Close (stop)
+	ctx    context.Context // ends with Close (stop)
+	done   <-chan struct{} // ctx.Done()
 	stop   context.CancelFunc
 }
 
@@ -97,17 +105,20 @@ func NewLive(t object.LiveTree, opt LiveOptions) *LiveFS {
 	}
 	f := &LiveFS{t: t, opt: opt, start: time.Now(), inodes: boundInodes(opt.MaxInodes)}
 	ctx, stop := context.WithCancel(context.Background())
-	f.done, f.stop = ctx.Done(), stop
-	f.blocks = cache.NewBytes(opt.CacheSize, opt.Parallel, func(ctx context.Context, b liveBlock) ([]byte, error) {
-		return t.ReadRange(ctx, b.o, b.off, b.n)
-	})
+	f.ctx, f.done, f.stop = ctx, ctx.Done(), stop
+	f.openDisk()
+	f.blocks = cache.NewBytes(opt.CacheSize, opt.Parallel, f.loadBlock)
 	return f
 }
 
-// Close stops the loads in flight, and the sending of evictions.
+// Close stops the loads in flight, and the sending of evictions, and
+// gives the disk cache's space back.
 func (f *LiveFS) Close() {
 	f.blocks.Close()
 	f.stop()
+	if f.disk != nil {
+		f.disk.Close()
+	}
 }
 
 // MemoryLimit is a heap bound for the mount's process: the block cache
@@ -562,6 +573,24 @@ func (f *liveFile) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.Attr
 // read, with the ETag it had when it was opened.
 type liveHandle struct {
 	r *object.Reader[liveBlock]
+
+	mu       sync.Mutex
+	released bool
+	stopFill context.CancelFunc // the whole-object fill, if one runs
+}
+
+var _ = (fs.FileReleaser)((*liveHandle)(nil))
+
+// Release stops the fill of the object to disk, if one runs: nobody
+// reads it any more through this handle.
+func (h *liveHandle) Release(ctx context.Context) syscall.Errno {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.released = true
+	if h.stopFill != nil {
+		h.stopFill()
+	}
+	return 0
 }
 
 // Open pins the object's version, as the last lookup saw it. The kernel
@@ -580,28 +609,9 @@ func (f *liveFile) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint3
 			Key: liveBlock{tree: f.fsys.opt.Name, o: e.Object(f.key), off: off, n: n}, Size: n})
 	}
 	r := object.NewRunReader(f.fsys.blocks, object.NewLayout(pieces), f.fsys.opt.ReadAhead, f.fsys.loadRun)
-	return &liveHandle{r: r}, 0, 0
-}
-
-// loadRun loads consecutive blocks of one object with one ranged read,
-// each block kept as it comes; their bytes are counted against the
-// cache until they are in it.
-func (f *LiveFS) loadRun(ctx context.Context, blocks []liveBlock, put func(i int, b []byte)) error {
-	sizes := make([]int64, len(blocks))
-	releases := make([]func(), len(blocks))
-	for i, b := range blocks {
-		sizes[i] = b.n
-		releases[i] = f.blocks.Reserve(b.n)
-	}
-	defer func() {
-		for _, release := range releases {
-			release()
-		}
-	}()
-	return object.ReadRanges(ctx, f.t, blocks[0].o, blocks[0].off, sizes, func(i int, b []byte) {
-		releases[i]()
-		put(i, b)
-	})
+	h := &liveHandle{r: r}
+	f.fsys.fillWhenRandom(h, pieces)
+	return h, 0, 0
 }
 
 func (f *liveFile) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {

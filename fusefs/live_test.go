@@ -26,6 +26,10 @@ type memLive struct {
 	lists int
 	stats int
 	attrs int
+	reads int64 // bytes read
+	// readDelay is how long a read takes a MiB, rounded up (outside
+	// the lock).
+	readDelay time.Duration
 }
 
 func newMemLive(page int) *memLive {
@@ -91,8 +95,12 @@ func (m *memLive) Stat(ctx context.Context, prefix, name string) (*object.LiveEn
 }
 
 func (m *memLive) ReadRange(ctx context.Context, o object.LiveObject, off, n int64) ([]byte, error) {
+	if m.readDelay > 0 {
+		time.Sleep(m.readDelay * time.Duration((n+1<<20-1)>>20))
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.reads += n
 	d, ok := m.objs[o.Key]
 	if !ok || m.etags[o.Key] != o.ETag {
 		return nil, fmt.Errorf("%s: %w", o.Key, object.ErrChanged)

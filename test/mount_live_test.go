@@ -279,3 +279,88 @@ func TestMountLiveFailsEarly(t *testing.T) {
 		}
 	}
 }
+
+// TestMountLiveRandomCopy: a file read at random through a live mount
+// whose memory cache is far smaller than it is copied whole to the disk
+// cache; then every read, random or whole, is byte-exact against the
+// aws CLI's download and sends no GET. The disk cache leaves no file in
+// the cache folder, while mounted or after.
+func TestMountLiveRandomCopy(t *testing.T) {
+	m := needMinio(t)
+	bucket := m.newBucket(t, "livecopy")
+	rng := rand.New(rand.NewPCG(21, 2))
+	data := make([]byte, 20<<20+4321)
+	for i := range data {
+		data[i] = byte(rng.Uint32())
+	}
+	src := filepath.Join(t.TempDir(), "obj.bin")
+	if err := os.WriteFile(src, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m.aws(t, "s3", "cp", "--quiet", src, "s3://"+bucket+"/d/obj.bin")
+	dl := filepath.Join(t.TempDir(), "dl.bin")
+	m.aws(t, "s3", "cp", "--quiet", "s3://"+bucket+"/d/obj.bin", dl)
+	want, err := os.ReadFile(dl)
+	if err != nil || !bytes.Equal(want, data) {
+		t.Fatalf("the aws CLI's download differs from what was uploaded (%v)", err)
+	}
+	cacheHome := t.TempDir()
+	p := newProxy(t, m.endpoint)
+	mt := liveMount(t, m, append(p.env(), "XDG_CACHE_HOME="+cacheHome), "s3://"+bucket+"/", "--cache-size", "4MiB")
+	path := filepath.Join(mt.dir, "d", "obj.bin")
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	pread := func(n int) {
+		t.Helper()
+		off := rng.Int64N(int64(len(want) - n))
+		buf := make([]byte, n)
+		if k, err := f.ReadAt(buf, off); k != n || !bytes.Equal(buf, want[off:off+int64(n)]) {
+			t.Fatalf("pread of %d bytes at %d: %d, %v, or other bytes", n, off, k, err)
+		}
+	}
+	for range 8 {
+		pread(4096)
+	}
+	// The copy runs in the background: wait until the GETs stop.
+	deadline := time.Now().Add(30 * time.Second)
+	for last := int64(-1); ; {
+		time.Sleep(500 * time.Millisecond)
+		n := p.get("GetObject", bucket)
+		if n == last {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("GETs still going after 30 s: %v", p)
+		}
+		last = n
+	}
+	p.reset()
+	for range 300 {
+		pread(1 + rng.IntN(512<<10))
+	}
+	if got, err := os.ReadFile(path); err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("whole read after the copy: %d bytes, %v; differs from the aws CLI's", len(got), err)
+	}
+	if g := p.get("GetObject", bucket); g != 0 {
+		t.Fatalf("reads after the copy sent %d GETs, want none: the disk cache did not hold the file (%v)", g, p)
+	}
+	leftovers := func() {
+		t.Helper()
+		filepath.Walk(cacheHome, func(p string, fi os.FileInfo, err error) error {
+			if err == nil && !fi.IsDir() {
+				t.Errorf("the cache folder holds %s", p)
+			}
+			return nil
+		})
+	}
+	leftovers()
+	f.Close()
+	if out, err := exec.Command("fusermount3", "-u", mt.dir).CombinedOutput(); err != nil {
+		t.Fatalf("fusermount3 -u: %v %s", err, out)
+	}
+	mt.wait()
+	leftovers()
+}

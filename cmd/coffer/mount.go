@@ -51,8 +51,8 @@ Examples:
 			&cli.StringFlag{Name: "read-ahead", Value: "32MiB", Usage: "how far ahead of a sequential reader to fetch, per open file"},
 			&cli.DurationFlag{Name: "refresh", Value: fusefs.DefaultRefresh, Usage: "list the snapshots again, when looked at, once the list is this old (0: never)"},
 			&cli.IntFlag{Name: "max-inodes", Value: fusefs.DefaultMaxInodes, Usage: "entries (of snapshots, or of the bucket) the kernel may keep looked up (about 1KiB of memory each); past it the least recently used are dropped, and looked up again when needed"},
-			&cli.BoolFlag{Name: "no-disk-cache", Usage: "do not keep the store's metadata (sealed), or a live mount's --list-all listing, in the user's cache folder"},
-			&cli.StringFlag{Name: "disk-cache-size", Value: "1GiB", Usage: "bound the metadata kept on disk; the least recently used goes first"},
+			&cli.BoolFlag{Name: "no-disk-cache", Usage: "do not keep the store's metadata (sealed), or a live mount's --list-all listing and file blocks, in the user's cache folder"},
+			&cli.StringFlag{Name: "disk-cache-size", Value: "1GiB", Usage: "bound the metadata (snapshots) or file blocks (live mount) kept on disk; the least recently used goes first"},
 			&cli.StringFlag{Name: "metadata-ttl", Value: "1m", Usage: "live bucket mount: keep listings and lookups this long (0: ask every time, forever: until unmount)"},
 			&cli.BoolFlag{Name: "list-all", Usage: "live bucket mount: list the whole prefix at once (one paginated LIST, no delimiter), kept in the user's cache folder for --metadata-ttl, also for the next mount: fast find and ls -R"},
 			&cli.StringFlag{Name: "at", Usage: "live bucket mount of a versioned bucket: show it as it was at `TIME` (RFC 3339, '2026-11-28 10:00' local time, or a duration ago such as 2h)"},
@@ -90,9 +90,9 @@ func runMount(c *cli.Context) error {
 	if err := checkMaxInodes(c); err != nil {
 		return err
 	}
-	diskSize, err := humanize.ParseBytes(c.String("disk-cache-size"))
-	if err != nil || diskSize < 1<<20 {
-		return usagef("mount: --disk-cache-size %q: want a size of at least 1MiB, like 1GiB (--no-disk-cache turns it off)", c.String("disk-cache-size"))
+	diskSize, err := diskCacheSize(c)
+	if err != nil {
+		return err
 	}
 	refresh := c.Duration("refresh")
 	if refresh < 0 {
@@ -232,6 +232,15 @@ func contentCache(c *cli.Context) (size, ahead int64, err error) {
 		ahead = -1
 	}
 	return int64(cs), min(ahead, int64(cs)/4), nil
+}
+
+// diskCacheSize reads --disk-cache-size.
+func diskCacheSize(c *cli.Context) (int64, error) {
+	n, err := humanize.ParseBytes(c.String("disk-cache-size"))
+	if err != nil || n < 1<<20 {
+		return 0, usagef("mount: --disk-cache-size %q: want a size of at least 1MiB, like 1GiB (--no-disk-cache turns it off)", c.String("disk-cache-size"))
+	}
+	return int64(n), nil
 }
 
 // holdHeap sets the runtime's soft memory limit to a mount's budget,

@@ -19,7 +19,7 @@ import (
 // (or @SOURCE, a source of the configuration that is a bucket).
 func runLiveMount(c *cli.Context) error {
 	given, dir := c.Args().Get(0), c.Args().Get(1)
-	for _, f := range []string{"refresh", "disk-cache-size", "source", "host", "tag"} {
+	for _, f := range []string{"refresh", "source", "host", "tag"} {
 		if c.IsSet(f) {
 			return usagef("mount: --%s is for snapshots; a live bucket mount has no store (see --metadata-ttl)", f)
 		}
@@ -68,6 +68,10 @@ func runLiveMount(c *cli.Context) error {
 	if err := checkMaxInodes(c); err != nil {
 		return err
 	}
+	diskSize, err := diskCacheSize(c)
+	if err != nil {
+		return err
+	}
 	ctx := c.Context
 	stderr := c.App.ErrWriter
 	logger := log.New(stderr, "coffer: mount: ", 0)
@@ -78,6 +82,18 @@ func runLiveMount(c *cli.Context) error {
 	}
 	live := s3io.NewLive(client)
 	live.PageSize = int32(c.Int("list-page-size"))
+	// The user's cache folder keeps the --list-all listing and the file
+	// blocks read (fusefs/live_disk.go), unless --no-disk-cache.
+	var diskDir string
+	var cacheErr error
+	if !c.Bool("no-disk-cache") {
+		var base string
+		if base, cacheErr = os.UserCacheDir(); cacheErr == nil {
+			diskDir = filepath.Join(base, "coffer-live")
+		} else if !c.Bool("list-all") {
+			logger.Printf("no cache folder (%v): file blocks are kept in memory only", cacheErr)
+		}
+	}
 	var tree object.LiveTree = live
 	what := "live"
 	switch {
@@ -91,11 +107,10 @@ func runLiveMount(c *cli.Context) error {
 	case c.Bool("list-all"):
 		// Kept on disk: a mount started again within the TTL lists
 		// nothing, and memory holds 8 bytes a key.
-		base, err := os.UserCacheDir()
-		if err != nil {
-			return fmt.Errorf("mount of %s: no cache folder for the listing (%w); --no-disk-cache keeps it in memory", shown, err)
+		if cacheErr != nil {
+			return fmt.Errorf("mount of %s: no cache folder for the listing (%w); --no-disk-cache keeps it in memory", shown, cacheErr)
 		}
-		path := filepath.Join(base, "coffer-live", live.ListingID()+".list")
+		path := filepath.Join(diskDir, live.ListingID()+".list")
 		tree = object.NewFlatLiveOnDisk(live.ListAllPages, path, live, ttl, logger.Printf)
 	}
 	// Fail before mounting: bad credentials, a missing bucket, another
@@ -126,7 +141,7 @@ func runLiveMount(c *cli.Context) error {
 	}
 	fsys := fusefs.NewLive(tree, fusefs.LiveOptions{
 		TTL: ttl, CacheSize: cacheSize, ReadAhead: readAhead, MaxInodes: c.Int("max-inodes"),
-		Name: live.URI(), Log: logger,
+		DiskDir: diskDir, DiskSize: diskSize, Name: live.URI(), Log: logger,
 	})
 	defer fsys.Close()
 	holdHeap(fsys.MemoryLimit())

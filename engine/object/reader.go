@@ -42,7 +42,11 @@ type Reader[K comparable] struct {
 	loadRun  cache.RunLoader[K, []byte]
 	maxRun   int64
 
+	randomAfter int    // WhenRandom's number of seeks
+	onRandom    func() // WhenRandom's function; nil once called
+
 	mu     sync.Mutex
+	seeks  int   // reads that were not part of a sequential run
 	next   int64 // offset just past the previous read
 	from   int64 // where the current run started
 	window int64 // read-ahead bytes; 0 after a seek
@@ -68,6 +72,14 @@ func NewRunReader[K comparable](c *cache.LRU[K, []byte], l *Layout[K], maxAhead 
 	r := NewReader(c, l, maxAhead)
 	r.loadRun, r.maxRun = load, maxRun
 	return r
+}
+
+// WhenRandom has fn called once, on a goroutine of its own, when the
+// reader has seen n seeks: reads outside a sequential run, a file read
+// at random (the live mount then copies the whole object to disk, as a
+// random reader will want most of it). Call it before the first read.
+func (r *Reader[K]) WhenRandom(n int, fn func()) {
+	r.randomAfter, r.onRandom = n, fn
 }
 
 // Size is the file's length.
@@ -145,6 +157,10 @@ func (r *Reader[K]) readAhead(off, end int64) {
 		}
 	} else {
 		r.window, r.next, r.from, r.queued = 0, end, off, 0 // a seek
+		if r.seeks++; r.onRandom != nil && r.seeks >= r.randomAfter {
+			go r.onRandom()
+			r.onRandom = nil
+		}
 	}
 	window := r.window
 	size := r.l.Size()

@@ -231,3 +231,48 @@ func TestSmallFileOneRequest(t *testing.T) {
 		c.Close()
 	}
 }
+
+// TestWhenRandom: a file read at random calls the hook once, after the
+// seeks it asked for; a sequential reader (cat, grep), even one that
+// starts with a seek (tail -f, a resumed copy), never calls it.
+func TestWhenRandom(t *testing.T) {
+	const size, block = 64 << 20, 256 << 10
+	o := newRanged(size)
+	c := cache.NewBytes(64<<20, 4, o.load)
+	defer c.Close()
+	l := o.blocks(block)
+
+	var calls atomic.Int32
+	called := make(chan struct{}, 4)
+	hook := func() { calls.Add(1); called <- struct{}{} }
+
+	seq := NewRunReader(c, l, 32<<20, o.loadRun)
+	seq.WhenRandom(2, hook)
+	from := int64(40 << 20) // one seek first, then in order
+	for off := from; off < size; off += 128 << 10 {
+		pread(t, seq, o.data, off, 128<<10)
+	}
+	rnd := NewRunReader(c, l, 32<<20, o.loadRun)
+	rnd.WhenRandom(4, hook)
+	r := rand.New(rand.NewPCG(9, 9))
+	for i := 0; i < 3; i++ {
+		pread(t, rnd, o.data, r.Int64N((size-1<<20)/4096)*4096, 1<<20)
+	}
+	time.Sleep(20 * time.Millisecond)
+	if n := calls.Load(); n != 0 {
+		t.Fatalf("called %d times after 1 seek of a sequential reader and 3 random preads, want 0 (after 4 seeks)", n)
+	}
+	for i := 0; i < 10; i++ {
+		pread(t, rnd, o.data, r.Int64N((size-1<<20)/4096)*4096, 1<<20)
+	}
+	select {
+	case <-called:
+	case <-time.After(5 * time.Second):
+		t.Fatal("13 random preads did not call the hook")
+	}
+	time.Sleep(20 * time.Millisecond)
+	if n := calls.Load(); n != 1 {
+		t.Fatalf("called %d times, want once", n)
+	}
+	waitIdle(t, c)
+}

@@ -1,0 +1,216 @@
+package cache
+
+import (
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"os"
+	"sync"
+	"sync/atomic"
+
+	"github.com/hashicorp/golang-lru/v2/simplelru"
+)
+
+// Disk is a second tier under an LRU in memory: blocks of bytes (ranges
+// of large objects) kept in one file on local disk up to a byte budget,
+// so that what memory has to let go is read again from the disk instead
+// of the network. The file is removed from its folder as soon as it is
+// made: nothing is left behind, not even by a killed process, and no
+// other process reads it. It is cut into slots of a fixed size; a block
+// takes one slot, and the least recently used block gives its slot to
+// the next when the budget is full.
+//
+// Get returns exactly the bytes Put gave for the key, or nothing: each
+// block's CRC-32C is kept in memory and checked on every read, and a
+// slot being read is never written. A write that fails (a full disk)
+// turns the tier off, says so once through the log function, and gives
+// the disk space back; reads then miss and callers go to the network.
+// Safe for concurrent use.
+type Disk[K comparable] struct {
+	f     *os.File
+	slot  int64
+	slots int
+	logf  func(format string, args ...any)
+	locks []sync.RWMutex // one a slot: held to read it, exclusively to write it
+
+	mu      sync.Mutex
+	lru     *simplelru.LRU[K, diskBlock]
+	free    []int // slots given back
+	next    int   // slots from here on were never used
+	pending map[K]bool
+	off     error // why the tier is off; nil while on
+
+	hits, misses, writes, bad atomic.Int64
+}
+
+// diskBlock is where a block is and what it must read as.
+type diskBlock struct {
+	slot int
+	n    int
+	crc  uint32
+}
+
+var crcTable = crc32.MakeTable(crc32.Castagnoli)
+
+// NewDisk returns a disk tier in a new file in folder dir (made if need
+// be, mode 0700), holding at most maxBytes in slots of slot bytes (a
+// block larger than a slot is not kept). logf says why the tier turned
+// itself off.
+func NewDisk[K comparable](dir string, maxBytes, slot int64, logf func(format string, args ...any)) (*Disk[K], error) {
+	if slot <= 0 || maxBytes < slot {
+		return nil, fmt.Errorf("disk cache of %d bytes in slots of %d: want room for a slot at least", maxBytes, slot)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	f, err := os.CreateTemp(dir, "blocks-*.tmp")
+	if err != nil {
+		return nil, err
+	}
+	if err := os.Remove(f.Name()); err != nil {
+		f.Close()
+		return nil, err
+	}
+	slots := int(maxBytes / slot)
+	l, _ := simplelru.NewLRU[K, diskBlock](slots+1, nil)
+	return &Disk[K]{
+		f: f, slot: slot, slots: slots, logf: logf, locks: make([]sync.RWMutex, slots),
+		lru: l, pending: map[K]bool{},
+	}, nil
+}
+
+// Close gives the disk space back. Gets and Puts after it miss.
+func (d *Disk[K]) Close() {
+	d.mu.Lock()
+	if d.off == nil {
+		d.off = errors.New("closed")
+	}
+	d.mu.Unlock()
+	d.f.Close()
+}
+
+// Contains says whether key's block is kept, without making it recent.
+func (d *Disk[K]) Contains(key K) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.off == nil && (d.lru.Contains(key) || d.pending[key])
+}
+
+// Get returns a copy of the block of key, if it is kept and reads back
+// as it was written.
+func (d *Disk[K]) Get(key K) ([]byte, bool) {
+	d.mu.Lock()
+	b, ok := d.lru.Get(key)
+	if !ok || d.off != nil {
+		d.mu.Unlock()
+		d.misses.Add(1)
+		return nil, false
+	}
+	lk := &d.locks[b.slot]
+	lk.RLock() // before unlocking d.mu: the slot cannot be given away first
+	d.mu.Unlock()
+	buf := make([]byte, b.n)
+	n, err := d.f.ReadAt(buf, int64(b.slot)*d.slot)
+	lk.RUnlock()
+	if err != nil || n != b.n || crc32.Checksum(buf, crcTable) != b.crc {
+		d.bad.Add(1)
+		d.mu.Lock()
+		if cur, ok := d.lru.Peek(key); ok && cur == b {
+			d.lru.Remove(key)
+			d.free = append(d.free, b.slot)
+		}
+		d.mu.Unlock()
+		d.misses.Add(1)
+		return nil, false
+	}
+	d.hits.Add(1)
+	return buf, true
+}
+
+// Put keeps a copy of data as key's block, unless it is kept already,
+// being written, or larger than a slot.
+func (d *Disk[K]) Put(key K, data []byte) {
+	if int64(len(data)) > d.slot {
+		return
+	}
+	d.mu.Lock()
+	if d.off != nil || d.lru.Contains(key) || d.pending[key] {
+		d.mu.Unlock()
+		return
+	}
+	slot, ok := d.takeLocked()
+	if !ok {
+		d.mu.Unlock()
+		return
+	}
+	d.pending[key] = true
+	d.mu.Unlock()
+
+	crc := crc32.Checksum(data, crcTable)
+	lk := &d.locks[slot]
+	lk.Lock() // readers of the block that had the slot finish first
+	_, err := d.f.WriteAt(data, int64(slot)*d.slot)
+	lk.Unlock()
+
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	delete(d.pending, key)
+	if err != nil {
+		d.free = append(d.free, slot)
+		d.turnOffLocked(err)
+		return
+	}
+	if d.off != nil {
+		return
+	}
+	d.writes.Add(1)
+	d.lru.Add(key, diskBlock{slot: slot, n: len(data), crc: crc})
+}
+
+// takeLocked returns a free slot: one given back, one never used, or
+// the least recently used block's; none if every slot is being written.
+// d.mu must be held.
+func (d *Disk[K]) takeLocked() (int, bool) {
+	if n := len(d.free); n > 0 {
+		s := d.free[n-1]
+		d.free = d.free[:n-1]
+		return s, true
+	}
+	if d.next < d.slots {
+		d.next++
+		return d.next - 1, true
+	}
+	_, b, ok := d.lru.RemoveOldest()
+	return b.slot, ok
+}
+
+// turnOffLocked stops the tier after a write error, and gives its disk
+// space back. d.mu must be held.
+func (d *Disk[K]) turnOffLocked(err error) {
+	if d.off != nil {
+		return
+	}
+	d.off = err
+	d.lru.Purge()
+	// A reader holding a slot gets a short read, which is a miss.
+	d.f.Truncate(0)
+	if d.logf != nil {
+		d.logf("the disk cache is off for the rest of this mount: %v", err)
+	}
+}
+
+// DiskStats count what a Disk did.
+type DiskStats struct {
+	Hits, Misses, Writes int64
+	Bad                  int64 // blocks that did not read back as written
+	Blocks               int
+	Off                  error
+}
+
+// Stats returns the counters.
+func (d *Disk[K]) Stats() DiskStats {
+	d.mu.Lock()
+	n, off := d.lru.Len(), d.off
+	d.mu.Unlock()
+	return DiskStats{Hits: d.hits.Load(), Misses: d.misses.Load(), Writes: d.writes.Load(), Bad: d.bad.Load(), Blocks: n, Off: off}
+}

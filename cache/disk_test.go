@@ -1,0 +1,174 @@
+package cache
+
+import (
+	"bytes"
+	"fmt"
+	"math/rand"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// blockOf is the content of block k: its length and bytes follow from k,
+// so a reader can tell any other block's bytes from its own.
+func blockOf(k int, slot int) []byte {
+	n := 1 + (k*7919)%slot
+	b := make([]byte, n)
+	r := rand.New(rand.NewSource(int64(k)))
+	r.Read(b)
+	return b
+}
+
+func newTestDisk(t *testing.T, maxBytes, slot int64) (*Disk[int], *strings.Builder) {
+	t.Helper()
+	var logs strings.Builder
+	var mu sync.Mutex
+	d, err := NewDisk[int](t.TempDir(), maxBytes, slot, func(format string, args ...any) {
+		mu.Lock()
+		fmt.Fprintf(&logs, format+"\n", args...)
+		mu.Unlock()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(d.Close)
+	return d, &logs
+}
+
+func TestDiskKeepsWhatFits(t *testing.T) {
+	dir := t.TempDir()
+	d, err := NewDisk[int](dir, 10*1024, 1024, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	// The file is gone from the folder at once: nothing to leave behind.
+	if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+		t.Fatalf("the folder holds %d files, want none", len(ents))
+	}
+	for k := 0; k < 30; k++ {
+		d.Put(k, blockOf(k, 1024))
+		if k == 3 {
+			d.Get(0) // recent: outlives 1, 2, 3 ...
+		}
+	}
+	d.Put(99, make([]byte, 1025)) // larger than a slot: not kept
+	if _, ok := d.Get(99); ok {
+		t.Fatal("a block larger than a slot was kept")
+	}
+	held := 0
+	for k := 0; k < 30; k++ {
+		b, ok := d.Get(k)
+		if ok {
+			held++
+			if !bytes.Equal(b, blockOf(k, 1024)) {
+				t.Fatalf("block %d reads back other bytes", k)
+			}
+		}
+	}
+	if held != 10 {
+		t.Fatalf("holds %d blocks, budget 10", held)
+	}
+	for k := 20; k < 30; k++ {
+		if !d.Contains(k) {
+			t.Fatalf("block %d, among the last put, was evicted", k)
+		}
+	}
+	if d.Contains(0) || d.Contains(1) {
+		t.Fatal("eviction is not least-recently-used")
+	}
+	if fi, err := d.f.Stat(); err != nil || fi.Size() > 10*1024 {
+		t.Fatalf("file of %d bytes for a budget of 10240 (%v)", fi.Size(), err)
+	}
+}
+
+// A block whose bytes on disk changed (a bad disk, another writer) is a
+// miss, never other bytes.
+func TestDiskChecksBytes(t *testing.T) {
+	d, _ := newTestDisk(t, 4*1024, 1024)
+	d.Put(1, blockOf(1, 1024))
+	d.Put(2, blockOf(2, 1024))
+	b := d.lru.Values()
+	if _, err := d.f.WriteAt([]byte{0xff ^ blockOf(1, 1024)[0]}, int64(b[0].slot)*1024); err != nil {
+		t.Fatal(err)
+	}
+	if got, ok := d.Get(1); ok {
+		t.Fatalf("a damaged block was served (%d bytes)", len(got))
+	}
+	if d.Contains(1) {
+		t.Fatal("a damaged block is still kept")
+	}
+	if got, ok := d.Get(2); !ok || !bytes.Equal(got, blockOf(2, 1024)) {
+		t.Fatal("the block beside the damaged one is lost")
+	}
+	if s := d.Stats(); s.Bad != 1 {
+		t.Fatalf("stats count %d bad blocks, want 1", s.Bad)
+	}
+	// Its slot is used again.
+	d.Put(3, blockOf(3, 1024))
+	if got, ok := d.Get(3); !ok || !bytes.Equal(got, blockOf(3, 1024)) {
+		t.Fatal("block put after a damaged one does not read back")
+	}
+}
+
+// A write that fails (here: the file is gone; a full disk in the field)
+// turns the tier off with one log line; nothing is served after it.
+func TestDiskOffAfterWriteError(t *testing.T) {
+	d, logs := newTestDisk(t, 4*1024, 1024)
+	d.Put(1, blockOf(1, 1024))
+	d.f.Close()
+	d.Put(2, blockOf(2, 1024))
+	d.Put(3, blockOf(3, 1024))
+	if _, ok := d.Get(1); ok {
+		t.Fatal("a block was served after the tier turned off")
+	}
+	if d.Contains(1) || d.Stats().Off == nil {
+		t.Fatal("the tier is not off after a write error")
+	}
+	if n := strings.Count(logs.String(), "disk cache is off"); n != 1 {
+		t.Fatalf("said %d times that the disk cache is off, want once:\n%s", n, logs)
+	}
+}
+
+// Many readers and writers over few slots: every block read back is the
+// block put under its key, while slots change hands all the time.
+func TestDiskConcurrent(t *testing.T) {
+	const slot = 512
+	d, _ := newTestDisk(t, 8*slot, slot)
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for g := 0; g < 8; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := rand.New(rand.NewSource(int64(g)))
+			for i := 0; i < 2000; i++ {
+				k := r.Intn(40)
+				if b, ok := d.Get(k); ok {
+					if !bytes.Equal(b, blockOf(k, slot)) {
+						errs <- fmt.Errorf("block %d read back other bytes", k)
+						return
+					}
+					continue
+				}
+				d.Put(k, blockOf(k, slot))
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	s := d.Stats()
+	if s.Hits == 0 || s.Writes == 0 || s.Bad != 0 || s.Blocks > 8 {
+		t.Fatalf("stats %+v: want hits, writes, no bad block, at most 8 blocks", s)
+	}
+}
+
+func TestNewDiskRefusesNoRoom(t *testing.T) {
+	if _, err := NewDisk[int](t.TempDir(), 100, 1024, nil); err == nil {
+		t.Fatal("a budget smaller than a slot was accepted")
+	}
+}

@@ -1,0 +1,201 @@
+package fusefs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/coffer-backup/coffer/cache"
+	"github.com/coffer-backup/coffer/engine/object"
+)
+
+// A live mount keeps the blocks it reads in two tiers: memory (the
+// byte-bounded LRU, --cache-size) and, under it, a file on local disk
+// (cache.Disk, --disk-cache-size, in the user's cache folder, removed
+// from the folder as soon as it is made). Every block fetched is
+// written to the disk tier too, so what memory lets go is read from the
+// disk instead of the bucket. A block on disk is keyed as in memory:
+// object, ETag and version, so it is never served for another version.
+//
+// A file read at random (fillAfterSeeks seeks on one open handle) and
+// small enough for the disk tier (at most three quarters of it) is
+// copied whole to disk in the background, in ranged GETs of up to
+// fillRun bytes (less with a small memory budget, which counts them),
+// opt.Parallel at once for the whole mount, skipping
+// what either tier holds: a random reader soon reads from local disk
+// instead of one GET a read. The copy stops when the handle is
+// released, the mount ends, the disk tier turns off (a full disk), or a
+// request fails (the object changed: the reads say so).
+
+const (
+	fillAfterSeeks = 4
+	fillRun        = 8 << 20
+	// fillMin is the smallest object filled: a smaller one costs a few
+	// requests anyway.
+	fillMin = 8 << 20
+)
+
+var errDiskOff = errors.New("the disk cache is off")
+
+// openDisk makes the disk tier, if the options ask for one; if it
+// cannot be made, the mount goes on in memory and says so.
+func (f *LiveFS) openDisk() {
+	if f.opt.DiskDir == "" {
+		return
+	}
+	if f.opt.DiskSize <= 0 {
+		f.opt.DiskSize = 1 << 30
+	}
+	d, err := cache.NewDisk[liveBlock](f.opt.DiskDir, f.opt.DiskSize, LiveBlock, f.opt.Log.Printf)
+	if err != nil {
+		f.opt.Log.Printf("no disk cache of file blocks (%v): keeping them in memory only", err)
+		return
+	}
+	f.disk = d
+	f.fills = make(chan struct{}, f.opt.Parallel)
+}
+
+// loadBlock is the memory tier's loader: the disk tier, else one ranged
+// GET (kept on disk too).
+func (f *LiveFS) loadBlock(ctx context.Context, b liveBlock) ([]byte, error) {
+	if f.disk != nil {
+		if data, ok := f.disk.Get(b); ok {
+			return data, nil
+		}
+	}
+	data, err := f.t.ReadRange(ctx, b.o, b.off, b.n)
+	if err == nil && f.disk != nil {
+		f.disk.Put(b, data)
+	}
+	return data, err
+}
+
+// loadRun loads consecutive blocks of one object: those at its start
+// that the disk tier holds from there, the rest with one ranged read,
+// each block kept (in memory and on disk) as it comes; their bytes are
+// counted against the memory budget until they are in it.
+func (f *LiveFS) loadRun(ctx context.Context, blocks []liveBlock, put func(i int, b []byte)) error {
+	first := 0
+	if f.disk != nil {
+		for ; first < len(blocks); first++ {
+			data, ok := f.disk.Get(blocks[first])
+			if !ok {
+				break
+			}
+			put(first, data)
+		}
+	}
+	rest := blocks[first:]
+	if len(rest) == 0 {
+		return nil
+	}
+	sizes := make([]int64, len(rest))
+	releases := make([]func(), len(rest))
+	for i, b := range rest {
+		sizes[i] = b.n
+		releases[i] = f.blocks.Reserve(b.n)
+	}
+	defer func() {
+		for _, release := range releases {
+			release()
+		}
+	}()
+	return object.ReadRanges(ctx, f.t, rest[0].o, rest[0].off, sizes, func(i int, b []byte) {
+		if f.disk != nil {
+			f.disk.Put(rest[i], b)
+		}
+		releases[i]()
+		put(first+i, b)
+	})
+}
+
+// fillWhenRandom has the object of handle h (laid out in pieces) copied
+// whole to disk once h is read at random, if the disk tier can hold it.
+func (f *LiveFS) fillWhenRandom(h *liveHandle, pieces []object.Piece[liveBlock]) {
+	if f.disk == nil || f.opt.ReadAhead <= 0 || len(pieces) == 0 {
+		return
+	}
+	size := h.r.Size()
+	if size < fillMin || size > f.opt.DiskSize/4*3 {
+		return
+	}
+	blocks := make([]liveBlock, len(pieces))
+	for i, pc := range pieces {
+		blocks[i] = pc.Key
+	}
+	h.r.WhenRandom(fillAfterSeeks, func() {
+		h.mu.Lock()
+		if h.released {
+			h.mu.Unlock()
+			return
+		}
+		ctx, cancel := context.WithCancel(f.ctx)
+		h.stopFill = cancel
+		h.mu.Unlock()
+		defer cancel()
+		if err := f.fill(ctx, blocks); err != nil && ctx.Err() == nil {
+			f.log.print(f.opt.Log, fmt.Sprintf("copying %s to the disk cache stopped: %v", blocks[0].o.Key, err))
+		}
+	})
+}
+
+// fill copies the blocks that neither tier holds to the disk tier, in
+// stretches of up to fillRun bytes, as many at once as f.fills allows.
+func (f *LiveFS) fill(ctx context.Context, blocks []liveBlock) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	// The stretches in flight are counted in the memory budget: at most
+	// half of it.
+	stretch := min(fillRun, max(LiveBlock, f.opt.CacheSize/2/int64(cap(f.fills))))
+	held := func(b liveBlock) bool { return f.disk.Contains(b) || f.blocks.Contains(b) }
+	var wg sync.WaitGroup
+	for i := 0; i < len(blocks) && ctx.Err() == nil; {
+		if held(blocks[i]) {
+			i++
+			continue
+		}
+		j, n := i, int64(0)
+		for j < len(blocks) && n+blocks[j].n <= stretch && (j == i || !held(blocks[j])) {
+			n += blocks[j].n
+			j++
+		}
+		run := blocks[i:j]
+		i = j
+		select {
+		case f.fills <- struct{}{}:
+		case <-ctx.Done():
+			continue
+		}
+		if ctx.Err() != nil { // (both were ready: select picks either)
+			<-f.fills
+			continue
+		}
+		if f.disk.Stats().Off != nil {
+			<-f.fills
+			cancel(errDiskOff) // (the disk tier said why)
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer func() { <-f.fills; wg.Done() }()
+			release := f.blocks.Reserve(n) // in memory until written
+			defer release()
+			sizes := make([]int64, len(run))
+			for k, b := range run {
+				sizes[k] = b.n
+			}
+			err := object.ReadRanges(ctx, f.t, run[0].o, run[0].off, sizes, func(k int, b []byte) {
+				f.disk.Put(run[k], b)
+			})
+			if err != nil {
+				cancel(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if err := context.Cause(ctx); err != nil && !errors.Is(err, context.Canceled) && err != errDiskOff {
+		return err
+	}
+	return nil
+}
