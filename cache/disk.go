@@ -20,9 +20,9 @@ import (
 // takes one slot, and the least recently used block gives its slot to
 // the next when the budget is full.
 //
-// Get returns exactly the bytes Put gave for the key, or nothing: each
-// block's CRC-32C is kept in memory and checked on every read, and a
-// slot being read is never written. A write that fails (a full disk)
+// Get and ReadAt return exactly the bytes Put gave for the key, or
+// nothing: the CRC-32C of each 4 KiB page of a block is kept in memory
+// and checked on every read, and a slot being read is never written. A write that fails (a full disk)
 // turns the tier off, says so once through the log function, and gives
 // the disk space back; reads then miss and callers go to the network.
 // Safe for concurrent use.
@@ -39,15 +39,41 @@ type Disk[K comparable] struct {
 	next    int   // slots from here on were never used
 	pending map[K]bool
 	off     error // why the tier is off; nil while on
+	gen     uint64
 
 	hits, misses, writes, bad atomic.Int64
 }
 
-// diskBlock is where a block is and what it must read as.
+// diskBlock is where a block is and what it must read as: the CRC-32C
+// of each of its pages.
 type diskBlock struct {
 	slot int
 	n    int
-	crc  uint32
+	gen  uint64 // which Put wrote it
+	crcs []uint32
+}
+
+// diskPage is the unit of the checksums: a read checks the pages it
+// touches.
+const diskPage = 4096
+
+func pageCRCs(data []byte) []uint32 {
+	crcs := make([]uint32, 0, (len(data)+diskPage-1)/diskPage)
+	for i := 0; i < len(data); i += diskPage {
+		crcs = append(crcs, crc32.Checksum(data[i:min(i+diskPage, len(data))], crcTable))
+	}
+	return crcs
+}
+
+// checkPages says whether buf, the bytes of a block from page first on,
+// reads as the block was written.
+func (b *diskBlock) checkPages(buf []byte, first int) bool {
+	for i := 0; i < len(buf); i += diskPage {
+		if crc32.Checksum(buf[i:min(i+diskPage, len(buf))], crcTable) != b.crcs[first+i/diskPage] {
+			return false
+		}
+	}
+	return true
 }
 
 var crcTable = crc32.MakeTable(crc32.Castagnoli)
@@ -100,31 +126,57 @@ func (d *Disk[K]) Contains(key K) bool {
 // as it was written.
 func (d *Disk[K]) Get(key K) ([]byte, bool) {
 	d.mu.Lock()
-	b, ok := d.lru.Get(key)
-	if !ok || d.off != nil {
-		d.mu.Unlock()
+	b, ok := d.lru.Peek(key)
+	d.mu.Unlock()
+	if !ok {
 		d.misses.Add(1)
 		return nil, false
+	}
+	buf := make([]byte, b.n)
+	if !d.ReadAt(key, buf, 0) {
+		return nil, false
+	}
+	return buf, true
+}
+
+// ReadAt reads len(p) bytes at off of the block of key into p, if it is
+// kept and those bytes read back as they were written (the pages they
+// touch are read and checked). On false, p holds anything.
+func (d *Disk[K]) ReadAt(key K, p []byte, off int64) bool {
+	d.mu.Lock()
+	b, ok := d.lru.Get(key)
+	end := off + int64(len(p))
+	if !ok || d.off != nil || off < 0 || end > int64(b.n) {
+		d.mu.Unlock()
+		d.misses.Add(1)
+		return false
 	}
 	lk := &d.locks[b.slot]
 	lk.RLock() // before unlocking d.mu: the slot cannot be given away first
 	d.mu.Unlock()
-	buf := make([]byte, b.n)
-	n, err := d.f.ReadAt(buf, int64(b.slot)*d.slot)
+	lo, hi := off/diskPage*diskPage, min((end+diskPage-1)/diskPage*diskPage, int64(b.n))
+	buf := p // a read of whole pages lands in p
+	if lo != off || hi != end {
+		buf = make([]byte, hi-lo)
+	}
+	n, err := d.f.ReadAt(buf, int64(b.slot)*d.slot+lo)
 	lk.RUnlock()
-	if err != nil || n != b.n || crc32.Checksum(buf, crcTable) != b.crc {
+	if err != nil || n != len(buf) || !b.checkPages(buf, int(lo/diskPage)) {
 		d.bad.Add(1)
 		d.mu.Lock()
-		if cur, ok := d.lru.Peek(key); ok && cur == b {
+		if cur, ok := d.lru.Peek(key); ok && cur.gen == b.gen {
 			d.lru.Remove(key)
 			d.free = append(d.free, b.slot)
 		}
 		d.mu.Unlock()
 		d.misses.Add(1)
-		return nil, false
+		return false
+	}
+	if len(buf) != len(p) {
+		copy(p, buf[off-lo:])
 	}
 	d.hits.Add(1)
-	return buf, true
+	return true
 }
 
 // Put keeps a copy of data as key's block, unless it is kept already,
@@ -146,7 +198,7 @@ func (d *Disk[K]) Put(key K, data []byte) {
 	d.pending[key] = true
 	d.mu.Unlock()
 
-	crc := crc32.Checksum(data, crcTable)
+	crcs := pageCRCs(data)
 	lk := &d.locks[slot]
 	lk.Lock() // readers of the block that had the slot finish first
 	_, err := d.f.WriteAt(data, int64(slot)*d.slot)
@@ -164,7 +216,8 @@ func (d *Disk[K]) Put(key K, data []byte) {
 		return
 	}
 	d.writes.Add(1)
-	d.lru.Add(key, diskBlock{slot: slot, n: len(data), crc: crc})
+	d.gen++
+	d.lru.Add(key, diskBlock{slot: slot, n: len(data), gen: d.gen, crcs: crcs})
 }
 
 // takeLocked returns a free slot: one given back, one never used, or

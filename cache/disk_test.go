@@ -172,3 +172,51 @@ func TestNewDiskRefusesNoRoom(t *testing.T) {
 		t.Fatal("a budget smaller than a slot was accepted")
 	}
 }
+
+// TestDiskReadAt: any range of a block reads back its bytes, aligned on
+// pages or not; a range that touches a damaged page is a miss, and the
+// block is dropped.
+func TestDiskReadAt(t *testing.T) {
+	const slot = 5*diskPage + 123
+	d, _ := newTestDisk(t, 4*slot, slot)
+	data := blockOf(0, slot)
+	for len(data) < slot {
+		data = append(data, byte(len(data)))
+	}
+	d.Put(7, data)
+	r := rand.New(rand.NewSource(1))
+	for i := 0; i < 500; i++ {
+		off := r.Intn(slot)
+		n := r.Intn(slot - off + 1)
+		if i%5 == 0 { // whole pages
+			off = r.Intn(5) * diskPage
+			n = min(r.Intn(3)*diskPage, slot-off)
+		}
+		p := make([]byte, n)
+		if !d.ReadAt(7, p, int64(off)) || !bytes.Equal(p, data[off:off+n]) {
+			t.Fatalf("ReadAt(%d bytes at %d): wrong or missing", n, off)
+		}
+	}
+	if d.ReadAt(7, make([]byte, 10), slot-5) {
+		t.Fatal("a read past the block's end was answered")
+	}
+	if d.ReadAt(8, make([]byte, 10), 0) {
+		t.Fatal("a block never put was answered")
+	}
+	// Damage the third page: a read of the first two still answers, a
+	// read that touches the third does not, and the block is dropped.
+	b, _ := d.lru.Peek(7)
+	if _, err := d.f.WriteAt([]byte{^data[2*diskPage+10]}, int64(b.slot)*slot+2*diskPage+10); err != nil {
+		t.Fatal(err)
+	}
+	p := make([]byte, 2*diskPage)
+	if !d.ReadAt(7, p, 0) || !bytes.Equal(p, data[:2*diskPage]) {
+		t.Fatal("a read of the pages before a damaged one failed")
+	}
+	if d.ReadAt(7, make([]byte, 3), 2*diskPage+9) {
+		t.Fatal("a read of a damaged page was answered")
+	}
+	if d.Contains(7) {
+		t.Fatal("a block with a damaged page is still kept")
+	}
+}

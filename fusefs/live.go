@@ -610,6 +610,9 @@ func (f *liveFile) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint3
 	}
 	r := object.NewRunReader(f.fsys.blocks, object.NewLayout(pieces), f.fsys.opt.ReadAhead, f.fsys.loadRun)
 	h := &liveHandle{r: r}
+	if d := f.fsys.disk; d != nil {
+		r.ReadBeside(d.ReadAt)
+	}
 	f.fsys.fillWhenRandom(h, pieces)
 	return h, 0, 0
 }

@@ -42,6 +42,8 @@ type Reader[K comparable] struct {
 	loadRun  cache.RunLoader[K, []byte]
 	maxRun   int64
 
+	direct func(key K, p []byte, off int64) bool // ReadBeside's
+
 	randomAfter int    // WhenRandom's number of seeks
 	onRandom    func() // WhenRandom's function; nil once called
 
@@ -82,6 +84,16 @@ func (r *Reader[K]) WhenRandom(n int, fn func()) {
 	r.randomAfter, r.onRandom = n, fn
 }
 
+// ReadBeside has the reader ask fn for the bytes of a piece that is not
+// in memory before loading it: fn fills p with the len(p) bytes at off
+// of the piece key and returns true, or returns false (then p is filled
+// by loading the piece). The live mount reads its disk cache so, a
+// small read costing the bytes it asks for instead of the whole piece.
+// Call it before the first read.
+func (r *Reader[K]) ReadBeside(fn func(key K, p []byte, off int64) bool) {
+	r.direct = fn
+}
+
 // Size is the file's length.
 func (r *Reader[K]) Size() int64 { return r.l.Size() }
 
@@ -108,6 +120,11 @@ func (r *Reader[K]) ReadAt(ctx context.Context, p []byte, off int64) (int, error
 	for i := first; i <= last; i++ {
 		copyPiece := func() {
 			pc := r.l.pieces[i]
+			ps := r.l.Start(i)
+			lo, hi := max(off, ps), min(end, r.l.ends[i])
+			if r.direct != nil && !r.c.Contains(pc.Key) && r.direct(pc.Key, p[lo-off:hi-off], lo-ps) {
+				return
+			}
 			data, err := r.c.Get(ctx, pc.Key)
 			if err == nil {
 				err = checkSize(i, pc, data)
@@ -116,8 +133,6 @@ func (r *Reader[K]) ReadAt(ctx context.Context, p []byte, off int64) (int, error
 				errs[i-first] = err
 				return
 			}
-			ps := r.l.Start(i)
-			lo, hi := max(off, ps), min(end, r.l.ends[i])
 			copy(p[lo-off:hi-off], data[lo-ps:hi-ps])
 		}
 		if i == last {

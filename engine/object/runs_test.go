@@ -276,3 +276,39 @@ func TestWhenRandom(t *testing.T) {
 	}
 	waitIdle(t, c)
 }
+
+// TestReadBeside: a piece that is not in memory is asked of the beside
+// function first, with the read's own range; what it answers loads
+// nothing, what it refuses is loaded as before, and the bytes are right
+// either way.
+func TestReadBeside(t *testing.T) {
+	const size, block = 4 << 20, 256 << 10
+	o := newRanged(size)
+	c := cache.NewBytes(64<<20, 4, o.load)
+	defer c.Close()
+	rd := NewReader(c, o.blocks(block), 0)
+	var asked atomic.Int64
+	rd.ReadBeside(func(k rng, p []byte, off int64) bool {
+		asked.Add(1)
+		if k.off/block%2 == 1 {
+			return false // odd blocks: not there
+		}
+		copy(p, o.data[k.off+off:])
+		return true
+	})
+	r := rand.New(rand.NewPCG(3, 3))
+	for i := 0; i < 200; i++ {
+		n := 1 + r.Int64N(300<<10)
+		off := r.Int64N(size - n)
+		p := make([]byte, n)
+		if _, err := rd.ReadAt(context.Background(), p, off); err != nil || !bytes.Equal(p, o.data[off:off+n]) {
+			t.Fatalf("read of %d at %d: %v, or wrong bytes", n, off, err)
+		}
+	}
+	if asked.Load() == 0 {
+		t.Fatal("the beside function was never asked")
+	}
+	if got, max := o.bytes.Load(), int64(size/2); got > max || got == 0 {
+		t.Fatalf("loaded %d bytes: want the odd blocks only (at most %d), some", got, max)
+	}
+}
