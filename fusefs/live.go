@@ -524,6 +524,12 @@ type liveFile struct {
 	attrs   []object.LiveAttr
 	attrsOf object.LiveObject
 	attrsAt time.Time
+	// What the kernel's cached pages of the file may hold (Open): the
+	// version it was last told to drop them for, whether pages of
+	// another may have come in since, and the handles open by version.
+	pagesOf object.LiveObject
+	mixed   bool
+	opens   map[object.LiveObject]int
 }
 
 var (
@@ -572,7 +578,9 @@ func (f *liveFile) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.Attr
 // liveHandle reads one version of an object: its blocks are keyed, and
 // read, with the ETag it had when it was opened.
 type liveHandle struct {
-	r *object.Reader[liveBlock]
+	r    *object.Reader[liveBlock]
+	file *liveFile
+	o    object.LiveObject
 
 	mu       sync.Mutex
 	released bool
@@ -585,36 +593,79 @@ var _ = (fs.FileReleaser)((*liveHandle)(nil))
 // reads it any more through this handle.
 func (h *liveHandle) Release(ctx context.Context) syscall.Errno {
 	h.mu.Lock()
-	defer h.mu.Unlock()
+	if !h.released {
+		h.file.closed(h.o)
+	}
 	h.released = true
 	if h.stopFill != nil {
 		h.stopFill()
 	}
+	h.mu.Unlock()
 	return 0
 }
 
+// opened counts a handle of version o, and says whether the kernel may
+// keep its cached pages of the file: only if they can be of o alone (no
+// handle of another version open, and none since the kernel last
+// dropped them for o).
+func (f *liveFile) opened(o object.LiveObject) (keep bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	other := false
+	for v, n := range f.opens {
+		other = other || v != o && n > 0
+	}
+	// (Without an ETag or version id, nothing tells versions apart.)
+	keep = f.pagesOf == o && !f.mixed && !other && (o.ETag != "" || o.VersionID != "")
+	if !keep {
+		// The kernel drops them now; a handle of another version still
+		// open may read some in.
+		f.pagesOf, f.mixed = o, other
+	}
+	if f.opens == nil {
+		f.opens = map[object.LiveObject]int{}
+	}
+	f.opens[o]++
+	return keep
+}
+
+// closed counts a handle of version o gone.
+func (f *liveFile) closed(o object.LiveObject) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.opens[o]--; f.opens[o] <= 0 {
+		delete(f.opens, o)
+	}
+}
+
 // Open pins the object's version, as the last lookup saw it. The kernel
-// drops its cached pages of the file (no FOPEN_KEEP_CACHE): they may be
-// of another version.
+// keeps its cached pages of the file (FOPEN_KEEP_CACHE) only if they
+// can be of that version alone (liveFile.opened); otherwise it drops
+// them.
 func (f *liveFile) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
 	if flags&(syscall.O_WRONLY|syscall.O_RDWR|syscall.O_TRUNC|syscall.O_APPEND) != 0 {
 		return nil, 0, syscall.EROFS
 	}
 	f.touch() // recently used: the node bound evicts it last
 	e := f.entry()
+	o := e.Object(f.key)
 	var pieces []object.Piece[liveBlock]
 	for off := int64(0); off < e.Size; off += LiveBlock {
 		n := min(LiveBlock, e.Size-off)
 		pieces = append(pieces, object.Piece[liveBlock]{
-			Key: liveBlock{tree: f.fsys.opt.Name, o: e.Object(f.key), off: off, n: n}, Size: n})
+			Key: liveBlock{tree: f.fsys.opt.Name, o: o, off: off, n: n}, Size: n})
 	}
 	r := object.NewRunReader(f.fsys.blocks, object.NewLayout(pieces), f.fsys.opt.ReadAhead, f.fsys.loadRun)
-	h := &liveHandle{r: r}
+	h := &liveHandle{r: r, file: f, o: o}
 	if d := f.fsys.disk; d != nil {
 		r.ReadBeside(d.ReadAt)
 	}
 	f.fsys.fillWhenRandom(h, pieces)
-	return h, 0, 0
+	var fl uint32
+	if f.opened(o) {
+		fl = fuse.FOPEN_KEEP_CACHE
+	}
+	return h, fl, 0
 }
 
 func (f *liveFile) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {

@@ -12,6 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
 	"github.com/coffer-backup/coffer/engine/object"
 )
 
@@ -245,4 +248,64 @@ func TestLivePinned(t *testing.T) {
 	if b, _ := res.Bytes(nil); !bytes.Equal(b, newer) {
 		t.Fatalf("read after reopening: %d bytes, not the new object's %d", len(b), len(newer))
 	}
+}
+
+// TestLiveKeepCache: the kernel keeps its cached pages of a file across
+// opens only while they can be of the version opened: a second open of
+// the same version keeps them; an open of a new version drops them, and
+// while a handle of the old version is still open (it may read old
+// pages in), the next opens drop them too.
+func TestLiveKeepCache(t *testing.T) {
+	m := newMemLive(1000)
+	m.put("k", []byte("one"))
+	f := NewLive(m, LiveOptions{TTL: 0, ReadAhead: -1})
+	defer f.Close()
+	root := &liveDir{fsys: f}
+	ctx := context.Background()
+	file := &liveFile{fsys: f, dir: root, name: "k", key: "k"}
+	open := func() (fs.FileHandle, bool) {
+		t.Helper()
+		n, err := root.find(ctx, "k")
+		if err != nil || n == nil {
+			t.Fatal(n, err)
+		}
+		file.set(n.e)
+		fh, fl, errno := file.Open(ctx, syscall.O_RDONLY)
+		if errno != 0 {
+			t.Fatal(errno)
+		}
+		return fh, fl&fuse.FOPEN_KEEP_CACHE != 0
+	}
+	release := func(fh fs.FileHandle) { fh.(*liveHandle).Release(ctx) }
+	h1, keep := open()
+	if keep {
+		t.Fatal("the first open kept the kernel's pages")
+	}
+	release(h1)
+	h2, keep := open()
+	if !keep {
+		t.Fatal("a second open of the same version dropped the kernel's pages")
+	}
+	m.put("k", []byte("two")) // a new version; h2 (old) stays open
+	h3, keep := open()
+	if keep {
+		t.Fatal("an open of a new version kept the old version's pages")
+	}
+	release(h3)
+	h4, keep := open()
+	if keep {
+		t.Fatal("an open kept the pages while a handle of the old version was open")
+	}
+	release(h2)
+	release(h4)
+	h5, keep := open()
+	if keep {
+		t.Fatal("an open kept pages that the old version's handle may have read in")
+	}
+	release(h5)
+	h6, keep := open()
+	if !keep {
+		t.Fatal("with one version only, read since the last drop, the open dropped the kernel's pages")
+	}
+	release(h6)
 }
