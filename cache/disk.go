@@ -7,6 +7,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/hashicorp/golang-lru/v2/simplelru"
 )
@@ -42,6 +43,19 @@ type Disk[K comparable] struct {
 	gen     uint64
 
 	hits, misses, writes, bad atomic.Int64
+
+	lmu       sync.RWMutex      // held to send to later, exclusively to close it
+	closed    bool              // later is closed; under lmu
+	later     chan diskWrite[K] // PutLater's queue, to the writer
+	queued    atomic.Int64      // bytes in it
+	maxQueued int64
+	dropped   atomic.Int64  // PutLater's blocks not kept: the queue was full
+	stopped   chan struct{} // the writer has ended
+}
+
+type diskWrite[K comparable] struct {
+	key  K
+	data []byte
 }
 
 // diskBlock is where a block is and what it must read as: the CRC-32C
@@ -99,19 +113,76 @@ func NewDisk[K comparable](dir string, maxBytes, slot int64, logf func(format st
 	}
 	slots := int(maxBytes / slot)
 	l, _ := simplelru.NewLRU[K, diskBlock](slots+1, nil)
-	return &Disk[K]{
+	d := &Disk[K]{
 		f: f, slot: slot, slots: slots, logf: logf, locks: make([]sync.RWMutex, slots),
 		lru: l, pending: map[K]bool{},
-	}, nil
+		later: make(chan diskWrite[K], 1024), maxQueued: max(8<<20, 4*slot), stopped: make(chan struct{}),
+	}
+	go d.writer()
+	return d, nil
 }
 
-// Close gives the disk space back. Gets and Puts after it miss.
+// PutLater is Put done by the tier's own goroutine, so that the caller
+// (a reader waiting for the block) does not wait for the disk: the block
+// is queued, or dropped if more than a few MiB are queued already. The
+// caller must not change data afterwards.
+func (d *Disk[K]) PutLater(key K, data []byte) {
+	n := int64(len(data))
+	d.lmu.RLock()
+	defer d.lmu.RUnlock()
+	if d.closed || n > d.slot {
+		return
+	}
+	if d.queued.Add(n) > d.maxQueued {
+		d.queued.Add(-n)
+		d.dropped.Add(1)
+		return
+	}
+	select {
+	case d.later <- diskWrite[K]{key, data}:
+	default:
+		d.queued.Add(-n)
+		d.dropped.Add(1)
+	}
+}
+
+// writer writes what PutLater queued, until Close.
+func (d *Disk[K]) writer() {
+	defer close(d.stopped)
+	for w := range d.later {
+		d.Put(w.key, w.data)
+		d.queued.Add(-int64(len(w.data)))
+	}
+}
+
+// Flush waits until what PutLater queued so far is written (or
+// dropped).
+func (d *Disk[K]) Flush() {
+	for d.queued.Load() > 0 {
+		select {
+		case <-d.stopped:
+			return
+		default:
+			time.Sleep(time.Millisecond)
+		}
+	}
+}
+
+// Close gives the disk space back. Gets and Puts after it miss, and
+// PutLaters keep nothing.
 func (d *Disk[K]) Close() {
 	d.mu.Lock()
 	if d.off == nil {
 		d.off = errors.New("closed")
 	}
 	d.mu.Unlock()
+	d.lmu.Lock()
+	if !d.closed {
+		d.closed = true
+		close(d.later)
+	}
+	d.lmu.Unlock()
+	<-d.stopped
 	d.f.Close()
 }
 
@@ -256,6 +327,7 @@ func (d *Disk[K]) turnOffLocked(err error) {
 type DiskStats struct {
 	Hits, Misses, Writes int64
 	Bad                  int64 // blocks that did not read back as written
+	Dropped              int64 // PutLater's blocks not kept: the queue was full
 	Blocks               int
 	Off                  error
 }
@@ -265,5 +337,5 @@ func (d *Disk[K]) Stats() DiskStats {
 	d.mu.Lock()
 	n, off := d.lru.Len(), d.off
 	d.mu.Unlock()
-	return DiskStats{Hits: d.hits.Load(), Misses: d.misses.Load(), Writes: d.writes.Load(), Bad: d.bad.Load(), Blocks: n, Off: off}
+	return DiskStats{Hits: d.hits.Load(), Misses: d.misses.Load(), Writes: d.writes.Load(), Bad: d.bad.Load(), Dropped: d.dropped.Load(), Blocks: n, Off: off}
 }

@@ -220,3 +220,46 @@ func TestDiskReadAt(t *testing.T) {
 		t.Fatal("a block with a damaged page is still kept")
 	}
 }
+
+// TestDiskPutLater: blocks queued are written by the tier's goroutine
+// (Flush waits for them); a queue over its bound drops blocks instead of
+// growing; PutLater racing Close neither panics nor keeps anything.
+func TestDiskPutLater(t *testing.T) {
+	const slot = 1 << 20
+	d, _ := newTestDisk(t, 64*slot, slot)
+	for k := 0; k < 4; k++ {
+		d.PutLater(k, blockOf(k, slot))
+	}
+	d.Flush()
+	for k := 0; k < 4; k++ {
+		if b, ok := d.Get(k); !ok || !bytes.Equal(b, blockOf(k, slot)) {
+			t.Fatalf("block %d queued, flushed, not read back", k)
+		}
+	}
+	// 40 MiB queued at once, faster than written: some are dropped.
+	big := make([]byte, slot)
+	for k := 100; k < 140; k++ {
+		d.PutLater(k, big)
+	}
+	d.Flush()
+	if s := d.Stats(); s.Dropped == 0 || s.Writes < 4+8 {
+		t.Fatalf("stats %+v: want drops past the 8 MiB queue, and what it held written", s)
+	}
+
+	d2, _ := newTestDisk(t, 8*slot, slot)
+	var wg sync.WaitGroup
+	for g := 0; g < 4; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for k := 0; k < 200; k++ {
+				d2.PutLater(g*1000+k, blockOf(k, 1024))
+			}
+		}()
+	}
+	d2.Close()
+	wg.Wait()
+	if d2.Contains(5) {
+		t.Fatal("a closed tier holds a block")
+	}
+}

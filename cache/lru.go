@@ -152,6 +152,14 @@ func (c *LRU[K, V]) GetHere(key K) (V, error) {
 	return cl.val, cl.err
 }
 
+// Peek returns key's value if it is in memory, without loading it or
+// making it recent, and without counting a hit or a miss.
+func (c *LRU[K, V]) Peek(key K) (V, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.lru.Peek(key)
+}
+
 // Contains reports whether key is in memory.
 func (c *LRU[K, V]) Contains(key K) bool {
 	c.mu.Lock()

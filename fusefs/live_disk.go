@@ -14,16 +14,17 @@ import (
 // byte-bounded LRU, --cache-size) and, under it, a file on local disk
 // (cache.Disk, --disk-cache-size, in the user's cache folder, removed
 // from the folder as soon as it is made). Every block fetched is
-// written to the disk tier too, so what memory lets go is read from the
-// disk instead of the bucket. A block on disk is keyed as in memory:
+// written to the disk tier too (by the tier's own goroutine, so that no
+// reader waits for the disk; dropped if it falls behind), so what
+// memory lets go is read from the disk instead of the bucket. A block on disk is keyed as in memory:
 // object, ETag and version, so it is never served for another version.
 //
 // A file read at random (fillAfterSeeks seeks on one open handle) and
 // small enough for the disk tier (at most three quarters of it) is
 // copied whole to disk in the background, in ranged GETs of up to
 // fillRun bytes (less with a small memory budget, which counts them),
-// opt.Parallel at once for the whole mount, skipping
-// what either tier holds: a random reader soon reads from local disk
+// opt.Parallel at once for the whole mount (a block held in memory is
+// written from there): a random reader soon reads from local disk
 // instead of one GET a read. The copy stops when the handle is
 // released, the mount ends, the disk tier turns off (a full disk), or a
 // request fails (the object changed: the reads say so).
@@ -66,7 +67,7 @@ func (f *LiveFS) loadBlock(ctx context.Context, b liveBlock) ([]byte, error) {
 	}
 	data, err := f.t.ReadRange(ctx, b.o, b.off, b.n)
 	if err == nil && f.disk != nil {
-		f.disk.Put(b, data)
+		f.disk.PutLater(b, data)
 	}
 	return data, err
 }
@@ -103,7 +104,7 @@ func (f *LiveFS) loadRun(ctx context.Context, blocks []liveBlock, put func(i int
 	}()
 	return object.ReadRanges(ctx, f.t, rest[0].o, rest[0].off, sizes, func(i int, b []byte) {
 		if f.disk != nil {
-			f.disk.Put(rest[i], b)
+			f.disk.PutLater(rest[i], b)
 		}
 		releases[i]()
 		put(first+i, b)
@@ -140,15 +141,26 @@ func (f *LiveFS) fillWhenRandom(h *liveHandle, pieces []object.Piece[liveBlock])
 	})
 }
 
-// fill copies the blocks that neither tier holds to the disk tier, in
-// stretches of up to fillRun bytes, as many at once as f.fills allows.
+// fill copies the blocks of an object to the disk tier: those in memory
+// from there, the others fetched in stretches of up to fillRun bytes, as
+// many at once as f.fills allows.
 func (f *LiveFS) fill(ctx context.Context, blocks []liveBlock) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	// The stretches in flight are counted in the memory budget: at most
 	// half of it.
 	stretch := min(fillRun, max(LiveBlock, f.opt.CacheSize/2/int64(cap(f.fills))))
-	held := func(b liveBlock) bool { return f.disk.Contains(b) || f.blocks.Contains(b) }
+	// A block on disk is skipped; one in memory is written from there.
+	held := func(b liveBlock) bool {
+		if f.disk.Contains(b) {
+			return true
+		}
+		if data, ok := f.blocks.Peek(b); ok {
+			f.disk.Put(b, data)
+			return true
+		}
+		return false
+	}
 	var wg sync.WaitGroup
 	for i := 0; i < len(blocks) && ctx.Err() == nil; {
 		if held(blocks[i]) {

@@ -86,6 +86,9 @@ func TestLiveDiskKeepsWhatMemoryDrops(t *testing.T) {
 			fh.(*liveHandle).Release(context.Background())
 		}
 		readAll(data)
+		if disk {
+			f.disk.Flush() // the blocks are written in the background
+		}
 		first := m.readBytes()
 		if first < int64(len(data)) {
 			t.Fatalf("disk %v: the first read fetched %d bytes of %d", disk, first, len(data))
