@@ -277,35 +277,21 @@ func TestLiveKeepCache(t *testing.T) {
 		return fh, fl&fuse.FOPEN_KEEP_CACHE != 0
 	}
 	release := func(fh fs.FileHandle) { fh.(*liveHandle).Release(ctx) }
-	h1, keep := open()
-	if keep {
-		t.Fatal("the first open kept the kernel's pages")
+	want := func(keep bool, why string) fs.FileHandle {
+		t.Helper()
+		fh, got := open()
+		if got != keep {
+			t.Fatalf("%s: FOPEN_KEEP_CACHE %v, want %v", why, got, keep)
+		}
+		return fh
 	}
-	release(h1)
-	h2, keep := open()
-	if !keep {
-		t.Fatal("a second open of the same version dropped the kernel's pages")
-	}
+	release(want(false, "the first open"))
+	h2 := want(true, "a second open of the same version")
 	m.put("k", []byte("two")) // a new version; h2 (old) stays open
-	h3, keep := open()
-	if keep {
-		t.Fatal("an open of a new version kept the old version's pages")
-	}
-	release(h3)
-	h4, keep := open()
-	if keep {
-		t.Fatal("an open kept the pages while a handle of the old version was open")
-	}
+	release(want(false, "an open of a new version"))
+	h4 := want(false, "an open while a handle of the old version is open")
 	release(h2)
 	release(h4)
-	h5, keep := open()
-	if keep {
-		t.Fatal("an open kept pages that the old version's handle may have read in")
-	}
-	release(h5)
-	h6, keep := open()
-	if !keep {
-		t.Fatal("with one version only, read since the last drop, the open dropped the kernel's pages")
-	}
-	release(h6)
+	release(want(false, "the first open after the old version's handle may have read pages in"))
+	release(want(true, "an open with one version only, read since the last drop"))
 }
