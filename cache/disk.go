@@ -56,6 +56,7 @@ type Disk[K comparable] struct {
 type diskWrite[K comparable] struct {
 	key  K
 	data []byte
+	crcs []uint32
 }
 
 // diskBlock is where a block is and what it must read as: the CRC-32C
@@ -138,8 +139,10 @@ func (d *Disk[K]) PutLater(key K, data []byte) {
 		d.dropped.Add(1)
 		return
 	}
+	// The checksums are taken here, while data is hot in the caller's
+	// CPU cache: by the time the writer has it, it is not.
 	select {
-	case d.later <- diskWrite[K]{key, data}:
+	case d.later <- diskWrite[K]{key, data, pageCRCs(data)}:
 	default:
 		d.queued.Add(-n)
 		d.dropped.Add(1)
@@ -150,7 +153,7 @@ func (d *Disk[K]) PutLater(key K, data []byte) {
 func (d *Disk[K]) writer() {
 	defer close(d.stopped)
 	for w := range d.later {
-		d.Put(w.key, w.data)
+		d.put(w.key, w.data, w.crcs)
 		d.queued.Add(-int64(len(w.data)))
 	}
 }
@@ -253,6 +256,11 @@ func (d *Disk[K]) ReadAt(key K, p []byte, off int64) bool {
 // Put keeps a copy of data as key's block, unless it is kept already,
 // being written, or larger than a slot.
 func (d *Disk[K]) Put(key K, data []byte) {
+	d.put(key, data, nil)
+}
+
+// put is Put with data's page checksums, nil to take them here.
+func (d *Disk[K]) put(key K, data []byte, crcs []uint32) {
 	if int64(len(data)) > d.slot {
 		return
 	}
@@ -269,7 +277,9 @@ func (d *Disk[K]) Put(key K, data []byte) {
 	d.pending[key] = true
 	d.mu.Unlock()
 
-	crcs := pageCRCs(data)
+	if crcs == nil {
+		crcs = pageCRCs(data)
+	}
 	lk := &d.locks[slot]
 	lk.Lock() // readers of the block that had the slot finish first
 	_, err := d.f.WriteAt(data, int64(slot)*d.slot)
