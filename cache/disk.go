@@ -56,7 +56,6 @@ type Disk[K comparable] struct {
 type diskWrite[K comparable] struct {
 	key  K
 	data []byte
-	crcs []uint32
 }
 
 // diskBlock is where a block is and what it must read as: the CRC-32C
@@ -139,10 +138,8 @@ func (d *Disk[K]) PutLater(key K, data []byte) {
 		d.dropped.Add(1)
 		return
 	}
-	// The checksums are taken here, while data is hot in the caller's
-	// CPU cache: by the time the writer has it, it is not.
 	select {
-	case d.later <- diskWrite[K]{key, data, pageCRCs(data)}:
+	case d.later <- diskWrite[K]{key, data}:
 	default:
 		d.queued.Add(-n)
 		d.dropped.Add(1)
@@ -153,7 +150,7 @@ func (d *Disk[K]) PutLater(key K, data []byte) {
 func (d *Disk[K]) writer() {
 	defer close(d.stopped)
 	for w := range d.later {
-		d.put(w.key, w.data, w.crcs)
+		d.Put(w.key, w.data)
 		d.queued.Add(-int64(len(w.data)))
 	}
 }
@@ -256,11 +253,6 @@ func (d *Disk[K]) ReadAt(key K, p []byte, off int64) bool {
 // Put keeps a copy of data as key's block, unless it is kept already,
 // being written, or larger than a slot.
 func (d *Disk[K]) Put(key K, data []byte) {
-	d.put(key, data, nil)
-}
-
-// put is Put with data's page checksums, nil to take them here.
-func (d *Disk[K]) put(key K, data []byte, crcs []uint32) {
 	if int64(len(data)) > d.slot {
 		return
 	}
@@ -277,9 +269,7 @@ func (d *Disk[K]) put(key K, data []byte, crcs []uint32) {
 	d.pending[key] = true
 	d.mu.Unlock()
 
-	if crcs == nil {
-		crcs = pageCRCs(data)
-	}
+	crcs := pageCRCs(data)
 	lk := &d.locks[slot]
 	lk.Lock() // readers of the block that had the slot finish first
 	_, err := d.f.WriteAt(data, int64(slot)*d.slot)
