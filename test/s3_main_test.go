@@ -96,7 +96,12 @@ func startMinio() error {
 		return err
 	}
 	m.cmd = exec.Command(bin, "server", "--quiet", "--address", fmt.Sprintf("127.0.0.1:%d", port), filepath.Join(dir, "data"))
-	m.cmd.Env = append(os.Environ(), "MINIO_ROOT_USER="+m.user, "MINIO_ROOT_PASSWORD="+m.pass, "MINIO_BROWSER=off", "MINIO_UPDATE=off")
+	// MINIO_IDLE_TIMEOUT: the aws CLI (urllib3) sometimes misreads
+	// MinIO's answer to an "Expect: 100-continue" PUT, then reads the
+	// body until the connection closes, which MinIO does after this
+	// idle time: 30 s by default, a minute lost per test run or more.
+	m.cmd.Env = append(os.Environ(), "MINIO_ROOT_USER="+m.user, "MINIO_ROOT_PASSWORD="+m.pass, "MINIO_BROWSER=off", "MINIO_UPDATE=off",
+		"MINIO_IDLE_TIMEOUT=2s")
 	m.cmd.Stdout, m.cmd.Stderr = log, log
 	if err := m.cmd.Start(); err != nil {
 		return fmt.Errorf("starting %s: %v", bin, err)
