@@ -323,6 +323,13 @@ func (d *Disk[K]) turnOffLocked(err error) {
 	}
 }
 
+// Off says whether the tier has turned off (a write error, Close).
+func (d *Disk[K]) Off() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.off != nil
+}
+
 // DiskStats count what a Disk did.
 type DiskStats struct {
 	Hits, Misses, Writes int64

@@ -48,9 +48,14 @@ func (f *LiveFS) openDisk() {
 	if f.opt.DiskSize <= 0 {
 		f.opt.DiskSize = 1 << 30
 	}
-	d, err := cache.NewDisk[liveBlock](f.opt.DiskDir, f.opt.DiskSize, LiveBlock, f.opt.Log.Printf)
+	// The tier says why it turned off; what to do is the mount's.
+	logf := func(format string, args ...any) {
+		f.opt.Log.Printf(format+"; reads go to the bucket (free space in %s, or mount with a smaller --disk-cache-size or --no-disk-cache)",
+			append(args, f.opt.DiskDir)...)
+	}
+	d, err := cache.NewDisk[liveBlock](f.opt.DiskDir, f.opt.DiskSize, LiveBlock, logf)
 	if err != nil {
-		f.opt.Log.Printf("no disk cache of file blocks (%v): keeping them in memory only", err)
+		f.opt.Log.Printf("no disk cache of file blocks in %s (%v): keeping them in memory only (--no-disk-cache says so quietly)", f.opt.DiskDir, err)
 		return
 	}
 	f.disk = d
@@ -91,10 +96,9 @@ func (f *LiveFS) loadRun(ctx context.Context, blocks []liveBlock, put func(i int
 	if len(rest) == 0 {
 		return nil
 	}
-	sizes := make([]int64, len(rest))
+	sizes := blockSizes(rest)
 	releases := make([]func(), len(rest))
 	for i, b := range rest {
-		sizes[i] = b.n
 		releases[i] = f.blocks.Reserve(b.n)
 	}
 	defer func() {
@@ -183,7 +187,7 @@ func (f *LiveFS) fill(ctx context.Context, blocks []liveBlock) error {
 			<-f.fills
 			continue
 		}
-		if f.disk.Stats().Off != nil {
+		if f.disk.Off() {
 			<-f.fills
 			cancel(errDiskOff) // (the disk tier said why)
 			continue
@@ -193,11 +197,7 @@ func (f *LiveFS) fill(ctx context.Context, blocks []liveBlock) error {
 			defer func() { <-f.fills; wg.Done() }()
 			release := f.blocks.Reserve(n) // in memory until written
 			defer release()
-			sizes := make([]int64, len(run))
-			for k, b := range run {
-				sizes[k] = b.n
-			}
-			err := object.ReadRanges(ctx, f.t, run[0].o, run[0].off, sizes, func(k int, b []byte) {
+			err := object.ReadRanges(ctx, f.t, run[0].o, run[0].off, blockSizes(run), func(k int, b []byte) {
 				f.disk.Put(run[k], b)
 			})
 			if err != nil {
@@ -210,4 +210,13 @@ func (f *LiveFS) fill(ctx context.Context, blocks []liveBlock) error {
 		return err
 	}
 	return nil
+}
+
+// blockSizes returns the length of each block, as ReadRanges takes them.
+func blockSizes(blocks []liveBlock) []int64 {
+	sizes := make([]int64, len(blocks))
+	for i, b := range blocks {
+		sizes[i] = b.n
+	}
+	return sizes
 }

@@ -225,6 +225,9 @@ func TestLiveDiskFull(t *testing.T) {
 	if n := strings.Count(logs.String(), "disk cache is off"); n != 1 {
 		t.Fatalf("said %d times that the disk cache is off, want once; log:\n%s", n, logs.String())
 	}
+	if !strings.Contains(logs.String(), "free space in "+dir) {
+		t.Fatalf("the log line does not say what to do:\n%s", logs.String())
+	}
 	if s := f.disk.Stats(); s.Off == nil {
 		t.Fatal("the disk tier is still on")
 	}
