@@ -42,7 +42,11 @@ start() {
 	port=$(free_port)
 	user=coffer-admin
 	pass=$(head -c 18 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' | head -c 24)
-	MINIO_ROOT_USER=$user MINIO_ROOT_PASSWORD=$pass MINIO_BROWSER=off MINIO_UPDATE=off \
+	# MINIO_IDLE_TIMEOUT: the aws CLI (urllib3) sometimes misreads MinIO's
+	# answer to an Expect: 100-continue PUT and then reads until the
+	# connection closes; MinIO's default of 30 s made that a 30 s stall (the
+	# tests' MinIO sets the same, test/s3_main_test.go).
+	MINIO_ROOT_USER=$user MINIO_ROOT_PASSWORD=$pass MINIO_BROWSER=off MINIO_UPDATE=off MINIO_IDLE_TIMEOUT=2s \
 		nohup "$(minio_path)" server --quiet --address "127.0.0.1:$port" "$dir/data" >"$dir/minio.log" 2>&1 &
 	echo $! >"$dir/minio.pid"
 	for _ in $(seq 1 100); do

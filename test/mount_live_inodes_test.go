@@ -30,7 +30,7 @@ func TestMountLiveInodes(t *testing.T) {
 			os.WriteFile(p, fmt.Appendf(nil, "%s %d", p, d*f), 0o644)
 		}
 	}
-	m.aws(t, "s3", "cp", "--recursive", "--quiet", src, "s3://"+bucket+"/")
+	m.putFiles(t, src, bucket)
 
 	mt := liveMount(t, m, nil, "s3://"+bucket+"/", "-v", "--max-inodes", strconv.Itoa(max))
 	for _, walk := range [][]string{{"ls", "-lR", mt.dir}, {"find", mt.dir, "-type", "f"}} {

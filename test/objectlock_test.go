@@ -4,9 +4,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/url"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -40,24 +40,9 @@ func (m *minioServer) objectRetention(t *testing.T, bucket, key string) retentio
 // lockedStorage is the s3io storage of bucket/prefix, with the policy set.
 func lockedStorage(t *testing.T, m *minioServer, bucket, prefix string, p store.RetentionPolicy) *s3io.Storage {
 	t.Helper()
-	st := s3io.NewStorage(lockedStorageClient(t, m, bucket+"/"+prefix))
+	st := s3io.NewStorage(m.client(t, bucket+"/"+prefix))
 	st.SetRetention(p)
 	return st
-}
-
-// lockedStorageClient is a client of MinIO m at location bucket/prefix.
-func lockedStorageClient(t *testing.T, m *minioServer, loc string) *s3io.Client {
-	t.Helper()
-	q := url.Values{"access_key": {m.user}, "secret_access_key": {m.pass}, "region": {"us-east-1"}, "endpoint": {m.endpoint}}
-	o, err := s3io.ParseLocation(fmt.Sprintf("s3://%s?%s", loc, q.Encode()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := s3io.NewClient(t.Context(), o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
 }
 
 // TestObjectLock: a store made with --object-lock-days 1 in a bucket
@@ -222,7 +207,7 @@ func TestObjectLock(t *testing.T) {
 
 	// A bucket without Object Lock: create refuses and writes nothing.
 	plain := bucketName("plain")
-	if _, err := s3io.EnsureBucket(t.Context(), lockedStorageClient(t, m, plain)); err != nil {
+	if _, err := s3io.EnsureBucket(t.Context(), m.client(t, plain)); err != nil {
 		t.Fatal(err)
 	}
 	e2 := &env{t: t, store: "s3://" + plain + "/st", pass: e.pass, extra: m.awsEnv()}
@@ -311,15 +296,28 @@ func TestPruneExtendsRetentionS3(t *testing.T) {
 	}
 	t1 := time.Now().Add(10 * time.Minute).Truncate(time.Second)
 	s1Key := "st/" + store.ObjectName(store.Handle{Kind: store.KindSnapshot, Name: s1.ID})
-	var last time.Time // the latest of the short locks
+	var short, long []string
 	for _, k := range keys() {
 		if k == s1Key || strings.HasPrefix(k, "st/"+store.Prefix(store.KindIndex)) {
-			last = time.Now().Add(15 * time.Second).Truncate(time.Second) // (each aws call can take seconds here)
-			m.setRetention(t, bucket, k, last)
+			short = append(short, k)
 		} else {
-			m.setRetention(t, bucket, k, t1)
+			long = append(long, k)
 		}
 	}
+	eachAtOnce(t, len(long), func(i int) { m.setRetention(t, bucket, long[i], t1) })
+	// The short locks last, each ending 6 s after its aws call starts
+	// (the call itself can take seconds here); then wait them out.
+	var mu sync.Mutex
+	var last time.Time // the latest of the short locks
+	eachAtOnce(t, len(short), func(i int) {
+		until := time.Now().Add(6 * time.Second).Truncate(time.Second)
+		m.setRetention(t, bucket, short[i], until)
+		mu.Lock()
+		defer mu.Unlock()
+		if until.After(last) {
+			last = until
+		}
+	})
 	time.Sleep(time.Until(last.Add(1500 * time.Millisecond)))
 	e.ok("rm", s1.Short)
 
@@ -328,11 +326,11 @@ func TestPruneExtendsRetentionS3(t *testing.T) {
 	if !strings.Contains(dry.stdout, "would lock the config, ") || !strings.Contains(dry.stdout, "1 snapshot and the index files it keeps until at least") {
 		t.Errorf("prune --dry-run does not say what it would lock:\n%s", dry)
 	}
-	for _, k := range keys() {
-		if got := m.objectRetention(t, bucket, k); !strings.HasPrefix(k, "st/"+store.Prefix(store.KindIndex)) && !got.Until.Equal(t1) {
-			t.Errorf("after the dry run %s is locked until %s, want %s", k, got.Until, t1)
+	eachAtOnce(t, len(long), func(i int) {
+		if got := m.objectRetention(t, bucket, long[i]); !got.Until.Equal(t1) {
+			t.Errorf("after the dry run %s is locked until %s, want %s", long[i], got.Until, t1)
 		}
-	}
+	})
 
 	start := time.Now()
 	res := e.prune("--max-unused", "unlimited")
@@ -355,8 +353,11 @@ func TestPruneExtendsRetentionS3(t *testing.T) {
 	}
 	want := start.Add(24 * time.Hour).Truncate(time.Second)
 	seen := map[string]int{}
-	for _, k := range keys() {
-		got := m.objectRetention(t, bucket, k)
+	after := keys()
+	locks := make([]retention, len(after))
+	eachAtOnce(t, len(after), func(i int) { locks[i] = m.objectRetention(t, bucket, after[i]) })
+	for i, k := range after {
+		got := locks[i]
 		if unused[filepath.Base(k)] {
 			seen["unused"]++
 			if !got.Until.Equal(t1) {

@@ -73,14 +73,15 @@ func TestS3MemoryBudget(t *testing.T) {
 			t.Errorf("large object's ETag %s, source %s: its 8 MiB parts fit the budget, the ETag should be kept", o.ETag, largeETag)
 		}
 	}
-	for _, k := range rich {
+	eachAtOnce(t, len(rich), func(i int) {
+		k := rich[i]
 		if h1, h2 := m.head(t, src, k), m.head(t, dst, "r/"+k); !reflect.DeepEqual(h1, h2) {
 			t.Errorf("%s: headers differ:\nsource   %+v\nrestored %+v", k, h1, h2)
 		}
 		if t1, t2 := m.tags(t, src, k), m.tags(t, dst, "r/"+k); t1 != t2 {
 			t.Errorf("%s: tags differ: %s, %s", k, t1, t2)
 		}
-	}
+	})
 
 	// A part size over the budget is clamped, not waited for forever.
 	r = e.runEnv(append([]string{"COFFER_PASSPHRASE=" + e.pass, "COFFER_MEMORY=8MiB"}, e.extra...),
