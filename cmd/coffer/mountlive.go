@@ -61,8 +61,9 @@ func runLiveMount(c *cli.Context) error {
 			return err
 		}
 	}
-	cacheSize, readAhead, err := contentCache(c)
-	if err != nil {
+	// Parsed here to fail before any request; the memory tier's size
+	// is known once the disk tier is (below).
+	if _, _, err := contentCache(c, 0); err != nil {
 		return err
 	}
 	if err := checkMaxInodes(c); err != nil {
@@ -93,6 +94,14 @@ func runLiveMount(c *cli.Context) error {
 		} else if !c.Bool("list-all") {
 			logger.Printf("no cache folder (%v): file blocks are kept in memory only", cacheErr)
 		}
+	}
+	memory := int64(0) // --cache-size as given, or its default
+	if diskDir != "" {
+		memory = liveDiskMemory
+	}
+	cacheSize, readAhead, err := contentCache(c, memory)
+	if err != nil {
+		return err
 	}
 	var tree object.LiveTree = live
 	what := "live"
