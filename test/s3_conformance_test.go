@@ -2,7 +2,6 @@ package test
 
 import (
 	"fmt"
-	"net/url"
 	"sync/atomic"
 	"testing"
 
@@ -22,19 +21,7 @@ func TestS3StoreConformance(t *testing.T) {
 	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
 	bucket := bucketName("conformance")
 	var seq atomic.Int64
-	client := func(t *testing.T, prefix string) *s3io.Client {
-		t.Helper()
-		q := url.Values{"access_key": {m.user}, "secret_access_key": {m.pass}, "region": {"us-east-1"}, "endpoint": {m.endpoint}}
-		o, err := s3io.ParseLocation(fmt.Sprintf("s3://%s/%s?%s", bucket, prefix, q.Encode()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		c, err := s3io.NewClient(t.Context(), o)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c
-	}
+	client := func(t *testing.T, prefix string) *s3io.Client { return m.client(t, bucket+"/"+prefix) }
 	if _, err := s3io.EnsureBucket(t.Context(), client(t, "")); err != nil {
 		t.Fatal(err)
 	}
