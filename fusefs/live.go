@@ -655,7 +655,7 @@ func (f *liveFile) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint3
 		pieces = append(pieces, object.Piece[liveBlock]{
 			Key: liveBlock{tree: f.fsys.opt.Name, o: o, off: off, n: n}, Size: n})
 	}
-	r := object.NewRunReader(f.fsys.blocks, object.NewLayout(pieces), f.fsys.opt.ReadAhead, f.fsys.loadRun)
+	r := object.NewRunReader(f.fsys.blocks, object.NewLayout(pieces), f.fsys.opt.ReadAhead, f.fsys.runLoader(e.Size))
 	h := &liveHandle{r: r, file: f, o: o}
 	if d := f.fsys.disk; d != nil {
 		r.ReadBeside(d.ReadAt)

@@ -82,6 +82,28 @@ func (f *LiveFS) loadBlock(ctx context.Context, b liveBlock) ([]byte, error) {
 // each block kept (in memory and on disk) as it comes; their bytes are
 // counted against the memory budget until they are in it.
 func (f *LiveFS) loadRun(ctx context.Context, blocks []liveBlock, put func(i int, b []byte)) error {
+	return f.loadRunKeep(ctx, blocks, put, f.disk != nil)
+}
+
+// streamRun is loadRun without writing the blocks to disk: the read-ahead
+// of an object larger than the disk tier (runLoader). Such a stream would
+// only push out what the tier holds, and be pushed out itself before a
+// second pass could find it (a least-recently-used cache keeps nothing
+// of a scan larger than itself); not writing it also spares the stream
+// the checksums and the writes. Blocks read at random are still kept.
+func (f *LiveFS) streamRun(ctx context.Context, blocks []liveBlock, put func(i int, b []byte)) error {
+	return f.loadRunKeep(ctx, blocks, put, false)
+}
+
+// runLoader is the read-ahead loader of an object of size bytes.
+func (f *LiveFS) runLoader(size int64) cache.RunLoader[liveBlock, []byte] {
+	if f.disk != nil && size > f.opt.DiskSize {
+		return f.streamRun
+	}
+	return f.loadRun
+}
+
+func (f *LiveFS) loadRunKeep(ctx context.Context, blocks []liveBlock, put func(i int, b []byte), keep bool) error {
 	first := 0
 	if f.disk != nil {
 		for ; first < len(blocks); first++ {
@@ -107,7 +129,7 @@ func (f *LiveFS) loadRun(ctx context.Context, blocks []liveBlock, put func(i int
 		}
 	}()
 	return object.ReadRanges(ctx, f.t, rest[0].o, rest[0].off, sizes, func(i int, b []byte) {
-		if f.disk != nil {
+		if keep {
 			f.disk.PutLater(rest[i], b)
 		}
 		releases[i]()

@@ -238,3 +238,53 @@ type writerFunc func(p []byte) (int, error)
 func (w writerFunc) Write(p []byte) (int, error) { return w(p) }
 
 var _ io.Writer = writerFunc(nil)
+
+// TestLiveDiskSkipsLongStreams: a sequential read of an object larger
+// than the disk tier writes (almost) none of it to disk, and the blocks the tier
+// held before (a smaller object's) are all still there and serve a
+// second read of it without a fetch; the large object reads byte-exact.
+// Blocks of the large object read at random are kept.
+func TestLiveDiskSkipsLongStreams(t *testing.T) {
+	small, big := randomBytes(2<<20, 3), randomBytes(12<<20+77, 4)
+	m := newMemLive(1000)
+	m.put("small", small)
+	m.put("big", big)
+	f := NewLive(m, LiveOptions{TTL: LiveForever, CacheSize: 8 << 20, DiskDir: t.TempDir(), DiskSize: 8 << 20})
+	defer f.Close()
+	readAll := func(key string, want []byte) {
+		file, fh := liveOpen(t, f, key)
+		for off := int64(0); off < int64(len(want)); off += 128 << 10 {
+			liveRead(t, file, fh, want, off, 128<<10)
+		}
+		fh.(*liveHandle).Release(context.Background())
+	}
+	readAll("small", small)
+	f.disk.Flush()
+	before := f.disk.Stats()
+	if before.Blocks != len(small)/LiveBlock {
+		t.Fatalf("the disk tier holds %d blocks of the small object, want %d", before.Blocks, len(small)/LiveBlock)
+	}
+	readAll("big", big)
+	f.disk.Flush()
+	// The read-ahead writes nothing; a block a read reaches before its
+	// stretch is queued is loaded alone, as a random read, and kept.
+	blocks := (len(big) + LiveBlock - 1) / LiveBlock
+	if s := f.disk.Stats(); s.Writes-before.Writes > int64(blocks/8) {
+		t.Fatalf("streaming an object larger than the tier wrote %d of its %d blocks", s.Writes-before.Writes, blocks)
+	}
+	fetched := m.readBytes()
+	readAll("small", small)
+	if again := m.readBytes() - fetched; again != 0 {
+		t.Fatalf("the small object, read again, fetched %d bytes: the stream pushed it out", again)
+	}
+	// A random read of a large object is still kept.
+	m.put("big2", big)
+	before = f.disk.Stats()
+	file, fh := liveOpen(t, f, "big2")
+	liveRead(t, file, fh, big, 9<<20+4096, 4096)
+	fh.(*liveHandle).Release(context.Background())
+	f.disk.Flush()
+	if s := f.disk.Stats(); s.Writes != before.Writes+1 {
+		t.Fatalf("a random read of the large object wrote %d blocks, want 1", s.Writes-before.Writes)
+	}
+}
