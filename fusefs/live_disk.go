@@ -77,33 +77,25 @@ func (f *LiveFS) loadBlock(ctx context.Context, b liveBlock) ([]byte, error) {
 	return data, err
 }
 
+// runLoader is the read-ahead loader of an object of size bytes:
+// loadRun, which keeps the blocks on disk too, unless the object is
+// larger than the disk tier. Such a stream would only push out what the
+// tier holds, and be pushed out itself before a second pass could find
+// it (a least-recently-used cache keeps nothing of a scan larger than
+// itself); not writing it also spares the stream the checksums and the
+// writes. Its blocks read at random (loadBlock) are still kept.
+func (f *LiveFS) runLoader(size int64) cache.RunLoader[liveBlock, []byte] {
+	keep := f.disk != nil && size <= f.opt.DiskSize
+	return func(ctx context.Context, blocks []liveBlock, put func(i int, b []byte)) error {
+		return f.loadRun(ctx, blocks, put, keep)
+	}
+}
+
 // loadRun loads consecutive blocks of one object: those at its start
 // that the disk tier holds from there, the rest with one ranged read,
-// each block kept (in memory and on disk) as it comes; their bytes are
-// counted against the memory budget until they are in it.
-func (f *LiveFS) loadRun(ctx context.Context, blocks []liveBlock, put func(i int, b []byte)) error {
-	return f.loadRunKeep(ctx, blocks, put, f.disk != nil)
-}
-
-// streamRun is loadRun without writing the blocks to disk: the read-ahead
-// of an object larger than the disk tier (runLoader). Such a stream would
-// only push out what the tier holds, and be pushed out itself before a
-// second pass could find it (a least-recently-used cache keeps nothing
-// of a scan larger than itself); not writing it also spares the stream
-// the checksums and the writes. Blocks read at random are still kept.
-func (f *LiveFS) streamRun(ctx context.Context, blocks []liveBlock, put func(i int, b []byte)) error {
-	return f.loadRunKeep(ctx, blocks, put, false)
-}
-
-// runLoader is the read-ahead loader of an object of size bytes.
-func (f *LiveFS) runLoader(size int64) cache.RunLoader[liveBlock, []byte] {
-	if f.disk != nil && size > f.opt.DiskSize {
-		return f.streamRun
-	}
-	return f.loadRun
-}
-
-func (f *LiveFS) loadRunKeep(ctx context.Context, blocks []liveBlock, put func(i int, b []byte), keep bool) error {
+// each block kept in memory (and on disk if keep) as it comes; their
+// bytes are counted against the memory budget until they are in it.
+func (f *LiveFS) loadRun(ctx context.Context, blocks []liveBlock, put func(i int, b []byte), keep bool) error {
 	first := 0
 	if f.disk != nil {
 		for ; first < len(blocks); first++ {

@@ -1,12 +1,15 @@
 package s3io
 
 // Helpers for scripts/s3seed, the bucket seeder and lister of
-// scripts/bench-s3. They live here because only s3io imports the AWS SDK;
-// coffer itself does not use them.
+// scripts/bench-s3, and for the tests' seeding of buckets. They live here
+// because only s3io imports the AWS SDK; coffer itself does not use them.
 
 import (
 	"context"
 	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 
@@ -47,6 +50,36 @@ func PutObjects(ctx context.Context, c *Client, n, jobs int,
 	}
 	wg.Wait()
 	return written.Load(), first
+}
+
+// PutDir PUTs the regular files below dir with PutObjects, jobs at
+// once, each keyed by its slash path relative to dir; it returns the
+// number of files and their bytes.
+func PutDir(ctx context.Context, c *Client, dir string, jobs int) (files int, bytes int64, err error) {
+	var paths []string
+	err = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			paths = append(paths, p)
+		}
+		return err
+	})
+	if err != nil {
+		return 0, 0, err
+	}
+	bytes, err = PutObjects(ctx, c, len(paths), jobs, func(i int) (string, io.Reader, int64, error) {
+		f, err := os.Open(paths[i])
+		if err != nil {
+			return "", nil, 0, err
+		}
+		st, err := f.Stat()
+		if err != nil {
+			f.Close()
+			return "", nil, 0, err
+		}
+		rel, _ := filepath.Rel(dir, paths[i])
+		return filepath.ToSlash(rel), f, st.Size(), nil
+	})
+	return len(paths), bytes, err
 }
 
 func (c *Client) putSeed(ctx context.Context, i int,

@@ -8,7 +8,6 @@ import (
 	"reflect"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -65,13 +64,8 @@ func compareBuckets(t *testing.T, m *minioServer, src, dst, dstPrefix string) {
 		if multipart {
 			x := filepath.Join(t.TempDir(), "a")
 			y := filepath.Join(t.TempDir(), "b")
-			eachAtOnce(t, 2, func(j int) {
-				if j == 0 {
-					m.aws(t, "s3", "cp", "--quiet", "s3://"+src+"/"+a[i].Key, x)
-				} else {
-					m.aws(t, "s3", "cp", "--quiet", "s3://"+dst+"/"+dstPrefix+b[i].Key, y)
-				}
-			})
+			cps := [][2]string{{"s3://" + src + "/" + a[i].Key, x}, {"s3://" + dst + "/" + dstPrefix + b[i].Key, y}}
+			eachAtOnce(t, len(cps), func(j int) { m.aws(t, "s3", "cp", "--quiet", cps[j][0], cps[j][1]) })
 			xb, _ := os.ReadFile(x)
 			yb, _ := os.ReadFile(y)
 			if !bytes.Equal(xb, yb) || int64(len(xb)) != a[i].Size {
@@ -115,32 +109,20 @@ func TestS3RoundTrip(t *testing.T) {
 	sample := append([]string{}, rich...)
 	sample = append(sample, fmt.Sprintf("dir%02d/f%05d.txt", 999%17, 999)) // a plain one
 	// The aws CLI is slow to start: ask in parallel.
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var diffs []string
-	for _, k := range sample {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			h1, h2 := m.head(t, src, k), m.head(t, dst, "restored/"+k)
-			var t1, t2 string
-			if slices.Contains(rich, k) {
-				t1, t2 = m.tags(t, src, k), m.tags(t, dst, "restored/"+k)
-			}
-			mu.Lock()
-			defer mu.Unlock()
-			if !reflect.DeepEqual(h1, h2) {
-				diffs = append(diffs, fmt.Sprintf("%s: headers differ:\nsource   %+v\nrestored %+v", k, h1, h2))
-			}
-			if t1 != t2 {
-				diffs = append(diffs, fmt.Sprintf("%s: tags differ:\nsource   %s\nrestored %s", k, t1, t2))
-			}
-		}()
-	}
-	wg.Wait()
-	if len(diffs) > 0 {
-		t.Fatal(strings.Join(diffs, "\n"))
-	}
+	eachAtOnce(t, len(sample), func(i int) {
+		k := sample[i]
+		h1, h2 := m.head(t, src, k), m.head(t, dst, "restored/"+k)
+		var t1, t2 string
+		if slices.Contains(rich, k) {
+			t1, t2 = m.tags(t, src, k), m.tags(t, dst, "restored/"+k)
+		}
+		if !reflect.DeepEqual(h1, h2) {
+			t.Errorf("%s: headers differ:\nsource   %+v\nrestored %+v", k, h1, h2)
+		}
+		if t1 != t2 {
+			t.Errorf("%s: tags differ:\nsource   %s\nrestored %s", k, t1, t2)
+		}
+	})
 	if h := m.head(t, dst, "restored/"+rich[0]); h.Metadata["owner"] != "alice" || h.CacheControl != "max-age=3600" {
 		t.Errorf("restored headers lack what was seeded: %+v", h)
 	}
@@ -180,24 +162,16 @@ func TestS3RoundTrip(t *testing.T) {
 	// the old headers of the unchanged ones (restore /meta from it).
 	dst2 := m.newBucket(t, "dst2")
 	e.ok("restore", "-to", "s3://"+dst2+"/", s3.Short+":/meta")
-	for _, k := range []string{"meta/new.txt", rich[0], rich[2]} {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			rel := strings.TrimPrefix(k, "meta/")
-			h1, h2 := m.head(t, src, k), m.head(t, dst2, rel)
-			t1, t2 := m.tags(t, src, k), m.tags(t, dst2, rel)
-			mu.Lock()
-			defer mu.Unlock()
-			if !reflect.DeepEqual(h1, h2) || t1 != t2 {
-				diffs = append(diffs, fmt.Sprintf("%s: snapshot after a change:\nsource   %+v %s\nrestored %+v %s", k, h1, t1, h2, t2))
-			}
-		}()
-	}
-	wg.Wait()
-	if len(diffs) > 0 {
-		t.Fatal(strings.Join(diffs, "\n"))
-	}
+	changed := []string{"meta/new.txt", rich[0], rich[2]}
+	eachAtOnce(t, len(changed), func(i int) {
+		k := changed[i]
+		rel := strings.TrimPrefix(k, "meta/")
+		h1, h2 := m.head(t, src, k), m.head(t, dst2, rel)
+		t1, t2 := m.tags(t, src, k), m.tags(t, dst2, rel)
+		if !reflect.DeepEqual(h1, h2) || t1 != t2 {
+			t.Errorf("%s: snapshot after a change:\nsource   %+v %s\nrestored %+v %s", k, h1, t1, h2, t2)
+		}
+	})
 	if h := m.head(t, dst2, "full.json"); h.Metadata["owner"] != "bob" || h.ContentLanguage != "de" {
 		t.Errorf("the changed object's new headers are not in the snapshot: %+v", h)
 	}

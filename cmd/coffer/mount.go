@@ -224,10 +224,10 @@ func serveMount(ctx context.Context, wait func(), unmount func() error, dir stri
 // (docs/PERFORMANCE.md, "the live mount's memory tier").
 const liveDiskMemory = 64 << 20
 
-// contentCache reads --cache-size (def when not given) and
-// --read-ahead, which both mounts take: the cache's size and the
-// read-ahead per open file for fusefs (at most a quarter of the cache;
-// negative: none).
+// contentCache reads --cache-size (def when not given; 0: the flag's
+// own default) and --read-ahead, which both mounts take: the cache's
+// size and the read-ahead per open file for fusefs (at most a quarter
+// of the cache; negative: none).
 func contentCache(c *cli.Context, def int64) (size, ahead int64, err error) {
 	cs := uint64(def)
 	if c.IsSet("cache-size") || def == 0 {

@@ -61,11 +61,6 @@ func runLiveMount(c *cli.Context) error {
 			return err
 		}
 	}
-	// Parsed here to fail before any request; the memory tier's size
-	// is known once the disk tier is (below).
-	if _, _, err := contentCache(c, 0); err != nil {
-		return err
-	}
 	if err := checkMaxInodes(c); err != nil {
 		return err
 	}
@@ -77,32 +72,31 @@ func runLiveMount(c *cli.Context) error {
 	stderr := c.App.ErrWriter
 	logger := log.New(stderr, "coffer: mount: ", 0)
 
+	// The user's cache folder keeps the --list-all listing and the file
+	// blocks read (fusefs/live_disk.go), unless --no-disk-cache; with
+	// the blocks on disk, memory defaults to less.
+	var diskDir string
+	var cacheErr error
+	memory := int64(0) // --cache-size's own default
+	if !c.Bool("no-disk-cache") {
+		var base string
+		if base, cacheErr = os.UserCacheDir(); cacheErr == nil {
+			diskDir, memory = filepath.Join(base, "coffer-live"), liveDiskMemory
+		} else if !c.Bool("list-all") {
+			logger.Printf("no cache folder (%v): file blocks are kept in memory only", cacheErr)
+		}
+	}
+	cacheSize, readAhead, err := contentCache(c, memory)
+	if err != nil {
+		return err
+	}
+
 	client, err := s3Client(ctx, loc)
 	if err != nil {
 		return fmt.Errorf("mount of %s: %w", shown, err)
 	}
 	live := s3io.NewLive(client)
 	live.PageSize = int32(c.Int("list-page-size"))
-	// The user's cache folder keeps the --list-all listing and the file
-	// blocks read (fusefs/live_disk.go), unless --no-disk-cache.
-	var diskDir string
-	var cacheErr error
-	if !c.Bool("no-disk-cache") {
-		var base string
-		if base, cacheErr = os.UserCacheDir(); cacheErr == nil {
-			diskDir = filepath.Join(base, "coffer-live")
-		} else if !c.Bool("list-all") {
-			logger.Printf("no cache folder (%v): file blocks are kept in memory only", cacheErr)
-		}
-	}
-	memory := int64(0) // --cache-size as given, or its default
-	if diskDir != "" {
-		memory = liveDiskMemory
-	}
-	cacheSize, readAhead, err := contentCache(c, memory)
-	if err != nil {
-		return err
-	}
 	var tree object.LiveTree = live
 	what := "live"
 	switch {

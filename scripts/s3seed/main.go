@@ -26,10 +26,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"io/fs"
 	"math/rand/v2"
 	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/coffer-backup/coffer/s3io"
@@ -73,35 +71,13 @@ func main() {
 }
 
 func uploadDir(ctx context.Context, cl *s3io.Client, bucket, dir string, jobs int) {
-	var files []string
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err == nil && d.Type().IsRegular() {
-			files = append(files, p)
-		}
-		return err
-	})
-	if err != nil {
-		fail(err)
-	}
 	start := time.Now()
-	total, err := s3io.PutObjects(ctx, cl, len(files), jobs, func(i int) (string, io.Reader, int64, error) {
-		f, err := os.Open(files[i])
-		if err != nil {
-			return "", nil, 0, err
-		}
-		st, err := f.Stat()
-		if err != nil {
-			f.Close()
-			return "", nil, 0, err
-		}
-		rel, _ := filepath.Rel(dir, files[i])
-		return filepath.ToSlash(rel), f, st.Size(), nil
-	})
+	n, total, err := s3io.PutDir(ctx, cl, dir, jobs)
 	if err != nil {
 		fail(err)
 	}
 	el := time.Since(start).Seconds()
-	fmt.Fprintf(os.Stderr, "s3seed: %d files, %d bytes into %s in %.1f s\n", len(files), total, bucket, el)
+	fmt.Fprintf(os.Stderr, "s3seed: %d files, %d bytes into %s in %.1f s\n", n, total, bucket, el)
 }
 
 func fail(err error) {
