@@ -72,6 +72,9 @@ func (m *Memory) Acquire(ctx context.Context, n int64) error {
 	if n <= 0 {
 		return nil
 	}
+	if err := ctx.Err(); err != nil {
+		return err // ended: grants nothing, even if the bytes are free
+	}
 	m.mu.Lock()
 	if len(m.queue) == 0 && m.used+n <= m.budget {
 		m.account(int(n))
@@ -153,11 +156,17 @@ func (e *ErrOverBudget) Error() string {
 }
 
 // Get returns a buffer of n bytes (its content is not zeroed), waiting
-// until the budget has room for it or ctx ends.
+// until the budget has room for it or ctx ends. A ctx already ended gets
+// its error and no buffer, even when the budget has room: a reader
+// closed while its parts wait their turn must not take bytes after it
+// gave its own back.
 func (m *Memory) Get(ctx context.Context, n int) ([]byte, error) {
 	c := sizeClass(n)
 	if int64(c) > m.budget {
 		return nil, &ErrOverBudget{Size: int64(n), Budget: m.budget}
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
 	}
 	m.mu.Lock()
 	if len(m.queue) == 0 && m.used+int64(c) <= m.budget {

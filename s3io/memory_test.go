@@ -83,6 +83,18 @@ func TestMemoryGetWaitsAndServesInOrder(t *testing.T) {
 	if st.InUse != 0 || st.High > st.Budget || st.Idle > st.Budget {
 		t.Fatalf("stats %+v", st)
 	}
+	// An ended context is refused even with the whole budget free: a
+	// closed reader's parts still waiting their turn take nothing (CI saw
+	// InUse climb back from 0 after a reader was closed).
+	if b, err := m.Get(cctx, 1<<20); !errors.Is(err, context.Canceled) || b != nil {
+		t.Fatalf("Get with an ended context: %d bytes, %v", len(b), err)
+	}
+	if err := m.Acquire(cctx, 1<<20); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Acquire with an ended context: %v", err)
+	}
+	if after := m.Stats(); after.InUse != 0 || after.Gets != st.Gets {
+		t.Fatalf("after ended Get and Acquire: stats %+v", after)
+	}
 }
 
 // TestMemoryNeverOverBudget: many goroutines taking and giving back
