@@ -66,10 +66,13 @@ func NewReader[K comparable](c *cache.LRU[K, []byte], l *Layout[K], maxAhead int
 // (consecutive byte ranges of one object, fetched with one request):
 // the read-ahead loads the pieces of the window in stretches of up to a
 // quarter of the window (at least 2 MiB, at most 8 MiB) with load, and
-// refills the
-// window once less than half of it is left, so that a long sequential
-// run is read in large requests, while a read outside such a run
-// fetches only the pieces it covers.
+// refills the window once less than half of it is left, so that a long
+// sequential run is read in large requests, while a read outside such a
+// run fetches only the pieces it covers. A piece a read inside a run
+// needs before its stretch has started loading is loaded with load too,
+// as a run of one: load decides for every piece of a run (the live mount
+// keeps a stream larger than its disk tier off it), the LRU's own loader
+// for the pieces read at random.
 func NewRunReader[K comparable](c *cache.LRU[K, []byte], l *Layout[K], maxAhead int64, load cache.RunLoader[K, []byte]) *Reader[K] {
 	r := NewReader(c, l, maxAhead)
 	r.loadRun, r.maxRun = load, maxRun
@@ -113,7 +116,7 @@ func (r *Reader[K]) ReadAt(ctx context.Context, p []byte, off int64) (int, error
 	}
 	end := min(off+int64(len(p)), size)
 	first, last := r.l.PieceAt(off), r.l.PieceAt(end-1)
-	r.readAhead(off, end)
+	inRun := r.readAhead(off, end) && r.loadRun != nil
 
 	var wg sync.WaitGroup
 	errs := make([]error, last-first+1)
@@ -125,7 +128,13 @@ func (r *Reader[K]) ReadAt(ctx context.Context, p []byte, off int64) (int, error
 			if r.direct != nil && !r.c.Contains(pc.Key) && r.direct(pc.Key, p[lo-off:hi-off], lo-ps) {
 				return
 			}
-			data, err := r.c.Get(ctx, pc.Key)
+			var data []byte
+			var err error
+			if inRun {
+				data, err = r.c.GetWith(ctx, pc.Key, r.loadOne(pc.Key))
+			} else {
+				data, err = r.c.Get(ctx, pc.Key)
+			}
 			if err == nil {
 				err = checkSize(i, pc, data)
 			}
@@ -155,13 +164,29 @@ func (r *Reader[K]) ReadAt(ctx context.Context, p []byte, off int64) (int, error
 	return n, nil
 }
 
-// readAhead updates the sequential state with a read of [off, end) and
-// queues the pieces of the window after it. A run opens the window at
-// once if it started at the file's beginning (cat, grep), else only once
-// it is seekRun long.
-func (r *Reader[K]) readAhead(off, end int64) {
+// loadOne is a load of key alone with the run loader.
+func (r *Reader[K]) loadOne(key K) func(context.Context) ([]byte, error) {
+	return func(ctx context.Context) ([]byte, error) {
+		var data []byte
+		put := func(_ int, b []byte) { data = b }
+		if err := r.loadRun(ctx, []K{key}, put); err != nil {
+			return nil, err
+		}
+		if data == nil {
+			return nil, fmt.Errorf("piece %v: its load returned without it", key)
+		}
+		return data, nil
+	}
+}
+
+// readAhead updates the sequential state with a read of [off, end),
+// queues the pieces of the window after it, and reports whether the read
+// is part of a run with its window open. A run opens the window at once
+// if it started at the file's beginning (cat, grep), else only once it
+// is seekRun long.
+func (r *Reader[K]) readAhead(off, end int64) bool {
 	if r.maxAhead <= 0 {
-		return
+		return false
 	}
 	r.mu.Lock()
 	if off >= r.next-r.slack && off <= r.next+r.slack {
@@ -181,12 +206,12 @@ func (r *Reader[K]) readAhead(off, end int64) {
 	size := r.l.Size()
 	if window == 0 || end >= size {
 		r.mu.Unlock()
-		return
+		return window > 0
 	}
 	if r.loadRun != nil {
 		r.queueRunsLocked(off, end, window)
 		r.mu.Unlock()
-		return
+		return true
 	}
 	r.mu.Unlock()
 	from, to := r.l.PieceAt(end), r.l.PieceAt(min(end+window, size)-1)
@@ -195,6 +220,7 @@ func (r *Reader[K]) readAhead(off, end int64) {
 		keys = append(keys, r.l.pieces[i].Key)
 	}
 	r.c.Prefetch(keys)
+	return true
 }
 
 // queueRunsLocked queues the pieces of the window after end that are not

@@ -199,6 +199,50 @@ func TestSequentialRunsGrow(t *testing.T) {
 	}
 }
 
+// TestRunPiecesLoadWithTheRunLoader: with one load at a time and slow
+// requests, a sequential reader reaches blocks whose stretch is queued
+// but not started; they are loaded with the run loader too (the live
+// mount decides there whether a stream is kept on disk), never with the
+// LRU's loader, which serves the reads outside a run.
+func TestRunPiecesLoadWithTheRunLoader(t *testing.T) {
+	const size, block = 16 << 20, 256 << 10
+	o := newRanged(size)
+	o.delay = 3 * time.Millisecond
+	var alone atomic.Int64
+	c := cache.NewBytes(64<<20, 1, func(ctx context.Context, b rng) ([]byte, error) {
+		alone.Add(1)
+		return o.load(ctx, b)
+	})
+	defer c.Close()
+	rd := NewRunReader(c, o.blocks(block), 8<<20, o.loadRun)
+	buf := make([]byte, 128<<10)
+	for off := int64(0); off < size; off += int64(len(buf)) {
+		if _, err := rd.ReadAt(context.Background(), buf, off); err != nil && err != io.EOF || !bytes.Equal(buf, o.data[off:off+int64(len(buf))]) {
+			t.Fatalf("read at %d: %v", off, err)
+		}
+	}
+	waitIdle(t, c)
+	if n := alone.Load(); n != 0 {
+		t.Fatalf("a sequential read loaded %d blocks with the LRU's loader", n)
+	}
+	if r := o.requests.Load(); r < 3 {
+		t.Fatalf("%d requests: the test's delay did not make the reader wait", r)
+	}
+	// A read elsewhere, outside the run, is the LRU's.
+	c2 := cache.NewBytes(64<<20, 1, func(ctx context.Context, b rng) ([]byte, error) {
+		alone.Add(1)
+		return o.load(ctx, b)
+	})
+	defer c2.Close()
+	rd2 := NewRunReader(c2, o.blocks(block), 8<<20, o.loadRun)
+	if _, err := rd2.ReadAt(context.Background(), buf, 5<<20); err != nil || !bytes.Equal(buf, o.data[5<<20:5<<20+len(buf)]) {
+		t.Fatalf("random read: %v", err)
+	}
+	if n := alone.Load(); n != 1 {
+		t.Fatalf("a random read loaded %d blocks with the LRU's loader, want 1", n)
+	}
+}
+
 // TestSmallFileOneRequest: a file of up to 2 MiB read from its start in
 // 128 KiB reads (grep, cat) costs one request: the first read's own
 // block comes with the window's first stretch, not in a request of its
