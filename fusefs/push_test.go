@@ -162,8 +162,19 @@ func TestPushSmallFiles(t *testing.T) {
 
 			// Everything again, now from the kernel's cache.
 			for _, d := range []string{"d0", "d1", "d2"} {
-				if n := reads(d, listOrder(t, filepath.Join(base, d))); n != 0 && !needOpen {
-					t.Errorf("%s read again: %d READs", d, n)
+				names := listOrder(t, filepath.Join(base, d))
+				rc.take()
+				for _, name := range names {
+					if name != "f030dir" {
+						read(d, name)
+					}
+				}
+				// (Seen once, under a race build beside two busy loops
+				// and other packages' tests: 1 READ for d0. The lines say
+				// which file, for whoever sees it next.)
+				lines := rc.lastReads()
+				if n := rc.take()["READ"]; n != 0 && !needOpen {
+					t.Errorf("%s read again: %d READs (%q)", d, n, lines)
 				}
 			}
 			t.Logf("%d pushed; stats %+v", f.pushed.Load(), f.Stats().Chunks)

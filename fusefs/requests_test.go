@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -30,6 +31,7 @@ type requestCounter struct {
 	mu     sync.Mutex
 	counts map[string]int
 	part   []byte
+	reads  []string // the first READ lines since take, for a failure's message
 }
 
 var rxLine = regexp.MustCompile(`\brx \d+: ([A-Z_]+)\b`)
@@ -45,6 +47,9 @@ func (c *requestCounter) Write(p []byte) (int, error) {
 		}
 		if m := rxLine.FindSubmatch(c.part[:i]); m != nil {
 			c.counts[string(m[1])]++
+			if string(m[1]) == "READ" && len(c.reads) < 4 {
+				c.reads = append(c.reads, string(c.part[:i]))
+			}
 		}
 		c.part = c.part[i+1:]
 	}
@@ -56,8 +61,15 @@ func (c *requestCounter) take() map[string]int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	m := c.counts
-	c.counts = map[string]int{}
+	c.counts, c.reads = map[string]int{}, nil
 	return m
+}
+
+// lastReads returns the first READ lines since take.
+func (c *requestCounter) lastReads() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.reads)
 }
 
 func (c *requestCounter) String(m map[string]int) string {
