@@ -229,30 +229,42 @@ func (r *Reader[K]) readAhead(off, end int64) bool {
 // queued from it on), the first stretch starts at off's piece and is
 // loaded now: the read's own pieces come with the first request of the
 // window instead of one of their own (a small file read from its start,
-// as grep does, costs one GET, not two). r.mu must be held.
+// as grep does, costs one GET, not two). Stretches end at multiples of
+// their size from the file's start, and the window's end is rounded
+// down to one: requests are whole stretches, not a stretch and a piece
+// to reach exactly end+window (a 16 MiB file read in order took 8
+// requests, two of them of one 256 KiB piece, and none aligned; now 6,
+// aligned, as stores keep objects in aligned blocks). r.mu must be held.
 func (r *Reader[K]) queueRunsLocked(off, end, window int64) {
 	opening := r.queued <= off
 	if !opening && r.queued-end >= window/2 {
 		return
 	}
-	lo, hi := max(end, r.queued), min(end+window, r.l.Size())
+	size := r.l.Size()
+	// One request for a small window (the rest of a small file), four
+	// at once for a large one.
+	step := min(max(window/4, minAhead), r.maxRun)
+	lo := max(end, r.queued)
 	if opening {
 		lo = r.l.Start(r.l.PieceAt(off))
 	}
+	hi := (end + window) / step * step // window >= step: past end
+	if hi <= lo {
+		hi = (lo/step + 1) * step
+	}
+	hi = min(hi, size)
 	if lo >= hi {
 		return
 	}
 	from, to := r.l.PieceAt(lo), r.l.PieceAt(hi-1)
 	r.queued = r.l.ends[to]
-	// One request for a small window (the rest of a small file), four
-	// at once for a large one.
-	step := min(max(window/4, minAhead), r.maxRun)
 	for i := from; i <= to; {
 		var keys []K
-		var n int64
-		for ; i <= to && (len(keys) == 0 || n+r.l.pieces[i].Size <= step); i++ {
+		// The stretch ends before the first piece that starts at or
+		// past the next multiple of step.
+		limit := (r.l.Start(i)/step + 1) * step
+		for ; i <= to && (len(keys) == 0 || r.l.Start(i) < limit); i++ {
 			keys = append(keys, r.l.pieces[i].Key)
-			n += r.l.pieces[i].Size
 		}
 		if opening {
 			r.c.LoadRun(keys, r.loadRun)
