@@ -24,7 +24,8 @@ type ranged struct {
 
 	requests, bytes atomic.Int64
 	mu              sync.Mutex
-	sizes           []int64 // every request's length, in order
+	sizes           []int64    // every request's length, in order
+	runs            [][2]int64 // every run request's offset and length
 }
 
 func newRanged(size int) *ranged {
@@ -55,6 +56,9 @@ func (o *ranged) load(ctx context.Context, b rng) ([]byte, error) {
 // loadRun is the run loader: one request for consecutive blocks.
 func (o *ranged) loadRun(ctx context.Context, bs []rng, put func(i int, b []byte)) error {
 	last := bs[len(bs)-1]
+	o.mu.Lock()
+	o.runs = append(o.runs, [2]int64{bs[0].off, last.off + last.n - bs[0].off})
+	o.mu.Unlock()
 	o.count(last.off + last.n - bs[0].off)
 	for i, b := range bs {
 		if b.off != bs[0].off+int64(i)*bs[0].n {
@@ -240,6 +244,40 @@ func TestRunPiecesLoadWithTheRunLoader(t *testing.T) {
 	}
 	if n := alone.Load(); n != 1 {
 		t.Fatalf("a random read loaded %d blocks with the LRU's loader, want 1", n)
+	}
+}
+
+// TestRunsAligned: a file read in order from its start is fetched in
+// whole stretches that start at multiples of their length (a 16 MiB file:
+// 2, 2, 2, 2, 4 and 4 MiB), with no request for a lone block to reach
+// exactly the window's end (there were 8 requests, two of one block).
+// The reader waits for the loads after each read, so that what is
+// fetched is what was queued (a reader that outruns a queued stretch
+// loads the block it needs alone: TestRunPiecesLoadWithTheRunLoader).
+func TestRunsAligned(t *testing.T) {
+	const size, block = 16 << 20, 256 << 10
+	o := newRanged(size)
+	c := cache.NewBytes(64<<20, 4, o.load)
+	defer c.Close()
+	rd := NewRunReader(c, o.blocks(block), 32<<20, o.loadRun)
+	buf := make([]byte, 128<<10)
+	for off := int64(0); off < size; off += int64(len(buf)) {
+		if _, err := rd.ReadAt(context.Background(), buf, off); err != nil && err != io.EOF || !bytes.Equal(buf, o.data[off:off+int64(len(buf))]) {
+			t.Fatalf("read at %d: %v", off, err)
+		}
+		waitIdle(t, c)
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	var total int64
+	for _, r := range o.runs {
+		if r[0]%r[1] != 0 || r[1] < minAhead {
+			t.Errorf("a request of %d bytes at %d: want whole stretches at multiples of their length (all: %v)", r[1], r[0], o.runs)
+		}
+		total += r[1]
+	}
+	if int64(len(o.sizes)) != int64(len(o.runs)) || total != size || len(o.runs) > 6 {
+		t.Fatalf("%d requests (%d of runs) for %d bytes of %d: %v", len(o.sizes), len(o.runs), total, size, o.runs)
 	}
 }
 
