@@ -203,6 +203,22 @@ func TestSequentialRunsGrow(t *testing.T) {
 	}
 }
 
+// readInOrder reads want through rd from its start in reads of 128 KiB,
+// as cat does, calling after (if not nil) after each.
+func readInOrder(t *testing.T, rd *Reader[rng], want []byte, after func()) {
+	t.Helper()
+	buf := make([]byte, 128<<10)
+	for off := int64(0); off < int64(len(want)); off += int64(len(buf)) {
+		n, err := rd.ReadAt(context.Background(), buf, off)
+		if err != nil && err != io.EOF || !bytes.Equal(buf[:n], want[off:min(off+int64(len(buf)), int64(len(want)))]) {
+			t.Fatalf("read at %d: %v", off, err)
+		}
+		if after != nil {
+			after()
+		}
+	}
+}
+
 // TestRunPiecesLoadWithTheRunLoader: with one load at a time and slow
 // requests, a sequential reader reaches blocks whose stretch is queued
 // but not started; they are loaded with the run loader too (the live
@@ -213,18 +229,14 @@ func TestRunPiecesLoadWithTheRunLoader(t *testing.T) {
 	o := newRanged(size)
 	o.delay = 3 * time.Millisecond
 	var alone atomic.Int64
-	c := cache.NewBytes(64<<20, 1, func(ctx context.Context, b rng) ([]byte, error) {
+	counted := func(ctx context.Context, b rng) ([]byte, error) {
 		alone.Add(1)
 		return o.load(ctx, b)
-	})
+	}
+	c := cache.NewBytes(64<<20, 1, counted)
 	defer c.Close()
 	rd := NewRunReader(c, o.blocks(block), 8<<20, o.loadRun)
-	buf := make([]byte, 128<<10)
-	for off := int64(0); off < size; off += int64(len(buf)) {
-		if _, err := rd.ReadAt(context.Background(), buf, off); err != nil && err != io.EOF || !bytes.Equal(buf, o.data[off:off+int64(len(buf))]) {
-			t.Fatalf("read at %d: %v", off, err)
-		}
-	}
+	readInOrder(t, rd, o.data, nil)
 	waitIdle(t, c)
 	if n := alone.Load(); n != 0 {
 		t.Fatalf("a sequential read loaded %d blocks with the LRU's loader", n)
@@ -233,12 +245,10 @@ func TestRunPiecesLoadWithTheRunLoader(t *testing.T) {
 		t.Fatalf("%d requests: the test's delay did not make the reader wait", r)
 	}
 	// A read elsewhere, outside the run, is the LRU's.
-	c2 := cache.NewBytes(64<<20, 1, func(ctx context.Context, b rng) ([]byte, error) {
-		alone.Add(1)
-		return o.load(ctx, b)
-	})
+	c2 := cache.NewBytes(64<<20, 1, counted)
 	defer c2.Close()
 	rd2 := NewRunReader(c2, o.blocks(block), 8<<20, o.loadRun)
+	buf := make([]byte, 128<<10)
 	if _, err := rd2.ReadAt(context.Background(), buf, 5<<20); err != nil || !bytes.Equal(buf, o.data[5<<20:5<<20+len(buf)]) {
 		t.Fatalf("random read: %v", err)
 	}
@@ -260,13 +270,7 @@ func TestRunsAligned(t *testing.T) {
 	c := cache.NewBytes(64<<20, 4, o.load)
 	defer c.Close()
 	rd := NewRunReader(c, o.blocks(block), 32<<20, o.loadRun)
-	buf := make([]byte, 128<<10)
-	for off := int64(0); off < size; off += int64(len(buf)) {
-		if _, err := rd.ReadAt(context.Background(), buf, off); err != nil && err != io.EOF || !bytes.Equal(buf, o.data[off:off+int64(len(buf))]) {
-			t.Fatalf("read at %d: %v", off, err)
-		}
-		waitIdle(t, c)
-	}
+	readInOrder(t, rd, o.data, func() { waitIdle(t, c) })
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	var total int64
