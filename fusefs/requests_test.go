@@ -65,8 +65,8 @@ func (c *requestCounter) take() map[string]int {
 	return m
 }
 
-// lastReads returns the first READ lines since take.
-func (c *requestCounter) lastReads() []string {
+// readLines returns the first READ lines since take.
+func (c *requestCounter) readLines() []string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return slices.Clone(c.reads)
