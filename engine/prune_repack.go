@@ -62,8 +62,10 @@ func choseRepack(packs map[crypto.ID]*packStat, maxUnused float64) map[crypto.ID
 // repack copies the used blobs whose first copy is in one of the packs
 // in which into new packs, through a Saver with an empty index (so
 // nothing is deduplicated away), and returns that index: where the
-// blobs are now. When it returns, the new packs and the index files
-// naming them are durable.
+// blobs are now. Each blob is authenticated and then copied as it was
+// sealed (FORMAT.md §4), one run of adjacent blobs at a time through one
+// buffer: no compressing or sealing again, and no buffer a run. When it
+// returns, the new packs and the index files naming them are durable.
 func (r *Repo) repack(ctx context.Context, which map[crypto.ID]bool, packs map[crypto.ID]*packStat, idx, used *index.Master) (*index.Master, error) {
 	view := r.WithIndex(index.New())
 	sv := view.NewSaver(ctx, store.Uploads(r.st))
@@ -72,7 +74,10 @@ func (r *Repo) repack(ctx context.Context, which map[crypto.ID]bool, packs map[c
 		ids = append(ids, id)
 	}
 	sort.Slice(ids, func(i, j int) bool { return ids[i].String() < ids[j].String() })
-	var scratch []byte
+	var (
+		run  []byte // the run being copied, one buffer for all
+		bufs BlobScratch
+	)
 	for _, id := range ids {
 		p := packs[id]
 		blobs, err := r.readTrailer(ctx, p.kind, id)
@@ -99,20 +104,24 @@ func (r *Repo) repack(ctx context.Context, which map[crypto.ID]bool, packs map[c
 				j++
 				end += int64(keep[j].Length)
 			}
-			data, err := r.LoadPackRange(ctx, p.kind, id, start, end-start)
+			if int64(cap(run)) < end-start {
+				run = make([]byte, end-start)
+			}
+			data, err := r.LoadPackRangeInto(ctx, p.kind, id, start, run[:end-start])
 			if err != nil {
 				sv.Abort()
 				return nil, fmt.Errorf("pack %s: %w", id.Short(), err)
 			}
 			for _, b := range keep[i : j+1] {
 				off := int64(b.Offset) - start
-				var plain []byte
-				plain, scratch, err = r.OpenBlobInPlace(data[off:off+int64(b.Length)], b, id, scratch)
-				if err != nil {
+				sealed := data[off : off+int64(b.Length)]
+				// Checked, then copied as sealed: damage found here stops
+				// the prune instead of moving into a new pack.
+				if err := r.VerifyBlob(sealed, b, id, &bufs); err != nil {
 					sv.Abort()
 					return nil, fmt.Errorf("pack %s: %w (run check)", id.Short(), err)
 				}
-				if _, err := sv.Save(b.Kind, b.ID, plain); err != nil {
+				if _, err := sv.SaveSealed(b, sealed); err != nil {
 					sv.Abort()
 					return nil, err
 				}

@@ -1,6 +1,8 @@
 package engine_test
 
 import (
+	"bytes"
+	"encoding/binary"
 	"slices"
 
 	"github.com/coffer-backup/coffer/engine"
@@ -333,6 +335,7 @@ func TestPruneRepacks(t *testing.T) {
 	if dry.Repacked == 0 {
 		t.Fatalf("nothing to repack: the test proves nothing: %+v", dry)
 	}
+	before := sealedBlobs(t, r)
 	res, err := reopen(t, path).Prune(ctx, engine.PruneOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -344,6 +347,25 @@ func TestPruneRepacks(t *testing.T) {
 		t.Fatalf("%d unused bytes left in %d kept", res.UnusedInKept, res.KeptBytes)
 	}
 	checkAndRestore(t, path, map[crypto.ID]string{snapB.ID: b})
+	// Repacked blobs are their sealed bytes copied, not sealed again
+	// (which would draw new nonces), in packs that were not there.
+	moved := 0
+	for id, after := range sealedBlobs(t, r) {
+		was, ok := before[id]
+		if !ok {
+			t.Errorf("blob %s: new after the prune", id.Short())
+			continue
+		}
+		if !bytes.Equal(was.sealed, after.sealed) || was.loc.Comp != after.loc.Comp || was.loc.RawLen != after.loc.RawLen {
+			t.Errorf("blob %s: not copied as it was sealed (comp %d→%d, raw %d→%d)", id.Short(), was.loc.Comp, after.loc.Comp, was.loc.RawLen, after.loc.RawLen)
+		}
+		if was.pack != after.pack {
+			moved++
+		}
+	}
+	if moved == 0 {
+		t.Errorf("no blob moved to a new pack")
+	}
 	again, err := reopen(t, path).Prune(ctx, engine.PruneOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -351,6 +373,97 @@ func TestPruneRepacks(t *testing.T) {
 	if again.Repacked != 0 || again.Deleted != 0 || again.Unused != 0 {
 		t.Fatalf("second prune: %+v", again)
 	}
+}
+
+// TestPruneRepackStopsOnDamage: a live blob that fails authentication
+// in a pack to repack stops the prune, saying to run check, and no pack
+// is deleted; the damage is not copied into a new pack.
+func TestPruneRepackStopsOnDamage(t *testing.T) {
+	ctx := context.Background()
+	r, path := newTestRepo(t, engine.CreateOptions{Chunker: testChunker})
+	base := t.TempDir()
+	a, b := filepath.Join(base, "a"), filepath.Join(base, "b")
+	for i := range 4 {
+		writeFile(t, filepath.Join(a, fmt.Sprint("f", i)), randBytesSeeded(uint64(i), 200<<10))
+	}
+	writeFile(t, filepath.Join(b, "f0"), randBytesSeeded(0, 200<<10))
+	snapA := backupDir(t, r, a, backup.Options{})
+	backupDir(t, r, b, backup.Options{})
+	if err := r.DeleteSnapshot(ctx, snapA.ID); err != nil {
+		t.Fatal(err)
+	}
+	// Damage the last byte (the tag) of every data blob.
+	for _, bl := range sealedBlobs(t, r) {
+		if bl.loc.Kind != format.BlobData {
+			continue
+		}
+		h := store.Handle{Kind: store.KindDataPack, Name: bl.pack.String()}
+		pack, err := r.Storage().Get(ctx, h, 0, -1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pack[bl.loc.Offset+bl.loc.Length-1] ^= 1
+		if err := r.Storage().Put(ctx, h, pack); err != nil {
+			t.Fatal(err)
+		}
+	}
+	packs := func() (names []string) {
+		r.Storage().List(ctx, store.KindDataPack, func(o store.ObjectInfo) error {
+			names = append(names, o.Handle.Name)
+			return nil
+		})
+		slices.Sort(names)
+		return names
+	}
+	had := packs()
+	res, err := reopen(t, path).Prune(ctx, engine.PruneOptions{})
+	if err == nil || !strings.Contains(err.Error(), "run check") || !errors.Is(err, crypto.ErrAuth) {
+		t.Fatalf("prune of a store with a damaged live blob: %+v, %v; want an authentication error that says to run check", res, err)
+	}
+	if now := packs(); !slices.Equal(had, now) {
+		t.Fatalf("data packs before the failed prune %v, after %v", had, now)
+	}
+}
+
+// sealedBlob is one blob as a pack holds it.
+type sealedBlob struct {
+	pack   crypto.ID
+	loc    format.BlobLoc
+	sealed []byte
+}
+
+// sealedBlobs reads every pack of the store and returns its blobs'
+// sealed bytes by id (the last pack listed wins for a blob in two).
+func sealedBlobs(t *testing.T, r *engine.Repo) map[crypto.ID]sealedBlob {
+	t.Helper()
+	ctx := context.Background()
+	out := map[crypto.ID]sealedBlob{}
+	for _, k := range []store.Kind{store.KindDataPack, store.KindTreePack} {
+		err := r.Storage().List(ctx, k, func(o store.ObjectInfo) error {
+			data, err := r.Storage().Get(ctx, o.Handle, 0, -1)
+			if err != nil {
+				return err
+			}
+			tl := int64(binary.LittleEndian.Uint32(data[len(data)-4:]))
+			start := int64(len(data)) - 4 - tl
+			locs, err := r.OpenTrailer(data[start:len(data)-4], start)
+			if err != nil {
+				return fmt.Errorf("%s: %w", o.Handle, err)
+			}
+			id, err := crypto.ParseID(o.Handle.Name)
+			if err != nil {
+				return err
+			}
+			for _, l := range locs {
+				out[l.ID] = sealedBlob{pack: id, loc: l, sealed: data[l.Offset : l.Offset+l.Length]}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	return out
 }
 
 // TestPruneLock: one prune at a time, and the refusal names the holder.

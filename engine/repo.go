@@ -268,6 +268,44 @@ func (r *Repo) LoadPackRange(ctx context.Context, k format.BlobKind, pack crypto
 	return r.st.Get(ctx, packHandle(k, pack), off, n)
 }
 
+// LoadPackRangeInto is LoadPackRange into buf, which it fills (len(buf)
+// bytes at off) and returns: a loop over runs reuses one buffer.
+func (r *Repo) LoadPackRangeInto(ctx context.Context, k format.BlobKind, pack crypto.ID, off int64, buf []byte) ([]byte, error) {
+	if err := store.GetInto(ctx, r.st, packHandle(k, pack), off, buf); err != nil {
+		return nil, err
+	}
+	return buf, nil
+}
+
+// BlobScratch holds VerifyBlob's buffers between calls.
+type BlobScratch struct{ opened, plain []byte }
+
+// VerifyBlob authenticates the sealed bytes of a blob of pack against
+// loc as OpenBlobInPlace does (the seal, the compression, the plaintext
+// hashing to the id), but leaves sealed as it is, so that they can be
+// copied to another pack (Saver.SaveSealed).
+func (r *Repo) VerifyBlob(sealed []byte, loc format.BlobLoc, pack crypto.ID, bufs *BlobScratch) error {
+	if len(sealed) != int(loc.Length) {
+		return &BlobError{ID: loc.ID, Pack: pack, Err: fmt.Errorf("%w: short read", format.ErrCorrupt)}
+	}
+	stored, err := r.keys.Open(bufs.opened[:0], sealed, loc.ID[:])
+	if err != nil {
+		return &BlobError{ID: loc.ID, Pack: pack, Err: err}
+	}
+	bufs.opened = stored
+	plain := stored
+	if loc.Comp != format.CompNone || len(stored) != int(loc.RawLen) {
+		if plain, err = format.Decompress(bufs.plain[:0], stored, loc.Comp, int(loc.RawLen)); err != nil {
+			return &BlobError{ID: loc.ID, Pack: pack, Err: err}
+		}
+		bufs.plain = plain
+	}
+	if r.keys.BlobID(plain) != loc.ID {
+		return &BlobError{ID: loc.ID, Pack: pack, Err: fmt.Errorf("%w: plaintext does not hash to the blob id", crypto.ErrAuth)}
+	}
+	return nil
+}
+
 // readTrailer loads and authenticates the trailer of a stored pack.
 func (r *Repo) readTrailer(ctx context.Context, kind format.BlobKind, pack crypto.ID) ([]format.BlobLoc, error) {
 	name := packHandle(kind, pack)

@@ -151,21 +151,9 @@ func (s *Saver) Has(id crypto.ID) bool {
 // Save stores plaintext as blob id of kind unless the store has it
 // already, and reports whether it was new.
 func (s *Saver) Save(kind format.BlobKind, id crypto.ID, plaintext []byte) (bool, error) {
-	if err := s.Err(); err != nil {
+	if claimed, err := s.claim(id); !claimed {
 		return false, err
 	}
-	if s.r.Index.Has(id) {
-		return false, nil
-	}
-	s.mu.Lock()
-	if _, ok := s.claimed[id]; ok {
-		s.mu.Unlock()
-		return false, nil
-	}
-	s.claimed[id] = struct{}{}
-	s.claimedMax = max(s.claimedMax, len(s.claimed))
-	s.mu.Unlock()
-
 	// Buffers sized to the blob (zstd's worst case, and the seal's
 	// overhead): a tiny blob does not hold a 1 MiB buffer.
 	room := len(plaintext) + len(plaintext)/128 + 256
@@ -173,21 +161,71 @@ func (s *Saver) Save(kind format.BlobKind, id crypto.ID, plaintext []byte) (bool
 	stored, comp, scratch := format.Compress(*cp, plaintext, s.r.Compression)
 	sp := bufpool.Get(room)
 	sealed := s.r.keys.Seal((*sp)[:0], stored, id[:])
+	err := s.append(format.BlobLoc{ID: id, Kind: kind, Comp: comp, RawLen: uint32(len(plaintext))}, sealed)
+	*cp, *sp = scratch[:0], sealed[:0]
+	bufpool.Put(cp)
+	bufpool.Put(sp)
+	if err != nil {
+		return false, err
+	}
+	return true, nil
+}
 
-	// Append to the open pack of this kind. Sending a full pack and
-	// waiting for a free buffer happen outside the lock, then we retry.
+// SaveSealed stores a blob as it was sealed in another pack of this
+// store, byte for byte (a blob's seal binds only its id, not where it
+// lies), unless the store has it already: a prune's repack copies live
+// blobs without compressing and sealing them again. loc says the
+// blob's id, kind, compression and raw length; the caller has
+// authenticated sealed against it.
+func (s *Saver) SaveSealed(loc format.BlobLoc, sealed []byte) (bool, error) {
+	if len(sealed) != int(loc.Length) {
+		return false, fmt.Errorf("blob %s: %d sealed bytes, its entry says %d", loc.ID.Short(), len(sealed), loc.Length)
+	}
+	if claimed, err := s.claim(loc.ID); !claimed {
+		return false, err
+	}
+	if err := s.append(loc, sealed); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+// claim reports whether id is this caller's to store: not in the store's
+// index, and not claimed by another Save.
+func (s *Saver) claim(id crypto.ID) (bool, error) {
+	if err := s.Err(); err != nil {
+		return false, err
+	}
+	if s.r.Index.Has(id) {
+		return false, nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.claimed[id]; ok {
+		return false, nil
+	}
+	s.claimed[id] = struct{}{}
+	s.claimedMax = max(s.claimedMax, len(s.claimed))
+	return true, nil
+}
+
+// append writes a sealed blob to the open pack of its kind, and counts
+// it; loc's offset and length are set here.
+func (s *Saver) append(loc format.BlobLoc, sealed []byte) error {
+	// Sending a full pack and waiting for a free buffer happen outside
+	// the lock, then we retry.
 	for {
 		s.mu.Lock()
-		p := s.open[kind]
+		p := s.open[loc.Kind]
 		if p == nil {
 			s.mu.Unlock()
-			np, err := s.newPack(kind)
+			np, err := s.newPack(loc.Kind)
 			if err != nil {
-				return false, err
+				return err
 			}
 			s.mu.Lock()
-			if s.open[kind] == nil {
-				s.open[kind] = np
+			if s.open[loc.Kind] == nil {
+				s.open[loc.Kind] = np
 			} else {
 				s.freePack(np) // another goroutine opened one first
 			}
@@ -198,26 +236,22 @@ func (s *Saver) Save(kind format.BlobKind, id crypto.ID, plaintext []byte) (bool
 			// Close the pack before it outgrows its buffer, or its blob
 			// list (held in memory, with the claimed ids, until the pack
 			// is written) grows with the number of tiny files.
-			delete(s.open, kind)
+			delete(s.open, loc.Kind)
 			s.mu.Unlock()
 			if err := s.send(p); err != nil {
-				return false, err
+				return err
 			}
 			continue
 		}
-		p.blobs = append(p.blobs, format.BlobLoc{ID: id, Kind: kind, Comp: comp,
-			Offset: uint32(p.size), Length: uint32(len(sealed)), RawLen: uint32(len(plaintext))})
+		loc.Offset, loc.Length = uint32(p.size), uint32(len(sealed))
+		p.blobs = append(p.blobs, loc)
 		p.write(sealed)
 		s.mu.Unlock()
 		break
 	}
-	*cp, *sp = scratch[:0], sealed[:0]
-	bufpool.Put(cp)
-	bufpool.Put(sp)
-
 	s.NewBlobs.Add(1)
-	s.NewRawBytes.Add(int64(len(plaintext)))
-	return true, nil
+	s.NewRawBytes.Add(int64(loc.RawLen))
+	return nil
 }
 
 // newPack starts a pack; a data pack waits for a free buffer, which is

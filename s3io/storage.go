@@ -264,6 +264,20 @@ const abortTimeout = 30 * time.Second
 const bodyAttempts = 5
 
 func (s *Storage) Get(ctx context.Context, h store.Handle, offset, length int64) ([]byte, error) {
+	return s.get(ctx, h, offset, length, nil)
+}
+
+// GetInto is Get into the caller's buffer (store.RangeReader): a prune's
+// repack reads hundreds of MiB in runs of a few MiB through one buffer.
+func (s *Storage) GetInto(ctx context.Context, h store.Handle, offset int64, buf []byte) error {
+	_, err := s.get(ctx, h, offset, int64(len(buf)), buf)
+	return err
+}
+
+// get reads length bytes of h at offset (to the end when length < 0):
+// into buf when buf is not nil (then len(buf) == length), else into a
+// new slice.
+func (s *Storage) get(ctx context.Context, h store.Handle, offset, length int64, buf []byte) ([]byte, error) {
 	key, err := s.objectKey(h)
 	if err != nil {
 		return nil, err
@@ -287,7 +301,12 @@ func (s *Storage) Get(ctx context.Context, h store.Handle, offset, length int64)
 			return nil, classify(err, "get", "s3:GetObject", s.c.opt.Bucket, key)
 		}
 		hint := aws.ToInt64(out.ContentLength)
-		data, err := readBody(out.Body, hint)
+		var data []byte
+		if buf != nil {
+			data, err = readBodyInto(out.Body, hint, buf)
+		} else {
+			data, err = readBody(out.Body, hint)
+		}
 		if err == nil && length > 0 && int64(len(data)) != length {
 			err = fmt.Errorf("got %d bytes of %d asked", len(data), length)
 		}
@@ -313,6 +332,23 @@ func readBody(r io.ReadCloser, hint int64) ([]byte, error) {
 		return buf[:n], nil
 	}
 	return io.ReadAll(r)
+}
+
+// readBodyInto reads a body of exactly len(buf) bytes into buf.
+func readBodyInto(r io.ReadCloser, hint int64, buf []byte) ([]byte, error) {
+	defer r.Close()
+	if hint > 0 && hint != int64(len(buf)) {
+		return nil, fmt.Errorf("got %d bytes of %d asked", hint, len(buf))
+	}
+	if _, err := io.ReadFull(r, buf); err != nil {
+		return nil, err
+	}
+	if hint <= 0 { // no length given: nothing may follow
+		if n, _ := r.Read(make([]byte, 1)); n > 0 {
+			return nil, fmt.Errorf("got more than the %d bytes asked", len(buf))
+		}
+	}
+	return buf, nil
 }
 
 func (s *Storage) List(ctx context.Context, k store.Kind, fn func(store.ObjectInfo) error) error {

@@ -190,22 +190,45 @@ func (t *folderTemp) Abort() {
 }
 
 func (s *Folder) Get(ctx context.Context, h Handle, offset, length int64) ([]byte, error) {
-	if err := ctx.Err(); err != nil {
+	var buf []byte
+	err := s.readAt(ctx, h, offset, length, func(n int64) []byte {
+		buf = make([]byte, n)
+		return buf
+	})
+	if err != nil {
 		return nil, err
+	}
+	return buf, nil
+}
+
+// GetInto is Get into the caller's buffer (RangeReader).
+func (s *Folder) GetInto(ctx context.Context, h Handle, offset int64, buf []byte) error {
+	if len(buf) == 0 {
+		_, err := s.Get(ctx, h, offset, 0) // its checks, and nothing to read
+		return err
+	}
+	return s.readAt(ctx, h, offset, int64(len(buf)), func(int64) []byte { return buf })
+}
+
+// readAt reads length bytes of h at offset (to the end when length < 0)
+// into the buffer that into gives for that many bytes.
+func (s *Folder) readAt(ctx context.Context, h Handle, offset, length int64, into func(n int64) []byte) error {
+	if err := ctx.Err(); err != nil {
+		return err
 	}
 	p, err := s.path(h)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if offset < 0 {
-		return nil, fmt.Errorf("folder store: get %s: negative offset %d", h, offset)
+		return fmt.Errorf("folder store: get %s: negative offset %d", h, offset)
 	}
 	f, err := os.Open(p)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("folder store: get %s: %w", h, ErrNotFound)
+		return fmt.Errorf("folder store: get %s: %w", h, ErrNotFound)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("folder store: get %s: %w", h, err)
+		return fmt.Errorf("folder store: get %s: %w", h, err)
 	}
 	defer f.Close()
 	if length <= 0 {
@@ -213,24 +236,23 @@ func (s *Folder) Get(ctx context.Context, h Handle, offset, length int64) ([]byt
 		// end must be caught here.
 		st, err := f.Stat()
 		if err != nil {
-			return nil, fmt.Errorf("folder store: get %s: %w", h, err)
+			return fmt.Errorf("folder store: get %s: %w", h, err)
 		}
 		if offset > st.Size() {
-			return nil, fmt.Errorf("folder store: get %s: offset %d outside its %d bytes", h, offset, st.Size())
+			return fmt.Errorf("folder store: get %s: offset %d outside its %d bytes", h, offset, st.Size())
 		}
 		if length < 0 {
 			length = st.Size() - offset
 		}
 	}
-	buf := make([]byte, length)
-	n, err := f.ReadAt(buf, offset)
+	n, err := f.ReadAt(into(length), offset)
 	if err != nil && !(err == io.EOF && int64(n) == length) {
 		if err == io.EOF {
-			return nil, fmt.Errorf("folder store: get %s [%d,+%d): short object (%d bytes)", h, offset, length, n)
+			return fmt.Errorf("folder store: get %s [%d,+%d): short object (%d bytes)", h, offset, length, n)
 		}
-		return nil, fmt.Errorf("folder store: get %s: %w", h, err)
+		return fmt.Errorf("folder store: get %s: %w", h, err)
 	}
-	return buf, nil
+	return nil
 }
 
 func (s *Folder) List(ctx context.Context, k Kind, fn func(ObjectInfo) error) error {

@@ -9,6 +9,7 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 )
 
@@ -96,6 +97,33 @@ type TempObject interface {
 type ObjectInfo struct {
 	Handle Handle
 	Size   int64
+}
+
+// RangeReader is a Storage that can also read a range into the caller's
+// buffer, sparing an allocation a read: a prune repacks hundreds of MiB
+// in runs of a few MiB, and a fresh buffer for each made its collector
+// hold several at once. A decorator implements it only to pass it on.
+type RangeReader interface {
+	// GetInto fills buf with the len(buf) bytes of h at offset; fewer
+	// is an error, as for Get.
+	GetInto(ctx context.Context, h Handle, offset int64, buf []byte) error
+}
+
+// GetInto fills buf with the len(buf) bytes of h at offset: through st's
+// GetInto if st is a RangeReader, else through Get and a copy.
+func GetInto(ctx context.Context, st Storage, h Handle, offset int64, buf []byte) error {
+	if rr, ok := st.(RangeReader); ok {
+		return rr.GetInto(ctx, h, offset, buf)
+	}
+	data, err := st.Get(ctx, h, offset, int64(len(buf)))
+	if err != nil {
+		return err
+	}
+	if len(data) != len(buf) {
+		return fmt.Errorf("get %s [%d,+%d): %d bytes", h, offset, len(buf), len(data))
+	}
+	copy(buf, data)
+	return nil
 }
 
 // Invalidator is implemented by caching decorators: the engine calls it

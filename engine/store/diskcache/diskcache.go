@@ -297,6 +297,20 @@ func (d *Storage) Get(ctx context.Context, h store.Handle, off, length int64) ([
 	return data, nil
 }
 
+// GetInto passes a read of what is not kept here on to the storage
+// below; a kept range is read as Get reads it (RangeReader).
+func (d *Storage) GetInto(ctx context.Context, h store.Handle, off int64, buf []byte) error {
+	if p, _ := d.cachePath(h, off, int64(len(buf))); p == "" {
+		return store.GetInto(ctx, d.inner, h, off, buf)
+	}
+	data, err := d.Get(ctx, h, off, int64(len(buf)))
+	if err != nil {
+		return err
+	}
+	copy(buf, data) // Get gave exactly len(buf) bytes, or an error
+	return nil
+}
+
 // valid checks a copy: a whole object hashes to its name, a range has
 // the length asked for.
 func valid(h store.Handle, data []byte, whole bool, length int64) bool {

@@ -1,6 +1,7 @@
 package storetest
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -116,6 +117,49 @@ func testGetNegativeOffset(t testing.TB, st store.Storage) {
 			t.Errorf("Get %s%s: %d bytes and no error", h, rangeString(r.off, r.n), len(b))
 		}
 	}
+}
+
+// testGetInto: store.GetInto (the storage's own GetInto when it is a
+// RangeReader) fills the caller's buffer with exactly the bytes Get
+// gives, fails on a range past the end and on a missing object
+// (not-found), and writes nothing past the buffer it is given.
+func testGetInto(t testing.TB, st store.Storage) {
+	g := newGen(t, "GetInto")
+	ctx := t.Context()
+	const size = 1000
+	h, data := g.object(store.KindDataPack, size)
+	mustPut(t, st, h, data)
+	for range 2 { // the second time from a cache, if there is one
+		for _, r := range []struct{ off, n int64 }{
+			{0, size}, {0, 1}, {400, 200}, {1, size - 2}, {size - 1, 1}, {500, 0},
+		} {
+			space := bytes.Repeat([]byte{0xA5}, int(r.n)+8)
+			buf := space[:r.n]
+			if err := store.GetInto(ctx, st, h, r.off, buf); err != nil {
+				t.Errorf("GetInto %s%s: %v", h, rangeString(r.off, r.n), err)
+				continue
+			}
+			if !bytes.Equal(buf, data[r.off:r.off+r.n]) {
+				t.Errorf("GetInto %s%s: wrong bytes", h, rangeString(r.off, r.n))
+			}
+			if !bytes.Equal(space[r.n:], bytes.Repeat([]byte{0xA5}, 8)) {
+				t.Errorf("GetInto %s%s wrote past the buffer", h, rangeString(r.off, r.n))
+			}
+		}
+	}
+	for _, r := range []struct{ off, n int64 }{{0, size + 1}, {size - 1, 2}, {size, 1}, {1 << 40, 1}} {
+		if err := store.GetInto(ctx, st, h, r.off, make([]byte, r.n)); err == nil {
+			t.Errorf("GetInto %s%s of a %d-byte object: no error", h, rangeString(r.off, r.n), size)
+		} else if errors.Is(err, store.ErrNotFound) {
+			t.Errorf("GetInto %s%s of a %d-byte object: %v; the object exists, so not a not-found", h, rangeString(r.off, r.n), size, err)
+		}
+	}
+	if err := store.GetInto(ctx, st, h, -1, make([]byte, 10)); err == nil {
+		t.Errorf("GetInto %s%s: no error", h, rangeString(-1, 10))
+	}
+	missing := g.handle(store.KindDataPack)
+	checkNotFound(t, "GetInto "+missing.String(), store.GetInto(ctx, st, missing, 0, make([]byte, 10)))
+	checkGet(t, st, h, 0, -1, data) // and nothing was harmed
 }
 
 // testStat: Stat reports the handle and the size.

@@ -28,6 +28,7 @@ var Cases = []Case{
 	{"GetRange", testGetRange},
 	{"GetOutOfRange", testGetOutOfRange},
 	{"GetNegativeOffset", testGetNegativeOffset},
+	{"GetInto", testGetInto},
 	{"Stat", testStat},
 	{"Missing", testMissing},
 	{"Delete", testDelete},
