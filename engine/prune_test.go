@@ -309,25 +309,34 @@ func TestPruneRescues(t *testing.T) {
 	checkAndRestore(t, path, map[crypto.ID]string{id: dirs[0], snaps[1].ID: dirs[1]})
 }
 
-// TestPruneRepacks: a pack holding blobs of a forgotten snapshot beside
-// live ones is repacked: its live blobs are copied, the pack deleted, and
-// the unused bytes left are under the limit; everything restores.
-func TestPruneRepacks(t *testing.T) {
-	ctx := context.Background()
-	r, path := newTestRepo(t, engine.CreateOptions{Chunker: testChunker})
-	// A: four files in one pack; B: one of them, and a new one.
+// halfLivePack makes a store whose first pack (four files of snapshot
+// A, forgotten) holds one live blob (f0, also in snapshot B, with a new
+// file): prune repacks it. It returns B's folder and snapshot.
+func halfLivePack(t *testing.T) (r *engine.Repo, path, b string, snapB *engine.Snapshot) {
+	t.Helper()
+	r, path = newTestRepo(t, engine.CreateOptions{Chunker: testChunker})
 	base := t.TempDir()
-	a, b := filepath.Join(base, "a"), filepath.Join(base, "b")
+	a := filepath.Join(base, "a")
+	b = filepath.Join(base, "b")
 	for i := range 4 {
 		writeFile(t, filepath.Join(a, fmt.Sprint("f", i)), randBytesSeeded(uint64(i), 200<<10))
 	}
 	writeFile(t, filepath.Join(b, "f0"), randBytesSeeded(0, 200<<10))
 	writeFile(t, filepath.Join(b, "new"), randBytesSeeded(9, 100<<10))
 	snapA := backupDir(t, r, a, backup.Options{})
-	snapB := backupDir(t, r, b, backup.Options{})
-	if err := r.DeleteSnapshot(ctx, snapA.ID); err != nil {
+	snapB = backupDir(t, r, b, backup.Options{})
+	if err := r.DeleteSnapshot(context.Background(), snapA.ID); err != nil {
 		t.Fatal(err)
 	}
+	return r, path, b, snapB
+}
+
+// TestPruneRepacks: a pack holding blobs of a forgotten snapshot beside
+// live ones is repacked: its live blobs are copied, the pack deleted, and
+// the unused bytes left are under the limit; everything restores.
+func TestPruneRepacks(t *testing.T) {
+	ctx := context.Background()
+	r, path, b, snapB := halfLivePack(t)
 	dry, err := reopen(t, path).Prune(ctx, engine.PruneOptions{DryRun: true})
 	if err != nil {
 		t.Fatal(err)
@@ -380,18 +389,7 @@ func TestPruneRepacks(t *testing.T) {
 // is deleted; the damage is not copied into a new pack.
 func TestPruneRepackStopsOnDamage(t *testing.T) {
 	ctx := context.Background()
-	r, path := newTestRepo(t, engine.CreateOptions{Chunker: testChunker})
-	base := t.TempDir()
-	a, b := filepath.Join(base, "a"), filepath.Join(base, "b")
-	for i := range 4 {
-		writeFile(t, filepath.Join(a, fmt.Sprint("f", i)), randBytesSeeded(uint64(i), 200<<10))
-	}
-	writeFile(t, filepath.Join(b, "f0"), randBytesSeeded(0, 200<<10))
-	snapA := backupDir(t, r, a, backup.Options{})
-	backupDir(t, r, b, backup.Options{})
-	if err := r.DeleteSnapshot(ctx, snapA.ID); err != nil {
-		t.Fatal(err)
-	}
+	r, path, _, _ := halfLivePack(t)
 	// Damage the last byte (the tag) of every data blob.
 	for _, bl := range sealedBlobs(t, r) {
 		if bl.loc.Kind != format.BlobData {
