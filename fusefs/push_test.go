@@ -10,10 +10,53 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/coffer-backup/coffer/engine"
 	"github.com/coffer-backup/coffer/internal/testtree"
+	"golang.org/x/sys/unix"
 )
+
+// missingPages returns how many pages of the regular files names of dir
+// are not in the kernel's page cache, by mincore of a read-only mapping
+// of each (which sends no READ).
+func missingPages(t *testing.T, dir string, names []string) int {
+	t.Helper()
+	page := int64(os.Getpagesize())
+	missing := 0
+	for _, name := range names {
+		p := filepath.Join(dir, name)
+		fi, err := os.Lstat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !fi.Mode().IsRegular() || fi.Size() == 0 {
+			continue
+		}
+		f, err := os.Open(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := unix.Mmap(int(f.Fd()), 0, int(fi.Size()), unix.PROT_READ, unix.MAP_SHARED)
+		if err != nil {
+			f.Close()
+			t.Fatalf("mmap %s: %v", p, err)
+		}
+		vec := make([]byte, (fi.Size()+page-1)/page)
+		_, _, errno := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&m[0])), uintptr(len(m)), uintptr(unsafe.Pointer(&vec[0])))
+		unix.Munmap(m)
+		f.Close()
+		if errno != 0 {
+			t.Fatalf("mincore %s: %v", p, errno)
+		}
+		for _, v := range vec {
+			if v&1 == 0 {
+				missing++
+			}
+		}
+	}
+	return missing
+}
 
 // listOrder returns the names of dir in the order the mount lists them.
 func listOrder(t *testing.T, dir string) []string {
@@ -162,13 +205,18 @@ func TestPushSmallFiles(t *testing.T) {
 			}
 			reads("d2", d2[pushFirst:])
 
-			// Everything again, now from the kernel's cache.
+			// Everything again, now from the kernel's cache: no READ but
+			// for pages the kernel evicted meanwhile (this machine's
+			// proactive reclaim, DAMON pageout, drops page-cache pages
+			// with no memory pressure; seen under load as one READ of
+			// page 0 of a pushed file whose page 1 stayed).
 			for _, d := range []string{"d0", "d1", "d2"} {
-				// (Seen once, under a race build beside two busy loops
-				// and other packages' tests: 1 READ for d0. The lines say
-				// which file, for whoever sees it next.)
-				if n := reads(d, listOrder(t, filepath.Join(base, d))); n != 0 && !needOpen {
-					t.Errorf("%s read again: %d READs (%q)", d, n, readLines)
+				names := listOrder(t, filepath.Join(base, d))
+				missing := missingPages(t, filepath.Join(base, d), names)
+				if n := reads(d, names); n > missing && !needOpen {
+					t.Errorf("%s read again: %d READs, for %d pages the kernel's cache lost (%q)", d, n, missing, readLines)
+				} else if n > 0 {
+					t.Logf("%s read again: %d READs, for %d pages the kernel's cache lost", d, n, missing)
 				}
 			}
 			t.Logf("%d pushed; stats %+v", f.pushed.Load(), f.Stats().Chunks)
