@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -351,6 +352,54 @@ func TestLRUGetHere(t *testing.T) {
 	}
 	if _, err := c.GetHere(idOf(3)); !errors.Is(err, cachetest.ErrNotFound) || c.Contains(idOf(3)) {
 		t.Fatalf("missing blob: %v", err)
+	}
+}
+
+// TestLRUGetStartsQueuedRun: a Get of a key whose run is still queued
+// (every background slot busy) starts that whole run at once, with the
+// run's loader, instead of loading the key alone and leaving the run
+// split around it.
+func TestLRUGetStartsQueuedRun(t *testing.T) {
+	var mu sync.Mutex
+	var calls [][]int
+	busy := make(chan struct{})
+	load := func(ctx context.Context, keys []int, put func(int, []byte)) error {
+		if keys[0] == 100 {
+			<-busy // holds the only background slot
+		}
+		mu.Lock()
+		calls = append(calls, append([]int(nil), keys...))
+		mu.Unlock()
+		for i, k := range keys {
+			put(i, []byte{byte(k)})
+		}
+		return nil
+	}
+	var singles atomic.Int64
+	single := func(ctx context.Context, k int) ([]byte, error) {
+		singles.Add(1)
+		return []byte{byte(k)}, nil
+	}
+	c := NewBytes(1<<20, 1, single)
+	defer c.Close()
+	defer close(busy)
+	c.PrefetchRun([]int{100}, load)
+	waitFor(t, func() bool { return c.Stats().Loads == 1 }) // in the slot
+	if n := c.PrefetchRun([]int{1, 2, 3, 4}, load); n != 4 {
+		t.Fatalf("queued %d of 4", n)
+	}
+	v, err := c.Get(context.Background(), 3)
+	if err != nil || len(v) != 1 || v[0] != 3 {
+		t.Fatalf("Get 3: %v, %v", v, err)
+	}
+	if n := singles.Load(); n != 0 {
+		t.Fatalf("Get 3 loaded its key alone (%d loads), not with its queued run", n)
+	}
+	waitFor(t, func() bool { return c.Contains(1) && c.Contains(4) })
+	mu.Lock()
+	defer mu.Unlock()
+	if singles.Load() != 0 || len(calls) != 1 || !slices.Equal(calls[0], []int{1, 2, 3, 4}) {
+		t.Fatalf("%d loads of one key, run loads %v; want one run load [1 2 3 4]", singles.Load(), calls)
 	}
 }
 

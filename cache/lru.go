@@ -37,7 +37,8 @@ type LRU[K comparable, V any] struct {
 	bytes    int64
 	reserved int64 // bytes of loads in flight (Reserve), inside max
 	inflight map[K]*call[V]
-	queued   map[K]bool // waiting for a background slot
+	queued   map[K]bool             // waiting for a background slot
+	runOf    map[K]*queuedRun[K, V] // the run a key of PrefetchRun waits in
 
 	// Loads run under base, not under the context of whichever caller
 	// came first, so one caller giving up does not fail the others.
@@ -77,7 +78,7 @@ func New[K comparable, V any](maxBytes int64, size func(V) int64, parallel int, 
 	ctx, cancel := context.WithCancel(context.Background())
 	return &LRU[K, V]{
 		load: load, size: size, max: maxBytes, lru: l,
-		inflight: map[K]*call[V]{}, queued: map[K]bool{},
+		inflight: map[K]*call[V]{}, queued: map[K]bool{}, runOf: map[K]*queuedRun[K, V]{},
 		base: ctx, cancel: cancel, sem: make(chan struct{}, parallel),
 	}
 }
@@ -107,6 +108,16 @@ func (c *LRU[K, V]) Get(ctx context.Context, key K) (V, error) {
 func (c *LRU[K, V]) GetWith(ctx context.Context, key K, fn func(context.Context) (V, error)) (V, error) {
 	if v, ok := c.lockedMiss(key); ok {
 		return v, nil
+	}
+	if qr := c.runOf[key]; qr != nil && c.inflight[key] == nil {
+		// The reader caught up with a run still waiting for a slot:
+		// start the whole run now, as LoadRun would, rather than load
+		// the key alone and leave the run split around it (one request
+		// of one piece, and one of the rest not aligned).
+		runs, calls := c.registerRunsLocked(qr.keys)
+		for i, run := range runs {
+			go c.loadRun(run, calls[i], qr.load)
+		}
 	}
 	cl := c.startLocked(key, fn)
 	c.mu.Unlock()
@@ -210,6 +221,12 @@ func (c *LRU[K, V]) background(key K) {
 	c.run(cl, func(ctx context.Context) (V, error) { return c.load(ctx, key) }, key)
 }
 
+// queuedRun is a stretch of keys PrefetchRun queued, with its loader.
+type queuedRun[K comparable, V any] struct {
+	keys []K
+	load RunLoader[K, V]
+}
+
 // RunLoader loads the values of keys that one request fetches together
 // (consecutive byte ranges of one object), giving each with put as it
 // comes (put(i, v) for keys[i]; at most once each). A key it has not put
@@ -220,8 +237,8 @@ type RunLoader[K comparable, V any] func(ctx context.Context, keys []K, put func
 // keys (consecutive, in order) that are neither in memory, nor being
 // loaded, nor queued are queued, each stretch of them as one background
 // load; when its turn comes, the keys of it still missing are loaded by
-// one call of load per stretch of them. It returns how many keys it
-// queued.
+// one call of load per stretch of them; a Get of a key still queued
+// starts its whole stretch at once. It returns how many keys it queued.
 func (c *LRU[K, V]) PrefetchRun(keys []K, load RunLoader[K, V]) int {
 	queued := 0
 	c.mu.Lock()
@@ -229,6 +246,10 @@ func (c *LRU[K, V]) PrefetchRun(keys []K, load RunLoader[K, V]) int {
 	var run []K
 	flush := func() {
 		if len(run) > 0 {
+			qr := &queuedRun[K, V]{keys: run, load: load}
+			for _, key := range run {
+				c.runOf[key] = qr
+			}
 			go c.backgroundRun(run, load)
 			run = nil
 		}
@@ -253,6 +274,7 @@ func (c *LRU[K, V]) backgroundRun(keys []K, load RunLoader[K, V]) {
 		c.mu.Lock()
 		for _, key := range keys {
 			delete(c.queued, key)
+			delete(c.runOf, key)
 		}
 		c.mu.Unlock()
 		return
@@ -293,6 +315,7 @@ func (c *LRU[K, V]) registerRunsLocked(keys []K) ([][]K, [][]*call[V]) {
 	start := true
 	for _, key := range keys {
 		delete(c.queued, key)
+		delete(c.runOf, key)
 		if c.lru.Contains(key) || c.inflight[key] != nil {
 			start = true
 			continue

@@ -221,9 +221,11 @@ func readInOrder(t *testing.T, rd *Reader[rng], want []byte, after func()) {
 
 // TestRunPiecesLoadWithTheRunLoader: with one load at a time and slow
 // requests, a sequential reader reaches blocks whose stretch is queued
-// but not started; they are loaded with the run loader too (the live
-// mount decides there whether a stream is kept on disk), never with the
-// LRU's loader, which serves the reads outside a run.
+// but not started; their whole stretch starts then (the cache's
+// GetWith), so every request is still a whole aligned stretch, not a
+// lone block and the rest of its stretch; and no block is loaded with
+// the LRU's loader, which serves the reads outside a run (the live mount
+// decides in the run loader whether a stream is kept on disk).
 func TestRunPiecesLoadWithTheRunLoader(t *testing.T) {
 	const size, block = 16 << 20, 256 << 10
 	o := newRanged(size)
@@ -244,6 +246,13 @@ func TestRunPiecesLoadWithTheRunLoader(t *testing.T) {
 	if r := o.requests.Load(); r < 3 {
 		t.Fatalf("%d requests: the test's delay did not make the reader wait", r)
 	}
+	o.mu.Lock()
+	for _, r := range o.runs {
+		if r[0]%r[1] != 0 || r[1] < minAhead {
+			t.Errorf("a request of %d bytes at %d: want whole stretches at multiples of their length (all: %v)", r[1], r[0], o.runs)
+		}
+	}
+	o.mu.Unlock()
 	// A read elsewhere, outside the run, is the LRU's.
 	c2 := cache.NewBytes(64<<20, 1, counted)
 	defer c2.Close()
@@ -262,8 +271,8 @@ func TestRunPiecesLoadWithTheRunLoader(t *testing.T) {
 // 2, 2, 2, 2, 4 and 4 MiB), with no request for a lone block to reach
 // exactly the window's end (there were 8 requests, two of one block).
 // The reader waits for the loads after each read, so that what is
-// fetched is what was queued (a reader that outruns a queued stretch
-// loads the block it needs alone: TestRunPiecesLoadWithTheRunLoader).
+// fetched is what was queued (a reader that outruns a queued stretch:
+// TestRunPiecesLoadWithTheRunLoader).
 func TestRunsAligned(t *testing.T) {
 	const size, block = 16 << 20, 256 << 10
 	o := newRanged(size)
