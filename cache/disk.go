@@ -39,7 +39,8 @@ type Disk[K comparable] struct {
 	free    []int // slots given back
 	next    int   // slots from here on were never used
 	pending map[K]bool
-	off     error // why the tier is off; nil while on
+	waiting map[K]bool // in PutLater's queue
+	off     error      // why the tier is off; nil while on
 	gen     uint64
 
 	hits, misses, writes, bad atomic.Int64
@@ -115,7 +116,7 @@ func NewDisk[K comparable](dir string, maxBytes, slot int64, logf func(format st
 	l, _ := simplelru.NewLRU[K, diskBlock](slots+1, nil)
 	d := &Disk[K]{
 		f: f, slot: slot, slots: slots, logf: logf, locks: make([]sync.RWMutex, slots),
-		lru: l, pending: map[K]bool{},
+		lru: l, pending: map[K]bool{}, waiting: map[K]bool{},
 		later: make(chan diskWrite[K], 1024), maxQueued: max(8<<20, 4*slot), stopped: make(chan struct{}),
 	}
 	go d.writer()
@@ -124,8 +125,11 @@ func NewDisk[K comparable](dir string, maxBytes, slot int64, logf func(format st
 
 // PutLater is Put done by the tier's own goroutine, so that the caller
 // (a reader waiting for the block) does not wait for the disk: the block
-// is queued, or dropped if more than a few MiB are queued already. The
-// caller must not change data afterwards.
+// is queued, or dropped if more than a few MiB are queued already. A
+// block the tier holds, or is writing, or has queued is not queued
+// again: a block loaded twice (the memory tier let it go before its
+// reader came) would otherwise take the queue's room twice and push out
+// one never kept. The caller must not change data afterwards.
 func (d *Disk[K]) PutLater(key K, data []byte) {
 	n := int64(len(data))
 	d.lmu.RLock()
@@ -133,9 +137,17 @@ func (d *Disk[K]) PutLater(key K, data []byte) {
 	if d.closed || n > d.slot {
 		return
 	}
+	d.mu.Lock()
+	if d.off != nil || d.lru.Contains(key) || d.pending[key] || d.waiting[key] {
+		d.mu.Unlock()
+		return
+	}
+	d.waiting[key] = true
+	d.mu.Unlock()
 	if d.queued.Add(n) > d.maxQueued {
 		d.queued.Add(-n)
 		d.dropped.Add(1)
+		d.unwait(key)
 		return
 	}
 	select {
@@ -143,7 +155,15 @@ func (d *Disk[K]) PutLater(key K, data []byte) {
 	default:
 		d.queued.Add(-n)
 		d.dropped.Add(1)
+		d.unwait(key)
 	}
+}
+
+// unwait notes that key has left PutLater's queue.
+func (d *Disk[K]) unwait(key K) {
+	d.mu.Lock()
+	delete(d.waiting, key)
+	d.mu.Unlock()
 }
 
 // writer writes what PutLater queued, until Close.
@@ -151,6 +171,7 @@ func (d *Disk[K]) writer() {
 	defer close(d.stopped)
 	for w := range d.later {
 		d.Put(w.key, w.data)
+		d.unwait(w.key)
 		d.queued.Add(-int64(len(w.data)))
 	}
 }
