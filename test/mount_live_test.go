@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -24,50 +23,7 @@ func liveMount(t *testing.T, m *minioServer, envs []string, loc string, flags ..
 	os.Mkdir(dir, 0o755)
 	cmd := exec.Command(coffer, append(append([]string{"mount"}, flags...), loc, dir)...)
 	cmd.Env = append(append(cleanEnv(), m.awsEnv()...), envs...)
-	mt := &mounted{t: t, dir: dir, cmd: cmd, stderr: &bytes.Buffer{}, done: make(chan struct{})}
-	cmd.Stderr = mt.stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		err := cmd.Wait()
-		if ee, ok := err.(*exec.ExitError); ok {
-			mt.code = ee.ExitCode()
-		} else if err != nil {
-			mt.code = -1
-		}
-		close(mt.done)
-	}()
-	t.Cleanup(func() {
-		select {
-		case <-mt.done:
-		default:
-			cmd.Process.Signal(syscall.SIGTERM)
-			select {
-			case <-mt.done:
-			case <-time.After(10 * time.Second):
-				cmd.Process.Kill()
-				<-mt.done
-			}
-		}
-		if isMounted(dir) {
-			exec.Command("fusermount3", "-u", "-z", dir).Run()
-			t.Errorf("%s still mounted after coffer mount ended", dir)
-		}
-	})
-	deadline := time.Now().Add(30 * time.Second)
-	for !isMounted(dir) {
-		select {
-		case <-mt.done:
-			t.Fatalf("coffer mount exited %d before mounting:\n%s", mt.code, mt.stderr)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("coffer mount did not mount in 30s:\n%s", mt.stderr)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return mt
+	return startMount(t, cmd, dir)
 }
 
 // listedObject is what list-objects-v2 says of a key.

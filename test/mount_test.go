@@ -31,7 +31,7 @@ type mounted struct {
 	t      testing.TB
 	dir    string
 	cmd    *exec.Cmd
-	stderr *bytes.Buffer
+	stderr *syncBuffer
 	done   chan struct{}
 	code   int
 }
@@ -72,10 +72,40 @@ func (e *env) mount(envs, flags []string, rest ...string) *mounted {
 	args := append(append(append([]string{"at", e.store, "mount"}, flags...), dir), rest...)
 	cmd := exec.Command(coffer, args...)
 	cmd.Env = append(append(cleanEnv(), "COFFER_PASSPHRASE="+e.pass), envs...)
-	m := &mounted{t: e.t, dir: dir, cmd: cmd, stderr: &bytes.Buffer{}, done: make(chan struct{})}
+	return startMount(e.t, cmd, dir)
+}
+
+// syncBuffer is a bytes.Buffer that can be read while a command writes
+// to it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// startMount starts cmd, a coffer mount at dir, and waits until dir is
+// mounted and coffer has said so ("coffer: mounted …"). It says so once
+// the mount answers; until then go-fuse's own first open of the mount
+// (its poll probe) may still hold it, and a fusermount3 -u at once
+// failed with "Device or resource busy" (seen once in TestMountOnePath).
+// The mount is stopped and checked unmounted when the test ends.
+func startMount(t testing.TB, cmd *exec.Cmd, dir string) *mounted {
+	t.Helper()
+	m := &mounted{t: t, dir: dir, cmd: cmd, stderr: &syncBuffer{}, done: make(chan struct{})}
 	cmd.Stderr = m.stderr
 	if err := cmd.Start(); err != nil {
-		e.t.Fatal(err)
+		t.Fatal(err)
 	}
 	go func() {
 		err := cmd.Wait()
@@ -87,7 +117,7 @@ func (e *env) mount(envs, flags []string, rest ...string) *mounted {
 		}
 		close(m.done)
 	}()
-	e.t.Cleanup(func() {
+	t.Cleanup(func() {
 		select {
 		case <-m.done:
 		default:
@@ -101,18 +131,18 @@ func (e *env) mount(envs, flags []string, rest ...string) *mounted {
 		}
 		if isMounted(dir) {
 			exec.Command("fusermount3", "-u", "-z", dir).Run()
-			e.t.Errorf("%s still mounted after coffer mount ended", dir)
+			t.Errorf("%s still mounted after coffer mount ended", dir)
 		}
 	})
 	deadline := time.Now().Add(30 * time.Second)
-	for !isMounted(dir) {
+	for !isMounted(dir) || !strings.Contains(m.stderr.String(), "coffer: mounted ") {
 		select {
 		case <-m.done:
-			e.t.Fatalf("coffer mount exited %d before mounting:\n%s", m.code, m.stderr)
+			t.Fatalf("coffer mount exited %d before mounting:\n%s", m.code, m.stderr)
 		default:
 		}
 		if time.Now().After(deadline) {
-			e.t.Fatalf("coffer mount did not mount in 30s:\n%s", m.stderr)
+			t.Fatalf("coffer mount did not mount in 30s:\n%s", m.stderr)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
