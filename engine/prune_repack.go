@@ -107,8 +107,8 @@ func (r *Repo) repack(ctx context.Context, which map[crypto.ID]bool, packs map[c
 			if int64(cap(run)) < end-start {
 				run = make([]byte, end-start)
 			}
-			data, err := r.LoadPackRangeInto(ctx, p.kind, id, start, run[:end-start])
-			if err != nil {
+			data := run[:end-start]
+			if err := r.LoadPackRangeInto(ctx, p.kind, id, start, data); err != nil {
 				sv.Abort()
 				return nil, fmt.Errorf("pack %s: %w", id.Short(), err)
 			}

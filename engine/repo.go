@@ -242,24 +242,34 @@ func (r *Repo) OpenBlob(dst, sealed []byte, loc format.BlobLoc, pack crypto.ID) 
 // (grown as needed and returned for reuse). plain aliases sealed or
 // scratch.
 func (r *Repo) OpenBlobInPlace(sealed []byte, loc format.BlobLoc, pack crypto.ID, scratch []byte) (plain, _ []byte, err error) {
+	plain, _, scratch, err = r.openSealed(sealed[crypto.NonceSize:crypto.NonceSize], sealed, loc, pack, scratch)
+	return plain, scratch, err
+}
+
+// openSealed authenticates the sealed bytes of a blob of pack against
+// loc: the seal, the compression, the plaintext hashing to the id. It
+// decrypts into dst (sealed's own bytes, for in place) and, for a
+// compressed blob, decompresses into scratch; it returns the plaintext,
+// the decrypted bytes and scratch (grown as needed, for reuse).
+func (r *Repo) openSealed(dst, sealed []byte, loc format.BlobLoc, pack crypto.ID, scratch []byte) (plain, stored, _ []byte, err error) {
 	if len(sealed) != int(loc.Length) {
-		return nil, scratch, &BlobError{ID: loc.ID, Pack: pack, Err: fmt.Errorf("%w: short read", format.ErrCorrupt)}
+		return nil, nil, scratch, &BlobError{ID: loc.ID, Pack: pack, Err: fmt.Errorf("%w: short read", format.ErrCorrupt)}
 	}
-	stored, err := r.keys.Open(sealed[crypto.NonceSize:crypto.NonceSize], sealed, loc.ID[:])
+	stored, err = r.keys.Open(dst, sealed, loc.ID[:])
 	if err != nil {
-		return nil, scratch, &BlobError{ID: loc.ID, Pack: pack, Err: err}
+		return nil, nil, scratch, &BlobError{ID: loc.ID, Pack: pack, Err: err}
 	}
 	plain = stored
 	if loc.Comp != format.CompNone || len(stored) != int(loc.RawLen) {
 		if plain, err = format.Decompress(scratch[:0], stored, loc.Comp, int(loc.RawLen)); err != nil {
-			return nil, scratch, &BlobError{ID: loc.ID, Pack: pack, Err: err}
+			return nil, stored, scratch, &BlobError{ID: loc.ID, Pack: pack, Err: err}
 		}
 		scratch = plain
 	}
 	if r.keys.BlobID(plain) != loc.ID {
-		return nil, scratch, &BlobError{ID: loc.ID, Pack: pack, Err: fmt.Errorf("%w: plaintext does not hash to the blob id", crypto.ErrAuth)}
+		return nil, stored, scratch, &BlobError{ID: loc.ID, Pack: pack, Err: fmt.Errorf("%w: plaintext does not hash to the blob id", crypto.ErrAuth)}
 	}
-	return plain, scratch, nil
+	return plain, stored, scratch, nil
 }
 
 // LoadPackRange reads n sealed bytes at off of a pack of blobs of kind
@@ -268,42 +278,26 @@ func (r *Repo) LoadPackRange(ctx context.Context, k format.BlobKind, pack crypto
 	return r.st.Get(ctx, packHandle(k, pack), off, n)
 }
 
-// LoadPackRangeInto is LoadPackRange into buf, which it fills (len(buf)
-// bytes at off) and returns: a loop over runs reuses one buffer.
-func (r *Repo) LoadPackRangeInto(ctx context.Context, k format.BlobKind, pack crypto.ID, off int64, buf []byte) ([]byte, error) {
-	if err := store.GetInto(ctx, r.st, packHandle(k, pack), off, buf); err != nil {
-		return nil, err
-	}
-	return buf, nil
+// LoadPackRangeInto is LoadPackRange into buf, which it fills with the
+// len(buf) bytes at off: a loop over runs reuses one buffer.
+func (r *Repo) LoadPackRangeInto(ctx context.Context, k format.BlobKind, pack crypto.ID, off int64, buf []byte) error {
+	return store.GetInto(ctx, r.st, packHandle(k, pack), off, buf)
 }
 
 // BlobScratch holds VerifyBlob's buffers between calls.
 type BlobScratch struct{ opened, plain []byte }
 
 // VerifyBlob authenticates the sealed bytes of a blob of pack against
-// loc as OpenBlobInPlace does (the seal, the compression, the plaintext
-// hashing to the id), but leaves sealed as it is, so that they can be
-// copied to another pack (Saver.SaveSealed).
+// loc as OpenBlobInPlace does, but decrypts into a buffer of its own and
+// leaves sealed as it is, so that they can be copied to another pack
+// (Saver.SaveSealed).
 func (r *Repo) VerifyBlob(sealed []byte, loc format.BlobLoc, pack crypto.ID, bufs *BlobScratch) error {
-	if len(sealed) != int(loc.Length) {
-		return &BlobError{ID: loc.ID, Pack: pack, Err: fmt.Errorf("%w: short read", format.ErrCorrupt)}
+	_, stored, scratch, err := r.openSealed(bufs.opened[:0], sealed, loc, pack, bufs.plain)
+	if stored != nil {
+		bufs.opened = stored
 	}
-	stored, err := r.keys.Open(bufs.opened[:0], sealed, loc.ID[:])
-	if err != nil {
-		return &BlobError{ID: loc.ID, Pack: pack, Err: err}
-	}
-	bufs.opened = stored
-	plain := stored
-	if loc.Comp != format.CompNone || len(stored) != int(loc.RawLen) {
-		if plain, err = format.Decompress(bufs.plain[:0], stored, loc.Comp, int(loc.RawLen)); err != nil {
-			return &BlobError{ID: loc.ID, Pack: pack, Err: err}
-		}
-		bufs.plain = plain
-	}
-	if r.keys.BlobID(plain) != loc.ID {
-		return &BlobError{ID: loc.ID, Pack: pack, Err: fmt.Errorf("%w: plaintext does not hash to the blob id", crypto.ErrAuth)}
-	}
-	return nil
+	bufs.plain = scratch
+	return err
 }
 
 // readTrailer loads and authenticates the trailer of a stored pack.

@@ -322,15 +322,10 @@ func (s *Storage) get(ctx context.Context, h store.Handle, offset, length int64,
 }
 
 func readBody(r io.ReadCloser, hint int64) ([]byte, error) {
-	defer r.Close()
 	if hint > 0 {
-		buf := make([]byte, hint)
-		n, err := io.ReadFull(r, buf)
-		if err != nil {
-			return nil, err
-		}
-		return buf[:n], nil
+		return readBodyInto(r, hint, make([]byte, hint))
 	}
+	defer r.Close()
 	return io.ReadAll(r)
 }
 
