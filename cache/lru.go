@@ -37,8 +37,9 @@ type LRU[K comparable, V any] struct {
 	bytes    int64
 	reserved int64 // bytes of loads in flight (Reserve), inside max
 	inflight map[K]*call[V]
-	queued   map[K]bool             // waiting for a background slot
-	runOf    map[K]*queuedRun[K, V] // the run a key of PrefetchRun waits in
+	// waiting for a background slot: with the run it waits in (one
+	// PrefetchRun queued), or nil (Prefetch)
+	queued map[K]*queuedRun[K, V]
 
 	// Loads run under base, not under the context of whichever caller
 	// came first, so one caller giving up does not fail the others.
@@ -78,7 +79,7 @@ func New[K comparable, V any](maxBytes int64, size func(V) int64, parallel int, 
 	ctx, cancel := context.WithCancel(context.Background())
 	return &LRU[K, V]{
 		load: load, size: size, max: maxBytes, lru: l,
-		inflight: map[K]*call[V]{}, queued: map[K]bool{}, runOf: map[K]*queuedRun[K, V]{},
+		inflight: map[K]*call[V]{}, queued: map[K]*queuedRun[K, V]{},
 		base: ctx, cancel: cancel, sem: make(chan struct{}, parallel),
 	}
 }
@@ -109,7 +110,7 @@ func (c *LRU[K, V]) GetWith(ctx context.Context, key K, fn func(context.Context)
 	if v, ok := c.lockedMiss(key); ok {
 		return v, nil
 	}
-	if qr := c.runOf[key]; qr != nil && c.inflight[key] == nil {
+	if qr := c.queued[key]; qr != nil && c.inflight[key] == nil {
 		// The reader caught up with a run still waiting for a slot:
 		// start the whole run now, as LoadRun would, rather than load
 		// the key alone and leave the run split around it (one request
@@ -188,10 +189,10 @@ func (c *LRU[K, V]) Prefetch(keys []K) int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, key := range keys {
-		if c.lru.Contains(key) || c.inflight[key] != nil || c.queued[key] {
+		if _, q := c.queued[key]; q || c.lru.Contains(key) || c.inflight[key] != nil {
 			continue
 		}
-		c.queued[key] = true
+		c.queued[key] = nil
 		queued++
 		go c.background(key)
 	}
@@ -248,18 +249,18 @@ func (c *LRU[K, V]) PrefetchRun(keys []K, load RunLoader[K, V]) int {
 		if len(run) > 0 {
 			qr := &queuedRun[K, V]{keys: run, load: load}
 			for _, key := range run {
-				c.runOf[key] = qr
+				c.queued[key] = qr
 			}
 			go c.backgroundRun(run, load)
 			run = nil
 		}
 	}
 	for _, key := range keys {
-		if c.lru.Contains(key) || c.inflight[key] != nil || c.queued[key] {
+		if _, q := c.queued[key]; q || c.lru.Contains(key) || c.inflight[key] != nil {
 			flush()
 			continue
 		}
-		c.queued[key] = true
+		c.queued[key] = nil // its run, once flush makes it
 		queued++
 		run = append(run, key)
 	}
@@ -274,7 +275,6 @@ func (c *LRU[K, V]) backgroundRun(keys []K, load RunLoader[K, V]) {
 		c.mu.Lock()
 		for _, key := range keys {
 			delete(c.queued, key)
-			delete(c.runOf, key)
 		}
 		c.mu.Unlock()
 		return
@@ -315,7 +315,6 @@ func (c *LRU[K, V]) registerRunsLocked(keys []K) ([][]K, [][]*call[V]) {
 	start := true
 	for _, key := range keys {
 		delete(c.queued, key)
-		delete(c.runOf, key)
 		if c.lru.Contains(key) || c.inflight[key] != nil {
 			start = true
 			continue
