@@ -403,6 +403,52 @@ func TestLRUGetStartsQueuedRun(t *testing.T) {
 	}
 }
 
+// TestLRUBackgroundLoadsInOrder: background loads start in the order
+// they were queued, so a reader's near stretches load before its far
+// ones; with one slot busy, runs queued one call at a time and keys
+// queued in one call load first queued first.
+func TestLRUBackgroundLoadsInOrder(t *testing.T) {
+	var mu sync.Mutex
+	var order []int
+	busy := make(chan struct{})
+	note := func(k int) {
+		mu.Lock()
+		order = append(order, k)
+		mu.Unlock()
+	}
+	runLoad := func(ctx context.Context, keys []int, put func(int, []byte)) error {
+		if keys[0] == 100 {
+			<-busy // holds the only background slot
+		}
+		note(keys[0])
+		for i, k := range keys {
+			put(i, []byte{byte(k)})
+		}
+		return nil
+	}
+	c := NewBytes(1<<20, 1, func(ctx context.Context, k int) ([]byte, error) {
+		note(k)
+		return []byte{byte(k)}, nil
+	})
+	defer c.Close()
+	c.PrefetchRun([]int{100}, runLoad)
+	waitFor(t, func() bool { return c.Stats().Loads == 1 }) // in the slot
+	var want []int
+	for k := 0; k < 40; k += 4 {
+		c.PrefetchRun([]int{k, k + 1, k + 2, k + 3}, runLoad)
+		want = append(want, k)
+	}
+	c.Prefetch([]int{50, 51, 52, 53, 54, 55, 56, 57})
+	want = append(want, 50, 51, 52, 53, 54, 55, 56, 57)
+	close(busy)
+	waitFor(t, func() bool { return c.Stats().Pending == 0 })
+	mu.Lock()
+	defer mu.Unlock()
+	if !slices.Equal(order, append([]int{100}, want...)) {
+		t.Fatalf("loads started in the order %v; want 100 then %v", order, want)
+	}
+}
+
 // TestLRUPrefetchRun: the keys of a run not held are loaded by one call
 // per stretch (a held key splits the run), each value usable as soon as
 // it is put; a Get of a key in the run waits for the run; a key the run

@@ -45,7 +45,14 @@ type LRU[K comparable, V any] struct {
 	// came first, so one caller giving up does not fail the others.
 	base   context.Context
 	cancel context.CancelFunc
-	sem    chan struct{} // bounds background loads
+	// Background loads wait in waiting, first queued first started, and
+	// at most parallel workers run them (a goroutine each waiting for a
+	// slot would start them newest first: Go runs the goroutine made
+	// last first, so a window's far stretches would load before its
+	// near ones).
+	parallel int
+	waiting  []func()
+	workers  int
 
 	hits, misses, loads, prefetches atomic.Int64
 }
@@ -80,7 +87,7 @@ func New[K comparable, V any](maxBytes int64, size func(V) int64, parallel int, 
 	return &LRU[K, V]{
 		load: load, size: size, max: maxBytes, lru: l,
 		inflight: map[K]*call[V]{}, queued: map[K]*queuedRun[K, V]{},
-		base: ctx, cancel: cancel, sem: make(chan struct{}, parallel),
+		base: ctx, cancel: cancel, parallel: parallel,
 	}
 }
 
@@ -194,24 +201,42 @@ func (c *LRU[K, V]) Prefetch(keys []K) int {
 		}
 		c.queued[key] = nil
 		queued++
-		go c.background(key)
+		c.queueLocked(func() { c.background(key) })
 	}
 	return queued
 }
 
-func (c *LRU[K, V]) background(key K) {
-	select {
-	case c.sem <- struct{}{}:
-	case <-c.base.Done():
-		c.mu.Lock()
-		delete(c.queued, key)
-		c.mu.Unlock()
-		return
+// queueLocked queues a background load, starting a worker if fewer than
+// parallel run. c.mu must be held.
+func (c *LRU[K, V]) queueLocked(job func()) {
+	c.waiting = append(c.waiting, job)
+	if c.workers < c.parallel {
+		c.workers++
+		go c.work()
 	}
-	defer func() { <-c.sem }()
+}
+
+// work runs queued background loads in the order they were queued until
+// none is left.
+func (c *LRU[K, V]) work() {
+	c.mu.Lock()
+	for len(c.waiting) > 0 {
+		job := c.waiting[0]
+		c.waiting[0] = nil
+		c.waiting = c.waiting[1:]
+		c.mu.Unlock()
+		job()
+		c.mu.Lock()
+	}
+	c.waiting = nil
+	c.workers--
+	c.mu.Unlock()
+}
+
+func (c *LRU[K, V]) background(key K) {
 	c.mu.Lock()
 	delete(c.queued, key)
-	if c.lru.Contains(key) || c.inflight[key] != nil {
+	if c.base.Err() != nil || c.lru.Contains(key) || c.inflight[key] != nil {
 		c.mu.Unlock()
 		return
 	}
@@ -251,7 +276,7 @@ func (c *LRU[K, V]) PrefetchRun(keys []K, load RunLoader[K, V]) int {
 			for _, key := range run {
 				c.queued[key] = qr
 			}
-			go c.backgroundRun(run, load)
+			c.queueLocked(func() { c.backgroundRun(qr.keys, load) })
 			run = nil
 		}
 	}
@@ -269,18 +294,14 @@ func (c *LRU[K, V]) PrefetchRun(keys []K, load RunLoader[K, V]) int {
 }
 
 func (c *LRU[K, V]) backgroundRun(keys []K, load RunLoader[K, V]) {
-	select {
-	case c.sem <- struct{}{}:
-	case <-c.base.Done():
-		c.mu.Lock()
+	c.mu.Lock()
+	if c.base.Err() != nil {
 		for _, key := range keys {
 			delete(c.queued, key)
 		}
 		c.mu.Unlock()
 		return
 	}
-	defer func() { <-c.sem }()
-	c.mu.Lock()
 	runs, calls := c.registerRunsLocked(keys)
 	c.mu.Unlock()
 	for i, run := range runs {
