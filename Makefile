@@ -14,14 +14,12 @@ build:
 demo:
 	scripts/demo
 
-# Everything CI runs: vet, unit and fuzz-seed tests, the race detector on
-# the engine, the cache, the mount, the pipeline and s3io, and the
-# end-to-end tests against the built binary.
+# Everything CI runs: vet, gofmt, unit and fuzz-seed tests, the race
+# detector on the engine, the cache, the mount, the pipeline and s3io, and
+# the end-to-end tests against the built binary (scripts/test says how
+# they share the machine).
 test: deps
-	$(GO) vet ./...
-	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
-	$(GO) test -count=1 -timeout 20m ./...
-	$(GO) test -count=1 -race -short -timeout 20m ./engine/... ./cache/ ./fusefs/ ./internal/pipeline/ ./s3io/
+	GO=$(GO) scripts/test
 
 deps:
 	scripts/deps
