@@ -95,6 +95,38 @@ func TestCLIPassphraseSlots(t *testing.T) {
 	c.mustFail(1, []string{"wrong passphrase"}, old, "at", c.store, "ls")
 	c.mustFail(1, []string{"only one"}, second, "at", c.store, "passphrase", "rm", both[1].ID)
 	c.mustFail(1, []string{"no such slot"}, second, "at", c.store, "passphrase", "rm", "deadbeef")
+	if r := c.must(second, "at", c.store, "passphrase", "ls"); !strings.Contains(r.stdout, "1 MiB × 1 pass ") || r.stderr != "" {
+		t.Fatalf("passphrase ls of a 1 MiB × 1 pass slot:\n%s", r)
+	}
+}
+
+// TestCLIPassphraseOldKDF: passphrase ls names a slot made with an older
+// default, which takes more memory to open than a new slot for no more
+// work, and says how to move it; once moved, it says nothing.
+func TestCLIPassphraseOldKDF(t *testing.T) {
+	c := newCLIEnv(t)
+	old := []string{"COFFER_PASSPHRASE=" + c.pass}
+	c.must(old, "at", c.store, "create", "--kdf-memory", "32768", "--kdf-time", "8") // the default until 2026-11
+	var s []struct {
+		ID string `json:"id"`
+	}
+	if err := json.Unmarshal([]byte(c.must(old, "at", c.store, "passphrase", "ls", "--json").stdout), &s); err != nil || len(s) != 1 {
+		t.Fatalf("slots: %v %+v", err, s)
+	}
+	r := c.must(old, "at", c.store, "passphrase", "ls")
+	for _, w := range []string{"key slot " + s[0].ID + " uses 32 MiB × 8 passes", "new slots use 16 MiB × 16 passes", "'passphrase rm " + s[0].ID + "'"} {
+		if !strings.Contains(r.stderr, w) {
+			t.Fatalf("passphrase ls lacks %q:\n%s", w, r)
+		}
+	}
+	if !strings.Contains(r.stdout, "32 MiB × 8 passes") {
+		t.Fatalf("passphrase ls does not show the slot's cost:\n%s", r)
+	}
+	c.must(append(old, "COFFER_NEW_PASSPHRASE="+c.pass), "at", c.store, "passphrase", "add")
+	c.must(old, "at", c.store, "passphrase", "rm", s[0].ID)
+	if r := c.must(old, "at", c.store, "passphrase", "ls"); r.stderr != "" || !strings.Contains(r.stdout, "16 MiB × 16 passes") {
+		t.Fatalf("passphrase ls after the move:\n%s", r)
+	}
 }
 
 // ptyRun runs coffer with stdin, stdout and stderr on a terminal, typing

@@ -212,15 +212,29 @@ Examples:
 						return printJSON(c.App.Writer, out)
 					}
 					tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
-					fmt.Fprintln(tw, "ID\tCREATED\tKDF\t")
+					fmt.Fprintln(tw, "ID\tCREATED\tKDF\t\t")
 					for _, s := range out {
 						mark := ""
 						if s.Current {
 							mark = "(the passphrase given)"
 						}
-						fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", s.ID, s.Created.Local().Format("2006-01-02 15:04:05"), s.KDF, mark)
+						fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", s.ID, s.Created.Local().Format("2006-01-02 15:04:05"), s.KDF, kdfCost(s.Params), mark)
 					}
-					return tw.Flush()
+					if err := tw.Flush(); err != nil {
+						return err
+					}
+					// A slot made with an older default (64 MiB × 3, 32 MiB ×
+					// 8) takes more memory to open than a new one, for no
+					// more work per guess: say how to move it, once per slot.
+					d := crypto.DefaultKDF
+					for _, s := range out {
+						p := s.Params
+						if p.Memory > d.Memory && uint64(p.Memory)*uint64(p.Time) <= uint64(d.Memory)*uint64(d.Time) {
+							fmt.Fprintf(c.App.ErrWriter, "coffer: key slot %s uses %s; new slots use %s, as much work per guess in less memory: 'passphrase add', then 'passphrase rm %s', moves it\n",
+								s.ID, kdfCost(p), kdfCost(d), s.ID)
+						}
+					}
+					return nil
 				},
 			},
 			{
@@ -314,6 +328,22 @@ func verbosef(format string, a ...any) {
 		verboseSaid[msg] = true
 		fmt.Fprintf(verboseTo, "coffer: %s\n", msg)
 	}
+}
+
+// kdfCost is a key slot's KDF cost as passphrase ls shows it.
+func kdfCost(p crypto.KDFParams) string {
+	if p.Time == 1 {
+		return mib(p.Memory) + " × 1 pass"
+	}
+	return fmt.Sprintf("%s × %d passes", mib(p.Memory), p.Time)
+}
+
+// mib writes KiB of Argon2 memory in MiB when whole.
+func mib(kib uint32) string {
+	if kib%1024 == 0 {
+		return fmt.Sprintf("%d MiB", kib/1024)
+	}
+	return fmt.Sprintf("%d KiB", kib)
 }
 
 // slotOut is a key slot as passphrase ls --json prints it.
