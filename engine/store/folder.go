@@ -203,10 +203,6 @@ func (s *Folder) Get(ctx context.Context, h Handle, offset, length int64) ([]byt
 
 // GetInto is Get into the caller's buffer (RangeReader).
 func (s *Folder) GetInto(ctx context.Context, h Handle, offset int64, buf []byte) error {
-	if len(buf) == 0 {
-		_, err := s.Get(ctx, h, offset, 0) // its checks, and nothing to read
-		return err
-	}
 	return s.readAt(ctx, h, offset, int64(len(buf)), func(int64) []byte { return buf })
 }
 
