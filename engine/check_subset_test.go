@@ -35,25 +35,6 @@ func (s *packReads) Get(ctx context.Context, h store.Handle, off, n int64) ([]by
 
 func (s *packReads) Unwrap() store.Storage { return s.Storage }
 
-// storePacks lists the pack files of a folder store by name.
-func storePacks(t testing.TB, storeDir string) map[string]string {
-	t.Helper()
-	packs := map[string]string{} // id -> path
-	err := filepath.WalkDir(filepath.Join(storeDir, "packs"), func(p string, d os.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if !d.IsDir() && !strings.HasPrefix(d.Name(), ".tmp-") {
-			packs[d.Name()] = p
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return packs
-}
-
 // runSubset checks the store with sub and returns the result and the packs
 // read whole.
 func runSubset(t *testing.T, storeDir string, sub check.Subset) (*check.Result, map[string]int) {

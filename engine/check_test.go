@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -34,21 +33,6 @@ func newCheckStore(t testing.TB, n int) (*engine.Repo, string) {
 		backupDir(t, r, src, backup.Options{})
 	}
 	return r, storeDir
-}
-
-// indexFiles returns the names of the store's index files, sorted.
-func indexFiles(t testing.TB, storeDir string) []string {
-	t.Helper()
-	ents, err := os.ReadDir(filepath.Join(storeDir, "index"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var names []string
-	for _, e := range ents {
-		names = append(names, e.Name())
-	}
-	sort.Strings(names)
-	return names
 }
 
 // TestCheckReportsEachBadIndexFile: every index file that cannot be read

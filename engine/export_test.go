@@ -3,8 +3,6 @@ package engine
 import (
 	"context"
 
-	"github.com/coffer-backup/coffer/engine/crypto"
-	"github.com/coffer-backup/coffer/engine/format"
 	"github.com/coffer-backup/coffer/engine/store"
 )
 
@@ -19,7 +17,6 @@ var (
 	DecodeConfig = decodeConfig
 	WrapMaster   = wrapMaster
 	PackKind     = packKind
-	PackHandle   = packHandle
 )
 
 func (p Params) Validate() error { return p.validate() }
@@ -30,8 +27,4 @@ func (r *Repo) OpenObject(sealed, aad []byte) ([]byte, error) { return r.openObj
 
 func (r *Repo) LoadObject(ctx context.Context, h store.Handle, aad []byte) ([]byte, error) {
 	return r.loadObject(ctx, h, aad)
-}
-
-func (r *Repo) ReadTrailer(ctx context.Context, k format.BlobKind, pack crypto.ID) ([]format.BlobLoc, error) {
-	return r.readTrailer(ctx, k, pack)
 }

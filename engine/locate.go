@@ -17,7 +17,7 @@ func (r *Repo) Locate(id crypto.ID) (loc format.BlobLoc, pack crypto.ID, ok bool
 // PackSize is the stored size of a pack of blobs of kind k, so that a
 // range read around a blob stays inside the pack.
 func (r *Repo) PackSize(ctx context.Context, k format.BlobKind, pack crypto.ID) (int64, error) {
-	info, err := r.st.Stat(ctx, packHandle(k, pack))
+	info, err := r.st.Stat(ctx, PackHandle(k, pack))
 	if err != nil {
 		return 0, err
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/coffer-backup/coffer/engine"
 	"github.com/coffer-backup/coffer/engine/backup"
+	"github.com/coffer-backup/coffer/engine/repair"
 	"github.com/coffer-backup/coffer/engine/store"
 )
 
@@ -121,7 +122,7 @@ func TestRepairIndexLocked(t *testing.T) {
 	src := filepath.Join(t.TempDir(), "src")
 	writeFile(t, filepath.Join(src, "a"), randBytes(300<<10))
 	sn := backupDir(t, r, src, backup.Options{})
-	res, err := r.RepairIndex(ctx, engine.RepairIndexOptions{})
+	res, err := repair.Index(ctx, r, repair.IndexOptions{})
 	if err != nil {
 		t.Fatalf("repair index on a locked store: %v", err)
 	}

@@ -250,7 +250,7 @@ func (r *Repo) Prune(ctx context.Context, opt PruneOptions) (*PruneResult, error
 		}
 		retainer = ret
 	}
-	lk, release, err := r.pruneLock(ctx, opt.DryRun, "prune", opt.Lease)
+	lk, release, err := r.ExclusiveLock(ctx, opt.DryRun, "prune", opt.Lease)
 	if err != nil {
 		return nil, err
 	}
@@ -504,7 +504,7 @@ func (r *Repo) Prune(ctx context.Context, opt PruneOptions) (*PruneResult, error
 				res.Failed = append(res.Failed, PrunePack{Pack: h.Name, Kind: "index", Error: err.Error()})
 				packsOf, rerr := r.ReadIndexFile(ctx, h)
 				if rerr != nil {
-					return nil, fmt.Errorf("index file %s could not be removed (%v) nor read again: %w", shortName(h.Name), err, rerr)
+					return nil, fmt.Errorf("index file %s could not be removed (%v) nor read again: %w", crypto.ShortName(h.Name), err, rerr)
 				}
 				for _, ip := range packsOf {
 					delete(drop, ip.ID)
@@ -616,7 +616,7 @@ func (r *Repo) Prune(ctx context.Context, opt PruneOptions) (*PruneResult, error
 	for _, id := range ids {
 		p := ready[id]
 		g.Go(func() error {
-			err := r.st.Delete(gctx, packHandle(p.Kind, p.ID))
+			err := r.st.Delete(gctx, PackHandle(p.Kind, p.ID))
 			fmu.Lock()
 			defer fmu.Unlock()
 			if err != nil {
@@ -721,9 +721,9 @@ func (r *Repo) keepLocked(ctx context.Context, replace []store.Handle, infos []i
 		}
 		held = append(held, h)
 		if err != nil {
-			logf("index file %s: its lock cannot be read (%v): kept, with its packs", shortName(h.Name), err)
+			logf("index file %s: its lock cannot be read (%v): kept, with its packs", crypto.ShortName(h.Name), err)
 		} else {
-			logf("index file %s is locked until %s: kept, with its packs", shortName(h.Name), rt.Until.Format(time.RFC3339))
+			logf("index file %s is locked until %s: kept, with its packs", crypto.ShortName(h.Name), rt.Until.Format(time.RFC3339))
 		}
 		for _, id := range names[h.Name] {
 			delete(drop, id)
@@ -735,7 +735,7 @@ func (r *Repo) keepLocked(ctx context.Context, replace []store.Handle, infos []i
 // toReplace chooses the index files a prune replaces (step 4): named,
 // every file that names a pack it stops indexing, and merge, to merge
 // what backups wrote, the other small ones (under half of
-// indexFlushBlobs blobs) when there are two or more. A full file that
+// IndexFlushBlobs blobs) when there are two or more. A full file that
 // names no such pack is kept as it is: a prune does not rewrite the
 // whole index every time.
 func toReplace(files []indexFileInfo, drop map[crypto.ID]bool) (named, merge []store.Handle) {
@@ -746,7 +746,7 @@ func toReplace(files []indexFileInfo, drop map[crypto.ID]bool) (named, merge []s
 		switch {
 		case slices.ContainsFunc(f.packs, func(id crypto.ID) bool { return drop[id] }):
 			named = append(named, f.h)
-		case f.blobs < indexFlushBlobs/2:
+		case f.blobs < IndexFlushBlobs/2:
 			merge = append(merge, f.h)
 		}
 	}
@@ -796,7 +796,7 @@ func (r *Repo) extendRetention(ctx context.Context, ret store.Retainer, keep map
 	}
 	sort.Slice(ids, func(i, j int) bool { return ids[i].String() < ids[j].String() })
 	for _, id := range ids {
-		hs = append(hs, packHandle(keep[id], id))
+		hs = append(hs, PackHandle(keep[id], id))
 	}
 	rr.Packs = len(ids)
 	old := map[string]bool{}
@@ -987,7 +987,7 @@ func (r *Repo) readIndexNaming(ctx context.Context, idx *index.Master, files []s
 				return nil // removed meanwhile (a repair): its packs are in a newer file
 			}
 			if err != nil {
-				return fmt.Errorf("reading index file %s (nothing was changed; repair index rebuilds a damaged one): %w", shortName(h.Name), err)
+				return fmt.Errorf("reading index file %s (nothing was changed; repair index rebuilds a damaged one): %w", crypto.ShortName(h.Name), err)
 			}
 			if infos != nil {
 				info := indexFileInfo{h: h, packs: make([]crypto.ID, len(packs))}
@@ -1014,7 +1014,7 @@ func (r *Repo) addTrailers(ctx context.Context, idx *index.Master, packs map[cry
 			continue
 		}
 		g.Go(func() error {
-			blobs, err := r.readTrailer(gctx, p.kind, id)
+			blobs, err := r.ReadTrailer(gctx, p.kind, id)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
@@ -1044,7 +1044,7 @@ func (r *Repo) addTrailers(ctx context.Context, idx *index.Master, packs map[cry
 
 // rewriteIndex writes the packs the index files in files name, less
 // those in drop, and the packs in add (from their trailers), into new
-// index files of up to indexFlushBlobs blobs, and returns how many it
+// index files of up to IndexFlushBlobs blobs, and returns how many it
 // wrote. Every one is durable when it returns.
 func (r *Repo) rewriteIndex(ctx context.Context, files []store.Handle, drop map[crypto.ID]bool, add []crypto.ID, packs map[crypto.ID]*packStat) (int, error) {
 	written := 0
@@ -1054,7 +1054,7 @@ func (r *Repo) rewriteIndex(ctx context.Context, files []store.Handle, drop map[
 		if len(batch) == 0 {
 			return nil
 		}
-		if _, err := r.saveObject(ctx, store.KindIndex, format.EncodeIndex(batch), format.AADIndex); err != nil {
+		if _, err := r.SaveObject(ctx, store.KindIndex, format.EncodeIndex(batch), format.AADIndex); err != nil {
 			return fmt.Errorf("writing an index file: %w", err)
 		}
 		written++
@@ -1064,7 +1064,7 @@ func (r *Repo) rewriteIndex(ctx context.Context, files []store.Handle, drop map[
 	put := func(ip format.IndexPack) error {
 		batch = append(batch, ip)
 		n += len(ip.Blobs)
-		if n >= indexFlushBlobs {
+		if n >= IndexFlushBlobs {
 			return flush()
 		}
 		return nil
@@ -1076,7 +1076,7 @@ func (r *Repo) rewriteIndex(ctx context.Context, files []store.Handle, drop map[
 			continue
 		}
 		if err != nil {
-			return written, fmt.Errorf("reading index file %s again: %w", shortName(h.Name), err)
+			return written, fmt.Errorf("reading index file %s again: %w", crypto.ShortName(h.Name), err)
 		}
 		for _, ip := range ips {
 			if drop[ip.ID] || done[ip.ID] {
@@ -1096,7 +1096,7 @@ func (r *Repo) rewriteIndex(ctx context.Context, files []store.Handle, drop map[
 			continue
 		}
 		p := packs[id]
-		blobs, err := r.readTrailer(ctx, p.kind, id)
+		blobs, err := r.ReadTrailer(ctx, p.kind, id)
 		if err != nil {
 			return written, fmt.Errorf("pack %s: %w", id.Short(), err)
 		}
@@ -1112,12 +1112,12 @@ func sortPending(ps []pendingPack) {
 	sort.Slice(ps, func(i, j int) bool { return ps[i].ID.String() < ps[j].ID.String() })
 }
 
-// pruneLock takes the prune lock (locks/prune) for command, unless dry:
+// ExclusiveLock takes the prune lock (locks/prune) for command, unless dry:
 // prune, repair index and repair packs replace index files, and each
 // would delete the files another wrote. A live lock makes it fail at
 // once with a *lease.HeldError naming its holder. release lets it go;
 // with dry there is no lease (nil) and nothing to release.
-func (r *Repo) pruneLock(ctx context.Context, dry bool, command string, opt lease.Options) (lk *lease.Lease, release func(), err error) {
+func (r *Repo) ExclusiveLock(ctx context.Context, dry bool, command string, opt lease.Options) (lk *lease.Lease, release func(), err error) {
 	if dry {
 		return nil, func() {}, nil
 	}

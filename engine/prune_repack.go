@@ -80,7 +80,7 @@ func (r *Repo) repack(ctx context.Context, which map[crypto.ID]bool, packs map[c
 	)
 	for _, id := range ids {
 		p := packs[id]
-		blobs, err := r.readTrailer(ctx, p.kind, id)
+		blobs, err := r.ReadTrailer(ctx, p.kind, id)
 		if err != nil {
 			sv.Abort()
 			return nil, fmt.Errorf("pack %s: %w", id.Short(), err)

@@ -120,9 +120,9 @@ func (r *Repo) openObject(sealed, aad []byte) ([]byte, error) {
 	return format.Decompress(nil, d.B, comp, int(n))
 }
 
-// saveObject writes a sealed metadata object of kind k, named by the hash
+// SaveObject writes a sealed metadata object of kind k, named by the hash
 // of its bytes, and returns that id once it is durable.
-func (r *Repo) saveObject(ctx context.Context, k store.Kind, payload, aad []byte) (crypto.ID, error) {
+func (r *Repo) SaveObject(ctx context.Context, k store.Kind, payload, aad []byte) (crypto.ID, error) {
 	data := r.sealObject(payload, aad)
 	id := crypto.Hash(data)
 	if err := r.st.Put(ctx, store.Handle{Kind: k, Name: id.String()}, data); err != nil {
@@ -165,8 +165,8 @@ func packKind(k format.BlobKind) store.Kind {
 	return store.KindTreePack
 }
 
-// packHandle is the store handle of a pack.
-func packHandle(k format.BlobKind, id crypto.ID) store.Handle {
+// PackHandle is the store handle of a pack.
+func PackHandle(k format.BlobKind, id crypto.ID) store.Handle {
 	return store.Handle{Kind: packKind(k), Name: id.String()}
 }
 
@@ -198,7 +198,7 @@ func (r *Repo) LoadBlob(ctx context.Context, id crypto.ID) ([]byte, error) {
 		}
 		return nil, &BlobError{ID: id, Err: ErrMissingBlob}
 	}
-	name, off, n := packHandle(loc.Kind, pack), int64(loc.Offset), int64(loc.Length)
+	name, off, n := PackHandle(loc.Kind, pack), int64(loc.Offset), int64(loc.Length)
 	sealed, err := r.st.Get(ctx, name, off, n)
 	if err != nil {
 		return nil, &BlobError{ID: id, Pack: pack, Err: err}
@@ -275,13 +275,13 @@ func (r *Repo) openSealed(dst, sealed []byte, loc format.BlobLoc, pack crypto.ID
 // LoadPackRange reads n sealed bytes at off of a pack of blobs of kind
 // k: a run of adjacent blobs, which OpenBlobInPlace then opens one by one.
 func (r *Repo) LoadPackRange(ctx context.Context, k format.BlobKind, pack crypto.ID, off, n int64) ([]byte, error) {
-	return r.st.Get(ctx, packHandle(k, pack), off, n)
+	return r.st.Get(ctx, PackHandle(k, pack), off, n)
 }
 
 // LoadPackRangeInto is LoadPackRange into buf, which it fills with the
 // len(buf) bytes at off: a loop over runs reuses one buffer.
 func (r *Repo) LoadPackRangeInto(ctx context.Context, k format.BlobKind, pack crypto.ID, off int64, buf []byte) error {
-	return store.GetInto(ctx, r.st, packHandle(k, pack), off, buf)
+	return store.GetInto(ctx, r.st, PackHandle(k, pack), off, buf)
 }
 
 // BlobScratch holds VerifyBlob's buffers between calls.
@@ -300,9 +300,9 @@ func (r *Repo) VerifyBlob(sealed []byte, loc format.BlobLoc, pack crypto.ID, buf
 	return err
 }
 
-// readTrailer loads and authenticates the trailer of a stored pack.
-func (r *Repo) readTrailer(ctx context.Context, kind format.BlobKind, pack crypto.ID) ([]format.BlobLoc, error) {
-	name := packHandle(kind, pack)
+// ReadTrailer loads and authenticates the trailer of a stored pack.
+func (r *Repo) ReadTrailer(ctx context.Context, kind format.BlobKind, pack crypto.ID) ([]format.BlobLoc, error) {
+	name := PackHandle(kind, pack)
 	info, err := r.st.Stat(ctx, name)
 	if err != nil {
 		return nil, err

@@ -27,13 +27,13 @@ import (
 // blobs holds (docs/PERFORMANCE.md, session 5).
 const maxPackBlobs = 4096
 
-// indexFlushBlobs is how many new blobs a backup collects before it writes
+// IndexFlushBlobs is how many new blobs a backup collects before it writes
 // an index file, so an interrupted backup of a huge source leaves most of
 // its uploaded work indexed and reusable. It also bounds the index file
 // being built and sealed (~100 bytes a blob, held twice while sealed):
 // at 50,000, a backup of a million tiny files peaked ~5 MB higher than
 // one of 100,000 larger files (docs/PERFORMANCE.md).
-const indexFlushBlobs = 16_384
+const IndexFlushBlobs = 16_384
 
 // Saver adds blobs to the store: it dedups against the index and against
 // what it already took, compresses and encrypts in the caller's goroutine,
@@ -331,12 +331,12 @@ func (s *Saver) upload(p *openPack) error {
 			return fmt.Errorf("writing pack: %w", p.werr)
 		}
 		p.done = true
-		if err := p.tmp.Commit(s.ctx, packHandle(p.kind, id)); err != nil {
+		if err := p.tmp.Commit(s.ctx, PackHandle(p.kind, id)); err != nil {
 			return err
 		}
 	} else {
 		id = crypto.Hash(p.buf)
-		if err := s.r.st.Put(s.ctx, packHandle(p.kind, id), p.buf); err != nil {
+		if err := s.r.st.Put(s.ctx, PackHandle(p.kind, id), p.buf); err != nil {
 			return err
 		}
 	}
@@ -362,7 +362,7 @@ func (s *Saver) upload(p *openPack) error {
 	s.idxMu.Lock()
 	s.written = append(s.written, ip)
 	s.nblobs += len(p.blobs)
-	flush := s.nblobs >= indexFlushBlobs
+	flush := s.nblobs >= IndexFlushBlobs
 	s.idxMu.Unlock()
 	if flush {
 		return s.writeIndex(s.ctx)
@@ -379,7 +379,7 @@ func (s *Saver) writeIndex(ctx context.Context) error {
 	if len(packs) == 0 {
 		return nil
 	}
-	if _, err := s.r.saveObject(ctx, store.KindIndex, format.EncodeIndex(packs), format.AADIndex); err != nil {
+	if _, err := s.r.SaveObject(ctx, store.KindIndex, format.EncodeIndex(packs), format.AADIndex); err != nil {
 		return err
 	}
 	s.IndexFiles.Add(1)

@@ -95,7 +95,7 @@ func (r *Repo) SaveSnapshot(ctx context.Context, sn *Snapshot) (crypto.ID, error
 	if err != nil {
 		return crypto.ID{}, err
 	}
-	id, err := r.saveObject(ctx, store.KindSnapshot, b, format.AADSnapshot)
+	id, err := r.SaveObject(ctx, store.KindSnapshot, b, format.AADSnapshot)
 	if err != nil {
 		return crypto.ID{}, err
 	}

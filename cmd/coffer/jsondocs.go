@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/coffer-backup/coffer/engine"
+	"github.com/coffer-backup/coffer/engine/repair"
 	"github.com/coffer-backup/coffer/internal/config"
 )
 
@@ -26,9 +27,9 @@ var jsonOutputs = []struct {
 	{"forget", "one object: the policy, and for each group the snapshots kept (with the rules that keep them) and removed; with --prune, what prune did", reflect.TypeOf(forgetOut{})},
 	{"rm", "one object", reflect.TypeOf(rmOut{})},
 	{"prune", "one object: packs and bytes deleted, repacked, kept, and those waiting (and for whom)", reflect.TypeOf(engine.PruneResult{})},
-	{"repair index", "one object", reflect.TypeOf(engine.RepairIndexResult{})},
-	{"repair packs", "one object", reflect.TypeOf(engine.RepairPacksResult{})},
-	{"repair snapshots", "one object", reflect.TypeOf(engine.RepairSnapshotsResult{})},
+	{"repair index", "one object", reflect.TypeOf(repair.IndexResult{})},
+	{"repair packs", "one object", reflect.TypeOf(repair.PacksResult{})},
+	{"repair snapshots", "one object", reflect.TypeOf(repair.SnapshotsResult{})},
 	{"passphrase ls", "an array of key slots", reflect.TypeOf(slotOut{})},
 	{"config KIND show NAME", "one object: the entry's settings, secrets masked", reflect.TypeOf(config.Entry{})},
 	{"config KIND ls", "an object: name → the entry's settings, secrets masked", reflect.TypeOf(map[string]config.Entry{})},

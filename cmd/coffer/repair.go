@@ -9,6 +9,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/coffer-backup/coffer/engine"
+	"github.com/coffer-backup/coffer/engine/repair"
 )
 
 func repairCmd() *cli.Command {
@@ -83,7 +84,7 @@ func runRepairIndex(c *cli.Context) error {
 	dry := c.Bool("dry-run")
 	pr := &engine.Progress{}
 	view := startProgress("repair index", pr, progressGoal{})
-	res, err := r.RepairIndex(c.Context, engine.RepairIndexOptions{DryRun: dry, Concurrency: concurrencyFor(c, storeLocation(c)), Progress: pr})
+	res, err := repair.Index(c.Context, r, repair.IndexOptions{DryRun: dry, Concurrency: concurrencyFor(c, storeLocation(c)), Progress: pr})
 	view.done()
 	if err != nil {
 		return fmt.Errorf("repair index: %w", err)
@@ -168,7 +169,7 @@ func runRepairPacks(c *cli.Context) error {
 	dry := c.Bool("dry-run")
 	pr := &engine.Progress{}
 	view := startProgress("repair packs", pr, progressGoal{})
-	res, err := r.RepairPacks(c.Context, engine.RepairPacksOptions{DryRun: dry, Packs: c.Args().Slice(), Concurrency: concurrencyFor(c, storeLocation(c)), Progress: pr})
+	res, err := repair.Packs(c.Context, r, repair.PacksOptions{DryRun: dry, Packs: c.Args().Slice(), Concurrency: concurrencyFor(c, storeLocation(c)), Progress: pr})
 	view.done()
 	if err != nil {
 		return fmt.Errorf("repair packs: %w", err)
@@ -288,7 +289,7 @@ func runRepairSnapshots(c *cli.Context) error {
 	dry, forget := c.Bool("dry-run"), c.Bool("forget")
 	pr := &engine.Progress{}
 	view := startProgress("repair snapshots", pr, progressGoal{})
-	res, err := r.RepairSnapshots(c.Context, engine.RepairSnapshotsOptions{
+	res, err := repair.Snapshots(c.Context, r, repair.SnapshotsOptions{
 		Snapshots: snaps, DryRun: dry, Forget: forget, ReadData: c.Bool("read-data"),
 		Concurrency: concurrencyFor(c, storeLocation(c)), Progress: pr,
 	})
@@ -330,7 +331,7 @@ func runRepairSnapshots(c *cli.Context) error {
 		}
 		switch {
 		case dry:
-			fmt.Fprintf(w, "  would write a repaired snapshot (tagged %q)%s\n", engine.RepairedTag, map[bool]string{true: " and remove the original", false: ""}[forget])
+			fmt.Fprintf(w, "  would write a repaired snapshot (tagged %q)%s\n", repair.RepairedTag, map[bool]string{true: " and remove the original", false: ""}[forget])
 		case d.Forgotten:
 			fmt.Fprintf(w, "  wrote repaired snapshot %s, then removed the original\n", short(d.New))
 		default:

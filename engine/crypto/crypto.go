@@ -41,6 +41,15 @@ func ParseID(s string) (ID, error) {
 	return id, nil
 }
 
+// ShortName shortens an object name that is an id, and gives any other
+// name as it is.
+func ShortName(name string) string {
+	if id, err := ParseID(name); err == nil {
+		return id.Short()
+	}
+	return name
+}
+
 // MarshalText writes an id as hex.
 func (id ID) MarshalText() ([]byte, error) { return []byte(id.String()), nil }
 

@@ -57,14 +57,15 @@ const module = "github.com/coffer-backup/coffer"
 
 // The engine's layers, bottom up.
 const (
-	layerBase       = iota // imports nothing of coffer: cache, store, crypto, keymap
-	layerCodec             // one base package each: format, object, the store's decorators and suite
-	layerStructure         // tree, index: over the codecs
-	layerRepository        // engine: the repository
-	layerDriver            // backup, restore, check: the repository's API and its types
+	layerBase        = iota // imports nothing of coffer: cache, store, crypto, keymap
+	layerCodec              // one base package each: format, object, the store's decorators and suite
+	layerStructure          // tree, index: over the codecs
+	layerRepository         // engine: the repository
+	layerDriver             // backup, restore, check, repair: the repository's API and its types
+	layerTestSupport        // enginetest: stores for tests, built with the drivers
 )
 
-var layerNames = []string{"base", "codec", "structure", "repository", "driver"}
+var layerNames = []string{"base", "codec", "structure", "repository", "driver", "test support"}
 
 // driverMay is what a driver may import: the repository and the layers
 // below it (whose types the repository's API uses), never another driver,
@@ -97,9 +98,13 @@ var engineLayers = map[string]struct {
 	"engine/index":           {layerStructure, []string{"engine/crypto", "engine/format"}},
 	"engine": {layerRepository, []string{"engine/store", "engine/crypto", "engine/format", "engine/tree",
 		"engine/index", "engine/object", "engine/lease", "internal/bufpool"}},
-	"engine/backup":  {layerDriver, driverMay},
-	"engine/restore": {layerDriver, driverMay},
-	"engine/check":   {layerDriver, driverMay},
+	"engine/backup":     {layerDriver, driverMay},
+	"engine/restore":    {layerDriver, driverMay},
+	"engine/check":      {layerDriver, driverMay},
+	"engine/repair":     {layerDriver, driverMay},
+	"internal/testtree": {layerBase, nil},
+	"engine/enginetest": {layerTestSupport, []string{"engine", "engine/backup", "engine/restore", "engine/store",
+		"engine/crypto", "internal/testtree"}},
 }
 
 // objectPrefixes are the directories of the store's layout ("packs/"

@@ -1,10 +1,13 @@
-package engine_test
+package repair_test
 
 import (
 	"github.com/coffer-backup/coffer/engine"
 	"github.com/coffer-backup/coffer/engine/backup"
 	"github.com/coffer-backup/coffer/engine/check"
+	"github.com/coffer-backup/coffer/engine/enginetest"
+	"github.com/coffer-backup/coffer/engine/repair"
 	"github.com/coffer-backup/coffer/engine/store"
+	"github.com/coffer-backup/coffer/internal/testtree"
 
 	"context"
 	"fmt"
@@ -18,15 +21,15 @@ import (
 // compare restores with), the later ones sharing a file with the first.
 func repairStore(t *testing.T, n int) (storeDir string, srcs []string) {
 	t.Helper()
-	r, storeDir := newTestRepo(t, engine.CreateOptions{Chunker: testChunker})
+	r, storeDir := enginetest.NewRepo(t, engine.CreateOptions{Chunker: enginetest.Chunker})
 	for i := range n {
 		src := filepath.Join(t.TempDir(), fmt.Sprintf("src%d", i))
-		writeFile(t, filepath.Join(src, "shared"), textBytes(7, 90000))
+		enginetest.WriteFile(t, filepath.Join(src, "shared"), testtree.Text(7, 90000))
 		for d := range 2 {
-			writeFile(t, filepath.Join(src, fmt.Sprintf("d%d", d), "f"), textBytes(uint64(10*i+d), 70000))
+			enginetest.WriteFile(t, filepath.Join(src, fmt.Sprintf("d%d", d), "f"), testtree.Text(uint64(10*i+d), 70000))
 		}
-		writeFile(t, filepath.Join(src, "big"), randBytes(300000))
-		backupDir(t, r, src, backup.Options{})
+		enginetest.WriteFile(t, filepath.Join(src, "big"), testtree.RandBytes(300000))
+		enginetest.BackupDir(t, r, src, backup.Options{})
 		srcs = append(srcs, src)
 	}
 	return storeDir, srcs
@@ -36,7 +39,7 @@ func repairStore(t *testing.T, n int) (storeDir string, srcs []string) {
 // to its source byte for byte and that a full check passes.
 func verifyStore(t *testing.T, storeDir string, srcs []string) {
 	t.Helper()
-	r := reopen(t, storeDir)
+	r := enginetest.Reopen(t, storeDir)
 	ctx := context.Background()
 	sns, err := r.Snapshots(ctx)
 	if err != nil {
@@ -47,20 +50,20 @@ func verifyStore(t *testing.T, storeDir string, srcs []string) {
 	}
 	for _, sn := range sns {
 		to := filepath.Join(t.TempDir(), "out")
-		if err := restoreAll(t, r, sn, to); err != nil {
+		if err := enginetest.RestoreAll(t, r, sn, to); err != nil {
 			t.Fatalf("restore %s (%s): %v", sn.ID.Short(), sn.Source, err)
 		}
-		compareTrees(t, sn.Source, to)
+		enginetest.CompareTrees(t, sn.Source, to)
 	}
-	res, err := check.Run(ctx, reopen(t, storeDir), check.Options{})
+	res, err := check.Run(ctx, enginetest.Reopen(t, storeDir), check.Options{})
 	if err != nil || !res.OK() || len(res.Warnings) != 0 {
 		t.Fatalf("check after repair: %v, problems %v, warnings %v", err, res.Problems, res.Warnings)
 	}
 }
 
-func repairIndex(t *testing.T, storeDir string, dry bool) *engine.RepairIndexResult {
+func repairIndex(t *testing.T, storeDir string, dry bool) *repair.IndexResult {
 	t.Helper()
-	res, err := reopen(t, storeDir).RepairIndex(context.Background(), engine.RepairIndexOptions{DryRun: dry})
+	res, err := repair.Index(context.Background(), enginetest.Reopen(t, storeDir), repair.IndexOptions{DryRun: dry})
 	if err != nil {
 		t.Fatalf("repair index: %v", err)
 	}
@@ -72,23 +75,23 @@ func repairIndex(t *testing.T, storeDir string, dry bool) *engine.RepairIndexRes
 // check passes. A dry run before it writes and removes nothing.
 func TestRepairIndexAfterLoss(t *testing.T) {
 	storeDir, srcs := repairStore(t, 3)
-	packs := len(storePacks(t, storeDir))
-	for _, name := range indexFiles(t, storeDir) {
+	packs := len(enginetest.StorePacks(t, storeDir))
+	for _, name := range enginetest.IndexFiles(t, storeDir) {
 		if err := os.Remove(filepath.Join(storeDir, "index", name)); err != nil {
 			t.Fatal(err)
 		}
 	}
-	r := reopen(t, storeDir)
+	r := enginetest.Reopen(t, storeDir)
 	sns, err := r.Snapshots(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := restoreAll(t, r, sns[0], t.TempDir()); err == nil {
+	if err := enginetest.RestoreAll(t, r, sns[0], t.TempDir()); err == nil {
 		t.Fatal("test setup: a snapshot restores with no index")
 	}
 
 	dry := repairIndex(t, storeDir, true)
-	if n := len(indexFiles(t, storeDir)); n != 0 || len(dry.NewIndexFiles) != 0 || !dry.DryRun {
+	if n := len(enginetest.IndexFiles(t, storeDir)); n != 0 || len(dry.NewIndexFiles) != 0 || !dry.DryRun {
 		t.Fatalf("dry run wrote %d index files (reports %v)", n, dry.NewIndexFiles)
 	}
 	res := repairIndex(t, storeDir, false)
@@ -98,7 +101,7 @@ func TestRepairIndexAfterLoss(t *testing.T) {
 	if dry.Packs != res.Packs || dry.Indexed != res.Indexed || dry.Blobs != res.Blobs {
 		t.Errorf("dry run said %+v, repair did %+v", dry, res)
 	}
-	if got := indexFiles(t, storeDir); len(got) != len(res.NewIndexFiles) || len(got) == 0 {
+	if got := enginetest.IndexFiles(t, storeDir); len(got) != len(res.NewIndexFiles) || len(got) == 0 {
 		t.Errorf("store has index files %v, repair wrote %v", got, res.NewIndexFiles)
 	}
 	verifyStore(t, storeDir, srcs)
@@ -111,7 +114,7 @@ func TestRepairIndexAfterLoss(t *testing.T) {
 // old) leaves a store that still restores and checks clean.
 func TestRepairIndexDamagedIndexFile(t *testing.T) {
 	storeDir, srcs := repairStore(t, 3)
-	names := indexFiles(t, storeDir)
+	names := enginetest.IndexFiles(t, storeDir)
 	saved := map[string][]byte{}
 	for _, n := range names {
 		data, err := os.ReadFile(filepath.Join(storeDir, "index", n))
@@ -135,7 +138,7 @@ func TestRepairIndexDamagedIndexFile(t *testing.T) {
 	if res.Unindexed == 0 {
 		t.Error("the packs the damaged index file listed are not counted as newly indexed")
 	}
-	after := indexFiles(t, storeDir)
+	after := enginetest.IndexFiles(t, storeDir)
 	for _, n := range after {
 		if _, ok := saved[n]; ok {
 			t.Errorf("old index file %s is still there", n[:8])
@@ -157,7 +160,7 @@ func TestRepairIndexDamagedIndexFile(t *testing.T) {
 	if len(res.OldIndexFiles) != len(after)+len(names)-1 || res.Unindexed != 0 {
 		t.Errorf("rerun: old %d index files, want %d; newly indexed %d", len(res.OldIndexFiles), len(after)+len(names)-1, res.Unindexed)
 	}
-	if n := len(indexFiles(t, storeDir)); n != len(res.NewIndexFiles) {
+	if n := len(enginetest.IndexFiles(t, storeDir)); n != len(res.NewIndexFiles) {
 		t.Errorf("rerun left %d index files, wrote %d", n, len(res.NewIndexFiles))
 	}
 	verifyStore(t, storeDir, srcs)
@@ -186,7 +189,7 @@ func TestRepairIndexBadTrailer(t *testing.T) {
 			storeDir, srcs := repairStore(t, 3)
 			// The data pack holding the last snapshot's random file: used
 			// by that snapshot only.
-			r := reopen(t, storeDir)
+			r := enginetest.Reopen(t, storeDir)
 			ctx := context.Background()
 			if err := r.LoadIndex(ctx); err != nil {
 				t.Fatal(err)
@@ -213,10 +216,10 @@ func TestRepairIndexBadTrailer(t *testing.T) {
 			if !ok {
 				t.Fatal("test setup: /big's first chunk is in no index")
 			}
-			packPath := storePacks(t, storeDir)[pack.String()]
+			packPath := enginetest.StorePacks(t, storeDir)[pack.String()]
 			damageTrailer(t, packPath)
 			if lost {
-				for _, name := range indexFiles(t, storeDir) {
+				for _, name := range enginetest.IndexFiles(t, storeDir) {
 					os.Remove(filepath.Join(storeDir, "index", name))
 				}
 			}
@@ -233,10 +236,10 @@ func TestRepairIndexBadTrailer(t *testing.T) {
 			if res.Indexed != res.Packs-map[bool]int{true: 1, false: 0}[lost] {
 				t.Errorf("indexed %d of %d packs", res.Indexed, res.Packs)
 			}
-			r = reopen(t, storeDir)
+			r = enginetest.Reopen(t, storeDir)
 			for _, sn := range sns {
 				to := filepath.Join(t.TempDir(), "out")
-				err := restoreAll(t, r, sn, to)
+				err := enginetest.RestoreAll(t, r, sn, to)
 				if lost && sn == victim {
 					if err == nil {
 						t.Error("a snapshot whose pack is unindexed restored")
@@ -246,7 +249,7 @@ func TestRepairIndexBadTrailer(t *testing.T) {
 				if err != nil {
 					t.Fatalf("restore %s: %v", sn.Source, err)
 				}
-				compareTrees(t, sn.Source, to)
+				enginetest.CompareTrees(t, sn.Source, to)
 			}
 		})
 	}
@@ -260,19 +263,19 @@ func TestRepairIndexKeptIndexNotStale(t *testing.T) {
 	storeDir, srcs := repairStore(t, 3)
 	cache := t.TempDir()
 	ctx := context.Background()
-	r := reopen(t, storeDir)
+	r := enginetest.Reopen(t, storeDir)
 	r.UseIndexCache(cache)
 	if err := r.LoadIndex(ctx); err != nil {
 		t.Fatal(err)
 	}
-	old := indexFiles(t, storeDir)
+	old := enginetest.IndexFiles(t, storeDir)
 	if len(r.Index.Covered()) != len(old) {
 		t.Fatalf("test setup: the kept index covers %d of %d index files", len(r.Index.Covered()), len(old))
 	}
 	r.Index.Close()
 	repairIndex(t, storeDir, false)
 
-	r = reopen(t, storeDir)
+	r = enginetest.Reopen(t, storeDir)
 	r.UseIndexCache(cache)
 	if err := r.LoadIndex(ctx); err != nil {
 		t.Fatal(err)
@@ -285,8 +288,8 @@ func TestRepairIndexKeptIndexNotStale(t *testing.T) {
 			}
 		}
 	}
-	if len(covered) != len(indexFiles(t, storeDir)) {
-		t.Errorf("the kept index covers %v, the store has %v", covered, indexFiles(t, storeDir))
+	if len(covered) != len(enginetest.IndexFiles(t, storeDir)) {
+		t.Errorf("the kept index covers %v, the store has %v", covered, enginetest.IndexFiles(t, storeDir))
 	}
 	sns, err := r.Snapshots(ctx)
 	if err != nil {
@@ -294,10 +297,10 @@ func TestRepairIndexKeptIndexNotStale(t *testing.T) {
 	}
 	for i, sn := range sns {
 		to := filepath.Join(t.TempDir(), "out")
-		if err := restoreAll(t, r, sn, to); err != nil {
+		if err := enginetest.RestoreAll(t, r, sn, to); err != nil {
 			t.Fatalf("restore %d: %v", i, err)
 		}
-		compareTrees(t, sn.Source, to)
+		enginetest.CompareTrees(t, sn.Source, to)
 	}
 	_ = srcs
 }
@@ -324,7 +327,7 @@ func (s *hideFromList) Unwrap() store.Storage { return s.Storage }
 // there stops the repair before it changes anything.
 func TestRepairIndexDroppedPacks(t *testing.T) {
 	storeDir, _ := repairStore(t, 2)
-	packs := storePacks(t, storeDir)
+	packs := enginetest.StorePacks(t, storeDir)
 	var victim string
 	for name, p := range packs {
 		if strings.Contains(p, string(filepath.Separator)+"d"+string(filepath.Separator)) {
@@ -332,13 +335,13 @@ func TestRepairIndexDroppedPacks(t *testing.T) {
 			break
 		}
 	}
-	before := indexFiles(t, storeDir)
-	r := openRepo(t, &hideFromList{Storage: folderStore(t, storeDir), name: victim})
-	_, err := r.RepairIndex(context.Background(), engine.RepairIndexOptions{})
+	before := enginetest.IndexFiles(t, storeDir)
+	r := enginetest.OpenRepo(t, &hideFromList{Storage: enginetest.FolderStore(t, storeDir), name: victim})
+	_, err := repair.Index(context.Background(), r, repair.IndexOptions{})
 	if err == nil || !strings.Contains(err.Error(), victim[:8]) || !strings.Contains(err.Error(), "nothing was changed") {
 		t.Fatalf("repair over a listing that misses pack %s: %v", victim[:8], err)
 	}
-	if after := indexFiles(t, storeDir); strings.Join(after, ",") != strings.Join(before, ",") {
+	if after := enginetest.IndexFiles(t, storeDir); strings.Join(after, ",") != strings.Join(before, ",") {
 		t.Fatalf("index files changed: %v -> %v", before, after)
 	}
 	if err := os.Remove(packs[victim]); err != nil {

@@ -1,6 +1,7 @@
-package engine
+package repair
 
 import (
+	"github.com/coffer-backup/coffer/engine"
 	"github.com/coffer-backup/coffer/engine/crypto"
 	"github.com/coffer-backup/coffer/engine/format"
 	"github.com/coffer-backup/coffer/engine/index"
@@ -17,17 +18,8 @@ import (
 	"golang.org/x/sync/errgroup"
 )
 
-// IsDamage reports whether err says that something in the store is
-// damaged or gone (an authentication failure, a corrupt encoding, an
-// object or blob not found), as opposed to a failure to reach the store
-// (network, permissions, a cancelled context), after which a repair must
-// stop rather than drop anything.
-func IsDamage(err error) bool {
-	return err != nil && (errors.Is(err, crypto.ErrAuth) || errors.Is(err, format.ErrCorrupt) || store.IsNotFound(err))
-}
-
-// RepairPacksOptions choose how RepairPacks runs.
-type RepairPacksOptions struct {
+// PacksOptions choose how Packs runs.
+type PacksOptions struct {
 	// DryRun reads and verifies what a repair reads and reports what it
 	// would do; it writes and removes nothing.
 	DryRun bool
@@ -37,7 +29,7 @@ type RepairPacksOptions struct {
 	// dropped from the index whatever this says.
 	Packs       []string
 	Concurrency int // packs read at once (default 4)
-	Progress    *Progress
+	Progress    *engine.Progress
 	// Lease sets how the prune lock is taken (tests shorten it).
 	Lease lease.Options
 }
@@ -48,7 +40,7 @@ type LostBlob struct {
 	Error string `json:"error"`
 }
 
-// DamagedPack is a pack RepairPacks found damaged or missing.
+// DamagedPack is a pack Packs found damaged or missing.
 type DamagedPack struct {
 	Pack string `json:"pack"` // full id
 	Kind string `json:"kind"` // "data" or "tree"
@@ -65,8 +57,8 @@ type DamagedPack struct {
 	Lost     []LostBlob `json:"lost"`
 }
 
-// RepairPacksResult reports what RepairPacks did (with DryRun, would do).
-type RepairPacksResult struct {
+// PacksResult reports what Packs did (with DryRun, would do).
+type PacksResult struct {
 	DryRun bool `json:"dry_run"`
 	// Read packs were read and verified, Bytes in all.
 	Read  int   `json:"packs_read"`
@@ -87,7 +79,7 @@ type RepairPacksResult struct {
 	NewIndexFiles []string `json:"new_index_files"`
 }
 
-// damagedPack is what RepairPacks keeps of a damaged pack.
+// damagedPack is what Packs keeps of a damaged pack.
 type damagedPack struct {
 	kind    format.BlobKind
 	missing bool
@@ -96,39 +88,39 @@ type damagedPack struct {
 	bad     map[crypto.ID]string
 }
 
-// RepairPacks drops damaged blobs from the index, so that the next
+// Packs drops damaged blobs from the index, so that the next
 // backup of their data stores them again instead of deduplicating
 // against them (which would spread the damage into new snapshots).
 //
 // It reads and verifies the chosen packs as check does (the pack's hash,
 // every blob's MAC and id), and finds the packs the index names that the
 // store lacks. For each damaged pack it copies the blobs that still read
-// into new packs (through a Saver, which writes its own index file),
+// into new packs (through a engine.Saver, which writes its own index file),
 // then writes, for every index file naming a damaged or missing pack, a
 // new index file with the same entries less those packs, and only when
 // all of that is durable removes the index files it replaced (the order
-// of RepairIndex, FORMAT.md §9). A crash in between leaves old and new
+// of Index, FORMAT.md §9). A crash in between leaves old and new
 // index files side by side, which readers accept, and a rerun finishes.
 //
 // Nothing else is removed: a damaged pack stays in the store, unindexed,
-// until a prune reclaims it. (RepairIndex indexes it again if its
-// trailer reads: run RepairPacks after it.)
-func (r *Repo) RepairPacks(ctx context.Context, opt RepairPacksOptions) (*RepairPacksResult, error) {
+// until a prune reclaims it. (Index indexes it again if its
+// trailer reads: run Packs after it.)
+func Packs(ctx context.Context, r *engine.Repo, opt PacksOptions) (*PacksResult, error) {
 	if opt.Concurrency < 1 {
 		opt.Concurrency = 4
 	}
 	if opt.Progress == nil {
-		opt.Progress = &Progress{}
+		opt.Progress = &engine.Progress{}
 	}
 	// The prune lock, as repair index holds it: a prune or a repair
 	// replacing index files beside this one would delete the files it
 	// writes (and it theirs).
-	lk, release, err := r.pruneLock(ctx, opt.DryRun, "repair packs", opt.Lease)
+	lk, release, err := r.ExclusiveLock(ctx, opt.DryRun, "repair packs", opt.Lease)
 	if err != nil {
 		return nil, err
 	}
 	defer release()
-	res := &RepairPacksResult{DryRun: opt.DryRun, Damaged: []DamagedPack{}, OldIndexFiles: []string{}, NewIndexFiles: []string{}}
+	res := &PacksResult{DryRun: opt.DryRun, Damaged: []DamagedPack{}, OldIndexFiles: []string{}, NewIndexFiles: []string{}}
 
 	files, err := r.IndexFiles(ctx)
 	if err != nil {
@@ -145,10 +137,10 @@ func (r *Repo) RepairPacks(ctx context.Context, opt RepairPacksOptions) (*Repair
 			g.Go(func() error {
 				ips, err := r.ReadIndexFile(gctx, h)
 				if err != nil {
-					if gctx.Err() == nil && IsDamage(err) {
-						return fmt.Errorf("index file %s is unreadable (%v): run 'coffer repair index' first, then repair packs", shortName(h.Name), err)
+					if gctx.Err() == nil && engine.IsDamage(err) {
+						return fmt.Errorf("index file %s is unreadable (%v): run 'coffer repair index' first, then repair packs", crypto.ShortName(h.Name), err)
 					}
-					return fmt.Errorf("reading index file %s: %w", shortName(h.Name), err)
+					return fmt.Errorf("reading index file %s: %w", crypto.ShortName(h.Name), err)
 				}
 				mu.Lock()
 				for _, ip := range ips {
@@ -189,7 +181,7 @@ func (r *Repo) RepairPacks(ctx context.Context, opt RepairPacksOptions) (*Repair
 		}
 		// Not missed by the listing (cut short, a permission on part of
 		// the store): a repair must not drop the index of packs that exist.
-		if _, err := r.st.Stat(ctx, packHandle(k, id)); err == nil {
+		if _, err := r.Storage().Stat(ctx, engine.PackHandle(k, id)); err == nil {
 			return nil, fmt.Errorf("pack %s is named by the index and is in the store, but the listing of packs lacks it; nothing was changed (is the listing complete? run repair again)", id.Short())
 		} else if !store.IsNotFound(err) {
 			return nil, fmt.Errorf("pack %s: %w", id.Short(), err)
@@ -207,7 +199,7 @@ func (r *Repo) RepairPacks(ctx context.Context, opt RepairPacksOptions) (*Repair
 		ips, err := r.ReadIndexFile(ctx, h)
 		if err != nil {
 			g.Wait()
-			return nil, fmt.Errorf("reading index file %s again: %w", shortName(h.Name), err)
+			return nil, fmt.Errorf("reading index file %s again: %w", crypto.ShortName(h.Name), err)
 		}
 		for _, ip := range ips {
 			if d := missing[ip.ID]; d != nil {
@@ -224,7 +216,7 @@ func (r *Repo) RepairPacks(ctx context.Context, opt RepairPacksOptions) (*Repair
 			}
 			seen[ip.ID] = true
 			g.Go(func() error {
-				bad, perr, n, err := r.verifyPack(gctx, ip.Kind, ip.ID, ip.Blobs)
+				bad, perr, n, err := verifyPack(gctx, r, ip.Kind, ip.ID, ip.Blobs)
 				if err != nil {
 					return err
 				}
@@ -298,7 +290,7 @@ func (r *Repo) RepairPacks(ctx context.Context, opt RepairPacksOptions) (*Repair
 	for _, h := range files {
 		ips, err := r.ReadIndexFile(ctx, h)
 		if err != nil {
-			return nil, fmt.Errorf("reading index file %s again: %w", shortName(h.Name), err)
+			return nil, fmt.Errorf("reading index file %s again: %w", crypto.ShortName(h.Name), err)
 		}
 		keep := ips[:0]
 		for _, ip := range ips {
@@ -320,7 +312,7 @@ func (r *Repo) RepairPacks(ctx context.Context, opt RepairPacksOptions) (*Repair
 	sort.Slice(ids, func(i, j int) bool { return ids[i].String() < ids[j].String() })
 	for _, id := range ids {
 		d := damaged[id]
-		if err := r.salvage(ctx, sv, id, d, res); err != nil {
+		if err := salvage(ctx, r, sv, id, d, res); err != nil {
 			sv.Abort()
 			return nil, err
 		}
@@ -334,7 +326,7 @@ func (r *Repo) RepairPacks(ctx context.Context, opt RepairPacksOptions) (*Repair
 	for _, name := range res.OldIndexFiles {
 		ips, err := r.ReadIndexFile(ctx, store.Handle{Kind: store.KindIndex, Name: name})
 		if err != nil {
-			return nil, fmt.Errorf("reading index file %s again: %w", shortName(name), err)
+			return nil, fmt.Errorf("reading index file %s again: %w", crypto.ShortName(name), err)
 		}
 		keep := ips[:0]
 		for _, ip := range ips {
@@ -345,7 +337,7 @@ func (r *Repo) RepairPacks(ctx context.Context, opt RepairPacksOptions) (*Repair
 		if len(keep) == 0 {
 			continue
 		}
-		id, err := r.saveObject(ctx, store.KindIndex, format.EncodeIndex(keep), format.AADIndex)
+		id, err := r.SaveObject(ctx, store.KindIndex, format.EncodeIndex(keep), format.AADIndex)
 		if err != nil {
 			return nil, fmt.Errorf("writing an index file: %w", err)
 		}
@@ -357,21 +349,21 @@ func (r *Repo) RepairPacks(ctx context.Context, opt RepairPacksOptions) (*Repair
 		return res, fmt.Errorf("%w; the new index is written and the old files are kept (both are valid, the damaged blobs still indexed): run repair packs again", err)
 	}
 	for _, name := range res.OldIndexFiles {
-		err := r.st.Delete(ctx, store.Handle{Kind: store.KindIndex, Name: name})
+		err := r.Storage().Delete(ctx, store.Handle{Kind: store.KindIndex, Name: name})
 		if errors.Is(err, store.ErrLocked) {
 			// Unlike repair index, the old file must go: it still names
 			// the damaged blobs, and backups would go on reusing them.
 			return res, fmt.Errorf("new index written, but %w; until it is removed it still names the damaged blobs and backups keep reusing them: run repair packs again after that date", err)
 		}
 		if err != nil {
-			return res, fmt.Errorf("new index written, but removing the old index file %s failed: %w (run repair packs again)", shortName(name), err)
+			return res, fmt.Errorf("new index written, but removing the old index file %s failed: %w (run repair packs again)", crypto.ShortName(name), err)
 		}
 	}
 	return res, nil
 }
 
 // salvage copies the blobs of damaged pack id that still read into sv.
-func (r *Repo) salvage(ctx context.Context, sv *Saver, id crypto.ID, d *damagedPack, res *RepairPacksResult) error {
+func salvage(ctx context.Context, r *engine.Repo, sv *engine.Saver, id crypto.ID, d *damagedPack, res *PacksResult) error {
 	data, err := r.LoadPackRange(ctx, d.kind, id, 0, -1)
 	if err != nil {
 		return fmt.Errorf("pack %s: reading it again to salvage its blobs: %w", id.Short(), err)
@@ -403,11 +395,11 @@ func (r *Repo) salvage(ctx context.Context, sv *Saver, id crypto.ID, d *damagedP
 // It returns the blobs that failed, with why, what is wrong with the
 // pack as a whole ("" if nothing), and the bytes read; err is set only
 // when the pack could not be read for another reason than damage.
-func (r *Repo) verifyPack(ctx context.Context, kind format.BlobKind, pack crypto.ID, blobs []format.BlobLoc) (bad map[crypto.ID]string, packErr string, n int64, err error) {
+func verifyPack(ctx context.Context, r *engine.Repo, kind format.BlobKind, pack crypto.ID, blobs []format.BlobLoc) (bad map[crypto.ID]string, packErr string, n int64, err error) {
 	bad = map[crypto.ID]string{}
 	data, err := r.LoadPackRange(ctx, kind, pack, 0, -1)
 	if err != nil {
-		if ctx.Err() != nil || !IsDamage(err) {
+		if ctx.Err() != nil || !engine.IsDamage(err) {
 			return nil, "", 0, fmt.Errorf("pack %s: %w", pack.Short(), err)
 		}
 		for _, b := range blobs {

@@ -1,4 +1,4 @@
-package engine_test
+package repair_test
 
 import (
 	"errors"
@@ -6,8 +6,11 @@ import (
 	"github.com/coffer-backup/coffer/engine"
 	"github.com/coffer-backup/coffer/engine/backup"
 	"github.com/coffer-backup/coffer/engine/check"
+	"github.com/coffer-backup/coffer/engine/enginetest"
 	"github.com/coffer-backup/coffer/engine/lease"
+	"github.com/coffer-backup/coffer/engine/repair"
 	"github.com/coffer-backup/coffer/engine/store"
+	"github.com/coffer-backup/coffer/internal/testtree"
 
 	"context"
 	"os"
@@ -23,19 +26,19 @@ import (
 // damaged one is named, and the next backup stores it again.
 func TestRepairPacksRerunAfterCrash(t *testing.T) {
 	ctx := context.Background()
-	r, dir := newTestRepo(t, engine.CreateOptions{Chunker: testChunker})
+	r, dir := enginetest.NewRepo(t, engine.CreateOptions{Chunker: enginetest.Chunker})
 	src := filepath.Join(t.TempDir(), "src")
-	writeFile(t, filepath.Join(src, "victim"), randBytes(20000))
-	writeFile(t, filepath.Join(src, "a"), textBytes(1, 4000))
-	writeFile(t, filepath.Join(src, "b"), textBytes(2, 4000))
-	sn := backupDir(t, r, src, backup.Options{})
+	enginetest.WriteFile(t, filepath.Join(src, "victim"), testtree.RandBytes(20000))
+	enginetest.WriteFile(t, filepath.Join(src, "a"), testtree.Text(1, 4000))
+	enginetest.WriteFile(t, filepath.Join(src, "b"), testtree.Text(2, 4000))
+	sn := enginetest.BackupDir(t, r, src, backup.Options{})
 	flipFile(t, r, dir, sn, "/victim")
 	old := map[string][]byte{}
-	for _, n := range indexFiles(t, dir) {
+	for _, n := range enginetest.IndexFiles(t, dir) {
 		old[n], _ = os.ReadFile(filepath.Join(dir, "index", n))
 	}
 
-	first, err := reopen(t, dir).RepairPacks(ctx, engine.RepairPacksOptions{})
+	first, err := repair.Packs(ctx, enginetest.Reopen(t, dir), repair.PacksOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,7 +51,7 @@ func TestRepairPacksRerunAfterCrash(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	again, err := reopen(t, dir).RepairPacks(ctx, engine.RepairPacksOptions{})
+	again, err := repair.Packs(ctx, enginetest.Reopen(t, dir), repair.PacksOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,32 +63,32 @@ func TestRepairPacksRerunAfterCrash(t *testing.T) {
 			t.Fatalf("old index file %s still there after the rerun", n[:8])
 		}
 	}
-	if last, err := reopen(t, dir).RepairPacks(ctx, engine.RepairPacksOptions{}); err != nil || len(last.Damaged) != 0 {
+	if last, err := repair.Packs(ctx, enginetest.Reopen(t, dir), repair.PacksOptions{}); err != nil || len(last.Damaged) != 0 {
 		t.Fatalf("third run: %+v %v", last, err)
 	}
 
-	res, err := check.Run(ctx, reopen(t, dir), check.Options{})
+	res, err := check.Run(ctx, enginetest.Reopen(t, dir), check.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(res.Problems) != 1 || res.Problems[0].Path != "/victim" {
 		t.Fatalf("check after repair packs: %v", res.Problems)
 	}
-	rs, err := reopen(t, dir).RepairSnapshots(ctx, engine.RepairSnapshotsOptions{Forget: true})
+	rs, err := repair.Snapshots(ctx, enginetest.Reopen(t, dir), repair.SnapshotsOptions{Forget: true})
 	if err != nil || len(rs.Damaged) != 1 || rs.Packs != nil {
 		t.Fatalf("repair snapshots: %+v %v", rs, err)
 	}
-	r = reopen(t, dir)
-	sn2 := backupDir(t, r, src, backup.Options{})
+	r = enginetest.Reopen(t, dir)
+	sn2 := enginetest.BackupDir(t, r, src, backup.Options{})
 	if sn2.Stats.NewBlobs != 1 {
 		t.Fatalf("the next backup stored %d blobs, want the lost one", sn2.Stats.NewBlobs)
 	}
 	to := filepath.Join(t.TempDir(), "out")
-	if err := restoreAll(t, r, sn2, to); err != nil {
+	if err := enginetest.RestoreAll(t, r, sn2, to); err != nil {
 		t.Fatal(err)
 	}
-	compareTrees(t, src, to)
-	if res, err := check.Run(ctx, reopen(t, dir), check.Options{}); err != nil || !res.OK() {
+	enginetest.CompareTrees(t, src, to)
+	if res, err := check.Run(ctx, enginetest.Reopen(t, dir), check.Options{}); err != nil || !res.OK() {
 		t.Fatalf("final check: %v %v", err, res.Problems)
 	}
 }
@@ -107,19 +110,19 @@ func (h hidePacks) List(ctx context.Context, k store.Kind, fn func(store.ObjectI
 func TestRepairIncompleteListing(t *testing.T) {
 	ctx := context.Background()
 	storeDir, srcs := repairStore(t, 2)
-	before := storePacks(t, storeDir)
-	idx := indexFiles(t, storeDir)
-	r := openRepo(t, hidePacks{folderStore(t, storeDir)})
-	if _, err := r.RepairSnapshots(ctx, engine.RepairSnapshotsOptions{Forget: true}); err == nil || !strings.Contains(err.Error(), "listing") {
+	before := enginetest.StorePacks(t, storeDir)
+	idx := enginetest.IndexFiles(t, storeDir)
+	r := enginetest.OpenRepo(t, hidePacks{enginetest.FolderStore(t, storeDir)})
+	if _, err := repair.Snapshots(ctx, r, repair.SnapshotsOptions{Forget: true}); err == nil || !strings.Contains(err.Error(), "listing") {
 		t.Fatalf("repair snapshots with an incomplete listing: %v", err)
 	}
-	if _, err := r.RepairPacks(ctx, engine.RepairPacksOptions{}); err == nil || !strings.Contains(err.Error(), "listing") {
+	if _, err := repair.Packs(ctx, r, repair.PacksOptions{}); err == nil || !strings.Contains(err.Error(), "listing") {
 		t.Fatalf("repair packs with an incomplete listing: %v", err)
 	}
-	if got := storePacks(t, storeDir); len(got) != len(before) {
+	if got := enginetest.StorePacks(t, storeDir); len(got) != len(before) {
 		t.Fatalf("packs changed: %d, were %d", len(got), len(before))
 	}
-	if got := indexFiles(t, storeDir); strings.Join(got, ",") != strings.Join(idx, ",") {
+	if got := enginetest.IndexFiles(t, storeDir); strings.Join(got, ",") != strings.Join(idx, ",") {
 		t.Fatal("index files changed")
 	}
 	verifyStore(t, storeDir, srcs)
@@ -130,10 +133,10 @@ func TestRepairIncompleteListing(t *testing.T) {
 // released when done, so a prune can run after it.
 func TestRepairPacksPruneLock(t *testing.T) {
 	ctx := context.Background()
-	r, dir := newTestRepo(t, engine.CreateOptions{Chunker: testChunker})
+	r, dir := enginetest.NewRepo(t, engine.CreateOptions{Chunker: enginetest.Chunker})
 	src := filepath.Join(t.TempDir(), "src")
-	writeFile(t, filepath.Join(src, "victim"), randBytes(20000))
-	sn := backupDir(t, r, src, backup.Options{})
+	enginetest.WriteFile(t, filepath.Join(src, "victim"), testtree.RandBytes(20000))
+	sn := enginetest.BackupDir(t, r, src, backup.Options{})
 	flipFile(t, r, dir, sn, "/victim")
 
 	l, err := lease.Exclusive(ctx, r.Storage(), r.Keys(), lease.PruneName, lease.Options{Command: "prune"})
@@ -141,21 +144,21 @@ func TestRepairPacksPruneLock(t *testing.T) {
 		t.Fatal(err)
 	}
 	var held *lease.HeldError
-	if _, err := reopen(t, dir).RepairPacks(ctx, engine.RepairPacksOptions{}); !errors.As(err, &held) || !strings.Contains(err.Error(), "held by prune on ") {
+	if _, err := repair.Packs(ctx, enginetest.Reopen(t, dir), repair.PacksOptions{}); !errors.As(err, &held) || !strings.Contains(err.Error(), "held by prune on ") {
 		t.Fatalf("repair packs beside a prune: %v", err)
 	}
-	if res, err := reopen(t, dir).RepairPacks(ctx, engine.RepairPacksOptions{DryRun: true}); err != nil || len(res.Damaged) != 1 {
+	if res, err := repair.Packs(ctx, enginetest.Reopen(t, dir), repair.PacksOptions{DryRun: true}); err != nil || len(res.Damaged) != 1 {
 		t.Fatalf("dry run beside a prune: %v %+v", err, res)
 	}
 	if err := l.Release(ctx); err != nil {
 		t.Fatal(err)
 	}
-	res, err := reopen(t, dir).RepairPacks(ctx, engine.RepairPacksOptions{})
+	res, err := repair.Packs(ctx, enginetest.Reopen(t, dir), repair.PacksOptions{})
 	if err != nil || len(res.Damaged) != 1 || len(res.NewIndexFiles) == 0 {
 		t.Fatalf("repair packs: %v %+v", err, res)
 	}
 	// Released: a prune can take the lock now.
-	if _, err := reopen(t, dir).Prune(ctx, engine.PruneOptions{}); err != nil {
+	if _, err := enginetest.Reopen(t, dir).Prune(ctx, engine.PruneOptions{}); err != nil {
 		t.Fatal(err)
 	}
 }

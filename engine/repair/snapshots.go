@@ -1,6 +1,7 @@
-package engine
+package repair
 
 import (
+	"github.com/coffer-backup/coffer/engine"
 	"github.com/coffer-backup/coffer/engine/crypto"
 	"github.com/coffer-backup/coffer/engine/format"
 	"github.com/coffer-backup/coffer/engine/index"
@@ -18,10 +19,10 @@ import (
 // RepairedTag is the tag of every snapshot 'repair snapshots' writes.
 const RepairedTag = "repaired"
 
-// RepairSnapshotsOptions choose how RepairSnapshots runs.
-type RepairSnapshotsOptions struct {
+// SnapshotsOptions choose how Snapshots runs.
+type SnapshotsOptions struct {
 	// Snapshots to repair; none: every snapshot of the store.
-	Snapshots []*Snapshot
+	Snapshots []*engine.Snapshot
 	// DryRun reads what a repair reads and reports what it would do; it
 	// writes and removes nothing.
 	DryRun bool
@@ -33,7 +34,7 @@ type RepairSnapshotsOptions struct {
 	// blob is damaged when no index names it or its pack is gone).
 	ReadData    bool
 	Concurrency int // data packs read at once with ReadData (default 4)
-	Progress    *Progress
+	Progress    *engine.Progress
 }
 
 // RepairedPath is one path a repair changed.
@@ -61,25 +62,25 @@ type RepairedSnapshot struct {
 	Paths     []RepairedPath `json:"paths"`
 }
 
-// RepairSnapshotsResult reports what RepairSnapshots did (with DryRun,
+// SnapshotsResult reports what Snapshots did (with DryRun,
 // would do).
-type RepairSnapshotsResult struct {
+type SnapshotsResult struct {
 	DryRun  bool `json:"dry_run"`
 	Checked int  `json:"snapshots_checked"`
 	// Damaged are the snapshots found damaged, oldest first.
 	Damaged []RepairedSnapshot `json:"damaged"`
 	// StillIndexed are packs holding a damaged blob that the index still
-	// names: until RepairPacks drops them, a new backup deduplicates
-	// against them again. Unless DryRun, RepairSnapshots runs RepairPacks
+	// names: until Packs drops them, a new backup deduplicates
+	// against them again. Unless DryRun, Snapshots runs Packs
 	// on them itself (Packs says what it did) before it writes a snapshot.
-	StillIndexed []string           `json:"still_indexed_packs"`
-	Packs        *RepairPacksResult `json:"repair_packs,omitempty"`
+	StillIndexed []string     `json:"still_indexed_packs"`
+	Packs        *PacksResult `json:"repair_packs,omitempty"`
 	// DataPacksRead and BytesRead count what ReadData read.
 	DataPacksRead int   `json:"data_packs_read"`
 	BytesRead     int64 `json:"bytes_read"`
 }
 
-// RepairSnapshots writes, for every chosen snapshot whose tree
+// Snapshots writes, for every chosen snapshot whose tree
 // references missing or damaged blobs, a new snapshot without them: a
 // file whose content (or chunk list) cannot be read is dropped, a folder
 // that cannot be read becomes an empty folder (its metadata kept), and
@@ -95,15 +96,15 @@ type RepairSnapshotsResult struct {
 // repair before anything is written.
 //
 // Order: packs holding damaged blobs that the index still names are
-// repaired (RepairPacks on them: their damaged blobs leave the index, so
+// repaired (Packs on them: their damaged blobs leave the index, so
 // the next backup stores that data again); the new tree blobs are
 // written (packs, then their index file), then the new snapshots, and
 // only then, with Forget, the originals are removed. A kill at any point
 // leaves the originals (at worst unindexed packs); a rerun skips the
 // originals that already have a repaired snapshot.
-func (r *Repo) RepairSnapshots(ctx context.Context, opt RepairSnapshotsOptions) (*RepairSnapshotsResult, error) {
+func Snapshots(ctx context.Context, r *engine.Repo, opt SnapshotsOptions) (*SnapshotsResult, error) {
 	if opt.Progress == nil {
-		opt.Progress = &Progress{}
+		opt.Progress = &engine.Progress{}
 	}
 	if opt.Concurrency < 1 {
 		opt.Concurrency = 4
@@ -111,7 +112,7 @@ func (r *Repo) RepairSnapshots(ctx context.Context, opt RepairSnapshotsOptions) 
 	if err := r.LoadIndex(ctx); err != nil {
 		return nil, fmt.Errorf("loading the index: %w (if index files are damaged, run 'coffer repair index' first)", err)
 	}
-	res := &RepairSnapshotsResult{DryRun: opt.DryRun, Damaged: []RepairedSnapshot{}, StillIndexed: []string{}}
+	res := &SnapshotsResult{DryRun: opt.DryRun, Damaged: []RepairedSnapshot{}, StillIndexed: []string{}}
 	all, err := r.Snapshots(ctx)
 	if err != nil {
 		return nil, err
@@ -141,7 +142,7 @@ func (r *Repo) RepairSnapshots(ctx context.Context, opt RepairSnapshotsOptions) 
 			return nil, err
 		}
 	}
-	var sv *Saver
+	var sv *engine.Saver
 	if !opt.DryRun {
 		// New tree blobs dedup only against each other: a blob of the
 		// index might be one of the damaged ones.
@@ -149,12 +150,12 @@ func (r *Repo) RepairSnapshots(ctx context.Context, opt RepairSnapshotsOptions) 
 		defer fresh.Close()
 		sv = r.WithIndex(fresh).NewSaver(ctx, 2)
 		w.save = func(b []byte) (crypto.ID, error) {
-			id := r.keys.BlobID(b)
+			id := r.Keys().BlobID(b)
 			_, err := sv.Save(format.BlobTree, id, b)
 			return id, err
 		}
 	}
-	abort := func(err error) (*RepairSnapshotsResult, error) {
+	abort := func(err error) (*SnapshotsResult, error) {
 		if sv != nil {
 			sv.Abort()
 		}
@@ -162,7 +163,7 @@ func (r *Repo) RepairSnapshots(ctx context.Context, opt RepairSnapshotsOptions) 
 	}
 
 	type todo struct {
-		orig *Snapshot
+		orig *engine.Snapshot
 		info *dirInfo
 		i    int // in res.Damaged
 	}
@@ -200,7 +201,7 @@ func (r *Repo) RepairSnapshots(ctx context.Context, opt RepairSnapshotsOptions) 
 		// Drop the damaged blobs from the index now, before any snapshot
 		// is written: a rerun after a kill skips the originals already
 		// repaired, and would not find these packs again.
-		rp, err := r.RepairPacks(ctx, RepairPacksOptions{Packs: res.StillIndexed, Concurrency: opt.Concurrency, Progress: opt.Progress})
+		rp, err := Packs(ctx, r, PacksOptions{Packs: res.StillIndexed, Concurrency: opt.Concurrency, Progress: opt.Progress})
 		if err != nil {
 			return abort(fmt.Errorf("dropping the damaged blobs from the index (repair packs): %w", err))
 		}
@@ -231,8 +232,8 @@ func (r *Repo) RepairSnapshots(ctx context.Context, opt RepairSnapshotsOptions) 
 		sn.SkippedEntries = slices.Clone(sn.SkippedEntries)
 		for _, p := range t.info.paths {
 			sn.Stats.Skipped++
-			if len(sn.SkippedEntries) < MaxSkippedListed {
-				sn.SkippedEntries = append(sn.SkippedEntries, SkippedEntry{Path: p.Path, Reason: fmt.Sprintf("damaged in the store, %s by repair snapshots: %s", p.Action, p.Reason)})
+			if len(sn.SkippedEntries) < engine.MaxSkippedListed {
+				sn.SkippedEntries = append(sn.SkippedEntries, engine.SkippedEntry{Path: p.Path, Reason: fmt.Sprintf("damaged in the store, %s by repair snapshots: %s", p.Action, p.Reason)})
 			}
 		}
 		id, err := r.SaveSnapshot(ctx, &sn)
@@ -273,19 +274,19 @@ type dirInfo struct {
 // directories. A directory shared by several snapshots or places is
 // read once (memo).
 type rewriter struct {
-	r        *Repo
+	r        *engine.Repo
 	listed   map[crypto.ID]bool   // packs in the store
 	unlisted map[crypto.ID]bool   // packs the listing lacks, looked up: true if gone
 	badData  map[crypto.ID]string // ReadData: blobs that failed to verify
 	still    map[crypto.ID]bool   // packs of damaged blobs still indexed
 	memo     map[crypto.ID]*dirInfo
 	save     func([]byte) (crypto.ID, error) // nil: dry run
-	progress *Progress
+	progress *engine.Progress
 }
 
 // noteStill records the pack of a damaged blob the index still names.
 func (w *rewriter) noteStill(err error) {
-	var be *BlobError
+	var be *engine.BlobError
 	if errors.As(err, &be) && !be.Pack.IsZero() {
 		w.still[be.Pack] = true
 	}
@@ -302,7 +303,7 @@ func (w *rewriter) packGone(ctx context.Context, k format.BlobKind, pack crypto.
 	if gone, ok := w.unlisted[pack]; ok {
 		return gone, nil
 	}
-	_, err := w.r.st.Stat(ctx, packHandle(k, pack))
+	_, err := w.r.Storage().Stat(ctx, engine.PackHandle(k, pack))
 	switch {
 	case err == nil:
 		return false, fmt.Errorf("pack %s is in the store, but the listing of packs lacks it; nothing was changed (is the listing complete? run repair again)", pack.Short())
@@ -326,7 +327,7 @@ func (w *rewriter) gone(ctx context.Context, id crypto.ID) error {
 		return err
 	}
 	if gone {
-		return &BlobError{ID: id, Pack: pack, Err: fmt.Errorf("its pack is not in the store: %w", store.ErrNotFound)}
+		return &engine.BlobError{ID: id, Pack: pack, Err: fmt.Errorf("its pack is not in the store: %w", store.ErrNotFound)}
 	}
 	return nil
 }
@@ -360,7 +361,7 @@ func (w *rewriter) fileBad(ctx context.Context, n *tree.Node) (string, bool, err
 		cs, err = w.r.FileChunks(ctx, n)
 	}
 	if err != nil {
-		if ctx.Err() != nil || !IsDamage(err) {
+		if ctx.Err() != nil || !engine.IsDamage(err) {
 			return "", false, err
 		}
 		w.noteStill(err)
@@ -407,13 +408,13 @@ func (w *rewriter) entries(ctx context.Context, d *tree.Dir, fn func(n *tree.Nod
 		if level == 0 {
 			nodes, err = w.r.LoadPage(ctx, ref.ID)
 			if err == nil && (uint64(len(nodes)) != ref.Entries || nodes[0].SortKey() != ref.First) {
-				err = &BlobError{ID: ref.ID, Err: fmt.Errorf("%w: the page disagrees with its reference", format.ErrCorrupt)}
+				err = &engine.BlobError{ID: ref.ID, Err: fmt.Errorf("%w: the page disagrees with its reference", format.ErrCorrupt)}
 			}
 			return nodes, nil, err
 		}
 		p, err = w.r.LoadIndexPage(ctx, ref.ID)
 		if err == nil && (p.IndexLevel != level || p.Stats.Entries != ref.Entries || len(p.Pages) == 0 || p.Pages[0].First != ref.First) {
-			err = &BlobError{ID: ref.ID, Err: fmt.Errorf("%w: the index page disagrees with its reference", format.ErrCorrupt)}
+			err = &engine.BlobError{ID: ref.ID, Err: fmt.Errorf("%w: the index page disagrees with its reference", format.ErrCorrupt)}
 		}
 		return nil, p, err
 	}
@@ -423,7 +424,7 @@ func (w *rewriter) entries(ctx context.Context, d *tree.Dir, fn func(n *tree.Nod
 			ref := &refs[i]
 			nodes, p, err := load(ref, level)
 			if err != nil {
-				if ctx.Err() != nil || !IsDamage(err) {
+				if ctx.Err() != nil || !engine.IsDamage(err) {
 					return err
 				}
 				w.noteStill(err)
@@ -469,7 +470,7 @@ func (w *rewriter) dir(ctx context.Context, id crypto.ID) (*dirInfo, error) {
 		d, err = w.r.LoadDir(ctx, id)
 	}
 	if err != nil {
-		if ctx.Err() != nil || !IsDamage(err) {
+		if ctx.Err() != nil || !engine.IsDamage(err) {
 			return nil, err
 		}
 		w.noteStill(err)
@@ -550,7 +551,7 @@ func (w *rewriter) dir(ctx context.Context, id crypto.ID) (*dirInfo, error) {
 
 // readData reads the data packs the snapshots use and records the blobs
 // that fail to verify in w.badData.
-func (w *rewriter) readData(ctx context.Context, snaps []*Snapshot, concurrency int, res *RepairSnapshotsResult) error {
+func (w *rewriter) readData(ctx context.Context, snaps []*engine.Snapshot, concurrency int, res *SnapshotsResult) error {
 	need := map[crypto.ID]bool{}
 	seen := map[crypto.ID]bool{}
 	dry := *w
@@ -563,7 +564,7 @@ func (w *rewriter) readData(ctx context.Context, snaps []*Snapshot, concurrency 
 		seen[id] = true
 		d, err := w.r.LoadDir(ctx, id)
 		if err != nil {
-			if ctx.Err() != nil || !IsDamage(err) {
+			if ctx.Err() != nil || !engine.IsDamage(err) {
 				return err
 			}
 			return nil // reported by the repair's own walk
@@ -575,7 +576,7 @@ func (w *rewriter) readData(ctx context.Context, snaps []*Snapshot, concurrency 
 			case tree.TypeFile:
 				cs, err := w.r.FileChunks(ctx, n)
 				if err != nil {
-					if ctx.Err() != nil || !IsDamage(err) {
+					if ctx.Err() != nil || !engine.IsDamage(err) {
 						return err
 					}
 					return nil
@@ -627,7 +628,7 @@ func (w *rewriter) readData(ctx context.Context, snaps []*Snapshot, concurrency 
 			sem <- struct{}{}
 			go func() {
 				defer func() { <-sem }()
-				bad, perr, n, err := w.r.verifyPack(ctx, format.BlobData, pack, blobs)
+				bad, perr, n, err := verifyPack(ctx, w.r, format.BlobData, pack, blobs)
 				results <- out{pack, bad, perr != "" || len(bad) > 0, n, err}
 			}()
 		}

@@ -1,6 +1,7 @@
-package engine
+package repair
 
 import (
+	"github.com/coffer-backup/coffer/engine"
 	"github.com/coffer-backup/coffer/engine/crypto"
 	"github.com/coffer-backup/coffer/engine/format"
 	"github.com/coffer-backup/coffer/engine/lease"
@@ -15,21 +16,21 @@ import (
 	"golang.org/x/sync/errgroup"
 )
 
-// RepairIndexOptions choose how RepairIndex runs.
-type RepairIndexOptions struct {
+// IndexOptions choose how Index runs.
+type IndexOptions struct {
 	// DryRun reads what a repair reads and reports what it would do, and
 	// writes and removes nothing.
 	DryRun      bool
 	Concurrency int // trailers read at once (default 8)
-	Progress    *Progress
+	Progress    *engine.Progress
 	// Lease tunes the prune lock, which a repair (not a dry run) holds:
 	// two index rewriters at once could each delete the other's new
 	// files.
 	Lease lease.Options
 }
 
-// RepairPack is a pack whose trailer could not be read.
-type RepairPack struct {
+// BadTrailer is a pack whose trailer could not be read.
+type BadTrailer struct {
 	Pack string `json:"pack"` // full id
 	Kind string `json:"kind"` // "data" or "tree"
 	// FromIndex is the old index file whose entries for the pack were
@@ -38,8 +39,8 @@ type RepairPack struct {
 	Error     string `json:"error"`
 }
 
-// RepairIndexResult reports what RepairIndex did (or, with DryRun, would do).
-type RepairIndexResult struct {
+// IndexResult reports what Index did (or, with DryRun, would do).
+type IndexResult struct {
 	DryRun bool `json:"dry_run"`
 	// Packs is the number of packs in the store; Indexed of them are in the
 	// new index, with Blobs blobs.
@@ -55,7 +56,7 @@ type RepairIndexResult struct {
 	// BadTrailers are the packs whose trailer could not be read or
 	// opened: left as they are, indexed only if an old index file had
 	// their entries.
-	BadTrailers []RepairPack `json:"bad_trailers"`
+	BadTrailers []BadTrailer `json:"bad_trailers"`
 	// OldIndexFiles are the index files the repair replaces (removed,
 	// unless DryRun); DamagedIndexFiles those of them that could not be
 	// read.
@@ -69,7 +70,7 @@ type RepairIndexResult struct {
 	NewIndexFiles []string `json:"new_index_files"`
 }
 
-// RepairIndex rebuilds the store's index from the trailers of its packs.
+// Index rebuilds the store's index from the trailers of its packs.
 // It lists the index files, reads the trailer of every pack (a pack's
 // trailer lists its blobs, FORMAT.md §5), writes new index files for
 // them, and only when every new index file is durable removes the index
@@ -82,7 +83,7 @@ type RepairIndexResult struct {
 // new index, so its blobs stay reachable. Nothing but index files is
 // written or removed.
 //
-// Memory: the new index is written in files of indexFlushBlobs blobs as
+// Memory: the new index is written in files of engine.IndexFlushBlobs blobs as
 // the trailers are read, and of the old index only which file names
 // which pack is kept, so it does not hold the whole index.
 //
@@ -93,19 +94,19 @@ type RepairIndexResult struct {
 // naming the holder, before anything is read.
 //
 // r.Index is left as it was: open the store again to read the new index.
-func (r *Repo) RepairIndex(ctx context.Context, opt RepairIndexOptions) (*RepairIndexResult, error) {
+func Index(ctx context.Context, r *engine.Repo, opt IndexOptions) (*IndexResult, error) {
 	if opt.Concurrency < 1 {
 		opt.Concurrency = 8
 	}
-	lk, release, err := r.pruneLock(ctx, opt.DryRun, "repair index", opt.Lease)
+	lk, release, err := r.ExclusiveLock(ctx, opt.DryRun, "repair index", opt.Lease)
 	if err != nil {
 		return nil, err
 	}
 	defer release()
 	if opt.Progress == nil {
-		opt.Progress = &Progress{}
+		opt.Progress = &engine.Progress{}
 	}
-	res := &RepairIndexResult{DryRun: opt.DryRun, BadTrailers: []RepairPack{}, DamagedIndexFiles: []string{}, NewIndexFiles: []string{}}
+	res := &IndexResult{DryRun: opt.DryRun, BadTrailers: []BadTrailer{}, DamagedIndexFiles: []string{}, NewIndexFiles: []string{}}
 
 	// The old index: which readable file names which pack.
 	old, err := r.IndexFiles(ctx)
@@ -134,7 +135,7 @@ func (r *Repo) RepairIndex(ctx context.Context, opt RepairIndexOptions) (*Repair
 					res.DamagedIndexFiles = append(res.DamagedIndexFiles, h.Name)
 					return nil
 				}
-				return fmt.Errorf("reading index file %s: %w", shortName(h.Name), err)
+				return fmt.Errorf("reading index file %s: %w", crypto.ShortName(h.Name), err)
 			}
 			for _, p := range packs {
 				oldPacks[p.ID] = oldRef{h.Name, p.Kind}
@@ -174,9 +175,9 @@ func (r *Repo) RepairIndex(ctx context.Context, opt RepairIndexOptions) (*Repair
 		if inStore[id] {
 			continue
 		}
-		if _, err := r.st.Stat(ctx, packHandle(o.kind, id)); err == nil {
+		if _, err := r.Storage().Stat(ctx, engine.PackHandle(o.kind, id)); err == nil {
 			return nil, fmt.Errorf("pack %s is named by index file %s and is in the store, but the listing of packs lacks it; nothing was changed (is the listing complete? run repair again)",
-				id.Short(), shortName(o.file))
+				id.Short(), crypto.ShortName(o.file))
 		} else if !store.IsNotFound(err) {
 			return nil, fmt.Errorf("pack %s: %w", id.Short(), err)
 		}
@@ -192,7 +193,7 @@ func (r *Repo) RepairIndex(ctx context.Context, opt RepairIndexOptions) (*Repair
 			return nil
 		}
 		if !opt.DryRun {
-			id, err := r.saveObject(ctx, store.KindIndex, format.EncodeIndex(batch), format.AADIndex)
+			id, err := r.SaveObject(ctx, store.KindIndex, format.EncodeIndex(batch), format.AADIndex)
 			if err != nil {
 				return fmt.Errorf("writing an index file: %w", err)
 			}
@@ -211,7 +212,7 @@ func (r *Repo) RepairIndex(ctx context.Context, opt RepairIndexOptions) (*Repair
 		if _, ok := oldPacks[ip.ID]; !ok {
 			res.Unindexed++
 		}
-		if nblobs >= indexFlushBlobs {
+		if nblobs >= engine.IndexFlushBlobs {
 			return flush(ctx)
 		}
 		return nil
@@ -222,7 +223,7 @@ func (r *Repo) RepairIndex(ctx context.Context, opt RepairIndexOptions) (*Repair
 	g.SetLimit(opt.Concurrency)
 	for _, p := range packs {
 		g.Go(func() error {
-			blobs, err := r.readTrailer(gctx, p.kind, p.id)
+			blobs, err := r.ReadTrailer(gctx, p.kind, p.id)
 			if err == nil {
 				for _, b := range blobs {
 					if b.Kind != p.kind {
@@ -255,14 +256,14 @@ func (r *Repo) RepairIndex(ctx context.Context, opt RepairIndexOptions) (*Repair
 	// Packs with a bad trailer: keep what a readable old index file said.
 	oldFiles := map[string][]format.IndexPack{}
 	for i, p := range bad {
-		rp := RepairPack{Pack: p.id.String(), Kind: p.kind.String(), Error: badErr[i].Error()}
+		rp := BadTrailer{Pack: p.id.String(), Kind: p.kind.String(), Error: badErr[i].Error()}
 		if o, ok := oldPacks[p.id]; ok {
 			name := o.file
 			ips, ok := oldFiles[name]
 			if !ok {
 				ips, err = r.ReadIndexFile(ctx, store.Handle{Kind: store.KindIndex, Name: name})
 				if err != nil {
-					return nil, fmt.Errorf("reading index file %s again: %w", shortName(name), err)
+					return nil, fmt.Errorf("reading index file %s again: %w", crypto.ShortName(name), err)
 				}
 				oldFiles[name] = ips
 			}
@@ -294,23 +295,15 @@ func (r *Repo) RepairIndex(ctx context.Context, opt RepairIndexOptions) (*Repair
 	// crash before this point leaves both, which readers accept (a blob
 	// listed twice: any copy will do), and a rerun finishes the work.
 	for _, name := range res.OldIndexFiles {
-		err := r.st.Delete(ctx, store.Handle{Kind: store.KindIndex, Name: name})
+		err := r.Storage().Delete(ctx, store.Handle{Kind: store.KindIndex, Name: name})
 		if errors.Is(err, store.ErrLocked) {
 			res.LockedIndexFiles = append(res.LockedIndexFiles, name)
 			continue
 		}
 		if err != nil {
 			return res, fmt.Errorf("new index written (%d files), but removing the old index file %s failed: %w (run repair index again)",
-				len(res.NewIndexFiles), shortName(name), err)
+				len(res.NewIndexFiles), crypto.ShortName(name), err)
 		}
 	}
 	return res, nil
-}
-
-// shortName shortens an object name that is an id.
-func shortName(name string) string {
-	if id, err := crypto.ParseID(name); err == nil {
-		return id.Short()
-	}
-	return name
 }

@@ -1,12 +1,15 @@
-package engine_test
+package repair_test
 
 import (
 	"github.com/coffer-backup/coffer/engine"
 	"github.com/coffer-backup/coffer/engine/backup"
 	"github.com/coffer-backup/coffer/engine/check"
 	"github.com/coffer-backup/coffer/engine/crypto"
+	"github.com/coffer-backup/coffer/engine/enginetest"
 	"github.com/coffer-backup/coffer/engine/format"
+	"github.com/coffer-backup/coffer/engine/repair"
 	"github.com/coffer-backup/coffer/engine/store"
+	"github.com/coffer-backup/coffer/internal/testtree"
 
 	"bytes"
 	"context"
@@ -62,19 +65,19 @@ func flipFile(t *testing.T, r *engine.Repo, dir string, sn *engine.Snapshot, pat
 // TestRepairSnapshotsPagedDir damages one page of a large (paged)
 // directory and the content of one file on another page. A dry run
 // with ReadData finds both and names both packs as still indexed and
-// changes nothing; RepairPacks drops them; RepairSnapshots writes a
+// changes nothing; Packs drops them; Snapshots writes a
 // snapshot without the page's entries and the file, whose totals and
 // listing agree, which checks clean and restores the rest byte-exact.
 func TestRepairSnapshotsPagedDir(t *testing.T) {
 	ctx := context.Background()
-	r, dir := newTestRepo(t, engine.CreateOptions{Chunker: testChunker})
+	r, dir := enginetest.NewRepo(t, engine.CreateOptions{Chunker: enginetest.Chunker})
 	src := filepath.Join(t.TempDir(), "src")
 	const n = 1500
 	for i := range n {
-		writeFile(t, filepath.Join(src, "big", fmt.Sprintf("f%04d", i)), []byte(fmt.Sprintf("file %d of the big folder\n", i)))
+		enginetest.WriteFile(t, filepath.Join(src, "big", fmt.Sprintf("f%04d", i)), []byte(fmt.Sprintf("file %d of the big folder\n", i)))
 	}
-	writeFile(t, filepath.Join(src, "other.txt"), textBytes(3, 5000))
-	sn := backupDir(t, r, src, backup.Options{})
+	enginetest.WriteFile(t, filepath.Join(src, "other.txt"), testtree.Text(3, 5000))
+	sn := enginetest.BackupDir(t, r, src, backup.Options{})
 	if err := r.LoadIndex(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -97,8 +100,8 @@ func TestRepairSnapshotsPagedDir(t *testing.T) {
 	treePack := flipBlob(t, r, dir, page.ID)
 	dataPack := flipBlob(t, r, dir, victim.Chunks[0].ID)
 
-	r = reopen(t, dir)
-	dry, err := r.RepairSnapshots(ctx, engine.RepairSnapshotsOptions{DryRun: true, ReadData: true})
+	r = enginetest.Reopen(t, dir)
+	dry, err := repair.Snapshots(ctx, r, repair.SnapshotsOptions{DryRun: true, ReadData: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,7 +114,7 @@ func TestRepairSnapshotsPagedDir(t *testing.T) {
 		t.Fatalf("the dry run wrote snapshots: %d", len(ids))
 	}
 
-	rp, err := r.RepairPacks(ctx, engine.RepairPacksOptions{})
+	rp, err := repair.Packs(ctx, r, repair.PacksOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,15 +122,15 @@ func TestRepairSnapshotsPagedDir(t *testing.T) {
 		t.Fatalf("repair packs: %+v", rp)
 	}
 
-	r = reopen(t, dir)
-	res, err := r.RepairSnapshots(ctx, engine.RepairSnapshotsOptions{})
+	r = enginetest.Reopen(t, dir)
+	res, err := repair.Snapshots(ctx, r, repair.SnapshotsOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(res.Damaged) != 1 || res.Damaged[0].New == "" || len(res.StillIndexed) != 0 {
 		t.Fatalf("repair snapshots: %+v", res)
 	}
-	got := map[string]engine.RepairedPath{}
+	got := map[string]repair.RepairedPath{}
 	for _, p := range res.Damaged[0].Paths {
 		got[p.Path] = p
 	}
@@ -138,7 +141,7 @@ func TestRepairSnapshotsPagedDir(t *testing.T) {
 		t.Fatalf("f1499 not reported dropped: %+v", res.Damaged[0].Paths)
 	}
 
-	r = reopen(t, dir)
+	r = enginetest.Reopen(t, dir)
 	if err := r.LoadIndex(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -147,7 +150,7 @@ func TestRepairSnapshotsPagedDir(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rsn.Original == nil || *rsn.Original != sn.ID || !slices.Contains(rsn.Tags, engine.RepairedTag) || !rsn.Partial || rsn.Stats.Skipped != 2 {
+	if rsn.Original == nil || *rsn.Original != sn.ID || !slices.Contains(rsn.Tags, repair.RepairedTag) || !rsn.Partial || rsn.Stats.Skipped != 2 {
 		t.Fatalf("repaired snapshot: %+v", rsn)
 	}
 	if !rsn.Time.Equal(sn.Time.Add(time.Nanosecond)) {
@@ -185,12 +188,12 @@ func TestRepairSnapshotsPagedDir(t *testing.T) {
 		t.Fatalf("/big lists %d entries, its totals say %d, want %d", len(names), nd.Stats.Entries, uint64(n)-page.Entries-1)
 	}
 
-	cr, err := check.Run(ctx, reopen(t, dir), check.Options{Snapshots: []*engine.Snapshot{rsn}})
+	cr, err := check.Run(ctx, enginetest.Reopen(t, dir), check.Options{Snapshots: []*engine.Snapshot{rsn}})
 	if err != nil || !cr.OK() {
 		t.Fatalf("check of the repaired snapshot: %v %v", err, cr.Problems)
 	}
 	to := filepath.Join(t.TempDir(), "out")
-	if err := restoreAll(t, r, rsn, to); err != nil {
+	if err := enginetest.RestoreAll(t, r, rsn, to); err != nil {
 		t.Fatal(err)
 	}
 	restored := 0
@@ -218,8 +221,8 @@ func TestRepairSnapshotsPagedDir(t *testing.T) {
 func TestRepairSnapshotsUndamaged(t *testing.T) {
 	ctx := context.Background()
 	storeDir, srcs := repairStore(t, 2)
-	r := reopen(t, storeDir)
-	res, err := r.RepairSnapshots(ctx, engine.RepairSnapshotsOptions{Forget: true})
+	r := enginetest.Reopen(t, storeDir)
+	res, err := repair.Snapshots(ctx, r, repair.SnapshotsOptions{Forget: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -229,22 +232,22 @@ func TestRepairSnapshotsUndamaged(t *testing.T) {
 	verifyStore(t, storeDir, srcs)
 }
 
-// TestRepairSnapshotsReadData: with ReadData, RepairSnapshots alone finds
-// a damaged content blob, drops it from the index (RepairPacks on its
+// TestRepairSnapshotsReadData: with ReadData, Snapshots alone finds
+// a damaged content blob, drops it from the index (Packs on its
 // pack, salvaging the rest) and writes a repaired snapshot; the next
 // backup of the source stores the file again, and the whole store
 // checks clean once the original is forgotten.
 func TestRepairSnapshotsReadData(t *testing.T) {
 	ctx := context.Background()
-	r, dir := newTestRepo(t, engine.CreateOptions{Chunker: testChunker})
+	r, dir := enginetest.NewRepo(t, engine.CreateOptions{Chunker: enginetest.Chunker})
 	src := filepath.Join(t.TempDir(), "src")
-	writeFile(t, filepath.Join(src, "victim"), randBytes(10000))
-	writeFile(t, filepath.Join(src, "keep"), textBytes(1, 3000))
-	sn := backupDir(t, r, src, backup.Options{})
+	enginetest.WriteFile(t, filepath.Join(src, "victim"), testtree.RandBytes(10000))
+	enginetest.WriteFile(t, filepath.Join(src, "keep"), testtree.Text(1, 3000))
+	sn := enginetest.BackupDir(t, r, src, backup.Options{})
 	flipFile(t, r, dir, sn, "/victim")
 
-	r = reopen(t, dir)
-	res, err := r.RepairSnapshots(ctx, engine.RepairSnapshotsOptions{ReadData: true, Forget: true})
+	r = enginetest.Reopen(t, dir)
+	res, err := repair.Snapshots(ctx, r, repair.SnapshotsOptions{ReadData: true, Forget: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -252,17 +255,17 @@ func TestRepairSnapshotsReadData(t *testing.T) {
 		res.Packs == nil || res.Packs.LostBlobs != 1 || res.Packs.SalvagedBlobs == 0 {
 		t.Fatalf("repair: %+v (packs %+v)", res, res.Packs)
 	}
-	r = reopen(t, dir)
-	sn2 := backupDir(t, r, src, backup.Options{})
+	r = enginetest.Reopen(t, dir)
+	sn2 := enginetest.BackupDir(t, r, src, backup.Options{})
 	if sn2.Stats.NewBlobs == 0 {
 		t.Fatalf("the next backup did not store the damaged file again: %+v", sn2.Stats)
 	}
 	to := filepath.Join(t.TempDir(), "out")
-	if err := restoreAll(t, r, sn2, to); err != nil {
+	if err := enginetest.RestoreAll(t, r, sn2, to); err != nil {
 		t.Fatal(err)
 	}
-	compareTrees(t, src, to)
-	cr, err := check.Run(ctx, reopen(t, dir), check.Options{})
+	enginetest.CompareTrees(t, src, to)
+	cr, err := check.Run(ctx, enginetest.Reopen(t, dir), check.Options{})
 	if err != nil || !cr.OK() {
 		t.Fatalf("check: %v %v", err, cr.Problems)
 	}
@@ -284,7 +287,7 @@ func TestRepairSnapshotsRandomDamage(t *testing.T) {
 func repairRandomDamage(t *testing.T, seed uint64) {
 	ctx := context.Background()
 	rng := rand.New(rand.NewPCG(seed, 99))
-	r, dir := newTestRepo(t, engine.CreateOptions{Chunker: testChunker})
+	r, dir := enginetest.NewRepo(t, engine.CreateOptions{Chunker: enginetest.Chunker})
 	src := filepath.Join(t.TempDir(), "src")
 	var dirs []string
 	for i := range 12 {
@@ -296,12 +299,12 @@ func repairRandomDamage(t *testing.T, seed uint64) {
 	}
 	for i := range 200 {
 		d := dirs[rng.IntN(len(dirs))]
-		writeFile(t, filepath.Join(src, d, fmt.Sprintf("f%03d", i)), textBytes(uint64(i)+seed*1000, 100+rng.IntN(3000)))
+		enginetest.WriteFile(t, filepath.Join(src, d, fmt.Sprintf("f%03d", i)), testtree.Text(uint64(i)+seed*1000, 100+rng.IntN(3000)))
 	}
 	for i := range 700 { // a paged folder
-		writeFile(t, filepath.Join(src, "big", fmt.Sprintf("g%04d", i)), []byte(fmt.Sprintf("%d %d\n", seed, i)))
+		enginetest.WriteFile(t, filepath.Join(src, "big", fmt.Sprintf("g%04d", i)), []byte(fmt.Sprintf("%d %d\n", seed, i)))
 	}
-	backupDir(t, r, src, backup.Options{})
+	enginetest.BackupDir(t, r, src, backup.Options{})
 	if err := r.LoadIndex(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -323,7 +326,7 @@ func repairRandomDamage(t *testing.T, seed uint64) {
 	// repair snapshots alone (it runs repair packs on what it finds):
 	// a damaged blob under a folder it empties shares its pack with
 	// blobs the repaired snapshot keeps, and must leave the index too.
-	res, err := reopen(t, dir).RepairSnapshots(ctx, engine.RepairSnapshotsOptions{ReadData: true})
+	res, err := repair.Snapshots(ctx, enginetest.Reopen(t, dir), repair.SnapshotsOptions{ReadData: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -331,17 +334,17 @@ func repairRandomDamage(t *testing.T, seed uint64) {
 		t.Fatalf("repair: %+v", res)
 	}
 	paths := res.Damaged[0].Paths
-	r = reopen(t, dir)
+	r = enginetest.Reopen(t, dir)
 	newID, _ := crypto.ParseID(res.Damaged[0].New)
 	rsn, err := r.LoadSnapshot(ctx, newID)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cr, err := check.Run(ctx, reopen(t, dir), check.Options{Snapshots: []*engine.Snapshot{rsn}}); err != nil || !cr.OK() {
+	if cr, err := check.Run(ctx, enginetest.Reopen(t, dir), check.Options{Snapshots: []*engine.Snapshot{rsn}}); err != nil || !cr.OK() {
 		t.Fatalf("check of the repaired snapshot: %v %v", err, cr.Problems)
 	}
 	to := filepath.Join(t.TempDir(), "out")
-	if err := restoreAll(t, r, rsn, to); err != nil {
+	if err := enginetest.RestoreAll(t, r, rsn, to); err != nil {
 		t.Fatal(err)
 	}
 	covered := func(rel string) bool {
