@@ -95,7 +95,7 @@ type damagedPack struct {
 // It reads and verifies the chosen packs as check does (the pack's hash,
 // every blob's MAC and id), and finds the packs the index names that the
 // store lacks. For each damaged pack it copies the blobs that still read
-// into new packs (through a engine.Saver, which writes its own index file),
+// into new packs (through a Saver, which writes its own index file),
 // then writes, for every index file naming a damaged or missing pack, a
 // new index file with the same entries less those packs, and only when
 // all of that is durable removes the index files it replaced (the order

@@ -138,10 +138,7 @@ func TestRepairPacksPruneLock(t *testing.T) {
 	ctx := context.Background()
 	r, dir := enginetest.NewRepo(t, engine.CreateOptions{Chunker: enginetest.Chunker})
 	src := filepath.Join(t.TempDir(), "src")
-	// Each file below the chunker's minimum (16 KiB), so one blob each
-	// whatever the store's chunker key: 20,000 bytes were one chunk or
-	// two by the key, and the counts below failed 1 run in 20.
-	enginetest.WriteFile(t, filepath.Join(src, "victim"), testtree.RandBytes(12000))
+	enginetest.WriteFile(t, filepath.Join(src, "victim"), testtree.RandBytes(20000))
 	sn := enginetest.BackupDir(t, r, src, backup.Options{})
 	flipFile(t, r, dir, sn, "/victim")
 
